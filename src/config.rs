@@ -1,0 +1,458 @@
+//! Configuration: command-line flags, `HERALD_*` environment variables and an
+//! optional TOML file, with precedence flag > env > file > default.
+//!
+//! Every option is one field of [`Options`], which serves both as the clap
+//! parser (flags and env) and as the TOML schema (`--config`); the two layers
+//! are merged field by field and then resolved into a [`Config`] with every
+//! default applied. Unknown TOML keys are an error that names the key.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use clap::Parser;
+use serde::Deserialize;
+
+use crate::hub::OutputLimits;
+
+/// A byte size: `1048576`, `64kb`, `32mb`, `1gib` (binary multiples).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ByteSize(pub u64);
+
+impl FromStr for ByteSize {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let t = s.trim().to_ascii_lowercase();
+        let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+        let (num, unit) = t.split_at(split);
+        let n: u64 = num.parse().map_err(|_| format!("invalid size '{s}'"))?;
+        let mult: u64 = match unit.trim() {
+            "" | "b" => 1,
+            "k" | "kb" | "kib" => 1 << 10,
+            "m" | "mb" | "mib" => 1 << 20,
+            "g" | "gb" | "gib" => 1 << 30,
+            _ => return Err(format!("invalid size unit in '{s}' (use b, kb, mb, gb)")),
+        };
+        n.checked_mul(mult)
+            .map(ByteSize)
+            .ok_or_else(|| format!("size '{s}' is too large"))
+    }
+}
+
+/// A duration: `500ms`, `30s`, `10m`, `2h`, or a bare number of seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Dur(pub Duration);
+
+impl FromStr for Dur {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let t = s.trim();
+        let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+        let (num, unit) = t.split_at(split);
+        let n: u64 = num.parse().map_err(|_| format!("invalid duration '{s}'"))?;
+        let d = match unit.trim() {
+            "" | "s" => Duration::from_secs(n),
+            "ms" => Duration::from_millis(n),
+            "m" => Duration::from_secs(n.saturating_mul(60)),
+            "h" => Duration::from_secs(n.saturating_mul(3600)),
+            _ => return Err(format!("invalid duration unit in '{s}' (use ms, s, m, h)")),
+        };
+        Ok(Dur(d))
+    }
+}
+
+macro_rules! deserialize_from_str_or_int {
+    ($t:ty) => {
+        impl<'de> Deserialize<'de> for $t {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                #[derive(Deserialize)]
+                #[serde(untagged)]
+                enum Raw {
+                    Int(u64),
+                    Str(String),
+                }
+                match Raw::deserialize(d)? {
+                    Raw::Int(n) => n.to_string().parse(),
+                    Raw::Str(s) => s.parse(),
+                }
+                .map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+deserialize_from_str_or_int!(ByteSize);
+deserialize_from_str_or_int!(Dur);
+
+/// Options of one namespace (`[namespaces.NAME]`): the text before the first
+/// `:` of a channel name selects it; other channels use `default`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct NamespaceOptions {
+    /// Messages kept per channel; 0 = no history.
+    pub history_size: usize,
+    /// Age after which kept messages expire (0 = never).
+    pub history_ttl: Dur,
+    /// Track who is subscribed.
+    pub presence: bool,
+    /// Push join/leave events to subscribers.
+    pub join_leave: bool,
+    /// Clients may publish here (their token's `publish` claim still decides).
+    pub allow_publish: bool,
+    /// Clients without a token may subscribe here.
+    pub allow_anonymous: bool,
+}
+
+impl Default for NamespaceOptions {
+    fn default() -> Self {
+        NamespaceOptions {
+            history_size: 0,
+            history_ttl: Dur::default(),
+            presence: false,
+            join_leave: false,
+            allow_publish: true,
+            allow_anonymous: true,
+        }
+    }
+}
+
+/// Every option, as a flag, an env variable and a TOML key (`snake_case`).
+#[derive(Debug, Default, Parser, Deserialize)]
+#[command(
+    name = "herald",
+    version,
+    about = "Herald: a pub/sub real-time notification hub (RESP, WebSocket, HTTP)",
+    long_about = "Herald: a pub/sub real-time notification hub.\n\n\
+        Redis clients publish and subscribe over RESP, browsers over WebSocket, \
+        backends over HTTP, all on one channel registry.\n\n\
+        Each option is a flag, an environment variable HERALD_<NAME> and a key \
+        of the TOML file given with --config (snake_case); precedence is \
+        flag > env > file > default. Sizes accept b/kb/mb/gb suffixes, durations \
+        ms/s/m/h."
+)]
+#[serde(deny_unknown_fields)]
+pub struct Options {
+    /// TOML configuration file (options and [namespaces.NAME] tables).
+    #[arg(long, env = "HERALD_CONFIG", value_name = "FILE")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+
+    /// Address of the RESP (Redis protocol) listener. Port 0 picks a free port.
+    /// [default: 127.0.0.1:6380]
+    #[arg(long, env = "HERALD_RESP_ADDR", value_name = "ADDR")]
+    pub resp_addr: Option<SocketAddr>,
+
+    /// Address of the HTTP listener (WebSocket /ws, API /api/, /metrics,
+    /// /healthz, demo page /). [default: 127.0.0.1:8080]
+    #[arg(long, env = "HERALD_HTTP_ADDR", value_name = "ADDR")]
+    pub http_addr: Option<SocketAddr>,
+
+    /// Password for RESP clients, as Redis's requirepass (full access).
+    #[arg(long, env = "HERALD_REQUIREPASS", value_name = "PASSWORD")]
+    pub requirepass: Option<String>,
+
+    /// HMAC secret for HS256 JWTs.
+    #[arg(long, env = "HERALD_JWT_HMAC_SECRET", value_name = "SECRET")]
+    pub jwt_hmac_secret: Option<String>,
+
+    /// PEM public key file for RS256 or ES256 JWTs (the key fixes the algorithm).
+    #[arg(long, env = "HERALD_JWT_PUBLIC_KEY_FILE", value_name = "FILE")]
+    pub jwt_public_key_file: Option<PathBuf>,
+
+    /// Leeway for JWT exp/nbf checks. [default: 0s]
+    #[arg(long, env = "HERALD_JWT_LEEWAY", value_name = "DURATION")]
+    pub jwt_leeway: Option<Dur>,
+
+    /// API key for the HTTP server API (X-API-Key header).
+    #[arg(long, env = "HERALD_API_KEY", value_name = "KEY")]
+    pub api_key: Option<String>,
+
+    /// Allow anonymous clients even on non-loopback listeners.
+    #[arg(long, env = "HERALD_ALLOW_ANONYMOUS", num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub allow_anonymous: Option<bool>,
+
+    /// Origins allowed to open WebSocket connections (comma-separated; empty
+    /// allows same-host and non-browser clients only).
+    #[arg(
+        long,
+        env = "HERALD_ALLOWED_ORIGINS",
+        value_delimiter = ',',
+        value_name = "ORIGINS"
+    )]
+    pub allowed_origins: Option<Vec<String>>,
+
+    /// Maximum simultaneous connections per front end. [default: 10000]
+    #[arg(long, env = "HERALD_MAX_CONNECTIONS", value_name = "N")]
+    pub max_connections: Option<usize>,
+
+    /// Maximum RESP bulk string length. [default: 64mb]
+    #[arg(long, env = "HERALD_MAX_BULK_LEN", value_name = "SIZE")]
+    pub max_bulk_len: Option<ByteSize>,
+
+    /// Maximum unparsed input buffered per RESP connection. [default: 128mb]
+    #[arg(long, env = "HERALD_MAX_QUERY_BUFFER", value_name = "SIZE")]
+    pub max_query_buffer: Option<ByteSize>,
+
+    /// Maximum subscriptions (channels + patterns) per connection. [default: 100000]
+    #[arg(long, env = "HERALD_MAX_SUBSCRIPTIONS", value_name = "N")]
+    pub max_subscriptions: Option<usize>,
+
+    /// Maximum length of a channel name or pattern. [default: 64kb]
+    #[arg(long, env = "HERALD_MAX_CHANNEL_LENGTH", value_name = "SIZE")]
+    pub max_channel_length: Option<ByteSize>,
+
+    /// Pending output past which a subscriber is cut off at once. [default: 32mb]
+    #[arg(long, env = "HERALD_OUTPUT_BUFFER_HARD_LIMIT", value_name = "SIZE")]
+    pub output_buffer_hard_limit: Option<ByteSize>,
+
+    /// Pending output that cuts a subscriber off when sustained. [default: 8mb]
+    #[arg(long, env = "HERALD_OUTPUT_BUFFER_SOFT_LIMIT", value_name = "SIZE")]
+    pub output_buffer_soft_limit: Option<ByteSize>,
+
+    /// How long the soft limit may be exceeded. [default: 60s]
+    #[arg(
+        long,
+        env = "HERALD_OUTPUT_BUFFER_SOFT_SECONDS",
+        value_name = "DURATION"
+    )]
+    pub output_buffer_soft_seconds: Option<Dur>,
+
+    /// Log filter (tracing syntax, e.g. info or herald=debug). [default: info]
+    #[arg(long, env = "HERALD_LOG", value_name = "FILTER")]
+    pub log: Option<String>,
+
+    /// Namespaces (TOML only): [namespaces.NAME] tables.
+    #[arg(skip)]
+    pub namespaces: Option<BTreeMap<String, NamespaceOptions>>,
+}
+
+/// Errors while loading configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// The resolved configuration, every default applied.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub resp_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    pub requirepass: Option<String>,
+    pub jwt_hmac_secret: Option<String>,
+    pub jwt_public_key_file: Option<PathBuf>,
+    pub jwt_leeway: Duration,
+    pub api_key: Option<String>,
+    pub allow_anonymous: bool,
+    pub allowed_origins: Vec<String>,
+    pub max_connections: usize,
+    pub max_bulk_len: usize,
+    pub max_query_buffer: usize,
+    pub max_subscriptions: usize,
+    pub max_channel_length: usize,
+    pub output_limits: OutputLimits,
+    pub log: String,
+    pub namespaces: BTreeMap<String, NamespaceOptions>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Options::default()
+            .resolve()
+            .expect("the embedded defaults are valid")
+    }
+}
+
+impl Config {
+    /// Parses flags and env from the process, reads `--config` if given.
+    pub fn load() -> Result<Config, ConfigError> {
+        Self::from_options(Options::parse())
+    }
+
+    /// Merges `cli` (flags and env) over the file it names, then resolves.
+    pub fn from_options(cli: Options) -> Result<Config, ConfigError> {
+        let file = match &cli.config {
+            Some(path) => Self::read_file(path)?,
+            None => Options::default(),
+        };
+        cli.merge_over(file).resolve()
+    }
+
+    fn read_file(path: &PathBuf) -> Result<Options, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.clone(),
+            message: e.to_string(),
+        })
+    }
+
+    /// The options of the namespace of `channel` (text before the first `:`).
+    pub fn namespace(&self, channel: &[u8]) -> &NamespaceOptions {
+        static DEFAULT: std::sync::OnceLock<NamespaceOptions> = std::sync::OnceLock::new();
+        let name = channel
+            .iter()
+            .position(|b| *b == b':')
+            .and_then(|i| std::str::from_utf8(&channel[..i]).ok());
+        name.and_then(|n| self.namespaces.get(n))
+            .or_else(|| self.namespaces.get("default"))
+            .unwrap_or_else(|| DEFAULT.get_or_init(NamespaceOptions::default))
+    }
+
+    /// True when some authentication is configured.
+    pub fn has_auth(&self) -> bool {
+        self.requirepass.is_some()
+            || self.jwt_hmac_secret.is_some()
+            || self.jwt_public_key_file.is_some()
+    }
+}
+
+macro_rules! merge_fields {
+    ($hi:ident, $lo:ident, $($f:ident),*) => {
+        Options { $($f: $hi.$f.or($lo.$f)),* }
+    };
+}
+
+impl Options {
+    /// `self` where set, else `lower`.
+    pub fn merge_over(self, lower: Options) -> Options {
+        let hi = self;
+        let lo = lower;
+        merge_fields!(
+            hi,
+            lo,
+            config,
+            resp_addr,
+            http_addr,
+            requirepass,
+            jwt_hmac_secret,
+            jwt_public_key_file,
+            jwt_leeway,
+            api_key,
+            allow_anonymous,
+            allowed_origins,
+            max_connections,
+            max_bulk_len,
+            max_query_buffer,
+            max_subscriptions,
+            max_channel_length,
+            output_buffer_hard_limit,
+            output_buffer_soft_limit,
+            output_buffer_soft_seconds,
+            log,
+            namespaces
+        )
+    }
+
+    /// Applies defaults and checks values.
+    pub fn resolve(self) -> Result<Config, ConfigError> {
+        let size = |v: Option<ByteSize>, d: u64| -> Result<usize, ConfigError> {
+            usize::try_from(v.map_or(d, |b| b.0))
+                .map_err(|_| ConfigError::Invalid("size too large for this machine".into()))
+        };
+        let empty = |s: Option<String>| s.filter(|s| !s.is_empty());
+        let cfg = Config {
+            resp_addr: self
+                .resp_addr
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 6380))),
+            http_addr: self
+                .http_addr
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
+            requirepass: empty(self.requirepass),
+            jwt_hmac_secret: empty(self.jwt_hmac_secret),
+            jwt_public_key_file: self.jwt_public_key_file,
+            jwt_leeway: self.jwt_leeway.unwrap_or_default().0,
+            api_key: empty(self.api_key),
+            allow_anonymous: self.allow_anonymous.unwrap_or(false),
+            allowed_origins: self.allowed_origins.unwrap_or_default(),
+            max_connections: self.max_connections.unwrap_or(10_000),
+            max_bulk_len: size(self.max_bulk_len, 64 << 20)?,
+            max_query_buffer: size(self.max_query_buffer, 128 << 20)?,
+            max_subscriptions: self.max_subscriptions.unwrap_or(100_000),
+            max_channel_length: size(self.max_channel_length, 64 << 10)?,
+            output_limits: OutputLimits {
+                hard_bytes: size(self.output_buffer_hard_limit, 32 << 20)?,
+                soft_bytes: size(self.output_buffer_soft_limit, 8 << 20)?,
+                soft_duration: self
+                    .output_buffer_soft_seconds
+                    .map_or(Duration::from_secs(60), |d| d.0),
+            },
+            log: self.log.unwrap_or_else(|| "info".into()),
+            namespaces: self.namespaces.unwrap_or_default(),
+        };
+        if cfg.max_query_buffer < cfg.max_bulk_len {
+            return Err(ConfigError::Invalid(
+                "max_query_buffer must be at least max_bulk_len".into(),
+            ));
+        }
+        if cfg.max_connections == 0 {
+            return Err(ConfigError::Invalid(
+                "max_connections must be at least 1".into(),
+            ));
+        }
+        Ok(cfg)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_and_durations() {
+        assert_eq!("32mb".parse::<ByteSize>().unwrap().0, 32 << 20);
+        assert_eq!("1024".parse::<ByteSize>().unwrap().0, 1024);
+        assert!("12xb".parse::<ByteSize>().is_err());
+        assert_eq!("10m".parse::<Dur>().unwrap().0, Duration::from_secs(600));
+        assert_eq!(
+            "250ms".parse::<Dur>().unwrap().0,
+            Duration::from_millis(250)
+        );
+    }
+
+    #[test]
+    fn precedence_flag_over_file() {
+        let file: Options = toml::from_str(
+            "resp_addr = \"127.0.0.1:7000\"\nhttp_addr = \"127.0.0.1:7001\"\nmax_bulk_len = \"1mb\"\n",
+        )
+        .unwrap();
+        let cli = Options::parse_from(["herald", "--resp-addr", "127.0.0.1:9000"]);
+        let cfg = cli.merge_over(file).resolve().unwrap();
+        assert_eq!(cfg.resp_addr.port(), 9000);
+        assert_eq!(cfg.http_addr.port(), 7001);
+        assert_eq!(cfg.max_bulk_len, 1 << 20);
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let err = toml::from_str::<Options>("resp_adr = \"x\"").unwrap_err();
+        assert!(err.to_string().contains("resp_adr"), "{err}");
+        let err = toml::from_str::<Options>("[namespaces.chat]\nhistory_sise = 3\n").unwrap_err();
+        assert!(err.to_string().contains("history_sise"), "{err}");
+    }
+
+    #[test]
+    fn namespaces_select_by_prefix() {
+        let file: Options = toml::from_str(
+            "[namespaces.chat]\nhistory_size = 100\nhistory_ttl = \"10m\"\npresence = true\n",
+        )
+        .unwrap();
+        let cfg = file.resolve().unwrap();
+        assert_eq!(cfg.namespace(b"chat:room1").history_size, 100);
+        assert_eq!(
+            cfg.namespace(b"chat:room1").history_ttl.0,
+            Duration::from_secs(600)
+        );
+        assert_eq!(cfg.namespace(b"news").history_size, 0);
+    }
+}

@@ -1,0 +1,228 @@
+//! A connection's bounded, ordered queue of encoded output.
+//!
+//! Publishers push shared, already-encoded `Bytes` here; the connection's own
+//! task pushes its replies here too, so one queue fixes the order of
+//! everything the client sees. The task drains the queue in one batch per
+//! write. Bytes count against the limits until they are written to the
+//! socket, in the manner of Redis's `client-output-buffer-limit pubsub`: past
+//! the hard limit, or above the soft limit for longer than its duration, the
+//! outbox closes itself and the connection is cut off. Nothing is dropped
+//! silently: a closed outbox refuses pushes and its owner disconnects.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::sync::Notify;
+
+/// Output buffer limits of one connection.
+#[derive(Debug, Clone, Copy)]
+pub struct OutputLimits {
+    /// Cut off at once when pending output exceeds this many bytes (0: none).
+    pub hard_bytes: usize,
+    /// Cut off when pending output stays above this many bytes (0: none) ...
+    pub soft_bytes: usize,
+    /// ... for longer than this.
+    pub soft_duration: Duration,
+}
+
+impl Default for OutputLimits {
+    fn default() -> Self {
+        OutputLimits {
+            hard_bytes: 32 << 20,
+            soft_bytes: 8 << 20,
+            soft_duration: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Why an outbox closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Overflow {
+    Hard,
+    Soft,
+}
+
+#[derive(Default)]
+struct State {
+    queue: VecDeque<Bytes>,
+    /// Queued plus taken-but-unwritten bytes.
+    pending: usize,
+    soft_since: Option<Instant>,
+    overflow: Option<Overflow>,
+    closed: bool,
+}
+
+/// See the module docs.
+pub struct Outbox {
+    state: Mutex<State>,
+    notify: Notify,
+    limits: OutputLimits,
+}
+
+impl Outbox {
+    pub fn new(limits: OutputLimits) -> Outbox {
+        Outbox {
+            state: Mutex::new(State::default()),
+            notify: Notify::new(),
+            limits,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // A panic while holding this lock cannot leave the queue inconsistent
+        // (every critical section is a few field updates), so poisoning is
+        // ignored rather than propagated into every publisher.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues `bytes` for the client. Returns false when the outbox is closed
+    /// (the client is gone or was cut off for overflowing); the bytes are then
+    /// not queued, and the owner is already on its way to disconnecting.
+    pub fn push(&self, bytes: Bytes) -> bool {
+        let mut st = self.lock();
+        if st.closed {
+            return false;
+        }
+        st.pending += bytes.len();
+        let lim = &self.limits;
+        if lim.hard_bytes > 0 && st.pending > lim.hard_bytes {
+            return self.overflow(st, Overflow::Hard);
+        }
+        if lim.soft_bytes > 0 && st.pending > lim.soft_bytes {
+            let now = Instant::now();
+            match st.soft_since {
+                None => st.soft_since = Some(now),
+                Some(t) if now.duration_since(t) > lim.soft_duration => {
+                    return self.overflow(st, Overflow::Soft);
+                }
+                Some(_) => {}
+            }
+        } else {
+            st.soft_since = None;
+        }
+        let was_empty = st.queue.is_empty();
+        st.queue.push_back(bytes);
+        drop(st);
+        if was_empty {
+            self.notify.notify_one();
+        }
+        true
+    }
+
+    fn overflow(&self, mut st: std::sync::MutexGuard<'_, State>, why: Overflow) -> bool {
+        st.overflow = Some(why);
+        st.closed = true;
+        st.queue.clear();
+        drop(st);
+        self.notify.notify_one();
+        false
+    }
+
+    /// Moves everything queued into `into` (in order). The bytes stay counted
+    /// as pending until [`Outbox::written`] reports them sent.
+    pub fn take(&self, into: &mut VecDeque<Bytes>) {
+        let mut st = self.lock();
+        if into.is_empty() {
+            std::mem::swap(&mut st.queue, into);
+        } else {
+            into.extend(st.queue.drain(..));
+        }
+    }
+
+    /// Reports `n` bytes written to the socket.
+    pub fn written(&self, n: usize) {
+        let mut st = self.lock();
+        st.pending = st.pending.saturating_sub(n);
+        if st.pending <= self.limits.soft_bytes {
+            st.soft_since = None;
+        }
+    }
+
+    /// Waits until something is queued or the outbox closes. Cancel-safe.
+    pub async fn ready(&self) {
+        self.notify.notified().await
+    }
+
+    /// The overflow that closed this outbox, if any.
+    pub fn overflowed(&self) -> Option<Overflow> {
+        self.lock().overflow
+    }
+
+    /// Closes the outbox: later pushes are refused.
+    pub fn close(&self) {
+        let mut st = self.lock();
+        st.closed = true;
+        st.queue.clear();
+    }
+
+    /// Pending output in bytes (queued and not yet written).
+    pub fn pending_bytes(&self) -> usize {
+        self.lock().pending
+    }
+
+    /// Number of queued chunks.
+    pub fn queued_len(&self) -> usize {
+        self.lock().queue.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn b(n: usize) -> Bytes {
+        Bytes::from(vec![b'x'; n])
+    }
+
+    #[test]
+    fn hard_limit_closes() {
+        let o = Outbox::new(OutputLimits {
+            hard_bytes: 100,
+            soft_bytes: 0,
+            soft_duration: Duration::ZERO,
+        });
+        assert!(o.push(b(60)));
+        assert!(!o.push(b(60)));
+        assert_eq!(o.overflowed(), Some(Overflow::Hard));
+        assert!(!o.push(b(1)), "a closed outbox refuses everything");
+    }
+
+    #[test]
+    fn written_bytes_free_room() {
+        let o = Outbox::new(OutputLimits {
+            hard_bytes: 100,
+            soft_bytes: 0,
+            soft_duration: Duration::ZERO,
+        });
+        let mut q = VecDeque::new();
+        assert!(o.push(b(60)));
+        o.take(&mut q);
+        assert_eq!(q.len(), 1);
+        assert!(!o.push(b(60)), "taken but unwritten bytes still count");
+        let o = Outbox::new(OutputLimits {
+            hard_bytes: 100,
+            soft_bytes: 0,
+            soft_duration: Duration::ZERO,
+        });
+        assert!(o.push(b(60)));
+        o.take(&mut q);
+        o.written(60);
+        assert!(o.push(b(60)));
+    }
+
+    #[test]
+    fn soft_limit_needs_duration() {
+        let o = Outbox::new(OutputLimits {
+            hard_bytes: 0,
+            soft_bytes: 10,
+            soft_duration: Duration::from_millis(20),
+        });
+        assert!(o.push(b(20)));
+        assert!(o.push(b(1)));
+        std::thread::sleep(Duration::from_millis(30));
+        assert!(!o.push(b(1)));
+        assert_eq!(o.overflowed(), Some(Overflow::Soft));
+    }
+}

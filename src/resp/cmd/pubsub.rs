@@ -1,0 +1,380 @@
+//! Pub/sub commands: PUBLISH, SPUBLISH, (P|S)SUBSCRIBE, (P|S)UNSUBSCRIBE and
+//! PUBSUB, with Redis 7.0's replies in both protocols.
+
+use std::collections::HashSet;
+
+use bytes::Bytes;
+
+use super::{help_reply, Command};
+use crate::hub::Space;
+use crate::resp::connection::Conn;
+
+const PS: &[&str] = &["pubsub", "loading", "stale", "fast"];
+const PS_ACL: &[&str] = &["@pubsub", "@fast"];
+const SUB_FLAGS: &[&str] = &["pubsub", "noscript", "loading", "stale"];
+const SUB_ACL: &[&str] = &["@pubsub", "@slow"];
+
+pub const PUBLISH: Command = Command::new(
+    "publish",
+    3,
+    "pubsub",
+    "Posts a message to a channel.",
+    publish,
+)
+.flags(PS)
+.acl(PS_ACL);
+pub const SPUBLISH: Command = Command::new(
+    "spublish",
+    3,
+    "pubsub",
+    "Post a message to a shard channel",
+    spublish,
+)
+.flags(PS)
+.acl(PS_ACL);
+pub const SUBSCRIBE: Command = Command::new(
+    "subscribe",
+    -2,
+    "pubsub",
+    "Listens for messages published to channels.",
+    subscribe,
+)
+.pubsub_ok()
+.flags(SUB_FLAGS)
+.acl(SUB_ACL);
+pub const UNSUBSCRIBE: Command = Command::new(
+    "unsubscribe",
+    -1,
+    "pubsub",
+    "Stops listening to messages posted to channels.",
+    unsubscribe,
+)
+.pubsub_ok()
+.flags(SUB_FLAGS)
+.acl(SUB_ACL);
+pub const PSUBSCRIBE: Command = Command::new(
+    "psubscribe",
+    -2,
+    "pubsub",
+    "Listens for messages published to channels that match one or more patterns.",
+    psubscribe,
+)
+.pubsub_ok()
+.flags(SUB_FLAGS)
+.acl(SUB_ACL);
+pub const PUNSUBSCRIBE: Command = Command::new(
+    "punsubscribe",
+    -1,
+    "pubsub",
+    "Stops listening to messages published to channels that match one or more patterns.",
+    punsubscribe,
+)
+.pubsub_ok()
+.flags(SUB_FLAGS)
+.acl(SUB_ACL);
+pub const SSUBSCRIBE: Command = Command::new(
+    "ssubscribe",
+    -2,
+    "pubsub",
+    "Listens for messages published to shard channels.",
+    ssubscribe,
+)
+.pubsub_ok()
+.flags(SUB_FLAGS)
+.acl(SUB_ACL);
+pub const SUNSUBSCRIBE: Command = Command::new(
+    "sunsubscribe",
+    -1,
+    "pubsub",
+    "Stops listening to messages posted to shard channels.",
+    sunsubscribe,
+)
+.pubsub_ok()
+.flags(SUB_FLAGS)
+.acl(SUB_ACL);
+
+const PUBSUB_SUBS: &[Command] = &[
+    Command::new(
+        "channels",
+        -2,
+        "pubsub",
+        "Returns the active channels.",
+        channels,
+    )
+    .flags(&["pubsub", "loading", "stale"])
+    .acl(&["@pubsub", "@slow"]),
+    Command::new(
+        "numsub",
+        -2,
+        "pubsub",
+        "Returns a count of subscribers to channels.",
+        numsub,
+    )
+    .flags(&["pubsub", "loading", "stale"])
+    .acl(&["@pubsub", "@slow"]),
+    Command::new(
+        "numpat",
+        2,
+        "pubsub",
+        "Returns a count of unique pattern subscriptions.",
+        numpat,
+    )
+    .flags(&["pubsub", "loading", "stale"])
+    .acl(&["@pubsub", "@slow"]),
+    Command::new(
+        "shardchannels",
+        -2,
+        "pubsub",
+        "Returns the active shard channels.",
+        shardchannels,
+    )
+    .flags(&["pubsub", "loading", "stale"])
+    .acl(&["@pubsub", "@slow"]),
+    Command::new(
+        "shardnumsub",
+        -2,
+        "pubsub",
+        "Returns the count of subscribers of shard channels.",
+        shardnumsub,
+    )
+    .flags(&["pubsub", "loading", "stale"])
+    .acl(&["@pubsub", "@slow"]),
+    Command::new(
+        "help",
+        2,
+        "pubsub",
+        "Returns helpful text about the different subcommands.",
+        help,
+    )
+    .flags(&["loading", "stale"])
+    .acl(&["@slow"]),
+];
+pub const PUBSUB: Command = Command::new(
+    "pubsub",
+    -2,
+    "pubsub",
+    "A container for Pub/Sub commands.",
+    help,
+)
+.subs(PUBSUB_SUBS);
+
+fn publish(conn: &mut Conn, args: &[Bytes]) {
+    let n = conn.server.hub.publish(args[1].clone(), args[2].clone());
+    conn.reply().int(n as i64);
+}
+
+fn spublish(conn: &mut Conn, args: &[Bytes]) {
+    let n = conn.server.hub.spublish(args[1].clone(), args[2].clone());
+    conn.reply().int(n as i64);
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Channel,
+    Pattern,
+    Shard,
+}
+
+impl Kind {
+    fn words(self) -> (&'static [u8], &'static [u8]) {
+        match self {
+            Kind::Channel => (b"subscribe", b"unsubscribe"),
+            Kind::Pattern => (b"psubscribe", b"punsubscribe"),
+            Kind::Shard => (b"ssubscribe", b"sunsubscribe"),
+        }
+    }
+
+    fn set(self, conn: &mut Conn) -> &mut HashSet<Bytes> {
+        match self {
+            Kind::Channel => &mut conn.channels,
+            Kind::Pattern => &mut conn.patterns,
+            Kind::Shard => &mut conn.shard_channels,
+        }
+    }
+
+    /// The count Redis puts in confirmations: channels and patterns together,
+    /// shard channels on their own.
+    fn count(self, conn: &Conn) -> usize {
+        match self {
+            Kind::Shard => conn.shard_channels.len(),
+            _ => conn.subscription_count(),
+        }
+    }
+}
+
+fn confirm(conn: &mut Conn, word: &[u8], name: Option<&[u8]>, count: usize) {
+    let mut out = conn.reply();
+    out.push(3);
+    out.bulk(word);
+    match name {
+        Some(n) => out.bulk(n),
+        None => out.null(),
+    }
+    out.int(count as i64);
+}
+
+fn check_name(conn: &mut Conn, name: &[u8]) -> bool {
+    let max = conn.server.cfg.max_channel_length;
+    if name.len() > max {
+        conn.reply().error(&format!(
+            "ERR channel name or pattern longer than {max} bytes"
+        ));
+        return false;
+    }
+    true
+}
+
+fn subscribe_kind(conn: &mut Conn, args: &[Bytes], kind: Kind) {
+    let (word, _) = kind.words();
+    for name in &args[1..] {
+        if kind.set(conn).contains(name) {
+            let count = kind.count(conn);
+            confirm(conn, word, Some(name), count);
+            continue;
+        }
+        if !check_name(conn, name) {
+            continue;
+        }
+        let max = conn.server.cfg.max_subscriptions;
+        if conn.total_subscriptions() >= max {
+            conn.reply().error(&format!(
+                "ERR max subscriptions per connection reached ({max})"
+            ));
+            continue;
+        }
+        kind.set(conn).insert(name.clone());
+        let count = kind.count(conn);
+        confirm(conn, word, Some(name), count);
+        // The confirmation must reach the outbox before the registry can
+        // deliver the first message on this channel.
+        conn.flush_replies();
+        let reg = &conn.server.hub.registry;
+        let (id, sink) = (conn.handle.id, conn.handle.sink.clone());
+        match kind {
+            Kind::Channel => reg.subscribe(Space::Global, name.clone(), id, sink),
+            Kind::Shard => reg.subscribe(Space::Shard, name.clone(), id, sink),
+            Kind::Pattern => reg.psubscribe(name.clone(), id, sink),
+        };
+    }
+    conn.sync_counts();
+}
+
+fn unsubscribe_kind(conn: &mut Conn, args: &[Bytes], kind: Kind) {
+    let (_, word) = kind.words();
+    let names: Vec<Bytes> = if args.len() > 1 {
+        args[1..].to_vec()
+    } else {
+        kind.set(conn).iter().cloned().collect()
+    };
+    if names.is_empty() {
+        let count = kind.count(conn);
+        confirm(conn, word, None, count);
+        return;
+    }
+    for name in names {
+        if kind.set(conn).remove(&name) {
+            let reg = &conn.server.hub.registry;
+            let id = conn.handle.id;
+            match kind {
+                Kind::Channel => reg.unsubscribe(Space::Global, &name, id),
+                Kind::Shard => reg.unsubscribe(Space::Shard, &name, id),
+                Kind::Pattern => reg.punsubscribe(&name, id),
+            };
+        }
+        let count = kind.count(conn);
+        confirm(conn, word, Some(&name), count);
+    }
+    conn.sync_counts();
+}
+
+fn subscribe(conn: &mut Conn, args: &[Bytes]) {
+    subscribe_kind(conn, args, Kind::Channel)
+}
+fn psubscribe(conn: &mut Conn, args: &[Bytes]) {
+    subscribe_kind(conn, args, Kind::Pattern)
+}
+fn ssubscribe(conn: &mut Conn, args: &[Bytes]) {
+    subscribe_kind(conn, args, Kind::Shard)
+}
+fn unsubscribe(conn: &mut Conn, args: &[Bytes]) {
+    unsubscribe_kind(conn, args, Kind::Channel)
+}
+fn punsubscribe(conn: &mut Conn, args: &[Bytes]) {
+    unsubscribe_kind(conn, args, Kind::Pattern)
+}
+fn sunsubscribe(conn: &mut Conn, args: &[Bytes]) {
+    unsubscribe_kind(conn, args, Kind::Shard)
+}
+
+fn list_channels(conn: &mut Conn, args: &[Bytes], space: Space) {
+    if args.len() > 3 {
+        let name = if space == Space::Global {
+            "channels"
+        } else {
+            "shardchannels"
+        };
+        conn.reply().error(&format!(
+            "ERR wrong number of arguments for 'pubsub|{name}' command"
+        ));
+        return;
+    }
+    let list = conn
+        .server
+        .hub
+        .registry
+        .channels(space, args.get(2).map(|p| &p[..]));
+    conn.reply().bulks(list.iter());
+}
+
+fn channels(conn: &mut Conn, args: &[Bytes]) {
+    list_channels(conn, args, Space::Global)
+}
+fn shardchannels(conn: &mut Conn, args: &[Bytes]) {
+    list_channels(conn, args, Space::Shard)
+}
+
+fn count_subs(conn: &mut Conn, args: &[Bytes], space: Space) {
+    let reg = &conn.server.hub.registry;
+    let counts: Vec<(Bytes, usize)> = args[2..]
+        .iter()
+        .map(|c| (c.clone(), reg.numsub(space, c)))
+        .collect();
+    let mut out = conn.reply();
+    out.array(counts.len() * 2);
+    for (c, n) in counts {
+        out.bulk(&c);
+        out.int(n as i64);
+    }
+}
+
+fn numsub(conn: &mut Conn, args: &[Bytes]) {
+    count_subs(conn, args, Space::Global)
+}
+fn shardnumsub(conn: &mut Conn, args: &[Bytes]) {
+    count_subs(conn, args, Space::Shard)
+}
+
+fn numpat(conn: &mut Conn, _args: &[Bytes]) {
+    let n = conn.server.hub.registry.numpat();
+    conn.reply().int(n as i64);
+}
+
+fn help(conn: &mut Conn, _args: &[Bytes]) {
+    help_reply(
+        conn,
+        "PUBSUB",
+        &[
+            "CHANNELS [<pattern>]",
+            "    Return the currently active channels matching a <pattern> (default: '*').",
+            "NUMPAT",
+            "    Return number of subscriptions to patterns.",
+            "NUMSUB [<channel> ...]",
+            "    Return the number of subscribers for the specified channels, excluding",
+            "    pattern subscriptions(default: no channels).",
+            "SHARDCHANNELS [<pattern>]",
+            "    Return the currently active shard level channels matching a <pattern> (default: '*').",
+            "SHARDNUMSUB [<shardchannel> ...]",
+            "    Return the number of subscribers for the specified shard level channel(s)",
+        ],
+    );
+}

@@ -1,0 +1,293 @@
+//! One RESP connection: the only code that touches its socket.
+//!
+//! A single task reads requests, runs them, and writes everything queued in
+//! the connection's outbox (its own replies and the messages publishers
+//! pushed) in one vectored write per wake-up. Replies go into the outbox in
+//! order with deliveries, which is what keeps `subscribe` confirmations ahead
+//! of the first message and `unsubscribe` confirmations behind the last.
+
+use std::collections::{HashSet, VecDeque};
+use std::io::IoSlice;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+
+use super::cmd;
+use super::encode::Out;
+use super::parse::{self, ParseLimits};
+use super::{ClientHandle, ClientMeta, RespServer};
+use crate::auth::Identity;
+use crate::hub::{Overflow, Space, Stats};
+
+/// Stop reading requests while this much output is waiting for the client,
+/// so a client that pipelines without reading meets backpressure.
+const READ_PAUSE_BYTES: usize = 1 << 20;
+/// Slices per vectored write.
+const MAX_IOV: usize = 128;
+/// Read buffer: start small (many idle connections), shrink back after bursts.
+const READ_CHUNK: usize = 4096;
+const READ_KEEP: usize = 64 * 1024;
+
+/// The state of one RESP connection, handed to every command.
+pub struct Conn {
+    pub server: Arc<RespServer>,
+    pub handle: Arc<ClientHandle>,
+    pub resp3: bool,
+    /// `None` until authenticated (when auth is required).
+    pub identity: Option<Identity>,
+    pub channels: HashSet<Bytes>,
+    pub patterns: HashSet<Bytes>,
+    pub shard_channels: HashSet<Bytes>,
+    /// Replies not yet moved into the outbox.
+    pub out: BytesMut,
+    /// Stop after writing what is queued (QUIT, protocol error, kill).
+    pub closing: bool,
+}
+
+impl Conn {
+    /// A reply writer for this client's protocol.
+    pub fn reply(&mut self) -> Out<'_> {
+        Out {
+            buf: &mut self.out,
+            resp3: self.resp3,
+        }
+    }
+
+    /// Moves buffered replies into the outbox, behind anything queued before.
+    pub fn flush_replies(&mut self) {
+        if !self.out.is_empty() {
+            let chunk = self.out.split().freeze();
+            self.handle.sink.outbox.push(chunk);
+        }
+    }
+
+    /// Channels and patterns (the count Redis shows in subscribe replies).
+    pub fn subscription_count(&self) -> usize {
+        self.channels.len() + self.patterns.len()
+    }
+
+    /// All pub/sub subscriptions, shard channels included.
+    pub fn total_subscriptions(&self) -> usize {
+        self.subscription_count() + self.shard_channels.len()
+    }
+
+    pub fn set_resp3(&mut self, on: bool) {
+        self.resp3 = on;
+        self.handle.sink.set_resp3(on);
+        self.handle.meta().resp = if on { 3 } else { 2 };
+    }
+
+    pub fn sync_counts(&self) {
+        let mut m = self.handle.meta();
+        m.sub = self.channels.len();
+        m.psub = self.patterns.len();
+        m.ssub = self.shard_channels.len();
+    }
+
+    /// Leaves every channel and pattern (disconnect, RESET).
+    pub fn drop_subscriptions(&mut self) {
+        let reg = &self.server.hub.registry;
+        let id = self.handle.id;
+        for c in self.channels.drain() {
+            reg.unsubscribe(Space::Global, &c, id);
+        }
+        for c in self.shard_channels.drain() {
+            reg.unsubscribe(Space::Shard, &c, id);
+        }
+        for p in self.patterns.drain() {
+            reg.punsubscribe(&p, id);
+        }
+        self.sync_counts();
+    }
+}
+
+/// Tells a client over the connection limit, as Redis does, and closes.
+pub async fn refuse(mut stream: TcpStream) {
+    let _ = stream
+        .write_all(b"-ERR max number of clients reached\r\n")
+        .await;
+    let _ = stream.shutdown().await;
+}
+
+/// Serves one connection until it closes, is killed, or the server stops.
+pub async fn serve(
+    stream: TcpStream,
+    addr: SocketAddr,
+    server: Arc<RespServer>,
+    shutdown: CancellationToken,
+) {
+    let hub = server.hub.clone();
+    Stats::add(&hub.stats.connections_total, 1);
+    let id = hub.next_client_id();
+    let laddr = stream.local_addr().unwrap_or(server.local_addr);
+    let handle = Arc::new(ClientHandle {
+        id,
+        addr,
+        laddr,
+        created: Instant::now(),
+        sink: server.new_sink(),
+        kill: CancellationToken::new(),
+        meta: std::sync::Mutex::new(ClientMeta {
+            resp: 2,
+            ..ClientMeta::default()
+        }),
+    });
+    server.clients.insert(id, handle.clone());
+    let identity = if server.auth.required() {
+        None
+    } else {
+        Some(Identity::Anonymous)
+    };
+    let mut conn = Conn {
+        server: server.clone(),
+        handle: handle.clone(),
+        resp3: false,
+        identity,
+        channels: HashSet::new(),
+        patterns: HashSet::new(),
+        shard_channels: HashSet::new(),
+        out: BytesMut::new(),
+        closing: false,
+    };
+    if let Err(e) = run_loop(stream, &mut conn, &shutdown).await {
+        tracing::debug!(client = id, error = %e, "resp connection error");
+    }
+    handle.sink.outbox.close();
+    conn.drop_subscriptions();
+    server.clients.remove(&id);
+}
+
+async fn run_loop(
+    mut stream: TcpStream,
+    conn: &mut Conn,
+    shutdown: &CancellationToken,
+) -> std::io::Result<()> {
+    let (mut rd, mut wr) = stream.split();
+    let handle = conn.handle.clone();
+    let outbox = &handle.sink.outbox;
+    let mut rbuf = BytesMut::new();
+    let mut batch: VecDeque<Bytes> = VecDeque::new();
+    let mut front_off = 0usize;
+    loop {
+        if batch.is_empty() {
+            outbox.take(&mut batch);
+        }
+        if let Some(why) = outbox.overflowed() {
+            Stats::add(&conn.server.hub.stats.slow_disconnects, 1);
+            let limits = conn.server.cfg.output_limits;
+            tracing::warn!(
+                client = handle.id,
+                addr = %handle.addr,
+                limit = match why { Overflow::Hard => "hard", Overflow::Soft => "soft" },
+                hard_bytes = limits.hard_bytes,
+                soft_bytes = limits.soft_bytes,
+                "client closed for overcoming of output buffer limits"
+            );
+            return Ok(());
+        }
+        if conn.closing && batch.is_empty() {
+            let _ = wr.shutdown().await;
+            return Ok(());
+        }
+        let may_read = !conn.closing
+            && rbuf.len() < conn.server.cfg.max_query_buffer
+            && outbox.pending_bytes() < READ_PAUSE_BYTES;
+        if may_read && rbuf.capacity() - rbuf.len() < 512 {
+            rbuf.reserve(READ_CHUNK.max(rbuf.len()));
+        }
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => return Ok(()),
+            _ = handle.kill.cancelled() => return Ok(()),
+            r = write_batch(&mut wr, &batch, front_off), if !batch.is_empty() => {
+                let mut n = r?;
+                outbox.written(n);
+                while n > 0 {
+                    let left = batch[0].len() - front_off;
+                    if n >= left {
+                        n -= left;
+                        front_off = 0;
+                        batch.pop_front();
+                    } else {
+                        front_off += n;
+                        n = 0;
+                    }
+                }
+            }
+            r = rd.read_buf(&mut rbuf), if may_read => {
+                if r? == 0 {
+                    return Ok(());
+                }
+                process(conn, &mut rbuf);
+                conn.flush_replies();
+                if rbuf.is_empty() && rbuf.capacity() > READ_KEEP {
+                    rbuf = BytesMut::new();
+                }
+            }
+            _ = outbox.ready(), if batch.is_empty() => {}
+        }
+    }
+}
+
+async fn write_batch(
+    wr: &mut tokio::net::tcp::WriteHalf<'_>,
+    batch: &VecDeque<Bytes>,
+    front_off: usize,
+) -> std::io::Result<usize> {
+    let mut slices: [IoSlice<'_>; MAX_IOV] = [IoSlice::new(&[]); MAX_IOV];
+    let mut n = 0;
+    for (i, b) in batch.iter().take(MAX_IOV).enumerate() {
+        slices[i] = IoSlice::new(if i == 0 { &b[front_off..] } else { &b[..] });
+        n += 1;
+    }
+    let written = wr.write_vectored(&slices[..n]).await?;
+    if written == 0 {
+        return Err(std::io::ErrorKind::WriteZero.into());
+    }
+    Ok(written)
+}
+
+/// Runs every complete request in `rbuf`.
+fn process(conn: &mut Conn, rbuf: &mut BytesMut) {
+    while !conn.closing && !rbuf.is_empty() {
+        let limits = ParseLimits {
+            max_bulk_len: conn.server.cfg.max_bulk_len,
+            unauthenticated: conn.identity.is_none(),
+        };
+        match parse::parse(rbuf, limits) {
+            Ok(None) => {
+                if rbuf.len() >= conn.server.cfg.max_query_buffer {
+                    tracing::warn!(
+                        client = conn.handle.id,
+                        "closing client that reached max query buffer length"
+                    );
+                    conn.closing = true;
+                }
+                return;
+            }
+            Ok(Some(req)) => {
+                let frame = rbuf.split_to(req.consumed).freeze();
+                let args: Vec<Bytes> = match req.owned {
+                    Some(words) => words.into_iter().map(Bytes::from).collect(),
+                    None => req.args.iter().map(|&(a, b)| frame.slice(a..b)).collect(),
+                };
+                if args.is_empty() {
+                    continue;
+                }
+                cmd::dispatch(conn, &args);
+            }
+            Err(e) => {
+                conn.reply().error(&format!("ERR {e}"));
+                tracing::debug!(client = conn.handle.id, error = %e, "protocol error");
+                conn.closing = true;
+                rbuf.clear();
+                return;
+            }
+        }
+    }
+}

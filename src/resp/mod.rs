@@ -1,0 +1,200 @@
+//! The RESP (Redis protocol) front end: RESP2 and RESP3, pub/sub and the
+//! connection-level commands Redis clients send, on the shared hub.
+//!
+//! - `parse`: request framing (multibulk and inline), no I/O.
+//! - `encode`: reply encoding for both protocol versions, no I/O.
+//! - `connection`: the per-connection task that alone owns the socket.
+//! - `cmd`: one file per command family, dispatched through one table.
+
+pub mod cmd;
+pub mod connection;
+pub mod encode;
+pub mod parse;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use bytes::Bytes;
+use dashmap::DashMap;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::auth::Authenticator;
+use crate::config::Config;
+use crate::hub::{ClientId, Delivery, Hub, Outbox, Stats, Subscriber, WireFormat};
+
+/// What every RESP connection shares.
+pub struct RespServer {
+    pub hub: Arc<Hub>,
+    pub cfg: Arc<Config>,
+    pub auth: Arc<Authenticator>,
+    /// Live clients, for CLIENT LIST / KILL and INFO.
+    pub clients: DashMap<ClientId, Arc<ClientHandle>>,
+    pub local_addr: SocketAddr,
+}
+
+/// The subscriber side of a RESP connection: its outbox and protocol.
+pub struct RespSink {
+    pub outbox: Outbox,
+    resp3: AtomicBool,
+}
+
+impl RespSink {
+    pub fn set_resp3(&self, on: bool) {
+        self.resp3.store(on, Ordering::Relaxed);
+    }
+}
+
+impl Subscriber for RespSink {
+    fn deliver(&self, d: &Delivery<'_>) {
+        let fmt = if self.resp3.load(Ordering::Relaxed) {
+            WireFormat::Resp3
+        } else {
+            WireFormat::Resp2
+        };
+        // A refused push means the outbox overflowed or closed; the
+        // connection task sees that and disconnects the client.
+        self.outbox
+            .push(d.encoded(fmt, |d| encode::encode_delivery(d, fmt)));
+    }
+}
+
+/// Mutable facts about a client shown by CLIENT LIST / INFO.
+#[derive(Debug, Default, Clone)]
+pub struct ClientMeta {
+    pub name: Option<Bytes>,
+    pub lib_name: Option<Bytes>,
+    pub lib_ver: Option<Bytes>,
+    pub db: i64,
+    pub sub: usize,
+    pub psub: usize,
+    pub ssub: usize,
+    pub resp: u8,
+    pub last_cmd: String,
+    pub last_active: Option<Instant>,
+    pub user: String,
+}
+
+/// A live client as the rest of the server sees it.
+pub struct ClientHandle {
+    pub id: ClientId,
+    pub addr: SocketAddr,
+    pub laddr: SocketAddr,
+    pub created: Instant,
+    pub sink: Arc<RespSink>,
+    pub kill: CancellationToken,
+    pub meta: Mutex<ClientMeta>,
+}
+
+impl ClientHandle {
+    pub fn meta(&self) -> std::sync::MutexGuard<'_, ClientMeta> {
+        self.meta.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// One CLIENT LIST line (without the newline), Redis 7 field order.
+    pub fn info_line(&self) -> String {
+        let m = self.meta().clone();
+        let now = Instant::now();
+        let age = now.duration_since(self.created).as_secs();
+        let idle = m
+            .last_active
+            .map_or(age, |t| now.duration_since(t).as_secs());
+        let flags = if m.sub + m.psub + m.ssub > 0 {
+            "P"
+        } else {
+            "N"
+        };
+        let omem = self.sink.outbox.pending_bytes();
+        let oll = self.sink.outbox.queued_len();
+        let name = m
+            .name
+            .as_deref()
+            .map(String::from_utf8_lossy)
+            .unwrap_or_default();
+        let lib_name = m
+            .lib_name
+            .as_deref()
+            .map(String::from_utf8_lossy)
+            .unwrap_or_default();
+        let lib_ver = m
+            .lib_ver
+            .as_deref()
+            .map(String::from_utf8_lossy)
+            .unwrap_or_default();
+        format!(
+            "id={} addr={} laddr={} fd=0 name={} age={} idle={} flags={} db={} sub={} psub={} ssub={} multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll={} omem={} tot-mem={} events=r cmd={} user={} redir=-1 resp={} lib-name={} lib-ver={}",
+            self.id, self.addr, self.laddr, name, age, idle, flags, m.db, m.sub, m.psub, m.ssub,
+            oll, omem, omem, if m.last_cmd.is_empty() { "NULL" } else { &m.last_cmd },
+            if m.user.is_empty() { "default" } else { &m.user }, m.resp.max(2), lib_name, lib_ver
+        )
+    }
+}
+
+impl RespServer {
+    pub fn new(hub: Arc<Hub>, cfg: Arc<Config>, local_addr: SocketAddr) -> Arc<RespServer> {
+        Arc::new(RespServer {
+            auth: Authenticator::new(&cfg),
+            hub,
+            cfg,
+            clients: DashMap::new(),
+            local_addr,
+        })
+    }
+
+    fn new_sink(&self) -> Arc<RespSink> {
+        Arc::new(RespSink {
+            outbox: Outbox::new(self.cfg.output_limits),
+            resp3: AtomicBool::new(false),
+        })
+    }
+}
+
+/// Accepts RESP connections on an already-bound listener until `shutdown`,
+/// then waits for every connection task to finish.
+pub async fn run(
+    listener: TcpListener,
+    hub: Arc<Hub>,
+    cfg: Arc<Config>,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let server = RespServer::new(hub, cfg.clone(), listener.local_addr()?);
+    let limit = Arc::new(Semaphore::new(cfg.max_connections));
+    let tracker = TaskTracker::new();
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            r = listener.accept() => r,
+        };
+        let (stream, addr) = match accepted {
+            Ok(x) => x,
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                tracing::warn!(error = %e, "resp accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let permit = match limit.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => {
+                Stats::add(&server.hub.stats.rejected_connections, 1);
+                tracker.spawn(connection::refuse(stream));
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let server = server.clone();
+        let shutdown = shutdown.clone();
+        tracker.spawn(async move {
+            connection::serve(stream, addr, server, shutdown).await;
+            drop(permit);
+        });
+    }
+    tracker.close();
+    tracker.wait().await;
+    Ok(())
+}

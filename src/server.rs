@@ -1,0 +1,117 @@
+//! Binds every listener and runs the front ends until shutdown.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::hub::Hub;
+
+/// Errors that stop Herald from starting.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot bind {what} listener on {addr}: {source}")]
+    Bind {
+        what: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(
+        "refusing to start: {addr} is not a loopback address and no authentication is configured \
+         (set --requirepass, --jwt-hmac-secret or --jwt-public-key-file, or pass --allow-anonymous)"
+    )]
+    Insecure { addr: SocketAddr },
+}
+
+/// A running Herald: its bound addresses and the handle to stop it.
+pub struct Running {
+    pub resp_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    pub hub: Arc<Hub>,
+    shutdown: CancellationToken,
+    tasks: JoinSet<std::io::Result<()>>,
+}
+
+impl Running {
+    /// A token that stops every front end when cancelled.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Stops accepting, closes every connection and waits for the front ends.
+    pub async fn shutdown(mut self) {
+        self.shutdown.cancel();
+        while let Some(r) = self.tasks.join_next().await {
+            if let Ok(Err(e)) = r {
+                tracing::warn!(error = %e, "front end stopped with an error");
+            }
+        }
+    }
+
+    /// Waits until the front ends stop (after the shutdown token fires).
+    pub async fn wait(self) {
+        self.shutdown().await
+    }
+}
+
+/// Refuses anonymous access on non-loopback listeners unless allowed.
+fn check_security(cfg: &Config) -> Result<(), StartError> {
+    if cfg.has_auth() || cfg.allow_anonymous {
+        return Ok(());
+    }
+    for addr in [cfg.resp_addr, cfg.http_addr] {
+        if !addr.ip().is_loopback() {
+            return Err(StartError::Insecure { addr });
+        }
+    }
+    Ok(())
+}
+
+async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind { what, addr, source })
+}
+
+/// Binds the listeners (port 0 picks free ports) and starts the front ends.
+pub async fn start(cfg: Config) -> Result<Running, StartError> {
+    check_security(&cfg)?;
+    let cfg = Arc::new(cfg);
+    let resp = bind("RESP", cfg.resp_addr).await?;
+    let http = bind("HTTP", cfg.http_addr).await?;
+    let resp_addr = resp.local_addr().map_err(|source| StartError::Bind {
+        what: "RESP",
+        addr: cfg.resp_addr,
+        source,
+    })?;
+    let http_addr = http.local_addr().map_err(|source| StartError::Bind {
+        what: "HTTP",
+        addr: cfg.http_addr,
+        source,
+    })?;
+    let hub = Hub::new();
+    let shutdown = CancellationToken::new();
+    let mut tasks = JoinSet::new();
+    tasks.spawn(crate::resp::run(
+        resp,
+        hub.clone(),
+        cfg.clone(),
+        shutdown.clone(),
+    ));
+    tasks.spawn(crate::http::run(
+        http,
+        hub.clone(),
+        cfg.clone(),
+        shutdown.clone(),
+    ));
+    Ok(Running {
+        resp_addr,
+        http_addr,
+        hub,
+        shutdown,
+        tasks,
+    })
+}
