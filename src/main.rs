@@ -10,6 +10,7 @@ async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_new(&cfg.log).context("invalid --log filter")?)
         .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .init();
     let running = herald::server::start(cfg).await?;
     tracing::info!(resp = %running.resp_addr, http = %running.http_addr, "herald listening");

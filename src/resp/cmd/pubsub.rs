@@ -308,14 +308,10 @@ fn sunsubscribe(conn: &mut Conn, args: &[Bytes]) {
 
 fn list_channels(conn: &mut Conn, args: &[Bytes], space: Space) {
     if args.len() > 3 {
-        let name = if space == Space::Global {
-            "channels"
-        } else {
-            "shardchannels"
-        };
-        conn.reply().error(&format!(
-            "ERR wrong number of arguments for 'pubsub|{name}' command"
-        ));
+        let mut msg = b"ERR unknown subcommand or wrong number of arguments for '".to_vec();
+        msg.extend_from_slice(&args[1][..args[1].len().min(128)]);
+        msg.extend_from_slice(b"'. Try PUBSUB HELP.");
+        conn.reply().error_bytes(&msg);
         return;
     }
     let list = conn

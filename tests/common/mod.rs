@@ -1,0 +1,317 @@
+//! Shared test helpers: start Herald (the real binary) and a real
+//! `redis-server` on free loopback ports, and speak raw RESP to either.
+//! Every read has a timeout, so a failure fails instead of hanging.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+pub const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A free loopback port (bound, then released).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free port")
+}
+
+/// A running Herald process.
+pub struct Herald {
+    pub child: Child,
+    pub resp: SocketAddr,
+    pub http: SocketAddr,
+    pub log: mpsc::Receiver<String>,
+}
+
+impl Herald {
+    pub fn start(extra: &[&str]) -> Herald {
+        Self::start_with_env(extra, &[])
+    }
+
+    pub fn start_with_env(extra: &[&str], env: &[(&str, &str)]) -> Herald {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_herald"));
+        cmd.args(["--resp-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("cannot start herald");
+        let stdout = child.stdout.take().expect("stdout");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, rx) = mpsc::channel();
+        let tx2 = tx.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = tx2.send(line);
+            }
+        });
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = rx
+                .recv_timeout(left)
+                .expect("herald did not report its addresses in time");
+            if line.contains("herald listening") {
+                let field = |name: &str| -> SocketAddr {
+                    let start = line.find(&format!("{name}=")).expect(name) + name.len() + 1;
+                    let rest = &line[start..];
+                    let end = rest.find(' ').unwrap_or(rest.len());
+                    rest[..end].parse().expect("address")
+                };
+                return Herald {
+                    resp: field("resp"),
+                    http: field("http"),
+                    child,
+                    log: rx,
+                };
+            }
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Log lines printed so far.
+    pub fn drain_log(&self) -> Vec<String> {
+        self.log.try_iter().collect()
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            if let Some(st) = self.child.try_wait().expect("wait") {
+                return st;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "herald did not exit after SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Herald {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A real `redis-server`, for differential tests.
+pub struct Redis {
+    pub child: Child,
+    pub addr: SocketAddr,
+}
+
+impl Redis {
+    pub fn start(extra: &[&str]) -> Redis {
+        let port = free_port();
+        let mut child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--daemonize",
+                "no",
+            ])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server not found: .ci/run installs it (apt-get install redis-server)");
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let deadline = Instant::now() + TIMEOUT;
+        while TcpStream::connect(addr).is_err() {
+            if let Some(st) = child.try_wait().unwrap() {
+                panic!("redis-server exited: {st}");
+            }
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Redis { child, addr }
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Length of the first complete RESP2/RESP3 reply frame in `buf`, if any.
+pub fn frame_len(buf: &[u8]) -> Option<usize> {
+    fn line(buf: &[u8], at: usize) -> Option<(usize, &[u8])> {
+        let rel = buf.get(at..)?.windows(2).position(|w| w == b"\r\n")?;
+        Some((at + rel + 2, &buf[at + 1..at + rel]))
+    }
+    fn elem(buf: &[u8], at: usize) -> Option<usize> {
+        let kind = *buf.get(at)?;
+        let (next, head) = line(buf, at)?;
+        let n = || std::str::from_utf8(head).ok()?.parse::<i64>().ok();
+        match kind {
+            b'+' | b'-' | b':' | b'_' | b',' | b'#' | b'(' => Some(next),
+            b'$' | b'=' | b'!' => {
+                let len = n()?;
+                if len < 0 {
+                    return Some(next);
+                }
+                let end = next + len as usize + 2;
+                (buf.len() >= end).then_some(end)
+            }
+            b'*' | b'~' | b'>' | b'%' | b'|' => {
+                let len = n()?;
+                if len < 0 {
+                    return Some(next);
+                }
+                let count = if kind == b'%' || kind == b'|' {
+                    len * 2
+                } else {
+                    len
+                };
+                let mut at = next;
+                for _ in 0..count {
+                    at = elem(buf, at)?;
+                }
+                if kind == b'|' {
+                    // An attribute precedes the real reply.
+                    return elem(buf, at);
+                }
+                Some(at)
+            }
+            _ => panic!(
+                "not a RESP frame: {:?}",
+                String::from_utf8_lossy(&buf[at..])
+            ),
+        }
+    }
+    elem(buf, 0)
+}
+
+/// Encodes a command as a RESP multibulk array.
+pub fn encode(args: &[&[u8]]) -> Vec<u8> {
+    let mut out = format!("*{}\r\n", args.len()).into_bytes();
+    for a in args {
+        out.extend(format!("${}\r\n", a.len()).bytes());
+        out.extend_from_slice(a);
+        out.extend_from_slice(b"\r\n");
+    }
+    out
+}
+
+/// A raw RESP connection that returns replies as the exact bytes received.
+pub struct Raw {
+    pub stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Raw {
+    pub fn connect(addr: SocketAddr) -> Raw {
+        let stream = TcpStream::connect(addr).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        stream.set_nodelay(true).unwrap();
+        Raw {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
+    pub fn send_raw(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).expect("write");
+    }
+
+    pub fn send(&mut self, args: &[&[u8]]) {
+        self.send_raw(&encode(args));
+    }
+
+    /// Reads one complete frame, waiting up to `TIMEOUT`.
+    pub fn frame(&mut self) -> Vec<u8> {
+        self.try_frame(TIMEOUT).unwrap_or_else(|| {
+            panic!(
+                "no reply in time; have {:?}",
+                String::from_utf8_lossy(&self.buf)
+            )
+        })
+    }
+
+    pub fn try_frame(&mut self, wait: Duration) -> Option<Vec<u8>> {
+        let deadline = Instant::now() + wait;
+        loop {
+            if let Some(n) = frame_len(&self.buf) {
+                return Some(self.buf.drain(..n).collect());
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            let mut chunk = [0u8; 65536];
+            match self.stream.read(&mut chunk) {
+                Ok(0) => return None,
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::WouldBlock
+                        || e.kind() == std::io::ErrorKind::TimedOut => {}
+                Err(_) => return None,
+            }
+        }
+    }
+
+    /// Sends a command and returns its one reply frame.
+    pub fn cmd(&mut self, args: &[&[u8]]) -> Vec<u8> {
+        self.send(args);
+        self.frame()
+    }
+
+    /// True when the server closed the connection (after any pending data).
+    pub fn closed(&mut self) -> bool {
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            let mut chunk = [0u8; 65536];
+            match self.stream.read(&mut chunk) {
+                Ok(0) => return true,
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::WouldBlock
+                        || e.kind() == std::io::ErrorKind::TimedOut =>
+                {
+                    if Instant::now() >= deadline {
+                        return false;
+                    }
+                }
+                Err(_) => return true,
+            }
+        }
+    }
+}
+
+/// Words of a command line, split on spaces (test convenience).
+pub fn words(line: &str) -> Vec<Vec<u8>> {
+    line.split(' ').map(|w| w.as_bytes().to_vec()).collect()
+}
+
+pub fn show(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).replace("\r\n", "\\r\\n")
+}

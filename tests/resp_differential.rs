@@ -1,0 +1,433 @@
+//! Differential tests: the same command scripts go to a real `redis-server`
+//! and to Herald, and the replies must be identical byte for byte (RESP2 and
+//! RESP3), except fields that differ by nature (client ids) which are
+//! normalised.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::{show, Herald, Raw, Redis};
+
+#[derive(Clone)]
+enum Step {
+    /// Send a command on connection `c`, then read `n` frames.
+    Cmd(usize, Vec<Vec<u8>>, usize),
+    /// Send raw bytes on connection `c`, then read `n` frames.
+    Raw(usize, Vec<u8>, usize),
+    /// Read `n` frames on connection `c`.
+    Read(usize, usize),
+    /// Connection `c` must be closed by the server.
+    Closed(usize),
+    /// Nothing more arrives on `c` for a short while.
+    Quiet(usize),
+}
+
+/// A script: lines of `<conn> <frames> <command words...>`, or
+/// `<conn> read <n>`, `<conn> closed`, `<conn> quiet`.
+fn script(text: &str) -> Vec<Step> {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(|l| {
+            let mut it = l.splitn(3, ' ');
+            let c: usize = it.next().unwrap().parse().unwrap();
+            let second = it.next().unwrap();
+            match second {
+                "read" => Step::Read(c, it.next().unwrap().parse().unwrap()),
+                "closed" => Step::Closed(c),
+                "quiet" => Step::Quiet(c),
+                "raw" => {
+                    let rest = it.next().unwrap();
+                    let (n, bytes) = rest.split_once(' ').unwrap();
+                    let bytes = bytes.replace("\\r", "\r").replace("\\n", "\n");
+                    Step::Raw(c, bytes.into_bytes(), n.parse().unwrap())
+                }
+                n => {
+                    let words = it
+                        .next()
+                        .unwrap()
+                        .split(' ')
+                        .map(|w| w.as_bytes().to_vec())
+                        .collect();
+                    Step::Cmd(c, words, n.parse().unwrap())
+                }
+            }
+        })
+        .collect()
+}
+
+/// Replaces the value of `id` in HELLO replies, which differs per server.
+fn normalise(frame: &[u8]) -> Vec<u8> {
+    let s = String::from_utf8_lossy(frame).into_owned();
+    let mut out = String::new();
+    let mut rest = s.as_str();
+    while let Some(i) = rest.find("$2\r\nid\r\n:") {
+        out.push_str(&rest[..i + 9]);
+        rest = &rest[i + 9..];
+        let end = rest.find("\r\n").unwrap_or(rest.len());
+        out.push_str("<id>");
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    out.into_bytes()
+}
+
+fn run(addr: SocketAddr, steps: &[Step]) -> Vec<String> {
+    let mut conns: Vec<Raw> = Vec::new();
+    let mut log = Vec::new();
+    for step in steps {
+        let c = match step {
+            Step::Cmd(c, ..)
+            | Step::Raw(c, ..)
+            | Step::Read(c, _)
+            | Step::Closed(c)
+            | Step::Quiet(c) => *c,
+        };
+        while conns.len() <= c {
+            conns.push(Raw::connect(addr));
+        }
+        let conn = &mut conns[c];
+        let n = match step {
+            Step::Cmd(_, args, n) => {
+                let refs: Vec<&[u8]> = args.iter().map(|a| &a[..]).collect();
+                conn.send(&refs);
+                *n
+            }
+            Step::Raw(_, bytes, n) => {
+                conn.send_raw(bytes);
+                *n
+            }
+            Step::Read(_, n) => *n,
+            Step::Closed(_) => {
+                log.push(format!("{c} closed={}", conn.closed()));
+                0
+            }
+            Step::Quiet(_) => {
+                let got = conn.try_frame(Duration::from_millis(150));
+                log.push(format!("{c} quiet: {:?}", got.map(|f| show(&f))));
+                0
+            }
+        };
+        for _ in 0..n {
+            let f = conn.try_frame(common::TIMEOUT);
+            log.push(format!(
+                "{c} {}",
+                f.map(|f| show(&normalise(&f)))
+                    .unwrap_or_else(|| "<no reply>".into())
+            ));
+        }
+    }
+    log
+}
+
+fn differential(steps: &[Step], redis_args: &[&str], herald_args: &[&str]) {
+    let redis = Redis::start(redis_args);
+    let herald = Herald::start(herald_args);
+    let want = run(redis.addr, steps);
+    let got = run(herald.resp, steps);
+    for (i, (w, g)) in want.iter().zip(&got).enumerate() {
+        assert_eq!(
+            g,
+            w,
+            "step {i} differs\n redis:  {w}\n herald: {g}\nfull redis transcript:\n{}",
+            want.join("\n")
+        );
+    }
+    assert_eq!(got.len(), want.len());
+}
+
+fn diff(text: &str) {
+    differential(&script(text), &[], &[]);
+}
+
+#[test]
+fn connection_commands() {
+    diff(
+        "
+        0 1 PING
+        0 1 PING hello
+        0 1 PING a b
+        0 1 ping
+        0 1 ECHO hi
+        0 1 ECHO
+        0 1 ECHO a b
+        0 1 SELECT 0
+        0 1 SELECT 15
+        0 1 SELECT 16
+        0 1 SELECT x
+        0 1 SELECT -1
+        0 1 NOSUCH a b c
+        0 1 NOSUCH
+        0 1 CLIENT
+        0 1 CLIENT FOO bar
+        0 1 CLIENT SETNAME herald-test
+        0 1 CLIENT GETNAME
+        0 1 CLIENT SETNAME
+        0 1 CLIENT GETNAME x
+        0 1 CLIENT NO-EVICT on
+        0 1 PUBSUB
+        0 1 PUBSUB NOPE
+        0 1 COMMAND NOPE
+        0 1 FLUSHALL
+        0 1 FLUSHALL ASYNC
+        0 1 FLUSHALL x
+        0 1 FLUSHDB SYNC
+        0 1 FUNCTION FLUSH
+        0 1 CONFIG GET nosuchparam
+        0 1 CONFIG GET maxclients
+        0 1 CONFIG GET
+        0 1 DBSIZE
+        0 1 AUTH x
+        0 1 AUTH default anything
+        0 1 AUTH someone x
+        0 1 AUTH a b c
+        0 1 HELLO 4
+        0 1 HELLO x
+        0 1 HELLO 2 FOO
+        0 1 HELLO 3 SETNAME bad\tname
+        0 1 HELLO 3 AUTH default x SETNAME n1
+        0 1 PING
+        0 1 CLIENT GETNAME
+        0 1 HELLO 2
+        0 1 QUIT
+        0 closed
+        ",
+    );
+}
+
+#[test]
+fn inline_and_pipelining() {
+    diff(
+        "
+        0 raw 1 PING\\r\\n
+        0 raw 1 ECHO \"a b\\x41\\t\"\\r\\n
+        0 raw 1 ECHO 'it\\'s'\\r\\n
+        0 raw 3 PING\\r\\nPING x\\r\\nECHO y\\r\\n
+        0 raw 2 *1\\r\\n$4\\r\\nPING\\r\\n*0\\r\\n*2\\r\\n$4\\r\\nECHO\\r\\n$3\\r\\nabc\\r\\n
+        0 raw 1 \\r\\n\\r\\nPING\\r\\n
+        0 raw 1 *2\\r\\n$4\\r\\nECHO\\r\\n$3\\r\\nfooXX*1\\r\\n$4\\r\\nPING\\r\\n
+        0 1 PING
+        ",
+    );
+}
+
+#[test]
+fn protocol_errors_close_the_connection() {
+    for bad in [
+        "*x\\r\\n",
+        "*1\\r\\n+PING\\r\\n",
+        "*1\\r\\n$-5\\r\\n",
+        "*1\\r\\n$abc\\r\\n",
+        "*2147483648\\r\\n",
+        "ECHO \"unbalanced\\r\\n",
+        "ECHO \"a\"b\\r\\n",
+    ] {
+        diff(&format!("0 1 PING\n0 raw 1 {bad}\n0 closed"));
+    }
+}
+
+#[test]
+fn pubsub_resp2() {
+    diff(
+        "
+        0 1 SUBSCRIBE news
+        0 1 SUBSCRIBE news
+        0 1 PSUBSCRIBE n*
+        1 1 PUBLISH news hello
+        0 read 2
+        1 1 PUBLISH nothing x
+        0 read 1
+        1 1 PUBLISH zzz x
+        0 quiet
+        0 1 PING
+        0 1 PING hi
+        0 1 ECHO x
+        0 1 PUBLISH x y
+        0 1 CLIENT ID
+        0 1 NOSUCH
+        0 1 PING a b
+        0 1 UNSUBSCRIBE news
+        0 1 UNSUBSCRIBE news
+        0 1 PUNSUBSCRIBE
+        0 1 UNSUBSCRIBE
+        0 1 PUNSUBSCRIBE
+        0 1 SUNSUBSCRIBE
+        0 1 PING
+        0 1 SUBSCRIBE a
+        0 1 QUIT
+        0 closed
+        1 1 PUBSUB NUMSUB a news
+        ",
+    );
+}
+
+#[test]
+fn pubsub_resp3() {
+    diff(
+        "
+        0 1 HELLO 3
+        0 1 SUBSCRIBE news
+        0 1 PSUBSCRIBE n*
+        1 1 PUBLISH news hello
+        0 read 2
+        0 1 PING
+        0 1 ECHO still-works
+        0 1 PUBLISH news self
+        0 read 2
+        0 1 UNSUBSCRIBE news
+        0 1 PUNSUBSCRIBE n*
+        0 1 UNSUBSCRIBE
+        0 1 PUNSUBSCRIBE
+        0 1 SSUBSCRIBE s1
+        1 1 SPUBLISH s1 shard-msg
+        0 read 1
+        1 1 PUBLISH s1 not-shard
+        0 quiet
+        0 1 SUNSUBSCRIBE
+        0 1 SUNSUBSCRIBE
+        0 1 HELLO 2
+        0 1 SUBSCRIBE x
+        0 1 RESET
+        0 1 PING
+        1 1 PUBLISH x after-reset
+        0 quiet
+        ",
+    );
+}
+
+#[test]
+fn pubsub_introspection() {
+    diff(
+        "
+        0 1 SUBSCRIBE chan:1
+        1 1 SUBSCRIBE chan:1
+        2 1 PSUBSCRIBE chan:*
+        3 1 PSUBSCRIBE chan:*
+        4 1 SSUBSCRIBE shard:1
+        5 1 PUBSUB CHANNELS
+        5 1 PUBSUB CHANNELS chan:*
+        5 1 PUBSUB CHANNELS nomatch*
+        5 1 PUBSUB CHANNELS a b
+        5 1 PUBSUB NUMSUB chan:1 chan:2
+        5 1 PUBSUB NUMSUB
+        5 1 PUBSUB NUMPAT
+        5 1 PUBSUB NUMPAT x
+        5 1 PUBSUB SHARDCHANNELS
+        5 1 PUBSUB SHARDNUMSUB shard:1 shard:2
+        5 1 PUBSUB HELP
+        5 1 PUBLISH chan:1 m
+        5 1 SPUBLISH shard:1 m
+        0 read 1
+        2 read 1
+        4 read 1
+        0 1 UNSUBSCRIBE
+        1 1 UNSUBSCRIBE
+        2 1 PUNSUBSCRIBE
+        5 1 PUBSUB CHANNELS
+        5 1 PUBSUB NUMPAT
+        ",
+    );
+}
+
+#[test]
+fn pattern_semantics() {
+    let patterns = [
+        "h?llo",
+        "h*llo",
+        "h[ae]llo",
+        "h[^e]llo",
+        "h[a-b]llo",
+        "h[b-a]llo",
+        "h\\*llo",
+        "*",
+        "a[",
+        "a[^",
+        "[]]x",
+        "*a*a*b",
+        "x\\",
+        "[\\]]",
+    ];
+    let channels = [
+        "hello", "hallo", "hillo", "hbllo", "h*llo", "heeeello", "a", "ab", "a[", "]x", "aab",
+        "aaab", "x\\", "]", "",
+    ];
+    let mut text = String::new();
+    for (i, p) in patterns.iter().enumerate() {
+        text.push_str(&format!("{} 1 PSUBSCRIBE {p}\n", i + 1));
+    }
+    for c in channels {
+        text.push_str(&format!("0 1 PUBLISH {c} m\n"));
+    }
+    let mut steps = script(&text);
+    // Empty channel name: the script splits on spaces, so build it here.
+    steps.push(Step::Cmd(
+        0,
+        vec![b"PUBLISH".to_vec(), vec![], b"m".to_vec()],
+        1,
+    ));
+    differential(&steps, &[], &[]);
+}
+
+#[test]
+fn binary_safe_names_and_payloads() {
+    let bin_chan: Vec<u8> = vec![0, 1, 0xff, b'\r', b'\n', b' ', b'*'];
+    let payload: Vec<u8> = (0..=255u8).collect();
+    let big: Vec<u8> = (0..(1 << 20)).map(|i| (i % 251) as u8).collect();
+    let steps = vec![
+        Step::Cmd(0, vec![b"SUBSCRIBE".to_vec(), bin_chan.clone()], 1),
+        Step::Cmd(0, vec![b"PSUBSCRIBE".to_vec(), vec![0, b'*']], 1),
+        Step::Cmd(
+            1,
+            vec![b"PUBLISH".to_vec(), bin_chan.clone(), payload.clone()],
+            1,
+        ),
+        Step::Read(0, 2),
+        Step::Cmd(
+            1,
+            vec![b"PUBLISH".to_vec(), bin_chan.clone(), big.clone()],
+            1,
+        ),
+        Step::Read(0, 2),
+        Step::Cmd(
+            1,
+            vec![b"PUBSUB".to_vec(), b"NUMSUB".to_vec(), bin_chan.clone()],
+            1,
+        ),
+        Step::Cmd(1, vec![b"ECHO".to_vec(), big], 1),
+        Step::Cmd(1, vec![b"NOSUCH\r\n".to_vec(), vec![0xff, 0, b'a']], 1),
+    ];
+    differential(&steps, &[], &[]);
+}
+
+#[test]
+fn requirepass() {
+    let steps = script(
+        "
+        0 1 PING
+        0 1 SUBSCRIBE x
+        0 1 NOSUCH
+        0 1 ECHO
+        0 1 HELLO 3
+        0 1 AUTH wrong
+        0 1 AUTH default wrong
+        0 1 AUTH secret
+        0 1 PING
+        1 1 HELLO 3 AUTH default wrong
+        1 1 HELLO 3 AUTH default secret
+        1 1 PING
+        2 1 AUTH other secret
+        2 1 AUTH default secret
+        2 1 RESET
+        2 1 PING
+        3 raw 1 *11\\r\\n
+        3 closed
+        ",
+    );
+    differential(
+        &steps,
+        &["--requirepass", "secret"],
+        &["--requirepass", "secret"],
+    );
+}
