@@ -121,6 +121,7 @@ impl Default for NamespaceOptions {
 #[derive(Debug, Default, Parser, Deserialize)]
 #[command(
     name = "herald",
+    args_override_self = true,
     version,
     about = "Herald: a pub/sub real-time notification hub (RESP, WebSocket, HTTP)",
     long_about = "Herald: a pub/sub real-time notification hub.\n\n\
