@@ -1,17 +1,47 @@
-//! Authentication shared by the front ends: Redis-style passwords now, JWTs
-//! (typed claims and channel permissions) behind the same `Identity`.
+//! Authentication and permissions shared by every front end.
+//!
+//! Credentials become an [`Identity`]: a Redis-style password (full access),
+//! a verified JWT (typed [`Claims`] whose `subscribe`/`publish` globs decide
+//! where present), or anonymous. JWTs are verified with the one algorithm the
+//! configured key fixes (HS256 for `--jwt-hmac-secret`, RS256 or ES256 for
+//! the PEM in `--jwt-public-key-file`); the token's own `alg` header is never
+//! trusted, so `none` and key-confusion tokens fail.
 
 use std::sync::Arc;
 
-use crate::config::Config;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::Deserialize;
 
-/// Who a connection is, once authenticated.
-#[derive(Debug, Clone, PartialEq, Eq)]
+use crate::config::{Config, NamespaceOptions};
+use crate::hub::glob::Glob;
+
+/// The claims Herald reads from a JWT.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub struct Claims {
+    /// User id.
+    pub sub: String,
+    /// Expiry, seconds since the epoch (required).
+    pub exp: u64,
+    /// Shown in presence.
+    #[serde(default)]
+    pub info: Option<serde_json::Value>,
+    /// Globs the holder may subscribe to; absent: the namespace decides.
+    #[serde(default)]
+    pub subscribe: Option<Vec<String>>,
+    /// Globs the holder may publish to; absent: the namespace decides.
+    #[serde(default)]
+    pub publish: Option<Vec<String>>,
+}
+
+/// Who a connection is.
+#[derive(Debug, Clone, PartialEq)]
 pub enum Identity {
-    /// No credentials; allowed where the configuration allows anonymous use.
+    /// No credentials.
     Anonymous,
-    /// Authenticated with `requirepass`: full access, as Redis's default user.
+    /// Authenticated with `requirepass`, or a trusted backend: full access.
     Password,
+    /// A verified JWT.
+    User(Arc<Claims>),
 }
 
 /// Why credentials were refused, in the form RESP clients expect.
@@ -23,16 +53,106 @@ pub enum AuthError {
     WrongPass,
 }
 
+/// Why a token was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    #[error("token expired")]
+    Expired,
+    #[error("token not valid yet")]
+    NotYetValid,
+    #[error("no JWT key is configured")]
+    NotConfigured,
+    #[error("invalid token: {0}")]
+    Invalid(String),
+}
+
+/// Errors loading the JWT key at start-up.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("cannot read JWT public key file {path}: {source}")]
+    Read {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("JWT public key file {0} holds neither an RSA nor an EC (P-256) public key in PEM")]
+    Format(std::path::PathBuf),
+    #[error("configure only one of --jwt-hmac-secret and --jwt-public-key-file")]
+    Both,
+}
+
+struct JwtVerifier {
+    key: DecodingKey,
+    validation: Validation,
+}
+
 /// Checks credentials against the configured secrets.
-#[derive(Debug)]
 pub struct Authenticator {
     requirepass: Option<String>,
+    jwt: Option<JwtVerifier>,
+    /// No password and no JWT key: every client is trusted (loopback only,
+    /// unless `--allow-anonymous`).
+    open: bool,
+}
+
+impl std::fmt::Debug for Authenticator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Authenticator")
+            .field("requirepass", &self.requirepass.is_some())
+            .field(
+                "jwt",
+                &self.jwt.as_ref().map(|j| j.validation.algorithms.clone()),
+            )
+            .finish()
+    }
 }
 
 impl Authenticator {
-    pub fn new(cfg: &Config) -> Arc<Authenticator> {
-        Arc::new(Authenticator {
+    /// Builds the authenticator; reads the PEM key file if configured.
+    pub fn from_config(cfg: &Config) -> Result<Arc<Authenticator>, KeyError> {
+        let jwt = match (&cfg.jwt_hmac_secret, &cfg.jwt_public_key_file) {
+            (Some(_), Some(_)) => return Err(KeyError::Both),
+            (Some(secret), None) => Some((
+                DecodingKey::from_secret(secret.as_bytes()),
+                Algorithm::HS256,
+            )),
+            (None, Some(path)) => {
+                let pem = std::fs::read(path).map_err(|source| KeyError::Read {
+                    path: path.clone(),
+                    source,
+                })?;
+                if let Ok(k) = DecodingKey::from_rsa_pem(&pem) {
+                    Some((k, Algorithm::RS256))
+                } else if let Ok(k) = DecodingKey::from_ec_pem(&pem) {
+                    Some((k, Algorithm::ES256))
+                } else {
+                    return Err(KeyError::Format(path.clone()));
+                }
+            }
+            (None, None) => None,
+        };
+        let jwt = jwt.map(|(key, alg)| {
+            let mut validation = Validation::new(alg);
+            validation.leeway = cfg.jwt_leeway.as_secs();
+            validation.validate_nbf = true;
+            validation.validate_aud = false;
+            validation.set_required_spec_claims(&["exp", "sub"]);
+            JwtVerifier { key, validation }
+        });
+        Ok(Arc::new(Authenticator {
+            open: cfg.requirepass.is_none() && jwt.is_none(),
             requirepass: cfg.requirepass.clone(),
+            jwt,
+        }))
+    }
+
+    /// An authenticator for tests and embedders: the config's password only.
+    pub fn new(cfg: &Config) -> Arc<Authenticator> {
+        Self::from_config(cfg).unwrap_or_else(|_| {
+            Arc::new(Authenticator {
+                open: cfg.requirepass.is_none(),
+                requirepass: cfg.requirepass.clone(),
+                jwt: None,
+            })
         })
     }
 
@@ -41,23 +161,145 @@ impl Authenticator {
         self.requirepass.is_some()
     }
 
-    /// `AUTH [user] secret`. The user, when given, must be `default` for a
-    /// password, as in Redis.
-    pub fn authenticate(&self, user: Option<&[u8]>, secret: &[u8]) -> Result<Identity, AuthError> {
-        let Some(pass) = &self.requirepass else {
-            return match user {
-                // `AUTH default <anything>` with no password: Redis accepts
-                // only what the nopass default user matches, which is anything.
-                Some(u) if u == b"default" => Ok(Identity::Anonymous),
-                Some(_) => Err(AuthError::WrongPass),
-                None => Err(AuthError::NoPasswordConfigured),
-            };
-        };
-        let user_ok = user.is_none_or(|u| u == b"default");
-        if user_ok && constant_time_eq(pass.as_bytes(), secret) {
-            Ok(Identity::Password)
+    /// True when JWTs are accepted.
+    pub fn has_jwt(&self) -> bool {
+        self.jwt.is_some()
+    }
+
+    /// The identity of a client that presents nothing: full access when no
+    /// authentication is configured at all, anonymous otherwise.
+    pub fn unauthenticated(&self) -> Identity {
+        if self.open {
+            Identity::Password
         } else {
-            Err(AuthError::WrongPass)
+            Identity::Anonymous
+        }
+    }
+
+    /// Verifies a JWT into claims.
+    pub fn verify_token(&self, token: &str) -> Result<Arc<Claims>, TokenError> {
+        let Some(jwt) = &self.jwt else {
+            return Err(TokenError::NotConfigured);
+        };
+        use jsonwebtoken::errors::ErrorKind;
+        match jsonwebtoken::decode::<Claims>(token, &jwt.key, &jwt.validation) {
+            Ok(data) => Ok(Arc::new(data.claims)),
+            Err(e) => Err(match e.kind() {
+                ErrorKind::ExpiredSignature => TokenError::Expired,
+                ErrorKind::ImmatureSignature => TokenError::NotYetValid,
+                _ => TokenError::Invalid(e.to_string()),
+            }),
+        }
+    }
+
+    /// `AUTH [user] secret` over RESP: the password (user `default` or none),
+    /// else a JWT when a key is configured.
+    pub fn authenticate(&self, user: Option<&[u8]>, secret: &[u8]) -> Result<Identity, AuthError> {
+        if let Some(pass) = &self.requirepass {
+            if user.is_none_or(|u| u == b"default") && constant_time_eq(pass.as_bytes(), secret) {
+                return Ok(Identity::Password);
+            }
+        }
+        if self.jwt.is_some() {
+            if let Ok(token) = std::str::from_utf8(secret) {
+                if let Ok(claims) = self.verify_token(token) {
+                    return Ok(Identity::User(claims));
+                }
+            }
+            return Err(AuthError::WrongPass);
+        }
+        if self.requirepass.is_some() {
+            return Err(AuthError::WrongPass);
+        }
+        match user {
+            // With no password Redis's default user is `nopass`: any secret.
+            Some(u) if u == b"default" => Ok(Identity::Password),
+            Some(_) => Err(AuthError::WrongPass),
+            None => Err(AuthError::NoPasswordConfigured),
+        }
+    }
+}
+
+/// True when `pattern` can only match channels that some glob in `globs`
+/// matches. Decided conservatively: equal to a glob, or inside a glob of the
+/// form `literal*` (its literal prefix extends the glob's).
+pub fn pattern_within(pattern: &[u8], globs: &[String]) -> bool {
+    let prefix = Glob::new(pattern);
+    let prefix = prefix.literal_prefix();
+    globs.iter().any(|g| {
+        let g = g.as_bytes();
+        if g == pattern {
+            return true;
+        }
+        match g.split_last() {
+            Some((b'*', head)) => {
+                let lit = Glob::new(head);
+                // `head` must be plain literal text for the test to be exact.
+                lit.literal_prefix().len() == head.len()
+                    && !head.contains(&b'\\')
+                    && prefix.starts_with(head)
+            }
+            _ => false,
+        }
+    })
+}
+
+fn any_glob(globs: &[String], channel: &[u8]) -> bool {
+    globs
+        .iter()
+        .any(|g| Glob::new(g.as_bytes()).matches(channel))
+}
+
+impl Identity {
+    /// The user id, for identified clients.
+    pub fn user(&self) -> Option<&str> {
+        match self {
+            Identity::User(c) => Some(&c.sub),
+            _ => None,
+        }
+    }
+
+    pub fn claims(&self) -> Option<&Arc<Claims>> {
+        match self {
+            Identity::User(c) => Some(c),
+            _ => None,
+        }
+    }
+
+    /// May this identity subscribe to `channel` in namespace `ns`?
+    pub fn can_subscribe(&self, channel: &[u8], ns: &NamespaceOptions) -> bool {
+        match self {
+            Identity::Password => true,
+            Identity::Anonymous => ns.allow_anonymous,
+            Identity::User(c) => match &c.subscribe {
+                Some(globs) => any_glob(globs, channel),
+                None => true,
+            },
+        }
+    }
+
+    /// May this identity subscribe to `pattern`? `namespaces` are the options
+    /// of every namespace the pattern can reach.
+    pub fn can_psubscribe(&self, pattern: &[u8], namespaces: &[&NamespaceOptions]) -> bool {
+        match self {
+            Identity::Password => true,
+            Identity::Anonymous => namespaces.iter().all(|n| n.allow_anonymous),
+            Identity::User(c) => match &c.subscribe {
+                Some(globs) => pattern_within(pattern, globs),
+                None => true,
+            },
+        }
+    }
+
+    /// May this identity publish to `channel` in namespace `ns`?
+    pub fn can_publish(&self, channel: &[u8], ns: &NamespaceOptions) -> bool {
+        match self {
+            Identity::Password => true,
+            Identity::Anonymous => ns.allow_publish && ns.allow_anonymous,
+            Identity::User(c) => match &c.publish {
+                Some(globs) => any_glob(globs, channel),
+                None => ns.allow_publish,
+            },
         }
     }
 }
@@ -68,4 +310,124 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
         return false;
     }
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jsonwebtoken::{encode, EncodingKey, Header};
+
+    fn now() -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    }
+
+    fn hs_auth() -> Arc<Authenticator> {
+        let cfg = crate::config::Options {
+            jwt_hmac_secret: Some("s3cret".into()),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap();
+        Authenticator::from_config(&cfg).unwrap()
+    }
+
+    fn token(claims: serde_json::Value, secret: &str) -> String {
+        encode(
+            &Header::default(),
+            &claims,
+            &EncodingKey::from_secret(secret.as_bytes()),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn hs256_tokens() {
+        let a = hs_auth();
+        let ok = token(
+            serde_json::json!({"sub": "u1", "exp": now() + 60, "subscribe": ["chat:*"]}),
+            "s3cret",
+        );
+        let c = a.verify_token(&ok).unwrap();
+        assert_eq!(c.sub, "u1");
+        let expired = token(
+            serde_json::json!({"sub": "u1", "exp": now() - 60}),
+            "s3cret",
+        );
+        assert_eq!(a.verify_token(&expired), Err(TokenError::Expired));
+        let future = token(
+            serde_json::json!({"sub": "u1", "exp": now() + 600, "nbf": now() + 300}),
+            "s3cret",
+        );
+        assert_eq!(a.verify_token(&future), Err(TokenError::NotYetValid));
+        let wrong = token(serde_json::json!({"sub": "u1", "exp": now() + 60}), "other");
+        assert!(matches!(
+            a.verify_token(&wrong),
+            Err(TokenError::Invalid(_))
+        ));
+        let nosub = token(serde_json::json!({"exp": now() + 60}), "s3cret");
+        assert!(matches!(
+            a.verify_token(&nosub),
+            Err(TokenError::Invalid(_))
+        ));
+        // alg: none, hand-made.
+        use base64::Engine;
+        let b64 = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
+        let none = format!(
+            "{}.{}.",
+            b64(r#"{"alg":"none","typ":"JWT"}"#),
+            b64(&format!(r#"{{"sub":"u1","exp":{}}}"#, now() + 60))
+        );
+        assert!(a.verify_token(&none).is_err());
+        // Tampered payload keeps the old signature.
+        let parts: Vec<&str> = ok.split('.').collect();
+        let forged = format!(
+            "{}.{}.{}",
+            parts[0],
+            b64(&format!(r#"{{"sub":"admin","exp":{}}}"#, now() + 60)),
+            parts[2]
+        );
+        assert!(a.verify_token(&forged).is_err());
+    }
+
+    #[test]
+    fn permissions() {
+        let ns = NamespaceOptions::default();
+        let user = Identity::User(Arc::new(Claims {
+            sub: "u".into(),
+            exp: 0,
+            info: None,
+            subscribe: Some(vec!["chat:*".into(), "news".into()]),
+            publish: Some(vec!["chat:room1".into()]),
+        }));
+        assert!(user.can_subscribe(b"chat:x", &ns));
+        assert!(!user.can_subscribe(b"admin", &ns));
+        assert!(user.can_psubscribe(b"chat:room*", &[&ns]));
+        assert!(user.can_psubscribe(b"news", &[&ns]));
+        assert!(!user.can_psubscribe(b"*", &[&ns]));
+        assert!(!user.can_psubscribe(b"ch*", &[&ns]));
+        assert!(user.can_publish(b"chat:room1", &ns));
+        assert!(!user.can_publish(b"chat:room2", &ns));
+        let closed = NamespaceOptions {
+            allow_anonymous: false,
+            allow_publish: false,
+            ..NamespaceOptions::default()
+        };
+        assert!(!Identity::Anonymous.can_subscribe(b"x", &closed));
+        assert!(Identity::Password.can_publish(b"x", &closed));
+        let plain = Identity::User(Arc::new(Claims {
+            sub: "u".into(),
+            exp: 0,
+            info: None,
+            subscribe: None,
+            publish: None,
+        }));
+        assert!(
+            plain.can_subscribe(b"x", &closed),
+            "identified clients subscribe by default"
+        );
+        assert!(!plain.can_publish(b"x", &closed));
+    }
 }

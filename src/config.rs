@@ -219,6 +219,23 @@ pub struct Options {
     )]
     pub output_buffer_soft_seconds: Option<Dur>,
 
+    /// Interval between server pings on WebSocket connections. [default: 25s]
+    #[arg(long, env = "HERALD_WS_PING_INTERVAL", value_name = "DURATION")]
+    pub ws_ping_interval: Option<Dur>,
+
+    /// Close a WebSocket connection whose pong is this late. [default: 10s]
+    #[arg(long, env = "HERALD_WS_PONG_TIMEOUT", value_name = "DURATION")]
+    pub ws_pong_timeout: Option<Dur>,
+
+    /// Largest WebSocket message accepted. [default: 1mb]
+    #[arg(long, env = "HERALD_WS_MAX_MESSAGE_SIZE", value_name = "SIZE")]
+    pub ws_max_message_size: Option<ByteSize>,
+
+    /// Publishes a WebSocket connection may make per second (sliding
+    /// window; 0 = unlimited). [default: 100]
+    #[arg(long, env = "HERALD_WS_PUBLISH_RATE", value_name = "N")]
+    pub ws_publish_rate: Option<u32>,
+
     /// Log filter (tracing syntax, e.g. info or herald=debug). [default: info]
     #[arg(long, env = "HERALD_LOG", value_name = "FILTER")]
     pub log: Option<String>,
@@ -260,6 +277,10 @@ pub struct Config {
     pub max_subscriptions: usize,
     pub max_channel_length: usize,
     pub output_limits: OutputLimits,
+    pub ws_ping_interval: Duration,
+    pub ws_pong_timeout: Duration,
+    pub ws_max_message_size: usize,
+    pub ws_publish_rate: u32,
     pub log: String,
     pub namespaces: BTreeMap<String, NamespaceOptions>,
 }
@@ -310,6 +331,19 @@ impl Config {
             .unwrap_or_else(|| DEFAULT.get_or_init(NamespaceOptions::default))
     }
 
+    /// The options of every namespace a pattern can reach: the one its
+    /// literal prefix names, or all of them when the prefix has no `:`.
+    pub fn namespaces_for_pattern(&self, pattern: &[u8]) -> Vec<&NamespaceOptions> {
+        let glob = crate::hub::glob::Glob::new(pattern);
+        let prefix = glob.literal_prefix();
+        if prefix.contains(&b':') {
+            return vec![self.namespace(prefix)];
+        }
+        let mut all: Vec<&NamespaceOptions> = self.namespaces.values().collect();
+        all.push(self.namespace(b""));
+        all
+    }
+
     /// True when some authentication is configured.
     pub fn has_auth(&self) -> bool {
         self.requirepass.is_some()
@@ -350,6 +384,10 @@ impl Options {
             output_buffer_hard_limit,
             output_buffer_soft_limit,
             output_buffer_soft_seconds,
+            ws_ping_interval,
+            ws_pong_timeout,
+            ws_max_message_size,
+            ws_publish_rate,
             log,
             namespaces
         )
@@ -388,12 +426,25 @@ impl Options {
                     .output_buffer_soft_seconds
                     .map_or(Duration::from_secs(60), |d| d.0),
             },
+            ws_ping_interval: self
+                .ws_ping_interval
+                .map_or(Duration::from_secs(25), |d| d.0),
+            ws_pong_timeout: self
+                .ws_pong_timeout
+                .map_or(Duration::from_secs(10), |d| d.0),
+            ws_max_message_size: size(self.ws_max_message_size, 1 << 20)?,
+            ws_publish_rate: self.ws_publish_rate.unwrap_or(100),
             log: self.log.unwrap_or_else(|| "info".into()),
             namespaces: self.namespaces.unwrap_or_default(),
         };
         if cfg.max_query_buffer < cfg.max_bulk_len {
             return Err(ConfigError::Invalid(
                 "max_query_buffer must be at least max_bulk_len".into(),
+            ));
+        }
+        if cfg.ws_ping_interval.is_zero() || cfg.ws_pong_timeout.is_zero() {
+            return Err(ConfigError::Invalid(
+                "ws_ping_interval and ws_pong_timeout must be above zero".into(),
             ));
         }
         if cfg.max_connections == 0 {

@@ -7,7 +7,10 @@
 //!   and each connection's bounded outbox.
 //! - [`resp`]: the Redis protocol front end (RESP2/RESP3): framing, encoding,
 //!   the connection task, and one file per command family.
-//! - [`http`]: the HTTP listener: health, metrics and the demo page.
+//! - [`ws`]: the WebSocket front end: JSON protocol, sessions.
+//! - [`http`]: the HTTP listener: `/ws`, the server API, `/metrics`,
+//!   `/healthz` and the demo page.
+//! - [`metrics`]: Prometheus counters, gauges and latency histograms.
 //! - [`auth`]: credentials into an identity, shared by the front ends.
 //! - [`config`]: flags, `HERALD_*` env variables and the TOML file.
 //! - [`server`]: binds the listeners and runs them until shutdown.
@@ -16,8 +19,10 @@ pub mod auth;
 pub mod config;
 pub mod http;
 pub mod hub;
+pub mod metrics;
 pub mod resp;
 pub mod server;
+pub mod ws;
 
 /// The Redis version Herald reports to clients (HELLO, INFO): the release
 /// whose replies it reproduces.

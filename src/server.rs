@@ -19,6 +19,8 @@ pub enum StartError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Key(#[from] crate::auth::KeyError),
     #[error(
         "refusing to start: {addr} is not a loopback address and no authentication is configured \
          (set --requirepass, --jwt-hmac-secret or --jwt-public-key-file, or pass --allow-anonymous)"
@@ -79,6 +81,7 @@ async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, Start
 /// Binds the listeners (port 0 picks free ports) and starts the front ends.
 pub async fn start(cfg: Config) -> Result<Running, StartError> {
     check_security(&cfg)?;
+    let auth = crate::auth::Authenticator::from_config(&cfg)?;
     let cfg = Arc::new(cfg);
     let resp = bind("RESP", cfg.resp_addr).await?;
     let http = bind("HTTP", cfg.http_addr).await?;
@@ -93,20 +96,26 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
         source,
     })?;
     let hub = Hub::new();
+    let metrics = Arc::new(crate::metrics::Metrics::new(&hub));
     let shutdown = CancellationToken::new();
+    let resp_server = crate::resp::RespServer::new(
+        hub.clone(),
+        cfg.clone(),
+        auth.clone(),
+        metrics.clone(),
+        resp_addr,
+    );
+    let state = crate::http::AppState {
+        hub: hub.clone(),
+        cfg: cfg.clone(),
+        auth,
+        ws: crate::ws::WsServer::new(&cfg, shutdown.clone()),
+        resp: resp_server.clone(),
+        metrics,
+    };
     let mut tasks = JoinSet::new();
-    tasks.spawn(crate::resp::run(
-        resp,
-        hub.clone(),
-        cfg.clone(),
-        shutdown.clone(),
-    ));
-    tasks.spawn(crate::http::run(
-        http,
-        hub.clone(),
-        cfg.clone(),
-        shutdown.clone(),
-    ));
+    tasks.spawn(crate::resp::run(resp, resp_server, shutdown.clone()));
+    tasks.spawn(crate::http::run(http, state, shutdown.clone()));
     Ok(Running {
         resp_addr,
         http_addr,

@@ -3,6 +3,7 @@
 
 pub mod glob;
 pub mod outbox;
+pub mod payload;
 pub mod publication;
 pub mod registry;
 
@@ -11,30 +12,32 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
+use prometheus_client::metrics::counter::Counter;
 
 pub use outbox::{Outbox, OutputLimits, Overflow};
 pub use publication::{Delivery, DeliveryKind, Publication, Subscriber, WireFormat};
 pub use registry::{ClientId, Registry, Space};
 
-/// Counters every front end updates; read by INFO and `/metrics`.
+/// Counters every front end updates; read by INFO and exported by
+/// `/metrics` (the counters are shared with the Prometheus registry).
 #[derive(Default)]
 pub struct Stats {
-    pub published: AtomicU64,
-    pub delivered: AtomicU64,
-    pub connections_total: AtomicU64,
-    pub rejected_connections: AtomicU64,
-    pub slow_disconnects: AtomicU64,
-    pub auth_failures: AtomicU64,
-    pub commands: AtomicU64,
+    pub published: Counter,
+    pub delivered: Counter,
+    pub connections_total: Counter,
+    pub rejected_connections: Counter,
+    pub slow_disconnects: Counter,
+    pub auth_failures: Counter,
+    pub commands: Counter,
 }
 
 impl Stats {
-    pub fn add(counter: &AtomicU64, n: u64) {
-        counter.fetch_add(n, Ordering::Relaxed);
+    pub fn add(counter: &Counter, n: u64) {
+        counter.inc_by(n);
     }
 
-    pub fn get(counter: &AtomicU64) -> u64 {
-        counter.load(Ordering::Relaxed)
+    pub fn get(counter: &Counter) -> u64 {
+        counter.get()
     }
 }
 

@@ -273,6 +273,11 @@ impl Registry {
             .collect()
     }
 
+    /// Number of channels with subscribers.
+    pub fn channel_count(&self) -> usize {
+        self.channels.len()
+    }
+
     /// Subscribers of `channel`.
     pub fn numsub(&self, space: Space, channel: &[u8]) -> usize {
         self.map(space).get(channel).map_or(0, |s| s.len())

@@ -141,7 +141,7 @@ pub async fn serve(
     let identity = if server.auth.required() {
         None
     } else {
-        Some(Identity::Anonymous)
+        Some(server.auth.unauthenticated())
     };
     let mut conn = Conn {
         server: server.clone(),
@@ -229,7 +229,9 @@ async fn run_loop(
                     rbuf = BytesMut::new();
                 }
             }
-            _ = outbox.ready(), if batch.is_empty() => {}
+            // Also wakes a task blocked on a full socket when its outbox
+            // overflows, so a client that never reads is still cut off.
+            _ = outbox.ready() => {}
         }
     }
 }

@@ -35,6 +35,7 @@ pub struct RespServer {
     /// Live clients, for CLIENT LIST / KILL and INFO.
     pub clients: DashMap<ClientId, Arc<ClientHandle>>,
     pub local_addr: SocketAddr,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// The subscriber side of a RESP connection: its outbox and protocol.
@@ -135,9 +136,16 @@ impl ClientHandle {
 }
 
 impl RespServer {
-    pub fn new(hub: Arc<Hub>, cfg: Arc<Config>, local_addr: SocketAddr) -> Arc<RespServer> {
+    pub fn new(
+        hub: Arc<Hub>,
+        cfg: Arc<Config>,
+        auth: Arc<Authenticator>,
+        metrics: Arc<crate::metrics::Metrics>,
+        local_addr: SocketAddr,
+    ) -> Arc<RespServer> {
         Arc::new(RespServer {
-            auth: Authenticator::new(&cfg),
+            auth,
+            metrics,
             hub,
             cfg,
             clients: DashMap::new(),
@@ -157,11 +165,10 @@ impl RespServer {
 /// then waits for every connection task to finish.
 pub async fn run(
     listener: TcpListener,
-    hub: Arc<Hub>,
-    cfg: Arc<Config>,
+    server: Arc<RespServer>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let server = RespServer::new(hub, cfg.clone(), listener.local_addr()?);
+    let cfg = server.cfg.clone();
     let limit = Arc::new(Semaphore::new(cfg.max_connections));
     let tracker = TaskTracker::new();
     loop {

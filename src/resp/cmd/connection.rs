@@ -160,10 +160,14 @@ fn auth(conn: &mut Conn, args: &[Bytes]) {
 }
 
 fn set_identity(conn: &mut Conn, id: Identity, user: Option<&[u8]>) {
+    let name = match id.user() {
+        Some(sub) => sub.to_string(),
+        None => user
+            .map(|u| String::from_utf8_lossy(u).into_owned())
+            .unwrap_or_default(),
+    };
     conn.identity = Some(id);
-    conn.handle.meta().user = user
-        .map(|u| String::from_utf8_lossy(u).into_owned())
-        .unwrap_or_default();
+    conn.handle.meta().user = name;
 }
 
 fn hello(conn: &mut Conn, args: &[Bytes]) {

@@ -192,12 +192,16 @@ pub fn dispatch(conn: &mut Conn, args: &[Bytes]) {
         ));
         return;
     }
+    let started = std::time::Instant::now();
     {
         let mut m = conn.handle.meta();
         m.last_cmd = fullname;
-        m.last_active = Some(std::time::Instant::now());
+        m.last_active = Some(started);
     }
     (cmd.run)(conn, args);
+    conn.server
+        .metrics
+        .observe_command("resp", top.name, started.elapsed());
 }
 
 /// Replies to `X HELP` with Redis's layout: a heading, then lines.

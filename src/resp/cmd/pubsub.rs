@@ -158,12 +158,39 @@ pub const PUBSUB: Command = Command::new(
 )
 .subs(PUBSUB_SUBS);
 
+const NOPERM: &str =
+    "NOPERM this user has no permissions to access one of the channels used as arguments";
+
+/// Redis refuses the whole command when any channel is not allowed.
+fn allowed(conn: &mut Conn, names: &[Bytes], kind: Kind, publish: bool) -> bool {
+    let Some(id) = &conn.identity else {
+        return false;
+    };
+    let cfg = &conn.server.cfg;
+    let ok = names.iter().all(|n| match (kind, publish) {
+        (_, true) => id.can_publish(n, cfg.namespace(n)),
+        (Kind::Pattern, false) => id.can_psubscribe(n, &cfg.namespaces_for_pattern(n)),
+        (_, false) => id.can_subscribe(n, cfg.namespace(n)),
+    });
+    if !ok {
+        crate::hub::Stats::add(&conn.server.hub.stats.auth_failures, 1);
+        conn.reply().error(NOPERM);
+    }
+    ok
+}
+
 fn publish(conn: &mut Conn, args: &[Bytes]) {
+    if !allowed(conn, &args[1..2], Kind::Channel, true) {
+        return;
+    }
     let n = conn.server.hub.publish(args[1].clone(), args[2].clone());
     conn.reply().int(n as i64);
 }
 
 fn spublish(conn: &mut Conn, args: &[Bytes]) {
+    if !allowed(conn, &args[1..2], Kind::Shard, true) {
+        return;
+    }
     let n = conn.server.hub.spublish(args[1].clone(), args[2].clone());
     conn.reply().int(n as i64);
 }
@@ -225,6 +252,9 @@ fn check_name(conn: &mut Conn, name: &[u8]) -> bool {
 }
 
 fn subscribe_kind(conn: &mut Conn, args: &[Bytes], kind: Kind) {
+    if !allowed(conn, &args[1..], kind, false) {
+        return;
+    }
     let (word, _) = kind.words();
     for name in &args[1..] {
         if kind.set(conn).contains(name) {

@@ -1,0 +1,217 @@
+//! The HTTP server API for backends: publish, broadcast, channels, and the
+//! presence/history endpoints (answering "not enabled" until those land).
+//! Authenticated with `X-API-Key`; errors are `{"error": {"code", "message"}}`.
+
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::{api_error, AppState};
+use crate::auth::constant_time_eq;
+use crate::hub::payload::from_json_value;
+use crate::hub::{Space, Stats};
+
+/// Checks `X-API-Key`. Without a configured key the API is open only where
+/// anonymous use is (no authentication configured, or `--allow-anonymous`).
+fn authorize(st: &AppState, headers: &HeaderMap) -> Result<(), Response> {
+    match &st.cfg.api_key {
+        Some(key) => {
+            let given = headers.get("x-api-key").map(|v| v.as_bytes());
+            if given.is_some_and(|g| constant_time_eq(g, key.as_bytes())) {
+                Ok(())
+            } else {
+                Stats::add(&st.hub.stats.auth_failures, 1);
+                Err(
+                    api_error(StatusCode::UNAUTHORIZED, 102, "missing or wrong X-API-Key")
+                        .into_response(),
+                )
+            }
+        }
+        None if st.cfg.allow_anonymous || !st.cfg.has_auth() => Ok(()),
+        None => Err(api_error(
+            StatusCode::FORBIDDEN,
+            103,
+            "the server API is disabled: configure --api-key",
+        )
+        .into_response()),
+    }
+}
+
+fn parse_body<T: for<'de> Deserialize<'de>>(
+    body: Result<Bytes, BytesRejection>,
+) -> Result<T, Response> {
+    let body = body.map_err(|r| {
+        let status = r.status();
+        api_error(status, 100, &r.body_text()).into_response()
+    })?;
+    serde_json::from_slice(&body).map_err(|e| {
+        api_error(
+            StatusCode::BAD_REQUEST,
+            100,
+            &format!("invalid request body: {e}"),
+        )
+        .into_response()
+    })
+}
+
+fn check_channel(st: &AppState, channel: &str) -> Result<(), Response> {
+    if channel.is_empty() || channel.len() > st.cfg.max_channel_length {
+        return Err(api_error(
+            StatusCode::BAD_REQUEST,
+            110,
+            &format!("channel must be 1 to {} bytes", st.cfg.max_channel_length),
+        )
+        .into_response());
+    }
+    Ok(())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PublishBody {
+    channel: String,
+    data: Value,
+}
+
+/// `POST /api/publish {"channel", "data"}` → `{"receivers": n}`.
+pub async fn publish(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let started = Instant::now();
+    if let Err(r) = authorize(&st, &headers) {
+        return r;
+    }
+    let b: PublishBody = match parse_body(body) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    if let Err(r) = check_channel(&st, &b.channel) {
+        return r;
+    }
+    let n = st
+        .hub
+        .publish(b.channel.into_bytes().into(), from_json_value(&b.data));
+    st.metrics
+        .observe_command("http", "publish", started.elapsed());
+    Json(json!({ "receivers": n })).into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BroadcastBody {
+    channels: Vec<String>,
+    data: Value,
+}
+
+/// `POST /api/broadcast {"channels": [...], "data"}` →
+/// `{"results": [{"channel", "receivers"}]}`.
+pub async fn broadcast(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let started = Instant::now();
+    if let Err(r) = authorize(&st, &headers) {
+        return r;
+    }
+    let b: BroadcastBody = match parse_body(body) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    if b.channels.is_empty() {
+        return api_error(StatusCode::BAD_REQUEST, 100, "channels must not be empty")
+            .into_response();
+    }
+    for c in &b.channels {
+        if let Err(r) = check_channel(&st, c) {
+            return r;
+        }
+    }
+    let payload = from_json_value(&b.data);
+    let results: Vec<Value> = b
+        .channels
+        .into_iter()
+        .map(|c| {
+            let n = st
+                .hub
+                .publish(c.clone().into_bytes().into(), payload.clone());
+            json!({ "channel": c, "receivers": n })
+        })
+        .collect();
+    st.metrics
+        .observe_command("http", "broadcast", started.elapsed());
+    Json(json!({ "results": results })).into_response()
+}
+
+#[derive(Deserialize)]
+pub struct ChannelsQuery {
+    pattern: Option<String>,
+}
+
+/// `GET /api/channels[?pattern=glob]` →
+/// `{"channels": [{"channel", "subscribers"}]}`, sorted by name.
+pub async fn channels(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<ChannelsQuery>,
+) -> Response {
+    if let Err(r) = authorize(&st, &headers) {
+        return r;
+    }
+    let reg = &st.hub.registry;
+    let mut names = reg.channels(Space::Global, q.pattern.as_deref().map(str::as_bytes));
+    names.sort();
+    let list: Vec<Value> = names
+        .iter()
+        .map(|c| {
+            json!({
+                "channel": String::from_utf8_lossy(c),
+                "subscribers": reg.numsub(Space::Global, c),
+            })
+        })
+        .collect();
+    Json(json!({ "channels": list })).into_response()
+}
+
+/// `GET /api/presence/{channel}`: not enabled yet.
+pub async fn presence(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Path(_channel): Path<String>,
+) -> Response {
+    if let Err(r) = authorize(&st, &headers) {
+        return r;
+    }
+    api_error(
+        StatusCode::NOT_IMPLEMENTED,
+        108,
+        "presence is not enabled on this server yet",
+    )
+    .into_response()
+}
+
+/// `GET /api/history/{channel}`: not enabled yet.
+pub async fn history(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Path(_channel): Path<String>,
+) -> Response {
+    if let Err(r) = authorize(&st, &headers) {
+        return r;
+    }
+    api_error(
+        StatusCode::NOT_IMPLEMENTED,
+        108,
+        "history is not enabled on this server yet",
+    )
+    .into_response()
+}

@@ -1,0 +1,113 @@
+//! The HTTP listener: `/ws` (WebSocket), `/api/…` (server API), `/metrics`,
+//! `/healthz` and the page at `/`, on one axum router.
+
+pub mod api;
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{Html, IntoResponse};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::Authenticator;
+use crate::config::Config;
+use crate::hub::Hub;
+use crate::metrics::{Metrics, Sample};
+use crate::resp::RespServer;
+use crate::ws::WsServer;
+
+/// What every HTTP handler and WebSocket session shares.
+#[derive(Clone)]
+pub struct AppState {
+    pub hub: Arc<Hub>,
+    pub cfg: Arc<Config>,
+    pub auth: Arc<Authenticator>,
+    pub ws: Arc<WsServer>,
+    pub resp: Arc<RespServer>,
+    pub metrics: Arc<Metrics>,
+}
+
+/// A JSON error body `{"error": {"code", "message"}}` with its status.
+pub fn api_error(
+    status: StatusCode,
+    code: u16,
+    message: &str,
+) -> (StatusCode, Json<serde_json::Value>) {
+    (
+        status,
+        Json(json!({ "error": { "code": code, "message": message } })),
+    )
+}
+
+pub fn router(st: AppState) -> Router {
+    Router::new()
+        .route("/", get(index))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/metrics", get(metrics))
+        .route("/ws", get(crate::ws::upgrade))
+        .route("/api/publish", post(api::publish))
+        .route("/api/broadcast", post(api::broadcast))
+        .route("/api/channels", get(api::channels))
+        .route("/api/presence/{channel}", get(api::presence))
+        .route("/api/history/{channel}", get(api::history))
+        .fallback(|| async { api_error(StatusCode::NOT_FOUND, 404, "not found") })
+        .with_state(st)
+}
+
+/// Serves HTTP on an already-bound listener until `shutdown`, then waits for
+/// the WebSocket sessions (axum's graceful shutdown does not track them).
+pub async fn run(
+    listener: TcpListener,
+    st: AppState,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let ws = st.ws.clone();
+    let app = router(st);
+    let r = axum::serve(listener, app)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await;
+    ws.drain().await;
+    r
+}
+
+async fn index() -> Html<&'static str> {
+    Html(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>Herald</title></head>\
+         <body><h1>Herald</h1><p>The pub/sub hub is running. WebSocket clients connect to \
+         <code>/ws</code>, backends publish with <code>POST /api/publish</code> or any Redis \
+         client on the RESP port; <a href=\"/metrics\">/metrics</a> shows its counters.</p></body></html>",
+    )
+}
+
+async fn metrics(State(st): State<AppState>) -> impl IntoResponse {
+    let resp_subs = st
+        .resp
+        .clients
+        .iter()
+        .map(|h| {
+            let m = h.meta();
+            m.sub + m.psub + m.ssub
+        })
+        .sum();
+    let sample = Sample {
+        resp_connections: st.resp.clients.len(),
+        ws_connections: st.ws.open_sessions(),
+        ws_subscriptions: st
+            .ws
+            .subscriptions
+            .load(std::sync::atomic::Ordering::Relaxed),
+        resp_subscriptions: resp_subs,
+    };
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        st.metrics.render(&st.hub, sample),
+    )
+}

@@ -1,0 +1,86 @@
+//! The payload mapping between front ends.
+//!
+//! RESP payloads are bytes; WebSocket `data` is any JSON value. Bytes that
+//! parse as JSON travel as that value; other UTF-8 as a JSON string; anything
+//! else as a base64 string flagged `"encoding":"base64"`. In the other
+//! direction, a JSON value becomes its compact text.
+
+use base64::Engine;
+use bytes::Bytes;
+
+/// How a byte payload is represented in JSON.
+#[derive(Debug, PartialEq, Eq)]
+pub enum JsonData<'a> {
+    /// The bytes are JSON text: embed them as they are.
+    Json(&'a [u8]),
+    /// UTF-8 that is not JSON: a JSON string.
+    Text(&'a str),
+    /// Other bytes: base64 in a JSON string.
+    Base64(String),
+}
+
+impl JsonData<'_> {
+    pub fn is_base64(&self) -> bool {
+        matches!(self, JsonData::Base64(_))
+    }
+}
+
+/// Classifies `payload` for a JSON front end.
+pub fn to_json_data(payload: &[u8]) -> JsonData<'_> {
+    if serde_json::from_slice::<serde::de::IgnoredAny>(payload).is_ok() {
+        return JsonData::Json(payload);
+    }
+    match std::str::from_utf8(payload) {
+        Ok(s) => JsonData::Text(s),
+        Err(_) => JsonData::Base64(base64::engine::general_purpose::STANDARD.encode(payload)),
+    }
+}
+
+/// Appends `payload` as a JSON value to `out` (the `data` member's value).
+/// Returns true when it was base64-encoded.
+pub fn write_json_data(out: &mut Vec<u8>, payload: &[u8]) -> bool {
+    match to_json_data(payload) {
+        JsonData::Json(raw) => {
+            out.extend_from_slice(raw);
+            false
+        }
+        JsonData::Text(s) => {
+            // Writing a &str into a Vec cannot fail.
+            let _ = serde_json::to_writer(&mut *out, s);
+            false
+        }
+        JsonData::Base64(b) => {
+            let _ = serde_json::to_writer(&mut *out, &b);
+            true
+        }
+    }
+}
+
+/// The payload bytes for a JSON value published from a JSON front end: its
+/// compact text.
+pub fn from_json_value(v: &serde_json::Value) -> Bytes {
+    Bytes::from(serde_json::to_vec(v).unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn json(p: &[u8]) -> String {
+        let mut v = Vec::new();
+        write_json_data(&mut v, p);
+        String::from_utf8(v).unwrap()
+    }
+
+    #[test]
+    fn mapping() {
+        assert_eq!(json(br#"{"a":1}"#), r#"{"a":1}"#);
+        assert_eq!(json(b"42"), "42");
+        assert_eq!(json(b"hello"), r#""hello""#);
+        assert_eq!(json(b"say \"hi\""), r#""say \"hi\"""#);
+        assert_eq!(json(&[0xff, 0x00]), r#""/wA=""#);
+        assert!(to_json_data(&[0xff]).is_base64());
+        let v: serde_json::Value = serde_json::json!({"x": [1, "two"]});
+        assert_eq!(&from_json_value(&v)[..], br#"{"x":[1,"two"]}"#);
+    }
+}

@@ -1,0 +1,193 @@
+//! Prometheus metrics: the hub's counters, gauges read at scrape time, and
+//! per-command latency histograms for every front end, rendered in the
+//! Prometheus text format by `prometheus-client`.
+
+use std::time::Duration;
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+use crate::hub::Hub;
+
+type CommandLabels = [(&'static str, &'static str); 2];
+
+/// Values sampled at scrape time.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Sample {
+    pub resp_connections: usize,
+    pub ws_connections: usize,
+    pub ws_subscriptions: usize,
+    pub resp_subscriptions: usize,
+}
+
+/// Every metric Herald exports.
+pub struct Metrics {
+    registry: Registry,
+    command_seconds: Family<CommandLabels, Histogram, fn() -> Histogram>,
+    connections: Family<[(&'static str, &'static str); 1], Gauge>,
+    subscriptions: Family<[(&'static str, &'static str); 1], Gauge>,
+    channels: Gauge,
+    patterns: Gauge,
+    rss: Gauge,
+}
+
+fn new_histogram() -> Histogram {
+    // 1 µs .. ~1 s.
+    Histogram::new(exponential_buckets(1e-6, 2.0, 21))
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+impl Metrics {
+    pub fn new(hub: &Hub) -> Metrics {
+        let mut registry = Registry::with_prefix("herald");
+        let s = &hub.stats;
+        registry.register(
+            "messages_published",
+            "Messages published",
+            s.published.clone(),
+        );
+        registry.register(
+            "messages_delivered",
+            "Messages delivered to subscribers (local receivers)",
+            s.delivered.clone(),
+        );
+        registry.register(
+            "connections_accepted",
+            "Connections accepted, all front ends",
+            s.connections_total.clone(),
+        );
+        registry.register(
+            "connections_rejected",
+            "Connections refused at the connection limit",
+            s.rejected_connections.clone(),
+        );
+        registry.register(
+            "slow_consumer_disconnects",
+            "Clients cut off for exceeding their output buffer limits",
+            s.slow_disconnects.clone(),
+        );
+        registry.register(
+            "auth_failures",
+            "Refused credentials and permission checks",
+            s.auth_failures.clone(),
+        );
+        let command_seconds =
+            Family::<CommandLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+                new_histogram,
+            );
+        registry.register(
+            "command_duration_seconds",
+            "Time to execute one command, by front end and command",
+            command_seconds.clone(),
+        );
+        let connections = Family::default();
+        registry.register(
+            "connections",
+            "Open connections by front end",
+            connections.clone(),
+        );
+        let subscriptions = Family::default();
+        registry.register(
+            "subscriptions",
+            "Channel and pattern subscriptions by front end",
+            subscriptions.clone(),
+        );
+        let channels = Gauge::default();
+        registry.register(
+            "channels",
+            "Channels with at least one subscriber",
+            channels.clone(),
+        );
+        let patterns = Gauge::default();
+        registry.register("patterns", "Distinct subscribed patterns", patterns.clone());
+        let rss = Gauge::default();
+        registry.register(
+            "resident_memory_bytes",
+            "Resident set size of the process",
+            rss.clone(),
+        );
+        Metrics {
+            registry,
+            command_seconds,
+            connections,
+            subscriptions,
+            channels,
+            patterns,
+            rss,
+        }
+    }
+
+    /// Records one command's execution time. `command` must come from a
+    /// fixed set (command tables), never straight from the network.
+    pub fn observe_command(&self, frontend: &'static str, command: &str, took: Duration) {
+        let command = static_name(command);
+        self.command_seconds
+            .get_or_create(&[("frontend", frontend), ("command", command)])
+            .observe(took.as_secs_f64());
+    }
+
+    /// Renders the text exposition, sampling gauges first.
+    pub fn render(&self, hub: &Hub, sample: Sample) -> String {
+        let set = |g: &Gauge, v: usize| {
+            g.set(i64::try_from(v).unwrap_or(i64::MAX));
+        };
+        set(
+            &self.connections.get_or_create(&[("frontend", "resp")]),
+            sample.resp_connections,
+        );
+        set(
+            &self.connections.get_or_create(&[("frontend", "ws")]),
+            sample.ws_connections,
+        );
+        set(
+            &self.subscriptions.get_or_create(&[("frontend", "resp")]),
+            sample.resp_subscriptions,
+        );
+        set(
+            &self.subscriptions.get_or_create(&[("frontend", "ws")]),
+            sample.ws_subscriptions,
+        );
+        set(&self.channels, hub.registry.channel_count());
+        set(&self.patterns, hub.registry.numpat());
+        set(&self.rss, crate::rss_bytes().unwrap_or(0) as usize);
+        let mut out = String::new();
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+}
+
+/// Maps a command name to a static label, so label cardinality stays bounded.
+fn static_name(name: &str) -> &'static str {
+    const KNOWN: &[&str] = &[
+        "connect",
+        "refresh",
+        "ping",
+        "subscribe",
+        "psubscribe",
+        "unsubscribe",
+        "punsubscribe",
+        "publish",
+        "presence",
+        "presence_stats",
+        "history",
+        "leaderboard_subscribe",
+        "leaderboard_unsubscribe",
+        "broadcast",
+        "channels",
+    ];
+    if let Some(k) = KNOWN.iter().find(|k| **k == name) {
+        return k;
+    }
+    match crate::resp::cmd::lookup(name.as_bytes()) {
+        Some(c) => c.name,
+        None => "unknown",
+    }
+}

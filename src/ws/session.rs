@@ -1,0 +1,501 @@
+//! One WebSocket session: the task that alone owns the socket.
+//!
+//! Commands are answered through the session's outbox, in order with the
+//! messages publishers push there, exactly as on RESP: a `subscribe` reply
+//! is queued before the subscription becomes visible, so it always precedes
+//! the channel's first message. One `select!` serves the socket, the outbox,
+//! liveness pings, token expiry and shutdown.
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use bytes::Bytes;
+use futures_util::SinkExt;
+use serde_json::{json, Value};
+
+use super::protocol::{self as proto, Command, DisconnectCode, ErrorCode};
+use crate::auth::{Identity, TokenError};
+use crate::http::AppState;
+use crate::hub::{ClientId, Delivery, Outbox, Space, Stats, Subscriber, WireFormat};
+
+/// The subscriber side of a session.
+pub struct WsSink {
+    pub outbox: Outbox,
+}
+
+impl Subscriber for WsSink {
+    fn deliver(&self, d: &Delivery<'_>) {
+        self.outbox
+            .push(d.encoded(WireFormat::Json, proto::encode_delivery));
+    }
+}
+
+struct Session {
+    st: AppState,
+    id: ClientId,
+    sink: Arc<WsSink>,
+    identity: Identity,
+    /// `connect` was sent (it may be sent once).
+    connected: bool,
+    channels: HashSet<String>,
+    patterns: HashSet<String>,
+    expires_at: Option<tokio::time::Instant>,
+    publishes: VecDeque<Instant>,
+}
+
+fn expiry_instant(exp: u64, leeway: Duration) -> tokio::time::Instant {
+    let now_unix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let left = Duration::from_secs(exp).saturating_sub(now_unix) + leeway;
+    tokio::time::Instant::now() + left
+}
+
+impl Session {
+    fn send(&self, frame: Bytes) {
+        self.sink.outbox.push(frame);
+    }
+
+    fn error(&self, id: &Value, code: ErrorCode, msg: &str) {
+        self.send(proto::error(id, code, msg));
+    }
+
+    fn total_subscriptions(&self) -> usize {
+        self.channels.len() + self.patterns.len()
+    }
+
+    fn set_identity(&mut self, claims: Option<Arc<crate::auth::Claims>>) {
+        match claims {
+            Some(c) => {
+                self.expires_at = Some(expiry_instant(c.exp, self.st.cfg.jwt_leeway));
+                self.identity = Identity::User(c);
+            }
+            None => {
+                self.expires_at = None;
+                self.identity = self.st.auth.unauthenticated();
+            }
+        }
+    }
+
+    fn token_error(&self, id: &Value, e: TokenError) {
+        Stats::add(&self.st.hub.stats.auth_failures, 1);
+        let code = match e {
+            TokenError::Expired => ErrorCode::TokenExpired,
+            _ => ErrorCode::Unauthorized,
+        };
+        self.error(id, code, &e.to_string());
+    }
+
+    fn handle(&mut self, text: &str) {
+        let cmd = match proto::parse_command(text) {
+            Ok(c) => c,
+            Err(bad) => {
+                self.error(&bad.id, ErrorCode::BadRequest, &bad.message);
+                return;
+            }
+        };
+        let started = Instant::now();
+        self.dispatch(&cmd);
+        self.st
+            .metrics
+            .observe_command("ws", &cmd.op, started.elapsed());
+    }
+
+    fn dispatch(&mut self, cmd: &Command) {
+        let id = &cmd.id;
+        macro_rules! parse {
+            ($t:ty) => {
+                match proto::args::<$t>(cmd) {
+                    Ok(a) => a,
+                    Err(m) => {
+                        self.error(id, ErrorCode::BadRequest, &m);
+                        return;
+                    }
+                }
+            };
+        }
+        match cmd.op.as_str() {
+            "connect" => {
+                let a = parse!(proto::ConnectArgs);
+                if self.connected {
+                    self.error(id, ErrorCode::AlreadyConnected, "already connected");
+                    return;
+                }
+                if let Some(token) = &a.token {
+                    match self.st.auth.verify_token(token) {
+                        Ok(c) => self.set_identity(Some(c)),
+                        Err(e) => {
+                            self.token_error(id, e);
+                            return;
+                        }
+                    }
+                }
+                self.connected = true;
+                let claims = self.identity.claims();
+                self.send(proto::reply(
+                    id,
+                    json!({
+                        "client": self.id.to_string(),
+                        "user": self.identity.user(),
+                        "expires": claims.map(|c| c.exp),
+                        "ping_interval": self.st.cfg.ws_ping_interval.as_secs_f64(),
+                        "version": env!("CARGO_PKG_VERSION"),
+                    }),
+                ));
+            }
+            "refresh" => {
+                let a = parse!(proto::TokenArgs);
+                match self.st.auth.verify_token(&a.token) {
+                    Ok(c) => {
+                        if let Some(old) = self.identity.user() {
+                            if old != c.sub {
+                                self.error(
+                                    id,
+                                    ErrorCode::Unauthorized,
+                                    "refresh token is for another user",
+                                );
+                                return;
+                            }
+                        }
+                        let exp = c.exp;
+                        self.set_identity(Some(c));
+                        self.send(proto::reply(id, json!({ "expires": exp })));
+                    }
+                    Err(e) => self.token_error(id, e),
+                }
+            }
+            "ping" => self.send(proto::reply(id, json!({}))),
+            "subscribe" => {
+                let a = parse!(proto::SubscribeArgs);
+                self.subscribe(id, a.channel, false);
+            }
+            "psubscribe" => {
+                let a = parse!(proto::PatternArgs);
+                self.subscribe(id, a.pattern, true);
+            }
+            "unsubscribe" => {
+                let a = parse!(proto::ChannelArgs);
+                if self.channels.remove(&a.channel) {
+                    self.st
+                        .hub
+                        .registry
+                        .unsubscribe(Space::Global, a.channel.as_bytes(), self.id);
+                    self.st.ws.subscriptions.fetch_sub(1, Ordering::Relaxed);
+                }
+                self.send(proto::reply(id, json!({})));
+            }
+            "punsubscribe" => {
+                let a = parse!(proto::PatternArgs);
+                if self.patterns.remove(&a.pattern) {
+                    self.st
+                        .hub
+                        .registry
+                        .punsubscribe(a.pattern.as_bytes(), self.id);
+                    self.st.ws.subscriptions.fetch_sub(1, Ordering::Relaxed);
+                }
+                self.send(proto::reply(id, json!({})));
+            }
+            "publish" => {
+                let a = parse!(proto::PublishArgs);
+                self.publish(id, a);
+            }
+            "presence" | "presence_stats" => self.error(
+                id,
+                ErrorCode::NotEnabled,
+                "presence is not enabled on this server yet",
+            ),
+            "history" => self.error(
+                id,
+                ErrorCode::NotEnabled,
+                "history is not enabled on this server yet",
+            ),
+            "leaderboard_subscribe" | "leaderboard_unsubscribe" => self.error(
+                id,
+                ErrorCode::NotEnabled,
+                "leaderboards are not enabled on this server yet",
+            ),
+            other => self.error(id, ErrorCode::UnknownOp, &format!("unknown op '{other}'")),
+        }
+    }
+
+    fn check_name(&self, id: &Value, name: &str) -> bool {
+        if name.is_empty() || name.len() > self.st.cfg.max_channel_length {
+            self.error(
+                id,
+                ErrorCode::InvalidChannel,
+                &format!(
+                    "channel names and patterns must be 1 to {} bytes",
+                    self.st.cfg.max_channel_length
+                ),
+            );
+            return false;
+        }
+        true
+    }
+
+    fn subscribe(&mut self, id: &Value, name: String, pattern: bool) {
+        if !self.check_name(id, &name) {
+            return;
+        }
+        let cfg = &self.st.cfg;
+        let allowed = if pattern {
+            self.identity.can_psubscribe(
+                name.as_bytes(),
+                &cfg.namespaces_for_pattern(name.as_bytes()),
+            )
+        } else {
+            self.identity
+                .can_subscribe(name.as_bytes(), cfg.namespace(name.as_bytes()))
+        };
+        if !allowed {
+            Stats::add(&self.st.hub.stats.auth_failures, 1);
+            self.error(id, ErrorCode::PermissionDenied, "permission denied");
+            return;
+        }
+        let set = if pattern {
+            &self.patterns
+        } else {
+            &self.channels
+        };
+        if set.contains(&name) {
+            self.send(proto::reply(id, json!({})));
+            return;
+        }
+        if self.total_subscriptions() >= cfg.max_subscriptions {
+            self.error(
+                id,
+                ErrorCode::LimitExceeded,
+                &format!(
+                    "max subscriptions per connection reached ({})",
+                    cfg.max_subscriptions
+                ),
+            );
+            return;
+        }
+        // Reply first: it must precede the first message.
+        self.send(proto::reply(id, json!({})));
+        let reg = &self.st.hub.registry;
+        let key = Bytes::copy_from_slice(name.as_bytes());
+        if pattern {
+            reg.psubscribe(key, self.id, self.sink.clone());
+            self.patterns.insert(name);
+        } else {
+            reg.subscribe(Space::Global, key, self.id, self.sink.clone());
+            self.channels.insert(name);
+        }
+        self.st.ws.subscriptions.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn publish(&mut self, id: &Value, a: proto::PublishArgs) {
+        if !self.check_name(id, &a.channel) {
+            return;
+        }
+        let ns = self.st.cfg.namespace(a.channel.as_bytes());
+        if !self.identity.can_publish(a.channel.as_bytes(), ns) {
+            Stats::add(&self.st.hub.stats.auth_failures, 1);
+            self.error(id, ErrorCode::PermissionDenied, "permission denied");
+            return;
+        }
+        let rate = self.st.cfg.ws_publish_rate as usize;
+        if rate > 0 {
+            let now = Instant::now();
+            while self
+                .publishes
+                .front()
+                .is_some_and(|t| now.duration_since(*t) >= Duration::from_secs(1))
+            {
+                self.publishes.pop_front();
+            }
+            if self.publishes.len() >= rate {
+                self.error(
+                    id,
+                    ErrorCode::RateLimited,
+                    &format!("rate limit: {rate} publishes per second"),
+                );
+                return;
+            }
+            self.publishes.push_back(now);
+        }
+        let payload = crate::hub::payload::from_json_value(&a.data);
+        self.st
+            .hub
+            .publish(Bytes::copy_from_slice(a.channel.as_bytes()), payload);
+        self.send(proto::reply(id, json!({})));
+    }
+
+    fn cleanup(&mut self) {
+        self.sink.outbox.close();
+        let reg = &self.st.hub.registry;
+        let n = self.channels.len() + self.patterns.len();
+        for c in self.channels.drain() {
+            reg.unsubscribe(Space::Global, c.as_bytes(), self.id);
+        }
+        for p in self.patterns.drain() {
+            reg.punsubscribe(p.as_bytes(), self.id);
+        }
+        self.st.ws.subscriptions.fetch_sub(n, Ordering::Relaxed);
+    }
+}
+
+/// Sends a `disconnect` push and the matching close frame, briefly: a
+/// client that does not read is not waited for.
+async fn disconnect(socket: &mut WebSocket, code: DisconnectCode) {
+    let push = Message::Text(Utf8Bytes::from(code.push()));
+    let close = Message::Close(Some(CloseFrame {
+        code: code as u16,
+        reason: Utf8Bytes::from_static(code.reason()),
+    }));
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        socket.feed(push).await?;
+        socket.send(close).await
+    })
+    .await;
+}
+
+/// Writes the batch, reporting written bytes to the outbox.
+async fn write_batch(
+    socket: &mut WebSocket,
+    batch: &mut VecDeque<Bytes>,
+    outbox: &Outbox,
+) -> Result<(), axum::Error> {
+    while let Some(frame) = batch.pop_front() {
+        let n = frame.len();
+        // Our frames are serde_json output: valid UTF-8 by construction.
+        let text = Utf8Bytes::try_from(frame).map_err(axum::Error::new)?;
+        socket.feed(Message::Text(text)).await?;
+        outbox.written(n);
+    }
+    socket.flush().await
+}
+
+/// Runs one session to its end.
+pub async fn run(mut socket: WebSocket, st: AppState, url_token: Option<String>) {
+    let id = st.hub.next_client_id();
+    Stats::add(&st.hub.stats.connections_total, 1);
+    st.ws.open.fetch_add(1, Ordering::Relaxed);
+    let mut s = Session {
+        id,
+        sink: Arc::new(WsSink {
+            outbox: Outbox::new(st.cfg.output_limits),
+        }),
+        identity: st.auth.unauthenticated(),
+        connected: false,
+        channels: HashSet::new(),
+        patterns: HashSet::new(),
+        expires_at: None,
+        publishes: VecDeque::new(),
+        st: st.clone(),
+    };
+    let code = match url_token.map(|t| st.auth.verify_token(&t)) {
+        Some(Err(e)) => {
+            Stats::add(&st.hub.stats.auth_failures, 1);
+            tracing::debug!(client = id, error = %e, "websocket token refused");
+            Some(match e {
+                TokenError::Expired => DisconnectCode::TokenExpired,
+                _ => DisconnectCode::Unauthorized,
+            })
+        }
+        Some(Ok(claims)) => {
+            s.set_identity(Some(claims));
+            serve(&mut socket, &mut s).await
+        }
+        None => serve(&mut socket, &mut s).await,
+    };
+    s.cleanup();
+    if let Some(code) = code {
+        if code == DisconnectCode::Slow {
+            Stats::add(&st.hub.stats.slow_disconnects, 1);
+            tracing::warn!(
+                client = id,
+                "websocket client closed for overcoming of output buffer limits"
+            );
+        }
+        disconnect(&mut socket, code).await;
+    }
+    st.ws.open.fetch_sub(1, Ordering::Relaxed);
+}
+
+/// The session loop. Returns the disconnect to send, if any.
+async fn serve(socket: &mut WebSocket, s: &mut Session) -> Option<DisconnectCode> {
+    let sink = s.sink.clone();
+    let outbox = &sink.outbox;
+    let shutdown = s.st.ws.shutdown.clone();
+    let cfg = s.st.cfg.clone();
+    let mut ping = tokio::time::interval(cfg.ws_ping_interval);
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ping.tick().await;
+    let mut awaiting_pong: Option<Instant> = None;
+    let mut batch = VecDeque::new();
+    let far = || tokio::time::Instant::now() + Duration::from_secs(86400 * 365);
+    loop {
+        outbox.take(&mut batch);
+        if outbox.overflowed().is_some() {
+            return Some(DisconnectCode::Slow);
+        }
+        if !batch.is_empty() {
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => return Some(DisconnectCode::Shutdown),
+                _ = wait_overflow(outbox) => return Some(DisconnectCode::Slow),
+                r = write_batch(socket, &mut batch, outbox) => {
+                    if r.is_err() {
+                        return None;
+                    }
+                }
+            }
+            continue;
+        }
+        let expiry = s.expires_at.unwrap_or_else(far);
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => return Some(DisconnectCode::Shutdown),
+            _ = outbox.ready() => {}
+            msg = socket.recv() => {
+                awaiting_pong = None;
+                match msg {
+                    None | Some(Ok(Message::Close(_))) => return None,
+                    Some(Err(e)) => {
+                        tracing::debug!(client = s.id, error = %e, "websocket read error");
+                        let text = e.to_string();
+                        if text.contains("too long") || text.contains("too big") || text.contains("Space limit") {
+                            return Some(DisconnectCode::MessageTooBig);
+                        }
+                        return None;
+                    }
+                    Some(Ok(Message::Text(t))) => s.handle(t.as_str()),
+                    Some(Ok(Message::Binary(_))) => return Some(DisconnectCode::BadRequest),
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                }
+            }
+            _ = ping.tick() => {
+                match awaiting_pong {
+                    Some(t) if t.elapsed() >= cfg.ws_pong_timeout => return Some(DisconnectCode::NoPong),
+                    Some(_) => {}
+                    None => {
+                        awaiting_pong = Some(Instant::now());
+                        if socket.send(Message::Ping(Bytes::new())).await.is_err() {
+                            return None;
+                        }
+                    }
+                }
+            }
+            _ = tokio::time::sleep_until(awaiting_pong.map_or_else(far, |t| tokio::time::Instant::from_std(t + cfg.ws_pong_timeout))) => {
+                return Some(DisconnectCode::NoPong);
+            }
+            _ = tokio::time::sleep_until(expiry) => return Some(DisconnectCode::TokenExpired),
+        }
+    }
+}
+
+/// Resolves when the outbox overflows (used while a write is in flight).
+async fn wait_overflow(outbox: &Outbox) {
+    loop {
+        if outbox.overflowed().is_some() {
+            return;
+        }
+        outbox.ready().await;
+    }
+}
