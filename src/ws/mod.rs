@@ -107,7 +107,10 @@ pub async fn upgrade(
         )
         .into_response();
     };
-    let max = st.cfg.ws_max_message_size;
+    // tungstenite's own limit sits a little above ours: a message just over
+    // the limit is read whole and refused with a clean close (3502), where
+    // an error mid-frame would leave unread bytes and reset the connection.
+    let max = st.cfg.ws_max_message_size.saturating_add(64 * 1024);
     let tracker = st.ws.tracker.clone();
     ws
         // Small buffers: most connections are idle (tungstenite's defaults

@@ -459,13 +459,17 @@ async fn serve(socket: &mut WebSocket, s: &mut Session) -> Option<DisconnectCode
                     None | Some(Ok(Message::Close(_))) => return None,
                     Some(Err(e)) => {
                         tracing::debug!(client = s.id, error = %e, "websocket read error");
-                        let text = e.to_string();
-                        if text.contains("too long") || text.contains("too big") || text.contains("Space limit") {
+                        if e.to_string().contains("Space limit exceeded") {
                             return Some(DisconnectCode::MessageTooBig);
                         }
                         return None;
                     }
-                    Some(Ok(Message::Text(t))) => s.handle(t.as_str()),
+                    Some(Ok(Message::Text(t))) => {
+                        if t.len() > cfg.ws_max_message_size {
+                            return Some(DisconnectCode::MessageTooBig);
+                        }
+                        s.handle(t.as_str())
+                    }
                     Some(Ok(Message::Binary(_))) => return Some(DisconnectCode::BadRequest),
                     Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
                 }

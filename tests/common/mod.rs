@@ -315,3 +315,103 @@ pub fn words(line: &str) -> Vec<Vec<u8>> {
 pub fn show(b: &[u8]) -> String {
     String::from_utf8_lossy(b).replace("\r\n", "\\r\\n")
 }
+
+// ---- WebSocket and JWT helpers ------------------------------------------
+
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::Message;
+
+pub type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Opens a WebSocket to Herald's `/ws` (with `?token=` when given).
+pub async fn ws_connect(http: SocketAddr, token: Option<&str>) -> Ws {
+    let url = match token {
+        Some(t) => format!("ws://{http}/ws?token={t}"),
+        None => format!("ws://{http}/ws"),
+    };
+    let (ws, _) = tokio::time::timeout(TIMEOUT, tokio_tungstenite::connect_async(url))
+        .await
+        .expect("ws connect timed out")
+        .expect("ws connect failed");
+    ws
+}
+
+pub async fn ws_send(ws: &mut Ws, v: serde_json::Value) {
+    ws.send(Message::Text(v.to_string().into()))
+        .await
+        .expect("ws send");
+}
+
+/// The next text frame as JSON; panics on timeout or close.
+pub async fn ws_recv(ws: &mut Ws) -> serde_json::Value {
+    loop {
+        let msg = tokio::time::timeout(TIMEOUT, ws.next())
+            .await
+            .expect("no WebSocket frame in time")
+            .expect("WebSocket closed")
+            .expect("WebSocket error");
+        match msg {
+            Message::Text(t) => return serde_json::from_str(&t).expect("frame is JSON"),
+            Message::Ping(_) | Message::Pong(_) => continue,
+            other => panic!("unexpected frame {other:?}"),
+        }
+    }
+}
+
+/// Sends a command with `id` and returns the reply with that id, skipping
+/// pushes (returned separately in order).
+pub async fn ws_call(ws: &mut Ws, id: u64, mut cmd: serde_json::Value) -> serde_json::Value {
+    cmd["id"] = serde_json::json!(id);
+    ws_send(ws, cmd).await;
+    loop {
+        let v = ws_recv(ws).await;
+        if v["id"] == serde_json::json!(id) {
+            return v;
+        }
+    }
+}
+
+/// Reads until the server closes; returns the disconnect push (if any) and
+/// the close code.
+pub async fn ws_until_close(ws: &mut Ws) -> (Option<serde_json::Value>, Option<u16>) {
+    let mut push = None;
+    loop {
+        match tokio::time::timeout(TIMEOUT, ws.next())
+            .await
+            .expect("no close in time")
+        {
+            None => return (push, None),
+            Some(Err(_)) => return (push, None),
+            Some(Ok(Message::Text(t))) => {
+                let v: serde_json::Value = serde_json::from_str(&t).unwrap();
+                if v["push"] == "disconnect" {
+                    push = Some(v);
+                }
+            }
+            Some(Ok(Message::Close(frame))) => return (push, frame.map(|f| u16::from(f.code))),
+            Some(Ok(_)) => {}
+        }
+    }
+}
+
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// An HS256 token for `claims`.
+pub fn hs256(claims: serde_json::Value, secret: &str) -> String {
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .unwrap()
+}
+
+pub fn fixture(name: &str) -> String {
+    format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))
+}
