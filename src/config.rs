@@ -236,6 +236,16 @@ pub struct Options {
     #[arg(long, env = "HERALD_WS_PUBLISH_RATE", value_name = "N")]
     pub ws_publish_rate: Option<u32>,
 
+    /// Global cap on history memory; past it the oldest history entries
+    /// across all channels are evicted first. [default: 256mb]
+    #[arg(long, env = "HERALD_HISTORY_MAX_MEMORY", value_name = "SIZE")]
+    pub history_max_memory: Option<ByteSize>,
+
+    /// Most missed messages a subscribe may recover; a larger gap answers
+    /// recovered: false. [default: 100000]
+    #[arg(long, env = "HERALD_RECOVERY_MAX_MESSAGES", value_name = "N")]
+    pub recovery_max_messages: Option<usize>,
+
     /// Log filter (tracing syntax, e.g. info or herald=debug). [default: info]
     #[arg(long, env = "HERALD_LOG", value_name = "FILTER")]
     pub log: Option<String>,
@@ -281,6 +291,8 @@ pub struct Config {
     pub ws_pong_timeout: Duration,
     pub ws_max_message_size: usize,
     pub ws_publish_rate: u32,
+    pub history_max_memory: usize,
+    pub recovery_max_messages: usize,
     pub log: String,
     pub namespaces: BTreeMap<String, NamespaceOptions>,
 }
@@ -388,6 +400,8 @@ impl Options {
             ws_pong_timeout,
             ws_max_message_size,
             ws_publish_rate,
+            history_max_memory,
+            recovery_max_messages,
             log,
             namespaces
         )
@@ -434,6 +448,8 @@ impl Options {
                 .map_or(Duration::from_secs(10), |d| d.0),
             ws_max_message_size: size(self.ws_max_message_size, 1 << 20)?,
             ws_publish_rate: self.ws_publish_rate.unwrap_or(100),
+            history_max_memory: size(self.history_max_memory, 256 << 20)?,
+            recovery_max_messages: self.recovery_max_messages.unwrap_or(100_000),
             log: self.log.unwrap_or_else(|| "info".into()),
             namespaces: self.namespaces.unwrap_or_default(),
         };

@@ -95,7 +95,7 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
         addr: cfg.http_addr,
         source,
     })?;
-    let hub = Hub::new();
+    let hub = Arc::new(Hub::with_config(cfg.clone()));
     let metrics = Arc::new(crate::metrics::Metrics::new(&hub));
     let shutdown = CancellationToken::new();
     let resp_server = crate::resp::RespServer::new(
@@ -114,6 +114,7 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
         metrics,
     };
     let mut tasks = JoinSet::new();
+    tasks.spawn(reclaim_expired(hub.clone(), shutdown.clone()));
     tasks.spawn(crate::resp::run(resp, resp_server, shutdown.clone()));
     tasks.spawn(crate::http::run(http, state, shutdown.clone()));
     Ok(Running {
@@ -123,4 +124,18 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
         shutdown,
         tasks,
     })
+}
+
+/// Reclaims expired keys every 100 ms, so memory goes back even for keys
+/// nobody touches again.
+async fn reclaim_expired(hub: Arc<Hub>, shutdown: CancellationToken) -> std::io::Result<()> {
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(100));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            _ = tick.tick() => {
+                hub.keyspace.lock().reclaim_expired(crate::hub::now_ms());
+            }
+        }
+    }
 }

@@ -73,6 +73,17 @@ fn check_channel(st: &AppState, channel: &str) -> Result<(), Response> {
     Ok(())
 }
 
+/// `{"receivers", "offset", "epoch"}`; the last two only where the channel
+/// keeps history.
+fn position_json(p: crate::hub::Published) -> Value {
+    match p.position {
+        Some((offset, epoch)) => {
+            json!({ "receivers": p.receivers, "offset": offset, "epoch": epoch.to_string() })
+        }
+        None => json!({ "receivers": p.receivers }),
+    }
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PublishBody {
@@ -102,7 +113,7 @@ pub async fn publish(
         .publish(b.channel.into_bytes().into(), from_json_value(&b.data));
     st.metrics
         .observe_command("http", "publish", started.elapsed());
-    Json(json!({ "receivers": n })).into_response()
+    Json(position_json(n)).into_response()
 }
 
 #[derive(Deserialize)]
@@ -144,7 +155,9 @@ pub async fn broadcast(
             let n = st
                 .hub
                 .publish(c.clone().into_bytes().into(), payload.clone());
-            json!({ "channel": c, "receivers": n })
+            let mut v = position_json(n);
+            v["channel"] = json!(c);
+            v
         })
         .collect();
     st.metrics

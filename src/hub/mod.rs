@@ -2,10 +2,12 @@
 //! formats beyond the encode cache the front ends fill.
 
 pub mod glob;
+pub mod keyspace;
 pub mod outbox;
 pub mod payload;
 pub mod publication;
 pub mod registry;
+pub mod stream;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -14,9 +16,12 @@ use std::time::Instant;
 use bytes::Bytes;
 use prometheus_client::metrics::counter::Counter;
 
+use crate::config::Config;
+pub use keyspace::{now_ms, Db, Keyspace};
 pub use outbox::{Outbox, OutputLimits, Overflow};
 pub use publication::{Delivery, DeliveryKind, Publication, Subscriber, WireFormat};
 pub use registry::{ClientId, Registry, Space};
+pub use stream::{NewId, Stream, StreamId, Trim};
 
 /// Counters every front end updates; read by INFO and exported by
 /// `/metrics` (the counters are shared with the Prometheus registry).
@@ -41,23 +46,30 @@ impl Stats {
     }
 }
 
-/// The hub all front ends share: one registry, one id space, one set of
-/// counters. Cheap to clone through `Arc`.
+/// The result of a publish.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Published {
+    /// Local deliveries (subscribers plus matching subscriber-pattern pairs).
+    pub receivers: usize,
+    /// The message's offset and the stream's epoch, where the channel keeps
+    /// history.
+    pub position: Option<(u64, u64)>,
+}
+
+/// The hub all front ends share: one registry, one keyspace, one id space,
+/// one set of counters.
 pub struct Hub {
     pub registry: Registry,
+    pub keyspace: Keyspace,
     pub stats: Stats,
+    pub cfg: Arc<Config>,
     next_client_id: AtomicU64,
     pub started: Instant,
 }
 
 impl Default for Hub {
     fn default() -> Self {
-        Hub {
-            registry: Registry::new(),
-            stats: Stats::default(),
-            next_client_id: AtomicU64::new(1),
-            started: Instant::now(),
-        }
+        Hub::with_config(Arc::new(Config::default()))
     }
 }
 
@@ -66,25 +78,135 @@ impl Hub {
         Arc::new(Hub::default())
     }
 
+    pub fn with_config(cfg: Arc<Config>) -> Hub {
+        Hub {
+            registry: Registry::new(),
+            keyspace: Keyspace::default(),
+            stats: Stats::default(),
+            cfg,
+            next_client_id: AtomicU64::new(1),
+            started: Instant::now(),
+        }
+    }
+
     /// A fresh client id, unique across front ends.
     pub fn next_client_id(&self) -> ClientId {
         self.next_client_id.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// Publishes `payload` on `channel` to exact and pattern subscribers.
-    /// Returns the number of deliveries.
-    pub fn publish(&self, channel: Bytes, payload: Bytes) -> usize {
-        let n = self.registry.publish(&Publication::new(channel, payload));
+    fn count(&self, n: usize) {
         Stats::add(&self.stats.published, 1);
         Stats::add(&self.stats.delivered, n as u64);
+    }
+
+    /// Publishes `payload` on `channel` to exact and pattern subscribers,
+    /// appending it first to the channel's history where its namespace keeps
+    /// one (then delivering under the keyspace lock, so offsets arrive in
+    /// order).
+    pub fn publish(&self, channel: Bytes, payload: Bytes) -> Published {
+        let ns = self.cfg.namespace(&channel);
+        if ns.history_size > 0 {
+            let mut db = self.keyspace.lock();
+            if let Some((offset, epoch)) = self.append_history(&mut db, &channel, payload.clone()) {
+                let p = Publication::with_offset(channel, payload, offset);
+                let n = self.registry.publish(&p);
+                drop(db);
+                self.count(n);
+                return Published {
+                    receivers: n,
+                    position: Some((offset, epoch)),
+                };
+            }
+        }
+        let n = self.registry.publish(&Publication::new(channel, payload));
+        self.count(n);
+        Published {
+            receivers: n,
+            position: None,
+        }
+    }
+
+    /// Appends to the history stream of `channel` (field `data`), trims it
+    /// to the namespace's size and age, and enforces the global cap. `None`
+    /// when the key holds another type (the message then goes out without
+    /// history).
+    fn append_history(&self, db: &mut Db, channel: &Bytes, payload: Bytes) -> Option<(u64, u64)> {
+        let ns = self.cfg.namespace(channel);
+        let now = now_ms();
+        db.stream_or_create(channel, true).ok()?;
+        let ttl = ns.history_ttl.0.as_millis() as u64;
+        let size = ns.history_size as u64;
+        let fields = vec![(Bytes::from_static(b"data"), payload)];
+        let (id, offset, epoch) = db.with_stream(channel, |s| {
+            let (id, offset) = s.add(NewId::Auto, fields, now).ok()?;
+            trim_history(s, size, ttl, now);
+            Some((id, offset, s.epoch))
+        })??;
+        if ttl > 0 {
+            db.set_expiry(channel, Some(now + ttl));
+        }
+        db.note_history_append(channel.clone(), id);
+        db.enforce_history_cap(self.cfg.history_max_memory);
+        db.signal(channel);
+        Some((offset, epoch))
+    }
+
+    /// After an XADD to `key`: where `key` is a channel with history, the
+    /// entry is delivered to its subscribers (payload: the `data` field, or
+    /// a JSON object of all fields).
+    pub fn after_xadd(
+        &self,
+        db: &mut Db,
+        key: &Bytes,
+        id: StreamId,
+        offset: u64,
+        fields: &[(Bytes, Bytes)],
+    ) -> usize {
+        db.signal(key);
+        let ns = self.cfg.namespace(key);
+        if ns.history_size == 0 {
+            return 0;
+        }
+        if let Some(e) = db.get_mut(key) {
+            e.history = true;
+        }
+        db.note_history_append(key.clone(), id);
+        let payload = fields
+            .iter()
+            .find(|(f, _)| &f[..] == b"data")
+            .map(|(_, v)| v.clone())
+            .unwrap_or_else(|| {
+                let obj: serde_json::Map<String, serde_json::Value> = fields
+                    .iter()
+                    .map(|(f, v)| {
+                        (
+                            String::from_utf8_lossy(f).into_owned(),
+                            serde_json::Value::String(String::from_utf8_lossy(v).into_owned()),
+                        )
+                    })
+                    .collect();
+                Bytes::from(serde_json::Value::Object(obj).to_string())
+            });
+        let n = self
+            .registry
+            .publish(&Publication::with_offset(key.clone(), payload, offset));
+        self.count(n);
         n
     }
 
     /// Publishes on a shard channel.
     pub fn spublish(&self, channel: Bytes, payload: Bytes) -> usize {
         let n = self.registry.spublish(&Publication::new(channel, payload));
-        Stats::add(&self.stats.published, 1);
-        Stats::add(&self.stats.delivered, n as u64);
+        self.count(n);
         n
+    }
+}
+
+/// Trims a history stream to `size` entries and drops entries older than
+/// `ttl_ms` (0: no age limit).
+pub fn trim_history(s: &mut Stream, size: u64, ttl_ms: u64, now: u64) {
+    s.trim(Trim::MaxLen(size), false, 0);
+    if ttl_ms > 0 && now > ttl_ms {
+        s.trim(Trim::MinId(StreamId::new(now - ttl_ms, 0)), false, 0);
     }
 }

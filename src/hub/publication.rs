@@ -32,6 +32,8 @@ impl EncodeCache {
 pub struct Publication {
     pub channel: Bytes,
     pub payload: Bytes,
+    /// The position in the channel's history, where it keeps one.
+    pub offset: Option<u64>,
     cache: EncodeCache,
 }
 
@@ -40,7 +42,15 @@ impl Publication {
         Publication {
             channel,
             payload,
+            offset: None,
             cache: EncodeCache::default(),
+        }
+    }
+
+    pub fn with_offset(channel: Bytes, payload: Bytes, offset: u64) -> Publication {
+        Publication {
+            offset: Some(offset),
+            ..Publication::new(channel, payload)
         }
     }
 }

@@ -47,6 +47,33 @@ pub struct Conn {
     pub out: BytesMut,
     /// Stop after writing what is queued (QUIT, protocol error, kill).
     pub closing: bool,
+    /// A blocking command (XREAD/XREADGROUP BLOCK) waiting for its keys.
+    pub blocked: Option<Blocked>,
+    /// The deadline of the command being retried, kept across re-blocks.
+    block_deadline: Option<tokio::time::Instant>,
+    /// Keys this connection last waited on, released when it leaves.
+    wait_keys: Vec<Bytes>,
+}
+
+/// A command parked until one of its keys gets new data or it times out.
+pub struct Blocked {
+    /// The command to retry (with `$` already resolved to concrete ids).
+    pub args: Vec<Bytes>,
+    pub keys: Vec<Bytes>,
+    timeout_ms: u64,
+    deadline: Option<tokio::time::Instant>,
+}
+
+impl Blocked {
+    /// `timeout_ms` 0 blocks without a deadline.
+    pub fn new(args: Vec<Bytes>, keys: Vec<Bytes>, timeout_ms: u64) -> Blocked {
+        Blocked {
+            args,
+            keys,
+            timeout_ms,
+            deadline: None,
+        }
+    }
 }
 
 impl Conn {
@@ -64,6 +91,22 @@ impl Conn {
             let chunk = self.out.split().freeze();
             self.handle.sink.outbox.push(chunk);
         }
+    }
+
+    /// Parks the current command; the connection retries it when one of its
+    /// keys is written, and replies a null array at its deadline.
+    pub fn block(&mut self, mut b: Blocked) {
+        b.deadline = self.block_deadline.or_else(|| {
+            (b.timeout_ms > 0).then(|| {
+                tokio::time::Instant::now() + std::time::Duration::from_millis(b.timeout_ms)
+            })
+        });
+        self.blocked = Some(b);
+    }
+
+    /// Inside MULTI (commands are queued, never blocked).
+    pub fn in_multi(&self) -> bool {
+        false
     }
 
     /// Channels and patterns (the count Redis shows in subscribe replies).
@@ -153,12 +196,18 @@ pub async fn serve(
         shard_channels: HashSet::new(),
         out: BytesMut::new(),
         closing: false,
+        blocked: None,
+        block_deadline: None,
+        wait_keys: Vec::new(),
     };
     if let Err(e) = run_loop(stream, &mut conn, &shutdown).await {
         tracing::debug!(client = id, error = %e, "resp connection error");
     }
     handle.sink.outbox.close();
     conn.drop_subscriptions();
+    if !conn.wait_keys.is_empty() {
+        server.hub.keyspace.lock().release_waiters(&conn.wait_keys);
+    }
     server.clients.remove(&id);
 }
 
@@ -194,6 +243,22 @@ async fn run_loop(
             let _ = wr.shutdown().await;
             return Ok(());
         }
+        if conn.blocked.is_some() {
+            match serve_blocked(
+                conn,
+                &mut rd,
+                &mut wr,
+                &mut rbuf,
+                &mut batch,
+                &mut front_off,
+                shutdown,
+            )
+            .await?
+            {
+                true => continue,
+                false => return Ok(()),
+            }
+        }
         let may_read = !conn.closing
             && rbuf.len() < conn.server.cfg.max_query_buffer
             && outbox.pending_bytes() < READ_PAUSE_BYTES;
@@ -205,19 +270,9 @@ async fn run_loop(
             _ = shutdown.cancelled() => return Ok(()),
             _ = handle.kill.cancelled() => return Ok(()),
             r = write_batch(&mut wr, &batch, front_off), if !batch.is_empty() => {
-                let mut n = r?;
+                let n = r?;
                 outbox.written(n);
-                while n > 0 {
-                    let left = batch[0].len() - front_off;
-                    if n >= left {
-                        n -= left;
-                        front_off = 0;
-                        batch.pop_front();
-                    } else {
-                        front_off += n;
-                        n = 0;
-                    }
-                }
+                advance(&mut batch, &mut front_off, n);
             }
             r = rd.read_buf(&mut rbuf), if may_read => {
                 if r? == 0 {
@@ -232,6 +287,97 @@ async fn run_loop(
             // Also wakes a task blocked on a full socket when its outbox
             // overflows, so a client that never reads is still cut off.
             _ = outbox.ready() => {}
+        }
+    }
+}
+
+/// Serves a parked command: retries it once its wake-ups are armed (so no
+/// write in between is missed), then waits for a key to change, the
+/// deadline, or the client to go. Keeps writing queued output meanwhile.
+/// Returns false when the connection must end.
+async fn serve_blocked(
+    conn: &mut Conn,
+    rd: &mut tokio::net::tcp::ReadHalf<'_>,
+    wr: &mut tokio::net::tcp::WriteHalf<'_>,
+    rbuf: &mut BytesMut,
+    batch: &mut VecDeque<Bytes>,
+    front_off: &mut usize,
+    shutdown: &CancellationToken,
+) -> std::io::Result<bool> {
+    let Some(b) = conn.blocked.take() else {
+        return Ok(true);
+    };
+    let hub = conn.server.hub.clone();
+    let handle = conn.handle.clone();
+    let mut wakeups: Vec<_> = {
+        let mut db = hub.keyspace.lock();
+        b.keys
+            .iter()
+            .map(|k| Box::pin(db.waiter(k).notified_owned()))
+            .collect()
+    };
+    for w in wakeups.iter_mut() {
+        w.as_mut().enable();
+    }
+    conn.wait_keys = b.keys.clone();
+    conn.block_deadline = b.deadline;
+    cmd::dispatch(conn, &b.args);
+    conn.block_deadline = None;
+    let finish = |conn: &mut Conn, rbuf: &mut BytesMut| {
+        conn.flush_replies();
+        process(conn, rbuf);
+        conn.flush_replies();
+    };
+    let Some(still) = conn.blocked.as_ref() else {
+        drop(wakeups);
+        hub.keyspace.lock().release_waiters(&b.keys);
+        finish(conn, rbuf);
+        return Ok(true);
+    };
+    let deadline = still.deadline;
+    conn.flush_replies();
+    if batch.is_empty() {
+        handle.sink.outbox.take(batch);
+    }
+    let far = tokio::time::Instant::now() + std::time::Duration::from_secs(86400 * 365);
+    tokio::select! {
+        biased;
+        _ = shutdown.cancelled() => return Ok(false),
+        _ = handle.kill.cancelled() => return Ok(false),
+        _ = futures_util::future::select_all(wakeups.iter_mut()) => {}
+        _ = tokio::time::sleep_until(deadline.unwrap_or(far)) => {
+            conn.blocked = None;
+            drop(wakeups);
+            hub.keyspace.lock().release_waiters(&b.keys);
+            conn.reply().null_array();
+            finish(conn, rbuf);
+        }
+        r = write_batch(wr, batch, *front_off), if !batch.is_empty() => {
+            let n = r?;
+            handle.sink.outbox.written(n);
+            advance(batch, front_off, n);
+        }
+        r = rd.read_buf(rbuf), if rbuf.len() < conn.server.cfg.max_query_buffer => {
+            // Requests pile up behind the blocked one; EOF ends it all.
+            if r? == 0 {
+                return Ok(false);
+            }
+        }
+    }
+    Ok(true)
+}
+
+/// Drops `n` written bytes from the front of the batch.
+fn advance(batch: &mut VecDeque<Bytes>, front_off: &mut usize, mut n: usize) {
+    while n > 0 {
+        let left = batch[0].len() - *front_off;
+        if n >= left {
+            n -= left;
+            *front_off = 0;
+            batch.pop_front();
+        } else {
+            *front_off += n;
+            n = 0;
         }
     }
 }
@@ -282,6 +428,9 @@ fn process(conn: &mut Conn, rbuf: &mut BytesMut) {
                     continue;
                 }
                 cmd::dispatch(conn, &args);
+                if conn.blocked.is_some() {
+                    return;
+                }
             }
             Err(e) => {
                 conn.reply().error(&format!("ERR {e}"));

@@ -77,6 +77,12 @@ impl Out<'_> {
         }
     }
 
+    /// A map of `n` pairs in RESP3, an array of `n` in RESP2 (replies that
+    /// Redis shapes as `[[k, v], ...]` in RESP2).
+    pub fn map_or_array(&mut self, n: usize) {
+        put_len(self.buf, if self.resp3 { b'%' } else { b'*' }, n);
+    }
+
     /// A set (an array in RESP2).
     pub fn set(&mut self, n: usize) {
         put_len(self.buf, if self.resp3 { b'~' } else { b'*' }, n);

@@ -3,6 +3,8 @@
 //! Every read has a timeout, so a failure fails instead of hanging.
 #![allow(dead_code)]
 
+pub mod diff;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};

@@ -1,6 +1,6 @@
 //! Administrative commands that clients and tools send on connect or between
 //! runs: FLUSHALL, FLUSHDB, DBSIZE, FUNCTION FLUSH, CONFIG, TIME. Herald has
-//! no keyspace yet, so they answer as an empty Redis would.
+//! one keyspace: FLUSHDB and FLUSHALL both empty it.
 
 use bytes::Bytes;
 
@@ -133,6 +133,7 @@ fn flush_mode_ok(conn: &mut Conn, args: &[Bytes]) -> bool {
 
 fn flush(conn: &mut Conn, args: &[Bytes]) {
     if flush_mode_ok(conn, &args[1..]) {
+        conn.server.hub.keyspace.lock().flush();
         conn.reply().simple("OK");
     }
 }
@@ -148,7 +149,8 @@ fn function_list(conn: &mut Conn, _args: &[Bytes]) {
 }
 
 fn dbsize(conn: &mut Conn, _args: &[Bytes]) {
-    conn.reply().int(0);
+    let n = conn.server.hub.keyspace.lock().len();
+    conn.reply().int(n as i64);
 }
 
 fn time(conn: &mut Conn, _args: &[Bytes]) {

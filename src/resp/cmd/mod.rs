@@ -10,7 +10,9 @@ mod client;
 mod command;
 mod connection;
 mod info;
+mod keys;
 mod pubsub;
+mod streams;
 
 use bytes::Bytes;
 
@@ -110,6 +112,33 @@ pub static COMMANDS: &[Command] = &[
     admin::FUNCTION,
     admin::CONFIG,
     admin::TIME,
+    keys::DEL,
+    keys::UNLINK,
+    keys::EXISTS,
+    keys::TYPE,
+    keys::EXPIRE,
+    keys::PEXPIRE,
+    keys::EXPIREAT,
+    keys::PEXPIREAT,
+    keys::TTL,
+    keys::PTTL,
+    keys::PERSIST,
+    keys::KEYS,
+    keys::SCAN,
+    streams::XADD,
+    streams::XRANGE,
+    streams::XREVRANGE,
+    streams::XLEN,
+    streams::XREAD,
+    streams::XDEL,
+    streams::XTRIM,
+    streams::XINFO,
+    streams::XGROUP,
+    streams::XREADGROUP,
+    streams::XACK,
+    streams::XPENDING,
+    streams::XCLAIM,
+    streams::XAUTOCLAIM,
 ];
 
 /// Finds a top-level command by name, case-insensitively.

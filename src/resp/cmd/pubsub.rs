@@ -183,7 +183,11 @@ fn publish(conn: &mut Conn, args: &[Bytes]) {
     if !allowed(conn, &args[1..2], Kind::Channel, true) {
         return;
     }
-    let n = conn.server.hub.publish(args[1].clone(), args[2].clone());
+    let n = conn
+        .server
+        .hub
+        .publish(args[1].clone(), args[2].clone())
+        .receivers;
     conn.reply().int(n as i64);
 }
 

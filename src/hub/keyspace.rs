@@ -1,0 +1,441 @@
+//! The keyspace: typed values (streams, sets, sorted sets) with expiry, as
+//! Redis keeps them, shared by history, presence and leaderboards.
+//!
+//! One mutex guards the whole keyspace: every command is atomic, MULTI/EXEC
+//! can run a batch under one guard, and publishes to channels with history
+//! append and deliver under it, so offsets reach subscribers in order. No
+//! guard is ever held across an `.await`.
+//!
+//! Expiry is exact and active: deadlines are indexed in a `BTreeSet`, a
+//! background tick reclaims everything due, and reads treat a due key as
+//! absent even before the tick.
+
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use tokio::sync::Notify;
+
+use super::glob::Glob;
+use super::stream::{Stream, StreamId};
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// A value in the keyspace.
+#[derive(Debug, Clone)]
+pub enum Value {
+    Stream(Box<Stream>),
+    Set(HashSet<Bytes>),
+}
+
+impl Value {
+    /// The name TYPE reports.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Value::Stream(_) => "stream",
+            Value::Set(_) => "set",
+        }
+    }
+}
+
+/// Redis's WRONGTYPE error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("WRONGTYPE Operation against a key holding the wrong kind of value")]
+pub struct WrongType;
+
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub value: Value,
+    /// Deadline in ms since the epoch.
+    pub expires_at: Option<u64>,
+    /// Part of a channel's history (counted against the history cap).
+    pub history: bool,
+}
+
+/// The data behind the keyspace lock.
+#[derive(Default)]
+pub struct Db {
+    map: HashMap<Bytes, Entry>,
+    expires: BTreeSet<(u64, Bytes)>,
+    waiters: HashMap<Bytes, Arc<Notify>>,
+    /// Bytes held by history streams.
+    pub history_bytes: usize,
+    /// History entries in append order, for oldest-first eviction.
+    history_fifo: VecDeque<(Bytes, StreamId)>,
+    history_entries: usize,
+    epoch_seed: u64,
+    epoch_counter: u64,
+    /// Entries evicted by the history memory cap, ever.
+    pub history_evicted: u64,
+}
+
+/// The keyspace of one Herald node.
+pub struct Keyspace {
+    db: Mutex<Db>,
+}
+
+impl Default for Keyspace {
+    fn default() -> Self {
+        let seed = {
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            now_ms().hash(&mut h);
+            std::process::id().hash(&mut h);
+            h.finish()
+        };
+        Keyspace {
+            db: Mutex::new(Db {
+                epoch_seed: seed | 1,
+                ..Db::default()
+            }),
+        }
+    }
+}
+
+impl Keyspace {
+    pub fn lock(&self) -> MutexGuard<'_, Db> {
+        self.db.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A stable hash for SCAN cursors (independent of the map's own hasher).
+pub fn scan_hash(key: &[u8]) -> u64 {
+    // FNV-1a, then a final mix: cheap and stable across runs.
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in key {
+        h ^= *b as u64;
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51afd7ed558ccd);
+    h ^= h >> 33;
+    h
+}
+
+impl Db {
+    fn is_expired(&self, e: &Entry, now: u64) -> bool {
+        e.expires_at.is_some_and(|t| t <= now)
+    }
+
+    /// Removes `key` if its deadline passed. Returns true if it did.
+    fn expire_if_due(&mut self, key: &[u8], now: u64) -> bool {
+        let due = self.map.get(key).is_some_and(|e| self.is_expired(e, now));
+        if due {
+            self.remove(key);
+        }
+        due
+    }
+
+    /// The live entry at `key`.
+    pub fn get(&mut self, key: &[u8]) -> Option<&Entry> {
+        self.expire_if_due(key, now_ms());
+        self.map.get(key)
+    }
+
+    pub fn get_mut(&mut self, key: &[u8]) -> Option<&mut Entry> {
+        self.expire_if_due(key, now_ms());
+        self.map.get_mut(key)
+    }
+
+    pub fn exists(&mut self, key: &[u8]) -> bool {
+        self.get(key).is_some()
+    }
+
+    /// Removes a key and its deadline. Returns whether it existed.
+    pub fn remove(&mut self, key: &[u8]) -> bool {
+        match self.map.remove(key) {
+            Some(e) => {
+                if let Some(t) = e.expires_at {
+                    self.expires.remove(&(t, Bytes::copy_from_slice(key)));
+                }
+                if e.history {
+                    if let Value::Stream(s) = &e.value {
+                        self.history_bytes = self.history_bytes.saturating_sub(s.bytes());
+                        self.history_entries = self.history_entries.saturating_sub(s.len());
+                    }
+                }
+                self.signal(key);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Inserts or replaces a value, clearing any deadline.
+    pub fn insert(&mut self, key: Bytes, value: Value) {
+        self.remove(&key);
+        self.map.insert(
+            key,
+            Entry {
+                value,
+                expires_at: None,
+                history: false,
+            },
+        );
+    }
+
+    /// Sets or clears the deadline of an existing key.
+    pub fn set_expiry(&mut self, key: &[u8], at: Option<u64>) -> bool {
+        let Some(e) = self.map.get_mut(key) else {
+            return false;
+        };
+        let old = std::mem::replace(&mut e.expires_at, at);
+        let k = Bytes::copy_from_slice(key);
+        if let Some(t) = old {
+            self.expires.remove(&(t, k.clone()));
+        }
+        if let Some(t) = at {
+            self.expires.insert((t, k));
+        }
+        true
+    }
+
+    /// Reclaims every key whose deadline passed; returns how many.
+    pub fn reclaim_expired(&mut self, now: u64) -> usize {
+        let mut n = 0;
+        while let Some((t, key)) = self.expires.first().cloned() {
+            if t > now {
+                break;
+            }
+            self.remove(&key);
+            n += 1;
+        }
+        n
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// Removes everything.
+    pub fn flush(&mut self) {
+        let keys: Vec<Bytes> = self.map.keys().cloned().collect();
+        for k in keys {
+            self.signal(&k);
+        }
+        self.map.clear();
+        self.expires.clear();
+        self.history_bytes = 0;
+        self.history_entries = 0;
+        self.history_fifo.clear();
+    }
+
+    /// Live keys matching an optional glob.
+    pub fn keys(&mut self, pattern: Option<&[u8]>) -> Vec<Bytes> {
+        let now = now_ms();
+        let glob = pattern.map(Glob::new);
+        self.map
+            .iter()
+            .filter(|(k, e)| !self.is_expired(e, now) && glob.as_ref().is_none_or(|g| g.matches(k)))
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+
+    /// One SCAN page: keys whose stable hash is at or after `cursor`, in
+    /// hash order, about `count` of them; the next cursor (0: done). Keys
+    /// present for the whole scan are returned at least once.
+    pub fn scan(
+        &mut self,
+        cursor: u64,
+        count: usize,
+        pattern: Option<&[u8]>,
+        type_name: Option<&[u8]>,
+    ) -> (u64, Vec<Bytes>) {
+        let now = now_ms();
+        let mut cands: Vec<(u64, &Bytes, &Entry)> = self
+            .map
+            .iter()
+            .filter(|(_, e)| !self.is_expired(e, now))
+            .map(|(k, e)| (scan_hash(k), k, e))
+            .filter(|(h, _, _)| *h >= cursor)
+            .collect();
+        cands.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(b.1)));
+        let count = count.max(1);
+        let mut end = cands.len().min(count);
+        // Never split keys that share a hash across pages.
+        while end < cands.len() && end > 0 && cands[end].0 == cands[end - 1].0 {
+            end += 1;
+        }
+        let next = cands.get(end).map_or(0, |c| c.0.max(1));
+        let glob = pattern.map(Glob::new);
+        let keys = cands[..end]
+            .iter()
+            .filter(|(_, k, e)| {
+                glob.as_ref().is_none_or(|g| g.matches(k))
+                    && type_name
+                        .is_none_or(|t| t.eq_ignore_ascii_case(e.value.type_name().as_bytes()))
+            })
+            .map(|(_, k, _)| (*k).clone())
+            .collect();
+        (next, keys)
+    }
+
+    // ---- streams ---------------------------------------------------------
+
+    /// The stream at `key`, WRONGTYPE for other types, `None` when absent.
+    pub fn stream(&mut self, key: &[u8]) -> Result<Option<&mut Stream>, WrongType> {
+        match self.get_mut(key) {
+            None => Ok(None),
+            Some(Entry {
+                value: Value::Stream(s),
+                ..
+            }) => Ok(Some(s)),
+            Some(_) => Err(WrongType),
+        }
+    }
+
+    /// A fresh epoch for a new stream.
+    pub fn new_epoch(&mut self) -> u64 {
+        self.epoch_counter += 1;
+        self.epoch_seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(self.epoch_counter.wrapping_mul(1442695040888963407))
+            >> 1
+    }
+
+    /// The stream at `key`, created empty if absent.
+    pub fn stream_or_create(
+        &mut self,
+        key: &[u8],
+        history: bool,
+    ) -> Result<&mut Stream, WrongType> {
+        let now = now_ms();
+        self.expire_if_due(key, now);
+        if !self.map.contains_key(key) {
+            let epoch = self.new_epoch();
+            self.map.insert(
+                Bytes::copy_from_slice(key),
+                Entry {
+                    value: Value::Stream(Box::new(Stream::new(epoch))),
+                    expires_at: None,
+                    history,
+                },
+            );
+        }
+        match self.map.get_mut(key) {
+            Some(Entry {
+                value: Value::Stream(s),
+                history: h,
+                ..
+            }) => {
+                *h |= history;
+                Ok(s)
+            }
+            _ => Err(WrongType),
+        }
+    }
+
+    /// Runs `f` on the stream at `key` (which must exist), keeping the
+    /// history accounting right whatever `f` changes.
+    pub fn with_stream<R>(&mut self, key: &[u8], f: impl FnOnce(&mut Stream) -> R) -> Option<R> {
+        let e = self.map.get_mut(key)?;
+        let history = e.history;
+        let Value::Stream(s) = &mut e.value else {
+            return None;
+        };
+        let (b0, n0) = (s.bytes(), s.len());
+        let r = f(s);
+        let (b1, n1) = (s.bytes(), s.len());
+        if history {
+            self.history_bytes = (self.history_bytes + b1).saturating_sub(b0);
+            self.history_entries = (self.history_entries + n1).saturating_sub(n0);
+        }
+        Some(r)
+    }
+
+    /// Records a history append (made through [`Db::with_stream`], which
+    /// counted its bytes) for oldest-first eviction.
+    pub fn note_history_append(&mut self, key: Bytes, id: StreamId) {
+        self.history_fifo.push_back((key, id));
+        // Entries trimmed by size or age leave stale pointers; compact when
+        // they outnumber the live ones.
+        if self.history_fifo.len() > 1024
+            && self.history_fifo.len() > 2 * self.history_entries.max(1)
+        {
+            let map = &self.map;
+            self.history_fifo.retain(|(k, id)| {
+                matches!(map.get(k), Some(Entry { value: Value::Stream(s), .. }) if s.get(*id).is_some())
+            });
+        }
+    }
+
+    /// Evicts the oldest history entries, across channels, until history
+    /// memory is at most `cap` bytes. Returns how many were evicted.
+    pub fn enforce_history_cap(&mut self, cap: usize) -> usize {
+        let mut evicted = 0;
+        while self.history_bytes > cap {
+            let Some((key, id)) = self.history_fifo.pop_front() else {
+                break;
+            };
+            // Oldest first: everything up to and including `id`.
+            let removed = self
+                .with_stream(&key, |s| match id.incr() {
+                    Some(min) => s.trim(super::stream::Trim::MinId(min), false, 0),
+                    None => s.trim(super::stream::Trim::MaxLen(0), false, 0),
+                })
+                .unwrap_or(0);
+            evicted += removed as usize;
+        }
+        self.history_evicted += evicted as u64;
+        evicted
+    }
+
+    // ---- sets ------------------------------------------------------------
+
+    /// The set at `key`, WRONGTYPE for other types.
+    pub fn set(&mut self, key: &[u8]) -> Result<Option<&mut HashSet<Bytes>>, WrongType> {
+        match self.get_mut(key) {
+            None => Ok(None),
+            Some(Entry {
+                value: Value::Set(s),
+                ..
+            }) => Ok(Some(s)),
+            Some(_) => Err(WrongType),
+        }
+    }
+
+    // ---- blocking reads ----------------------------------------------------
+
+    /// The notifier blocked readers of `key` wait on.
+    pub fn waiter(&mut self, key: &[u8]) -> Arc<Notify> {
+        self.waiters
+            .entry(Bytes::copy_from_slice(key))
+            .or_insert_with(|| Arc::new(Notify::new()))
+            .clone()
+    }
+
+    /// Wakes every reader blocked on `key`.
+    pub fn signal(&mut self, key: &[u8]) {
+        if let Some(n) = self.waiters.remove(key) {
+            n.notify_waiters();
+        }
+    }
+
+    /// Drops notifiers nobody waits on any more (after a reader left).
+    pub fn release_waiters(&mut self, keys: &[Bytes]) {
+        for k in keys {
+            if self
+                .waiters
+                .get(k)
+                .is_some_and(|n| Arc::strong_count(n) == 1)
+            {
+                self.waiters.remove(k);
+            }
+        }
+    }
+
+    /// Notifiers currently registered (for tests: nothing left behind).
+    pub fn waiter_count(&self) -> usize {
+        self.waiters.len()
+    }
+}
