@@ -32,6 +32,10 @@ pub struct Metrics {
     channels: Gauge,
     patterns: Gauge,
     rss: Gauge,
+    history_bytes: Gauge,
+    history_max_bytes: Gauge,
+    history_evicted: Gauge,
+    keys: Gauge,
 }
 
 fn new_histogram() -> Histogram {
@@ -114,7 +118,31 @@ impl Metrics {
             "Resident set size of the process",
             rss.clone(),
         );
+        let history_bytes = Gauge::default();
+        registry.register(
+            "history_bytes",
+            "Memory held by channel histories (approximate)",
+            history_bytes.clone(),
+        );
+        let history_max_bytes = Gauge::default();
+        registry.register(
+            "history_max_bytes",
+            "The global cap on history memory",
+            history_max_bytes.clone(),
+        );
+        let history_evicted = Gauge::default();
+        registry.register(
+            "history_evicted_entries",
+            "History entries evicted by the memory cap, ever",
+            history_evicted.clone(),
+        );
+        let keys = Gauge::default();
+        registry.register("keys", "Keys in the keyspace", keys.clone());
         Metrics {
+            history_bytes,
+            history_max_bytes,
+            history_evicted,
+            keys,
             registry,
             command_seconds,
             connections,
@@ -158,6 +186,13 @@ impl Metrics {
         set(&self.channels, hub.registry.channel_count());
         set(&self.patterns, hub.registry.numpat());
         set(&self.rss, crate::rss_bytes().unwrap_or(0) as usize);
+        {
+            let db = hub.keyspace.lock();
+            set(&self.history_bytes, db.history_bytes);
+            set(&self.history_evicted, db.history_evicted as usize);
+            set(&self.keys, db.len());
+        }
+        set(&self.history_max_bytes, hub.cfg.history_max_memory);
         let mut out = String::new();
         let _ = encode(&mut out, &self.registry);
         out

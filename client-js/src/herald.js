@@ -76,6 +76,9 @@ const TOKEN_EXPIRED_DISCONNECT = 3002;
 const TOKEN_EXPIRED_ERROR = 104;
 const INTERNAL_ERROR = 500;
 
+// setTimeout fires at once for delays past 2^31-1 ms (24.8 days).
+const MAX_TIMER_DELAY = 2 ** 31 - 1;
+
 const noop = () => {};
 
 // A throwing listener must not leave the client half-way through a state
@@ -536,7 +539,8 @@ export class Herald extends Emitter {
   _scheduleRefresh(expires) {
     clearTimeout(this._timers.refresh);
     if (!expires || !this._getToken) return;
-    const delay = refreshDelay(expires * 1000 - Date.now());
+    // A token valid for months is refreshed after 24.8 days, early but harmless.
+    const delay = Math.min(refreshDelay(expires * 1000 - Date.now()), MAX_TIMER_DELAY);
     this._timers.refresh = setTimeout(() => this._refresh(0), delay);
   }
 

@@ -261,6 +261,17 @@ test('refreshes the token through getToken before it expires', async (t) => {
   herald.disconnect();
 });
 
+test('a token valid for months is not refreshed at once (timer overflow)', async () => {
+  // Real timers: setTimeout itself turns a delay past 2^31-1 ms into ~1 ms.
+  const server = new FakeServer();
+  server.handlers.connect = () => ({ client: '1', user: 'u', expires: Math.floor(Date.now() / 1000) + 100 * 86400, ping_interval: 0 });
+  const herald = client(server, { getToken: async () => 'fresh' });
+  await herald.connect();
+  await sleep(50);
+  assert.equal(server.received('refresh').length, 0);
+  herald.disconnect();
+});
+
 test('no refresh without getToken or without expires', async (t) => {
   t.mock.timers.enable({ apis: ['setTimeout', 'Date'], now: 1_700_000_000_000 });
   const server = new FakeServer();

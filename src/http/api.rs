@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 use super::{api_error, AppState};
 use crate::auth::constant_time_eq;
 use crate::hub::payload::from_json_value;
-use crate::hub::{Space, Stats};
+use crate::hub::{HistoryError, Space, Stats};
 
 /// Checks `X-API-Key`. Without a configured key the API is open only where
 /// anonymous use is (no authentication configured, or `--allow-anonymous`).
@@ -212,19 +212,73 @@ pub async fn presence(
     .into_response()
 }
 
-/// `GET /api/history/{channel}`: not enabled yet.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryQuery {
+    limit: Option<usize>,
+    since_offset: Option<u64>,
+    since_epoch: Option<String>,
+    #[serde(default)]
+    reverse: bool,
+}
+
+/// `GET /api/history/{channel}[?limit=&since_offset=&since_epoch=&reverse=true]`
+/// → `{"publications": [{"offset", "data"}], "offset", "epoch"}`.
 pub async fn history(
     State(st): State<AppState>,
     headers: HeaderMap,
-    Path(_channel): Path<String>,
+    Path(channel): Path<String>,
+    q: Result<Query<HistoryQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
     if let Err(r) = authorize(&st, &headers) {
         return r;
     }
-    api_error(
-        StatusCode::NOT_IMPLEMENTED,
-        108,
-        "history is not enabled on this server yet",
-    )
-    .into_response()
+    let Query(q) = match q {
+        Ok(q) => q,
+        Err(e) => return api_error(StatusCode::BAD_REQUEST, 100, &e.body_text()).into_response(),
+    };
+    let since = match (q.since_offset, q.since_epoch) {
+        (None, None) => None,
+        (Some(o), Some(e)) => match e.parse::<u64>() {
+            Ok(e) => Some((o, e)),
+            Err(_) => {
+                return api_error(
+                    StatusCode::CONFLICT,
+                    111,
+                    &HistoryError::Unrecoverable.to_string(),
+                )
+                .into_response()
+            }
+        },
+        _ => {
+            return api_error(
+                StatusCode::BAD_REQUEST,
+                100,
+                "since_offset and since_epoch go together",
+            )
+            .into_response()
+        }
+    };
+    match st.hub.history(
+        channel.as_bytes(),
+        since,
+        q.limit.unwrap_or(usize::MAX),
+        q.reverse,
+    ) {
+        Ok(page) => {
+            let pubs: Vec<Value> = page
+                .entries
+                .iter()
+                .map(|(o, p)| crate::ws::protocol::publication_json(*o, p))
+                .collect();
+            Json(json!({ "publications": pubs, "offset": page.top, "epoch": page.epoch.to_string() })).into_response()
+        }
+        Err(HistoryError::Unrecoverable) => api_error(
+            StatusCode::CONFLICT,
+            111,
+            &HistoryError::Unrecoverable.to_string(),
+        )
+        .into_response(),
+        Err(e) => api_error(StatusCode::NOT_IMPLEMENTED, 108, &e.to_string()).into_response(),
+    }
 }

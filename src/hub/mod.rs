@@ -46,6 +46,27 @@ impl Stats {
     }
 }
 
+/// Why a history read failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum HistoryError {
+    #[error("history is not enabled for this channel's namespace")]
+    NotEnabled,
+    #[error("the channel's key holds another type")]
+    WrongType,
+    #[error("the position is no longer in the history (epoch changed or entries gone)")]
+    Unrecoverable,
+}
+
+/// A page of history.
+#[derive(Debug, Clone)]
+pub struct HistoryPage {
+    /// `(offset, payload)` in the order asked for.
+    pub entries: Vec<(u64, Bytes)>,
+    /// The newest offset of the stream.
+    pub top: u64,
+    pub epoch: u64,
+}
+
 /// The result of a publish.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Published {
@@ -171,27 +192,99 @@ impl Hub {
             e.history = true;
         }
         db.note_history_append(key.clone(), id);
-        let payload = fields
-            .iter()
-            .find(|(f, _)| &f[..] == b"data")
-            .map(|(_, v)| v.clone())
-            .unwrap_or_else(|| {
-                let obj: serde_json::Map<String, serde_json::Value> = fields
-                    .iter()
-                    .map(|(f, v)| {
-                        (
-                            String::from_utf8_lossy(f).into_owned(),
-                            serde_json::Value::String(String::from_utf8_lossy(v).into_owned()),
-                        )
-                    })
-                    .collect();
-                Bytes::from(serde_json::Value::Object(obj).to_string())
-            });
+        let payload = entry_payload(fields);
         let n = self
             .registry
             .publish(&Publication::with_offset(key.clone(), payload, offset));
         self.count(n);
         n
+    }
+
+    /// The history position of `channel` (its newest offset and its epoch),
+    /// creating the empty stream if needed so that the epoch a subscriber
+    /// sees stays valid until continuity is really lost. Trims entries past
+    /// the namespace's age first.
+    pub fn history_position(
+        &self,
+        db: &mut Db,
+        channel: &[u8],
+    ) -> Result<(u64, u64), HistoryError> {
+        let ns = self.cfg.namespace(channel);
+        if ns.history_size == 0 {
+            return Err(HistoryError::NotEnabled);
+        }
+        db.stream_or_create(channel, true)
+            .map_err(|_| HistoryError::WrongType)?;
+        let ttl = ns.history_ttl.0.as_millis() as u64;
+        let size = ns.history_size as u64;
+        let now = now_ms();
+        db.with_stream(channel, |s| {
+            trim_history(s, size, ttl, now);
+            (s.top_offset(), s.epoch)
+        })
+        .ok_or(HistoryError::WrongType)
+    }
+
+    /// Publications after `since` (offset, epoch), if every one of them is
+    /// still kept and there are at most `cap`; `None` otherwise.
+    pub fn missed_since(
+        &self,
+        db: &mut Db,
+        channel: &[u8],
+        since: (u64, u64),
+        cap: usize,
+    ) -> Option<Vec<(u64, Bytes)>> {
+        let (top, epoch) = self.history_position(db, channel).ok()?;
+        if since.1 != epoch || since.0 > top || (top - since.0) as usize > cap {
+            return None;
+        }
+        let s = db.stream(channel).ok()??;
+        let entries = s.since_offset(since.0, usize::MAX)?;
+        Some(
+            entries
+                .iter()
+                .map(|e| (e.offset, entry_payload(&e.fields)))
+                .collect(),
+        )
+    }
+
+    /// A page of a channel's history: entries after `since` (when given,
+    /// which must still be recoverable), at most `limit`, newest first when
+    /// `reverse`.
+    pub fn history(
+        &self,
+        channel: &[u8],
+        since: Option<(u64, u64)>,
+        limit: usize,
+        reverse: bool,
+    ) -> Result<HistoryPage, HistoryError> {
+        let mut db = self.keyspace.lock();
+        let (top, epoch) = self.history_position(&mut db, channel)?;
+        let after = match since {
+            Some((offset, e)) => {
+                let s = db.stream(channel).ok().flatten();
+                let intact = e == epoch
+                    && offset <= top
+                    && s.is_some_and(|s| s.since_offset(offset, 0).is_some());
+                if !intact {
+                    return Err(HistoryError::Unrecoverable);
+                }
+                Some(offset)
+            }
+            None => None,
+        };
+        let s = db.stream(channel).map_err(|_| HistoryError::WrongType)?;
+        let entries = s.map_or_else(Vec::new, |s| {
+            s.history(after, limit, reverse)
+                .into_iter()
+                .map(|e| (e.offset, entry_payload(&e.fields)))
+                .collect()
+        });
+        Ok(HistoryPage {
+            entries,
+            top,
+            epoch,
+        })
     }
 
     /// Publishes on a shard channel.
@@ -200,6 +293,24 @@ impl Hub {
         self.count(n);
         n
     }
+}
+
+/// The message payload of a stream entry: its `data` field, or a JSON
+/// object of all its fields when it has none (entries added with XADD).
+pub fn entry_payload(fields: &[(Bytes, Bytes)]) -> Bytes {
+    if let Some((_, v)) = fields.iter().find(|(f, _)| &f[..] == b"data") {
+        return v.clone();
+    }
+    let obj: serde_json::Map<String, serde_json::Value> = fields
+        .iter()
+        .map(|(f, v)| {
+            (
+                String::from_utf8_lossy(f).into_owned(),
+                serde_json::Value::String(String::from_utf8_lossy(v).into_owned()),
+            )
+        })
+        .collect();
+    Bytes::from(serde_json::Value::Object(obj).to_string())
 }
 
 /// Trims a history stream to `size` entries and drops entries older than

@@ -145,6 +145,11 @@ impl Outbox {
         self.notify.notified().await
     }
 
+    /// Wakes the owner without queuing anything.
+    pub fn wake(&self) {
+        self.notify.notify_one();
+    }
+
     /// The overflow that closed this outbox, if any.
     pub fn overflowed(&self) -> Option<Overflow> {
         self.lock().overflow

@@ -22,6 +22,7 @@ pub enum ErrorCode {
     RateLimited = 107,
     NotEnabled = 108,
     InvalidChannel = 110,
+    UnrecoverablePosition = 111,
     Internal = 500,
 }
 
@@ -128,7 +129,9 @@ pub struct TokenArgs {
     pub token: String,
 }
 
+/// A position in a channel's history.
 #[derive(Debug, Deserialize, Clone, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
 pub struct StreamPosition {
     pub offset: u64,
     pub epoch: String,
@@ -139,7 +142,19 @@ pub struct StreamPosition {
 pub struct SubscribeArgs {
     pub channel: String,
     #[serde(default)]
-    pub since: Option<Value>,
+    pub since: Option<StreamPosition>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryArgs {
+    pub channel: String,
+    #[serde(default)]
+    pub since: Option<StreamPosition>,
+    #[serde(default)]
+    pub limit: Option<usize>,
+    #[serde(default)]
+    pub reverse: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -195,8 +210,24 @@ pub fn encode_delivery(d: &Delivery<'_>) -> Bytes {
     if write_json_data(&mut out, &p.payload) {
         out.extend_from_slice(br#","encoding":"base64""#);
     }
+    if let Some(offset) = p.offset {
+        out.extend_from_slice(br#","offset":"#);
+        out.extend_from_slice(itoa::Buffer::new().format(offset).as_bytes());
+    }
     out.push(b'}');
     Bytes::from(out)
+}
+
+/// A history entry as JSON: `{"offset", "data"[, "encoding"]}`.
+pub fn publication_json(offset: u64, payload: &[u8]) -> Value {
+    let mut data = Vec::new();
+    let b64 = write_json_data(&mut data, payload);
+    let data: Value = serde_json::from_slice(&data).unwrap_or(Value::Null);
+    if b64 {
+        json!({ "offset": offset, "data": data, "encoding": "base64" })
+    } else {
+        json!({ "offset": offset, "data": data })
+    }
 }
 
 #[cfg(test)]

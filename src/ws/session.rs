@@ -6,9 +6,9 @@
 //! the channel's first message. One `select!` serves the socket, the outbox,
 //! liveness pings, token expiry and shutdown.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
@@ -19,17 +19,61 @@ use serde_json::{json, Value};
 use super::protocol::{self as proto, Command, DisconnectCode, ErrorCode};
 use crate::auth::{Identity, TokenError};
 use crate::http::AppState;
-use crate::hub::{ClientId, Delivery, Outbox, Space, Stats, Subscriber, WireFormat};
+use crate::hub::{
+    ClientId, Delivery, DeliveryKind, HistoryError, Outbox, Publication, Space, Stats, Subscriber,
+    WireFormat,
+};
 
 /// The subscriber side of a session.
+///
+/// Messages of channels with history are never dropped for a slow reader:
+/// past `lag_bytes` of pending output, the sink stops queuing that channel
+/// and records the last offset it queued; the session later catches up
+/// from the history (or, if the history no longer reaches back that far,
+/// disconnects with "insufficient state" so the client resubscribes).
 pub struct WsSink {
     pub outbox: Outbox,
+    lag: Mutex<LagState>,
+    lag_bytes: usize,
+}
+
+#[derive(Default)]
+struct LagState {
+    /// Last offset queued, per history channel.
+    last: HashMap<Bytes, u64>,
+    /// Channels being caught up, with the last offset queued before.
+    lagged: HashMap<Bytes, u64>,
+}
+
+impl WsSink {
+    fn lag(&self) -> std::sync::MutexGuard<'_, LagState> {
+        self.lag.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 impl Subscriber for WsSink {
     fn deliver(&self, d: &Delivery<'_>) {
-        self.outbox
-            .push(d.encoded(WireFormat::Json, proto::encode_delivery));
+        let frame = d.encoded(WireFormat::Json, proto::encode_delivery);
+        let p = d.publication;
+        let (DeliveryKind::Message, Some(offset)) = (d.kind, p.offset) else {
+            self.outbox.push(frame);
+            return;
+        };
+        // History channels: runs under the keyspace lock, like catch-up.
+        let mut lag = self.lag();
+        if lag.lagged.contains_key(&p.channel) {
+            return;
+        }
+        if self.outbox.pending_bytes() > self.lag_bytes {
+            let last = lag.last.get(&p.channel).copied().unwrap_or(offset - 1);
+            lag.lagged.insert(p.channel.clone(), last);
+            drop(lag);
+            self.outbox.wake();
+            return;
+        }
+        if self.outbox.push(frame) {
+            lag.last.insert(p.channel.clone(), offset);
+        }
     }
 }
 
@@ -170,11 +214,11 @@ impl Session {
             "ping" => self.send(proto::reply(id, json!({}))),
             "subscribe" => {
                 let a = parse!(proto::SubscribeArgs);
-                self.subscribe(id, a.channel, false);
+                self.subscribe(id, a.channel, false, a.since);
             }
             "psubscribe" => {
                 let a = parse!(proto::PatternArgs);
-                self.subscribe(id, a.pattern, true);
+                self.subscribe(id, a.pattern, true, None);
             }
             "unsubscribe" => {
                 let a = parse!(proto::ChannelArgs);
@@ -207,11 +251,10 @@ impl Session {
                 ErrorCode::NotEnabled,
                 "presence is not enabled on this server yet",
             ),
-            "history" => self.error(
-                id,
-                ErrorCode::NotEnabled,
-                "history is not enabled on this server yet",
-            ),
+            "history" => {
+                let a = parse!(proto::HistoryArgs);
+                self.history(id, a);
+            }
             "leaderboard_subscribe" | "leaderboard_unsubscribe" => self.error(
                 id,
                 ErrorCode::NotEnabled,
@@ -236,7 +279,13 @@ impl Session {
         true
     }
 
-    fn subscribe(&mut self, id: &Value, name: String, pattern: bool) {
+    fn subscribe(
+        &mut self,
+        id: &Value,
+        name: String,
+        pattern: bool,
+        since: Option<proto::StreamPosition>,
+    ) {
         if !self.check_name(id, &name) {
             return;
         }
@@ -275,10 +324,48 @@ impl Session {
             );
             return;
         }
+        let key = Bytes::copy_from_slice(name.as_bytes());
+        if !pattern && cfg.namespace(name.as_bytes()).history_size > 0 {
+            let hub = self.st.hub.clone();
+            let mut db = hub.keyspace.lock();
+            if let Ok((top, epoch)) = hub.history_position(&mut db, &key) {
+                // Under the keyspace lock no publish to this channel can
+                // slip between the history read and the registration: the
+                // replay and the live messages meet with no gap and no
+                // duplicate.
+                let mut result = json!({ "offset": top, "epoch": epoch.to_string() });
+                let mut replay = Vec::new();
+                if let Some(since) = since {
+                    let pos = since.epoch.parse::<u64>().ok().map(|e| (since.offset, e));
+                    let cap = cfg.recovery_max_messages;
+                    match pos.and_then(|p| hub.missed_since(&mut db, &key, p, cap)) {
+                        Some(missed) => {
+                            result["recovered"] = json!(true);
+                            replay = missed;
+                        }
+                        None => result["recovered"] = json!(false),
+                    }
+                }
+                self.send(proto::reply(id, result));
+                for (offset, payload) in replay {
+                    let p = Publication::with_offset(key.clone(), payload, offset);
+                    self.send(proto::encode_delivery(&Delivery::direct(
+                        &p,
+                        DeliveryKind::Message,
+                    )));
+                }
+                self.sink.lag().last.insert(key.clone(), top);
+                hub.registry
+                    .subscribe(Space::Global, key, self.id, self.sink.clone());
+                drop(db);
+                self.channels.insert(name);
+                self.st.ws.subscriptions.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+        }
         // Reply first: it must precede the first message.
         self.send(proto::reply(id, json!({})));
         let reg = &self.st.hub.registry;
-        let key = Bytes::copy_from_slice(name.as_bytes());
         if pattern {
             reg.psubscribe(key, self.id, self.sink.clone());
             self.patterns.insert(name);
@@ -287,6 +374,96 @@ impl Session {
             self.channels.insert(name);
         }
         self.st.ws.subscriptions.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn history(&mut self, id: &Value, a: proto::HistoryArgs) {
+        if !self.check_name(id, &a.channel) {
+            return;
+        }
+        let ch = a.channel.as_bytes();
+        if !self.identity.can_subscribe(ch, self.st.cfg.namespace(ch)) {
+            Stats::add(&self.st.hub.stats.auth_failures, 1);
+            self.error(id, ErrorCode::PermissionDenied, "permission denied");
+            return;
+        }
+        let since = match a.since {
+            Some(p) => match p.epoch.parse::<u64>() {
+                Ok(e) => Some((p.offset, e)),
+                Err(_) => {
+                    self.error(
+                        id,
+                        ErrorCode::UnrecoverablePosition,
+                        &HistoryError::Unrecoverable.to_string(),
+                    );
+                    return;
+                }
+            },
+            None => None,
+        };
+        let limit = a.limit.unwrap_or(usize::MAX);
+        match self.st.hub.history(ch, since, limit, a.reverse) {
+            Ok(page) => {
+                let pubs: Vec<Value> = page
+                    .entries
+                    .iter()
+                    .map(|(o, p)| proto::publication_json(*o, p))
+                    .collect();
+                self.send(proto::reply(
+                    id,
+                    json!({ "publications": pubs, "offset": page.top, "epoch": page.epoch.to_string() }),
+                ));
+            }
+            Err(HistoryError::Unrecoverable) => self.error(
+                id,
+                ErrorCode::UnrecoverablePosition,
+                &HistoryError::Unrecoverable.to_string(),
+            ),
+            Err(e) => self.error(id, ErrorCode::NotEnabled, &e.to_string()),
+        }
+    }
+
+    /// Catches lagged history channels up from their history, within a
+    /// budget of output. `Err` when a channel's history no longer reaches
+    /// back to where its subscriber fell behind.
+    fn catch_up(&mut self) -> Result<(), DisconnectCode> {
+        let hub = self.st.hub.clone();
+        let mut db = hub.keyspace.lock();
+        let mut lag = self.sink.lag();
+        let budget = self.sink.lag_bytes / 2;
+        let channels: Vec<(Bytes, u64)> = lag.lagged.iter().map(|(k, v)| (k.clone(), *v)).collect();
+        for (ch, last) in channels {
+            let Ok(Some(s)) = db.stream(&ch) else {
+                return Err(DisconnectCode::InsufficientState);
+            };
+            let Some(entries) = s.since_offset(last, usize::MAX) else {
+                return Err(DisconnectCode::InsufficientState);
+            };
+            let mut upto = last;
+            for e in entries {
+                if self.sink.outbox.pending_bytes() > budget {
+                    break;
+                }
+                let p = Publication::with_offset(
+                    ch.clone(),
+                    crate::hub::entry_payload(&e.fields),
+                    e.offset,
+                );
+                self.sink
+                    .outbox
+                    .push(proto::encode_delivery(&Delivery::direct(
+                        &p,
+                        DeliveryKind::Message,
+                    )));
+                upto = e.offset;
+            }
+            if upto == s.top_offset() {
+                lag.lagged.remove(&ch);
+            } else {
+                lag.lagged.insert(ch.clone(), upto);
+            }
+            lag.last.insert(ch, upto);
+        }
+        Ok(())
     }
 
     fn publish(&mut self, id: &Value, a: proto::PublishArgs) {
@@ -340,6 +517,17 @@ impl Session {
     }
 }
 
+/// Pending output past which history channels switch to catch-up: half the
+/// hard limit, so a lagging reader never reaches it through them.
+fn lag_threshold(l: &crate::hub::OutputLimits) -> usize {
+    match (l.hard_bytes, l.soft_bytes) {
+        (0, 0) => 16 << 20,
+        (0, soft) => soft,
+        (hard, 0) => hard / 2,
+        (hard, soft) => (hard / 2).min(soft),
+    }
+}
+
 /// Sends a `disconnect` push and the matching close frame, briefly: a
 /// client that does not read is not waited for.
 async fn disconnect(socket: &mut WebSocket, code: DisconnectCode) {
@@ -380,6 +568,8 @@ pub async fn run(mut socket: WebSocket, st: AppState, url_token: Option<String>)
         id,
         sink: Arc::new(WsSink {
             outbox: Outbox::new(st.cfg.output_limits),
+            lag: Mutex::new(LagState::default()),
+            lag_bytes: lag_threshold(&st.cfg.output_limits),
         }),
         identity: st.auth.unauthenticated(),
         connected: false,
@@ -431,6 +621,11 @@ async fn serve(socket: &mut WebSocket, s: &mut Session) -> Option<DisconnectCode
     let mut batch = VecDeque::new();
     let far = || tokio::time::Instant::now() + Duration::from_secs(86400 * 365);
     loop {
+        if outbox.pending_bytes() < sink.lag_bytes / 2 && !sink.lag().lagged.is_empty() {
+            if let Err(code) = s.catch_up() {
+                return Some(code);
+            }
+        }
         outbox.take(&mut batch);
         if outbox.overflowed().is_some() {
             return Some(DisconnectCode::Slow);
@@ -440,6 +635,11 @@ async fn serve(socket: &mut WebSocket, s: &mut Session) -> Option<DisconnectCode
                 biased;
                 _ = shutdown.cancelled() => return Some(DisconnectCode::Shutdown),
                 _ = wait_overflow(outbox) => return Some(DisconnectCode::Slow),
+                // A socket that accepts nothing for this long belongs to a
+                // client that stopped reading.
+                _ = tokio::time::sleep(cfg.ws_ping_interval + cfg.ws_pong_timeout) => {
+                    return Some(DisconnectCode::Slow);
+                }
                 r = write_batch(socket, &mut batch, outbox) => {
                     if r.is_err() {
                         return None;
@@ -480,8 +680,15 @@ async fn serve(socket: &mut WebSocket, s: &mut Session) -> Option<DisconnectCode
                     Some(_) => {}
                     None => {
                         awaiting_pong = Some(Instant::now());
-                        if socket.send(Message::Ping(Bytes::new())).await.is_err() {
-                            return None;
+                        let sent = tokio::time::timeout(
+                            cfg.ws_pong_timeout,
+                            socket.send(Message::Ping(Bytes::new())),
+                        )
+                        .await;
+                        match sent {
+                            Ok(Ok(())) => {}
+                            Ok(Err(_)) => return None,
+                            Err(_) => return Some(DisconnectCode::NoPong),
                         }
                     }
                 }
