@@ -47,6 +47,8 @@ pub fn api_error(
 pub fn router(st: AppState) -> Router {
     Router::new()
         .route("/", get(index))
+        .route("/client/herald.js", get(client_js))
+        .route("/stats", get(stats))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics))
         .route("/ws", get(crate::ws::upgrade))
@@ -75,13 +77,45 @@ pub async fn run(
     r
 }
 
+/// The demo page, embedded at build time.
 async fn index() -> Html<&'static str> {
-    Html(
-        "<!doctype html><html><head><meta charset=\"utf-8\"><title>Herald</title></head>\
-         <body><h1>Herald</h1><p>The pub/sub hub is running. WebSocket clients connect to \
-         <code>/ws</code>, backends publish with <code>POST /api/publish</code> or any Redis \
-         client on the RESP port; <a href=\"/metrics\">/metrics</a> shows its counters.</p></body></html>",
+    Html(include_str!("../../static/index.html"))
+}
+
+/// The browser build of client-js, embedded at build time from its source.
+async fn client_js() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        include_str!("../../client-js/src/herald.js"),
     )
+}
+
+/// `GET /stats`: a JSON snapshot of Herald's own state for dashboards (the
+/// demo page polls it): connections, channels, patterns, counters.
+async fn stats(State(st): State<AppState>) -> impl IntoResponse {
+    use crate::hub::Stats;
+    let hub = &st.hub;
+    let s = &hub.stats;
+    let (keys, history_bytes) = {
+        let db = hub.keyspace.lock();
+        (db.len(), db.history_bytes)
+    };
+    Json(json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_seconds": hub.started.elapsed().as_secs(),
+        "connections": { "resp": st.resp.clients.len(), "ws": st.ws.open_sessions() },
+        "channels": hub.registry.channel_count(),
+        "patterns": hub.registry.numpat(),
+        "keys": keys,
+        "history_bytes": history_bytes,
+        "messages_published": Stats::get(&s.published),
+        "messages_delivered": Stats::get(&s.delivered),
+        "slow_consumer_disconnects": Stats::get(&s.slow_disconnects),
+        "rss_bytes": crate::rss_bytes().unwrap_or(0),
+    }))
 }
 
 async fn metrics(State(st): State<AppState>) -> impl IntoResponse {
