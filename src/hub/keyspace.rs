@@ -32,7 +32,85 @@ pub fn now_ms() -> u64 {
 #[derive(Debug, Clone)]
 pub enum Value {
     Stream(Box<Stream>),
-    Set(HashSet<Bytes>),
+    Set(SetValue),
+}
+
+/// Redis's `set-max-intset-entries`.
+const MAX_INTSET: usize = 512;
+
+/// A set, remembering whether Redis would still hold it as an intset (only
+/// integers, at most 512 of them, never otherwise since creation): Redis
+/// lists intsets in ascending numeric order, which replies reproduce.
+#[derive(Debug, Clone, Default)]
+pub struct SetValue {
+    members: HashSet<Bytes>,
+    intset: bool,
+}
+
+/// An integer as Redis's intset accepts it.
+pub fn as_int(b: &[u8]) -> Option<i64> {
+    crate::resp::parse::parse_i64(b)
+}
+
+impl SetValue {
+    pub fn new() -> SetValue {
+        SetValue {
+            members: HashSet::new(),
+            intset: true,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.members.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.members.is_empty()
+    }
+
+    pub fn contains(&self, m: &[u8]) -> bool {
+        self.members.contains(m)
+    }
+
+    /// Adds a member; true if it was new.
+    pub fn insert(&mut self, m: Bytes) -> bool {
+        if self.intset && (as_int(&m).is_none() || self.members.len() >= MAX_INTSET) {
+            self.intset = false;
+        }
+        self.members.insert(m)
+    }
+
+    pub fn remove(&mut self, m: &[u8]) -> bool {
+        self.members.remove(m)
+    }
+
+    /// Members in the order Redis would list them: ascending numbers for an
+    /// intset, unspecified otherwise.
+    pub fn members(&self) -> Vec<Bytes> {
+        let mut v: Vec<Bytes> = self.members.iter().cloned().collect();
+        if self.intset {
+            v.sort_by_key(|m| as_int(m).unwrap_or(0));
+        }
+        v
+    }
+
+    pub fn is_intset(&self) -> bool {
+        self.intset
+    }
+
+    /// Builds a set from members, as Redis builds result sets (an intset
+    /// while every member is an integer).
+    pub fn from_members(members: impl IntoIterator<Item = Bytes>) -> SetValue {
+        let mut s = SetValue::new();
+        for m in members {
+            s.insert(m);
+        }
+        s
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Bytes> {
+        self.members.iter()
+    }
 }
 
 impl Value {
@@ -393,7 +471,7 @@ impl Db {
     // ---- sets ------------------------------------------------------------
 
     /// The set at `key`, WRONGTYPE for other types.
-    pub fn set(&mut self, key: &[u8]) -> Result<Option<&mut HashSet<Bytes>>, WrongType> {
+    pub fn set(&mut self, key: &[u8]) -> Result<Option<&mut SetValue>, WrongType> {
         match self.get_mut(key) {
             None => Ok(None),
             Some(Entry {

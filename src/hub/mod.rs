@@ -5,6 +5,7 @@ pub mod glob;
 pub mod keyspace;
 pub mod outbox;
 pub mod payload;
+pub mod presence;
 pub mod publication;
 pub mod registry;
 pub mod stream;
@@ -82,6 +83,7 @@ pub struct Published {
 pub struct Hub {
     pub registry: Registry,
     pub keyspace: Keyspace,
+    pub presence: presence::Presence,
     pub stats: Stats,
     pub cfg: Arc<Config>,
     next_client_id: AtomicU64,
@@ -103,6 +105,7 @@ impl Hub {
         Hub {
             registry: Registry::new(),
             keyspace: Keyspace::default(),
+            presence: presence::Presence::default(),
             stats: Stats::default(),
             cfg,
             next_client_id: AtomicU64::new(1),
@@ -198,6 +201,61 @@ impl Hub {
             .publish(&Publication::with_offset(key.clone(), payload, offset));
         self.count(n);
         n
+    }
+
+    /// Enters a subscription into the channel's presence where its
+    /// namespace tracks presence; announces the user's arrival (first
+    /// connection) where it pushes join/leave.
+    pub fn presence_join(&self, channel: &Bytes, entry: presence::PresenceEntry) {
+        let ns = self.cfg.namespace(channel);
+        if !ns.presence {
+            return;
+        }
+        let (user, info, client) = (entry.user.clone(), entry.info.clone(), entry.client);
+        if self.presence.join(channel, entry) && ns.join_leave {
+            self.presence_event(channel, "join", &user, client, info);
+        }
+    }
+
+    /// Removes a subscription from the channel's presence; announces the
+    /// user's departure when it was their last connection.
+    pub fn presence_leave(&self, channel: &[u8], client: ClientId) {
+        let ns = self.cfg.namespace(channel);
+        if let Some((entry, last)) = self.presence.leave(channel, client) {
+            if last && ns.join_leave {
+                self.presence_event(channel, "leave", &entry.user, client, entry.info);
+            }
+        }
+    }
+
+    /// Pushes `join`/`leave` to the channel's WebSocket subscribers and
+    /// publishes the event as JSON on `__presence__:C` for RESP subscribers.
+    fn presence_event(
+        &self,
+        channel: &[u8],
+        event: &str,
+        user: &str,
+        client: ClientId,
+        info: Option<serde_json::Value>,
+    ) {
+        let payload = serde_json::json!({
+            "event": event,
+            "user": user,
+            "client": client.to_string(),
+            "info": info,
+        })
+        .to_string();
+        let channel = Bytes::copy_from_slice(channel);
+        let p = Publication::new(channel.clone(), Bytes::from(payload.clone()));
+        let kind = if event == "join" {
+            DeliveryKind::Join
+        } else {
+            DeliveryKind::Leave
+        };
+        self.registry.deliver_event(&p, kind);
+        let mut key = presence::PRESENCE_PREFIX.to_vec();
+        key.extend_from_slice(&channel);
+        self.publish(Bytes::from(key), Bytes::from(payload));
     }
 
     /// The history position of `channel` (its newest offset and its epoch),

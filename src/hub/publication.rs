@@ -64,6 +64,11 @@ pub enum DeliveryKind {
     PMessage,
     /// The subscriber is subscribed to the shard channel.
     SMessage,
+    /// A user joined the channel's presence (payload: the JSON event).
+    /// Only front ends that push presence events encode it.
+    Join,
+    /// A user left the channel's presence.
+    Leave,
 }
 
 /// One publication on its way to subscribers, with the encode cache that

@@ -248,6 +248,16 @@ impl Registry {
         n
     }
 
+    /// Delivers a presence event to the exact subscribers of its channel.
+    pub fn deliver_event(&self, publication: &Publication, kind: DeliveryKind) {
+        if let Some(subs) = self.channels.get(&publication.channel) {
+            let d = Delivery::direct(publication, kind);
+            for e in subs.iter() {
+                e.sink.deliver(&d);
+            }
+        }
+    }
+
     /// Delivers to the subscribers of a shard channel (SPUBLISH).
     pub fn spublish(&self, publication: &Publication) -> usize {
         match self.shard_channels.get(&publication.channel) {

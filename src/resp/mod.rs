@@ -25,7 +25,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::auth::Authenticator;
 use crate::config::Config;
-use crate::hub::{ClientId, Delivery, Hub, Outbox, Stats, Subscriber, WireFormat};
+use crate::hub::{ClientId, Delivery, DeliveryKind, Hub, Outbox, Stats, Subscriber, WireFormat};
 
 /// What every RESP connection shares.
 pub struct RespServer {
@@ -52,6 +52,10 @@ impl RespSink {
 
 impl Subscriber for RespSink {
     fn deliver(&self, d: &Delivery<'_>) {
+        if matches!(d.kind, DeliveryKind::Join | DeliveryKind::Leave) {
+            // RESP clients follow presence on `__presence__:C` instead.
+            return;
+        }
         let fmt = if self.resp3.load(Ordering::Relaxed) {
             WireFormat::Resp3
         } else {

@@ -196,6 +196,20 @@ fn push_str(out: &mut Vec<u8>, s: &[u8]) {
 /// are not UTF-8 (possible from RESP) are shown lossily.
 pub fn encode_delivery(d: &Delivery<'_>) -> Bytes {
     let p = d.publication;
+    if matches!(d.kind, DeliveryKind::Join | DeliveryKind::Leave) {
+        // The payload is the hub's JSON event: {event, user, client, info}.
+        let ev: Value = serde_json::from_slice(&p.payload).unwrap_or(Value::Null);
+        return Bytes::from(
+            json!({
+                "push": ev["event"],
+                "channel": String::from_utf8_lossy(&p.channel),
+                "user": ev["user"],
+                "client": ev["client"],
+                "info": ev["info"],
+            })
+            .to_string(),
+        );
+    }
     let mut out = Vec::with_capacity(p.payload.len() + p.channel.len() + 64);
     match (d.kind, d.pattern) {
         (DeliveryKind::PMessage, Some(pattern)) => {

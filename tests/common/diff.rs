@@ -22,6 +22,36 @@ pub enum Step {
     Quiet(usize),
     /// Pause (to let a blocking command reach the server first).
     Sleep(u64),
+    /// A command whose reply's elements come in no defined order (hash
+    /// sets): compared sorted.
+    Sorted(usize, Vec<Vec<u8>>),
+    /// A command whose reply is random (SRANDMEMBER -n): only its type and
+    /// length are compared.
+    Shape(usize, Vec<Vec<u8>>),
+}
+
+/// The elements of an aggregate reply, sorted, behind the same header.
+pub fn sorted_frame(frame: &[u8]) -> Vec<u8> {
+    let head_end = frame
+        .windows(2)
+        .position(|w| w == b"\r\n")
+        .map_or(frame.len(), |i| i + 2);
+    if !matches!(frame.first(), Some(b'*' | b'~' | b'%')) {
+        return frame.to_vec();
+    }
+    let mut elems = Vec::new();
+    let mut at = head_end;
+    while at < frame.len() {
+        let n = super::frame_len(&frame[at..]).expect("complete frame");
+        elems.push(frame[at..at + n].to_vec());
+        at += n;
+    }
+    elems.sort();
+    let mut out = frame[..head_end].to_vec();
+    for e in elems {
+        out.extend(e);
+    }
+    out
 }
 
 /// A script: lines of `<conn> <frames> <command words...>`, or
@@ -102,6 +132,8 @@ pub fn run_script(addr: SocketAddr, steps: &[Step]) -> Vec<String> {
     for step in steps {
         let c = match step {
             Step::Cmd(c, ..)
+            | Step::Sorted(c, _)
+            | Step::Shape(c, _)
             | Step::Raw(c, ..)
             | Step::Read(c, _)
             | Step::Closed(c)
@@ -128,6 +160,20 @@ pub fn run_script(addr: SocketAddr, steps: &[Step]) -> Vec<String> {
             Step::Read(_, n) => *n,
             Step::Sleep(_) => 0,
             Step::Sleep(_) => 0,
+            Step::Sorted(_, args) | Step::Shape(_, args) => {
+                let refs: Vec<&[u8]> = args.iter().map(|a| &a[..]).collect();
+                conn.send(&refs);
+                let f = conn.try_frame(super::TIMEOUT).unwrap_or_default();
+                let f = match step {
+                    Step::Sorted(..) => sorted_frame(&f),
+                    _ => {
+                        let end = f.windows(2).position(|w| w == b"\r\n").map_or(0, |i| i + 2);
+                        f[..end].to_vec()
+                    }
+                };
+                log.push(format!("{c} {}", show(&normalise(&f))));
+                0
+            }
             Step::Closed(_) => {
                 log.push(format!("{c} closed={}", conn.closed()));
                 0

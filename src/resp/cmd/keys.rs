@@ -133,14 +133,26 @@ fn del(conn: &mut Conn, args: &[Bytes]) {
     conn.reply().int(n as i64);
 }
 
+/// True when `key` names a non-empty presence view (`__presence__:C`).
+fn presence_key(conn: &Conn, key: &[u8]) -> bool {
+    crate::hub::presence::presence_channel(key)
+        .is_some_and(|ch| conn.server.hub.presence.stats(ch).0 > 0)
+}
+
 fn exists(conn: &mut Conn, args: &[Bytes]) {
     let mut db = conn.server.hub.keyspace.lock();
-    let n = args[1..].iter().filter(|k| db.exists(k)).count();
+    let n = args[1..]
+        .iter()
+        .filter(|k| db.exists(k) || presence_key(conn, k))
+        .count();
     drop(db);
     conn.reply().int(n as i64);
 }
 
 fn type_(conn: &mut Conn, args: &[Bytes]) {
+    if presence_key(conn, &args[1]) {
+        return conn.reply().simple("set");
+    }
     let t = conn
         .server
         .hub

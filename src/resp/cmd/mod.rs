@@ -12,6 +12,7 @@ mod connection;
 mod info;
 mod keys;
 mod pubsub;
+mod sets;
 mod streams;
 
 use bytes::Bytes;
@@ -139,6 +140,23 @@ pub static COMMANDS: &[Command] = &[
     streams::XPENDING,
     streams::XCLAIM,
     streams::XAUTOCLAIM,
+    sets::SADD,
+    sets::SREM,
+    sets::SMEMBERS,
+    sets::SISMEMBER,
+    sets::SMISMEMBER,
+    sets::SCARD,
+    sets::SPOP,
+    sets::SRANDMEMBER,
+    sets::SMOVE,
+    sets::SUNION,
+    sets::SINTER,
+    sets::SDIFF,
+    sets::SUNIONSTORE,
+    sets::SINTERSTORE,
+    sets::SDIFFSTORE,
+    sets::SINTERCARD,
+    sets::SSCAN,
 ];
 
 /// Finds a top-level command by name, case-insensitively.
