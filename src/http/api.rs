@@ -195,20 +195,28 @@ pub async fn channels(
     Json(json!({ "channels": list })).into_response()
 }
 
-/// `GET /api/presence/{channel}`: not enabled yet.
+/// `GET /api/presence/{channel}` → `{"clients": [{client, user, info,
+/// joined}], "users": [...]}`; 501 where the namespace tracks no presence.
 pub async fn presence(
     State(st): State<AppState>,
     headers: HeaderMap,
-    Path(_channel): Path<String>,
+    Path(channel): Path<String>,
 ) -> Response {
     if let Err(r) = authorize(&st, &headers) {
         return r;
     }
-    api_error(
-        StatusCode::NOT_IMPLEMENTED,
-        108,
-        "presence is not enabled on this server yet",
-    )
+    if !st.cfg.namespace(channel.as_bytes()).presence {
+        return api_error(
+            StatusCode::NOT_IMPLEMENTED,
+            108,
+            "presence is not enabled for this channel's namespace",
+        )
+        .into_response();
+    }
+    Json(crate::ws::protocol::presence_json(
+        &st.hub,
+        channel.as_bytes(),
+    ))
     .into_response()
 }
 

@@ -138,6 +138,7 @@ impl Conn {
         let id = self.handle.id;
         for c in self.channels.drain() {
             reg.unsubscribe(Space::Global, &c, id);
+            self.server.hub.presence_leave(&c, id);
         }
         for c in self.shard_channels.drain() {
             reg.unsubscribe(Space::Shard, &c, id);

@@ -198,6 +198,14 @@ pub async fn run(
             }
         };
         let _ = stream.set_nodelay(true);
+        // Dead peers (cable pulled, host gone) must leave presence and free
+        // their subscriptions: probe idle connections, as Redis's
+        // tcp-keepalive does.
+        let keepalive = socket2::TcpKeepalive::new()
+            .with_time(std::time::Duration::from_secs(60))
+            .with_interval(std::time::Duration::from_secs(10))
+            .with_retries(3);
+        let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive);
         let server = server.clone();
         let shutdown = shutdown.clone();
         tracker.spawn(async move {

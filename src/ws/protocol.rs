@@ -278,3 +278,14 @@ mod tests {
         assert_eq!(DisconnectCode::Unauthorized.reconnect(), false);
     }
 }
+
+/// A channel's presence: `{"clients": [{client, user, info, joined}], "users": [...]}`.
+pub fn presence_json(hub: &crate::hub::Hub, channel: &[u8]) -> Value {
+    let clients: Vec<Value> = hub
+        .presence
+        .clients(channel)
+        .into_iter()
+        .map(|e| json!({ "client": e.client.to_string(), "user": e.user, "info": e.info, "joined": e.joined }))
+        .collect();
+    json!({ "clients": clients, "users": hub.presence.users(channel) })
+}

@@ -19,6 +19,7 @@ use serde_json::{json, Value};
 use super::protocol::{self as proto, Command, DisconnectCode, ErrorCode};
 use crate::auth::{Identity, TokenError};
 use crate::http::AppState;
+use crate::hub::presence::PresenceEntry;
 use crate::hub::{
     ClientId, Delivery, DeliveryKind, HistoryError, Outbox, Publication, Space, Stats, Subscriber,
     WireFormat,
@@ -223,10 +224,10 @@ impl Session {
             "unsubscribe" => {
                 let a = parse!(proto::ChannelArgs);
                 if self.channels.remove(&a.channel) {
-                    self.st
-                        .hub
-                        .registry
+                    let hub = &self.st.hub;
+                    hub.registry
                         .unsubscribe(Space::Global, a.channel.as_bytes(), self.id);
+                    hub.presence_leave(a.channel.as_bytes(), self.id);
                     self.st.ws.subscriptions.fetch_sub(1, Ordering::Relaxed);
                 }
                 self.send(proto::reply(id, json!({})));
@@ -246,11 +247,29 @@ impl Session {
                 let a = parse!(proto::PublishArgs);
                 self.publish(id, a);
             }
-            "presence" | "presence_stats" => self.error(
-                id,
-                ErrorCode::NotEnabled,
-                "presence is not enabled on this server yet",
-            ),
+            "presence" | "presence_stats" => {
+                let a = parse!(proto::ChannelArgs);
+                let ch = a.channel.as_bytes();
+                let ns = self.st.cfg.namespace(ch);
+                if !self.identity.can_subscribe(ch, ns) {
+                    Stats::add(&self.st.hub.stats.auth_failures, 1);
+                    self.error(id, ErrorCode::PermissionDenied, "permission denied");
+                } else if !ns.presence {
+                    self.error(
+                        id,
+                        ErrorCode::NotEnabled,
+                        "presence is not enabled for this channel's namespace",
+                    );
+                } else if cmd.op == "presence" {
+                    self.send(proto::reply(id, proto::presence_json(&self.st.hub, ch)));
+                } else {
+                    let (clients, users) = self.st.hub.presence.stats(ch);
+                    self.send(proto::reply(
+                        id,
+                        json!({ "clients": clients, "users": users }),
+                    ));
+                }
+            }
             "history" => {
                 let a = parse!(proto::HistoryArgs);
                 self.history(id, a);
@@ -356,8 +375,9 @@ impl Session {
                 }
                 self.sink.lag().last.insert(key.clone(), top);
                 hub.registry
-                    .subscribe(Space::Global, key, self.id, self.sink.clone());
+                    .subscribe(Space::Global, key.clone(), self.id, self.sink.clone());
                 drop(db);
+                self.enter_presence(&key);
                 self.channels.insert(name);
                 self.st.ws.subscriptions.fetch_add(1, Ordering::Relaxed);
                 return;
@@ -370,10 +390,26 @@ impl Session {
             reg.psubscribe(key, self.id, self.sink.clone());
             self.patterns.insert(name);
         } else {
-            reg.subscribe(Space::Global, key, self.id, self.sink.clone());
+            reg.subscribe(Space::Global, key.clone(), self.id, self.sink.clone());
+            self.enter_presence(&key);
             self.channels.insert(name);
         }
         self.st.ws.subscriptions.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Identified clients enter the presence of channels that track it.
+    fn enter_presence(&self, channel: &Bytes) {
+        if let Identity::User(c) = &self.identity {
+            self.st.hub.presence_join(
+                channel,
+                PresenceEntry {
+                    client: self.id,
+                    user: c.sub.clone(),
+                    info: c.info.clone(),
+                    joined: crate::hub::now_ms() / 1000,
+                },
+            );
+        }
     }
 
     fn history(&mut self, id: &Value, a: proto::HistoryArgs) {
@@ -509,6 +545,7 @@ impl Session {
         let n = self.channels.len() + self.patterns.len();
         for c in self.channels.drain() {
             reg.unsubscribe(Space::Global, c.as_bytes(), self.id);
+            self.st.hub.presence_leave(c.as_bytes(), self.id);
         }
         for p in self.patterns.drain() {
             reg.punsubscribe(p.as_bytes(), self.id);

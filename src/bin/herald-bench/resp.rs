@@ -1,17 +1,13 @@
 //! A minimal RESP2/RESP3 client codec: command encoding and a zero-copy
-//! reply parser over a byte buffer, plus [`Reader`], the read buffer that
-//! owns the unparsed bytes of one connection.
+//! reply parser over a byte buffer.
 //!
 //! Replies are parsed flat: an aggregate's first [`MAX_ITEMS`] elements are
 //! kept as borrowed [`Item`]s (enough for `message`, `pmessage` and
 //! subscribe confirmations), deeper nesting is skipped and shows as
 //! [`Item::Nested`]. Nothing is allocated per frame.
 
-use std::io;
-
 use anyhow::{bail, Result};
 use memchr::memchr;
-use tokio::io::{AsyncRead, AsyncReadExt};
 
 /// Elements of an aggregate kept by the parser; later ones are skipped.
 pub const MAX_ITEMS: usize = 4;
@@ -215,49 +211,6 @@ pub fn parse(buf: &[u8]) -> Result<Option<(Frame<'_>, usize)>> {
             Ok(parse(&buf[pos..])?.map(|(f, len)| (f, pos + len)))
         }
         _ => Ok(element(buf, 0)?.map(|(item, len)| (Frame::Item(item), len))),
-    }
-}
-
-/// The unparsed input of one connection.
-pub struct Reader {
-    buf: Vec<u8>,
-    pos: usize,
-}
-
-impl Reader {
-    pub fn new() -> Reader {
-        Reader {
-            buf: Vec::with_capacity(64 * 1024),
-            pos: 0,
-        }
-    }
-
-    /// Reads more bytes from `r`; `Ok(0)` means end of stream.
-    pub async fn fill<R: AsyncRead + Unpin>(&mut self, r: &mut R) -> io::Result<usize> {
-        if self.pos == self.buf.len() {
-            self.buf.clear();
-            self.pos = 0;
-        } else if self.pos > 0 && self.pos >= self.buf.len() / 2 {
-            self.buf.drain(..self.pos);
-            self.pos = 0;
-        }
-        if self.buf.capacity() - self.buf.len() < 16 * 1024 {
-            self.buf.reserve(64 * 1024);
-        }
-        r.read_buf(&mut self.buf).await
-    }
-
-    /// The next complete frame, if buffered.
-    #[inline]
-    pub fn next(&mut self) -> Result<Option<Frame<'_>>> {
-        let buf = &self.buf[self.pos..];
-        match parse(buf)? {
-            Some((frame, n)) => {
-                self.pos += n;
-                Ok(Some(frame))
-            }
-            None => Ok(None),
-        }
     }
 }
 

@@ -289,6 +289,19 @@ fn subscribe_kind(conn: &mut Conn, args: &[Bytes], kind: Kind) {
             Kind::Shard => reg.subscribe(Space::Shard, name.clone(), id, sink),
             Kind::Pattern => reg.psubscribe(name.clone(), id, sink),
         };
+        if kind == Kind::Channel {
+            if let Some(crate::auth::Identity::User(c)) = &conn.identity {
+                conn.server.hub.presence_join(
+                    name,
+                    crate::hub::presence::PresenceEntry {
+                        client: id,
+                        user: c.sub.clone(),
+                        info: c.info.clone(),
+                        joined: crate::hub::now_ms() / 1000,
+                    },
+                );
+            }
+        }
     }
     conn.sync_counts();
 }
@@ -314,6 +327,9 @@ fn unsubscribe_kind(conn: &mut Conn, args: &[Bytes], kind: Kind) {
                 Kind::Shard => reg.unsubscribe(Space::Shard, &name, id),
                 Kind::Pattern => reg.punsubscribe(&name, id),
             };
+            if kind == Kind::Channel {
+                conn.server.hub.presence_leave(&name, id);
+            }
         }
         let count = kind.count(conn);
         confirm(conn, word, Some(&name), count);

@@ -1,0 +1,63 @@
+//! [`Reader`]: the read buffer of one connection, handing out complete
+//! RESP frames or HTTP responses parsed in place.
+
+use std::io;
+
+use anyhow::Result;
+use tokio::io::{AsyncRead, AsyncReadExt};
+
+use crate::{http, resp};
+
+/// The unparsed input of one connection.
+pub struct Reader {
+    buf: Vec<u8>,
+    pos: usize,
+}
+
+impl Reader {
+    pub fn new() -> Reader {
+        Reader {
+            buf: Vec::with_capacity(64 * 1024),
+            pos: 0,
+        }
+    }
+
+    /// Reads more bytes from `r`; `Ok(0)` means end of stream.
+    pub async fn fill<R: AsyncRead + Unpin>(&mut self, r: &mut R) -> io::Result<usize> {
+        if self.pos == self.buf.len() {
+            self.buf.clear();
+            self.pos = 0;
+        } else if self.pos > 0 && self.pos >= self.buf.len() / 2 {
+            self.buf.drain(..self.pos);
+            self.pos = 0;
+        }
+        if self.buf.capacity() - self.buf.len() < 16 * 1024 {
+            self.buf.reserve(64 * 1024);
+        }
+        r.read_buf(&mut self.buf).await
+    }
+
+    /// The next complete frame, if buffered.
+    #[inline]
+    pub fn next_resp(&mut self) -> Result<Option<resp::Frame<'_>>> {
+        let buf = &self.buf[self.pos..];
+        match resp::parse(buf)? {
+            Some((frame, n)) => {
+                self.pos += n;
+                Ok(Some(frame))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// The status of the next complete HTTP response, if buffered.
+    pub fn next_http(&mut self) -> Result<Option<u16>> {
+        match http::parse_response(&self.buf[self.pos..])? {
+            Some((r, n)) => {
+                self.pos += n;
+                Ok(Some(r.status))
+            }
+            None => Ok(None),
+        }
+    }
+}
