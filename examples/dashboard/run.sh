@@ -6,7 +6,7 @@
 #     examples/dashboard/run.sh
 #
 # Ports: RESP_PORT (6380) and HTTP_PORT (8080) for Herald, WEB_PORT (8000)
-# for the page. Ctrl-C stops everything.
+# for the page; INTERVAL (1) seconds between metrics. Ctrl-C stops everything.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 source "$here/../common/lib.sh"
@@ -14,7 +14,7 @@ WEB_PORT="${WEB_PORT:-8000}"
 
 # The page comes from another origin than Herald's: allow it to open WebSockets.
 start_herald --allowed-origins "http://127.0.0.1:$WEB_PORT,http://localhost:$WEB_PORT"
-start publisher python3 "$here/publisher.py" --port "$RESP_PORT" --channel metrics:server1
+start publisher python3 "$here/publisher.py" --port "$RESP_PORT" --channel metrics:server1 --interval "${INTERVAL:-1}"
 start web python3 "$common/webserver.py" --dir "$here/web" --port "$WEB_PORT" --herald "http://127.0.0.1:$HTTP_PORT"
 wait_port "$WEB_PORT"
 echo

@@ -33,6 +33,7 @@ pub fn now_ms() -> u64 {
 pub enum Value {
     Stream(Box<Stream>),
     Set(SetValue),
+    ZSet(Box<super::zset::ZSet>),
 }
 
 /// Redis's `set-max-intset-entries`.
@@ -119,6 +120,7 @@ impl Value {
         match self {
             Value::Stream(_) => "stream",
             Value::Set(_) => "set",
+            Value::ZSet(_) => "zset",
         }
     }
 }
@@ -478,6 +480,20 @@ impl Db {
                 value: Value::Set(s),
                 ..
             }) => Ok(Some(s)),
+            Some(_) => Err(WrongType),
+        }
+    }
+
+    // ---- sorted sets -----------------------------------------------------------
+
+    /// The sorted set at `key`, WRONGTYPE for other types.
+    pub fn zset(&mut self, key: &[u8]) -> Result<Option<&mut super::zset::ZSet>, WrongType> {
+        match self.get_mut(key) {
+            None => Ok(None),
+            Some(Entry {
+                value: Value::ZSet(z),
+                ..
+            }) => Ok(Some(z)),
             Some(_) => Err(WrongType),
         }
     }

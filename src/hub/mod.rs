@@ -3,12 +3,14 @@
 
 pub mod glob;
 pub mod keyspace;
+pub mod leaderboard;
 pub mod outbox;
 pub mod payload;
 pub mod presence;
 pub mod publication;
 pub mod registry;
 pub mod stream;
+pub mod zset;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -84,6 +86,7 @@ pub struct Hub {
     pub registry: Registry,
     pub keyspace: Keyspace,
     pub presence: presence::Presence,
+    pub leaderboards: leaderboard::Leaderboards,
     pub stats: Stats,
     pub cfg: Arc<Config>,
     next_client_id: AtomicU64,
@@ -106,6 +109,7 @@ impl Hub {
             registry: Registry::new(),
             keyspace: Keyspace::default(),
             presence: presence::Presence::default(),
+            leaderboards: leaderboard::Leaderboards::default(),
             stats: Stats::default(),
             cfg,
             next_client_id: AtomicU64::new(1),
@@ -343,6 +347,60 @@ impl Hub {
             top,
             epoch,
         })
+    }
+
+    /// The top `n` of the sorted set at `key`, best first, and a user's own
+    /// rank (0 = best) and score.
+    pub fn leaderboard_top(
+        &self,
+        key: &[u8],
+        n: usize,
+        user: Option<&str>,
+    ) -> (Vec<leaderboard::Entry>, leaderboard::Own) {
+        let mut db = self.keyspace.lock();
+        let Ok(Some(z)) = db.zset(key) else {
+            return (Vec::new(), None);
+        };
+        let len = z.len();
+        let mut top = z.range_by_rank(len - n.min(len), len);
+        top.reverse();
+        let own = user.and_then(|u| {
+            let r = z.rank(u.as_bytes())?;
+            Some((len - 1 - r, z.score(u.as_bytes())?))
+        });
+        (top, own)
+    }
+
+    /// One leaderboard tick: for every sorted set written since the last
+    /// tick, pushes the new top N to watchers whose view changed, and
+    /// publishes the top `resp_top` on `__leaderboard__:K` when it changed.
+    pub fn leaderboard_tick(&self, resp_top: usize) {
+        for (key, watch_top) in self.leaderboards.take_dirty() {
+            let channel = leaderboard::leaderboard_channel(&key);
+            let resp_listeners =
+                self.registry.numsub(Space::Global, &channel) > 0 || self.registry.numpat() > 0;
+            let n = watch_top.max(if resp_listeners { resp_top } else { 0 });
+            if n == 0 {
+                continue;
+            }
+            let (entries, _) = self.leaderboard_top(&key, n, None);
+            if watch_top > 0 {
+                self.leaderboards.deliver(&key, &entries, |user| {
+                    self.leaderboard_top(&key, 0, Some(user)).1
+                });
+            }
+            let resp_view = &entries[..resp_top.min(entries.len())];
+            if resp_listeners && self.leaderboards.changed_for_resp(&key, resp_view) {
+                let json = serde_json::json!({
+                    "key": String::from_utf8_lossy(&key),
+                    "entries": resp_view
+                        .iter()
+                        .map(|(m, s)| serde_json::json!({"member": String::from_utf8_lossy(m), "score": s}))
+                        .collect::<Vec<_>>(),
+                });
+                self.publish(channel, Bytes::from(json.to_string()));
+            }
+        }
     }
 
     /// Publishes on a shard channel.

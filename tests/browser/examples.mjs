@@ -99,7 +99,7 @@ export async function waitUntil(fn, ms, what) {
 /** Runs redis-cli against Herald's RESP address (host:port); returns its output. */
 export function redisCli(resp, ...args) {
   const [host, port] = [resp.slice(0, resp.lastIndexOf(':')), resp.slice(resp.lastIndexOf(':') + 1)];
-  return execFileSync('redis-cli', ['-h', host, '-p', port, ...args], { timeout: 5000, encoding: 'utf8' }).trim();
+  return execFileSync('redis-cli', ['-h', host, '-p', port, ...args], { timeout: 5000, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }).trim();
 }
 
 /** Ports for an example's run.sh, and its environment. */

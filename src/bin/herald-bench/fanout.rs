@@ -71,7 +71,11 @@ async fn expect_confirms(
             match f {
                 Frame::Aggregate { items, .. } if items[0] == Item::Bulk(kind) => got += 1,
                 Frame::Item(Item::Error(e)) => {
-                    bail!("{} failed: {}", String::from_utf8_lossy(kind), String::from_utf8_lossy(e))
+                    bail!(
+                        "{} failed: {}",
+                        String::from_utf8_lossy(kind),
+                        String::from_utf8_lossy(e)
+                    )
                 }
                 _ => {}
             }
@@ -84,7 +88,10 @@ async fn expect_confirms(
                 "only {got} of {n} {} replies within {wait:?}",
                 String::from_utf8_lossy(kind)
             ),
-            Ok(Ok(0)) => bail!("server closed the connection during {}", String::from_utf8_lossy(kind)),
+            Ok(Ok(0)) => bail!(
+                "server closed the connection during {}",
+                String::from_utf8_lossy(kind)
+            ),
             Ok(Ok(_)) => {}
             Ok(Err(e)) => return Err(e.into()),
         }
@@ -286,7 +293,11 @@ pub async fn run(opts: &FanoutOpts, scenario: &str) -> Result<Report> {
     rep.set("server", opts.addr.to_string())
         .set_f(
             "deliveries_per_sec",
-            if deliver_secs > 0.0 { received as f64 / deliver_secs } else { 0.0 },
+            if deliver_secs > 0.0 {
+                received as f64 / deliver_secs
+            } else {
+                0.0
+            },
         )
         .set_f("publishes_per_sec", outcome.publishes_per_sec())
         .latency(&hist)

@@ -114,7 +114,10 @@ mod tests {
     #[test]
     fn buckets_are_monotonic_and_tight() {
         let mut last = 0;
-        for v in (0..10_000_000u64).step_by(997).chain([u64::MAX / 3, u64::MAX]) {
+        for v in (0..10_000_000u64)
+            .step_by(997)
+            .chain([u64::MAX / 3, u64::MAX])
+        {
             let i = index(v);
             assert!(i < BUCKETS);
             assert!(i >= last);

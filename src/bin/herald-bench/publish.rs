@@ -355,7 +355,10 @@ async fn reader(
             let t = *done_at.get_or_insert_with(Instant::now);
             if t.elapsed() > TIMEOUT {
                 out.first_error.get_or_insert_with(|| {
-                    format!("{} replies missing {TIMEOUT:?} after the run", sent - replies)
+                    format!(
+                        "{} replies missing {TIMEOUT:?} after the run",
+                        sent - replies
+                    )
                 });
                 break;
             }

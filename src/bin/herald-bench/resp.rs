@@ -149,7 +149,11 @@ fn element<'a>(buf: &'a [u8], at: usize) -> Result<Option<(Item<'a>, usize)>> {
         }
         b'*' | b'>' | b'~' | b'%' | b'|' => {
             let n = int(head)?;
-            let count = if kind == b'%' || kind == b'|' { n * 2 } else { n };
+            let count = if kind == b'%' || kind == b'|' {
+                n * 2
+            } else {
+                n
+            };
             let mut pos = next;
             for _ in 0..count.max(0) {
                 match element(buf, pos)? {

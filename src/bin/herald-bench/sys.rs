@@ -12,7 +12,11 @@ pub fn raise_nofile() -> Option<u64> {
 
 #[cfg(all(
     target_os = "linux",
-    any(target_arch = "x86_64", target_arch = "aarch64", target_arch = "riscv64")
+    any(
+        target_arch = "x86_64",
+        target_arch = "aarch64",
+        target_arch = "riscv64"
+    )
 ))]
 mod imp {
     // The crate has no `libc` dependency; these two functions come from the
@@ -51,7 +55,11 @@ mod imp {
 
 #[cfg(not(all(
     target_os = "linux",
-    any(target_arch = "x86_64", target_arch = "aarch64", target_arch = "riscv64")
+    any(
+        target_arch = "x86_64",
+        target_arch = "aarch64",
+        target_arch = "riscv64"
+    )
 )))]
 mod imp {
     pub fn raise_nofile() -> Option<u64> {

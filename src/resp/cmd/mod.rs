@@ -14,6 +14,7 @@ mod keys;
 mod pubsub;
 mod sets;
 mod streams;
+mod zsets;
 
 use bytes::Bytes;
 
@@ -157,6 +158,31 @@ pub static COMMANDS: &[Command] = &[
     sets::SDIFFSTORE,
     sets::SINTERCARD,
     sets::SSCAN,
+    zsets::ZADD,
+    zsets::ZINCRBY,
+    zsets::ZREM,
+    zsets::ZSCORE,
+    zsets::ZMSCORE,
+    zsets::ZRANK,
+    zsets::ZREVRANK,
+    zsets::ZCARD,
+    zsets::ZCOUNT,
+    zsets::ZLEXCOUNT,
+    zsets::ZRANGE,
+    zsets::ZREVRANGE,
+    zsets::ZRANGEBYSCORE,
+    zsets::ZREVRANGEBYSCORE,
+    zsets::ZRANGEBYLEX,
+    zsets::ZREVRANGEBYLEX,
+    zsets::ZREMRANGEBYSCORE,
+    zsets::ZREMRANGEBYRANK,
+    zsets::ZREMRANGEBYLEX,
+    zsets::ZPOPMIN,
+    zsets::ZPOPMAX,
+    zsets::ZRANDMEMBER,
+    zsets::ZSCAN,
+    zsets::ZUNIONSTORE,
+    zsets::ZINTERSTORE,
 ];
 
 /// Finds a top-level command by name, case-insensitively.

@@ -20,7 +20,7 @@
 //! value KEY VALUE (cache|db)     a read, and where it came from
 //! missing KEY                    the database has no such key
 //! stored KEY                     a write, published to the other apps
-//! evicted KEY by ORIGIN          another app wrote KEY: the next read goes to the database
+//! evicted KEY by ORIGIN          another app wrote KEY, cached here: the next read goes to the database
 //! error MESSAGE
 //! ```
 
@@ -107,8 +107,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 if origin == name {
                     continue;
                 }
-                cache.lock().unwrap().remove(key);
-                println!("evicted {key} by {origin}");
+                let evicted = cache.lock().unwrap().remove(key).is_some();
+                if evicted {
+                    println!("evicted {key} by {origin}");
+                }
             }
             println!("error lost the connection to Herald");
         })

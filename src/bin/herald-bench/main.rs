@@ -1,0 +1,316 @@
+//! `herald-bench`: a load generator for Herald and any RESP server or
+//! WebSocket endpoint. Each scenario prints one JSON line on stdout with at
+//! least `deliveries_per_sec`, `publishes_per_sec`, `p50_us`, `p99_us`,
+//! `p999_us` and `lost`; `compare` runs the RESP scenarios against Herald
+//! and a real `redis-server`, interleaved, and prints a markdown table.
+//! See `docs/benchmarks.md`.
+//!
+//! Modules:
+//! - `hist`: log-linear latency histogram (bounded memory, mergeable).
+//! - `stamp`: send timestamps inside payloads; the shared clock.
+//! - `resp`, `http`: minimal client codecs; `readbuf`: a connection's read
+//!   buffer handing out parsed frames.
+//! - `publish`: pipelined, optionally rate-limited publishers (RESP or HTTP).
+//! - `fanout`: the `fanout` and `patterns` scenarios (RESP subscribers).
+//! - `ws`: `ws-fanout`, `idle-conns` and `recovery`.
+//! - `compare`: starts Herald and Redis, runs rounds, prints the table.
+//! - `sys`: open-files limit and `/proc` memory readings.
+//! - `report`: the JSON result line.
+
+mod compare;
+mod fanout;
+mod hist;
+mod http;
+mod publish;
+mod readbuf;
+mod report;
+mod resp;
+mod stamp;
+mod sys;
+mod ws;
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::time::Duration;
+
+use anyhow::{bail, Result};
+use clap::{Args, Parser, Subcommand};
+
+/// Bound on every single wait (connect, reply, drain, shutdown).
+pub const TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Parser)]
+#[command(
+    name = "herald-bench",
+    version,
+    about = "Load generator for Herald and other RESP / WebSocket pub/sub servers",
+    long_about = "Load generator for Herald and other RESP / WebSocket pub/sub servers.\n\n\
+        Every scenario prints one JSON line on stdout with at least deliveries_per_sec, \
+        publishes_per_sec, p50_us, p99_us, p999_us and lost. Latency is publish-to-deliver, \
+        measured from a timestamp inside each payload. `compare` runs the RESP scenarios \
+        against Herald and redis-server, interleaved, and prints a markdown table."
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// N subscribers on C channels, P pipelined publishers (RESP).
+    Fanout(FanoutArgs),
+    /// Publish rate with many idle (never matching) patterns subscribed (RESP).
+    Patterns(PatternsArgs),
+    /// N WebSocket subscribers; messages published over RESP or HTTP.
+    WsFanout(WsFanoutArgs),
+    /// Server memory per idle WebSocket connection.
+    IdleConns(IdleArgs),
+    /// Time to replay N missed messages after a reconnect (Herald history).
+    Recovery(RecoveryArgs),
+    /// Run the RESP scenarios against Herald and redis-server and print a table.
+    Compare(compare::CompareArgs),
+}
+
+/// Resolves `host:port` (a literal address or a name such as `localhost`).
+fn addr(s: &str) -> Result<SocketAddr, String> {
+    s.to_socket_addrs()
+        .map_err(|e| format!("cannot resolve {s}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("no address for {s}"))
+}
+
+fn secs(s: &str) -> Result<Duration, String> {
+    let v: f64 = s
+        .trim_end_matches('s')
+        .parse()
+        .map_err(|_| format!("invalid duration {s:?} (seconds, e.g. 5 or 0.3)"))?;
+    if !(0.0..=86_400.0).contains(&v) {
+        return Err(format!("duration {s:?} out of range"));
+    }
+    Ok(Duration::from_secs_f64(v))
+}
+
+#[derive(Args)]
+struct FanoutArgs {
+    /// RESP server address.
+    #[arg(long, value_parser = addr, default_value = "127.0.0.1:6380")]
+    resp: SocketAddr,
+    /// Subscriber connections (spread round-robin over the channels).
+    #[arg(long, default_value_t = 100)]
+    subscribers: usize,
+    /// Publisher connections.
+    #[arg(long, default_value_t = 2)]
+    publishers: usize,
+    /// Payload size in bytes (at least 17: `t` + 16 hex digits of timestamp).
+    #[arg(long, default_value_t = 64)]
+    payload: usize,
+    /// Seconds of publishing.
+    #[arg(long, value_parser = secs, default_value = "5")]
+    duration: Duration,
+    /// Channels (publishers go round-robin over them).
+    #[arg(long, default_value_t = 1)]
+    channels: usize,
+    /// PUBLISH commands in flight per publisher connection.
+    #[arg(long, default_value_t = 16)]
+    pipeline: usize,
+    /// Total publishes per second (open loop, paced per millisecond); the
+    /// window is then at least 64. Omit to publish as fast as possible.
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Deliveries in flight allowed per subscriber before publishers pause
+    /// (0 = no flow control).
+    #[arg(long, default_value_t = 1000)]
+    max_lag: u64,
+    /// Channel name prefix (channel i is PREFIX.i).
+    #[arg(long, default_value = "bench.fanout")]
+    prefix: String,
+}
+
+#[derive(Args)]
+struct PatternsArgs {
+    #[arg(long, value_parser = addr, default_value = "127.0.0.1:6380")]
+    resp: SocketAddr,
+    /// Idle patterns (`nomatch:PREFIX:{i}:*`) on one extra connection.
+    #[arg(long, default_value_t = 10_000)]
+    patterns: usize,
+    #[arg(long, value_parser = secs, default_value = "5")]
+    duration: Duration,
+    #[arg(long, default_value_t = 2)]
+    publishers: usize,
+    #[arg(long, default_value_t = 16)]
+    pipeline: usize,
+    #[arg(long, default_value_t = 64)]
+    payload: usize,
+    #[arg(long, default_value_t = 1000)]
+    max_lag: u64,
+    #[arg(long, default_value = "bench.patterns")]
+    prefix: String,
+}
+
+#[derive(Args)]
+struct WsFanoutArgs {
+    /// WebSocket URL (Herald: ws://HOST:PORT/ws; nchan: the subscribe URL).
+    #[arg(long)]
+    ws: String,
+    #[arg(long, default_value_t = 100)]
+    subscribers: usize,
+    #[arg(long, value_parser = secs, default_value = "5")]
+    duration: Duration,
+    /// Publish with RESP PUBLISH to this address.
+    #[arg(long, value_parser = addr, conflicts_with = "http", required_unless_present = "http")]
+    resp: Option<SocketAddr>,
+    /// Publish with HTTP POST to this address (see --publish-path).
+    #[arg(long, value_parser = addr)]
+    http: Option<SocketAddr>,
+    /// HTTP publish path; `{channel}` is replaced by the channel. Default:
+    /// /api/publish (herald, JSON body) or /pub?id={channel} (nchan, raw body).
+    #[arg(long)]
+    publish_path: Option<String>,
+    #[arg(long, default_value_t = 64)]
+    payload: usize,
+    #[arg(long, value_enum, default_value = "herald")]
+    protocol: ws::Protocol,
+    /// Channel the subscribers join and the publishers publish to.
+    #[arg(long, default_value = "bench.ws")]
+    channel: String,
+    #[arg(long, default_value_t = 1)]
+    publishers: usize,
+    #[arg(long, default_value_t = 16)]
+    pipeline: usize,
+    #[arg(long)]
+    rate: Option<f64>,
+    #[arg(long, default_value_t = 1000)]
+    max_lag: u64,
+}
+
+#[derive(Args)]
+struct IdleArgs {
+    #[arg(long)]
+    ws: String,
+    #[arg(long, default_value_t = 1000)]
+    connections: usize,
+    /// Server process whose VmRSS is read before and after.
+    #[arg(long)]
+    pid: Option<u32>,
+    /// Seconds to hold the connections open before measuring.
+    #[arg(long, value_parser = secs, default_value = "1")]
+    hold: Duration,
+}
+
+#[derive(Args)]
+struct RecoveryArgs {
+    #[arg(long)]
+    ws: String,
+    #[arg(long, value_parser = addr)]
+    resp: SocketAddr,
+    /// A channel whose namespace keeps at least --missed messages.
+    #[arg(long, default_value = "bench:recovery")]
+    channel: String,
+    #[arg(long, default_value_t = 10_000)]
+    missed: u64,
+    #[arg(long, default_value_t = 64)]
+    payload: usize,
+}
+
+impl FanoutArgs {
+    fn opts(&self) -> fanout::FanoutOpts {
+        fanout::FanoutOpts {
+            addr: self.resp,
+            subscribers: self.subscribers,
+            publishers: self.publishers,
+            payload: self.payload,
+            duration: self.duration,
+            channels: self.channels,
+            pipeline: self.pipeline,
+            rate: self.rate,
+            max_lag: self.max_lag,
+            idle_patterns: 0,
+            prefix: self.prefix.clone(),
+        }
+    }
+}
+
+async fn run(cmd: Cmd) -> Result<()> {
+    let rep = match cmd {
+        Cmd::Fanout(a) => fanout::run(&a.opts(), "fanout").await?,
+        Cmd::Patterns(a) => {
+            let o = fanout::FanoutOpts {
+                addr: a.resp,
+                subscribers: 1,
+                publishers: a.publishers,
+                payload: a.payload,
+                duration: a.duration,
+                channels: 1,
+                pipeline: a.pipeline,
+                rate: None,
+                max_lag: a.max_lag,
+                idle_patterns: a.patterns,
+                prefix: a.prefix,
+            };
+            fanout::run(&o, "patterns").await?
+        }
+        Cmd::WsFanout(a) => {
+            let target = match (a.resp, a.http) {
+                (Some(r), _) => publish::Target::Resp(r),
+                (None, Some(h)) => match a.protocol {
+                    ws::Protocol::Herald => publish::Target::HeraldHttp {
+                        addr: h,
+                        path: a.publish_path.unwrap_or_else(|| "/api/publish".into()),
+                    },
+                    ws::Protocol::Nchan => publish::Target::RawHttp {
+                        addr: h,
+                        path: a.publish_path.unwrap_or_else(|| "/pub?id={channel}".into()),
+                    },
+                },
+                (None, None) => bail!("give --resp or --http to publish"),
+            };
+            let o = ws::WsFanoutOpts {
+                url: a.ws,
+                subscribers: a.subscribers,
+                duration: a.duration,
+                target,
+                payload: a.payload,
+                protocol: a.protocol,
+                channel: a.channel,
+                publishers: a.publishers,
+                pipeline: a.pipeline,
+                rate: a.rate,
+                max_lag: a.max_lag,
+            };
+            ws::fanout(&o).await?
+        }
+        Cmd::IdleConns(a) => {
+            ws::idle(&ws::IdleOpts {
+                url: a.ws,
+                connections: a.connections,
+                pid: a.pid,
+                hold: a.hold,
+            })
+            .await?
+        }
+        Cmd::Recovery(a) => {
+            ws::recovery(&ws::RecoveryOpts {
+                url: a.ws,
+                resp: a.resp,
+                channel: a.channel,
+                missed: a.missed,
+                payload: a.payload,
+            })
+            .await?
+        }
+        Cmd::Compare(a) => {
+            // Dropping the future on Ctrl-C stops the servers it started.
+            return tokio::select! {
+                r = compare::run(a) => r,
+                _ = tokio::signal::ctrl_c() => bail!("interrupted"),
+            };
+        }
+    };
+    println!("{}", rep.line());
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let cli = Cli::parse();
+    run(cli.cmd).await
+}

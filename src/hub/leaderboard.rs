@@ -1,0 +1,149 @@
+//! Live leaderboards: subscribers watch the top N of a sorted set and are
+//! pushed the new top N when it changes, coalesced per tick (default every
+//! 100 ms), so a flood of ZINCRBY costs each subscriber at most one push per
+//! tick, and nothing when the top N stayed as it was.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+
+use super::ClientId;
+
+/// One top-N entry: member and score, best first.
+pub type Entry = (Bytes, f64);
+
+/// A watcher's own position, when its user id is a member.
+pub type Own = Option<(usize, f64)>;
+
+/// Where leaderboard updates go (a WebSocket session).
+pub trait LeaderboardSink: Send + Sync + 'static {
+    fn leaderboard(&self, key: &[u8], entries: &[Entry], own: Own);
+}
+
+struct Watcher {
+    client: ClientId,
+    sink: Arc<dyn LeaderboardSink>,
+    top: usize,
+    user: Option<String>,
+    last: Vec<Entry>,
+}
+
+#[derive(Default)]
+struct State {
+    dirty: HashSet<Bytes>,
+    watchers: HashMap<Bytes, Vec<Watcher>>,
+    /// The top N last published on `__leaderboard__:K`.
+    last_published: HashMap<Bytes, Vec<Entry>>,
+}
+
+/// Every live leaderboard.
+#[derive(Default)]
+pub struct Leaderboards {
+    state: Mutex<State>,
+}
+
+/// The channel on which RESP clients follow leaderboard `key`.
+pub fn leaderboard_channel(key: &[u8]) -> Bytes {
+    let mut c = b"__leaderboard__:".to_vec();
+    c.extend_from_slice(key);
+    Bytes::from(c)
+}
+
+impl Leaderboards {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Notes that the sorted set at `key` changed.
+    pub fn mark(&self, key: &Bytes) {
+        self.lock().dirty.insert(key.clone());
+    }
+
+    /// Adds (or replaces) a watcher, remembering `initial` as what it has.
+    pub fn watch(
+        &self,
+        key: Bytes,
+        client: ClientId,
+        sink: Arc<dyn LeaderboardSink>,
+        top: usize,
+        user: Option<String>,
+        initial: Vec<Entry>,
+    ) {
+        let mut st = self.lock();
+        let list = st.watchers.entry(key).or_default();
+        list.retain(|w| w.client != client);
+        list.push(Watcher {
+            client,
+            sink,
+            top,
+            user,
+            last: initial,
+        });
+    }
+
+    /// Removes a watcher; true if it was there.
+    pub fn unwatch(&self, key: &[u8], client: ClientId) -> bool {
+        let mut st = self.lock();
+        let Some(list) = st.watchers.get_mut(key) else {
+            return false;
+        };
+        let before = list.len();
+        list.retain(|w| w.client != client);
+        let removed = list.len() != before;
+        if list.is_empty() {
+            st.watchers.remove(key);
+        }
+        removed
+    }
+
+    /// Takes the keys changed since the last tick, with the largest top N
+    /// their watchers want (0 when only RESP listeners may care).
+    pub fn take_dirty(&self) -> Vec<(Bytes, usize)> {
+        let mut st = self.lock();
+        let dirty: Vec<Bytes> = st.dirty.drain().collect();
+        dirty
+            .into_iter()
+            .map(|k| {
+                let top = st
+                    .watchers
+                    .get(&k)
+                    .map_or(0, |l| l.iter().map(|w| w.top).max().unwrap_or(0));
+                (k, top)
+            })
+            .collect()
+    }
+
+    /// Delivers `entries` (the top, best first, at least as long as every
+    /// watcher's N) to watchers whose view changed. `rank_of` gives a user's
+    /// own position.
+    pub fn deliver(&self, key: &[u8], entries: &[Entry], rank_of: impl Fn(&str) -> Own) {
+        let mut st = self.lock();
+        let Some(list) = st.watchers.get_mut(key) else {
+            return;
+        };
+        for w in list.iter_mut() {
+            let view = &entries[..w.top.min(entries.len())];
+            if view != w.last.as_slice() {
+                let own = w.user.as_deref().and_then(&rank_of);
+                w.sink.leaderboard(key, view, own);
+                w.last = view.to_vec();
+            }
+        }
+    }
+
+    /// True (and remembered) when `entries` differ from what was last
+    /// published on the RESP channel of `key`.
+    pub fn changed_for_resp(&self, key: &Bytes, entries: &[Entry]) -> bool {
+        let mut st = self.lock();
+        if st.last_published.get(key).map(|v| v.as_slice()) == Some(entries) {
+            return false;
+        }
+        if entries.is_empty() {
+            st.last_published.remove(key);
+        } else {
+            st.last_published.insert(key.clone(), entries.to_vec());
+        }
+        true
+    }
+}
