@@ -246,6 +246,15 @@ pub struct Options {
     #[arg(long, env = "HERALD_RECOVERY_MAX_MESSAGES", value_name = "N")]
     pub recovery_max_messages: Option<usize>,
 
+    /// How often changed leaderboards are pushed (coalescing interval).
+    /// [default: 100ms]
+    #[arg(long, env = "HERALD_LEADERBOARD_INTERVAL", value_name = "DURATION")]
+    pub leaderboard_interval: Option<Dur>,
+
+    /// Entries published on __leaderboard__:K for RESP subscribers. [default: 10]
+    #[arg(long, env = "HERALD_LEADERBOARD_RESP_TOP", value_name = "N")]
+    pub leaderboard_resp_top: Option<usize>,
+
     /// Log filter (tracing syntax, e.g. info or herald=debug). [default: info]
     #[arg(long, env = "HERALD_LOG", value_name = "FILTER")]
     pub log: Option<String>,
@@ -293,6 +302,8 @@ pub struct Config {
     pub ws_publish_rate: u32,
     pub history_max_memory: usize,
     pub recovery_max_messages: usize,
+    pub leaderboard_interval: Duration,
+    pub leaderboard_resp_top: usize,
     pub log: String,
     pub namespaces: BTreeMap<String, NamespaceOptions>,
 }
@@ -402,6 +413,8 @@ impl Options {
             ws_publish_rate,
             history_max_memory,
             recovery_max_messages,
+            leaderboard_interval,
+            leaderboard_resp_top,
             log,
             namespaces
         )
@@ -450,6 +463,10 @@ impl Options {
             ws_publish_rate: self.ws_publish_rate.unwrap_or(100),
             history_max_memory: size(self.history_max_memory, 256 << 20)?,
             recovery_max_messages: self.recovery_max_messages.unwrap_or(100_000),
+            leaderboard_interval: self
+                .leaderboard_interval
+                .map_or(Duration::from_millis(100), |d| d.0),
+            leaderboard_resp_top: self.leaderboard_resp_top.unwrap_or(10),
             log: self.log.unwrap_or_else(|| "info".into()),
             namespaces: self.namespaces.unwrap_or_default(),
         };
@@ -461,6 +478,11 @@ impl Options {
         if cfg.ws_ping_interval.is_zero() || cfg.ws_pong_timeout.is_zero() {
             return Err(ConfigError::Invalid(
                 "ws_ping_interval and ws_pong_timeout must be above zero".into(),
+            ));
+        }
+        if cfg.leaderboard_interval.is_zero() {
+            return Err(ConfigError::Invalid(
+                "leaderboard_interval must be above zero".into(),
             ));
         }
         if cfg.max_connections == 0 {

@@ -115,6 +115,7 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
     };
     let mut tasks = JoinSet::new();
     tasks.spawn(reclaim_expired(hub.clone(), shutdown.clone()));
+    tasks.spawn(leaderboard_ticks(hub.clone(), shutdown.clone()));
     tasks.spawn(crate::resp::run(resp, resp_server, shutdown.clone()));
     tasks.spawn(crate::http::run(http, state, shutdown.clone()));
     Ok(Running {
@@ -136,6 +137,18 @@ async fn reclaim_expired(hub: Arc<Hub>, shutdown: CancellationToken) -> std::io:
             _ = tick.tick() => {
                 hub.keyspace.lock().reclaim_expired(crate::hub::now_ms());
             }
+        }
+    }
+}
+
+/// Pushes changed leaderboards once per interval (the coalescing window).
+async fn leaderboard_ticks(hub: Arc<Hub>, shutdown: CancellationToken) -> std::io::Result<()> {
+    let mut tick = tokio::time::interval(hub.cfg.leaderboard_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            _ = tick.tick() => hub.leaderboard_tick(hub.cfg.leaderboard_resp_top),
         }
     }
 }

@@ -154,6 +154,8 @@ pub struct Db {
     epoch_counter: u64,
     /// Entries evicted by the history memory cap, ever.
     pub history_evicted: u64,
+    /// Versions of WATCHed keys (and how many clients watch each).
+    watched: HashMap<Bytes, (u64, usize)>,
 }
 
 /// The keyspace of one Herald node.
@@ -227,10 +229,43 @@ impl Db {
         self.get(key).is_some()
     }
 
+    /// Marks `key` modified for clients that WATCH it.
+    pub fn touch(&mut self, key: &[u8]) {
+        if let Some(v) = self.watched.get_mut(key) {
+            v.0 += 1;
+        }
+    }
+
+    /// Starts watching `key`; returns its current version.
+    pub fn watch(&mut self, key: &Bytes) -> u64 {
+        let now = now_ms();
+        self.expire_if_due(key, now);
+        let v = self.watched.entry(key.clone()).or_insert((0, 0));
+        v.1 += 1;
+        v.0
+    }
+
+    /// Stops one client's watch of `key`.
+    pub fn unwatch(&mut self, key: &[u8]) {
+        if let Some(v) = self.watched.get_mut(key) {
+            v.1 -= 1;
+            if v.1 == 0 {
+                self.watched.remove(key);
+            }
+        }
+    }
+
+    /// The version of a watched key (keys that expired count as modified).
+    pub fn watch_version(&mut self, key: &[u8]) -> u64 {
+        self.expire_if_due(key, now_ms());
+        self.watched.get(key).map_or(0, |v| v.0)
+    }
+
     /// Removes a key and its deadline. Returns whether it existed.
     pub fn remove(&mut self, key: &[u8]) -> bool {
         match self.map.remove(key) {
             Some(e) => {
+                self.touch(key);
                 if let Some(t) = e.expires_at {
                     self.expires.remove(&(t, Bytes::copy_from_slice(key)));
                 }
@@ -250,6 +285,7 @@ impl Db {
     /// Inserts or replaces a value, clearing any deadline.
     pub fn insert(&mut self, key: Bytes, value: Value) {
         self.remove(&key);
+        self.touch(&key);
         self.map.insert(
             key,
             Entry {
@@ -304,6 +340,9 @@ impl Db {
             self.signal(&k);
         }
         self.map.clear();
+        for v in self.watched.values_mut() {
+            v.0 += 1;
+        }
         self.expires.clear();
         self.history_bytes = 0;
         self.history_entries = 0;

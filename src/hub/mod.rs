@@ -83,6 +83,9 @@ pub struct Published {
 /// The hub all front ends share: one registry, one keyspace, one id space,
 /// one set of counters.
 pub struct Hub {
+    /// Commands on the keyspace hold this shared; EXEC holds it exclusive,
+    /// so a transaction runs with no other client's command in between.
+    pub tx_gate: std::sync::RwLock<()>,
     pub registry: Registry,
     pub keyspace: Keyspace,
     pub presence: presence::Presence,
@@ -106,6 +109,7 @@ impl Hub {
 
     pub fn with_config(cfg: Arc<Config>) -> Hub {
         Hub {
+            tx_gate: std::sync::RwLock::new(()),
             registry: Registry::new(),
             keyspace: Keyspace::default(),
             presence: presence::Presence::default(),
@@ -174,6 +178,7 @@ impl Hub {
             db.set_expiry(channel, Some(now + ttl));
         }
         db.note_history_append(channel.clone(), id);
+        db.touch(channel);
         db.enforce_history_cap(self.cfg.history_max_memory);
         db.signal(channel);
         Some((offset, epoch))

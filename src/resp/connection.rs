@@ -53,6 +53,14 @@ pub struct Conn {
     block_deadline: Option<tokio::time::Instant>,
     /// Keys this connection last waited on, released when it leaves.
     wait_keys: Vec<Bytes>,
+    /// Commands queued since MULTI.
+    pub multi: Option<Vec<Vec<Bytes>>>,
+    /// An error while queuing: EXEC must abort.
+    pub multi_dirty: bool,
+    /// Running the queued commands of an EXEC.
+    pub in_exec: bool,
+    /// WATCHed keys and their versions when watched.
+    pub watched: Vec<(Bytes, u64)>,
 }
 
 /// A command parked until one of its keys gets new data or it times out.
@@ -104,9 +112,9 @@ impl Conn {
         self.blocked = Some(b);
     }
 
-    /// Inside MULTI (commands are queued, never blocked).
+    /// Inside MULTI/EXEC (commands are queued or run, never blocked).
     pub fn in_multi(&self) -> bool {
-        false
+        self.in_exec || self.multi.is_some()
     }
 
     /// Channels and patterns (the count Redis shows in subscribe replies).
@@ -200,6 +208,10 @@ pub async fn serve(
         blocked: None,
         block_deadline: None,
         wait_keys: Vec::new(),
+        multi: None,
+        multi_dirty: false,
+        in_exec: false,
+        watched: Vec::new(),
     };
     if let Err(e) = run_loop(stream, &mut conn, &shutdown).await {
         tracing::debug!(client = id, error = %e, "resp connection error");
@@ -209,6 +221,7 @@ pub async fn serve(
     if !conn.wait_keys.is_empty() {
         server.hub.keyspace.lock().release_waiters(&conn.wait_keys);
     }
+    cmd::release_watches(&mut conn);
     server.clients.remove(&id);
 }
 

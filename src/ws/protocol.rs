@@ -171,6 +171,24 @@ pub struct PatternArgs {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub struct LeaderboardArgs {
+    pub key: String,
+    #[serde(default = "default_top")]
+    pub top: usize,
+}
+
+fn default_top() -> usize {
+    10
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyArgs {
+    pub key: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct PublishArgs {
     pub channel: String,
     pub data: Value,
@@ -288,4 +306,33 @@ pub fn presence_json(hub: &crate::hub::Hub, channel: &[u8]) -> Value {
         .map(|e| json!({ "client": e.client.to_string(), "user": e.user, "info": e.info, "joined": e.joined }))
         .collect();
     json!({ "clients": clients, "users": hub.presence.users(channel) })
+}
+
+/// Leaderboard entries as JSON: `[{member, score}]` best first.
+pub fn entries_json(entries: &[(Bytes, f64)]) -> Value {
+    Value::Array(
+        entries
+            .iter()
+            .map(|(m, s)| json!({ "member": String::from_utf8_lossy(m), "score": s }))
+            .collect(),
+    )
+}
+
+/// A `leaderboard` push (or subscribe result), with the client's own rank
+/// and score when its user is a member.
+pub fn leaderboard_json(
+    key: &[u8],
+    entries: &[(Bytes, f64)],
+    own: Option<(usize, f64)>,
+    push: bool,
+) -> Value {
+    let mut v = json!({ "key": String::from_utf8_lossy(key), "entries": entries_json(entries) });
+    if push {
+        v["push"] = json!("leaderboard");
+    }
+    if let Some((rank, score)) = own {
+        v["rank"] = json!(rank);
+        v["score"] = json!(score);
+    }
+    v
 }

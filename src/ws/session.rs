@@ -52,6 +52,13 @@ impl WsSink {
     }
 }
 
+impl crate::hub::leaderboard::LeaderboardSink for WsSink {
+    fn leaderboard(&self, key: &[u8], entries: &[(Bytes, f64)], own: Option<(usize, f64)>) {
+        let v = proto::leaderboard_json(key, entries, own, true);
+        self.outbox.push(Bytes::from(v.to_string()));
+    }
+}
+
 impl Subscriber for WsSink {
     fn deliver(&self, d: &Delivery<'_>) {
         let frame = d.encoded(WireFormat::Json, proto::encode_delivery);
@@ -87,6 +94,7 @@ struct Session {
     connected: bool,
     channels: HashSet<String>,
     patterns: HashSet<String>,
+    leaderboards: HashSet<String>,
     expires_at: Option<tokio::time::Instant>,
     publishes: VecDeque<Instant>,
 }
@@ -274,11 +282,17 @@ impl Session {
                 let a = parse!(proto::HistoryArgs);
                 self.history(id, a);
             }
-            "leaderboard_subscribe" | "leaderboard_unsubscribe" => self.error(
-                id,
-                ErrorCode::NotEnabled,
-                "leaderboards are not enabled on this server yet",
-            ),
+            "leaderboard_subscribe" => {
+                let a = parse!(proto::LeaderboardArgs);
+                self.leaderboard_subscribe(id, a);
+            }
+            "leaderboard_unsubscribe" => {
+                let a = parse!(proto::KeyArgs);
+                if self.leaderboards.remove(&a.key) {
+                    self.st.hub.leaderboards.unwatch(a.key.as_bytes(), self.id);
+                }
+                self.send(proto::reply(id, json!({})));
+            }
             other => self.error(id, ErrorCode::UnknownOp, &format!("unknown op '{other}'")),
         }
     }
@@ -395,6 +409,46 @@ impl Session {
             self.channels.insert(name);
         }
         self.st.ws.subscriptions.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn leaderboard_subscribe(&mut self, id: &Value, a: proto::LeaderboardArgs) {
+        if !self.check_name(id, &a.key) {
+            return;
+        }
+        if a.top == 0 || a.top > 100 {
+            self.error(id, ErrorCode::BadRequest, "top must be 1 to 100");
+            return;
+        }
+        let key = a.key.as_bytes();
+        if !self.identity.can_subscribe(key, self.st.cfg.namespace(key)) {
+            Stats::add(&self.st.hub.stats.auth_failures, 1);
+            self.error(id, ErrorCode::PermissionDenied, "permission denied");
+            return;
+        }
+        let hub = self.st.hub.clone();
+        let user = self.identity.user().map(str::to_string);
+        // Register before reading, under the keyspace's order of writes: a
+        // change after the read is pushed at the next tick.
+        let (entries, own) = {
+            let (entries, own) = hub.leaderboard_top(key, a.top, user.as_deref());
+            hub.leaderboards.watch(
+                Bytes::copy_from_slice(key),
+                self.id,
+                self.sink.clone(),
+                a.top,
+                user,
+                entries.clone(),
+            );
+            // A tick between the read and the registration would be missed:
+            // mark the key so the next tick compares once more.
+            hub.leaderboards.mark(&Bytes::copy_from_slice(key));
+            (entries, own)
+        };
+        self.leaderboards.insert(a.key.clone());
+        self.send(proto::reply(
+            id,
+            proto::leaderboard_json(key, &entries, own, false),
+        ));
     }
 
     /// Identified clients enter the presence of channels that track it.
@@ -551,6 +605,9 @@ impl Session {
             reg.punsubscribe(p.as_bytes(), self.id);
         }
         self.st.ws.subscriptions.fetch_sub(n, Ordering::Relaxed);
+        for k in self.leaderboards.drain() {
+            self.st.hub.leaderboards.unwatch(k.as_bytes(), self.id);
+        }
     }
 }
 
@@ -612,6 +669,7 @@ pub async fn run(mut socket: WebSocket, st: AppState, url_token: Option<String>)
         connected: false,
         channels: HashSet::new(),
         patterns: HashSet::new(),
+        leaderboards: HashSet::new(),
         expires_at: None,
         publishes: VecDeque::new(),
         st: st.clone(),

@@ -248,7 +248,7 @@ async fn record(
         Err(e) => {
             let mut r = Report::new(label);
             r.set("error", format!("{e:#}"));
-            r.set("failed", true);
+            r.set("run_failed", true);
             r
         }
     };
@@ -423,7 +423,7 @@ impl Table<'_> {
         median(
             self.reports(label, server)
                 .iter()
-                .filter(|r| !r.0.contains_key("failed"))
+                .filter(|r| !r.0.contains_key("run_failed"))
                 .filter_map(|r| r.0.get(field).and_then(Value::as_f64))
                 .collect(),
         )
@@ -439,7 +439,7 @@ impl Table<'_> {
     fn failures(&self, label: &str, server: &str) -> usize {
         self.reports(label, server)
             .iter()
-            .filter(|r| r.0.contains_key("failed"))
+            .filter(|r| r.0.contains_key("run_failed"))
             .count()
     }
 

@@ -197,8 +197,9 @@ impl Publishers {
         };
         let mut last_ack = start;
         for (writer, reader) in tasks {
-            let w = writer.await.context("publisher writer panicked")?;
+            let (write_half, w) = writer.await.context("publisher writer panicked")?;
             let r = reader.await.context("publisher reader panicked")?;
+            drop(write_half);
             if let Err(e) = &w {
                 out.first_error.get_or_insert_with(|| format!("{e:#}"));
             }
@@ -243,8 +244,22 @@ impl Drop for DoneGuard {
     }
 }
 
+/// Runs the writer and hands the write half back: dropping it would send
+/// FIN, and an HTTP server may then drop the replies still owed.
 async fn writer(
     mut w: OwnedWriteHalf,
+    plan: Arc<Plan>,
+    j: usize,
+    start: Instant,
+    state: Arc<State>,
+    sent_total: Arc<AtomicU64>,
+) -> (OwnedWriteHalf, Result<()>) {
+    let r = write_loop(&mut w, plan, j, start, state, sent_total).await;
+    (w, r)
+}
+
+async fn write_loop(
+    w: &mut OwnedWriteHalf,
     plan: Arc<Plan>,
     j: usize,
     start: Instant,

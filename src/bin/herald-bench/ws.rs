@@ -414,7 +414,7 @@ pub async fn idle(opts: &IdleOpts) -> Result<Report> {
     let mut rep = Report::new("idle-conns");
     rep.set("url", opts.url.clone())
         .set("connections", opened)
-        .set("failed", failed)
+        .set("connect_failures", failed)
         .set("closed_during_hold", closed.load(Ordering::Relaxed))
         .set_f("connect_secs", connect_secs)
         .set_f(

@@ -14,6 +14,7 @@ mod keys;
 mod pubsub;
 mod sets;
 mod streams;
+mod transactions;
 mod zsets;
 
 use bytes::Bytes;
@@ -127,6 +128,11 @@ pub static COMMANDS: &[Command] = &[
     keys::PERSIST,
     keys::KEYS,
     keys::SCAN,
+    transactions::MULTI,
+    transactions::EXEC,
+    transactions::DISCARD,
+    transactions::WATCH,
+    transactions::UNWATCH,
     streams::XADD,
     streams::XRANGE,
     streams::XREVRANGE,
@@ -224,17 +230,17 @@ pub fn dispatch(conn: &mut Conn, args: &[Bytes]) {
     Stats::add(&conn.server.hub.stats.commands, 1);
     let Some(top) = lookup(&args[0]) else {
         let msg = unknown_command(args);
+        if conn.multi.is_some() {
+            conn.multi_dirty = true;
+        }
         conn.reply().error_bytes(&msg);
         return;
     };
     let (cmd, fullname) = if top.subcommands.is_empty() || (args.len() == 1 && top.arity == -1) {
         (top, top.name.to_string())
     } else if args.len() < 2 {
-        conn.reply().error(&format!(
-            "ERR wrong number of arguments for '{}' command",
-            top.name
-        ));
-        return;
+        let msg = format!("ERR wrong number of arguments for '{}' command", top.name);
+        return reject(conn, top, &msg);
     } else {
         match find_sub(top, &args[1]) {
             Some(sub) => (sub, format!("{}|{}", top.name, sub.name)),
@@ -244,25 +250,45 @@ pub fn dispatch(conn: &mut Conn, args: &[Bytes]) {
                 msg.extend_from_slice(
                     format!("'. Try {} HELP.", top.name.to_ascii_uppercase()).as_bytes(),
                 );
+                if conn.multi.is_some() {
+                    conn.multi_dirty = true;
+                }
                 conn.reply().error_bytes(&msg);
                 return;
             }
         }
     };
     if !cmd.arity_ok(args.len()) {
-        conn.reply().error(&format!(
-            "ERR wrong number of arguments for '{fullname}' command"
-        ));
-        return;
+        let msg = format!("ERR wrong number of arguments for '{fullname}' command");
+        return reject(conn, top, &msg);
     }
     if conn.identity.is_none() && !top.no_auth {
-        conn.reply().error("NOAUTH Authentication required.");
-        return;
+        return reject(conn, top, "NOAUTH Authentication required.");
     }
     if !conn.resp3 && conn.total_subscriptions() > 0 && !top.pubsub_ok {
-        conn.reply().error(&format!(
+        let msg = format!(
             "ERR Can't execute '{fullname}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context"
-        ));
+        );
+        return reject(conn, top, &msg);
+    }
+    let keys = command_keys(top.name, args);
+    let write = cmd.flags.contains(&"write") || top.flags.contains(&"write");
+    if !keys_allowed(conn, &keys, write) {
+        crate::hub::Stats::add(&conn.server.hub.stats.auth_failures, 1);
+        return reject(
+            conn,
+            top,
+            "NOPERM this user has no permissions to access one of the keys used as arguments",
+        );
+    }
+    if conn.multi.is_some()
+        && !matches!(
+            top.name,
+            "exec" | "discard" | "multi" | "watch" | "quit" | "reset"
+        )
+    {
+        conn.multi.as_mut().expect("checked").push(args.to_vec());
+        conn.reply().simple("QUEUED");
         return;
     }
     let started = std::time::Instant::now();
@@ -271,10 +297,111 @@ pub fn dispatch(conn: &mut Conn, args: &[Bytes]) {
         m.last_cmd = fullname;
         m.last_active = Some(started);
     }
+    // Keyspace commands hold the transaction gate shared, so an EXEC (which
+    // holds it exclusively) never sees another client's command mid-way.
+    let gated = !conn.in_exec
+        && (!keys.is_empty()
+            || matches!(
+                top.name,
+                "keys" | "scan" | "dbsize" | "flushall" | "flushdb"
+            ));
+    let hub = conn.server.hub.clone();
+    let gate = gated.then(|| hub.tx_gate.read().unwrap_or_else(|e| e.into_inner()));
     (cmd.run)(conn, args);
+    if write && !keys.is_empty() {
+        let mut db = hub.keyspace.lock();
+        for k in &keys {
+            db.touch(k);
+        }
+    }
+    drop(gate);
     conn.server
         .metrics
         .observe_command("resp", top.name, started.elapsed());
+}
+
+/// Replies an error that stops a command; inside MULTI it also dooms the
+/// transaction (EXEC then answers EXECABORT), as in Redis.
+fn reject(conn: &mut Conn, top: &Command, msg: &str) {
+    if conn.multi.is_some() {
+        if top.name == "exec" {
+            conn.multi = None;
+            conn.multi_dirty = false;
+            transactions::unwatch_all(conn);
+            let reason = msg.strip_prefix("ERR ").unwrap_or(msg);
+            conn.reply().error(&format!(
+                "EXECABORT Transaction discarded because of: {reason}"
+            ));
+            return;
+        }
+        conn.multi_dirty = true;
+    }
+    conn.reply().error(msg);
+}
+
+/// The keys a command names, for permissions, WATCH and the transaction
+/// gate (Redis's key specs, by command).
+fn command_keys<'a>(name: &str, args: &'a [Bytes]) -> Vec<&'a Bytes> {
+    let from = |i: usize| args.iter().skip(i).collect::<Vec<_>>();
+    let numkeys_at = |pos: usize| -> Vec<&'a Bytes> {
+        let n = args
+            .get(pos)
+            .and_then(|a| super::parse::parse_i64(a))
+            .unwrap_or(0)
+            .max(0) as usize;
+        args.iter().skip(pos + 1).take(n).collect()
+    };
+    match name {
+        "del" | "unlink" | "exists" | "sunion" | "sinter" | "sdiff" | "sunionstore"
+        | "sinterstore" | "sdiffstore" | "watch" => from(1),
+        "smove" => args.iter().skip(1).take(2).collect(),
+        "sintercard" => numkeys_at(1),
+        "zunionstore" | "zinterstore" => {
+            let mut v = vec![&args[1]];
+            v.extend(numkeys_at(2));
+            v
+        }
+        "xread" | "xreadgroup" => {
+            match args.iter().position(|a| a.eq_ignore_ascii_case(b"STREAMS")) {
+                Some(i) => {
+                    let rest = &args[i + 1..];
+                    rest.iter().take(rest.len() / 2).collect()
+                }
+                None => Vec::new(),
+            }
+        }
+        "xgroup" | "xinfo" => args.get(2).into_iter().collect(),
+        "type" | "expire" | "pexpire" | "expireat" | "pexpireat" | "ttl" | "pttl" | "persist"
+        | "xadd" | "xrange" | "xrevrange" | "xlen" | "xdel" | "xtrim" | "xack" | "xpending"
+        | "xclaim" | "xautoclaim" | "sadd" | "srem" | "smembers" | "sismember" | "smismember"
+        | "scard" | "spop" | "srandmember" | "sscan" => args.get(1).into_iter().collect(),
+        n if n.starts_with('z') && n != "zunionstore" && n != "zinterstore" => {
+            args.get(1).into_iter().collect()
+        }
+        _ => Vec::new(),
+    }
+}
+
+/// Keys are open to password (and no-auth) clients; JWT and anonymous
+/// clients read keys they may subscribe to and write keys they may publish
+/// to (a presence view is governed by its channel).
+fn keys_allowed(conn: &Conn, keys: &[&Bytes], write: bool) -> bool {
+    let Some(id) = &conn.identity else {
+        return true;
+    };
+    if *id == crate::auth::Identity::Password {
+        return true;
+    }
+    let cfg = &conn.server.cfg;
+    keys.iter().all(|k| {
+        let target = crate::hub::presence::presence_channel(k).unwrap_or(k);
+        let ns = cfg.namespace(target);
+        if write {
+            id.can_publish(target, ns)
+        } else {
+            id.can_subscribe(target, ns)
+        }
+    })
 }
 
 /// Replies to `X HELP` with Redis's layout: a heading, then lines.
@@ -300,4 +427,9 @@ pub(crate) fn int_arg(conn: &mut Conn, arg: &[u8]) -> Option<i64> {
             .error("ERR value is not an integer or out of range");
     }
     v
+}
+
+/// Releases a departing client's WATCHes.
+pub fn release_watches(conn: &mut Conn) {
+    transactions::unwatch_all(conn);
 }

@@ -1,0 +1,134 @@
+//! Transactions: MULTI, EXEC, DISCARD, WATCH, UNWATCH with Redis's
+//! semantics: commands queue (+QUEUED) after MULTI, an error while queuing
+//! makes EXEC answer EXECABORT, a WATCHed key modified before EXEC makes it
+//! answer a null array, and EXEC runs the queue with no other client's
+//! command in between (the hub's transaction gate).
+
+use bytes::Bytes;
+
+use super::Command;
+use crate::resp::connection::Conn;
+
+const T: &[&str] = &["@fast", "@transaction"];
+
+pub const MULTI: Command = Command::new("multi", 1, "transactions", "Starts a transaction.", multi)
+    .flags(&["noscript", "loading", "stale", "fast", "allow_busy"])
+    .acl(T);
+pub const EXEC: Command = Command::new(
+    "exec",
+    1,
+    "transactions",
+    "Executes all commands in a transaction.",
+    exec,
+)
+.flags(&["noscript", "loading", "stale", "skip_slowlog"])
+.acl(&["@slow", "@transaction"]);
+pub const DISCARD: Command = Command::new(
+    "discard",
+    1,
+    "transactions",
+    "Discards a transaction.",
+    discard,
+)
+.flags(&["noscript", "loading", "stale", "fast", "allow_busy"])
+.acl(T);
+pub const WATCH: Command = Command::new(
+    "watch",
+    -2,
+    "transactions",
+    "Monitors changes to keys to determine the execution of a transaction.",
+    watch,
+)
+.flags(&["noscript", "loading", "stale", "fast", "allow_busy"])
+.acl(T);
+pub const UNWATCH: Command = Command::new(
+    "unwatch",
+    1,
+    "transactions",
+    "Forgets about watched keys of a transaction.",
+    unwatch,
+)
+.flags(&["noscript", "loading", "stale", "fast", "allow_busy"])
+.acl(T);
+
+fn multi(conn: &mut Conn, _args: &[Bytes]) {
+    if conn.multi.is_some() {
+        return conn.reply().error("ERR MULTI calls can not be nested");
+    }
+    conn.multi = Some(Vec::new());
+    conn.multi_dirty = false;
+    conn.reply().simple("OK");
+}
+
+fn discard(conn: &mut Conn, _args: &[Bytes]) {
+    if conn.multi.take().is_none() {
+        return conn.reply().error("ERR DISCARD without MULTI");
+    }
+    conn.multi_dirty = false;
+    unwatch_all(conn);
+    conn.reply().simple("OK");
+}
+
+fn watch(conn: &mut Conn, args: &[Bytes]) {
+    if conn.multi.is_some() {
+        return conn.reply().error("ERR WATCH inside MULTI is not allowed");
+    }
+    let hub = conn.server.hub.clone();
+    let mut db = hub.keyspace.lock();
+    for k in &args[1..] {
+        if conn.watched.iter().any(|(w, _)| w == k) {
+            continue;
+        }
+        let v = db.watch(k);
+        conn.watched.push((k.clone(), v));
+    }
+    drop(db);
+    conn.reply().simple("OK");
+}
+
+fn unwatch(conn: &mut Conn, _args: &[Bytes]) {
+    unwatch_all(conn);
+    conn.reply().simple("OK");
+}
+
+/// Forgets every WATCH of this client.
+pub fn unwatch_all(conn: &mut Conn) {
+    if conn.watched.is_empty() {
+        return;
+    }
+    let hub = conn.server.hub.clone();
+    let mut db = hub.keyspace.lock();
+    for (k, _) in conn.watched.drain(..) {
+        db.unwatch(&k);
+    }
+}
+
+fn exec(conn: &mut Conn, _args: &[Bytes]) {
+    let Some(queue) = conn.multi.take() else {
+        return conn.reply().error("ERR EXEC without MULTI");
+    };
+    if std::mem::take(&mut conn.multi_dirty) {
+        unwatch_all(conn);
+        return conn
+            .reply()
+            .error("EXECABORT Transaction discarded because of previous errors.");
+    }
+    let hub = conn.server.hub.clone();
+    // The gate first, then the WATCH check: nothing can touch the keys in
+    // between.
+    let _gate = hub.tx_gate.write().unwrap_or_else(|e| e.into_inner());
+    let touched = {
+        let mut db = hub.keyspace.lock();
+        conn.watched.iter().any(|(k, v)| db.watch_version(k) != *v)
+    };
+    unwatch_all(conn);
+    if touched {
+        return conn.reply().null_array();
+    }
+    conn.reply().array(queue.len());
+    conn.in_exec = true;
+    for args in &queue {
+        super::dispatch(conn, args);
+    }
+    conn.in_exec = false;
+}

@@ -1,0 +1,285 @@
+//! Smoke runs of every `herald-bench` scenario with tiny sizes, against a
+//! Herald started here and a real `redis-server`. Only the shape of the
+//! output is checked (one JSON line with the standard fields) and that
+//! nothing is lost where delivery is reliable: no timing assertions.
+
+mod common;
+
+use std::io::Read;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Herald, Redis};
+use serde_json::Value;
+
+const BENCH: &str = env!("CARGO_BIN_EXE_herald-bench");
+const RUN_TIMEOUT: Duration = Duration::from_secs(120);
+const FIELDS: [&str; 6] = [
+    "deliveries_per_sec",
+    "publishes_per_sec",
+    "p50_us",
+    "p99_us",
+    "p999_us",
+    "lost",
+];
+
+/// Runs herald-bench with `args` (killed after `RUN_TIMEOUT`) and returns
+/// its stdout; panics unless it exits successfully.
+fn run(args: &[&str]) -> String {
+    let mut child = Command::new(BENCH)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("cannot start herald-bench");
+    let mut stdout = child.stdout.take().unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let out = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stdout.read_to_string(&mut s);
+        s
+    });
+    let err = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stderr.read_to_string(&mut s);
+        s
+    });
+    let deadline = Instant::now() + RUN_TIMEOUT;
+    let status = loop {
+        if let Some(st) = child.try_wait().expect("wait") {
+            break st;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("herald-bench {args:?} did not finish within {RUN_TIMEOUT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let out = out.join().unwrap();
+    let err = err.join().unwrap();
+    assert!(
+        status.success(),
+        "herald-bench {args:?} failed ({status}):\nstdout: {out}\nstderr: {err}"
+    );
+    out
+}
+
+/// Checks that `v` is a report with every standard field, numeric.
+fn check_fields(v: &Value, what: &str) {
+    for f in FIELDS {
+        assert!(
+            v.get(f).is_some_and(Value::is_number),
+            "{what}: field {f} missing or not a number in {v}"
+        );
+    }
+    assert!(v.get("error").is_none(), "{what}: reported an error: {v}");
+}
+
+/// Runs one scenario that must print exactly one JSON line.
+fn scenario(args: &[&str]) -> Value {
+    let out = run(args);
+    let lines: Vec<&str> = out.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(
+        lines.len(),
+        1,
+        "{args:?} printed {} lines:\n{out}",
+        lines.len()
+    );
+    let v: Value = serde_json::from_str(lines[0])
+        .unwrap_or_else(|e| panic!("{args:?} printed invalid JSON ({e}): {out}"));
+    check_fields(&v, &format!("{args:?}"));
+    v
+}
+
+fn lost(v: &Value) -> u64 {
+    v["lost"].as_u64().expect("lost is an integer")
+}
+
+fn config_file(tag: &str) -> std::path::PathBuf {
+    let path = std::env::temp_dir().join(format!(
+        "herald-bench-smoke-{tag}-{}.toml",
+        std::process::id()
+    ));
+    std::fs::write(&path, "[namespaces.bench]\nhistory_size = 100000\n").unwrap();
+    path
+}
+
+#[test]
+fn resp_scenarios_against_herald_and_redis() {
+    let cfg = config_file("resp");
+    let herald = Herald::start(&[
+        "--config",
+        cfg.to_str().unwrap(),
+        "--log",
+        "warn,herald=info",
+    ]);
+    let redis = Redis::start(&[]);
+    for (name, addr) in [("herald", herald.resp), ("redis", redis.addr)] {
+        let addr = addr.to_string();
+        let v = scenario(&[
+            "fanout",
+            "--resp",
+            &addr,
+            "--subscribers",
+            "2",
+            "--publishers",
+            "1",
+            "--payload",
+            "32",
+            "--duration",
+            "0.3",
+        ]);
+        assert_eq!(lost(&v), 0, "{name} fanout lost messages: {v}");
+        assert!(v["published"].as_u64().unwrap() > 0, "{name}: {v}");
+        assert_eq!(v["received"], v["expected"], "{name}: {v}");
+
+        // Several channels, rate-limited, no pipelining.
+        let v = scenario(&[
+            "fanout",
+            "--resp",
+            &addr,
+            "--subscribers",
+            "3",
+            "--publishers",
+            "2",
+            "--channels",
+            "2",
+            "--pipeline",
+            "1",
+            "--rate",
+            "500",
+            "--duration",
+            "0.3",
+        ]);
+        assert_eq!(lost(&v), 0, "{name} rate-limited fanout lost messages: {v}");
+
+        let v = scenario(&[
+            "patterns",
+            "--resp",
+            &addr,
+            "--patterns",
+            "20",
+            "--duration",
+            "0.3",
+            "--publishers",
+            "1",
+        ]);
+        assert_eq!(lost(&v), 0, "{name} patterns lost messages: {v}");
+        assert_eq!(v["patterns"], 20, "{v}");
+    }
+    let _ = std::fs::remove_file(cfg);
+}
+
+#[test]
+fn websocket_scenarios_against_herald() {
+    let cfg = config_file("ws");
+    let herald = Herald::start(&[
+        "--config",
+        cfg.to_str().unwrap(),
+        "--log",
+        "warn,herald=info",
+    ]);
+    let url = format!("ws://{}/ws", herald.http);
+    let resp = herald.resp.to_string();
+    let http = herald.http.to_string();
+
+    for via in [["--resp", resp.as_str()], ["--http", http.as_str()]] {
+        let v = scenario(&[
+            "ws-fanout",
+            "--ws",
+            &url,
+            "--subscribers",
+            "3",
+            "--duration",
+            "0.3",
+            via[0],
+            via[1],
+        ]);
+        assert_eq!(lost(&v), 0, "ws-fanout via {via:?} lost messages: {v}");
+        assert!(v["received"].as_u64().unwrap() > 0, "{v}");
+    }
+
+    let pid = herald.pid().to_string();
+    let v = scenario(&[
+        "idle-conns",
+        "--ws",
+        &url,
+        "--connections",
+        "5",
+        "--pid",
+        &pid,
+        "--hold",
+        "0.2",
+    ]);
+    assert_eq!(v["connections"], 5, "{v}");
+    assert!(v["rss_per_conn_bytes"].is_number(), "{v}");
+
+    let v = scenario(&[
+        "recovery",
+        "--ws",
+        &url,
+        "--resp",
+        &resp,
+        "--channel",
+        "bench:recovery",
+        "--missed",
+        "50",
+    ]);
+    assert_eq!(lost(&v), 0, "recovery lost messages: {v}");
+    assert_eq!(v["recovered"], 50, "{v}");
+    assert_eq!(v["recovered_flag"], true, "{v}");
+    assert!(v["recover_ms"].is_number(), "{v}");
+    let _ = std::fs::remove_file(cfg);
+}
+
+#[test]
+fn compare_quick() {
+    let out = run(&[
+        "compare",
+        "--quick",
+        "--rounds",
+        "1",
+        "--herald",
+        env!("CARGO_BIN_EXE_herald"),
+        "--redis-server",
+        "/usr/bin/redis-server",
+    ]);
+    let reports: Vec<Value> = out
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("invalid JSON line ({e}): {l}")))
+        .collect();
+    let mut seen = Vec::new();
+    for v in &reports {
+        let label = v["label"].as_str().expect("label").to_owned();
+        let server = v["server_name"].as_str().expect("server_name").to_owned();
+        check_fields(v, &format!("compare {label} on {server}"));
+        if label != "idle-conns" {
+            assert_eq!(lost(v), 0, "compare {label} on {server} lost messages: {v}");
+        }
+        seen.push(format!("{label}/{server}"));
+    }
+    seen.sort();
+    assert_eq!(
+        seen,
+        [
+            "fanout/herald",
+            "fanout/redis",
+            "idle-conns/herald",
+            "latency/herald",
+            "latency/redis",
+            "patterns/herald",
+            "patterns/redis",
+            "recovery/herald",
+            "ws-fanout/herald",
+        ],
+        "{out}"
+    );
+    assert!(
+        out.contains("| scenario | Herald | Redis | Herald/Redis |"),
+        "{out}"
+    );
+    assert!(out.contains("Herald only:"), "{out}");
+}
