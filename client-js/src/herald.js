@@ -787,6 +787,13 @@ export class Herald extends Emitter {
     }
     shared.server = 'live';
     for (const sub of [...shared.handles]) sub._setState('subscribed', { recovered });
+    // A leaderboard's current top comes with the reply: paint it at once,
+    // before the first change is pushed.
+    if (kind === 'leaderboard' && result && Array.isArray(result.entries)) {
+      for (const sub of [...shared.handles]) {
+        if (sub._callback) invoke(sub._callback, result.entries.slice(0, sub.top), result);
+      }
+    }
   }
 
   _release(sub) {

@@ -6,7 +6,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import WebSocket from 'ws';
 import { Herald, HeraldError } from '../src/herald.js';
-import { startHerald, respPublish, jwt, nowSeconds, haveHerald, heraldBin } from '../testkit/herald-process.js';
+import { startHerald, respPublish, respCommand, jwt, nowSeconds, haveHerald, heraldBin } from '../testkit/herald-process.js';
 import { until, record, sleep } from '../testkit/fake-server.js';
 
 const skip = haveHerald() ? false : `no Herald binary at ${heraldBin()} (cargo build first)`;
@@ -103,15 +103,28 @@ test('reconnects and resubscribes after the socket is closed under it', { skip }
   herald.disconnect();
 });
 
-test('presence, history and leaderboards surface not_enabled (108)', { skip }, async () => {
+test('presence and history surface not_enabled (108) outside their namespaces', { skip }, async () => {
   const herald = client(server.url);
   await herald.connect();
   await assert.rejects(herald.presence('room'), (e) => e instanceof HeraldError && e.code === 108);
   await assert.rejects(herald.history('room', { limit: 10 }), { code: 108 });
-  const lb = herald.leaderboard('scores', 10, () => {});
-  await assert.rejects(lb.ready(), { code: 108 });
-  assert.equal(lb.state, 'unsubscribed');
   assert.equal(herald.state, 'connected');
+  herald.disconnect();
+});
+
+test('a leaderboard paints its current top at once, then follows changes', { skip }, async () => {
+  await respCommand(server.resp, ['ZADD', 'e2e:scores', '5', 'ann', '9', 'bob']);
+  const herald = client(server.url);
+  await herald.connect();
+  const updates = [];
+  const lb = herald.leaderboard('e2e:scores', 2, (entries) => updates.push(entries.map((e) => e.member)));
+  await lb.ready();
+  await until(() => updates.length >= 1, 3000, 'the initial top');
+  assert.deepEqual(updates[0], ['bob', 'ann']);
+  await respCommand(server.resp, ['ZADD', 'e2e:scores', '15', 'ann']);
+  await until(() => updates.length >= 2, 3000, 'a pushed change');
+  assert.deepEqual(updates.at(-1), ['ann', 'bob']);
+  lb.unsubscribe();
   herald.disconnect();
 });
 

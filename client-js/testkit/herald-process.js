@@ -73,9 +73,14 @@ export function startHerald(args = []) {
 
 /** PUBLISH over a raw RESP connection; resolves with the number of receivers. */
 export function respPublish(addr, channel, payload) {
+  return respCommand(addr, ['PUBLISH', channel, payload]);
+}
+
+/** Any command with an integer reply over a raw RESP connection. */
+export function respCommand(addr, args) {
   const [host, port] = splitAddr(addr);
   const bulk = (b) => Buffer.concat([Buffer.from(`$${b.length}\r\n`), b, Buffer.from('\r\n')]);
-  const frame = Buffer.concat([Buffer.from('*3\r\n'), bulk(Buffer.from('PUBLISH')), bulk(Buffer.from(channel)), bulk(Buffer.from(payload))]);
+  const frame = Buffer.concat([Buffer.from(`*${args.length}\r\n`), ...args.map((a) => bulk(Buffer.from(a)))]);
   return new Promise((resolve, reject) => {
     const sock = createConnection({ host, port }, () => sock.write(frame));
     const timer = setTimeout(() => {

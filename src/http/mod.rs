@@ -88,6 +88,8 @@ async fn client_js() -> impl IntoResponse {
         [
             (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
             (header::CACHE_CONTROL, "no-cache"),
+            // A public, static script: pages on other origins may import it.
+            (header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"),
         ],
         include_str!("../../client-js/src/herald.js"),
     )

@@ -116,19 +116,27 @@ impl Leaderboards {
 
     /// Delivers `entries` (the top, best first, at least as long as every
     /// watcher's N) to watchers whose view changed. `rank_of` gives a user's
-    /// own position.
+    /// own position; it runs after this registry's lock is released, since
+    /// it takes the keyspace lock (writers take the keyspace lock, then this
+    /// one, in `mark`).
     pub fn deliver(&self, key: &[u8], entries: &[Entry], rank_of: impl Fn(&str) -> Own) {
-        let mut st = self.lock();
-        let Some(list) = st.watchers.get_mut(key) else {
-            return;
-        };
-        for w in list.iter_mut() {
-            let view = &entries[..w.top.min(entries.len())];
-            if view != w.last.as_slice() {
-                let own = w.user.as_deref().and_then(&rank_of);
-                w.sink.leaderboard(key, view, own);
-                w.last = view.to_vec();
+        let mut due: Vec<(Arc<dyn LeaderboardSink>, usize, Option<String>)> = Vec::new();
+        {
+            let mut st = self.lock();
+            let Some(list) = st.watchers.get_mut(key) else {
+                return;
+            };
+            for w in list.iter_mut() {
+                let n = w.top.min(entries.len());
+                if entries[..n] != w.last[..] {
+                    w.last = entries[..n].to_vec();
+                    due.push((w.sink.clone(), n, w.user.clone()));
+                }
             }
+        }
+        for (sink, n, user) in due {
+            let own = user.as_deref().and_then(&rank_of);
+            sink.leaderboard(key, &entries[..n], own);
         }
     }
 

@@ -52,9 +52,10 @@ pub struct CompareArgs {
     /// Idle patterns in the patterns run [default: 10000].
     #[arg(long)]
     patterns: Option<usize>,
-    /// Offered publishes/s of the latency run [default: 20000].
-    #[arg(long)]
-    latency_rate: Option<f64>,
+    /// Offered publishes/s of the latency runs, comma-separated (one run
+    /// per rate) [default: 5000,20000; 200 with --quick].
+    #[arg(long, value_delimiter = ',')]
+    latency_rate: Option<Vec<f64>>,
     /// WebSocket subscribers in the Herald-only ws-fanout row [default: 1000].
     #[arg(long)]
     ws_subscribers: Option<usize>,
@@ -78,7 +79,7 @@ struct Sizes {
     duration: Duration,
     subscribers: usize,
     patterns: usize,
-    latency_rate: f64,
+    latency_rates: Vec<f64>,
     ws_subscribers: usize,
     idle_conns: usize,
     missed: u64,
@@ -94,7 +95,13 @@ impl Sizes {
                 .unwrap_or(Duration::from_millis(if q { 300 } else { 5000 })),
             subscribers: a.subscribers.unwrap_or(if q { 2 } else { 100 }),
             patterns: a.patterns.unwrap_or(if q { 20 } else { 10_000 }),
-            latency_rate: a.latency_rate.unwrap_or(if q { 200.0 } else { 20_000.0 }),
+            latency_rates: a.latency_rate.clone().unwrap_or_else(|| {
+                if q {
+                    vec![200.0]
+                } else {
+                    vec![5_000.0, 20_000.0]
+                }
+            }),
             ws_subscribers: a.ws_subscribers.unwrap_or(if q { 3 } else { 1000 }),
             idle_conns: a.idle_conns.unwrap_or(if q { 5 } else { 5000 }),
             missed: a.missed.unwrap_or(if q { 50 } else { 10_000 }),
@@ -223,6 +230,14 @@ fn start_redis(bin: &Path) -> Result<Server> {
     }
 }
 
+/// The first three fields of `/proc/loadavg` (other work on the machine
+/// skews every number, so the table shows it).
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(", "))
+        .unwrap_or_else(|_| "unknown".into())
+}
+
 /// First line of `bin --version`.
 fn version(bin: &Path) -> String {
     Command::new(bin)
@@ -308,14 +323,17 @@ async fn resp_round(
     )
     .await;
 
-    let o = FanoutOpts {
-        rate: Some(s.latency_rate),
-        publishers: 1,
-        pipeline: 1,
-        prefix: format!("bench.latency.r{round}"),
-        ..fanout_opts(a, s, addr, "")
-    };
-    record(results, "latency", name, round, fanout::run(&o, "fanout")).await;
+    for &rate in &s.latency_rates {
+        let o = FanoutOpts {
+            rate: Some(rate),
+            publishers: 1,
+            pipeline: 1,
+            prefix: format!("bench.latency.r{round}"),
+            ..fanout_opts(a, s, addr, "")
+        };
+        let label = latency_label(rate);
+        record(results, &label, name, round, fanout::run(&o, "fanout")).await;
+    }
 }
 
 /// Runs the Herald-only WebSocket scenarios of one round.
@@ -370,6 +388,11 @@ async fn herald_round(
         r
     };
     record(results, "idle-conns", "herald", round, idle).await;
+}
+
+/// The result label of a latency run at `rate` publishes/s.
+fn latency_label(rate: f64) -> String {
+    format!("latency@{rate}")
 }
 
 fn median(mut v: Vec<f64>) -> Option<f64> {
@@ -474,6 +497,7 @@ fn print_table(
     results: &BTreeMap<(String, String), Vec<Report>>,
     herald_version: &str,
     redis_version: &str,
+    load: (&str, &str),
 ) {
     let t = Table { results };
     let secs = s.duration.as_secs_f64();
@@ -490,6 +514,11 @@ fn print_table(
     line(String::new());
     line(format!(
         "Herald: `{herald_version}`; Redis: `{redis_version}` (default config, persistence off)."
+    ));
+    line(String::new());
+    line(format!(
+        "Load average (1, 5, 15 min) at start: {}; at end: {}.",
+        load.0, load.1
     ));
     line(String::new());
     line("| scenario | Herald | Redis | Herald/Redis | better |".into());
@@ -523,26 +552,26 @@ fn print_table(
         "publishes_per_sec",
         true,
     ));
-    let lat = format!(
-        "{} pub/s offered × {} subs (1 pub, no pipeline)",
-        fmt_num(s.latency_rate),
-        s.subscribers
-    );
-    line(t.row(
-        &format!("{lat}: achieved publishes/s"),
-        "latency",
-        "publishes_per_sec",
-        true,
-    ));
-    line(t.row(&format!("{lat}: p50 µs"), "latency", "p50_us", false));
-    line(t.row(&format!("{lat}: p99 µs"), "latency", "p99_us", false));
-    line(t.row(&format!("{lat}: p99.9 µs"), "latency", "p999_us", false));
-    let lost = |srv: &str| -> f64 {
-        ["fanout", "patterns", "latency"]
-            .iter()
-            .map(|l| t.sum(l, srv, "lost"))
-            .sum()
-    };
+    let mut resp_labels = vec!["fanout".to_owned(), "patterns".to_owned()];
+    for &rate in &s.latency_rates {
+        let label = latency_label(rate);
+        let lat = format!(
+            "{} pub/s offered × {} subs (1 pub, no pipeline)",
+            fmt_num(rate),
+            s.subscribers
+        );
+        line(t.row(
+            &format!("{lat}: achieved publishes/s"),
+            &label,
+            "publishes_per_sec",
+            true,
+        ));
+        line(t.row(&format!("{lat}: p50 µs"), &label, "p50_us", false));
+        line(t.row(&format!("{lat}: p99 µs"), &label, "p99_us", false));
+        line(t.row(&format!("{lat}: p99.9 µs"), &label, "p999_us", false));
+        resp_labels.push(label);
+    }
+    let lost = |srv: &str| -> f64 { resp_labels.iter().map(|l| t.sum(l, srv, "lost")).sum() };
     line(format!(
         "| lost deliveries, all RESP runs (sum) | {} | {} | – | lower |",
         fmt_num(lost("herald")),
@@ -657,6 +686,7 @@ pub async fn run(a: CompareArgs) -> Result<()> {
         a.rounds
     );
 
+    let load_start = loadavg();
     let mut results = BTreeMap::new();
     for round in 1..=a.rounds {
         resp_round(&mut results, &a, &s, "herald", herald.resp, round).await;
@@ -667,6 +697,13 @@ pub async fn run(a: CompareArgs) -> Result<()> {
     }
     drop(redis);
     drop(herald);
-    print_table(&a, &s, &results, &herald_version, &redis_version);
+    print_table(
+        &a,
+        &s,
+        &results,
+        &herald_version,
+        &redis_version,
+        (&load_start, &loadavg()),
+    );
     Ok(())
 }
