@@ -42,12 +42,12 @@ fn transactions_like_redis() {
         0 1 WATCH
         0 1 WATCH w1 w2
         0 1 MULTI
-        0 1 SADD w1 x
+        0 1 SADD w1 10
         0 1 EXEC
         0 1 WATCH w1
-        1 1 SADD w1 y
+        1 1 SADD w1 20
         0 1 MULTI
-        0 1 SADD w1 z
+        0 1 SADD w1 30
         0 1 EXEC
         0 1 SMEMBERS w1
         0 1 WATCH w2

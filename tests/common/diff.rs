@@ -159,7 +159,6 @@ pub fn run_script(addr: SocketAddr, steps: &[Step]) -> Vec<String> {
             }
             Step::Read(_, n) => *n,
             Step::Sleep(_) => 0,
-            Step::Sleep(_) => 0,
             Step::Sorted(_, args) | Step::Shape(_, args) => {
                 let refs: Vec<&[u8]> = args.iter().map(|a| &a[..]).collect();
                 conn.send(&refs);

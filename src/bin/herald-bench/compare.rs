@@ -18,7 +18,7 @@ use serde_json::Value;
 
 use crate::fanout::{self, FanoutOpts};
 use crate::publish::Target;
-use crate::report::Report;
+use crate::report::{self, Report};
 use crate::ws::{self, IdleOpts, Protocol, RecoveryOpts, WsFanoutOpts};
 use crate::{sys, TIMEOUT};
 
@@ -256,9 +256,16 @@ async fn record(
     label: &str,
     server: &str,
     round: usize,
+    pid: Option<u32>,
     fut: impl std::future::Future<Output = Result<Report>>,
 ) {
-    let mut rep = match fut.await {
+    let cpu = |p: &str| sys::cpu_seconds(p).ok();
+    let server_cpu0 = pid.and_then(|p| cpu(&p.to_string()));
+    let bench_cpu0 = cpu("self");
+    let result = fut.await;
+    let server_cpu1 = pid.and_then(|p| cpu(&p.to_string()));
+    let bench_cpu1 = cpu("self");
+    let mut rep = match result {
         Ok(r) => r,
         Err(e) => {
             let mut r = Report::new(label);
@@ -267,6 +274,23 @@ async fn record(
             r
         }
     };
+    if let (Some(a), Some(b)) = (server_cpu0, server_cpu1) {
+        let ms = (b - a) * 1000.0;
+        rep.set_f("server_cpu_ms", ms);
+        // Server CPU per unit of work: comparable even when the client or
+        // the machine, not the server, limits the rates.
+        let received = rep.f64("received");
+        if received > 0.0 {
+            rep.set("server_cpu_us_per_1k_deliveries", report::round(ms * 1e6 / received, 2));
+        }
+        let published = rep.f64("published");
+        if published > 0.0 {
+            rep.set("server_cpu_us_per_publish", report::round(ms * 1e3 / published, 3));
+        }
+    }
+    if let (Some(a), Some(b)) = (bench_cpu0, bench_cpu1) {
+        rep.set_f("bench_cpu_ms", (b - a) * 1000.0);
+    }
     rep.set("label", label)
         .set("server_name", server)
         .set("round", round);
@@ -302,11 +326,13 @@ async fn resp_round(
     a: &CompareArgs,
     s: &Sizes,
     name: &str,
-    addr: SocketAddr,
+    srv: &Server,
     round: usize,
 ) {
+    let addr = srv.resp;
+    let pid = Some(srv.child.id());
     let o = fanout_opts(a, s, addr, &format!("bench.fanout.r{round}"));
-    record(results, "fanout", name, round, fanout::run(&o, "fanout")).await;
+    record(results, "fanout", name, round, pid, fanout::run(&o, "fanout")).await;
 
     let o = FanoutOpts {
         subscribers: 1,
@@ -319,6 +345,7 @@ async fn resp_round(
         "patterns",
         name,
         round,
+        pid,
         fanout::run(&o, "patterns"),
     )
     .await;
@@ -332,7 +359,7 @@ async fn resp_round(
             ..fanout_opts(a, s, addr, "")
         };
         let label = latency_label(rate);
-        record(results, &label, name, round, fanout::run(&o, "fanout")).await;
+        record(results, &label, name, round, pid, fanout::run(&o, "fanout")).await;
     }
 }
 
@@ -347,6 +374,7 @@ async fn herald_round(
     round: usize,
 ) {
     let http = herald.http.unwrap_or(herald.resp);
+    let pid = Some(herald.child.id());
     let url = format!("ws://{http}/ws");
     let o = WsFanoutOpts {
         url: url.clone(),
@@ -361,7 +389,7 @@ async fn herald_round(
         rate: None,
         max_lag: a.max_lag,
     };
-    record(results, "ws-fanout", "herald", round, ws::fanout(&o)).await;
+    record(results, "ws-fanout", "herald", round, pid, ws::fanout(&o)).await;
 
     let o = RecoveryOpts {
         url,
@@ -370,7 +398,7 @@ async fn herald_round(
         missed: s.missed,
         payload: a.payload,
     };
-    record(results, "recovery", "herald", round, ws::recovery(&o)).await;
+    record(results, "recovery", "herald", round, pid, ws::recovery(&o)).await;
 
     // Idle connections are measured on a fresh process, so memory freed by
     // earlier runs and kept by the allocator does not hide their cost.
@@ -387,7 +415,7 @@ async fn herald_round(
         drop(fresh);
         r
     };
-    record(results, "idle-conns", "herald", round, idle).await;
+    record(results, "idle-conns", "herald", round, None, idle).await;
 }
 
 /// The result label of a latency run at `rate` publishes/s.
@@ -540,6 +568,12 @@ fn print_table(
         true,
     ));
     line(t.row(
+        &format!("{fan}: server CPU µs per 1,000 deliveries"),
+        "fanout",
+        "server_cpu_us_per_1k_deliveries",
+        false,
+    ));
+    line(t.row(
         &format!("{fan}: p99 µs (saturated)"),
         "fanout",
         "p99_us",
@@ -551,6 +585,12 @@ fn print_table(
         "patterns",
         "publishes_per_sec",
         true,
+    ));
+    line(t.row(
+        &format!("{pat}: server CPU µs per publish"),
+        "patterns",
+        "server_cpu_us_per_publish",
+        false,
     ));
     let mut resp_labels = vec!["fanout".to_owned(), "patterns".to_owned()];
     for &rate in &s.latency_rates {
@@ -689,9 +729,9 @@ pub async fn run(a: CompareArgs) -> Result<()> {
     let load_start = loadavg();
     let mut results = BTreeMap::new();
     for round in 1..=a.rounds {
-        resp_round(&mut results, &a, &s, "herald", herald.resp, round).await;
+        resp_round(&mut results, &a, &s, "herald", &herald, round).await;
         if let Some(r) = &redis {
-            resp_round(&mut results, &a, &s, "redis", r.resp, round).await;
+            resp_round(&mut results, &a, &s, "redis", r, round).await;
         }
         herald_round(&mut results, &a, &s, &herald, &herald_bin, &config, round).await;
     }

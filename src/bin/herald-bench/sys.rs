@@ -85,3 +85,22 @@ pub fn rss_bytes(pid: u32) -> Result<u64> {
         .with_context(|| format!("bad VmRSS line {line:?}"))?;
     Ok(kb * 1024)
 }
+
+/// CPU time (user + system) consumed so far by process `pid` (`self` for
+/// this process), in seconds, from `/proc/PID/stat`. Assumes the usual
+/// 100 clock ticks per second (`getconf CLK_TCK`).
+pub fn cpu_seconds(pid: &str) -> Result<f64> {
+    let path = format!("/proc/{pid}/stat");
+    let stat = std::fs::read_to_string(&path).with_context(|| format!("cannot read {path}"))?;
+    // The command name (field 2) may contain spaces; fields after it are
+    // counted from its closing parenthesis.
+    let rest = &stat[stat.rfind(')').with_context(|| format!("bad {path}"))? + 1..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| -> Result<f64> {
+        f.get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .with_context(|| format!("bad {path}"))
+    };
+    // utime and stime are fields 14 and 15, i.e. 11 and 12 after `)`.
+    Ok((ticks(11)? + ticks(12)?) / 100.0)
+}
