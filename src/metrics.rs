@@ -32,6 +32,8 @@ pub struct Metrics {
     channels: Gauge,
     patterns: Gauge,
     rss: Gauge,
+    resp_slots: std::collections::HashMap<&'static str, usize>,
+    resp_handles: Vec<std::sync::OnceLock<Histogram>>,
     history_bytes: Gauge,
     history_max_bytes: Gauge,
     history_evicted: Gauge,
@@ -138,7 +140,19 @@ impl Metrics {
         );
         let keys = Gauge::default();
         registry.register("keys", "Keys in the keyspace", keys.clone());
+        let commands = crate::resp::cmd::COMMANDS;
+        let resp_slots = commands
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (c.name, i))
+            .collect();
+        let resp_handles = commands
+            .iter()
+            .map(|_| std::sync::OnceLock::new())
+            .collect();
         Metrics {
+            resp_slots,
+            resp_handles,
             history_bytes,
             history_max_bytes,
             history_evicted,
@@ -157,6 +171,22 @@ impl Metrics {
     /// fixed set (command tables), never straight from the network.
     pub fn observe_command(&self, frontend: &'static str, command: &str, took: Duration) {
         let command = static_name(command);
+        // Hot path: RESP commands keep their histogram handle once made,
+        // so steady traffic takes no lock here.
+        if frontend == "resp" {
+            if let Some(slot) = self
+                .resp_slots
+                .get(command)
+                .and_then(|&i| self.resp_handles.get(i))
+            {
+                let h = slot.get_or_init(|| {
+                    self.command_seconds
+                        .get_or_create_owned(&[("frontend", "resp"), ("command", command)])
+                });
+                h.observe(took.as_secs_f64());
+                return;
+            }
+        }
         self.command_seconds
             .get_or_create(&[("frontend", frontend), ("command", command)])
             .observe(took.as_secs_f64());

@@ -79,7 +79,8 @@ pub struct ClientMeta {
     pub psub: usize,
     pub ssub: usize,
     pub resp: u8,
-    pub last_cmd: String,
+    /// The last command and subcommand (`client|list`), as CLIENT LIST shows.
+    pub last_cmd: (&'static str, Option<&'static str>),
     pub last_active: Option<Instant>,
     pub user: String,
 }
@@ -133,7 +134,11 @@ impl ClientHandle {
         format!(
             "id={} addr={} laddr={} fd=0 name={} age={} idle={} flags={} db={} sub={} psub={} ssub={} multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll={} omem={} tot-mem={} events=r cmd={} user={} redir=-1 resp={} lib-name={} lib-ver={}",
             self.id, self.addr, self.laddr, name, age, idle, flags, m.db, m.sub, m.psub, m.ssub,
-            oll, omem, omem, if m.last_cmd.is_empty() { "NULL" } else { &m.last_cmd },
+            oll, omem, omem, match m.last_cmd {
+                ("", _) => "NULL".to_string(),
+                (c, None) => c.to_string(),
+                (c, Some(sub)) => format!("{c}|{sub}"),
+            },
             if m.user.is_empty() { "default" } else { &m.user }, m.resp.max(2), lib_name, lib_ver
         )
     }

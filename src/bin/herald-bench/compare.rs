@@ -281,11 +281,17 @@ async fn record(
         // the machine, not the server, limits the rates.
         let received = rep.f64("received");
         if received > 0.0 {
-            rep.set("server_cpu_us_per_1k_deliveries", report::round(ms * 1e6 / received, 2));
+            rep.set(
+                "server_cpu_us_per_1k_deliveries",
+                report::round(ms * 1e6 / received, 2),
+            );
         }
         let published = rep.f64("published");
         if published > 0.0 {
-            rep.set("server_cpu_us_per_publish", report::round(ms * 1e3 / published, 3));
+            rep.set(
+                "server_cpu_us_per_publish",
+                report::round(ms * 1e3 / published, 3),
+            );
         }
     }
     if let (Some(a), Some(b)) = (bench_cpu0, bench_cpu1) {
@@ -332,7 +338,15 @@ async fn resp_round(
     let addr = srv.resp;
     let pid = Some(srv.child.id());
     let o = fanout_opts(a, s, addr, &format!("bench.fanout.r{round}"));
-    record(results, "fanout", name, round, pid, fanout::run(&o, "fanout")).await;
+    record(
+        results,
+        "fanout",
+        name,
+        round,
+        pid,
+        fanout::run(&o, "fanout"),
+    )
+    .await;
 
     let o = FanoutOpts {
         subscribers: 1,

@@ -294,7 +294,7 @@ pub fn dispatch(conn: &mut Conn, args: &[Bytes]) {
     let started = std::time::Instant::now();
     {
         let mut m = conn.handle.meta();
-        m.last_cmd = fullname;
+        m.last_cmd = (top.name, (!std::ptr::eq(cmd, top)).then_some(cmd.name));
         m.last_active = Some(started);
     }
     // Keyspace commands hold the transaction gate shared, so an EXEC (which
