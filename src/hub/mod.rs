@@ -1,6 +1,7 @@
 //! The core: channel registry, fan-out and counters. No sockets, no wire
 //! formats beyond the encode cache the front ends fill.
 
+pub mod broker;
 pub mod glob;
 pub mod keyspace;
 pub mod leaderboard;
@@ -87,6 +88,8 @@ pub struct Hub {
     /// so a transaction runs with no other client's command in between.
     pub tx_gate: std::sync::RwLock<()>,
     pub registry: Registry,
+    /// Fan-out beyond the local registry (in-memory by default).
+    pub broker: Box<dyn broker::Broker>,
     pub keyspace: Keyspace,
     pub presence: presence::Presence,
     pub leaderboards: leaderboard::Leaderboards,
@@ -111,6 +114,7 @@ impl Hub {
         Hub {
             tx_gate: std::sync::RwLock::new(()),
             registry: Registry::new(),
+            broker: Box::new(broker::LocalBroker),
             keyspace: Keyspace::default(),
             presence: presence::Presence::default(),
             leaderboards: leaderboard::Leaderboards::default(),
@@ -141,7 +145,7 @@ impl Hub {
             let mut db = self.keyspace.lock();
             if let Some((offset, epoch)) = self.append_history(&mut db, &channel, payload.clone()) {
                 let p = Publication::with_offset(channel, payload, offset);
-                let n = self.registry.publish(&p);
+                let n = self.broker.publish(&self.registry, &p);
                 drop(db);
                 self.count(n);
                 return Published {
@@ -150,7 +154,9 @@ impl Hub {
                 };
             }
         }
-        let n = self.registry.publish(&Publication::new(channel, payload));
+        let n = self
+            .broker
+            .publish(&self.registry, &Publication::new(channel, payload));
         self.count(n);
         Published {
             receivers: n,

@@ -1,0 +1,25 @@
+//! The fan-out seam between nodes. Every publish from a front end goes
+//! through a [`Broker`]; the in-memory default delivers to this node's
+//! registry at once. A Redis-backed broker (the scale-out step) would also
+//! publish to Redis and deliver what other nodes publish, without any change
+//! to the front ends, which only ever call `Hub::publish`.
+
+use super::publication::Publication;
+use super::registry::Registry;
+
+/// Carries publications to subscribers, on this node and beyond.
+pub trait Broker: Send + Sync + 'static {
+    /// Delivers `publication` to its subscribers; returns the number of
+    /// local deliveries (what PUBLISH replies).
+    fn publish(&self, registry: &Registry, publication: &Publication) -> usize;
+}
+
+/// The single-node default: deliver locally, synchronously.
+#[derive(Debug, Default)]
+pub struct LocalBroker;
+
+impl Broker for LocalBroker {
+    fn publish(&self, registry: &Registry, publication: &Publication) -> usize {
+        registry.publish(publication)
+    }
+}
