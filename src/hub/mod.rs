@@ -211,9 +211,10 @@ impl Hub {
         }
         db.note_history_append(key.clone(), id);
         let payload = entry_payload(fields);
-        let n = self
-            .registry
-            .publish(&Publication::with_offset(key.clone(), payload, offset));
+        let n = self.broker.publish(
+            &self.registry,
+            &Publication::with_offset(key.clone(), payload, offset),
+        );
         self.count(n);
         n
     }
