@@ -10,7 +10,10 @@ use super::registry::Registry;
 /// Carries publications to subscribers, on this node and beyond.
 pub trait Broker: Send + Sync + 'static {
     /// Delivers `publication` to its subscribers; returns the number of
-    /// local deliveries (what PUBLISH replies).
+    /// local deliveries (what PUBLISH replies). Runs with the keyspace lock
+    /// held for channels with history: it must not block, await, or call
+    /// back into `Hub::publish` or the keyspace (a networked broker queues
+    /// the forward and returns).
     fn publish(&self, registry: &Registry, publication: &Publication) -> usize;
 }
 

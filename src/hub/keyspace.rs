@@ -156,6 +156,9 @@ pub struct Db {
     pub history_evicted: u64,
     /// Versions of WATCHed keys (and how many clients watch each).
     watched: HashMap<Bytes, (u64, usize)>,
+    /// Sorted sets removed (deleted, expired, flushed) since the last
+    /// leaderboard tick, so their watchers see them go.
+    pub zsets_removed: Vec<Bytes>,
 }
 
 /// The keyspace of one Herald node.
@@ -266,6 +269,9 @@ impl Db {
         match self.map.remove(key) {
             Some(e) => {
                 self.touch(key);
+                if matches!(e.value, Value::ZSet(_)) {
+                    self.zsets_removed.push(Bytes::copy_from_slice(key));
+                }
                 if let Some(t) = e.expires_at {
                     self.expires.remove(&(t, Bytes::copy_from_slice(key)));
                 }
@@ -335,6 +341,13 @@ impl Db {
 
     /// Removes everything.
     pub fn flush(&mut self) {
+        let zsets: Vec<Bytes> = self
+            .map
+            .iter()
+            .filter(|(_, e)| matches!(e.value, Value::ZSet(_)))
+            .map(|(k, _)| k.clone())
+            .collect();
+        self.zsets_removed.extend(zsets);
         let keys: Vec<Bytes> = self.map.keys().cloned().collect();
         for k in keys {
             self.signal(&k);
@@ -443,14 +456,37 @@ impl Db {
         }
         match self.map.get_mut(key) {
             Some(Entry {
-                value: Value::Stream(s),
-                history: h,
+                value: Value::Stream(_),
                 ..
-            }) => {
-                *h |= history;
-                Ok(s)
-            }
+            }) => {}
+            _ => return Err(WrongType),
+        }
+        if history {
+            self.mark_history(key);
+        }
+        match self.map.get_mut(key) {
+            Some(Entry {
+                value: Value::Stream(s),
+                ..
+            }) => Ok(s),
             _ => Err(WrongType),
+        }
+    }
+
+    /// Counts the stream at `key` as history from now on (its current size
+    /// included), so the cap and the metrics see it.
+    pub fn mark_history(&mut self, key: &[u8]) {
+        if let Some(Entry {
+            value: Value::Stream(s),
+            history,
+            ..
+        }) = self.map.get_mut(key)
+        {
+            if !*history {
+                *history = true;
+                self.history_bytes += s.bytes();
+                self.history_entries += s.len();
+            }
         }
     }
 
@@ -534,6 +570,30 @@ impl Db {
                 ..
             }) => Ok(Some(z)),
             Some(_) => Err(WrongType),
+        }
+    }
+
+    /// The sorted set at `key`, created empty if absent (one expiry check,
+    /// so the answer cannot change between looking and creating).
+    pub fn zset_or_create(&mut self, key: &[u8]) -> Result<&mut super::zset::ZSet, WrongType> {
+        self.expire_if_due(key, now_ms());
+        if !self.map.contains_key(key) {
+            self.touch(key);
+            self.map.insert(
+                Bytes::copy_from_slice(key),
+                Entry {
+                    value: Value::ZSet(Box::new(super::zset::ZSet::new())),
+                    expires_at: None,
+                    history: false,
+                },
+            );
+        }
+        match self.map.get_mut(key) {
+            Some(Entry {
+                value: Value::ZSet(z),
+                ..
+            }) => Ok(z),
+            _ => Err(WrongType),
         }
     }
 

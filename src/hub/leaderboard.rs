@@ -144,8 +144,11 @@ impl Leaderboards {
     /// published on the RESP channel of `key`.
     pub fn changed_for_resp(&self, key: &Bytes, entries: &[Entry]) -> bool {
         let mut st = self.lock();
-        if st.last_published.get(key).map(|v| v.as_slice()) == Some(entries) {
-            return false;
+        match st.last_published.get(key) {
+            Some(v) if v.as_slice() == entries => return false,
+            // Never published and still empty: nothing to say.
+            None if entries.is_empty() => return false,
+            _ => {}
         }
         if entries.is_empty() {
             st.last_published.remove(key);

@@ -144,7 +144,7 @@ impl Hub {
         if ns.history_size > 0 {
             let mut db = self.keyspace.lock();
             if let Some((offset, epoch)) = self.append_history(&mut db, &channel, payload.clone()) {
-                let p = Publication::with_offset(channel, payload, offset);
+                let p = Publication::with_offset(channel, payload, offset, epoch);
                 let n = self.broker.publish(&self.registry, &p);
                 drop(db);
                 self.count(n);
@@ -180,9 +180,7 @@ impl Hub {
             trim_history(s, size, ttl, now);
             Some((id, offset, s.epoch))
         })??;
-        if ttl > 0 {
-            db.set_expiry(channel, Some(now + ttl));
-        }
+        db.set_expiry(channel, (ttl > 0).then(|| now + ttl));
         db.note_history_append(channel.clone(), id);
         db.touch(channel);
         db.enforce_history_cap(self.cfg.history_max_memory);
@@ -206,14 +204,26 @@ impl Hub {
         if ns.history_size == 0 {
             return 0;
         }
-        if let Some(e) = db.get_mut(key) {
-            e.history = true;
-        }
+        // The stream is a channel's history: account for it, keep it within
+        // the namespace's bounds and the global cap, as publishes do.
+        db.mark_history(key);
         db.note_history_append(key.clone(), id);
+        let ttl = ns.history_ttl.0.as_millis() as u64;
+        let now = now_ms();
+        let epoch = db
+            .with_stream(key, |s| {
+                trim_history(s, ns.history_size as u64, ttl, now);
+                s.epoch
+            })
+            .unwrap_or(0);
+        if ttl > 0 {
+            db.set_expiry(key, Some(now + ttl));
+        }
+        db.enforce_history_cap(self.cfg.history_max_memory);
         let payload = entry_payload(fields);
         let n = self.broker.publish(
             &self.registry,
-            &Publication::with_offset(key.clone(), payload, offset),
+            &Publication::with_offset(key.clone(), payload, offset, epoch),
         );
         self.count(n);
         n
@@ -287,9 +297,17 @@ impl Hub {
         if ns.history_size == 0 {
             return Err(HistoryError::NotEnabled);
         }
+        let existed = matches!(db.stream(channel), Ok(Some(_)));
         db.stream_or_create(channel, true)
             .map_err(|_| HistoryError::WrongType)?;
         let ttl = ns.history_ttl.0.as_millis() as u64;
+        if !existed {
+            // A stream made only to fix the epoch for a subscriber must not
+            // outlive its use: it expires like idle history (or after an
+            // hour where history never ages); a publish renews it.
+            let keep = if ttl > 0 { ttl } else { EMPTY_HISTORY_TTL_MS };
+            db.set_expiry(channel, Some(now_ms() + keep));
+        }
         let size = ns.history_size as u64;
         let now = now_ms();
         db.with_stream(channel, |s| {
@@ -387,6 +405,10 @@ impl Hub {
     /// tick, pushes the new top N to watchers whose view changed, and
     /// publishes the top `resp_top` on `__leaderboard__:K` when it changed.
     pub fn leaderboard_tick(&self, resp_top: usize) {
+        let removed = std::mem::take(&mut self.keyspace.lock().zsets_removed);
+        for key in &removed {
+            self.leaderboards.mark(key);
+        }
         for (key, watch_top) in self.leaderboards.take_dirty() {
             let channel = leaderboard::leaderboard_channel(&key);
             let resp_listeners =
@@ -422,6 +444,10 @@ impl Hub {
         n
     }
 }
+
+/// How long an empty history stream, created when a client subscribed
+/// before anything was published, lives in a namespace without history_ttl.
+const EMPTY_HISTORY_TTL_MS: u64 = 3_600_000;
 
 /// The message payload of a stream entry: its `data` field, or a JSON
 /// object of all its fields when it has none (entries added with XADD).

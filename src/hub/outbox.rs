@@ -111,6 +111,25 @@ impl Outbox {
         true
     }
 
+    /// Queues the owner's own reply. Replies count as pending output but are
+    /// not held to the limits (the owner stops taking requests while its
+    /// output is large, which bounds them); only pushes from publishers can
+    /// overflow. Returns false when the outbox is closed.
+    pub fn push_reply(&self, bytes: Bytes) -> bool {
+        let mut st = self.lock();
+        if st.closed {
+            return false;
+        }
+        st.pending += bytes.len();
+        let was_empty = st.queue.is_empty();
+        st.queue.push_back(bytes);
+        drop(st);
+        if was_empty {
+            self.notify.notify_one();
+        }
+        true
+    }
+
     fn overflow(&self, mut st: std::sync::MutexGuard<'_, State>, why: Overflow) -> bool {
         st.overflow = Some(why);
         st.closed = true;

@@ -27,12 +27,15 @@ impl JsonData<'_> {
 
 /// Classifies `payload` for a JSON front end.
 pub fn to_json_data(payload: &[u8]) -> JsonData<'_> {
-    if serde_json::from_slice::<serde::de::IgnoredAny>(payload).is_ok() {
-        return JsonData::Json(payload);
-    }
-    match std::str::from_utf8(payload) {
-        Ok(s) => JsonData::Text(s),
-        Err(_) => JsonData::Base64(base64::engine::general_purpose::STANDARD.encode(payload)),
+    // UTF-8 first: serde_json skips over string contents without checking
+    // them, and raw JSON embedded in a text frame must be valid UTF-8.
+    let Ok(text) = std::str::from_utf8(payload) else {
+        return JsonData::Base64(base64::engine::general_purpose::STANDARD.encode(payload));
+    };
+    if serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok() {
+        JsonData::Json(payload)
+    } else {
+        JsonData::Text(text)
     }
 }
 
@@ -80,6 +83,8 @@ mod tests {
         assert_eq!(json(b"say \"hi\""), r#""say \"hi\"""#);
         assert_eq!(json(&[0xff, 0x00]), r#""/wA=""#);
         assert!(to_json_data(&[0xff]).is_base64());
+        // A JSON string holding invalid UTF-8 is not JSON text.
+        assert!(to_json_data(b"\"\xff\"").is_base64());
         let v: serde_json::Value = serde_json::json!({"x": [1, "two"]});
         assert_eq!(&from_json_value(&v)[..], br#"{"x":[1,"two"]}"#);
     }

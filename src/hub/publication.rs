@@ -34,6 +34,8 @@ pub struct Publication {
     pub payload: Bytes,
     /// The position in the channel's history, where it keeps one.
     pub offset: Option<u64>,
+    /// The epoch of that history.
+    pub epoch: Option<u64>,
     cache: EncodeCache,
 }
 
@@ -43,13 +45,15 @@ impl Publication {
             channel,
             payload,
             offset: None,
+            epoch: None,
             cache: EncodeCache::default(),
         }
     }
 
-    pub fn with_offset(channel: Bytes, payload: Bytes, offset: u64) -> Publication {
+    pub fn with_offset(channel: Bytes, payload: Bytes, offset: u64, epoch: u64) -> Publication {
         Publication {
             offset: Some(offset),
+            epoch: Some(epoch),
             ..Publication::new(channel, payload)
         }
     }

@@ -39,6 +39,16 @@ fn add(list: &mut Vec<Entry>, id: ClientId, sink: Arc<dyn Subscriber>) -> bool {
     true
 }
 
+/// At most this many bytes of a pattern's literal prefix index it: bounds
+/// the trie's depth (and recursion) whatever patterns clients send; longer
+/// prefixes are checked by the glob match itself.
+const MAX_INDEX_DEPTH: usize = 64;
+
+fn index_key(glob: &Glob) -> &[u8] {
+    let p = glob.literal_prefix();
+    &p[..p.len().min(MAX_INDEX_DEPTH)]
+}
+
 fn remove(list: &mut Vec<Entry>, id: ClientId) -> bool {
     match list.iter().position(|e| e.id == id) {
         Some(i) => {
@@ -179,7 +189,7 @@ impl Registry {
     pub fn psubscribe(&self, pattern: Bytes, id: ClientId, sink: Arc<dyn Subscriber>) -> bool {
         let glob = Glob::new(&pattern);
         let mut idx = self.patterns_write();
-        let node = idx.root.find_mut(glob.literal_prefix());
+        let node = idx.root.find_mut(index_key(&glob));
         let added = match node.patterns.iter_mut().find(|p| p.pattern == pattern) {
             Some(p) => add(&mut p.subs, id, sink),
             None => {
@@ -199,7 +209,7 @@ impl Registry {
     pub fn punsubscribe(&self, pattern: &[u8], id: ClientId) -> bool {
         let glob = Glob::new(pattern);
         let mut idx = self.patterns_write();
-        let (removed, gone) = idx.root.remove(glob.literal_prefix(), pattern, id);
+        let (removed, gone) = idx.root.remove(index_key(&glob), pattern, id);
         if gone {
             idx.count -= 1;
         }

@@ -62,6 +62,15 @@ fn cmp_key(a_score: f64, a_member: &[u8], b_score: f64, b_member: &[u8]) -> Orde
 
 const NIL: u32 = u32::MAX;
 
+/// A per-set random seed for treap priorities: clients cannot predict them,
+/// so they cannot choose an insertion order that degenerates the tree.
+fn random_seed() -> u32 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(super::keyspace::now_ms());
+    (h.finish() as u32) | 1
+}
+
 #[derive(Debug, Clone)]
 struct Node {
     score: f64,
@@ -89,7 +98,7 @@ impl ZSet {
             free: Vec::new(),
             root: NIL,
             scores: HashMap::new(),
-            seed: 0x9E37_79B9,
+            seed: random_seed(),
         }
     }
 

@@ -27,6 +27,8 @@ use crate::hub::{Overflow, Space, Stats};
 /// Stop reading requests while this much output is waiting for the client,
 /// so a client that pipelines without reading meets backpressure.
 const READ_PAUSE_BYTES: usize = 1 << 20;
+/// Replies move to the outbox once this many bytes have built up.
+const REPLY_CHUNK: usize = 64 * 1024;
 /// Slices per vectored write.
 const MAX_IOV: usize = 128;
 /// Read buffer: start small (many idle connections), shrink back after bursts.
@@ -61,6 +63,15 @@ pub struct Conn {
     pub in_exec: bool,
     /// WATCHed keys and their versions when watched.
     pub watched: Vec<(Bytes, u64)>,
+    /// Subscriptions made inside EXEC, registered once EXEC's reply is
+    /// queued (so no message can land inside that reply).
+    pub deferred: Vec<Deferred>,
+}
+
+/// A subscription whose registration waits for the end of EXEC.
+pub struct Deferred {
+    pub space: Option<Space>,
+    pub name: Bytes,
 }
 
 /// A command parked until one of its keys gets new data or it times out.
@@ -97,7 +108,7 @@ impl Conn {
     pub fn flush_replies(&mut self) {
         if !self.out.is_empty() {
             let chunk = self.out.split().freeze();
-            self.handle.sink.outbox.push(chunk);
+            self.handle.sink.outbox.push_reply(chunk);
         }
     }
 
@@ -125,6 +136,32 @@ impl Conn {
     /// All pub/sub subscriptions, shard channels included.
     pub fn total_subscriptions(&self) -> usize {
         self.subscription_count() + self.shard_channels.len()
+    }
+
+    /// Registers a subscription with the hub (or, inside EXEC, later).
+    /// `space` is `None` for a pattern.
+    pub fn register(&mut self, space: Option<Space>, name: Bytes) {
+        if self.in_exec {
+            self.deferred.push(Deferred { space, name });
+            return;
+        }
+        let reg = &self.server.hub.registry;
+        let (id, sink) = (self.handle.id, self.handle.sink.clone());
+        match space {
+            Some(space) => reg.subscribe(space, name, id, sink),
+            None => reg.psubscribe(name, id, sink),
+        };
+    }
+
+    /// Registers what EXEC deferred, after flushing its reply.
+    pub fn register_deferred(&mut self) {
+        if self.deferred.is_empty() {
+            return;
+        }
+        self.flush_replies();
+        for d in std::mem::take(&mut self.deferred) {
+            self.register(d.space, d.name);
+        }
     }
 
     pub fn set_resp3(&mut self, on: bool) {
@@ -212,17 +249,30 @@ pub async fn serve(
         multi_dirty: false,
         in_exec: false,
         watched: Vec::new(),
+        deferred: Vec::new(),
     };
     if let Err(e) = run_loop(stream, &mut conn, &shutdown).await {
         tracing::debug!(client = id, error = %e, "resp connection error");
     }
-    handle.sink.outbox.close();
-    conn.drop_subscriptions();
-    if !conn.wait_keys.is_empty() {
-        server.hub.keyspace.lock().release_waiters(&conn.wait_keys);
+    // Dropping `conn` releases everything it holds (see `Drop for Conn`),
+    // also when a command panicked and unwound this task.
+    drop(conn);
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        self.handle.sink.outbox.close();
+        self.drop_subscriptions();
+        if !self.wait_keys.is_empty() {
+            self.server
+                .hub
+                .keyspace
+                .lock()
+                .release_waiters(&self.wait_keys);
+        }
+        cmd::release_watches(self);
+        self.server.clients.remove(&self.handle.id);
     }
-    cmd::release_watches(&mut conn);
-    server.clients.remove(&id);
 }
 
 async fn run_loop(
@@ -271,6 +321,14 @@ async fn run_loop(
             {
                 true => continue,
                 false => return Ok(()),
+            }
+        }
+        // Requests left unprocessed while output was large: resume them.
+        if !rbuf.is_empty() && !conn.closing && outbox.pending_bytes() < READ_PAUSE_BYTES {
+            process(conn, &mut rbuf);
+            conn.flush_replies();
+            if conn.blocked.is_some() || conn.closing {
+                continue;
             }
         }
         let may_read = !conn.closing
@@ -359,6 +417,9 @@ async fn serve_blocked(
         _ = shutdown.cancelled() => return Ok(false),
         _ = handle.kill.cancelled() => return Ok(false),
         _ = futures_util::future::select_all(wakeups.iter_mut()) => {}
+        // Pushes (RESP3 pub/sub) keep flowing, and an overflow is noticed,
+        // while a command is parked.
+        _ = handle.sink.outbox.ready() => {}
         _ = tokio::time::sleep_until(deadline.unwrap_or(far)) => {
             conn.blocked = None;
             drop(wakeups);
@@ -433,7 +494,11 @@ fn process(conn: &mut Conn, rbuf: &mut BytesMut) {
                 return;
             }
             Ok(Some(req)) => {
-                let frame = rbuf.split_to(req.consumed).freeze();
+                // Copied out: arguments that outlive the command (keys,
+                // members, payloads) then pin only their own request, never
+                // the whole read buffer.
+                let frame = Bytes::copy_from_slice(&rbuf[..req.consumed]);
+                let _ = rbuf.split_to(req.consumed);
                 let args: Vec<Bytes> = match req.owned {
                     Some(words) => words.into_iter().map(Bytes::from).collect(),
                     None => req.args.iter().map(|&(a, b)| frame.slice(a..b)).collect(),
@@ -443,6 +508,15 @@ fn process(conn: &mut Conn, rbuf: &mut BytesMut) {
                 }
                 cmd::dispatch(conn, &args);
                 if conn.blocked.is_some() {
+                    return;
+                }
+                // Bound the output a pipeline can build up: move replies to
+                // the outbox as they grow, and leave further requests in the
+                // read buffer while the client has not taken what it has.
+                if conn.out.len() > REPLY_CHUNK {
+                    conn.flush_replies();
+                }
+                if conn.handle.sink.outbox.pending_bytes() + conn.out.len() > READ_PAUSE_BYTES {
                     return;
                 }
             }

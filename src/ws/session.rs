@@ -44,6 +44,19 @@ struct LagState {
     last: HashMap<Bytes, u64>,
     /// Channels being caught up, with the last offset queued before.
     lagged: HashMap<Bytes, u64>,
+    /// The history epoch each channel was subscribed at.
+    epochs: HashMap<Bytes, u64>,
+    /// A channel's history was replaced under a live subscription: the
+    /// client must resubscribe (insufficient state).
+    broken: bool,
+}
+
+impl LagState {
+    fn forget(&mut self, channel: &[u8]) {
+        self.last.remove(channel);
+        self.lagged.remove(channel);
+        self.epochs.remove(channel);
+    }
 }
 
 impl WsSink {
@@ -69,6 +82,19 @@ impl Subscriber for WsSink {
         };
         // History channels: runs under the keyspace lock, like catch-up.
         let mut lag = self.lag();
+        if p.epoch.is_some()
+            && lag
+                .epochs
+                .get(&p.channel)
+                .is_some_and(|e| Some(*e) != p.epoch)
+        {
+            // The stream was recreated (deleted, expired, flushed): offsets
+            // restarted, so the client's position means nothing any more.
+            lag.broken = true;
+            drop(lag);
+            self.outbox.wake();
+            return;
+        }
         if lag.lagged.contains_key(&p.channel) {
             return;
         }
@@ -109,7 +135,7 @@ fn expiry_instant(exp: u64, leeway: Duration) -> tokio::time::Instant {
 
 impl Session {
     fn send(&self, frame: Bytes) {
-        self.sink.outbox.push(frame);
+        self.sink.outbox.push_reply(frame);
     }
 
     fn error(&self, id: &Value, code: ErrorCode, msg: &str) {
@@ -117,7 +143,7 @@ impl Session {
     }
 
     fn total_subscriptions(&self) -> usize {
-        self.channels.len() + self.patterns.len()
+        self.channels.len() + self.patterns.len() + self.leaderboards.len()
     }
 
     fn set_identity(&mut self, claims: Option<Arc<crate::auth::Claims>>) {
@@ -236,6 +262,7 @@ impl Session {
                     hub.registry
                         .unsubscribe(Space::Global, a.channel.as_bytes(), self.id);
                     hub.presence_leave(a.channel.as_bytes(), self.id);
+                    self.sink.lag().forget(a.channel.as_bytes());
                     self.st.ws.subscriptions.fetch_sub(1, Ordering::Relaxed);
                 }
                 self.send(proto::reply(id, json!({})));
@@ -381,13 +408,18 @@ impl Session {
                 }
                 self.send(proto::reply(id, result));
                 for (offset, payload) in replay {
-                    let p = Publication::with_offset(key.clone(), payload, offset);
+                    let p = Publication::with_offset(key.clone(), payload, offset, epoch);
                     self.send(proto::encode_delivery(&Delivery::direct(
                         &p,
                         DeliveryKind::Message,
                     )));
                 }
-                self.sink.lag().last.insert(key.clone(), top);
+                {
+                    let mut lag = self.sink.lag();
+                    lag.forget(&key);
+                    lag.last.insert(key.clone(), top);
+                    lag.epochs.insert(key.clone(), epoch);
+                }
                 hub.registry
                     .subscribe(Space::Global, key.clone(), self.id, self.sink.clone());
                 drop(db);
@@ -417,6 +449,15 @@ impl Session {
         }
         if a.top == 0 || a.top > 100 {
             self.error(id, ErrorCode::BadRequest, "top must be 1 to 100");
+            return;
+        }
+        let max = self.st.cfg.max_subscriptions;
+        if !self.leaderboards.contains(&a.key) && self.total_subscriptions() >= max {
+            self.error(
+                id,
+                ErrorCode::LimitExceeded,
+                &format!("max subscriptions per connection reached ({max})"),
+            );
             return;
         }
         let key = a.key.as_bytes();
@@ -525,6 +566,9 @@ impl Session {
             let Ok(Some(s)) = db.stream(&ch) else {
                 return Err(DisconnectCode::InsufficientState);
             };
+            if lag.epochs.get(&ch) != Some(&s.epoch) {
+                return Err(DisconnectCode::InsufficientState);
+            }
             let Some(entries) = s.since_offset(last, usize::MAX) else {
                 return Err(DisconnectCode::InsufficientState);
             };
@@ -537,6 +581,7 @@ impl Session {
                     ch.clone(),
                     crate::hub::entry_payload(&e.fields),
                     e.offset,
+                    s.epoch,
                 );
                 self.sink
                     .outbox
@@ -593,6 +638,8 @@ impl Session {
         self.send(proto::reply(id, json!({})));
     }
 
+    /// Leaves every channel, pattern, presence and leaderboard. Idempotent:
+    /// `Drop` runs it again, so a panic cannot leave ghosts behind.
     fn cleanup(&mut self) {
         self.sink.outbox.close();
         let reg = &self.st.hub.registry;
@@ -700,7 +747,13 @@ pub async fn run(mut socket: WebSocket, st: AppState, url_token: Option<String>)
         }
         disconnect(&mut socket, code).await;
     }
-    st.ws.open.fetch_sub(1, Ordering::Relaxed);
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.cleanup();
+        self.st.ws.open.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// The session loop. Returns the disconnect to send, if any.
@@ -716,6 +769,9 @@ async fn serve(socket: &mut WebSocket, s: &mut Session) -> Option<DisconnectCode
     let mut batch = VecDeque::new();
     let far = || tokio::time::Instant::now() + Duration::from_secs(86400 * 365);
     loop {
+        if sink.lag().broken {
+            return Some(DisconnectCode::InsufficientState);
+        }
         if outbox.pending_bytes() < sink.lag_bytes / 2 && !sink.lag().lagged.is_empty() {
             if let Err(code) = s.catch_up() {
                 return Some(code);

@@ -45,8 +45,10 @@ pub struct CompareArgs {
     /// Publisher connections in the throughput runs.
     #[arg(long, default_value_t = 2)]
     publishers: usize,
+    /// PUBLISH commands in flight per publisher in the throughput runs.
     #[arg(long, default_value_t = 16)]
     pipeline: usize,
+    /// Payload size in bytes.
     #[arg(long, default_value_t = 64)]
     payload: usize,
     /// Idle patterns in the patterns run [default: 10000].
@@ -152,26 +154,27 @@ fn start_herald(bin: &Path, config: &Path) -> Result<Server> {
         .arg(config)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        .stderr(Stdio::piped())
         .spawn()
         .with_context(|| format!("cannot start {}", bin.display()))?;
-    let stdout = child.stdout.take().context("no herald stdout")?;
     let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut found = false;
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if found {
-                // Herald logs to stdout; keep its warnings visible on ours
-                // without mixing them into the JSON lines.
-                eprintln!("[herald] {line}");
-            } else if line.contains("herald listening") {
-                found = true;
-                let _ = tx.send(line);
-            } else {
-                eprintln!("[herald] {line}");
+    // Herald logs to stdout (stderr is scanned too, in case that changes);
+    // its lines go to our stderr so they never mix with the JSON lines.
+    let stdout = child.stdout.take().context("no herald stdout")?;
+    let stderr = child.stderr.take().context("no herald stderr")?;
+    fn forward(r: impl Read + Send + 'static, tx: mpsc::Sender<String>) {
+        std::thread::spawn(move || {
+            for line in BufReader::new(r).lines().map_while(Result::ok) {
+                if line.contains("herald listening") {
+                    let _ = tx.send(line);
+                } else {
+                    eprintln!("[herald] {line}");
+                }
             }
-        }
-    });
+        });
+    }
+    forward(stdout, tx.clone());
+    forward(stderr, tx);
     let mut server = Server {
         child,
         resp: "0.0.0.0:0".parse()?,

@@ -130,15 +130,14 @@ pub async fn sub_loop(
         let now = stamp::now_ns();
         let mut n = 0u64;
         loop {
-            match buf.next_resp() {
-                Ok(Some(f)) => {
-                    if let Some(p) = f.message_payload() {
-                        n += 1;
-                        if let Some(ts) = stamp::read(p) {
-                            out.hist.record(now.saturating_sub(ts));
-                        }
+            match buf.next_message() {
+                Ok(Some(Ok(p))) => {
+                    n += 1;
+                    if let Some(ts) = stamp::read(p) {
+                        out.hist.record(now.saturating_sub(ts));
                     }
                 }
+                Ok(Some(Err(_other))) => {}
                 Ok(None) => break,
                 Err(e) => {
                     out.error = Some(format!("{e:#}"));

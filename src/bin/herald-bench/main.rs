@@ -127,21 +127,28 @@ struct FanoutArgs {
 
 #[derive(Args)]
 struct PatternsArgs {
+    /// RESP server address.
     #[arg(long, value_parser = addr, default_value = "127.0.0.1:6380")]
     resp: SocketAddr,
     /// Idle patterns (`nomatch:PREFIX:{i}:*`) on one extra connection.
     #[arg(long, default_value_t = 10_000)]
     patterns: usize,
+    /// Seconds of publishing.
     #[arg(long, value_parser = secs, default_value = "5")]
     duration: Duration,
+    /// Publisher connections (publishing as fast as the window allows).
     #[arg(long, default_value_t = 2)]
     publishers: usize,
+    /// PUBLISH commands in flight per publisher connection.
     #[arg(long, default_value_t = 16)]
     pipeline: usize,
+    /// Payload size in bytes.
     #[arg(long, default_value_t = 64)]
     payload: usize,
+    /// Deliveries in flight allowed before publishers pause (0 = no limit).
     #[arg(long, default_value_t = 1000)]
     max_lag: u64,
+    /// The published channel is PREFIX.0; patterns are nomatch:PREFIX:{i}:*.
     #[arg(long, default_value = "bench.patterns")]
     prefix: String,
 }
@@ -151,8 +158,10 @@ struct WsFanoutArgs {
     /// WebSocket URL (Herald: ws://HOST:PORT/ws; nchan: the subscribe URL).
     #[arg(long)]
     ws: String,
+    /// WebSocket subscriber connections.
     #[arg(long, default_value_t = 100)]
     subscribers: usize,
+    /// Seconds of publishing.
     #[arg(long, value_parser = secs, default_value = "5")]
     duration: Duration,
     /// Publish with RESP PUBLISH to this address.
@@ -165,27 +174,36 @@ struct WsFanoutArgs {
     /// /api/publish (herald, JSON body) or /pub?id={channel} (nchan, raw body).
     #[arg(long)]
     publish_path: Option<String>,
+    /// Payload size in bytes.
     #[arg(long, default_value_t = 64)]
     payload: usize,
+    /// Subscriber protocol.
     #[arg(long, value_enum, default_value = "herald")]
     protocol: ws::Protocol,
     /// Channel the subscribers join and the publishers publish to.
     #[arg(long, default_value = "bench.ws")]
     channel: String,
+    /// Publisher connections.
     #[arg(long, default_value_t = 1)]
     publishers: usize,
+    /// Publishes in flight per publisher connection (RESP or HTTP pipelining).
     #[arg(long, default_value_t = 16)]
     pipeline: usize,
+    /// Total publishes per second (omit: as fast as flow control allows).
     #[arg(long)]
     rate: Option<f64>,
+    /// Deliveries in flight allowed per subscriber before publishers pause
+    /// (0 = no flow control).
     #[arg(long, default_value_t = 1000)]
     max_lag: u64,
 }
 
 #[derive(Args)]
 struct IdleArgs {
+    /// WebSocket URL to open connections to.
     #[arg(long)]
     ws: String,
+    /// Connections to open (RLIMIT_NOFILE is raised to its hard limit).
     #[arg(long, default_value_t = 1000)]
     connections: usize,
     /// Server process whose VmRSS is read before and after.
@@ -198,15 +216,19 @@ struct IdleArgs {
 
 #[derive(Args)]
 struct RecoveryArgs {
+    /// Herald WebSocket URL (ws://HOST:PORT/ws).
     #[arg(long)]
     ws: String,
+    /// Herald RESP address, used to publish the missed messages.
     #[arg(long, value_parser = addr)]
     resp: SocketAddr,
     /// A channel whose namespace keeps at least --missed messages.
     #[arg(long, default_value = "bench:recovery")]
     channel: String,
+    /// Messages published while disconnected.
     #[arg(long, default_value_t = 10_000)]
     missed: u64,
+    /// Payload size in bytes.
     #[arg(long, default_value_t = 64)]
     payload: usize,
 }

@@ -50,6 +50,27 @@ impl Reader {
         }
     }
 
+    /// The next complete frame, as a `message` payload when it is one
+    /// (fast path), else as `Err(frame)` in `Some`.
+    #[inline]
+    pub fn next_message(&mut self) -> Result<Option<Result<&[u8], resp::Frame<'_>>>> {
+        let buf = &self.buf[self.pos..];
+        if let Some((payload, n)) = resp::message(buf) {
+            self.pos += n;
+            return Ok(Some(Ok(payload)));
+        }
+        match resp::parse(buf)? {
+            Some((frame, n)) => {
+                self.pos += n;
+                Ok(Some(match frame.message_payload() {
+                    Some(p) => Ok(p),
+                    None => Err(frame),
+                }))
+            }
+            None => Ok(None),
+        }
+    }
+
     /// The status of the next complete HTTP response, if buffered.
     pub fn next_http(&mut self) -> Result<Option<u16>> {
         match http::parse_response(&self.buf[self.pos..])? {

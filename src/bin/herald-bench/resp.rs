@@ -7,7 +7,6 @@
 //! [`Item::Nested`]. Nothing is allocated per frame.
 
 use anyhow::{bail, Result};
-use memchr::memchr;
 
 /// Elements of an aggregate kept by the parser; later ones are skipped.
 pub const MAX_ITEMS: usize = 4;
@@ -84,7 +83,8 @@ pub fn encode(out: &mut Vec<u8>, args: &[&[u8]]) {
 /// its `\r\n`; `None` when incomplete.
 #[inline]
 fn line(buf: &[u8], at: usize) -> Option<(&[u8], usize)> {
-    let rel = memchr(b'\r', &buf[at..])?;
+    // Header lines are a few bytes long: a plain scan beats memchr's setup.
+    let rel = buf[at..].iter().position(|&b| b == b'\r')?;
     let end = at + rel;
     if end + 1 >= buf.len() {
         return None;
@@ -172,6 +172,46 @@ fn element<'a>(buf: &'a [u8], at: usize) -> Result<Option<(Item<'a>, usize)>> {
     Ok(Some((item, next)))
 }
 
+/// The fast path for the frame subscribers see most: a RESP2 `message`
+/// push (`*3 $7 message $n channel $m payload`). Returns the payload and
+/// the frame length; `None` when `buf` does not start with a complete
+/// frame of exactly that shape (then use [`parse`]).
+#[inline]
+pub fn message(buf: &[u8]) -> Option<(&[u8], usize)> {
+    const HEAD: &[u8] = b"*3\r\n$7\r\nmessage\r\n$";
+    if !buf.starts_with(HEAD) {
+        return None;
+    }
+    let (chan_len, at) = digits(buf, HEAD.len())?;
+    let at = at + chan_len + 2;
+    if buf.get(at) != Some(&b'$') {
+        return None;
+    }
+    let (len, at) = digits(buf, at + 1)?;
+    let end = at + len;
+    if buf.len() < end + 2 {
+        return None;
+    }
+    Some((&buf[at..end], end + 2))
+}
+
+/// A decimal length at `at` ended by `\r\n`: the value and the position
+/// after the line.
+#[inline]
+fn digits(buf: &[u8], mut at: usize) -> Option<(usize, usize)> {
+    let mut n = 0usize;
+    let start = at;
+    while let Some(&c) = buf.get(at) {
+        match c {
+            b'0'..=b'9' if at - start < 18 => n = n * 10 + (c - b'0') as usize,
+            b'\r' if at > start => return Some((n, at + 2)),
+            _ => return None,
+        }
+        at += 1;
+    }
+    None
+}
+
 /// Parses the first complete frame of `buf`: the frame and its length.
 pub fn parse(buf: &[u8]) -> Result<Option<(Frame<'_>, usize)>> {
     let Some(&kind) = buf.first() else {
@@ -233,6 +273,17 @@ mod tests {
         for cut in 0..n {
             assert!(parse(&b[..cut]).unwrap().is_none(), "cut {cut}");
         }
+    }
+
+    #[test]
+    fn fast_path_matches_parser() {
+        let b = b"*3\r\n$7\r\nmessage\r\n$10\r\nbench.ws.0\r\n$5\r\nhello\r\n";
+        assert_eq!(message(b), Some((&b"hello"[..], b.len())));
+        for cut in 0..b.len() {
+            assert_eq!(message(&b[..cut]), None, "cut {cut}");
+        }
+        assert_eq!(message(b"*3\r\n$9\r\nsubscribe\r\n$1\r\nc\r\n:1\r\n"), None);
+        assert_eq!(message(b"*3\r\n$7\r\nmessage\r\n$x\r\n"), None);
     }
 
     #[test]

@@ -122,6 +122,9 @@ fn quit(conn: &mut Conn, _args: &[Bytes]) {
 
 fn reset(conn: &mut Conn, _args: &[Bytes]) {
     conn.drop_subscriptions();
+    conn.multi = None;
+    conn.multi_dirty = false;
+    super::transactions::unwatch_all(conn);
     conn.set_resp3(false);
     {
         let mut m = conn.handle.meta();

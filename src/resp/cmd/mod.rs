@@ -271,6 +271,17 @@ pub fn dispatch(conn: &mut Conn, args: &[Bytes]) {
         );
         return reject(conn, top, &msg);
     }
+    // Server-wide commands (flushing, listing every key or client, killing
+    // clients, changing configuration) are for password holders only, not
+    // for JWT or anonymous clients.
+    let dangerous = |c: &Command| c.acl.iter().any(|a| *a == "@dangerous" || *a == "@admin");
+    if (dangerous(cmd) || (std::ptr::eq(cmd, top) && dangerous(top)) || top.name == "scan")
+        && !matches!(conn.identity, Some(crate::auth::Identity::Password))
+    {
+        crate::hub::Stats::add(&conn.server.hub.stats.auth_failures, 1);
+        let msg = format!("NOPERM this user has no permissions to run the '{fullname}' command");
+        return reject(conn, top, &msg);
+    }
     let keys = command_keys(top.name, args);
     let write = cmd.flags.contains(&"write") || top.flags.contains(&"write");
     if !keys_allowed(conn, &keys, write) {

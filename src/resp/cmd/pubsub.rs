@@ -282,13 +282,13 @@ fn subscribe_kind(conn: &mut Conn, args: &[Bytes], kind: Kind) {
         // The confirmation must reach the outbox before the registry can
         // deliver the first message on this channel.
         conn.flush_replies();
-        let reg = &conn.server.hub.registry;
-        let (id, sink) = (conn.handle.id, conn.handle.sink.clone());
-        match kind {
-            Kind::Channel => reg.subscribe(Space::Global, name.clone(), id, sink),
-            Kind::Shard => reg.subscribe(Space::Shard, name.clone(), id, sink),
-            Kind::Pattern => reg.psubscribe(name.clone(), id, sink),
+        let id = conn.handle.id;
+        let space = match kind {
+            Kind::Channel => Some(Space::Global),
+            Kind::Shard => Some(Space::Shard),
+            Kind::Pattern => None,
         };
+        conn.register(space, name.clone());
         if kind == Kind::Channel {
             if let Some(crate::auth::Identity::User(c)) = &conn.identity {
                 conn.server.hub.presence_join(

@@ -162,6 +162,9 @@ pub const SSCAN: Command =
         .flags(&["readonly"])
         .acl(RS);
 
+/// Most members a negative SRANDMEMBER/ZRANDMEMBER count may ask for.
+pub(super) const MAX_RANDOM_REPLY: u64 = 1 << 20;
+
 const READ_ONLY: &str =
     "ERR __presence__ keys are read-only: Herald maintains them from subscriptions";
 
@@ -405,7 +408,11 @@ fn srandmember(conn: &mut Conn, args: &[Bytes]) {
             false => out.bulk(&members[rand_index(members.len())]),
         },
         Some(n) if n < 0 => {
-            // Repeats allowed.
+            // Repeats allowed; bounded so one request cannot build an
+            // unbounded reply.
+            if n.unsigned_abs() > MAX_RANDOM_REPLY {
+                return out.error("ERR value is out of range");
+            }
             let n = n.unsigned_abs() as usize;
             if members.is_empty() {
                 return out.array(0);

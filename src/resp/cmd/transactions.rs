@@ -74,13 +74,16 @@ fn watch(conn: &mut Conn, args: &[Bytes]) {
         return conn.reply().error("ERR WATCH inside MULTI is not allowed");
     }
     let hub = conn.server.hub.clone();
+    let mut seen: std::collections::HashSet<&Bytes> = conn.watched.iter().map(|(k, _)| k).collect();
+    let fresh: Vec<Bytes> = args[1..]
+        .iter()
+        .filter(|k| seen.insert(k))
+        .cloned()
+        .collect();
     let mut db = hub.keyspace.lock();
-    for k in &args[1..] {
-        if conn.watched.iter().any(|(w, _)| w == k) {
-            continue;
-        }
-        let v = db.watch(k);
-        conn.watched.push((k.clone(), v));
+    for k in fresh {
+        let v = db.watch(&k);
+        conn.watched.push((k, v));
     }
     drop(db);
     conn.reply().simple("OK");
@@ -131,4 +134,5 @@ fn exec(conn: &mut Conn, _args: &[Bytes]) {
         super::dispatch(conn, args);
     }
     conn.in_exec = false;
+    conn.register_deferred();
 }

@@ -250,22 +250,15 @@ fn zadd(conn: &mut Conn, args: &[Bytes]) {
     let key = args[1].clone();
     let hub = conn.server.hub.clone();
     let mut db = hub.keyspace.lock();
-    match db.zset(&key) {
-        Err(_) => {
-            drop(db);
-            return wrongtype(conn);
-        }
-        Ok(None) => {
-            if xx {
-                drop(db);
-                let mut out = conn.reply();
-                return if incr { out.null() } else { out.int(0) };
-            }
-            db.insert(key.clone(), Value::ZSet(Box::new(ZSet::new())));
-        }
-        Ok(Some(_)) => {}
+    if xx && matches!(db.zset(&key), Ok(None)) {
+        drop(db);
+        let mut out = conn.reply();
+        return if incr { out.null() } else { out.int(0) };
     }
-    let z = db.zset(&key).ok().flatten().expect("just ensured");
+    let Ok(z) = db.zset_or_create(&key) else {
+        drop(db);
+        return wrongtype(conn);
+    };
     let (mut added, mut changed) = (0i64, 0i64);
     let mut incr_result: Option<f64> = None;
     let mut nan = false;
@@ -331,15 +324,10 @@ fn zincrby(conn: &mut Conn, args: &[Bytes]) {
     let key = args[1].clone();
     let hub = conn.server.hub.clone();
     let mut db = hub.keyspace.lock();
-    match db.zset(&key) {
-        Err(_) => {
-            drop(db);
-            return wrongtype(conn);
-        }
-        Ok(None) => db.insert(key.clone(), Value::ZSet(Box::new(ZSet::new()))),
-        Ok(Some(_)) => {}
-    }
-    let z = db.zset(&key).ok().flatten().expect("just ensured");
+    let Ok(z) = db.zset_or_create(&key) else {
+        drop(db);
+        return wrongtype(conn);
+    };
     let v = z.score(&args[3]).unwrap_or(0.0) + by;
     if v.is_nan() {
         drop_if_empty(&mut db, &key);
@@ -979,6 +967,9 @@ fn zrandmember(conn: &mut Conn, args: &[Bytes]) {
             false => out.bulk(&all[rnd(all.len())].0),
         },
         Some(n) if n < 0 => {
+            if n.unsigned_abs() > super::sets::MAX_RANDOM_REPLY {
+                return out.error("ERR value is out of range");
+            }
             if all.is_empty() {
                 return out.array(0);
             }
@@ -1042,7 +1033,7 @@ fn zscan(conn: &mut Conn, args: &[Bytes]) {
         (0u64, all)
     } else {
         let start = cursor as usize;
-        let end = (start + count).min(all.len());
+        let end = start.saturating_add(count).min(all.len());
         let next = if end >= all.len() { 0 } else { end as u64 };
         (
             next,
