@@ -70,6 +70,12 @@ pub async fn run(
 ) -> std::io::Result<()> {
     let ws = st.ws.clone();
     let app = router(st);
+    use axum::serve::ListenerExt;
+    // Small WebSocket frames must not wait for delayed ACKs (Nagle): a
+    // 40 ms stall per round trip otherwise.
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     let r = axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await;

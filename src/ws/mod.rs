@@ -115,7 +115,7 @@ pub async fn upgrade(
     ws
         // Small buffers: most connections are idle (tungstenite's defaults
         // are 128 KiB each way).
-        .read_buffer_size(512)
+        .read_buffer_size(256)
         .write_buffer_size(0)
         .max_write_buffer_size(st.cfg.output_limits.hard_bytes.max(max * 2))
         .max_message_size(max)

@@ -745,7 +745,7 @@ pub async fn run(mut socket: WebSocket, st: AppState, url_token: Option<String>)
                 "websocket client closed for overcoming of output buffer limits"
             );
         }
-        disconnect(&mut socket, code).await;
+        Box::pin(disconnect(&mut socket, code)).await;
     }
 }
 
@@ -758,16 +758,19 @@ impl Drop for Session {
 
 /// The session loop. Returns the disconnect to send, if any.
 async fn serve(socket: &mut WebSocket, s: &mut Session) -> Option<DisconnectCode> {
+    use tokio::time::Instant as TInstant;
     let sink = s.sink.clone();
     let outbox = &sink.outbox;
     let shutdown = s.st.ws.shutdown.clone();
     let cfg = s.st.cfg.clone();
-    let mut ping = tokio::time::interval(cfg.ws_ping_interval);
-    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    ping.tick().await;
-    let mut awaiting_pong: Option<Instant> = None;
+    // One timer for every deadline (next ping, pong due, token expiry): most
+    // sessions are idle, and each timer is memory they keep.
+    let mut next_ping = TInstant::now() + cfg.ws_ping_interval;
+    let mut awaiting_pong: Option<TInstant> = None;
+    let timer = tokio::time::sleep(cfg.ws_ping_interval);
+    tokio::pin!(timer);
+    let mut armed = next_ping;
     let mut batch = VecDeque::new();
-    let far = || tokio::time::Instant::now() + Duration::from_secs(86400 * 365);
     loop {
         if sink.lag().broken {
             return Some(DisconnectCode::InsufficientState);
@@ -782,24 +785,20 @@ async fn serve(socket: &mut WebSocket, s: &mut Session) -> Option<DisconnectCode
             return Some(DisconnectCode::Slow);
         }
         if !batch.is_empty() {
-            tokio::select! {
-                biased;
-                _ = shutdown.cancelled() => return Some(DisconnectCode::Shutdown),
-                _ = wait_overflow(outbox) => return Some(DisconnectCode::Slow),
-                // A socket that accepts nothing for this long belongs to a
-                // client that stopped reading.
-                _ = tokio::time::sleep(cfg.ws_ping_interval + cfg.ws_pong_timeout) => {
-                    return Some(DisconnectCode::Slow);
-                }
-                r = write_batch(socket, &mut batch, outbox) => {
-                    if r.is_err() {
-                        return None;
-                    }
-                }
+            // Boxed: the write path's futures live on the heap only while a
+            // write is in flight, keeping idle sessions small.
+            let flow = Box::pin(write_phase(socket, &mut batch, outbox, &shutdown, &cfg)).await;
+            if let Some(end) = flow {
+                return end;
             }
             continue;
         }
-        let expiry = s.expires_at.unwrap_or_else(far);
+        let ping_due = awaiting_pong.map_or(next_ping, |t| t + cfg.ws_pong_timeout);
+        let deadline = s.expires_at.map_or(ping_due, |e| e.min(ping_due));
+        if deadline != armed {
+            timer.as_mut().reset(deadline);
+            armed = deadline;
+        }
         tokio::select! {
             biased;
             _ = shutdown.cancelled() => return Some(DisconnectCode::Shutdown),
@@ -825,12 +824,17 @@ async fn serve(socket: &mut WebSocket, s: &mut Session) -> Option<DisconnectCode
                     Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
                 }
             }
-            _ = ping.tick() => {
+            _ = &mut timer => {
+                let now = TInstant::now();
+                if s.expires_at.is_some_and(|e| now >= e) {
+                    return Some(DisconnectCode::TokenExpired);
+                }
                 match awaiting_pong {
-                    Some(t) if t.elapsed() >= cfg.ws_pong_timeout => return Some(DisconnectCode::NoPong),
+                    Some(t) if now >= t + cfg.ws_pong_timeout => return Some(DisconnectCode::NoPong),
                     Some(_) => {}
-                    None => {
-                        awaiting_pong = Some(Instant::now());
+                    None if now >= next_ping => {
+                        awaiting_pong = Some(now);
+                        next_ping = now + cfg.ws_ping_interval;
                         let sent = tokio::time::timeout(
                             cfg.ws_pong_timeout,
                             socket.send(Message::Ping(Bytes::new())),
@@ -842,13 +846,35 @@ async fn serve(socket: &mut WebSocket, s: &mut Session) -> Option<DisconnectCode
                             Err(_) => return Some(DisconnectCode::NoPong),
                         }
                     }
+                    None => {}
                 }
+                // Fired: re-arm on the next loop even if the deadline is equal.
+                armed = now;
             }
-            _ = tokio::time::sleep_until(awaiting_pong.map_or_else(far, |t| tokio::time::Instant::from_std(t + cfg.ws_pong_timeout))) => {
-                return Some(DisconnectCode::NoPong);
-            }
-            _ = tokio::time::sleep_until(expiry) => return Some(DisconnectCode::TokenExpired),
         }
+    }
+}
+
+/// Writes the batch, watching for shutdown, overflow and a stalled socket.
+/// `Some(end)` ends the session (with `end` as its disconnect).
+async fn write_phase(
+    socket: &mut WebSocket,
+    batch: &mut VecDeque<Bytes>,
+    outbox: &Outbox,
+    shutdown: &tokio_util::sync::CancellationToken,
+    cfg: &crate::config::Config,
+) -> Option<Option<DisconnectCode>> {
+    tokio::select! {
+        biased;
+        _ = shutdown.cancelled() => Some(Some(DisconnectCode::Shutdown)),
+        _ = wait_overflow(outbox) => Some(Some(DisconnectCode::Slow)),
+        // A socket that accepts nothing for this long belongs to a client
+        // that stopped reading.
+        _ = tokio::time::sleep(cfg.ws_ping_interval + cfg.ws_pong_timeout) => Some(Some(DisconnectCode::Slow)),
+        r = write_batch(socket, batch, outbox) => match r {
+            Ok(()) => None,
+            Err(_) => Some(None),
+        },
     }
 }
 

@@ -669,6 +669,10 @@ fn print_table(
         t.cell("recovery", "herald", "recover_ms")
     ));
     line(format!(
+        "| {rec} | longest pause between replayed messages (ms) | {} |",
+        t.cell("recovery", "herald", "max_gap_ms")
+    ));
+    line(format!(
         "| {rec} | lost (sum) | {} |",
         fmt_num(t.sum("recovery", "herald", "lost"))
     ));

@@ -231,8 +231,10 @@ pub fn parse(buf: &[u8]) -> Result<Option<(Frame<'_>, usize)>> {
             for i in 0..count {
                 match element(buf, pos)? {
                     Some((item, p)) => {
-                        if i < MAX_ITEMS {
-                            items[i] = item;
+                        // Elements past MAX_ITEMS are parsed (to find the
+                        // frame's end) but not kept.
+                        if let Some(slot) = items.get_mut(i) {
+                            *slot = item;
                         }
                         pos = p;
                     }

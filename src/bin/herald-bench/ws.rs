@@ -547,7 +547,11 @@ pub async fn recovery(opts: &RecoveryOpts) -> Result<Report> {
     let mut reply: Option<Value> = None;
     let mut reply_at = None;
     let mut recovered = 0u64;
-    let mut last_at = None;
+    let mut last_at: Option<Instant> = None;
+    let mut first_at: Option<Instant> = None;
+    // The longest pause between two replayed messages: stalls (for
+    // example Nagle's algorithm against delayed ACKs) show up here.
+    let mut max_gap = Duration::ZERO;
     let mut error = None;
     let want = acked;
     while recovered < want {
@@ -567,8 +571,13 @@ pub async fn recovery(opts: &RecoveryOpts) -> Result<Report> {
         match classify(b) {
             Push::Message(_) => {
                 if push_offset(b).is_some_and(|o| o > offset && o <= offset + want) {
+                    let now = Instant::now();
                     recovered += 1;
-                    last_at = Some(Instant::now());
+                    first_at.get_or_insert(now);
+                    if let Some(prev) = last_at {
+                        max_gap = max_gap.max(now - prev);
+                    }
+                    last_at = Some(now);
                 }
             }
             Push::Disconnect => {
@@ -633,6 +642,13 @@ pub async fn recovery(opts: &RecoveryOpts) -> Result<Report> {
                 0.0
             },
         )
+        .set_f(
+            "first_message_ms",
+            first_at
+                .map(|t| (t - t0).as_secs_f64() * 1000.0)
+                .unwrap_or(0.0),
+        )
+        .set_f("max_gap_ms", max_gap.as_secs_f64() * 1000.0)
         .set("since_offset", offset);
     if let Some(e) = error {
         rep.set("error", e);
