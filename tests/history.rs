@@ -420,17 +420,5 @@ async fn history_memory_is_capped() {
 #[test]
 fn redis_py_stream_calls() {
     let h = Herald::start(&[]);
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/py/redis_py_streams.py");
-    let out = std::process::Command::new("python3")
-        .arg(script)
-        .arg(h.resp.port().to_string())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "stdout: {}\nstderr: {}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "ok");
+    run_redis_py("redis_py_streams.py", &h);
 }

@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{Herald, TIMEOUT};
+use common::{run_redis_py, Herald, TIMEOUT};
 use futures_util::StreamExt;
 use redis::AsyncCommands;
 
@@ -159,17 +159,5 @@ fn redis_cli_commands() {
 #[test]
 fn redis_py_resp2_and_resp3() {
     let herald = Herald::start(&[]);
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/py/redis_py_check.py");
-    let out = Command::new("python3")
-        .arg(script)
-        .arg(herald.resp.port().to_string())
-        .output()
-        .expect("python3");
-    assert!(
-        out.status.success(),
-        "redis-py check failed (is redis-py installed? .ci/run installs it)\nstdout: {}\nstderr: {}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "ok");
+    run_redis_py("redis_py_check.py", &herald);
 }

@@ -97,19 +97,7 @@ fn watched_key_expiring_aborts_exec() {
 #[test]
 fn redis_py_pipelines_and_leaderboards() {
     let h = Herald::start(&[]);
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/py/redis_py_zsets.py");
-    let out = std::process::Command::new("python3")
-        .arg(script)
-        .arg(h.resp.port().to_string())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "stdout: {}\nstderr: {}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "ok");
+    run_redis_py("redis_py_zsets.py", &h);
 }
 
 /// A transaction runs with no other client's command in between.

@@ -417,3 +417,20 @@ pub fn hs256(claims: serde_json::Value, secret: &str) -> String {
 pub fn fixture(name: &str) -> String {
     format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))
 }
+
+/// Runs `tests/py/<script>` against Herald's RESP port; it must print `ok`.
+pub fn run_redis_py(script: &str, herald: &Herald) {
+    let path = format!("{}/tests/py/{script}", env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new("python3")
+        .arg(&path)
+        .arg(herald.resp.port().to_string())
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "{script} failed (is redis-py installed? scripts/test installs it)\nstdout: {}\nstderr: {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "ok");
+}
