@@ -168,6 +168,25 @@ fn resp_scenarios_against_herald_and_redis() {
         ]);
         assert_eq!(lost(&v), 0, "{name} patterns lost messages: {v}");
         assert_eq!(v["patterns"], 20, "{v}");
+
+        let v = scenario(&[
+            "zset",
+            "--resp",
+            &addr,
+            "--members",
+            "1000",
+            "--batch",
+            "300",
+            "--duration",
+            "0.2",
+        ]);
+        assert_eq!(lost(&v), 0, "{name} zset: members not found: {v}");
+        assert_eq!(v["errors"], 0, "{name} zset errors: {v}");
+        assert_eq!(v["members"], 1000, "{v}");
+        assert!(v["zincrby_ops"].as_u64().unwrap() > 0, "{name}: {v}");
+        assert!(v["zrevrank_ops"].as_u64().unwrap() > 0, "{name}: {v}");
+        assert!(v["zincrby_per_sec"].is_number(), "{v}");
+        assert!(v["zrevrank_p99_us"].is_number(), "{v}");
     }
     let _ = std::fs::remove_file(cfg);
 }
@@ -216,6 +235,25 @@ fn websocket_scenarios_against_herald() {
     assert_eq!(v["connections"], 5, "{v}");
     assert!(v["rss_per_conn_bytes"].is_number(), "{v}");
 
+    // Subscribed idle connections; several pids are summed.
+    let both = format!("{pid},{pid}");
+    let v = scenario(&[
+        "idle-conns",
+        "--ws",
+        &url,
+        "--connections",
+        "4",
+        "--pid",
+        &both,
+        "--hold",
+        "0.1",
+        "--subscribe",
+        "bench.idle",
+    ]);
+    assert_eq!(v["connections"], 4, "{v}");
+    assert_eq!(v["subscribed_to"], "bench.idle", "{v}");
+    assert!(v["rss_per_conn_bytes"].is_number(), "{v}");
+
     let v = scenario(&[
         "recovery",
         "--ws",
@@ -232,6 +270,13 @@ fn websocket_scenarios_against_herald() {
     assert_eq!(v["recovered_flag"], true, "{v}");
     assert!(v["recover_ms"].is_number(), "{v}");
     let _ = std::fs::remove_file(cfg);
+}
+
+/// Whether nginx and its nchan module are installed where `compare`
+/// looks by default (the nchan rows are skipped otherwise).
+fn nchan_installed() -> bool {
+    std::path::Path::new("/usr/sbin/nginx").is_file()
+        && std::path::Path::new("/usr/lib/nginx/modules/ngx_nchan_module.so").is_file()
 }
 
 #[test]
@@ -262,24 +307,78 @@ fn compare_quick() {
         seen.push(format!("{label}/{server}"));
     }
     seen.sort();
-    assert_eq!(
-        seen,
-        [
-            "fanout/herald",
-            "fanout/redis",
-            "idle-conns/herald",
-            "latency@200/herald",
-            "latency@200/redis",
-            "patterns/herald",
-            "patterns/redis",
-            "recovery/herald",
-            "ws-fanout/herald",
-        ],
+    let mut want = vec![
+        "fanout/herald",
+        "fanout/redis",
+        "idle-conns-sub/herald",
+        "idle-conns/herald",
+        "latency@200/herald",
+        "latency@200/redis",
+        "patterns/herald",
+        "patterns/redis",
+        "recovery/herald",
+        "ws-fanout/herald",
+        "zset/herald",
+        "zset/redis",
+    ];
+    if nchan_installed() {
+        want.extend(["idle-conns/nchan", "ws-fanout/nchan"]);
+    } else {
+        assert!(out.contains("nchan: **not run**"), "{out}");
+    }
+    want.sort();
+    assert_eq!(seen, want, "{out}");
+    assert!(
+        out.contains("| scenario | Herald | Redis | Herald/Redis | better | target | met |"),
         "{out}"
     );
     assert!(
-        out.contains("| scenario | Herald | Redis | Herald/Redis |"),
+        out.contains("| scenario | Herald | nchan | Herald/nchan | better | target | met |"),
         "{out}"
     );
-    assert!(out.contains("Herald only:"), "{out}");
+    assert!(out.contains("### Herald only"), "{out}");
+}
+
+/// `compare` without nginx (as on a machine where it is not installed):
+/// the nchan rows are skipped with a note, everything else runs.
+#[test]
+fn compare_quick_without_nchan() {
+    let out = run(&[
+        "compare",
+        "--quick",
+        "--rounds",
+        "1",
+        "--only",
+        "ws-fanout,idle",
+        "--herald",
+        env!("CARGO_BIN_EXE_herald"),
+        "--redis-server",
+        "/usr/bin/redis-server",
+        "--nginx",
+        "/nonexistent/nginx",
+    ]);
+    let mut seen: Vec<String> = out
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            check_fields(&v, l);
+            format!(
+                "{}/{}",
+                v["label"].as_str().unwrap(),
+                v["server_name"].as_str().unwrap()
+            )
+        })
+        .collect();
+    seen.sort();
+    assert_eq!(
+        seen,
+        [
+            "idle-conns-sub/herald",
+            "idle-conns/herald",
+            "ws-fanout/herald"
+        ],
+        "{out}"
+    );
+    assert!(out.contains("nchan: **not run** (nginx not found"), "{out}");
 }

@@ -1,8 +1,12 @@
-//! `compare`: starts Herald and a real `redis-server` on free loopback
-//! ports, runs the RESP scenarios against both in interleaved rounds
-//! (Herald round 1, Redis round 1, Herald round 2, …), plus Herald-only
-//! WebSocket rows, and prints every run's JSON line followed by a markdown
-//! table of medians and Herald/Redis ratios (all on stdout).
+//! `compare`: starts Herald, a real `redis-server` and (where installed)
+//! nginx with the nchan module on free loopback ports, runs the RESP
+//! scenarios against Herald and Redis and the WebSocket scenarios against
+//! Herald and nchan in interleaved rounds (Herald round 1, peer round 1,
+//! Herald round 2, …), plus Herald-only rows, and prints every run's JSON
+//! line followed by markdown tables of medians, Herald/peer ratios and the
+//! targets (all on stdout). Every round starts fresh server processes
+//! (Herald again before its WebSocket runs), so no run inherits state
+//! from an earlier one.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -17,9 +21,11 @@ use clap::Args;
 use serde_json::Value;
 
 use crate::fanout::{self, FanoutOpts};
+use crate::nchan::{NchanConfig, Nginx};
 use crate::publish::Target;
 use crate::report::{self, Report};
 use crate::ws::{self, IdleOpts, Protocol, RecoveryOpts, WsFanoutOpts};
+use crate::zset::{self, ZsetOpts};
 use crate::{sys, TIMEOUT};
 
 #[derive(Args, Clone, Debug)]
@@ -33,7 +39,7 @@ pub struct CompareArgs {
     /// Rounds per server (medians are reported).
     #[arg(long, default_value_t = 3)]
     rounds: usize,
-    /// Seconds per timed run [default: 5, 0.3 with --quick].
+    /// Seconds per timed run (and per zset phase) [default: 5, 0.3 with --quick].
     #[arg(long, value_parser = crate::secs)]
     duration: Option<Duration>,
     /// Tiny sizes for a smoke test (2 subscribers, 20 patterns, …).
@@ -58,21 +64,69 @@ pub struct CompareArgs {
     /// per rate) [default: 5000,20000; 200 with --quick].
     #[arg(long, value_delimiter = ',')]
     latency_rate: Option<Vec<f64>>,
-    /// WebSocket subscribers in the Herald-only ws-fanout row [default: 1000].
+    /// Members of the sorted set of the zset runs [default: 1000000; 1000
+    /// with --quick].
+    #[arg(long)]
+    zset_members: Option<u64>,
+    /// Connections of the zset runs.
+    #[arg(long, default_value_t = 2)]
+    zset_connections: usize,
+    /// Commands in flight per connection in the zset runs.
+    #[arg(long, default_value_t = 32)]
+    zset_pipeline: usize,
+    /// WebSocket subscribers in the ws-fanout runs [default: 10000].
     #[arg(long)]
     ws_subscribers: Option<usize>,
-    /// Idle WebSocket connections in the Herald-only memory row [default: 5000].
+    /// Deliveries in flight per WebSocket subscriber before the publisher
+    /// pauses, in the ws-fanout runs.
+    #[arg(long, default_value_t = 100)]
+    ws_max_lag: u64,
+    /// Idle WebSocket connections in the memory runs [default: 10000].
     #[arg(long)]
     idle_conns: Option<usize>,
     /// Missed messages in the Herald-only recovery row [default: 10000].
     #[arg(long)]
     missed: Option<u64>,
-    /// Deliveries in flight per subscriber before publishers pause.
+    /// Deliveries in flight per subscriber before publishers pause (RESP).
     #[arg(long, default_value_t = 1000)]
     max_lag: u64,
-    /// Skip the Redis runs (Herald rows only).
+    /// Skip the Redis runs.
     #[arg(long)]
     no_redis: bool,
+    /// nginx binary, run with the nchan module as the WebSocket peer.
+    #[arg(long, default_value = "/usr/sbin/nginx")]
+    nginx: PathBuf,
+    /// The nchan module (`load_module` in the generated nginx.conf).
+    #[arg(long, default_value = "/usr/lib/nginx/modules/ngx_nchan_module.so")]
+    nchan_module: PathBuf,
+    /// nginx worker processes [default: one per core].
+    #[arg(long)]
+    nchan_workers: Option<usize>,
+    /// Skip the nchan runs (they are skipped anyway when nginx or the
+    /// module is missing).
+    #[arg(long)]
+    no_nchan: bool,
+    /// Run only these scenarios, comma-separated [default: all]
+    #[arg(long, value_delimiter = ',', value_enum)]
+    only: Vec<Scenario>,
+}
+
+/// The scenarios of `compare`, for `--only`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Scenario {
+    Fanout,
+    Patterns,
+    Latency,
+    Zset,
+    WsFanout,
+    Idle,
+    Recovery,
+}
+
+impl CompareArgs {
+    fn runs(&self, sc: Scenario) -> bool {
+        self.only.is_empty() || self.only.contains(&sc)
+    }
 }
 
 /// The sizes of one compare run, defaults and `--quick` applied.
@@ -82,6 +136,7 @@ struct Sizes {
     subscribers: usize,
     patterns: usize,
     latency_rates: Vec<f64>,
+    zset_members: u64,
     ws_subscribers: usize,
     idle_conns: usize,
     missed: u64,
@@ -104,8 +159,9 @@ impl Sizes {
                     vec![5_000.0, 20_000.0]
                 }
             }),
-            ws_subscribers: a.ws_subscribers.unwrap_or(if q { 3 } else { 1000 }),
-            idle_conns: a.idle_conns.unwrap_or(if q { 5 } else { 5000 }),
+            zset_members: a.zset_members.unwrap_or(if q { 1000 } else { 1_000_000 }),
+            ws_subscribers: a.ws_subscribers.unwrap_or(if q { 3 } else { 10_000 }),
+            idle_conns: a.idle_conns.unwrap_or(if q { 5 } else { 10_000 }),
             missed: a.missed.unwrap_or(if q { 50 } else { 10_000 }),
             hold: Duration::from_millis(if q { 200 } else { 2000 }),
         }
@@ -252,22 +308,31 @@ fn version(bin: &Path) -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
+type Results = BTreeMap<(String, String), Vec<Report>>;
+
 /// Runs one scenario, prints its JSON line (tagged with label, server and
 /// round) and keeps it; a failure is printed as a JSON line with `error`.
+/// `pids` are the server's processes, whose CPU time is summed.
 async fn record(
-    results: &mut BTreeMap<(String, String), Vec<Report>>,
+    results: &mut Results,
     label: &str,
     server: &str,
     round: usize,
-    pid: Option<u32>,
+    pids: &[u32],
     fut: impl std::future::Future<Output = Result<Report>>,
 ) {
-    let cpu = |p: &str| sys::cpu_seconds(p).ok();
-    let server_cpu0 = pid.and_then(|p| cpu(&p.to_string()));
-    let bench_cpu0 = cpu("self");
+    let server_cpu = || {
+        if pids.is_empty() {
+            None
+        } else {
+            sys::cpu_seconds_of(pids)
+        }
+    };
+    let server_cpu0 = server_cpu();
+    let bench_cpu0 = sys::cpu_seconds("self").ok();
     let result = fut.await;
-    let server_cpu1 = pid.and_then(|p| cpu(&p.to_string()));
-    let bench_cpu1 = cpu("self");
+    let server_cpu1 = server_cpu();
+    let bench_cpu1 = sys::cpu_seconds("self").ok();
     let mut rep = match result {
         Ok(r) => r,
         Err(e) => {
@@ -329,9 +394,10 @@ fn fanout_opts(a: &CompareArgs, s: &Sizes, addr: SocketAddr, prefix: &str) -> Fa
     }
 }
 
-/// Runs the RESP scenarios of one round against one server.
+/// Runs the RESP scenarios of one round against one server: fanout,
+/// latency, zset, then patterns.
 async fn resp_round(
-    results: &mut BTreeMap<(String, String), Vec<Report>>,
+    results: &mut Results,
     a: &CompareArgs,
     s: &Sizes,
     name: &str,
@@ -339,35 +405,26 @@ async fn resp_round(
     round: usize,
 ) {
     let addr = srv.resp;
-    let pid = Some(srv.child.id());
-    let o = fanout_opts(a, s, addr, &format!("bench.fanout.r{round}"));
-    record(
-        results,
-        "fanout",
-        name,
-        round,
-        pid,
-        fanout::run(&o, "fanout"),
-    )
-    .await;
+    let pids = [srv.child.id()];
+    if a.runs(Scenario::Fanout) {
+        let o = fanout_opts(a, s, addr, &format!("bench.fanout.r{round}"));
+        record(
+            results,
+            "fanout",
+            name,
+            round,
+            &pids,
+            fanout::run(&o, "fanout"),
+        )
+        .await;
+    }
 
-    let o = FanoutOpts {
-        subscribers: 1,
-        idle_patterns: s.patterns,
-        prefix: format!("bench.patterns.r{round}"),
-        ..fanout_opts(a, s, addr, "")
+    let rates = if a.runs(Scenario::Latency) {
+        s.latency_rates.as_slice()
+    } else {
+        &[]
     };
-    record(
-        results,
-        "patterns",
-        name,
-        round,
-        pid,
-        fanout::run(&o, "patterns"),
-    )
-    .await;
-
-    for &rate in &s.latency_rates {
+    for &rate in rates {
         let o = FanoutOpts {
             rate: Some(rate),
             publishers: 1,
@@ -376,63 +433,209 @@ async fn resp_round(
             ..fanout_opts(a, s, addr, "")
         };
         let label = latency_label(rate);
-        record(results, &label, name, round, pid, fanout::run(&o, "fanout")).await;
+        record(
+            results,
+            &label,
+            name,
+            round,
+            &pids,
+            fanout::run(&o, "fanout"),
+        )
+        .await;
+    }
+
+    if a.runs(Scenario::Zset) {
+        let o = ZsetOpts {
+            addr,
+            key: format!("bench.zset.r{round}"),
+            members: s.zset_members,
+            batch: 1000,
+            duration: s.duration,
+            connections: a.zset_connections,
+            pipeline: a.zset_pipeline,
+            pids: pids.to_vec(),
+            keep: false,
+        };
+        record(results, "zset", name, round, &pids, zset::run(&o)).await;
+    }
+
+    // Last: patterns leave state behind (see `run`).
+    if a.runs(Scenario::Patterns) {
+        let o = FanoutOpts {
+            subscribers: 1,
+            idle_patterns: s.patterns,
+            prefix: format!("bench.patterns.r{round}"),
+            ..fanout_opts(a, s, addr, "")
+        };
+        record(
+            results,
+            "patterns",
+            name,
+            round,
+            &pids,
+            fanout::run(&o, "patterns"),
+        )
+        .await;
     }
 }
 
-/// Runs the Herald-only WebSocket scenarios of one round.
-async fn herald_round(
-    results: &mut BTreeMap<(String, String), Vec<Report>>,
+/// What the WebSocket rounds need.
+struct WsEnv<'a> {
+    herald: &'a Server,
+    herald_bin: &'a Path,
+    config: &'a Path,
+    /// The long-running nchan for ws-fanout, and its configuration (fresh
+    /// instances are started for the memory runs).
+    nchan: Option<(&'a Nginx, &'a NchanConfig)>,
+}
+
+/// After a run with thousands of connections: time for both sides to
+/// close them before the next run.
+async fn settle(conns: usize) {
+    tokio::time::sleep(Duration::from_millis((conns as u64 / 10).min(1500))).await;
+}
+
+/// Runs the WebSocket scenarios of one round: ws-fanout against Herald and
+/// nchan, idle connections against fresh instances of both, and Herald's
+/// recovery.
+async fn ws_round(
+    results: &mut Results,
     a: &CompareArgs,
     s: &Sizes,
-    herald: &Server,
-    bin: &Path,
-    config: &Path,
+    env: &WsEnv<'_>,
     round: usize,
 ) {
+    let herald = env.herald;
     let http = herald.http.unwrap_or(herald.resp);
-    let pid = Some(herald.child.id());
-    let url = format!("ws://{http}/ws");
-    let o = WsFanoutOpts {
-        url: url.clone(),
+    let pids = [herald.child.id()];
+    // One channel name valid for both (nchan ids here are \w+).
+    let channel = format!("bench_ws_r{round}");
+    let base = WsFanoutOpts {
+        url: format!("ws://{http}/ws"),
         subscribers: s.ws_subscribers,
         duration: s.duration,
-        target: Target::Resp(herald.resp),
+        target: Target::HeraldHttp {
+            addr: http,
+            path: "/api/publish".into(),
+        },
         payload: a.payload,
         protocol: Protocol::Herald,
-        channel: format!("bench.ws.r{round}"),
+        channel: channel.clone(),
         publishers: 1,
         pipeline: a.pipeline,
         rate: None,
-        max_lag: a.max_lag,
+        max_lag: a.ws_max_lag,
     };
-    record(results, "ws-fanout", "herald", round, pid, ws::fanout(&o)).await;
+    if a.runs(Scenario::WsFanout) {
+        record(
+            results,
+            "ws-fanout",
+            "herald",
+            round,
+            &pids,
+            ws::fanout(&base),
+        )
+        .await;
+        settle(s.ws_subscribers).await;
+    }
+    if let (Some((nginx, _)), true) = (env.nchan, a.runs(Scenario::WsFanout)) {
+        let o = WsFanoutOpts {
+            url: nginx.sub_url(&channel),
+            target: Target::RawHttp {
+                addr: nginx.addr,
+                path: Nginx::pub_path(),
+            },
+            protocol: Protocol::Nchan,
+            ..base.clone()
+        };
+        let seen = nginx.error_log_problems().len();
+        let pids = nginx.pids();
+        let fut = async {
+            let mut r = ws::fanout(&o).await?;
+            let problems = nginx.error_log_problems();
+            if problems.len() > seen {
+                r.set("nginx_alerts", problems.len() - seen)
+                    .set("nginx_alert", problems[seen].clone());
+            }
+            Ok(r)
+        };
+        record(results, "ws-fanout", "nchan", round, &pids, fut).await;
+        settle(s.ws_subscribers).await;
+    }
 
+    // Idle connections are measured on a fresh process, so memory freed by
+    // earlier runs and kept by the allocator does not hide their cost.
+    let idle_runs = if a.runs(Scenario::Idle) {
+        vec![
+            ("idle-conns", None),
+            ("idle-conns-sub", Some("bench_idle".to_owned())),
+        ]
+    } else {
+        Vec::new()
+    };
+    for (label, subscribe) in idle_runs {
+        let idle = async {
+            let fresh = tokio::task::block_in_place(|| start_herald(env.herald_bin, env.config))?;
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let o = IdleOpts {
+                url: format!("ws://{}/ws", fresh.http.unwrap_or(fresh.resp)),
+                connections: s.idle_conns,
+                pids: vec![fresh.child.id()],
+                with_children: false,
+                hold: s.hold,
+                subscribe,
+            };
+            let r = ws::idle(&o).await;
+            drop(fresh);
+            r
+        };
+        record(results, label, "herald", round, &[], idle).await;
+        settle(s.idle_conns).await;
+    }
+    if let (Some((_, cfg)), true) = (env.nchan, a.runs(Scenario::Idle)) {
+        let idle = async {
+            let fresh = tokio::task::block_in_place(|| Nginx::start(cfg))?;
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let o = IdleOpts {
+                url: fresh.sub_url("bench_idle"),
+                connections: s.idle_conns,
+                pids: fresh.pids(),
+                with_children: false,
+                hold: s.hold,
+                subscribe: None,
+            };
+            let mut r = ws::idle(&o).await?;
+            let problems = fresh.error_log_problems();
+            if let Some(p) = problems.first() {
+                r.set("nginx_alerts", problems.len())
+                    .set("nginx_alert", p.clone());
+            }
+            drop(fresh);
+            Ok(r)
+        };
+        record(results, "idle-conns", "nchan", round, &[], idle).await;
+        settle(s.idle_conns).await;
+    }
+
+    if !a.runs(Scenario::Recovery) {
+        return;
+    }
     let o = RecoveryOpts {
-        url,
+        url: format!("ws://{http}/ws"),
         resp: herald.resp,
         channel: format!("bench:recovery:r{round}"),
         missed: s.missed,
         payload: a.payload,
     };
-    record(results, "recovery", "herald", round, pid, ws::recovery(&o)).await;
-
-    // Idle connections are measured on a fresh process, so memory freed by
-    // earlier runs and kept by the allocator does not hide their cost.
-    let idle = async {
-        let fresh = tokio::task::block_in_place(|| start_herald(bin, config))?;
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        let o = IdleOpts {
-            url: format!("ws://{}/ws", fresh.http.unwrap_or(fresh.resp)),
-            connections: s.idle_conns,
-            pid: Some(fresh.child.id()),
-            hold: s.hold,
-        };
-        let r = ws::idle(&o).await;
-        drop(fresh);
-        r
-    };
-    record(results, "idle-conns", "herald", round, None, idle).await;
+    record(
+        results,
+        "recovery",
+        "herald",
+        round,
+        &pids,
+        ws::recovery(&o),
+    )
+    .await;
 }
 
 /// The result label of a latency run at `rate` publishes/s.
@@ -474,8 +677,42 @@ fn fmt_num(v: f64) -> String {
     }
 }
 
+/// A target of the issue, checked against the medians.
+#[derive(Clone, Copy, Debug)]
+enum Goal {
+    /// Herald/peer at least this.
+    RatioMin(f64),
+    /// Herald/peer at most this.
+    RatioMax(f64),
+    /// Herald's own median at most this (in the row's unit).
+    AtMost(f64),
+}
+
+impl Goal {
+    fn text(self) -> String {
+        match self {
+            Goal::RatioMin(r) => format!("≥ {r}×"),
+            Goal::RatioMax(r) => format!("≤ {r}×"),
+            Goal::AtMost(v) => format!("Herald ≤ {}", fmt_num(v)),
+        }
+    }
+
+    fn met(self, herald: Option<f64>, ratio: Option<f64>) -> &'static str {
+        let ok = match self {
+            Goal::RatioMin(r) => ratio.map(|x| x >= r),
+            Goal::RatioMax(r) => ratio.map(|x| x <= r),
+            Goal::AtMost(v) => herald.map(|x| x <= v),
+        };
+        match ok {
+            Some(true) => "yes",
+            Some(false) => "**no**",
+            None => "–",
+        }
+    }
+}
+
 struct Table<'a> {
-    results: &'a BTreeMap<(String, String), Vec<Report>>,
+    results: &'a Results,
 }
 
 impl Table<'_> {
@@ -486,15 +723,28 @@ impl Table<'_> {
             .unwrap_or(&[])
     }
 
+    fn values(&self, label: &str, server: &str, field: &str) -> Vec<f64> {
+        self.reports(label, server)
+            .iter()
+            .filter(|r| !r.0.contains_key("run_failed"))
+            .filter_map(|r| r.0.get(field).and_then(Value::as_f64))
+            .collect()
+    }
+
     /// The median of `field` over the successful runs.
     fn med(&self, label: &str, server: &str, field: &str) -> Option<f64> {
-        median(
-            self.reports(label, server)
-                .iter()
-                .filter(|r| !r.0.contains_key("run_failed"))
-                .filter_map(|r| r.0.get(field).and_then(Value::as_f64))
-                .collect(),
-        )
+        median(self.values(label, server, field))
+    }
+
+    /// `min – max` of `field` over the successful runs.
+    fn range(&self, label: &str, server: &str, field: &str) -> String {
+        let v = self.values(label, server, field);
+        let min = v.iter().copied().reduce(f64::min);
+        let max = v.iter().copied().reduce(f64::max);
+        match (min, max) {
+            (Some(a), Some(b)) => format!("{} – {}", fmt_num(a), fmt_num(b)),
+            _ => self.cell(label, server, field),
+        }
     }
 
     fn sum(&self, label: &str, server: &str, field: &str) -> f64 {
@@ -519,31 +769,46 @@ impl Table<'_> {
         }
     }
 
-    /// A Herald vs Redis row: medians and the Herald/Redis ratio.
-    fn row(&self, what: &str, label: &str, field: &str, higher_better: bool) -> String {
-        let h = self.med(label, "herald", field);
-        let r = self.med(label, "redis", field);
+    /// A Herald vs `peer` row: medians, the Herald/peer ratio and the goal.
+    /// `herald_label` lets Herald's figure come from another run (e.g. the
+    /// subscribed idle connections).
+    #[allow(clippy::too_many_arguments)]
+    fn row(
+        &self,
+        what: &str,
+        herald_label: &str,
+        label: &str,
+        peer: &str,
+        field: &str,
+        higher_better: bool,
+        goal: Option<Goal>,
+    ) -> String {
+        let h = self.med(herald_label, "herald", field);
+        let r = self.med(label, peer, field);
         let ratio = match (h, r) {
-            (Some(h), Some(r)) if r > 0.0 => format!("{:.2}×", h / r),
-            _ => "–".into(),
+            (Some(h), Some(r)) if r > 0.0 => Some(h / r),
+            _ => None,
         };
         format!(
-            "| {what} | {} | {} | {ratio} | {} |",
-            self.cell(label, "herald", field),
-            self.cell(label, "redis", field),
-            if higher_better { "higher" } else { "lower" }
+            "| {what} | {} | {} | {} | {} | {} | {} |",
+            self.cell(herald_label, "herald", field),
+            self.cell(label, peer, field),
+            ratio.map_or("–".into(), |x| format!("{x:.2}×")),
+            if higher_better { "higher" } else { "lower" },
+            goal.map_or("–".into(), Goal::text),
+            goal.map_or("–", |g| g.met(h, ratio)),
         )
     }
 }
 
-fn print_table(
-    a: &CompareArgs,
-    s: &Sizes,
-    results: &BTreeMap<(String, String), Vec<Report>>,
-    herald_version: &str,
-    redis_version: &str,
-    load: (&str, &str),
-) {
+/// What the table header says about each peer.
+struct Versions {
+    herald: String,
+    redis: String,
+    nchan: String,
+}
+
+fn print_table(a: &CompareArgs, s: &Sizes, results: &Results, v: &Versions, load: (&str, &str)) {
     let t = Table { results };
     let secs = s.duration.as_secs_f64();
     let mut out = String::new();
@@ -557,57 +822,71 @@ fn print_table(
         a.rounds
     ));
     line(String::new());
+    line(format!("Herald: `{}`.", v.herald));
     line(format!(
-        "Herald: `{herald_version}`; Redis: `{redis_version}` (default config, persistence off)."
+        "Redis: `{}` (default config, persistence off).",
+        v.redis
     ));
+    line(format!("nchan: {}.", v.nchan));
     line(String::new());
     line(format!(
         "Load average (1, 5, 15 min) at start: {}; at end: {}.",
         load.0, load.1
     ));
     line(String::new());
-    line("| scenario | Herald | Redis | Herald/Redis | better |".into());
-    line("| --- | ---: | ---: | ---: | --- |".into());
+    line(
+        "Targets are the issue's, stated for the default sizes (100 subscribers, 10,000 \
+         patterns, 10,000 WebSocket connections, 10,000 missed messages); `met` compares \
+         the medians with them, so it is only indicative with other sizes or few rounds."
+            .into(),
+    );
+    line(String::new());
+    line("### RESP: Herald vs redis-server".into());
+    line(String::new());
+    line("| scenario | Herald | Redis | Herald/Redis | better | target | met |".into());
+    line("| --- | ---: | ---: | ---: | --- | --- | --- |".into());
+    let redis_row = |what: String, label: &str, field: &str, hb: bool, goal: Option<Goal>| {
+        t.row(&what, label, label, "redis", field, hb, goal)
+    };
     let fan = format!(
         "fanout {} subs, {} B, {} pubs × pipeline {}",
         s.subscribers, a.payload, a.publishers, a.pipeline
     );
-    line(t.row(
-        &format!("{fan}: deliveries/s"),
+    line(redis_row(
+        format!("{fan}: deliveries/s"),
         "fanout",
         "deliveries_per_sec",
         true,
+        Some(Goal::RatioMin(1.5)),
     ));
-    line(t.row(
-        &format!("{fan}: publishes/s"),
-        "fanout",
-        "publishes_per_sec",
-        true,
-    ));
-    line(t.row(
-        &format!("{fan}: server CPU µs per 1,000 deliveries"),
+    line(redis_row(
+        format!("{fan}: server CPU µs per 1,000 deliveries"),
         "fanout",
         "server_cpu_us_per_1k_deliveries",
         false,
+        None,
     ));
-    line(t.row(
-        &format!("{fan}: p99 µs (saturated)"),
+    line(redis_row(
+        format!("{fan}: p99 µs (saturated, queueing)"),
         "fanout",
         "p99_us",
         false,
+        None,
     ));
     let pat = format!("publish with {} idle patterns", fmt_num(s.patterns as f64));
-    line(t.row(
-        &format!("{pat}: publishes/s"),
+    line(redis_row(
+        format!("{pat}: publishes/s"),
         "patterns",
         "publishes_per_sec",
         true,
+        Some(Goal::RatioMin(20.0)),
     ));
-    line(t.row(
-        &format!("{pat}: server CPU µs per publish"),
+    line(redis_row(
+        format!("{pat}: server CPU µs per publish"),
         "patterns",
         "server_cpu_us_per_publish",
         false,
+        None,
     ));
     let mut resp_labels = vec!["fanout".to_owned(), "patterns".to_owned()];
     for &rate in &s.latency_rates {
@@ -617,65 +896,272 @@ fn print_table(
             fmt_num(rate),
             s.subscribers
         );
-        line(t.row(
-            &format!("{lat}: achieved publishes/s"),
+        line(redis_row(
+            format!("{lat}: achieved publishes/s"),
             &label,
             "publishes_per_sec",
             true,
+            None,
         ));
-        line(t.row(&format!("{lat}: p50 µs"), &label, "p50_us", false));
-        line(t.row(&format!("{lat}: p99 µs"), &label, "p99_us", false));
-        line(t.row(&format!("{lat}: p99.9 µs"), &label, "p999_us", false));
+        line(redis_row(
+            format!("{lat}: p50 µs"),
+            &label,
+            "p50_us",
+            false,
+            None,
+        ));
+        line(redis_row(
+            format!("{lat}: p99 µs"),
+            &label,
+            "p99_us",
+            false,
+            Some(Goal::RatioMax(1.0)),
+        ));
+        line(redis_row(
+            format!("{lat}: p99.9 µs"),
+            &label,
+            "p999_us",
+            false,
+            None,
+        ));
         resp_labels.push(label);
     }
+    let zs = format!(
+        "sorted set of {} members, {} conns × pipeline {}",
+        fmt_num(s.zset_members as f64),
+        a.zset_connections,
+        a.zset_pipeline
+    );
+    for (op, name) in [("zincrby", "ZINCRBY"), ("zrevrank", "ZREVRANK")] {
+        line(redis_row(
+            format!("{zs}: {name}/s"),
+            "zset",
+            &format!("{op}_per_sec"),
+            true,
+            None,
+        ));
+        line(redis_row(
+            format!("{zs}: {name} p50 µs"),
+            "zset",
+            &format!("{op}_p50_us"),
+            false,
+            None,
+        ));
+        line(redis_row(
+            format!("{zs}: {name} p99 µs"),
+            "zset",
+            &format!("{op}_p99_us"),
+            false,
+            None,
+        ));
+        line(redis_row(
+            format!("{zs}: server CPU µs per {name}"),
+            "zset",
+            &format!("server_cpu_us_per_{op}"),
+            false,
+            None,
+        ));
+    }
+    line(redis_row(
+        format!("{zs}: preload, members/s (ZADD × 1,000)"),
+        "zset",
+        "preload_members_per_sec",
+        true,
+        None,
+    ));
+    line(redis_row(
+        format!("{zs}: RSS per member (bytes)"),
+        "zset",
+        "rss_per_member_bytes",
+        false,
+        None,
+    ));
+    resp_labels.push("zset".into());
     let lost = |srv: &str| -> f64 { resp_labels.iter().map(|l| t.sum(l, srv, "lost")).sum() };
     line(format!(
-        "| lost deliveries, all RESP runs (sum) | {} | {} | – | lower |",
+        "| lost deliveries (zset: members not found), all RESP runs (sum) | {} | {} | – | lower | – | – |",
         fmt_num(lost("herald")),
         fmt_num(lost("redis"))
     ));
+
     line(String::new());
-    line("Herald only:".into());
+    line("### WebSocket: Herald vs nginx + nchan".into());
     line(String::new());
-    line("| scenario | metric | median |".into());
-    line("| --- | --- | ---: |".into());
+    line("| scenario | Herald | nchan | Herald/nchan | better | target | met |".into());
+    line("| --- | ---: | ---: | ---: | --- | --- | --- |".into());
     let wsf = format!(
-        "ws-fanout {} WebSocket subs, {} B, RESP publish",
-        s.ws_subscribers, a.payload
+        "ws-fanout {} subs, {} B, HTTP publish × pipeline {}, max lag {}",
+        fmt_num(s.ws_subscribers as f64),
+        a.payload,
+        a.pipeline,
+        a.ws_max_lag
     );
-    line(format!(
-        "| {wsf} | deliveries/s | {} |",
-        t.cell("ws-fanout", "herald", "deliveries_per_sec")
+    let nchan_row = |what: String, hl: &str, label: &str, field: &str, hb: bool, goal| {
+        t.row(&what, hl, label, "nchan", field, hb, goal)
+    };
+    line(nchan_row(
+        format!("{wsf}: deliveries/s"),
+        "ws-fanout",
+        "ws-fanout",
+        "deliveries_per_sec",
+        true,
+        Some(Goal::RatioMin(3.0)),
+    ));
+    line(nchan_row(
+        format!("{wsf}: server CPU µs per 1,000 deliveries"),
+        "ws-fanout",
+        "ws-fanout",
+        "server_cpu_us_per_1k_deliveries",
+        false,
+        None,
+    ));
+    line(nchan_row(
+        format!("{wsf}: p50 µs (saturated, queueing)"),
+        "ws-fanout",
+        "ws-fanout",
+        "p50_us",
+        false,
+        None,
     ));
     line(format!(
-        "| {wsf} | p99 µs | {} |",
-        t.cell("ws-fanout", "herald", "p99_us")
+        "| {wsf}: lost (sum) | {} | {} | – | lower | – | – |",
+        fmt_num(t.sum("ws-fanout", "herald", "lost")),
+        fmt_num(t.sum("ws-fanout", "nchan", "lost"))
     ));
-    line(format!(
-        "| {wsf} | lost (sum) | {} |",
-        fmt_num(t.sum("ws-fanout", "herald", "lost"))
+    let idle = format!(
+        "{} idle WebSocket connections",
+        fmt_num(s.idle_conns as f64)
+    );
+    line(nchan_row(
+        format!("{idle}: RSS per connection (bytes); Herald: handshake only"),
+        "idle-conns",
+        "idle-conns",
+        "rss_per_conn_bytes",
+        false,
+        Some(Goal::AtMost(4096.0)),
     ));
-    let idle = format!("idle-conns {} WebSocket connections", s.idle_conns);
-    line(format!(
-        "| {idle} | RSS per connection (bytes) | {} |",
-        t.cell("idle-conns", "herald", "rss_per_conn_bytes")
+    line(nchan_row(
+        format!("{idle}: RSS per connection (bytes); Herald: each subscribed to one channel"),
+        "idle-conns-sub",
+        "idle-conns",
+        "rss_per_conn_bytes",
+        false,
+        None,
     ));
+    line(nchan_row(
+        format!("{idle}: PSS per connection (bytes); Herald: each subscribed"),
+        "idle-conns-sub",
+        "idle-conns",
+        "pss_per_conn_bytes",
+        false,
+        None,
+    ));
+
+    line(String::new());
+    line("### Herald only".into());
+    line(String::new());
+    line("| scenario | metric | median | target | met |".into());
+    line("| --- | --- | ---: | --- | --- |".into());
     let rec = format!(
         "recovery after {} missed messages",
         fmt_num(s.missed as f64)
     );
+    let goal = Goal::AtMost(20.0);
     line(format!(
-        "| {rec} | time to last replayed message (ms) | {} |",
-        t.cell("recovery", "herald", "recover_ms")
+        "| {rec} | time to last replayed message (ms) | {} | {} ms | {} |",
+        t.cell("recovery", "herald", "recover_ms"),
+        goal.text(),
+        goal.met(t.med("recovery", "herald", "recover_ms"), None)
     ));
     line(format!(
-        "| {rec} | longest pause between replayed messages (ms) | {} |",
+        "| {rec} | first replayed message (ms) | {} | – | – |",
+        t.cell("recovery", "herald", "first_message_ms"),
+    ));
+    line(format!(
+        "| {rec} | longest pause between replayed messages (ms) | {} | – | – |",
         t.cell("recovery", "herald", "max_gap_ms")
     ));
     line(format!(
-        "| {rec} | lost (sum) | {} |",
+        "| {rec} | lost (sum) | {} | – | – |",
         fmt_num(t.sum("recovery", "herald", "lost"))
     ));
+
+    line(String::new());
+    line("### Ranges over the rounds (min – max)".into());
+    line(String::new());
+    line("| run | Herald | peer |".into());
+    line("| --- | --- | --- |".into());
+    let mut ranges: Vec<(String, &str, String, &str, &str)> = vec![
+        (
+            "fanout deliveries/s".into(),
+            "fanout",
+            "fanout".into(),
+            "redis",
+            "deliveries_per_sec",
+        ),
+        (
+            "patterns publishes/s".into(),
+            "patterns",
+            "patterns".into(),
+            "redis",
+            "publishes_per_sec",
+        ),
+    ];
+    for &rate in &s.latency_rates {
+        ranges.push((
+            format!("latency @{}/s p99 µs", fmt_num(rate)),
+            "",
+            latency_label(rate),
+            "redis",
+            "p99_us",
+        ));
+    }
+    for (f, what) in [
+        ("zincrby_per_sec", "ZINCRBY/s"),
+        ("zrevrank_per_sec", "ZREVRANK/s"),
+    ] {
+        ranges.push((what.into(), "zset", "zset".into(), "redis", f));
+    }
+    ranges.push((
+        "ws-fanout deliveries/s".into(),
+        "ws-fanout",
+        "ws-fanout".into(),
+        "nchan",
+        "deliveries_per_sec",
+    ));
+    ranges.push((
+        "idle RSS bytes/conn (Herald handshake only)".into(),
+        "idle-conns",
+        "idle-conns".into(),
+        "nchan",
+        "rss_per_conn_bytes",
+    ));
+    ranges.push((
+        "idle RSS bytes/conn (Herald subscribed)".into(),
+        "idle-conns-sub",
+        "idle-conns".into(),
+        "nchan",
+        "rss_per_conn_bytes",
+    ));
+    ranges.push((
+        "recovery ms".into(),
+        "recovery",
+        String::new(),
+        "",
+        "recover_ms",
+    ));
+    for (what, hl, label, peer, field) in &ranges {
+        let hl = if hl.is_empty() { label.as_str() } else { hl };
+        let peer_cell = if peer.is_empty() {
+            "–".to_owned()
+        } else {
+            format!("{peer}: {}", t.range(label, peer, field))
+        };
+        line(format!(
+            "| {what} | {} | {peer_cell} |",
+            t.range(hl, "herald", field)
+        ));
+    }
     print!("{out}");
     let _ = std::io::stdout().flush();
 }
@@ -685,13 +1171,11 @@ pub async fn run(a: CompareArgs) -> Result<()> {
         bail!("--rounds must be at least 1");
     }
     let s = Sizes::from(&a);
+    let most_conns = s.idle_conns.max(s.ws_subscribers);
     let nofile = sys::raise_nofile();
     if let Some(n) = nofile {
-        if (s.idle_conns.max(s.ws_subscribers) as u64) + 256 > n {
-            bail!(
-                "RLIMIT_NOFILE is {n}: too low for {} connections; raise `ulimit -n`",
-                s.idle_conns.max(s.ws_subscribers)
-            );
+        if (most_conns as u64) + 256 > n {
+            bail!("RLIMIT_NOFILE is {n}: too low for {most_conns} connections; raise `ulimit -n`");
         }
     }
     let herald_bin = match &a.herald {
@@ -712,7 +1196,7 @@ pub async fn run(a: CompareArgs) -> Result<()> {
         &config,
         format!(
             "max_connections = {}\n\n[namespaces.bench]\nhistory_size = {}\n",
-            (s.idle_conns.max(s.ws_subscribers) + 1000).max(10_000),
+            (most_conns + 1000).max(10_000),
             s.missed.max(100_000)
         ),
     )
@@ -725,46 +1209,84 @@ pub async fn run(a: CompareArgs) -> Result<()> {
     }
     let _cleanup = RemoveOnDrop(config.clone());
 
-    let herald_version = version(&herald_bin);
-    let redis_version = if a.no_redis {
-        "not run".into()
-    } else {
-        version(&a.redis_server)
+    let nchan_cfg = NchanConfig {
+        nginx: a.nginx.clone(),
+        module: a.nchan_module.clone(),
+        workers: a
+            .nchan_workers
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+        connections: most_conns,
+        nofile_limit: nofile,
     };
-    let herald = tokio::task::block_in_place(|| start_herald(&herald_bin, &config))?;
-    let redis = if a.no_redis {
-        None
+    let nchan_skip = if a.no_nchan {
+        Some("--no-nchan".to_owned())
     } else {
-        Some(tokio::task::block_in_place(|| {
-            start_redis(&a.redis_server)
-        })?)
+        nchan_cfg.missing()
     };
-    eprintln!(
-        "herald-bench compare: herald resp={} http={:?}, redis {:?}, {} round(s)",
-        herald.resp,
-        herald.http,
-        redis.as_ref().map(|r| r.resp),
-        a.rounds
-    );
-
+    let versions = Versions {
+        herald: version(&herald_bin),
+        redis: if a.no_redis {
+            "not run".into()
+        } else {
+            version(&a.redis_server)
+        },
+        nchan: match &nchan_skip {
+            Some(why) => format!("**not run** ({why}); the nchan columns are empty"),
+            None => format!(
+                "`{}`, {} worker processes",
+                nchan_cfg.version(),
+                nchan_cfg.workers
+            ),
+        },
+    };
+    if let Some(why) = &nchan_skip {
+        eprintln!("herald-bench compare: skipping the nchan runs: {why}");
+    }
     let load_start = loadavg();
-    let mut results = BTreeMap::new();
+    let mut results = Results::new();
     for round in 1..=a.rounds {
+        // Fresh servers every round: a run leaves state behind that skews
+        // later ones (after the patterns run, Redis 7.0 still iterates its
+        // now empty pattern dictionary on every PUBLISH, and its fan-out
+        // rate drops by about 40 %; see docs/benchmarks.md).
+        let herald = tokio::task::block_in_place(|| start_herald(&herald_bin, &config))?;
+        let redis = if a.no_redis {
+            None
+        } else {
+            Some(tokio::task::block_in_place(|| {
+                start_redis(&a.redis_server)
+            })?)
+        };
+        let nginx = match nchan_skip {
+            None => Some(tokio::task::block_in_place(|| Nginx::start(&nchan_cfg))?),
+            Some(_) => None,
+        };
+        eprintln!(
+            "herald-bench compare: round {round}/{}: herald resp={} http={:?}, redis {:?}, nchan {:?}",
+            a.rounds,
+            herald.resp,
+            herald.http,
+            redis.as_ref().map(|r| r.resp),
+            nginx.as_ref().map(|n| n.addr),
+        );
         resp_round(&mut results, &a, &s, "herald", &herald, round).await;
         if let Some(r) = &redis {
             resp_round(&mut results, &a, &s, "redis", r, round).await;
         }
-        herald_round(&mut results, &a, &s, &herald, &herald_bin, &config, round).await;
+        drop(redis);
+        // And a fresh Herald for the WebSocket runs, as nchan's is.
+        drop(herald);
+        let herald = tokio::task::block_in_place(|| start_herald(&herald_bin, &config))?;
+        let env = WsEnv {
+            herald: &herald,
+            herald_bin: &herald_bin,
+            config: &config,
+            nchan: nginx.as_ref().map(|n| (n, &nchan_cfg)),
+        };
+        ws_round(&mut results, &a, &s, &env, round).await;
+        drop(nginx);
+        drop(herald);
     }
-    drop(redis);
-    drop(herald);
-    print_table(
-        &a,
-        &s,
-        &results,
-        &herald_version,
-        &redis_version,
-        (&load_start, &loadavg()),
-    );
+    print_table(&a, &s, &results, &versions, (&load_start, &loadavg()));
     Ok(())
 }

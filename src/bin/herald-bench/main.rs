@@ -2,8 +2,9 @@
 //! WebSocket endpoint. Each scenario prints one JSON line on stdout with at
 //! least `deliveries_per_sec`, `publishes_per_sec`, `p50_us`, `p99_us`,
 //! `p999_us` and `lost`; `compare` runs the RESP scenarios against Herald
-//! and a real `redis-server`, interleaved, and prints a markdown table.
-//! See `docs/benchmarks.md`.
+//! and a real `redis-server`, and the WebSocket scenarios against Herald
+//! and nginx + nchan, interleaved, and prints a markdown table with
+//! ratios. See `docs/benchmarks.md`.
 //!
 //! Modules:
 //! - `hist`: log-linear latency histogram (bounded memory, mergeable).
@@ -12,15 +13,20 @@
 //!   buffer handing out parsed frames.
 //! - `publish`: pipelined, optionally rate-limited publishers (RESP or HTTP).
 //! - `fanout`: the `fanout` and `patterns` scenarios (RESP subscribers).
-//! - `ws`: `ws-fanout`, `idle-conns` and `recovery`.
-//! - `compare`: starts Herald and Redis, runs rounds, prints the table.
-//! - `sys`: open-files limit and `/proc` memory readings.
+//! - `ws`: `ws-fanout`, `idle-conns` and `recovery`; `wsraw`: the
+//!   allocation-free WebSocket client of the `ws-fanout` subscribers.
+//! - `zset`: ZINCRBY / ZREVRANK on a large sorted set.
+//! - `compare`: starts Herald, Redis and nginx + nchan, runs rounds,
+//!   prints the table; `nchan`: the temporary nginx configuration.
+//! - `sys`: open-files limit, signals and `/proc` readings (memory, CPU,
+//!   children).
 //! - `report`: the JSON result line.
 
 mod compare;
 mod fanout;
 mod hist;
 mod http;
+mod nchan;
 mod publish;
 mod readbuf;
 mod report;
@@ -28,6 +34,8 @@ mod resp;
 mod stamp;
 mod sys;
 mod ws;
+mod wsraw;
+mod zset;
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
@@ -66,7 +74,10 @@ enum Cmd {
     IdleConns(IdleArgs),
     /// Time to replay N missed messages after a reconnect (Herald history).
     Recovery(RecoveryArgs),
-    /// Run the RESP scenarios against Herald and redis-server and print a table.
+    /// ZINCRBY, then ZREVRANK, on random members of a large sorted set (RESP).
+    Zset(ZsetArgs),
+    /// Run every scenario against Herald and its peers (redis-server,
+    /// nginx + nchan) and print a table of medians and ratios.
     Compare(compare::CompareArgs),
 }
 
@@ -171,7 +182,7 @@ struct WsFanoutArgs {
     #[arg(long, value_parser = addr)]
     http: Option<SocketAddr>,
     /// HTTP publish path; `{channel}` is replaced by the channel. Default:
-    /// /api/publish (herald, JSON body) or /pub?id={channel} (nchan, raw body).
+    /// /api/publish (herald, JSON body) or /pub/{channel} (nchan, raw body).
     #[arg(long)]
     publish_path: Option<String>,
     /// Payload size in bytes.
@@ -206,12 +217,51 @@ struct IdleArgs {
     /// Connections to open (RLIMIT_NOFILE is raised to its hard limit).
     #[arg(long, default_value_t = 1000)]
     connections: usize,
-    /// Server process whose VmRSS is read before and after.
+    /// Server process(es) whose VmRSS (and Pss) is read before and after,
+    /// summed: `--pid 1,2` or `--pid 1 --pid 2`.
+    #[arg(long, value_delimiter = ',')]
+    pid: Vec<u32>,
+    /// Also sum the children of each --pid (nginx: the master's pid).
     #[arg(long)]
-    pid: Option<u32>,
+    with_children: bool,
     /// Seconds to hold the connections open before measuring.
     #[arg(long, value_parser = secs, default_value = "1")]
     hold: Duration,
+    /// Herald protocol: each connection also subscribes to this channel
+    /// (an nchan connection is already a subscription, by its URL).
+    #[arg(long)]
+    subscribe: Option<String>,
+}
+
+#[derive(Args)]
+struct ZsetArgs {
+    /// RESP server address.
+    #[arg(long, value_parser = addr, default_value = "127.0.0.1:6380")]
+    resp: SocketAddr,
+    /// The sorted set's key (deleted first, and afterwards unless --keep).
+    #[arg(long, default_value = "bench.zset")]
+    key: String,
+    /// Members preloaded with pipelined ZADD.
+    #[arg(long, default_value_t = 1_000_000)]
+    members: u64,
+    /// Members per ZADD command while preloading.
+    #[arg(long, default_value_t = 1000)]
+    batch: usize,
+    /// Seconds of ZINCRBY, then the same of ZREVRANK.
+    #[arg(long, value_parser = secs, default_value = "5")]
+    duration: Duration,
+    /// Connections per phase.
+    #[arg(long, default_value_t = 2)]
+    connections: usize,
+    /// Commands in flight per connection.
+    #[arg(long, default_value_t = 32)]
+    pipeline: usize,
+    /// Server process(es) for CPU per command and RSS per member.
+    #[arg(long, value_delimiter = ',')]
+    pid: Vec<u32>,
+    /// Keep the key afterwards.
+    #[arg(long)]
+    keep: bool,
 }
 
 #[derive(Args)]
@@ -280,7 +330,7 @@ async fn run(cmd: Cmd) -> Result<()> {
                     },
                     ws::Protocol::Nchan => publish::Target::RawHttp {
                         addr: h,
-                        path: a.publish_path.unwrap_or_else(|| "/pub?id={channel}".into()),
+                        path: a.publish_path.unwrap_or_else(|| "/pub/{channel}".into()),
                     },
                 },
                 (None, None) => bail!("give --resp or --http to publish"),
@@ -304,8 +354,10 @@ async fn run(cmd: Cmd) -> Result<()> {
             ws::idle(&ws::IdleOpts {
                 url: a.ws,
                 connections: a.connections,
-                pid: a.pid,
+                pids: a.pid,
+                with_children: a.with_children,
                 hold: a.hold,
+                subscribe: a.subscribe,
             })
             .await?
         }
@@ -316,6 +368,20 @@ async fn run(cmd: Cmd) -> Result<()> {
                 channel: a.channel,
                 missed: a.missed,
                 payload: a.payload,
+            })
+            .await?
+        }
+        Cmd::Zset(a) => {
+            zset::run(&zset::ZsetOpts {
+                addr: a.resp,
+                key: a.key,
+                members: a.members,
+                batch: a.batch,
+                duration: a.duration,
+                connections: a.connections,
+                pipeline: a.pipeline,
+                pids: a.pid,
+                keep: a.keep,
             })
             .await?
         }

@@ -1,25 +1,39 @@
 //! [`Reader`]: the read buffer of one connection, handing out complete
-//! RESP frames or HTTP responses parsed in place.
+//! RESP frames, HTTP responses or WebSocket frames parsed in place.
 
 use std::io;
 
 use anyhow::Result;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
-use crate::{http, resp};
+use crate::{http, resp, wsraw};
 
 /// The unparsed input of one connection.
 pub struct Reader {
     buf: Vec<u8>,
     pos: usize,
+    /// Capacity kept free for each read.
+    chunk: usize,
 }
 
 impl Reader {
     pub fn new() -> Reader {
+        Reader::with_capacity(64 * 1024)
+    }
+
+    /// A reader that reads up to about `chunk` bytes at a time (smaller
+    /// for the thousands of WebSocket subscribers of one run).
+    pub fn with_capacity(chunk: usize) -> Reader {
         Reader {
-            buf: Vec::with_capacity(64 * 1024),
+            buf: Vec::with_capacity(chunk),
             pos: 0,
+            chunk,
         }
+    }
+
+    /// Appends bytes that were read elsewhere (e.g. after an HTTP head).
+    pub fn push(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
     }
 
     /// Reads more bytes from `r`; `Ok(0)` means end of stream.
@@ -31,8 +45,8 @@ impl Reader {
             self.buf.drain(..self.pos);
             self.pos = 0;
         }
-        if self.buf.capacity() - self.buf.len() < 16 * 1024 {
-            self.buf.reserve(64 * 1024);
+        if self.buf.capacity() - self.buf.len() < self.chunk / 4 {
+            self.buf.reserve(self.chunk);
         }
         r.read_buf(&mut self.buf).await
     }
@@ -66,6 +80,18 @@ impl Reader {
                     Some(p) => Ok(p),
                     None => Err(frame),
                 }))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// The next complete WebSocket frame, if buffered.
+    #[inline]
+    pub fn next_ws(&mut self) -> Result<Option<wsraw::Frame<'_>>> {
+        match wsraw::parse(&self.buf[self.pos..])? {
+            Some((frame, n)) => {
+                self.pos += n;
+                Ok(Some(frame))
             }
             None => Ok(None),
         }

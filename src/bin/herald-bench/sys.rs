@@ -1,5 +1,5 @@
-//! Process-level helpers: the open-files limit and resident memory of a
-//! process, read from `/proc`.
+//! Process-level helpers: the open-files limit, signals, and the resident
+//! memory, CPU time and children of processes, read from `/proc`.
 
 use anyhow::{Context, Result};
 
@@ -33,6 +33,15 @@ mod imp {
     }
     const RLIMIT_NOFILE: i32 = 7;
 
+    extern "C" {
+        fn kill(pid: i32, sig: i32) -> i32;
+    }
+
+    pub fn signal(pid: u32, sig: i32) -> bool {
+        // SAFETY: kill(2) takes plain integers.
+        unsafe { kill(pid as i32, sig) == 0 }
+    }
+
     pub fn raise_nofile() -> Option<u64> {
         let mut lim = Rlimit { cur: 0, max: 0 };
         // SAFETY: `lim` is a valid, writable `struct rlimit`.
@@ -65,25 +74,108 @@ mod imp {
     pub fn raise_nofile() -> Option<u64> {
         None
     }
+
+    pub fn signal(pid: u32, sig: i32) -> bool {
+        std::process::Command::new("kill")
+            .args([format!("-{sig}"), pid.to_string()])
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+}
+
+pub const SIGKILL: i32 = 9;
+pub const SIGTERM: i32 = 15;
+
+/// Sends signal `sig` to process `pid`; false when that failed.
+pub fn signal(pid: u32, sig: i32) -> bool {
+    imp::signal(pid, sig)
+}
+
+/// The kB value of the line `name:` in a `/proc` file such as `status`.
+fn kb_field(path: &str, name: &str) -> Result<u64> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {path}"))?;
+    let line = text
+        .lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(':'))
+        .with_context(|| format!("no {name} in {path}"))?;
+    let kb: u64 = line[name.len() + 1..]
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .with_context(|| format!("bad {name} line {line:?}"))?;
+    Ok(kb * 1024)
+}
+
+/// Proportional set size of `pid` in bytes (`Pss` of
+/// `/proc/PID/smaps_rollup`): shared pages split among the processes that
+/// map them, so a sum over several processes counts them once.
+pub fn pss_bytes(pid: u32) -> Result<u64> {
+    kb_field(&format!("/proc/{pid}/smaps_rollup"), "Pss")
+}
+
+/// The processes whose parent is `pid` (e.g. nginx's workers).
+pub fn children(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for e in dir.flatten() {
+        let Some(child) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else {
+            continue;
+        };
+        // Field 4 (ppid) is the second field after the `)` ending the name.
+        let ppid = stat
+            .rfind(')')
+            .and_then(|i| stat[i + 1..].split_whitespace().nth(1))
+            .and_then(|v| v.parse::<u32>().ok());
+        if ppid == Some(pid) {
+            out.push(child);
+        }
+    }
+    out.sort_unstable();
+    out
+}
+
+/// `pids`, plus each one's children when `with_children`.
+pub fn expand(pids: &[u32], with_children: bool) -> Vec<u32> {
+    let mut out = pids.to_vec();
+    if with_children {
+        for &p in pids {
+            out.extend(children(p));
+        }
+    }
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
+/// Summed VmRSS, and summed Pss where readable, of `pids`.
+pub fn memory(pids: &[u32]) -> Result<(u64, Option<u64>)> {
+    let mut rss = 0;
+    let mut pss = Some(0);
+    for &p in pids {
+        rss += rss_bytes(p)?;
+        pss = match (pss, pss_bytes(p)) {
+            (Some(a), Ok(b)) => Some(a + b),
+            _ => None,
+        };
+    }
+    Ok((rss, pss))
+}
+
+/// Summed CPU seconds of `pids` (`None` if one cannot be read).
+pub fn cpu_seconds_of(pids: &[u32]) -> Option<f64> {
+    pids.iter().map(|p| cpu_seconds(&p.to_string()).ok()).sum()
 }
 
 /// Resident set size of process `pid` in bytes (`VmRSS` of
 /// `/proc/PID/status`).
 pub fn rss_bytes(pid: u32) -> Result<u64> {
-    let path = format!("/proc/{pid}/status");
-    let status = std::fs::read_to_string(&path).with_context(|| format!("cannot read {path}"))?;
-    let line = status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .with_context(|| format!("no VmRSS in {path}"))?;
-    let kb: u64 = line
-        .trim_start_matches("VmRSS:")
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .with_context(|| format!("bad VmRSS line {line:?}"))?;
-    Ok(kb * 1024)
+    kb_field(&format!("/proc/{pid}/status"), "VmRSS")
 }
 
 /// CPU time (user + system) consumed so far by process `pid` (`self` for

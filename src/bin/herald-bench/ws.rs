@@ -28,7 +28,7 @@ use crate::hist::Histogram;
 use crate::publish::{self, Flow, Plan, Publishers, Target};
 use crate::readbuf::Reader;
 use crate::report::Report;
-use crate::{resp, stamp, sys, TIMEOUT};
+use crate::{resp, stamp, sys, wsraw, TIMEOUT};
 
 pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -117,62 +117,150 @@ fn push_offset(t: &[u8]) -> Option<u64> {
     std::str::from_utf8(&t[i..i + digits]).ok()?.parse().ok()
 }
 
-/// Reads deliveries until `stop` fires or the connection ends.
+/// What a data frame of `protocol` is: `None` when not a delivery (a
+/// reply, another push), else the delivery's send stamp if it carries one.
+/// A Herald `disconnect` push is kept in `error`.
+#[inline]
+fn delivery(protocol: Protocol, p: &[u8], error: &mut Option<String>) -> Option<Option<u64>> {
+    match protocol {
+        Protocol::Nchan => Some(stamp::read(p)),
+        Protocol::Herald => match classify(p) {
+            Push::Message(data) => Some(data.and_then(stamp::read)),
+            Push::Disconnect => {
+                error.get_or_insert_with(|| String::from_utf8_lossy(p).into_owned());
+                None
+            }
+            Push::Other => None,
+        },
+    }
+}
+
+/// Reads deliveries from a raw WebSocket until `stop` fires or the
+/// connection ends. Frames are parsed in place ([`wsraw`]); the clock is
+/// read once per socket read, as for RESP subscribers.
 async fn ws_sub_loop(
-    mut ws: Ws,
+    mut s: TcpStream,
+    mut buf: Reader,
     protocol: Protocol,
     total: Arc<AtomicU64>,
     mut stop: watch::Receiver<bool>,
 ) -> SubOutcome {
     let mut out = SubOutcome::default();
+    // The stamp of a fragmented data message, counted at its last fragment.
+    let mut fragment: Option<Option<Option<u64>>> = None;
+    let mut pong: Option<Vec<u8>> = None;
     loop {
-        let msg = tokio::select! {
-            m = ws.next() => m,
-            _ = stop.changed() => break,
-        };
         let now = stamp::now_ns();
-        let bytes: &[u8] = match &msg {
-            None => {
-                out.closed = true;
-                break;
+        let mut n = 0u64;
+        let mut end = false;
+        loop {
+            let f = match buf.next_ws() {
+                Ok(Some(f)) => f,
+                Ok(None) => break,
+                Err(e) => {
+                    out.error.get_or_insert_with(|| format!("{e:#}"));
+                    out.closed = true;
+                    end = true;
+                    break;
+                }
+            };
+            let d = match f.opcode {
+                wsraw::OP_TEXT | wsraw::OP_BINARY => {
+                    let d = delivery(protocol, f.payload, &mut out.error);
+                    if !f.fin {
+                        fragment = Some(d);
+                        continue;
+                    }
+                    d
+                }
+                wsraw::OP_CONT => match (f.fin, fragment.take()) {
+                    (true, Some(d)) => d,
+                    (false, d) => {
+                        fragment = d;
+                        continue;
+                    }
+                    (true, None) => continue,
+                },
+                wsraw::OP_PING => {
+                    pong = Some(f.payload.to_vec());
+                    continue;
+                }
+                wsraw::OP_CLOSE => {
+                    out.closed = true;
+                    out.error.get_or_insert_with(|| {
+                        format!(
+                            "server closed: {}",
+                            String::from_utf8_lossy(f.payload.get(2..).unwrap_or_default())
+                        )
+                    });
+                    end = true;
+                    break;
+                }
+                _ => continue,
+            };
+            if let Some(ts) = d {
+                n += 1;
+                if let Some(ts) = ts {
+                    out.hist.record(now.saturating_sub(ts));
+                }
             }
-            Some(Err(e)) => {
+        }
+        if n > 0 {
+            out.received += n;
+            out.last_ns = now;
+            total.fetch_add(n, Ordering::Relaxed);
+        }
+        if end {
+            break;
+        }
+        if let Some(p) = pong.take() {
+            let mut frame = Vec::new();
+            wsraw::encode(&mut frame, wsraw::OP_PONG, &p);
+            if let Err(e) = s.write_all(&frame).await {
                 out.closed = true;
                 out.error = Some(e.to_string());
                 break;
             }
-            Some(Ok(Message::Text(t))) => t.as_bytes(),
-            Some(Ok(Message::Binary(b))) => b,
-            Some(Ok(Message::Close(f))) => {
-                out.closed = true;
-                out.error
-                    .get_or_insert_with(|| format!("server closed: {f:?}"));
-                break;
-            }
-            Some(Ok(_)) => continue,
-        };
-        let ts = match protocol {
-            Protocol::Nchan => Some(stamp::read(bytes)),
-            Protocol::Herald => match classify(bytes) {
-                Push::Message(data) => Some(data.and_then(stamp::read)),
-                Push::Disconnect => {
-                    out.error
-                        .get_or_insert_with(|| String::from_utf8_lossy(bytes).into_owned());
-                    None
-                }
-                Push::Other => None,
+        }
+        tokio::select! {
+            r = buf.fill(&mut s) => match r {
+                Ok(0) => { out.closed = true; break; }
+                Ok(_) => {}
+                Err(e) => { out.closed = true; out.error = Some(e.to_string()); break; }
             },
-        };
-        if let Some(ts) = ts {
-            out.received += 1;
-            out.last_ns = now;
-            if let Some(ts) = ts {
-                out.hist.record(now.saturating_sub(ts));
-            }
-            total.fetch_add(1, Ordering::Relaxed);
+            _ = stop.changed() => break,
         }
     }
     out
+}
+
+/// Opens a raw WebSocket subscriber: for Herald, also subscribes to
+/// `channel` and waits for the reply; nchan subscribes on upgrade.
+async fn raw_subscriber(
+    url: &wsraw::Url,
+    protocol: Protocol,
+    channel: &str,
+) -> Result<(TcpStream, Reader)> {
+    let (mut s, mut r) = wsraw::connect(url, 16 * 1024).await?;
+    if protocol == Protocol::Herald {
+        let cmd = json!({"id": 1, "op": "subscribe", "channel": channel}).to_string();
+        wsraw::send_text(&mut s, &cmd).await?;
+        wsraw::wait_text(&mut s, &mut r, |t| {
+            if t.starts_with(br#"{"push""#) {
+                return Ok(false);
+            }
+            let v: Value = serde_json::from_slice(t).context("reply is not JSON")?;
+            if v.get("id") != Some(&json!(1)) {
+                return Ok(false);
+            }
+            if let Some(e) = v.get("error") {
+                bail!("server refused subscribe: {e}");
+            }
+            Ok(true)
+        })
+        .await?;
+    }
+    Ok((s, r))
 }
 
 /// Options of a `ws-fanout` run.
@@ -198,24 +286,25 @@ pub async fn fanout(opts: &WsFanoutOpts) -> Result<Report> {
     }
     stamp::epoch();
     sys::raise_nofile();
+    if let Some(limit) = sys::raise_nofile() {
+        if (opts.subscribers as u64) + 64 > limit {
+            bail!(
+                "{} subscribers need more open files than RLIMIT_NOFILE ({limit}); raise `ulimit -n`",
+                opts.subscribers
+            );
+        }
+    }
+    let url = Arc::new(wsraw::Url::parse(&opts.url)?);
     let gate = Arc::new(Semaphore::new(64));
     let mut connecting = JoinSet::new();
     for _ in 0..opts.subscribers {
         let gate = gate.clone();
-        let url = opts.url.clone();
+        let url = url.clone();
         let channel = opts.channel.clone();
         let protocol = opts.protocol;
         connecting.spawn(async move {
             let _p = gate.acquire().await;
-            let mut ws = connect(&url, 64 * 1024).await?;
-            if protocol == Protocol::Herald {
-                call(
-                    &mut ws,
-                    json!({"id": 1, "op": "subscribe", "channel": channel}),
-                )
-                .await?;
-            }
-            anyhow::Ok(ws)
+            raw_subscriber(&url, protocol, &channel).await
         });
     }
     let mut socks = Vec::with_capacity(opts.subscribers);
@@ -230,9 +319,10 @@ pub async fn fanout(opts: &WsFanoutOpts) -> Result<Report> {
     let total = Arc::new(AtomicU64::new(0));
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut readers = JoinSet::new();
-    for ws in socks {
+    for (sock, buf) in socks {
         readers.spawn(ws_sub_loop(
-            ws,
+            sock,
+            buf,
             opts.protocol,
             total.clone(),
             stop_rx.clone(),
@@ -331,12 +421,19 @@ pub async fn fanout(opts: &WsFanoutOpts) -> Result<Report> {
 pub struct IdleOpts {
     pub url: String,
     pub connections: usize,
-    pub pid: Option<u32>,
+    /// Server processes whose memory is summed (empty: not measured).
+    pub pids: Vec<u32>,
+    /// Also sum the children of `pids` (e.g. nginx's workers).
+    pub with_children: bool,
     pub hold: Duration,
+    /// Herald protocol: each connection also subscribes to this channel
+    /// (an nchan connection is a subscription by its URL).
+    pub subscribe: Option<String>,
 }
 
 /// Runs `idle-conns`: opens N WebSocket connections that only complete the
-/// handshake and measures the server's resident memory before and after.
+/// handshake (and, with `subscribe`, one subscription) and measures the
+/// server's resident memory before and after (summed over its processes).
 pub async fn idle(opts: &IdleOpts) -> Result<Report> {
     let nofile = sys::raise_nofile();
     if let Some(limit) = nofile {
@@ -347,9 +444,11 @@ pub async fn idle(opts: &IdleOpts) -> Result<Report> {
             );
         }
     }
-    let rss_before = match opts.pid {
-        Some(pid) => Some(sys::rss_bytes(pid)?),
-        None => None,
+    let pids = sys::expand(&opts.pids, opts.with_children);
+    let before = if pids.is_empty() {
+        None
+    } else {
+        Some(sys::memory(&pids)?)
     };
     let started = Instant::now();
     let gate = Arc::new(Semaphore::new(64));
@@ -357,9 +456,18 @@ pub async fn idle(opts: &IdleOpts) -> Result<Report> {
     for _ in 0..opts.connections {
         let gate = gate.clone();
         let url = opts.url.clone();
+        let channel = opts.subscribe.clone();
         connecting.spawn(async move {
             let _p = gate.acquire().await;
-            connect(&url, 4096).await
+            let mut ws = connect(&url, 4096).await?;
+            if let Some(channel) = channel {
+                call(
+                    &mut ws,
+                    json!({"id": 1, "op": "subscribe", "channel": channel}),
+                )
+                .await?;
+            }
+            anyhow::Ok(ws)
         });
     }
     let mut socks = Vec::with_capacity(opts.connections);
@@ -401,9 +509,10 @@ pub async fn idle(opts: &IdleOpts) -> Result<Report> {
         });
     }
     tokio::time::sleep(opts.hold).await;
-    let rss_after = match opts.pid {
-        Some(pid) => Some(sys::rss_bytes(pid)?),
-        None => None,
+    let after = if pids.is_empty() {
+        None
+    } else {
+        Some(sys::memory(&pids)?)
     };
     let _ = stop_tx.send(true);
     let _ = tokio::time::timeout(TIMEOUT, async {
@@ -429,23 +538,34 @@ pub async fn idle(opts: &IdleOpts) -> Result<Report> {
     if let Some(n) = nofile {
         rep.set("nofile_limit", n);
     }
-    match (opts.pid, rss_before, rss_after) {
-        (Some(pid), Some(b), Some(a)) => {
-            rep.set("pid", pid)
-                .set("rss_before_bytes", b)
-                .set("rss_after_bytes", a)
-                .set(
-                    "rss_per_conn_bytes",
-                    if opened > 0 {
-                        (a.saturating_sub(b)) / opened as u64
-                    } else {
-                        0
-                    },
-                );
+    let per_conn = |b: u64, a: u64| {
+        if opened > 0 {
+            a.saturating_sub(b) / opened as u64
+        } else {
+            0
+        }
+    };
+    match (before, after) {
+        (Some((rb, pb)), Some((ra, pa))) => {
+            rep.set("pids", pids.clone())
+                .set("rss_before_bytes", rb)
+                .set("rss_after_bytes", ra)
+                .set("rss_per_conn_bytes", per_conn(rb, ra));
+            if pids.len() == 1 {
+                rep.set("pid", pids[0]);
+            }
+            if let (Some(pb), Some(pa)) = (pb, pa) {
+                rep.set("pss_before_bytes", pb)
+                    .set("pss_after_bytes", pa)
+                    .set("pss_per_conn_bytes", per_conn(pb, pa));
+            }
         }
         _ => {
             rep.set("rss_per_conn_bytes", Value::Null);
         }
+    }
+    if let Some(c) = &opts.subscribe {
+        rep.set("subscribed_to", c.clone());
     }
     if let Some(e) = first_error {
         rep.set("error", e);
@@ -535,72 +655,96 @@ pub async fn recovery(opts: &RecoveryOpts) -> Result<Report> {
     .await?;
     let pub_secs = t_pub.elapsed().as_secs_f64();
 
-    let mut ws = connect(&opts.url, 128 * 1024).await?;
+    // The replay is read with the raw client (frames parsed in place), so
+    // the client's cost per message stays small next to the server's.
+    let url = wsraw::Url::parse(&opts.url)?;
+    let (mut sock, mut rd) = wsraw::connect(&url, 256 * 1024).await?;
     let t0 = Instant::now();
-    send_json(
-        &mut ws,
-        json!({"id": 1, "op": "subscribe", "channel": opts.channel,
-               "since": {"offset": offset, "epoch": epoch}}),
-    )
-    .await?;
+    let cmd = json!({"id": 1, "op": "subscribe", "channel": opts.channel,
+                     "since": {"offset": offset, "epoch": epoch}});
+    wsraw::send_text(&mut sock, &cmd.to_string()).await?;
     let deadline = t0 + TIMEOUT * 3;
     let mut reply: Option<Value> = None;
     let mut reply_at = None;
     let mut recovered = 0u64;
     let mut last_at: Option<Instant> = None;
     let mut first_at: Option<Instant> = None;
-    // The longest pause between two replayed messages: stalls (for
-    // example Nagle's algorithm against delayed ACKs) show up here.
+    // The longest pause between two reads that brought replayed messages:
+    // stalls (for example Nagle's algorithm against delayed ACKs) show up
+    // here.
     let mut max_gap = Duration::ZERO;
     let mut error = None;
+    let mut reads = 0u64;
     let want = acked;
-    while recovered < want {
-        let msg = match tokio::time::timeout_at(deadline.into(), ws.next()).await {
+    'outer: loop {
+        // One clock reading per socket read: its messages all arrived now.
+        let now = Instant::now();
+        loop {
+            let f = match rd.next_ws() {
+                Ok(Some(f)) => f,
+                Ok(None) => break,
+                Err(e) => {
+                    error = Some(format!("{e:#}"));
+                    break 'outer;
+                }
+            };
+            match f.opcode {
+                wsraw::OP_TEXT if f.fin => {}
+                wsraw::OP_CLOSE => {
+                    error = Some(format!("connection closed after {recovered} replayed"));
+                    break 'outer;
+                }
+                // (Herald pings every 25 s by default; a replay is shorter.)
+                _ => continue,
+            }
+            let b = f.payload;
+            match classify(b) {
+                Push::Message(_) => {
+                    if push_offset(b).is_some_and(|o| o > offset && o <= offset + want) {
+                        recovered += 1;
+                        first_at.get_or_insert(now);
+                        if let Some(prev) = last_at {
+                            max_gap = max_gap.max(now - prev);
+                        }
+                        last_at = Some(now);
+                    }
+                }
+                Push::Disconnect => {
+                    error = Some(String::from_utf8_lossy(b).into_owned());
+                    break 'outer;
+                }
+                Push::Other => {
+                    let v: Value = serde_json::from_slice(b).unwrap_or(Value::Null);
+                    if v.get("id") == Some(&json!(1)) {
+                        reply_at = Some(now);
+                        if let Some(e) = v.get("error") {
+                            error = Some(format!("subscribe failed: {e}"));
+                            break 'outer;
+                        }
+                        let r = v.get("result").cloned().unwrap_or(Value::Null);
+                        let ok = r.get("recovered").and_then(Value::as_bool) == Some(true);
+                        reply = Some(r);
+                        if !ok {
+                            error = Some("server answered recovered: false".into());
+                            break 'outer;
+                        }
+                    }
+                }
+            }
+        }
+        if recovered >= want {
+            break;
+        }
+        match tokio::time::timeout_at(deadline.into(), rd.fill(&mut sock)).await {
             Err(_) => {
                 error = Some(format!("only {recovered} of {want} replayed in time"));
                 break;
             }
-            Ok(None) | Ok(Some(Err(_))) | Ok(Some(Ok(Message::Close(_)))) => {
+            Ok(Ok(0)) | Ok(Err(_)) => {
                 error = Some(format!("connection closed after {recovered} replayed"));
                 break;
             }
-            Ok(Some(Ok(Message::Text(t)))) => t,
-            Ok(Some(Ok(_))) => continue,
-        };
-        let b = msg.as_bytes();
-        match classify(b) {
-            Push::Message(_) => {
-                if push_offset(b).is_some_and(|o| o > offset && o <= offset + want) {
-                    let now = Instant::now();
-                    recovered += 1;
-                    first_at.get_or_insert(now);
-                    if let Some(prev) = last_at {
-                        max_gap = max_gap.max(now - prev);
-                    }
-                    last_at = Some(now);
-                }
-            }
-            Push::Disconnect => {
-                error = Some(String::from_utf8_lossy(b).into_owned());
-                break;
-            }
-            Push::Other => {
-                let v: Value = serde_json::from_slice(b).unwrap_or(Value::Null);
-                if v.get("id") == Some(&json!(1)) {
-                    reply_at = Some(Instant::now());
-                    if let Some(e) = v.get("error") {
-                        error = Some(format!("subscribe failed: {e}"));
-                        break;
-                    }
-                    let r = v.get("result").cloned().unwrap_or(Value::Null);
-                    let ok = r.get("recovered").and_then(Value::as_bool) == Some(true);
-                    reply = Some(r);
-                    if !ok {
-                        error = Some("server answered recovered: false".into());
-                        break;
-                    }
-                }
-            }
+            Ok(Ok(_)) => reads += 1,
         }
     }
     let recover_secs = last_at.map(|t| (t - t0).as_secs_f64()).unwrap_or(0.0);
@@ -649,6 +793,7 @@ pub async fn recovery(opts: &RecoveryOpts) -> Result<Report> {
                 .unwrap_or(0.0),
         )
         .set_f("max_gap_ms", max_gap.as_secs_f64() * 1000.0)
+        .set("socket_reads", reads)
         .set("since_offset", offset);
     if let Some(e) = error {
         rep.set("error", e);
