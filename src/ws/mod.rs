@@ -116,7 +116,10 @@ pub async fn upgrade(
         // Small buffers: most connections are idle (tungstenite's defaults
         // are 128 KiB each way).
         .read_buffer_size(256)
-        .write_buffer_size(0)
+        // Frames are fed then flushed per batch: an 8 KiB buffer turns a
+        // burst of small messages into few segments (0 wrote one syscall
+        // per message), and idle sessions never allocate it.
+        .write_buffer_size(8 * 1024)
         .max_write_buffer_size(st.cfg.output_limits.hard_bytes.max(max * 2))
         .max_message_size(max)
         .max_frame_size(max)
