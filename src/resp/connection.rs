@@ -326,7 +326,7 @@ async fn run_loop(
         }
         // Requests left unprocessed while output was large: resume them.
         if !rbuf.is_empty() && !conn.closing && outbox.pending_bytes() < READ_PAUSE_BYTES {
-            process(conn, &mut rbuf);
+            crate::hub::outbox::defer_wakes(|| process(conn, &mut rbuf));
             conn.flush_replies();
             if conn.blocked.is_some() || conn.closing {
                 continue;
@@ -351,7 +351,7 @@ async fn run_loop(
                 if r? == 0 {
                     return Ok(());
                 }
-                process(conn, &mut rbuf);
+                crate::hub::outbox::defer_wakes(|| process(conn, &mut rbuf));
                 conn.flush_replies();
                 if rbuf.is_empty() && rbuf.capacity() > READ_KEEP {
                     rbuf = BytesMut::new();

@@ -40,7 +40,7 @@ pub struct RespServer {
 
 /// The subscriber side of a RESP connection: its outbox and protocol.
 pub struct RespSink {
-    pub outbox: Outbox,
+    pub outbox: Arc<Outbox>,
     resp3: AtomicBool,
 }
 
@@ -164,7 +164,7 @@ impl RespServer {
 
     fn new_sink(&self) -> Arc<RespSink> {
         Arc::new(RespSink {
-            outbox: Outbox::new(self.cfg.output_limits),
+            outbox: Arc::new(Outbox::new(self.cfg.output_limits)),
             resp3: AtomicBool::new(false),
         })
     }

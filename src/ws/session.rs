@@ -33,7 +33,7 @@ use crate::hub::{
 /// from the history (or, if the history no longer reaches back that far,
 /// disconnects with "insufficient state" so the client resubscribes).
 pub struct WsSink {
-    pub outbox: Outbox,
+    pub outbox: Arc<Outbox>,
     lag: Mutex<LagState>,
     lag_bytes: usize,
 }
@@ -708,7 +708,7 @@ pub async fn run(mut socket: WebSocket, st: AppState, url_token: Option<String>)
     let mut s = Session {
         id,
         sink: Arc::new(WsSink {
-            outbox: Outbox::new(st.cfg.output_limits),
+            outbox: Arc::new(Outbox::new(st.cfg.output_limits)),
             lag: Mutex::new(LagState::default()),
             lag_bytes: lag_threshold(&st.cfg.output_limits),
         }),
