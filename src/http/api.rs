@@ -61,6 +61,16 @@ fn parse_body<T: for<'de> Deserialize<'de>>(
     })
 }
 
+/// The request's JSON body, once the API key checked out.
+fn authorized_body<T: for<'de> Deserialize<'de>>(
+    st: &AppState,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<T, Response> {
+    authorize(st, headers)?;
+    parse_body(body)
+}
+
 fn check_channel(st: &AppState, channel: &str) -> Result<(), Response> {
     if channel.is_empty() || channel.len() > st.cfg.max_channel_length {
         return Err(api_error(
@@ -98,10 +108,7 @@ pub async fn publish(
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let started = Instant::now();
-    if let Err(r) = authorize(&st, &headers) {
-        return r;
-    }
-    let b: PublishBody = match parse_body(body) {
+    let b: PublishBody = match authorized_body(&st, &headers, body) {
         Ok(b) => b,
         Err(r) => return r,
     };
@@ -131,10 +138,7 @@ pub async fn broadcast(
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let started = Instant::now();
-    if let Err(r) = authorize(&st, &headers) {
-        return r;
-    }
-    let b: BroadcastBody = match parse_body(body) {
+    let b: BroadcastBody = match authorized_body(&st, &headers, body) {
         Ok(b) => b,
         Err(r) => return r,
     };
