@@ -10,19 +10,7 @@ use common::*;
 use serde_json::{json, Value};
 
 fn config(text: &str) -> (std::path::PathBuf, String) {
-    let dir = std::env::temp_dir().join(format!(
-        "herald-hist-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    let file = dir.join("herald.toml");
-    std::fs::write(&file, text).unwrap();
-    let path = file.to_str().unwrap().to_string();
-    (dir, path)
+    temp_config("hist", text)
 }
 
 const CHAT: &str = "[namespaces.chat]\nhistory_size = 100000\nhistory_ttl = \"10m\"\n";

@@ -12,20 +12,10 @@ const SECRET: &str = "presence-secret";
 const CFG: &str = "[namespaces.room]\npresence = true\njoin_leave = true\n\n[namespaces.quiet]\npresence = true\n";
 
 fn start(extra: &[&str]) -> (Herald, std::path::PathBuf) {
-    let dir = std::env::temp_dir().join(format!(
-        "herald-presence-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    let file = dir.join("herald.toml");
-    std::fs::write(&file, CFG).unwrap();
+    let (dir, file) = temp_config("presence", CFG);
     let mut args = vec![
         "--config",
-        file.to_str().unwrap(),
+        &file,
         "--jwt-hmac-secret",
         SECRET,
         "--api-key",

@@ -434,3 +434,18 @@ pub fn run_redis_py(script: &str, herald: &Herald) {
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "ok");
 }
+
+/// Writes `text` as a fresh TOML config file; returns its folder (remove it
+/// when done) and its path.
+pub fn temp_config(tag: &str, text: &str) -> (std::path::PathBuf, String) {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_nanos();
+    let dir = std::env::temp_dir().join(format!("herald-{tag}-{}-{nanos}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let file = dir.join("herald.toml");
+    std::fs::write(&file, text).expect("config file");
+    let path = file.to_str().expect("utf-8 path").to_string();
+    (dir, path)
+}
