@@ -128,6 +128,39 @@ fn pubsub_resp2() {
     );
 }
 
+/// Pipelined PUBLISHes to one channel are delivered as one step; replies,
+/// other commands in between, other channels, a pattern subscriber of the
+/// same channel (message before pmessage, per publish) and MULTI must look
+/// exactly as in Redis.
+#[test]
+fn pipelined_publishes() {
+    diff(
+        "
+        0 1 SUBSCRIBE news
+        2 1 HELLO 3
+        2 1 SUBSCRIBE news
+        1 raw 9 PUBLISH news a\\r\\nPUBLISH news b\\r\\nPING\\r\\nPUBLISH news c\\r\\nPUBLISH other d\\r\\nPUBLISH news e\\r\\nNOSUCH\\r\\nPUBLISH news f\\r\\nPUBLISH news g\\r\\n
+        0 read 6
+        2 read 6
+        3 1 PSUBSCRIBE n*
+        1 raw 3 PUBLISH news h\\r\\nPUBLISH news i\\r\\nPUBLISH news j\\r\\n
+        0 read 3
+        3 read 3
+        0 1 PSUBSCRIBE n*
+        1 raw 2 PUBLISH news k\\r\\nPUBLISH news l\\r\\n
+        0 read 4
+        1 raw 5 MULTI\\r\\nPUBLISH news m\\r\\nPUBLISH news n\\r\\nEXEC\\r\\nPUBLISH news o\\r\\n
+        0 read 4
+        2 read 6
+        3 read 3
+        1 raw 3 PUBLISH news p\\r\\nSUBSCRIBE x\\r\\nPUBLISH news q\\r\\n
+        0 read 2
+        0 quiet
+        2 quiet
+        ",
+    );
+}
+
 #[test]
 fn pubsub_resp3() {
     diff(

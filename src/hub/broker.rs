@@ -15,6 +15,15 @@ pub trait Broker: Send + Sync + 'static {
     /// back into `Hub::publish` or the keyspace (a networked broker queues
     /// the forward and returns).
     fn publish(&self, registry: &Registry, publication: &Publication) -> usize;
+
+    /// Delivers consecutive publications of one channel, in order; returns
+    /// each one's local delivery count. Same rules as [`Broker::publish`].
+    fn publish_batch(&self, registry: &Registry, publications: &[Publication]) -> Vec<usize> {
+        publications
+            .iter()
+            .map(|p| self.publish(registry, p))
+            .collect()
+    }
 }
 
 /// The single-node default: deliver locally, synchronously.
@@ -24,5 +33,9 @@ pub struct LocalBroker;
 impl Broker for LocalBroker {
     fn publish(&self, registry: &Registry, publication: &Publication) -> usize {
         registry.publish(publication)
+    }
+
+    fn publish_batch(&self, registry: &Registry, publications: &[Publication]) -> Vec<usize> {
+        registry.publish_batch(publications)
     }
 }

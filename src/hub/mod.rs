@@ -164,6 +164,26 @@ impl Hub {
         }
     }
 
+    /// Publishes `payloads` on `channel` in order, as one step (a client's
+    /// pipelined PUBLISHes to one channel); returns each one's receivers.
+    /// Channels with history go one by one (each takes its offset).
+    pub fn publish_batch(&self, channel: Bytes, payloads: Vec<Bytes>) -> Vec<usize> {
+        if payloads.len() == 1 || self.cfg.namespace(&channel).history_size > 0 {
+            return payloads
+                .into_iter()
+                .map(|p| self.publish(channel.clone(), p).receivers)
+                .collect();
+        }
+        let pubs: Vec<Publication> = payloads
+            .into_iter()
+            .map(|p| Publication::new(channel.clone(), p))
+            .collect();
+        let counts = self.broker.publish_batch(&self.registry, &pubs);
+        Stats::add(&self.stats.published, counts.len() as u64);
+        Stats::add(&self.stats.delivered, counts.iter().sum::<usize>() as u64);
+        counts
+    }
+
     /// Appends to the history stream of `channel` (field `data`), trims it
     /// to the namespace's size and age, and enforces the global cap. `None`
     /// when the key holds another type (the message then goes out without

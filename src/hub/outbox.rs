@@ -14,8 +14,14 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use tokio::sync::Notify;
+
+/// Frames up to this size are copied into a byte-stream outbox's tail
+/// buffer instead of queued as shared `Bytes` (see [`Outbox::push_ref`]).
+const SMALL_FRAME: usize = 512;
+/// First allocation of the tail buffer.
+const TAIL_START: usize = 2048;
 
 thread_local! {
     static DEFERRED: RefCell<Option<Vec<Arc<Outbox>>>> = const { RefCell::new(None) };
@@ -76,6 +82,9 @@ pub enum Overflow {
 #[derive(Default)]
 struct State {
     queue: VecDeque<Bytes>,
+    /// Small frames copied in after everything in `queue` (byte streams
+    /// only); moved into `queue` before anything else is queued.
+    tail: BytesMut,
     /// Queued plus taken-but-unwritten bytes.
     pending: usize,
     soft_since: Option<Instant>,
@@ -88,14 +97,42 @@ pub struct Outbox {
     state: Mutex<State>,
     notify: Notify,
     limits: OutputLimits,
+    /// The owner writes a byte stream (RESP), so small frames may be
+    /// copied together; a WebSocket owner needs each frame on its own.
+    stream: bool,
+}
+
+impl State {
+    fn is_empty(&self) -> bool {
+        self.queue.is_empty() && self.tail.is_empty()
+    }
+
+    /// Moves the tail buffer into the queue, keeping order.
+    fn seal_tail(&mut self) {
+        if !self.tail.is_empty() {
+            let t = std::mem::take(&mut self.tail);
+            self.queue.push_back(t.freeze());
+        }
+    }
 }
 
 impl Outbox {
+    /// An outbox of separate frames (WebSocket messages).
     pub fn new(limits: OutputLimits) -> Outbox {
         Outbox {
             state: Mutex::new(State::default()),
             notify: Notify::new(),
             limits,
+            stream: false,
+        }
+    }
+
+    /// An outbox whose owner writes one byte stream: small frames pushed
+    /// with [`Outbox::push_ref`] are copied into one buffer.
+    pub fn stream(limits: OutputLimits) -> Outbox {
+        Outbox {
+            stream: true,
+            ..Outbox::new(limits)
         }
     }
 
@@ -110,11 +147,51 @@ impl Outbox {
     /// (the client is gone or was cut off for overflowing); the bytes are then
     /// not queued, and the owner is already on its way to disconnecting.
     pub fn push(self: &Arc<Self>, bytes: Bytes) -> bool {
+        self.push_with(bytes.len(), |st| {
+            st.seal_tail();
+            st.queue.push_back(bytes);
+        })
+    }
+
+    /// Like [`Outbox::push`] for a frame shared with other subscribers. A
+    /// byte-stream outbox copies a small frame into its tail buffer rather
+    /// than taking a reference: a copy of a hundred bytes costs less than a
+    /// reference count that every subscriber's core increments and drops,
+    /// and the writer then finds the frames already side by side.
+    pub fn push_ref(self: &Arc<Self>, bytes: &Bytes) -> bool {
+        self.push_refs(std::iter::once(bytes))
+    }
+
+    /// [`Outbox::push_ref`] for several frames at once, in order: one lock
+    /// and at most one wake-up. All or nothing under the limits.
+    pub fn push_refs<'b>(
+        self: &Arc<Self>,
+        frames: impl Iterator<Item = &'b Bytes> + Clone,
+    ) -> bool {
+        let len = frames.clone().map(Bytes::len).sum();
+        self.push_with(len, |st| {
+            for f in frames {
+                if self.stream && f.len() <= SMALL_FRAME {
+                    if st.tail.capacity() - st.tail.len() < f.len() {
+                        st.tail.reserve(TAIL_START.max(len).max(f.len()));
+                    }
+                    st.tail.extend_from_slice(f);
+                } else {
+                    st.seal_tail();
+                    st.queue.push_back(f.clone());
+                }
+            }
+        })
+    }
+
+    /// Admits `len` more bytes under the limits, then queues them with
+    /// `enqueue` and wakes the owner if it had nothing queued.
+    fn push_with(self: &Arc<Self>, len: usize, enqueue: impl FnOnce(&mut State)) -> bool {
         let mut st = self.lock();
         if st.closed {
             return false;
         }
-        st.pending += bytes.len();
+        st.pending += len;
         let lim = &self.limits;
         if lim.hard_bytes > 0 && st.pending > lim.hard_bytes {
             return self.overflow(st, Overflow::Hard);
@@ -131,8 +208,8 @@ impl Outbox {
         } else {
             st.soft_since = None;
         }
-        let was_empty = st.queue.is_empty();
-        st.queue.push_back(bytes);
+        let was_empty = st.is_empty();
+        enqueue(&mut st);
         drop(st);
         if was_empty {
             self.notify_or_defer();
@@ -165,7 +242,8 @@ impl Outbox {
             return false;
         }
         st.pending += bytes.len();
-        let was_empty = st.queue.is_empty();
+        let was_empty = st.is_empty();
+        st.seal_tail();
         st.queue.push_back(bytes);
         drop(st);
         if was_empty {
@@ -178,6 +256,7 @@ impl Outbox {
         st.overflow = Some(why);
         st.closed = true;
         st.queue.clear();
+        st.tail = BytesMut::new();
         drop(st);
         self.notify.notify_one();
         false
@@ -187,6 +266,7 @@ impl Outbox {
     /// as pending until [`Outbox::written`] reports them sent.
     pub fn take(&self, into: &mut VecDeque<Bytes>) {
         let mut st = self.lock();
+        st.seal_tail();
         if into.is_empty() {
             std::mem::swap(&mut st.queue, into);
         } else {
@@ -223,6 +303,7 @@ impl Outbox {
         let mut st = self.lock();
         st.closed = true;
         st.queue.clear();
+        st.tail = BytesMut::new();
     }
 
     /// Pending output in bytes (queued and not yet written).
@@ -232,7 +313,8 @@ impl Outbox {
 
     /// Number of queued chunks.
     pub fn queued_len(&self) -> usize {
-        self.lock().queue.len()
+        let st = self.lock();
+        st.queue.len() + usize::from(!st.tail.is_empty())
     }
 }
 
@@ -278,6 +360,42 @@ mod tests {
         o.take(&mut q);
         o.written(60);
         assert!(o.push(b(60)));
+    }
+
+    #[test]
+    fn stream_outbox_copies_small_frames_in_order() {
+        let o = Arc::new(Outbox::stream(OutputLimits::default()));
+        let small = Bytes::from_static(b"ab");
+        let large = b(SMALL_FRAME + 1);
+        assert!(o.push_ref(&small));
+        assert!(o.push_refs([&small, &small].into_iter()));
+        assert!(o.push_ref(&large));
+        assert!(o.push_reply(Bytes::from_static(b"R")));
+        assert!(o.push_ref(&small));
+        assert_eq!(o.queued_len(), 4);
+        assert_eq!(o.pending_bytes(), 2 * 4 + large.len() + 1);
+        let mut q = VecDeque::new();
+        o.take(&mut q);
+        let got: Vec<&[u8]> = q.iter().map(|c| &c[..]).collect();
+        assert_eq!(got, vec![&b"ababab"[..], &large[..], b"R", b"ab"]);
+        // A frame outbox keeps frames apart.
+        let o = Arc::new(Outbox::new(OutputLimits::default()));
+        assert!(o.push_refs([&small, &small].into_iter()));
+        o.take(&mut q);
+        assert_eq!(q.len(), 6);
+    }
+
+    #[test]
+    fn batch_is_refused_whole_past_the_hard_limit() {
+        let o = Arc::new(Outbox::stream(OutputLimits {
+            hard_bytes: 10,
+            soft_bytes: 0,
+            soft_duration: Duration::ZERO,
+        }));
+        let f = b(4);
+        assert!(!o.push_refs([&f, &f, &f].into_iter()));
+        assert_eq!(o.overflowed(), Some(Overflow::Hard));
+        assert_eq!(o.queued_len(), 0);
     }
 
     #[test]

@@ -23,8 +23,8 @@ const FORMATS: usize = 3;
 pub struct EncodeCache([OnceLock<Bytes>; FORMATS]);
 
 impl EncodeCache {
-    fn get_or_encode(&self, fmt: WireFormat, encode: impl FnOnce() -> Bytes) -> Bytes {
-        self.0[fmt as usize].get_or_init(encode).clone()
+    fn get_or_encode(&self, fmt: WireFormat, encode: impl FnOnce() -> Bytes) -> &Bytes {
+        self.0[fmt as usize].get_or_init(encode)
     }
 }
 
@@ -111,6 +111,17 @@ impl<'a> Delivery<'a> {
     /// The delivery encoded in `fmt`, encoding it with `encode` only if no
     /// subscriber did so before.
     pub fn encoded(&self, fmt: WireFormat, encode: impl FnOnce(&Delivery<'a>) -> Bytes) -> Bytes {
+        self.encoded_ref(fmt, encode).clone()
+    }
+
+    /// [`Delivery::encoded`] without taking a reference count: for sinks
+    /// that copy small frames (a shared count bounces between cores when
+    /// every subscriber takes and drops it).
+    pub fn encoded_ref(
+        &self,
+        fmt: WireFormat,
+        encode: impl FnOnce(&Delivery<'a>) -> Bytes,
+    ) -> &Bytes {
         self.cache.get_or_encode(fmt, || encode(self))
     }
 }
@@ -120,4 +131,12 @@ pub trait Subscriber: Send + Sync + 'static {
     /// Queues the delivery for the client. Must not block or await: it runs
     /// inside the publisher's call with registry locks held.
     fn deliver(&self, delivery: &Delivery<'_>);
+
+    /// Queues several deliveries in order, as one step where the sink can
+    /// (one lock, one wake-up). Same rules as [`Subscriber::deliver`].
+    fn deliver_batch(&self, deliveries: &[Delivery<'_>]) {
+        for d in deliveries {
+            self.deliver(d);
+        }
+    }
 }

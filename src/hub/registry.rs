@@ -258,6 +258,62 @@ impl Registry {
         n
     }
 
+    /// Publishes consecutive publications of one channel (a client's
+    /// pipelined PUBLISHes) as one step: each exact subscriber receives
+    /// them all in one push. Returns each publication's delivery count.
+    ///
+    /// Where a pattern matches the channel they go one by one instead, so a
+    /// subscriber of both still gets each `message` right before its
+    /// `pmessage`, as Redis sends them.
+    pub fn publish_batch(&self, publications: &[Publication]) -> Vec<usize> {
+        let Some(first) = publications.first() else {
+            return Vec::new();
+        };
+        if publications.len() == 1 || self.any_pattern_matches(&first.channel) {
+            return publications.iter().map(|p| self.publish(p)).collect();
+        }
+        let n = match self.channels.get(&first.channel) {
+            Some(subs) => {
+                let ds: Vec<Delivery<'_>> = publications
+                    .iter()
+                    .map(|p| Delivery::direct(p, DeliveryKind::Message))
+                    .collect();
+                for e in subs.iter() {
+                    e.sink.deliver_batch(&ds);
+                }
+                subs.len()
+            }
+            None => 0,
+        };
+        vec![n; publications.len()]
+    }
+
+    /// Whether any subscribed pattern matches `channel`.
+    fn any_pattern_matches(&self, channel: &[u8]) -> bool {
+        let idx = self.patterns_read();
+        if idx.count == 0 {
+            return false;
+        }
+        let mut node = &idx.root;
+        let mut depth = 0;
+        loop {
+            if node
+                .patterns
+                .iter()
+                .any(|p| !p.subs.is_empty() && p.glob.matches(channel))
+            {
+                return true;
+            }
+            match channel.get(depth).and_then(|b| node.children.get(b)) {
+                Some(child) => {
+                    node = child;
+                    depth += 1;
+                }
+                None => return false,
+            }
+        }
+    }
+
     /// Delivers a presence event to the exact subscribers of its channel.
     pub fn deliver_event(&self, publication: &Publication, kind: DeliveryKind) {
         if let Some(subs) = self.channels.get(&publication.channel) {

@@ -28,6 +28,8 @@ use crate::hub::{Overflow, Space, Stats};
 const READ_PAUSE_BYTES: usize = 1 << 20;
 /// Replies move to the outbox once this many bytes have built up.
 const REPLY_CHUNK: usize = 64 * 1024;
+/// A subscriber woken with less than this queued yields once before writing.
+const YIELD_BELOW: usize = 16 * 1024;
 /// Most bytes gathered into one write.
 const COALESCE_BYTES: usize = 64 * 1024;
 /// Read buffer: start small (many idle connections), shrink back after bursts.
@@ -60,12 +62,27 @@ pub struct Conn {
     pub multi_dirty: bool,
     /// Running the queued commands of an EXEC.
     pub in_exec: bool,
+    /// Pipelined PUBLISHes to one channel not yet delivered: they go out
+    /// together before anything else runs or is replied (see
+    /// [`Conn::stage_publish`]).
+    pub staged: Option<StagedPublish>,
     /// WATCHed keys and their versions when watched.
     pub watched: Vec<(Bytes, u64)>,
     /// Subscriptions made inside EXEC, registered once EXEC's reply is
     /// queued (so no message can land inside that reply).
     pub deferred: Vec<Deferred>,
 }
+
+/// Consecutive PUBLISHes of one channel, delivered as one step.
+pub struct StagedPublish {
+    pub channel: Bytes,
+    pub payloads: Vec<Bytes>,
+    bytes: usize,
+}
+
+/// Most PUBLISHes (and payload bytes) delivered as one step.
+const STAGE_MAX: usize = 64;
+const STAGE_MAX_BYTES: usize = 64 * 1024;
 
 /// A subscription whose registration waits for the end of EXEC.
 pub struct Deferred {
@@ -97,14 +114,58 @@ impl Blocked {
 impl Conn {
     /// A reply writer for this client's protocol.
     pub fn reply(&mut self) -> Out<'_> {
+        self.publish_staged();
         Out {
             buf: &mut self.out,
             resp3: self.resp3,
         }
     }
 
+    /// Holds back a PUBLISH (already checked and allowed) so that the
+    /// PUBLISHes a client pipelines to one channel reach each subscriber in
+    /// one push: one lock and one wake-up per subscriber instead of one per
+    /// message. Nothing else can run between them: any other command, any
+    /// reply, and the end of the batch of requests deliver them first. Redis
+    /// likewise runs a client's pipelined commands without interleaving
+    /// other clients', so subscribers see the same messages in the same
+    /// order, and each PUBLISH still gets its own reply, in place.
+    pub fn stage_publish(&mut self, channel: Bytes, payload: Bytes) {
+        if self.staged.as_ref().is_some_and(|s| s.channel != channel) {
+            self.publish_staged();
+        }
+        let s = self.staged.get_or_insert_with(|| StagedPublish {
+            channel,
+            payloads: Vec::new(),
+            bytes: 0,
+        });
+        s.bytes += payload.len();
+        s.payloads.push(payload);
+        if s.payloads.len() >= STAGE_MAX || s.bytes >= STAGE_MAX_BYTES {
+            self.publish_staged();
+        }
+    }
+
+    /// Whether `args` is a PUBLISH that joins the staged ones.
+    pub fn continues_staged(&self, args: &[Bytes]) -> bool {
+        self.staged.as_ref().is_some_and(|s| {
+            args.len() == 3 && args[0].eq_ignore_ascii_case(b"publish") && args[1] == s.channel
+        })
+    }
+
+    /// Delivers the staged PUBLISHes and writes their replies.
+    pub fn publish_staged(&mut self) {
+        let Some(s) = self.staged.take() else {
+            return;
+        };
+        let counts = self.server.hub.publish_batch(s.channel, s.payloads);
+        for n in counts {
+            self.reply().int(n as i64);
+        }
+    }
+
     /// Moves buffered replies into the outbox, behind anything queued before.
     pub fn flush_replies(&mut self) {
+        self.publish_staged();
         if !self.out.is_empty() {
             let chunk = self.out.split().freeze();
             self.handle.sink.outbox.push_reply(chunk);
@@ -249,6 +310,7 @@ pub async fn serve(
         in_exec: false,
         watched: Vec::new(),
         deferred: Vec::new(),
+        staged: None,
     };
     if let Err(e) = run_loop(stream, &mut conn, &shutdown).await {
         tracing::debug!(client = id, error = %e, "resp connection error");
@@ -326,8 +388,10 @@ async fn run_loop(
         }
         // Requests left unprocessed while output was large: resume them.
         if !rbuf.is_empty() && !conn.closing && outbox.pending_bytes() < READ_PAUSE_BYTES {
-            crate::hub::outbox::defer_wakes(|| process(conn, &mut rbuf));
-            conn.flush_replies();
+            crate::hub::outbox::defer_wakes(|| {
+                process(conn, &mut rbuf);
+                conn.flush_replies();
+            });
             if conn.blocked.is_some() || conn.closing {
                 continue;
             }
@@ -351,15 +415,25 @@ async fn run_loop(
                 if r? == 0 {
                     return Ok(());
                 }
-                crate::hub::outbox::defer_wakes(|| process(conn, &mut rbuf));
-                conn.flush_replies();
+                crate::hub::outbox::defer_wakes(|| {
+                    process(conn, &mut rbuf);
+                    conn.flush_replies();
+                });
                 if rbuf.is_empty() && rbuf.capacity() > READ_KEEP {
                     rbuf = BytesMut::new();
                 }
             }
             // Also wakes a task blocked on a full socket when its outbox
             // overflows, so a client that never reads is still cut off.
-            _ = outbox.ready() => {}
+            _ = outbox.ready() => {
+                // Deliveries arrived. Let this thread's other ready tasks
+                // and its pending socket events (publishers) go first, as
+                // Redis writes to clients only once per event-loop turn:
+                // the write then carries more messages per system call.
+                if batch.is_empty() && outbox.pending_bytes() < YIELD_BELOW {
+                    tokio::task::yield_now().await;
+                }
+            }
         }
     }
 }
@@ -468,6 +542,11 @@ async fn write_batch(
     // Small frames (a fan-out's messages) are copied into one buffer: one
     // contiguous write costs the kernel far less than an iovec per message.
     // A large frame at the front goes out as it is, without a copy.
+    if batch.len() == 1 {
+        // Already one buffer (the outbox copies small frames together).
+        let written = wr.write(&batch[0][front_off..]).await?;
+        return nonzero(written);
+    }
     scratch.clear();
     for (i, b) in batch.iter().enumerate() {
         let chunk = if i == 0 { &b[front_off..] } else { &b[..] };

@@ -48,6 +48,14 @@ impl RespSink {
     pub fn set_resp3(&self, on: bool) {
         self.resp3.store(on, Ordering::Relaxed);
     }
+
+    fn format(&self) -> WireFormat {
+        if self.resp3.load(Ordering::Relaxed) {
+            WireFormat::Resp3
+        } else {
+            WireFormat::Resp2
+        }
+    }
 }
 
 impl Subscriber for RespSink {
@@ -56,15 +64,25 @@ impl Subscriber for RespSink {
             // RESP clients follow presence on `__presence__:C` instead.
             return;
         }
-        let fmt = if self.resp3.load(Ordering::Relaxed) {
-            WireFormat::Resp3
-        } else {
-            WireFormat::Resp2
-        };
+        let fmt = self.format();
         // A refused push means the outbox overflowed or closed; the
         // connection task sees that and disconnects the client.
         self.outbox
-            .push(d.encoded(fmt, |d| encode::encode_delivery(d, fmt)));
+            .push_ref(d.encoded_ref(fmt, |d| encode::encode_delivery(d, fmt)));
+    }
+
+    fn deliver_batch(&self, ds: &[Delivery<'_>]) {
+        if ds
+            .iter()
+            .any(|d| matches!(d.kind, DeliveryKind::Join | DeliveryKind::Leave))
+        {
+            return ds.iter().for_each(|d| self.deliver(d));
+        }
+        let fmt = self.format();
+        self.outbox.push_refs(
+            ds.iter()
+                .map(|d| d.encoded_ref(fmt, |d| encode::encode_delivery(d, fmt))),
+        );
     }
 }
 
@@ -164,7 +182,7 @@ impl RespServer {
 
     fn new_sink(&self) -> Arc<RespSink> {
         Arc::new(RespSink {
-            outbox: Arc::new(Outbox::new(self.cfg.output_limits)),
+            outbox: Arc::new(Outbox::stream(self.cfg.output_limits)),
             resp3: AtomicBool::new(false),
         })
     }

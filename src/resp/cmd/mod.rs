@@ -228,6 +228,9 @@ fn unknown_command(args: &[Bytes]) -> Vec<u8> {
 /// Runs one request, or replies with the error that stops it.
 pub fn dispatch(conn: &mut Conn, args: &[Bytes]) {
     Stats::add(&conn.server.hub.stats.commands, 1);
+    if !conn.continues_staged(args) {
+        conn.publish_staged();
+    }
     let Some(top) = lookup(&args[0]) else {
         let msg = unknown_command(args);
         if conn.multi.is_some() {

@@ -183,12 +183,16 @@ fn publish(conn: &mut Conn, args: &[Bytes]) {
     if !allowed(conn, &args[1..2], Kind::Channel, true) {
         return;
     }
-    let n = conn
-        .server
-        .hub
-        .publish(args[1].clone(), args[2].clone())
-        .receivers;
-    conn.reply().int(n as i64);
+    if conn.in_exec {
+        let n = conn
+            .server
+            .hub
+            .publish(args[1].clone(), args[2].clone())
+            .receivers;
+        conn.reply().int(n as i64);
+        return;
+    }
+    conn.stage_publish(args[1].clone(), args[2].clone());
 }
 
 fn spublish(conn: &mut Conn, args: &[Bytes]) {
