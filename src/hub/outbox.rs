@@ -22,6 +22,8 @@ use tokio::sync::Notify;
 const SMALL_FRAME: usize = 512;
 /// First allocation of the tail buffer.
 const TAIL_START: usize = 2048;
+/// Largest tail buffer kept for reuse.
+const TAIL_KEEP: usize = 64 * 1024;
 
 thread_local! {
     static DEFERRED: RefCell<Option<Vec<Arc<Outbox>>>> = const { RefCell::new(None) };
@@ -110,7 +112,14 @@ impl State {
     /// Moves the tail buffer into the queue, keeping order.
     fn seal_tail(&mut self) {
         if !self.tail.is_empty() {
-            let t = std::mem::take(&mut self.tail);
+            // `split` keeps the spare capacity, and the allocation comes back
+            // once the writer drops the frozen part; a buffer grown large by
+            // a burst is let go instead.
+            let t = if self.tail.capacity() > TAIL_KEEP {
+                std::mem::take(&mut self.tail)
+            } else {
+                self.tail.split()
+            };
             self.queue.push_back(t.freeze());
         }
     }

@@ -348,6 +348,14 @@ async fn run_loop(
     let mut batch: VecDeque<Bytes> = VecDeque::new();
     let mut front_off = 0usize;
     let mut scratch: Vec<u8> = Vec::new();
+    // Built once: a fresh cancellation future per turn would register and
+    // unregister with both tokens every time the connection wakes.
+    let mut stop = std::pin::pin!(async {
+        tokio::select! {
+            _ = shutdown.cancelled() => {}
+            _ = handle.kill.cancelled() => {}
+        }
+    });
     loop {
         if batch.is_empty() {
             outbox.take(&mut batch);
@@ -366,6 +374,10 @@ async fn run_loop(
             return Ok(());
         }
         if conn.closing && batch.is_empty() {
+            // Leave channels before the client sees the close, so that
+            // whatever it does next (PUBSUB NUMSUB on another connection)
+            // no longer counts this one, as in Redis.
+            conn.drop_subscriptions();
             let _ = wr.shutdown().await;
             return Ok(());
         }
@@ -404,8 +416,7 @@ async fn run_loop(
         }
         tokio::select! {
             biased;
-            _ = shutdown.cancelled() => return Ok(()),
-            _ = handle.kill.cancelled() => return Ok(()),
+            _ = &mut stop => return Ok(()),
             r = write_batch(&mut wr, &batch, front_off, &mut scratch), if !batch.is_empty() => {
                 let n = r?;
                 outbox.written(n);
