@@ -425,8 +425,14 @@ impl Hub {
     /// tick, pushes the new top N to watchers whose view changed, and
     /// publishes the top `resp_top` on `__leaderboard__:K` when it changed.
     pub fn leaderboard_tick(&self, resp_top: usize) {
-        let removed = std::mem::take(&mut self.keyspace.lock().zsets_removed);
-        for key in &removed {
+        let (removed, written) = {
+            let mut db = self.keyspace.lock();
+            (
+                std::mem::take(&mut db.zsets_removed),
+                std::mem::take(&mut db.zsets_written),
+            )
+        };
+        for key in removed.iter().chain(written.iter()) {
             self.leaderboards.mark(key);
         }
         for (key, watch_top) in self.leaderboards.take_dirty() {

@@ -1,12 +1,20 @@
 //! Sorted sets: members ordered by (score, member bytes), with rank and
 //! range-by-rank in O(log n) through an order-statistic treap (each node
-//! knows its subtree size), plus a member → score map for O(1) ZSCORE.
-//! Also Redis's double formatting (`%.17g`) and parsing rules.
+//! knows its subtree size), plus a hash index from member to node for O(1)
+//! ZSCORE. Also Redis's double formatting (`%.17g`) and parsing rules.
+//!
+//! Nodes live in one vector and link by 32-bit index; the index is a table
+//! of node numbers hashed by member (SipHash with per-process random keys,
+//! so clients cannot aim collisions), so a member's bytes are stored once.
+//! Changing a score unlinks its node in one descent and links it again in
+//! another, splitting only the subtree below the node's priority.
 
 use std::cmp::Ordering;
-use std::collections::HashMap;
+use std::collections::hash_map::RandomState;
+use std::hash::BuildHasher;
 
 use bytes::Bytes;
+use hashbrown::HashTable;
 
 /// Formats a score as Redis 7.0 replies it: C's `%.17g`, with `inf`/`-inf`.
 pub fn format_score(d: f64) -> String {
@@ -65,8 +73,8 @@ const NIL: u32 = u32::MAX;
 /// A per-set random seed for treap priorities: clients cannot predict them,
 /// so they cannot choose an insertion order that degenerates the tree.
 fn random_seed() -> u32 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    use std::hash::Hasher;
+    let mut h = RandomState::new().build_hasher();
     h.write_u64(super::keyspace::now_ms());
     (h.finish() as u32) | 1
 }
@@ -80,15 +88,22 @@ struct Node {
     left: u32,
     right: u32,
 }
-
 /// A sorted set.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct ZSet {
     nodes: Vec<Node>,
     free: Vec<u32>,
     root: u32,
-    scores: HashMap<Bytes, f64>,
+    /// Node numbers, hashed by their member.
+    index: HashTable<u32>,
+    hasher: RandomState,
     seed: u32,
+}
+
+impl Default for ZSet {
+    fn default() -> Self {
+        ZSet::new()
+    }
 }
 
 impl ZSet {
@@ -97,21 +112,34 @@ impl ZSet {
             nodes: Vec::new(),
             free: Vec::new(),
             root: NIL,
-            scores: HashMap::new(),
+            index: HashTable::new(),
+            hasher: RandomState::new(),
             seed: random_seed(),
         }
     }
 
     pub fn len(&self) -> usize {
-        self.scores.len()
+        self.index.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.scores.is_empty()
+        self.index.is_empty()
+    }
+
+    fn hash(&self, member: &[u8]) -> u64 {
+        self.hasher.hash_one(member)
+    }
+
+    /// The node holding `member`.
+    fn find(&self, member: &[u8]) -> Option<u32> {
+        let nodes = &self.nodes;
+        self.index
+            .find(self.hash(member), |&i| nodes[i as usize].member == member)
+            .copied()
     }
 
     pub fn score(&self, member: &[u8]) -> Option<f64> {
-        self.scores.get(member).copied()
+        self.find(member).map(|i| self.nodes[i as usize].score)
     }
 
     fn size(&self, n: u32) -> u32 {
@@ -139,24 +167,26 @@ impl ZSet {
         x
     }
 
-    /// Splits `t` into (< key, >= key).
-    fn split(&mut self, t: u32, score: f64, member: &[u8]) -> (u32, u32) {
+    /// Whether node `a` sorts before node `b`.
+    fn before(&self, a: u32, b: u32) -> bool {
+        let (x, y) = (&self.nodes[a as usize], &self.nodes[b as usize]);
+        cmp_key(x.score, &x.member, y.score, &y.member) == Ordering::Less
+    }
+
+    /// Splits `t` into (nodes before node `key`, the rest). `key` is not in `t`.
+    fn split(&mut self, t: u32, key: u32) -> (u32, u32) {
         if t == NIL {
             return (NIL, NIL);
         }
-        let ord = {
-            let n = &self.nodes[t as usize];
-            cmp_key(n.score, &n.member, score, member)
-        };
-        if ord == Ordering::Less {
+        if self.before(t, key) {
             let r = self.nodes[t as usize].right;
-            let (a, b) = self.split(r, score, member);
+            let (a, b) = self.split(r, key);
             self.nodes[t as usize].right = a;
             self.update(t);
             (t, b)
         } else {
             let l = self.nodes[t as usize].left;
-            let (a, b) = self.split(l, score, member);
+            let (a, b) = self.split(l, key);
             self.nodes[t as usize].left = b;
             self.update(t);
             (a, t)
@@ -185,17 +215,76 @@ impl ZSet {
         }
     }
 
-    fn tree_insert(&mut self, score: f64, member: Bytes) {
-        let prio = self.next_prio();
+    /// Links the lone node `i` into the subtree `t`; returns its new root.
+    /// Descends to where `i`'s priority belongs and splits only below it.
+    fn attach(&mut self, t: u32, i: u32) -> u32 {
+        if t == NIL {
+            return i;
+        }
+        if self.nodes[i as usize].prio > self.nodes[t as usize].prio {
+            let (a, b) = self.split(t, i);
+            let n = &mut self.nodes[i as usize];
+            n.left = a;
+            n.right = b;
+            self.update(i);
+            return i;
+        }
+        if self.before(i, t) {
+            let l = self.nodes[t as usize].left;
+            let l = self.attach(l, i);
+            self.nodes[t as usize].left = l;
+        } else {
+            let r = self.nodes[t as usize].right;
+            let r = self.attach(r, i);
+            self.nodes[t as usize].right = r;
+        }
+        self.nodes[t as usize].size += 1;
+        t
+    }
+
+    /// Unlinks node `i` from the subtree `t` (which holds it); returns the
+    /// subtree's new root. `i` is left alone, with no children.
+    fn detach(&mut self, t: u32, i: u32) -> u32 {
+        if t == i {
+            let n = &mut self.nodes[i as usize];
+            let (l, r) = (n.left, n.right);
+            n.left = NIL;
+            n.right = NIL;
+            n.size = 1;
+            return self.merge(l, r);
+        }
+        if self.before(i, t) {
+            let l = self.nodes[t as usize].left;
+            let l = self.detach(l, i);
+            self.nodes[t as usize].left = l;
+        } else {
+            let r = self.nodes[t as usize].right;
+            let r = self.detach(r, i);
+            self.nodes[t as usize].right = r;
+        }
+        self.nodes[t as usize].size -= 1;
+        t
+    }
+
+    /// Sets a member's score; returns the previous score.
+    pub fn insert(&mut self, member: Bytes, score: f64) -> Option<f64> {
+        let score = if score == 0.0 { 0.0 } else { score };
+        if let Some(i) = self.find(&member) {
+            let old = self.nodes[i as usize].score;
+            if old != score {
+                self.rescore(i, score);
+            }
+            return Some(old);
+        }
         let node = Node {
             score,
-            member: member.clone(),
-            prio,
+            member,
+            prio: self.next_prio(),
             size: 1,
             left: NIL,
             right: NIL,
         };
-        let idx = match self.free.pop() {
+        let i = match self.free.pop() {
             Some(i) => {
                 self.nodes[i as usize] = node;
                 i
@@ -205,73 +294,110 @@ impl ZSet {
                 (self.nodes.len() - 1) as u32
             }
         };
-        let (a, b) = self.split(self.root, score, &member);
-        let ab = self.merge(a, idx);
-        self.root = self.merge(ab, b);
+        let h = self.hash(&self.nodes[i as usize].member);
+        let (nodes, hasher) = (&self.nodes, &self.hasher);
+        self.index
+            .insert_unique(h, i, |&j| hasher.hash_one(&nodes[j as usize].member[..]));
+        self.root = self.attach(self.root, i);
+        None
     }
 
-    fn tree_remove(&mut self, score: f64, member: &[u8]) {
-        let (a, b) = self.split(self.root, score, member);
-        // b's minimum is the node to drop: split it off by rank.
-        let (mid, c) = self.split_rank(b, 1);
-        if mid != NIL {
-            self.nodes[mid as usize].member = Bytes::new();
-            self.free.push(mid);
+    /// Adds `by` to a member's score (0 when absent); returns the new score,
+    /// or `None`, changing nothing, when the result is not a number.
+    pub fn incr(&mut self, member: Bytes, by: f64) -> Option<f64> {
+        let v = self.score(&member).unwrap_or(0.0) + by;
+        if v.is_nan() {
+            return None;
         }
-        self.root = self.merge(a, c);
+        self.insert(member, v);
+        Some(if v == 0.0 { 0.0 } else { v })
     }
 
-    /// Splits `t` into (first `k` elements, rest).
-    fn split_rank(&mut self, t: u32, k: u32) -> (u32, u32) {
-        if t == NIL {
-            return (NIL, NIL);
+    /// Moves node `i` to its place for `score`. When the new score keeps
+    /// it between the same neighbours (a small ZINCRBY, most often), only
+    /// the score changes: the descent that finds the neighbours only reads,
+    /// so the nodes near the root are not rewritten on every update (as
+    /// Redis's skiplist updates a score in place in the same case).
+    fn rescore(&mut self, i: u32, score: f64) {
+        let (pred, succ) = self.neighbours(i);
+        let member = &self.nodes[i as usize].member;
+        let after_pred = pred == NIL || {
+            let p = &self.nodes[pred as usize];
+            cmp_key(p.score, &p.member, score, member) == Ordering::Less
+        };
+        let before_succ = succ == NIL || {
+            let n = &self.nodes[succ as usize];
+            cmp_key(score, member, n.score, &n.member) == Ordering::Less
+        };
+        if after_pred && before_succ {
+            self.nodes[i as usize].score = score;
+            return;
         }
-        let l = self.nodes[t as usize].left;
-        let ls = self.size(l);
-        if k <= ls {
-            let (a, b) = self.split_rank(l, k);
-            self.nodes[t as usize].left = b;
-            self.update(t);
-            (a, t)
-        } else {
-            let r = self.nodes[t as usize].right;
-            let (a, b) = self.split_rank(r, k - ls - 1);
-            self.nodes[t as usize].right = a;
-            self.update(t);
-            (t, b)
-        }
+        self.root = self.detach(self.root, i);
+        self.nodes[i as usize].score = score;
+        self.root = self.attach(self.root, i);
     }
 
-    /// Sets a member's score; returns the previous score.
-    pub fn insert(&mut self, member: Bytes, score: f64) -> Option<f64> {
-        let score = if score == 0.0 { 0.0 } else { score };
-        match self.scores.get(&member).copied() {
-            Some(old) if old == score => Some(old),
-            Some(old) => {
-                self.tree_remove(old, &member);
-                self.tree_insert(score, member.clone());
-                self.scores.insert(member, score);
-                Some(old)
+    /// The nodes just before and just after node `i` (NIL at the ends).
+    fn neighbours(&self, i: u32) -> (u32, u32) {
+        let (mut pred, mut succ) = (NIL, NIL);
+        let mut t = self.root;
+        while t != i && t != NIL {
+            if self.before(i, t) {
+                succ = t;
+                t = self.nodes[t as usize].left;
+            } else {
+                pred = t;
+                t = self.nodes[t as usize].right;
             }
-            None => {
-                self.tree_insert(score, member.clone());
-                self.scores.insert(member, score);
-                None
-            }
         }
+        let node = &self.nodes[i as usize];
+        let mut l = node.left;
+        while l != NIL {
+            pred = l;
+            l = self.nodes[l as usize].right;
+        }
+        let mut r = node.right;
+        while r != NIL {
+            succ = r;
+            r = self.nodes[r as usize].left;
+        }
+        (pred, succ)
     }
 
     /// Removes a member; returns its score.
     pub fn remove(&mut self, member: &[u8]) -> Option<f64> {
-        let old = self.scores.remove(member)?;
-        self.tree_remove(old, member);
+        let h = self.hash(member);
+        let nodes = &self.nodes;
+        let entry = self
+            .index
+            .find_entry(h, |&i| nodes[i as usize].member == member)
+            .ok()?;
+        let (i, _) = entry.remove();
+        self.root = self.detach(self.root, i);
+        let n = &mut self.nodes[i as usize];
+        n.member = Bytes::new();
+        let old = n.score;
+        self.free.push(i);
         Some(old)
     }
 
     /// 0-based rank in ascending order.
     pub fn rank(&self, member: &[u8]) -> Option<usize> {
-        let score = self.score(member)?;
-        Some(self.count_less(|s, m| cmp_key(s, m, score, member) == Ordering::Less))
+        let target = self.find(member)?;
+        // Walk down from the root to the node, counting what lies left.
+        let mut n = self.root;
+        let mut count = 0usize;
+        while n != NIL && n != target {
+            let node = &self.nodes[n as usize];
+            if self.before(n, target) {
+                count += self.size(node.left) as usize + 1;
+                n = node.right;
+            } else {
+                n = node.left;
+            }
+        }
+        Some(count + self.size(self.nodes[target as usize].left) as usize)
     }
 
     /// Number of elements for which `less(score, member)` holds, where
@@ -402,6 +528,59 @@ mod tests {
         );
         assert_eq!(z.count_score_below(0.0, false), 1);
         assert_eq!(z.count_score_below(0.0, true), 3);
+    }
+
+    /// Random inserts, score changes (small ones that stay in place and
+    /// large ones that move), increments and removals against a plain model.
+    #[test]
+    fn random_operations_match_a_model() {
+        let mut z = ZSet::new();
+        let mut model: std::collections::HashMap<Vec<u8>, f64> = Default::default();
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut rnd = move |n: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % n
+        };
+        for step in 0..30_000 {
+            let m = format!("m{}", rnd(500)).into_bytes();
+            match rnd(4) {
+                0 => {
+                    let s = rnd(50) as f64;
+                    assert_eq!(z.insert(Bytes::from(m.clone()), s), model.insert(m, s));
+                }
+                1 => {
+                    let by = if rnd(2) == 0 {
+                        1.0
+                    } else {
+                        rnd(1000) as f64 - 500.0
+                    };
+                    let want = model.get(&m).copied().unwrap_or(0.0) + by;
+                    assert_eq!(z.incr(Bytes::from(m.clone()), by), Some(want));
+                    model.insert(m, want);
+                }
+                2 => assert_eq!(z.remove(&m), model.remove(&m)),
+                _ => assert_eq!(z.score(&m), model.get(&m).copied()),
+            }
+            if step % 997 == 0 {
+                let mut want: Vec<(f64, Vec<u8>)> =
+                    model.iter().map(|(m, s)| (*s, m.clone())).collect();
+                want.sort_by(|a, b| cmp_key(a.0, &a.1, b.0, &b.1));
+                let got: Vec<(f64, Vec<u8>)> =
+                    z.all().into_iter().map(|(m, s)| (s, m.to_vec())).collect();
+                assert_eq!(got, want);
+                for (r, (_, m)) in want.iter().enumerate() {
+                    assert_eq!(z.rank(m), Some(r));
+                }
+            }
+        }
+        assert_eq!(
+            z.incr(Bytes::from_static(b"n"), f64::INFINITY),
+            Some(f64::INFINITY)
+        );
+        assert_eq!(z.incr(Bytes::from_static(b"n"), f64::NEG_INFINITY), None);
+        assert_eq!(z.score(b"n"), Some(f64::INFINITY));
     }
 
     #[test]

@@ -193,9 +193,15 @@ pub static COMMANDS: &[Command] = &[
 
 /// Finds a top-level command by name, case-insensitively.
 pub fn lookup(name: &[u8]) -> Option<&'static Command> {
-    COMMANDS
-        .iter()
-        .find(|c| c.name.as_bytes().eq_ignore_ascii_case(name))
+    static INDEX: std::sync::OnceLock<std::collections::HashMap<&'static [u8], &'static Command>> =
+        std::sync::OnceLock::new();
+    let index = INDEX.get_or_init(|| COMMANDS.iter().map(|c| (c.name.as_bytes(), c)).collect());
+    let mut lower = [0u8; 32];
+    let lower = lower.get_mut(..name.len())?;
+    for (l, b) in lower.iter_mut().zip(name) {
+        *l = b.to_ascii_lowercase();
+    }
+    index.get(&*lower).copied()
 }
 
 fn find_sub(cmd: &'static Command, name: &[u8]) -> Option<&'static Command> {
@@ -322,7 +328,7 @@ pub fn dispatch(conn: &mut Conn, args: &[Bytes]) {
     let hub = conn.server.hub.clone();
     let gate = gated.then(|| hub.tx_gate.read().unwrap_or_else(|e| e.into_inner()));
     (cmd.run)(conn, args);
-    if write && !keys.is_empty() {
+    if write && !keys.is_empty() && hub.keyspace.any_watched() {
         let mut db = hub.keyspace.lock();
         for k in &keys {
             db.touch(k);

@@ -188,9 +188,9 @@ fn write_range(out: &mut Out<'_>, items: &[(Bytes, f64)], withscores: bool) {
 }
 
 /// Marks a written key for live leaderboards and wakes blocked readers.
-fn touched(conn: &Conn, db: &mut Db, key: &Bytes) {
+fn touched(db: &mut Db, key: &Bytes) {
     db.signal(key);
-    conn.server.hub.leaderboards.mark(key);
+    db.zset_written(key);
 }
 
 fn drop_if_empty(db: &mut Db, key: &[u8]) {
@@ -299,7 +299,7 @@ fn zadd(conn: &mut Conn, args: &[Bytes]) {
         }
     }
     if added + changed > 0 {
-        touched(conn, &mut db, &key);
+        touched(&mut db, &key);
     }
     drop_if_empty(&mut db, &key);
     drop(db);
@@ -328,14 +328,12 @@ fn zincrby(conn: &mut Conn, args: &[Bytes]) {
         drop(db);
         return wrongtype(conn);
     };
-    let v = z.score(&args[3]).unwrap_or(0.0) + by;
-    if v.is_nan() {
+    let Some(v) = z.incr(args[3].clone(), by) else {
         drop_if_empty(&mut db, &key);
         drop(db);
         return err(conn, "ERR resulting score is not a number (NaN)");
-    }
-    z.insert(args[3].clone(), v);
-    touched(conn, &mut db, &key);
+    };
+    touched(&mut db, &key);
     drop(db);
     write_score(&mut conn.reply(), v);
 }
@@ -828,7 +826,7 @@ fn remove_span(conn: &mut Conn, key: &Bytes, span: impl FnOnce(&ZSet) -> Option<
         },
     };
     if n > 0 {
-        touched(conn, &mut db, key);
+        touched(&mut db, key);
     }
     drop_if_empty(&mut db, key);
     drop(db);
@@ -848,7 +846,7 @@ fn zrem(conn: &mut Conn, args: &[Bytes]) {
         Ok(Some(z)) => args[2..].iter().filter(|m| z.remove(m).is_some()).count(),
     };
     if n > 0 {
-        touched(conn, &mut db, &key);
+        touched(&mut db, &key);
     }
     drop_if_empty(&mut db, &key);
     drop(db);
@@ -914,7 +912,7 @@ fn pop_generic(conn: &mut Conn, args: &[Bytes], max: bool) {
         }
     };
     if !popped.is_empty() {
-        touched(conn, &mut db, &key);
+        touched(&mut db, &key);
     }
     drop_if_empty(&mut db, &key);
     drop(db);
@@ -1175,7 +1173,7 @@ fn store_generic(conn: &mut Conn, args: &[Bytes], union: bool) {
         }
         db.insert(dest.clone(), Value::ZSet(Box::new(z)));
     }
-    touched(conn, &mut db, &dest);
+    touched(&mut db, &dest);
     drop(db);
     conn.reply().int(n as i64);
 }
