@@ -701,51 +701,68 @@ async fn write_batch(
 }
 
 /// Runs one session to its end.
-pub async fn run(mut socket: WebSocket, st: AppState, url_token: Option<String>) {
-    let id = st.hub.next_client_id();
-    Stats::add(&st.hub.stats.connections_total, 1);
-    st.ws.open.fetch_add(1, Ordering::Relaxed);
-    let mut s = Session {
-        id,
-        sink: Arc::new(WsSink {
-            outbox: Arc::new(Outbox::new(st.cfg.output_limits)),
-            lag: Mutex::new(LagState::default()),
-            lag_bytes: lag_threshold(&st.cfg.output_limits),
-        }),
-        identity: st.auth.unauthenticated(),
-        connected: false,
-        channels: HashSet::new(),
-        patterns: HashSet::new(),
-        leaderboards: HashSet::new(),
-        expires_at: None,
-        publishes: VecDeque::new(),
-        st: st.clone(),
-    };
-    let code = match url_token.map(|t| st.auth.verify_token(&t)) {
-        Some(Err(e)) => {
-            Stats::add(&st.hub.stats.auth_failures, 1);
-            tracing::debug!(client = id, error = %e, "websocket token refused");
-            Some(match e {
-                TokenError::Expired => DisconnectCode::TokenExpired,
-                _ => DisconnectCode::Unauthorized,
-            })
+///
+/// A plain function returning an `async move` block, not an `async fn`: an
+/// async fn keeps its arguments twice in its future (as captured and as
+/// locals, rust-lang/rust#62958), and this future is most of what an idle
+/// connection costs.
+pub fn run(
+    mut socket: WebSocket,
+    st: AppState,
+    url_token: Option<String>,
+) -> impl std::future::Future<Output = ()> + Send {
+    async move {
+        let id = st.hub.next_client_id();
+        Stats::add(&st.hub.stats.connections_total, 1);
+        st.ws.open.fetch_add(1, Ordering::Relaxed);
+        let mut s = Session {
+            id,
+            sink: Arc::new(WsSink {
+                outbox: Arc::new(Outbox::new(st.cfg.output_limits)),
+                lag: Mutex::new(LagState::default()),
+                lag_bytes: lag_threshold(&st.cfg.output_limits),
+            }),
+            identity: st.auth.unauthenticated(),
+            connected: false,
+            channels: HashSet::new(),
+            patterns: HashSet::new(),
+            leaderboards: HashSet::new(),
+            expires_at: None,
+            publishes: VecDeque::new(),
+            st,
+        };
+        let refused = match url_token.map(|t| s.st.auth.verify_token(&t)) {
+            Some(Err(e)) => {
+                Stats::add(&s.st.hub.stats.auth_failures, 1);
+                tracing::debug!(client = id, error = %e, "websocket token refused");
+                Some(match e {
+                    TokenError::Expired => DisconnectCode::TokenExpired,
+                    _ => DisconnectCode::Unauthorized,
+                })
+            }
+            Some(Ok(claims)) => {
+                s.set_identity(Some(claims));
+                None
+            }
+            None => None,
+        };
+        // One await of the session loop (each await point is space in this
+        // future, which every idle connection keeps).
+        let code = match refused {
+            Some(code) => Some(code),
+            None => serve(&mut socket, &mut s).await,
+        };
+        s.cleanup();
+        if let Some(code) = code {
+            if code == DisconnectCode::Slow {
+                Stats::add(&s.st.hub.stats.slow_disconnects, 1);
+                tracing::warn!(
+                    client = id,
+                    "websocket client closed for overcoming of output buffer limits"
+                );
+            }
+            Box::pin(disconnect(&mut socket, code)).await;
         }
-        Some(Ok(claims)) => {
-            s.set_identity(Some(claims));
-            serve(&mut socket, &mut s).await
-        }
-        None => serve(&mut socket, &mut s).await,
-    };
-    s.cleanup();
-    if let Some(code) = code {
-        if code == DisconnectCode::Slow {
-            Stats::add(&st.hub.stats.slow_disconnects, 1);
-            tracing::warn!(
-                client = id,
-                "websocket client closed for overcoming of output buffer limits"
-            );
-        }
-        Box::pin(disconnect(&mut socket, code)).await;
     }
 }
 
@@ -835,10 +852,12 @@ async fn serve(socket: &mut WebSocket, s: &mut Session) -> Option<DisconnectCode
                     None if now >= next_ping => {
                         awaiting_pong = Some(now);
                         next_ping = now + cfg.ws_ping_interval;
-                        let sent = tokio::time::timeout(
+                        // Boxed: the send and its timer take space only
+                        // while a ping is on its way.
+                        let sent = Box::pin(tokio::time::timeout(
                             cfg.ws_pong_timeout,
                             socket.send(Message::Ping(Bytes::new())),
-                        )
+                        ))
                         .await;
                         match sent {
                             Ok(Ok(())) => {}
