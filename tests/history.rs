@@ -116,7 +116,7 @@ async fn offsets_epochs_and_history_reads() {
     let (st, _) = http(
         h.http,
         "GET",
-        &format!("/api/history/chat:1?since_offset=1&since_epoch=999"),
+        "/api/history/chat:1?since_offset=1&since_epoch=999",
         "",
     )
     .await;

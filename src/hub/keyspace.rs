@@ -633,7 +633,7 @@ impl Db {
             self.map.insert(
                 Bytes::copy_from_slice(key),
                 Entry {
-                    value: Value::ZSet(Box::new(super::zset::ZSet::new())),
+                    value: Value::ZSet(Box::default()),
                     expires_at: None,
                     history: false,
                 },

@@ -35,7 +35,7 @@ pub fn format_score(d: f64) -> String {
             s.to_string()
         }
     };
-    if exp < -4 || exp >= 17 {
+    if !(-4..17).contains(&exp) {
         let sign = if exp < 0 { '-' } else { '+' };
         format!("{}e{}{:02}", strip(mantissa), sign, exp.abs())
     } else {

@@ -453,6 +453,7 @@ async fn run_loop(
 /// write in between is missed), then waits for a key to change, the
 /// deadline, or the client to go. Keeps writing queued output meanwhile.
 /// Returns false when the connection must end.
+#[allow(clippy::too_many_arguments)] // the connection loop's own state, lent
 async fn serve_blocked(
     conn: &mut Conn,
     rd: &mut tokio::net::tcp::ReadHalf<'_>,

@@ -262,41 +262,6 @@ pub fn publication_json(offset: u64, payload: &[u8]) -> Value {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::hub::Publication;
-
-    #[test]
-    fn parse_commands() {
-        let c = parse_command(r#"{"id":1,"op":"subscribe","channel":"a"}"#).unwrap();
-        assert_eq!((c.id.as_u64(), c.op.as_str()), (Some(1), "subscribe"));
-        let a: SubscribeArgs = args(&c).unwrap();
-        assert_eq!(a.channel, "a");
-        assert!(parse_command("{nope").is_err());
-        assert!(parse_command("[1]").is_err());
-        assert_eq!(parse_command(r#"{"id":2}"#).unwrap_err().id, json!(2));
-        let c = parse_command(r#"{"id":1,"op":"subscribe","chanel":"a"}"#).unwrap();
-        assert!(args::<SubscribeArgs>(&c).is_err());
-    }
-
-    #[test]
-    fn encodes_pushes() {
-        let p = Publication::new("news".into(), r#"{"a":1}"#.into());
-        let d = Delivery::direct(&p, DeliveryKind::Message);
-        assert_eq!(
-            &encode_delivery(&d)[..],
-            br#"{"push":"message","channel":"news","data":{"a":1}}"#
-        );
-        let p = Publication::new("news".into(), Bytes::from_static(&[0xff]));
-        let d = Delivery::direct(&p, DeliveryKind::Message);
-        let v: Value = serde_json::from_slice(&encode_delivery(&d)).unwrap();
-        assert_eq!(v["encoding"], "base64");
-        assert_eq!(DisconnectCode::Slow.reconnect(), true);
-        assert_eq!(DisconnectCode::Unauthorized.reconnect(), false);
-    }
-}
-
 /// A channel's presence: `{"clients": [{client, user, info, joined}], "users": [...]}`.
 pub fn presence_json(hub: &crate::hub::Hub, channel: &[u8]) -> Value {
     let clients: Vec<Value> = hub
@@ -335,4 +300,39 @@ pub fn leaderboard_json(
         v["score"] = json!(score);
     }
     v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hub::Publication;
+
+    #[test]
+    fn parse_commands() {
+        let c = parse_command(r#"{"id":1,"op":"subscribe","channel":"a"}"#).unwrap();
+        assert_eq!((c.id.as_u64(), c.op.as_str()), (Some(1), "subscribe"));
+        let a: SubscribeArgs = args(&c).unwrap();
+        assert_eq!(a.channel, "a");
+        assert!(parse_command("{nope").is_err());
+        assert!(parse_command("[1]").is_err());
+        assert_eq!(parse_command(r#"{"id":2}"#).unwrap_err().id, json!(2));
+        let c = parse_command(r#"{"id":1,"op":"subscribe","chanel":"a"}"#).unwrap();
+        assert!(args::<SubscribeArgs>(&c).is_err());
+    }
+
+    #[test]
+    fn encodes_pushes() {
+        let p = Publication::new("news".into(), r#"{"a":1}"#.into());
+        let d = Delivery::direct(&p, DeliveryKind::Message);
+        assert_eq!(
+            &encode_delivery(&d)[..],
+            br#"{"push":"message","channel":"news","data":{"a":1}}"#
+        );
+        let p = Publication::new("news".into(), Bytes::from_static(&[0xff]));
+        let d = Delivery::direct(&p, DeliveryKind::Message);
+        let v: Value = serde_json::from_slice(&encode_delivery(&d)).unwrap();
+        assert_eq!(v["encoding"], "base64");
+        assert!(DisconnectCode::Slow.reconnect());
+        assert!(!DisconnectCode::Unauthorized.reconnect());
+    }
 }

@@ -706,6 +706,7 @@ async fn write_batch(
 /// async fn keeps its arguments twice in its future (as captured and as
 /// locals, rust-lang/rust#62958), and this future is most of what an idle
 /// connection costs.
+#[allow(clippy::manual_async_fn)] // on purpose, see above
 pub fn run(
     mut socket: WebSocket,
     st: AppState,

@@ -43,6 +43,8 @@ impl Herald {
         for (k, v) in env {
             cmd.env(k, v);
         }
+        // Waited for in `Drop for Herald` (or below when start-up fails).
+        #[allow(clippy::zombie_processes)]
         let mut child = cmd.spawn().expect("cannot start herald");
         let stdout = child.stdout.take().expect("stdout");
         let stderr = child.stderr.take().expect("stderr");

@@ -229,7 +229,7 @@ mod tests {
     fn parses_frames() {
         let mut b = vec![0x81, 3, b'a', b'b', b'c', 0x89, 0];
         b.extend_from_slice(&[0x82, 126, 0, 200]);
-        b.extend(std::iter::repeat(7u8).take(200));
+        b.extend(std::iter::repeat_n(7u8, 200));
         let (f, n) = parse(&b).unwrap().unwrap();
         assert!(f.fin);
         assert_eq!((f.opcode, f.payload), (OP_TEXT, &b"abc"[..]));

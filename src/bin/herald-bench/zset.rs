@@ -206,7 +206,7 @@ async fn drive(
                 }
                 let t = stamp::now_ns();
                 s.write_all(&out).await.context("write failed")?;
-                sent_at.extend(std::iter::repeat(t).take(room));
+                sent_at.extend(std::iter::repeat_n(t, room));
             }
         } else if sent_at.is_empty() {
             break;

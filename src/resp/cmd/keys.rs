@@ -224,7 +224,7 @@ fn expire_generic(conn: &mut Conn, args: &[Bytes], unit: Unit, absolute: bool, n
     let current = e.expires_at;
     let ok = match current {
         None => !xx && !gt,
-        Some(cur) => !nx && !(gt && at <= cur as i64) && !(lt && at >= cur as i64),
+        Some(cur) => !(nx || (gt && at <= cur as i64) || (lt && at >= cur as i64)),
     };
     if ok {
         if at <= now {

@@ -835,10 +835,9 @@ fn xreadgroup(conn: &mut Conn, args: &[Bytes]) {
                 out
             })
             .unwrap_or_default();
-        if &id[..] != b">" {
-            served = true;
-            results.push((key.clone(), entries));
-        } else if !entries.is_empty() {
+        // Reading history (an explicit id) answers even when empty; `>`
+        // answers only with new entries.
+        if &id[..] != b">" || !entries.is_empty() {
             served = true;
             results.push((key.clone(), entries));
         }
@@ -1057,7 +1056,7 @@ fn xpending(conn: &mut Conn, args: &[Bytes]) {
                 } else {
                     g.pel
                         .range(*start..=*end)
-                        .filter(|(_, p)| cname.as_ref().is_none_or(|c| &p.consumer == c))
+                        .filter(|(_, p)| cname.as_ref().is_none_or(|c| p.consumer == c))
                         .filter(|(_, p)| {
                             min_idle.is_none_or(|m| now.saturating_sub(p.delivery_time) >= m)
                         })
@@ -1280,7 +1279,7 @@ fn xautoclaim(conn: &mut Conn, args: &[Bytes]) {
     while i < args.len() {
         if eq(&args[i], "COUNT") && i + 1 < args.len() {
             match parse_i64(&args[i + 1]) {
-                Some(n) if n >= 1 && n <= i64::MAX / 10 => count = n as usize,
+                Some(n) if (1..=i64::MAX / 10).contains(&n) => count = n as usize,
                 _ => return err(conn, "ERR COUNT must be > 0"),
             }
             i += 2;

@@ -228,7 +228,7 @@ fn zadd(conn: &mut Conn, args: &[Bytes]) {
             "ERR XX and NX options at the same time are not compatible",
         );
     }
-    if (gt && nx) || (lt && nx) || (gt && lt) {
+    if (nx && (gt || lt)) || (gt && lt) {
         return err(
             conn,
             "ERR GT, LT, and/or NX options at the same time are not compatible",
