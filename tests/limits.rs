@@ -296,3 +296,51 @@ fn sigterm_closes_clients_and_exits_zero() {
     assert!(sub.closed());
     let _ = encode(&[b"unused"]);
 }
+
+/// QUIT while messages keep arriving: its `+OK` is the last thing the
+/// client reads, and the connection closes (Redis sends nothing after it).
+/// The same for a protocol error.
+#[test]
+fn nothing_follows_the_last_reply_under_a_steady_publisher() {
+    let herald = Herald::start(&[]);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let publisher = {
+        let (addr, stop) = (herald.resp, stop.clone());
+        std::thread::spawn(move || {
+            let mut p = Raw::connect(addr);
+            let batch: Vec<u8> = (0..32)
+                .flat_map(|_| common::encode(&[b"PUBLISH", b"steady", b"x"]))
+                .collect();
+            while !stop.load(Ordering::Relaxed) {
+                p.send_raw(&batch);
+                for _ in 0..32 {
+                    p.frame();
+                }
+            }
+        })
+    };
+    for ending in [&b"QUIT\r\n"[..], b"*1\r\n$x\r\n"] {
+        let mut s = Raw::connect(herald.resp);
+        assert!(show(&s.cmd(&[b"SUBSCRIBE", b"steady"])).contains("subscribe"));
+        // Let messages flow, then end the connection mid-stream.
+        std::thread::sleep(Duration::from_millis(50));
+        s.send_raw(ending);
+        let mut last = Vec::new();
+        let until = Instant::now() + Duration::from_secs(10);
+        while let Some(f) = s.try_frame(Duration::from_secs(3)) {
+            last = f;
+            assert!(
+                Instant::now() < until,
+                "still open and receiving after 10 s"
+            );
+        }
+        let last = show(&last);
+        assert!(
+            last.starts_with("+OK") || last.starts_with("-ERR Protocol error"),
+            "last frame before the close: {last}"
+        );
+        assert!(s.closed(), "connection closed after its last reply");
+    }
+    stop.store(true, Ordering::Relaxed);
+    publisher.join().unwrap();
+}

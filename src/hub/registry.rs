@@ -269,10 +269,21 @@ impl Registry {
         let Some(first) = publications.first() else {
             return Vec::new();
         };
-        if publications.len() == 1 || self.any_pattern_matches(&first.channel) {
-            return publications.iter().map(|p| self.publish(p)).collect();
+        let one_by_one = || publications.iter().map(|p| self.publish(p)).collect();
+        if publications.len() == 1 {
+            return one_by_one();
         }
-        let n = match self.channels.get(&first.channel) {
+        // Same lock order as `publish` (channel, then patterns), both held
+        // from the pattern check to the last push: a PSUBSCRIBE cannot land
+        // in between and see these messages without their `pmessage`s.
+        let subs = self.channels.get(&first.channel);
+        let idx = self.patterns_read();
+        if Self::any_pattern_matches(&idx, &first.channel) {
+            drop(idx);
+            drop(subs);
+            return one_by_one();
+        }
+        let n = match &subs {
             Some(subs) => {
                 let ds: Vec<Delivery<'_>> = publications
                     .iter()
@@ -285,12 +296,12 @@ impl Registry {
             }
             None => 0,
         };
+        drop(idx);
         vec![n; publications.len()]
     }
 
-    /// Whether any subscribed pattern matches `channel`.
-    fn any_pattern_matches(&self, channel: &[u8]) -> bool {
-        let idx = self.patterns_read();
+    /// Whether any subscribed pattern in `idx` matches `channel`.
+    fn any_pattern_matches(idx: &PatternIndex, channel: &[u8]) -> bool {
         if idx.count == 0 {
             return false;
         }

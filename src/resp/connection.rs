@@ -237,6 +237,15 @@ impl Conn {
         m.ssub = self.shard_channels.len();
     }
 
+    /// Ends the connection once what is queued has been written (QUIT, a
+    /// protocol error, CLIENT KILL of itself). Its channels are left now, so
+    /// no message can be queued behind the last reply, as Redis sends
+    /// nothing after it.
+    pub fn close_after_reply(&mut self) {
+        self.closing = true;
+        self.drop_subscriptions();
+    }
+
     /// Leaves every channel and pattern (disconnect, RESET).
     pub fn drop_subscriptions(&mut self) {
         let reg = &self.server.hub.registry;
@@ -596,7 +605,7 @@ fn process(conn: &mut Conn, rbuf: &mut BytesMut) {
                         client = conn.handle.id,
                         "closing client that reached max query buffer length"
                     );
-                    conn.closing = true;
+                    conn.close_after_reply();
                 }
                 return;
             }
@@ -630,7 +639,7 @@ fn process(conn: &mut Conn, rbuf: &mut BytesMut) {
             Err(e) => {
                 conn.reply().error(&format!("ERR {e}"));
                 tracing::debug!(client = conn.handle.id, error = %e, "protocol error");
-                conn.closing = true;
+                conn.close_after_reply();
                 rbuf.clear();
                 return;
             }

@@ -198,10 +198,17 @@ pub async fn run(
     let cfg = server.cfg.clone();
     let limit = Arc::new(Semaphore::new(cfg.max_connections));
     let tracker = TaskTracker::new();
+    let mut trim = tokio::time::interval(std::time::Duration::from_secs(1));
     loop {
         let accepted = tokio::select! {
             _ = shutdown.cancelled() => break,
             r = listener.accept() => r,
+            _ = trim.tick() => {
+                for h in server.clients.iter() {
+                    h.sink.outbox.trim();
+                }
+                continue;
+            }
         };
         let (stream, addr) = match accepted {
             Ok(x) => x,

@@ -241,7 +241,7 @@ fn kill(conn: &mut Conn, args: &[Bytes]) {
         match found {
             Some(h) => {
                 if h.id == me {
-                    conn.closing = true;
+                    conn.close_after_reply();
                 } else {
                     h.kill.cancel();
                 }
@@ -334,7 +334,7 @@ fn kill(conn: &mut Conn, args: &[Bytes]) {
             }
         }
         if h.id == me {
-            conn.closing = true;
+            conn.close_after_reply();
         } else {
             h.kill.cancel();
         }

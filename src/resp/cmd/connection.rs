@@ -117,7 +117,7 @@ fn echo(conn: &mut Conn, args: &[Bytes]) {
 
 fn quit(conn: &mut Conn, _args: &[Bytes]) {
     conn.reply().simple("OK");
-    conn.closing = true;
+    conn.close_after_reply();
 }
 
 fn reset(conn: &mut Conn, _args: &[Bytes]) {
