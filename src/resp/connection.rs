@@ -28,7 +28,9 @@ use crate::hub::{Overflow, Space, Stats};
 const READ_PAUSE_BYTES: usize = 1 << 20;
 /// Replies move to the outbox once this many bytes have built up.
 const REPLY_CHUNK: usize = 64 * 1024;
-/// A subscriber woken with less than this queued yields once before writing.
+/// A subscriber woken with at least YIELD_ABOVE and less than YIELD_BELOW
+/// bytes queued yields once before writing (see `run_loop`).
+const YIELD_ABOVE: usize = 512;
 const YIELD_BELOW: usize = 16 * 1024;
 /// Most bytes gathered into one write.
 const COALESCE_BYTES: usize = 64 * 1024;
@@ -446,11 +448,14 @@ async fn run_loop(
             // Also wakes a task blocked on a full socket when its outbox
             // overflows, so a client that never reads is still cut off.
             _ = outbox.ready() => {
-                // Deliveries arrived. Let this thread's other ready tasks
-                // and its pending socket events (publishers) go first, as
-                // Redis writes to clients only once per event-loop turn:
-                // the write then carries more messages per system call.
-                if batch.is_empty() && outbox.pending_bytes() < YIELD_BELOW {
+                // Deliveries arrived. While publishers pipeline (a batch of
+                // messages came at once), let this thread's other ready
+                // tasks and pending socket events go first, as Redis writes
+                // to clients once per event-loop turn: the write then
+                // carries the next batch too. A lone message is written at
+                // once: at a light load there is nothing to wait for.
+                let pending = outbox.pending_bytes();
+                if batch.is_empty() && (YIELD_ABOVE..YIELD_BELOW).contains(&pending) {
                     tokio::task::yield_now().await;
                 }
             }
