@@ -87,6 +87,9 @@ struct Node {
     size: u32,
     left: u32,
     right: u32,
+    /// NIL at the root. Lets a score change find its neighbours in a few
+    /// steps from the node instead of a descent from the root.
+    parent: u32,
 }
 /// A sorted set.
 #[derive(Debug, Clone)]
@@ -158,6 +161,27 @@ impl ZSet {
         self.nodes[n as usize].size = 1 + self.size(l) + self.size(r);
     }
 
+    fn set_left(&mut self, p: u32, c: u32) {
+        self.nodes[p as usize].left = c;
+        if c != NIL {
+            self.nodes[c as usize].parent = p;
+        }
+    }
+
+    fn set_right(&mut self, p: u32, c: u32) {
+        self.nodes[p as usize].right = c;
+        if c != NIL {
+            self.nodes[c as usize].parent = p;
+        }
+    }
+
+    fn set_root(&mut self, r: u32) {
+        self.root = r;
+        if r != NIL {
+            self.nodes[r as usize].parent = NIL;
+        }
+    }
+
     fn next_prio(&mut self) -> u32 {
         let mut x = self.seed;
         x ^= x << 13;
@@ -181,13 +205,13 @@ impl ZSet {
         if self.before(t, key) {
             let r = self.nodes[t as usize].right;
             let (a, b) = self.split(r, key);
-            self.nodes[t as usize].right = a;
+            self.set_right(t, a);
             self.update(t);
             (t, b)
         } else {
             let l = self.nodes[t as usize].left;
             let (a, b) = self.split(l, key);
-            self.nodes[t as usize].left = b;
+            self.set_left(t, b);
             self.update(t);
             (a, t)
         }
@@ -203,13 +227,13 @@ impl ZSet {
         if self.nodes[a as usize].prio > self.nodes[b as usize].prio {
             let r = self.nodes[a as usize].right;
             let m = self.merge(r, b);
-            self.nodes[a as usize].right = m;
+            self.set_right(a, m);
             self.update(a);
             a
         } else {
             let l = self.nodes[b as usize].left;
             let m = self.merge(a, l);
-            self.nodes[b as usize].left = m;
+            self.set_left(b, m);
             self.update(b);
             b
         }
@@ -223,20 +247,19 @@ impl ZSet {
         }
         if self.nodes[i as usize].prio > self.nodes[t as usize].prio {
             let (a, b) = self.split(t, i);
-            let n = &mut self.nodes[i as usize];
-            n.left = a;
-            n.right = b;
+            self.set_left(i, a);
+            self.set_right(i, b);
             self.update(i);
             return i;
         }
         if self.before(i, t) {
             let l = self.nodes[t as usize].left;
             let l = self.attach(l, i);
-            self.nodes[t as usize].left = l;
+            self.set_left(t, l);
         } else {
             let r = self.nodes[t as usize].right;
             let r = self.attach(r, i);
-            self.nodes[t as usize].right = r;
+            self.set_right(t, r);
         }
         self.nodes[t as usize].size += 1;
         t
@@ -256,11 +279,11 @@ impl ZSet {
         if self.before(i, t) {
             let l = self.nodes[t as usize].left;
             let l = self.detach(l, i);
-            self.nodes[t as usize].left = l;
+            self.set_left(t, l);
         } else {
             let r = self.nodes[t as usize].right;
             let r = self.detach(r, i);
-            self.nodes[t as usize].right = r;
+            self.set_right(t, r);
         }
         self.nodes[t as usize].size -= 1;
         t
@@ -283,6 +306,7 @@ impl ZSet {
             size: 1,
             left: NIL,
             right: NIL,
+            parent: NIL,
         };
         let i = match self.free.pop() {
             Some(i) => {
@@ -298,7 +322,8 @@ impl ZSet {
         let (nodes, hasher) = (&self.nodes, &self.hasher);
         self.index
             .insert_unique(h, i, |&j| hasher.hash_one(&nodes[j as usize].member[..]));
-        self.root = self.attach(self.root, i);
+        let r = self.attach(self.root, i);
+        self.set_root(r);
         None
     }
 
@@ -333,35 +358,45 @@ impl ZSet {
             self.nodes[i as usize].score = score;
             return;
         }
-        self.root = self.detach(self.root, i);
+        let r = self.detach(self.root, i);
+        self.set_root(r);
         self.nodes[i as usize].score = score;
-        self.root = self.attach(self.root, i);
+        let r = self.attach(self.root, i);
+        self.set_root(r);
     }
 
-    /// The nodes just before and just after node `i` (NIL at the ends).
+    /// The nodes just before and just after node `i` (NIL at the ends),
+    /// found from the node itself: a few steps on average.
     fn neighbours(&self, i: u32) -> (u32, u32) {
-        let (mut pred, mut succ) = (NIL, NIL);
-        let mut t = self.root;
-        while t != i && t != NIL {
-            if self.before(i, t) {
-                succ = t;
-                t = self.nodes[t as usize].left;
-            } else {
-                pred = t;
-                t = self.nodes[t as usize].right;
+        let node = |x: u32| &self.nodes[x as usize];
+        let pred = if node(i).left != NIL {
+            let mut x = node(i).left;
+            while node(x).right != NIL {
+                x = node(x).right;
             }
-        }
-        let node = &self.nodes[i as usize];
-        let mut l = node.left;
-        while l != NIL {
-            pred = l;
-            l = self.nodes[l as usize].right;
-        }
-        let mut r = node.right;
-        while r != NIL {
-            succ = r;
-            r = self.nodes[r as usize].left;
-        }
+            x
+        } else {
+            let (mut c, mut p) = (i, node(i).parent);
+            while p != NIL && node(p).left == c {
+                c = p;
+                p = node(p).parent;
+            }
+            p
+        };
+        let succ = if node(i).right != NIL {
+            let mut x = node(i).right;
+            while node(x).left != NIL {
+                x = node(x).left;
+            }
+            x
+        } else {
+            let (mut c, mut p) = (i, node(i).parent);
+            while p != NIL && node(p).right == c {
+                c = p;
+                p = node(p).parent;
+            }
+            p
+        };
         (pred, succ)
     }
 
@@ -374,7 +409,8 @@ impl ZSet {
             .find_entry(h, |&i| nodes[i as usize].member == member)
             .ok()?;
         let (i, _) = entry.remove();
-        self.root = self.detach(self.root, i);
+        let r = self.detach(self.root, i);
+        self.set_root(r);
         let n = &mut self.nodes[i as usize];
         n.member = Bytes::new();
         let old = n.score;
@@ -476,6 +512,32 @@ impl ZSet {
 }
 
 #[cfg(test)]
+impl ZSet {
+    /// Checks links, parents, sizes and order of the whole tree.
+    fn check(&self) {
+        fn walk(z: &ZSet, t: u32, parent: u32) -> u32 {
+            if t == NIL {
+                return 0;
+            }
+            let n = &z.nodes[t as usize];
+            assert_eq!(n.parent, parent, "parent link of node {t}");
+            if n.left != NIL {
+                assert!(z.before(n.left, t));
+                assert!(z.nodes[n.left as usize].prio <= n.prio);
+            }
+            if n.right != NIL {
+                assert!(z.before(t, n.right));
+                assert!(z.nodes[n.right as usize].prio <= n.prio);
+            }
+            let size = 1 + walk(z, n.left, t) + walk(z, n.right, t);
+            assert_eq!(n.size, size, "size of node {t}");
+            size
+        }
+        assert_eq!(walk(self, self.root, NIL) as usize, self.len());
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -564,6 +626,7 @@ mod tests {
                 _ => assert_eq!(z.score(&m), model.get(&m).copied()),
             }
             if step % 997 == 0 {
+                z.check();
                 let mut want: Vec<(f64, Vec<u8>)> =
                     model.iter().map(|(m, s)| (*s, m.clone())).collect();
                 want.sort_by(|a, b| cmp_key(a.0, &a.1, b.0, &b.1));
