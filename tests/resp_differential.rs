@@ -157,6 +157,10 @@ fn pipelined_publishes() {
         0 read 2
         0 quiet
         2 quiet
+        # A RESP3 subscriber publishing to itself, pipelined: each reply
+        # and push in Redis's order.
+        2 raw 8 PING\\r\\nPUBLISH news r\\r\\nPUBLISH news s\\r\\nECHO t\\r\\nPUBLISH news u\\r\\n
+        0 read 3
         ",
     );
 }

@@ -183,7 +183,13 @@ fn publish(conn: &mut Conn, args: &[Bytes]) {
     if !allowed(conn, &args[1..2], Kind::Channel, true) {
         return;
     }
-    if conn.in_exec {
+    if conn.in_exec || conn.total_subscriptions() > 0 {
+        // A subscribed (RESP3) client may publish to itself: its earlier
+        // replies go out first, then its own message, then this reply, in
+        // Redis's order. So no staging, and no flushing inside EXEC's reply.
+        if !conn.in_exec {
+            conn.flush_replies();
+        }
         let n = conn
             .server
             .hub
