@@ -187,15 +187,12 @@ impl Outbox {
         self: &Arc<Self>,
         frames: impl Iterator<Item = &'b Bytes> + Clone,
     ) -> bool {
+        let copied = |n: usize| self.stream && n <= SMALL_FRAME;
         let len = frames.clone().map(Bytes::len).sum();
-        let small: usize = frames
-            .clone()
-            .map(Bytes::len)
-            .filter(|&n| self.stream && n <= SMALL_FRAME)
-            .sum();
+        let small: usize = frames.clone().map(Bytes::len).filter(|&n| copied(n)).sum();
         self.push_with(len, |st| {
             for f in frames {
-                if self.stream && f.len() <= SMALL_FRAME {
+                if copied(f.len()) {
                     if st.tail.capacity() - st.tail.len() < f.len() {
                         st.tail.reserve(TAIL_START.max(small));
                     }

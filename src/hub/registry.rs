@@ -127,6 +127,19 @@ struct PatternIndex {
     count: usize,
 }
 
+impl PatternIndex {
+    /// The patterns that match `channel`: only those on the trie path of
+    /// the channel's bytes can, so the others are never tried.
+    fn matching<'a>(&'a self, channel: &'a [u8]) -> impl Iterator<Item = &'a PatternEntry> + 'a {
+        let path = std::iter::successors(Some((&self.root, 0usize)), move |&(node, depth)| {
+            let child = node.children.get(channel.get(depth)?)?;
+            Some((child, depth + 1))
+        });
+        path.flat_map(|(node, _)| node.patterns.iter())
+            .filter(move |p| p.glob.matches(channel))
+    }
+}
+
 /// See the module docs.
 #[derive(Default)]
 pub struct Registry {
@@ -233,27 +246,13 @@ impl Registry {
         if idx.count == 0 {
             return n;
         }
-        let channel = &publication.channel[..];
-        let mut node = &idx.root;
-        let mut depth = 0;
-        loop {
-            for p in &node.patterns {
-                if p.glob.matches(channel) {
-                    let cache = EncodeCache::default();
-                    let d = Delivery::pattern(publication, &p.pattern, &cache);
-                    for e in &p.subs {
-                        e.sink.deliver(&d);
-                    }
-                    n += p.subs.len();
-                }
+        for p in idx.matching(&publication.channel) {
+            let cache = EncodeCache::default();
+            let d = Delivery::pattern(publication, &p.pattern, &cache);
+            for e in &p.subs {
+                e.sink.deliver(&d);
             }
-            match channel.get(depth).and_then(|b| node.children.get(b)) {
-                Some(child) => {
-                    node = child;
-                    depth += 1;
-                }
-                None => break,
-            }
+            n += p.subs.len();
         }
         n
     }
@@ -278,7 +277,7 @@ impl Registry {
         // in between and see these messages without their `pmessage`s.
         let subs = self.channels.get(&first.channel);
         let idx = self.patterns_read();
-        if Self::any_pattern_matches(&idx, &first.channel) {
+        if idx.matching(&first.channel).any(|p| !p.subs.is_empty()) {
             drop(idx);
             drop(subs);
             return one_by_one();
@@ -298,31 +297,6 @@ impl Registry {
         };
         drop(idx);
         vec![n; publications.len()]
-    }
-
-    /// Whether any subscribed pattern in `idx` matches `channel`.
-    fn any_pattern_matches(idx: &PatternIndex, channel: &[u8]) -> bool {
-        if idx.count == 0 {
-            return false;
-        }
-        let mut node = &idx.root;
-        let mut depth = 0;
-        loop {
-            if node
-                .patterns
-                .iter()
-                .any(|p| !p.subs.is_empty() && p.glob.matches(channel))
-            {
-                return true;
-            }
-            match channel.get(depth).and_then(|b| node.children.get(b)) {
-                Some(child) => {
-                    node = child;
-                    depth += 1;
-                }
-                None => return false,
-            }
-        }
     }
 
     /// Delivers a presence event to the exact subscribers of its channel.

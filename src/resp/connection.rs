@@ -385,9 +385,10 @@ async fn run_loop(
             return Ok(());
         }
         if conn.closing && batch.is_empty() {
-            // Leave channels before the client sees the close, so that
-            // whatever it does next (PUBSUB NUMSUB on another connection)
-            // no longer counts this one, as in Redis.
+            // `close_after_reply` left the channels already; this also
+            // leaves any an EXEC subscribed after a CLIENT KILL of itself,
+            // before the client sees the close (so PUBSUB NUMSUB on another
+            // connection no longer counts this one, as in Redis).
             conn.drop_subscriptions();
             let _ = wr.shutdown().await;
             return Ok(());
