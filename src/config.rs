@@ -88,7 +88,7 @@ deserialize_from_str_or_int!(Dur);
 /// Options of one namespace (`[namespaces.NAME]`): the text before the first
 /// `:` of a channel name selects it; other channels use `default`.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
+#[serde(from = "NamespaceFile")]
 pub struct NamespaceOptions {
     /// Messages kept per channel; 0 = no history.
     pub history_size: usize,
@@ -100,8 +100,53 @@ pub struct NamespaceOptions {
     pub join_leave: bool,
     /// Clients may publish here (their token's `publish` claim still decides).
     pub allow_publish: bool,
-    /// Clients without a token may subscribe here.
+    /// Clients without a token may subscribe here. Defaults to true only
+    /// when no authentication is configured (see [`Options::resolve`]).
     pub allow_anonymous: bool,
+    /// Whether the file set `allow_anonymous` itself; if not, resolving
+    /// decides it from whether any authentication is configured.
+    pub(crate) allow_anonymous_set: bool,
+}
+
+/// The TOML form of [`NamespaceOptions`]: `allow_anonymous` may be absent,
+/// and its default depends on the rest of the configuration.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct NamespaceFile {
+    history_size: usize,
+    history_ttl: Dur,
+    presence: bool,
+    join_leave: bool,
+    allow_publish: bool,
+    allow_anonymous: Option<bool>,
+}
+
+impl Default for NamespaceFile {
+    fn default() -> Self {
+        let d = NamespaceOptions::default();
+        NamespaceFile {
+            history_size: d.history_size,
+            history_ttl: d.history_ttl,
+            presence: d.presence,
+            join_leave: d.join_leave,
+            allow_publish: d.allow_publish,
+            allow_anonymous: None,
+        }
+    }
+}
+
+impl From<NamespaceFile> for NamespaceOptions {
+    fn from(f: NamespaceFile) -> Self {
+        NamespaceOptions {
+            history_size: f.history_size,
+            history_ttl: f.history_ttl,
+            presence: f.presence,
+            join_leave: f.join_leave,
+            allow_publish: f.allow_publish,
+            allow_anonymous: f.allow_anonymous.unwrap_or(true),
+            allow_anonymous_set: f.allow_anonymous.is_some(),
+        }
+    }
 }
 
 impl Default for NamespaceOptions {
@@ -113,6 +158,7 @@ impl Default for NamespaceOptions {
             join_leave: false,
             allow_publish: true,
             allow_anonymous: true,
+            allow_anonymous_set: false,
         }
     }
 }
@@ -306,6 +352,9 @@ pub struct Config {
     pub leaderboard_resp_top: usize,
     pub log: String,
     pub namespaces: BTreeMap<String, NamespaceOptions>,
+    /// The options of channels outside every configured namespace:
+    /// `[namespaces.default]`, or the defaults.
+    default_namespace: NamespaceOptions,
 }
 
 impl Default for Config {
@@ -344,14 +393,12 @@ impl Config {
 
     /// The options of the namespace of `channel` (text before the first `:`).
     pub fn namespace(&self, channel: &[u8]) -> &NamespaceOptions {
-        static DEFAULT: std::sync::OnceLock<NamespaceOptions> = std::sync::OnceLock::new();
         let name = channel
             .iter()
             .position(|b| *b == b':')
             .and_then(|i| std::str::from_utf8(&channel[..i]).ok());
         name.and_then(|n| self.namespaces.get(n))
-            .or_else(|| self.namespaces.get("default"))
-            .unwrap_or_else(|| DEFAULT.get_or_init(NamespaceOptions::default))
+            .unwrap_or(&self.default_namespace)
     }
 
     /// The options of every namespace a pattern can reach: the one its
@@ -427,7 +474,7 @@ impl Options {
                 .map_err(|_| ConfigError::Invalid("size too large for this machine".into()))
         };
         let empty = |s: Option<String>| s.filter(|s| !s.is_empty());
-        let cfg = Config {
+        let mut cfg = Config {
             resp_addr: self
                 .resp_addr
                 .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 6380))),
@@ -469,7 +516,23 @@ impl Options {
             leaderboard_resp_top: self.leaderboard_resp_top.unwrap_or(10),
             log: self.log.unwrap_or_else(|| "info".into()),
             namespaces: self.namespaces.unwrap_or_default(),
+            default_namespace: NamespaceOptions::default(),
         };
+        // Once any authentication is configured, clients without a valid
+        // token get nothing, except where a namespace opens itself with an
+        // explicit `allow_anonymous = true`.
+        let anonymous_default = !cfg.has_auth();
+        for ns in cfg.namespaces.values_mut() {
+            if !ns.allow_anonymous_set {
+                ns.allow_anonymous = anonymous_default;
+            }
+        }
+        cfg.default_namespace = cfg.namespaces.get("default").cloned().unwrap_or_else(|| {
+            NamespaceOptions {
+                allow_anonymous: anonymous_default,
+                ..NamespaceOptions::default()
+            }
+        });
         if cfg.max_query_buffer < cfg.max_bulk_len {
             return Err(ConfigError::Invalid(
                 "max_query_buffer must be at least max_bulk_len".into(),
@@ -544,5 +607,25 @@ mod tests {
             Duration::from_secs(600)
         );
         assert_eq!(cfg.namespace(b"news").history_size, 0);
+    }
+
+    #[test]
+    fn anonymous_access_defaults_to_closed_once_auth_is_configured() {
+        let toml = "[namespaces.chat]\npresence = true\n[namespaces.pub]\nallow_anonymous = true\n";
+        let open = toml::from_str::<Options>(toml).unwrap().resolve().unwrap();
+        assert!(open.namespace(b"chat:x").allow_anonymous);
+        assert!(open.namespace(b"news:today").allow_anonymous);
+        let mut with_jwt = toml::from_str::<Options>(toml).unwrap();
+        with_jwt.jwt_hmac_secret = Some("s".into());
+        let cfg = with_jwt.resolve().unwrap();
+        assert!(!cfg.namespace(b"chat:x").allow_anonymous);
+        assert!(!cfg.namespace(b"news:today").allow_anonymous);
+        assert!(!cfg.namespace(b"nocolon").allow_anonymous);
+        assert!(cfg.namespace(b"pub:x").allow_anonymous, "explicit true stays");
+        let pass = Options {
+            requirepass: Some("p".into()),
+            ..Default::default()
+        };
+        assert!(!pass.resolve().unwrap().namespace(b"x").allow_anonymous);
     }
 }

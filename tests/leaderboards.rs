@@ -24,8 +24,8 @@ async fn next_lb(ws: &mut Ws, wait: Duration) -> Option<Value> {
 
 #[tokio::test]
 async fn top_n_pushes_on_change_only_and_coalesces() {
-    let h = Herald::start(&["--jwt-hmac-secret", SECRET]);
-    let mut r = Raw::connect(h.resp);
+    let h = Herald::start(&["--jwt-hmac-secret", SECRET, "--requirepass", "backend"]);
+    let mut r = Raw::backend(h.resp, "backend");
     r.cmd(&[
         b"ZADD", b"game", b"100", b"alice", b"85", b"bob", b"120", b"carol", b"10", b"dave",
     ]);
@@ -119,7 +119,7 @@ async fn resp_subscribers_follow_the_leaderboard_channel() {
 
 #[tokio::test]
 async fn permissions_for_watching_and_writing() {
-    let h = Herald::start(&["--jwt-hmac-secret", SECRET]);
+    let h = Herald::start(&["--jwt-hmac-secret", SECRET, "--requirepass", "backend"]);
     let tok = hs256(
         json!({"sub": "u", "exp": unix_now() + 600, "subscribe": ["game:*"], "publish": ["game:mine"]}),
         SECRET,
@@ -150,7 +150,7 @@ async fn permissions_for_watching_and_writing() {
         .await["error"]["code"],
         100
     );
-    let mut r = Raw::connect(h.resp);
+    let mut r = Raw::backend(h.resp, "backend");
     assert_eq!(r.cmd(&[b"AUTH", tok.as_bytes()]), b"+OK\r\n");
     assert_eq!(r.cmd(&[b"ZADD", b"game:mine", b"1", b"a"]), b":1\r\n");
     let noperm =

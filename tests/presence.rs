@@ -20,6 +20,8 @@ fn start(extra: &[&str]) -> (Herald, std::path::PathBuf) {
         SECRET,
         "--api-key",
         "k",
+        "--requirepass",
+        "backend",
     ];
     args.extend_from_slice(extra);
     (Herald::start(&args), dir)
@@ -81,7 +83,7 @@ async fn tabs_join_leave_and_views_agree() {
         json!({"op": "subscribe", "channel": "room:1"}),
     )
     .await;
-    let mut resp = Raw::connect(h.resp);
+    let mut resp = Raw::backend(h.resp, "backend");
     resp.cmd(&[b"SUBSCRIBE", b"__presence__:room:1"]);
 
     // Alice opens two tabs: one join.
@@ -129,7 +131,7 @@ async fn tabs_join_leave_and_views_agree() {
     )
     .await;
     assert_eq!(st["result"], json!({"clients": 3, "users": 2}));
-    let mut r = Raw::connect(h.resp);
+    let mut r = Raw::backend(h.resp, "backend");
     let members = show(&common::diff::sorted_frame(
         &r.cmd(&[b"SMEMBERS", b"__presence__:room:1"]),
     ));
@@ -190,7 +192,7 @@ async fn resp_jwt_clients_enter_presence_and_namespaces_decide() {
         b"+OK\r\n"
     );
     r.cmd(&[b"SUBSCRIBE", b"quiet:1"]);
-    let mut q = Raw::connect(h.resp);
+    let mut q = Raw::backend(h.resp, "backend");
     assert_eq!(
         q.cmd(&[b"SMEMBERS", b"__presence__:quiet:1"]),
         b"*1\r\n$3\r\nbob\r\n"
@@ -314,7 +316,7 @@ async fn join_storm() {
         }));
     }
     let mut joins = 0;
-    let mut probe = Raw::connect(h.resp);
+    let mut probe = Raw::backend(h.resp, "backend");
     while joins < USERS {
         let v = tokio::time::timeout(Duration::from_secs(30), ws_recv(&mut observer))
             .await

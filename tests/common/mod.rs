@@ -244,6 +244,13 @@ impl Raw {
         }
     }
 
+    /// Connects and authenticates with `--requirepass` (a trusted backend).
+    pub fn backend(addr: SocketAddr, password: &str) -> Raw {
+        let mut r = Raw::connect(addr);
+        assert_eq!(r.cmd(&[b"AUTH", password.as_bytes()]), b"+OK\r\n");
+        r
+    }
+
     pub fn send_raw(&mut self, bytes: &[u8]) {
         self.stream.write_all(bytes).expect("write");
     }
