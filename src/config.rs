@@ -249,6 +249,16 @@ pub struct Options {
     #[arg(long, env = "HERALD_MAX_CHANNEL_LENGTH", value_name = "SIZE")]
     pub max_channel_length: Option<ByteSize>,
 
+    /// Maximum subscriptions (channels + patterns) per anonymous connection
+    /// (no token, where a namespace allows anonymous access). [default: 1000]
+    #[arg(long, env = "HERALD_ANONYMOUS_MAX_SUBSCRIPTIONS", value_name = "N")]
+    pub anonymous_max_subscriptions: Option<usize>,
+
+    /// Maximum pattern length for clients without the password (WebSocket,
+    /// JWT and anonymous RESP clients). [default: 1kb]
+    #[arg(long, env = "HERALD_MAX_PATTERN_LENGTH", value_name = "SIZE")]
+    pub max_pattern_length: Option<ByteSize>,
+
     /// Pending output past which a subscriber is cut off at once. [default: 32mb]
     #[arg(long, env = "HERALD_OUTPUT_BUFFER_HARD_LIMIT", value_name = "SIZE")]
     pub output_buffer_hard_limit: Option<ByteSize>,
@@ -341,6 +351,8 @@ pub struct Config {
     pub max_query_buffer: usize,
     pub max_subscriptions: usize,
     pub max_channel_length: usize,
+    pub anonymous_max_subscriptions: usize,
+    pub max_pattern_length: usize,
     pub output_limits: OutputLimits,
     pub ws_ping_interval: Duration,
     pub ws_pong_timeout: Duration,
@@ -451,6 +463,8 @@ impl Options {
             max_query_buffer,
             max_subscriptions,
             max_channel_length,
+            anonymous_max_subscriptions,
+            max_pattern_length,
             output_buffer_hard_limit,
             output_buffer_soft_limit,
             output_buffer_soft_seconds,
@@ -493,6 +507,8 @@ impl Options {
             max_query_buffer: size(self.max_query_buffer, 128 << 20)?,
             max_subscriptions: self.max_subscriptions.unwrap_or(100_000),
             max_channel_length: size(self.max_channel_length, 64 << 10)?,
+            anonymous_max_subscriptions: self.anonymous_max_subscriptions.unwrap_or(1000),
+            max_pattern_length: size(self.max_pattern_length, 1 << 10)?,
             output_limits: OutputLimits {
                 hard_bytes: size(self.output_buffer_hard_limit, 32 << 20)?,
                 soft_bytes: size(self.output_buffer_soft_limit, 8 << 20)?,
