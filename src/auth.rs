@@ -16,7 +16,7 @@ use crate::config::{Config, NamespaceOptions};
 use crate::hub::glob::Glob;
 
 /// The claims Herald reads from a JWT.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize)]
 pub struct Claims {
     /// User id.
     pub sub: String,
@@ -31,6 +31,49 @@ pub struct Claims {
     /// Globs the holder may publish to; absent: the namespace decides.
     #[serde(default)]
     pub publish: Option<Vec<String>>,
+    /// `subscribe` and `publish` compiled once, on first use: a permission
+    /// check runs per key and per channel, and DBSIZE or PUBSUB CHANNELS
+    /// run it for every key or channel.
+    #[serde(skip)]
+    compiled: std::sync::OnceLock<(Vec<Glob>, Vec<Glob>)>,
+}
+
+impl PartialEq for Claims {
+    fn eq(&self, o: &Self) -> bool {
+        (&self.sub, self.exp, &self.info, &self.subscribe, &self.publish)
+            == (&o.sub, o.exp, &o.info, &o.subscribe, &o.publish)
+    }
+}
+
+impl Claims {
+    /// Claims for tests and embedders.
+    pub fn new(
+        sub: impl Into<String>,
+        exp: u64,
+        subscribe: Option<Vec<String>>,
+        publish: Option<Vec<String>>,
+    ) -> Claims {
+        Claims {
+            sub: sub.into(),
+            exp,
+            info: None,
+            subscribe,
+            publish,
+            compiled: std::sync::OnceLock::new(),
+        }
+    }
+
+    fn globs(&self) -> &(Vec<Glob>, Vec<Glob>) {
+        self.compiled.get_or_init(|| {
+            let compile = |g: &Option<Vec<String>>| {
+                g.iter()
+                    .flatten()
+                    .map(|g| Glob::new(g.as_bytes()))
+                    .collect::<Vec<_>>()
+            };
+            (compile(&self.subscribe), compile(&self.publish))
+        })
+    }
 }
 
 /// Who a connection is.
@@ -244,10 +287,8 @@ pub fn pattern_within(pattern: &[u8], globs: &[String]) -> bool {
     })
 }
 
-fn any_glob(globs: &[String], channel: &[u8]) -> bool {
-    globs
-        .iter()
-        .any(|g| Glob::new(g.as_bytes()).matches(channel))
+fn any_glob(globs: &[Glob], channel: &[u8]) -> bool {
+    globs.iter().any(|g| g.matches(channel))
 }
 
 impl Identity {
@@ -272,7 +313,7 @@ impl Identity {
             Identity::Password => true,
             Identity::Anonymous => ns.allow_anonymous,
             Identity::User(c) => match &c.subscribe {
-                Some(globs) => any_glob(globs, channel),
+                Some(_) => any_glob(&c.globs().0, channel),
                 None => true,
             },
         }
@@ -297,7 +338,7 @@ impl Identity {
             Identity::Password => true,
             Identity::Anonymous => ns.allow_publish && ns.allow_anonymous,
             Identity::User(c) => match &c.publish {
-                Some(globs) => any_glob(globs, channel),
+                Some(_) => any_glob(&c.globs().1, channel),
                 None => ns.allow_publish,
             },
         }
@@ -395,13 +436,12 @@ mod tests {
     #[test]
     fn permissions() {
         let ns = NamespaceOptions::default();
-        let user = Identity::User(Arc::new(Claims {
-            sub: "u".into(),
-            exp: 0,
-            info: None,
-            subscribe: Some(vec!["chat:*".into(), "news".into()]),
-            publish: Some(vec!["chat:room1".into()]),
-        }));
+        let user = Identity::User(Arc::new(Claims::new(
+            "u",
+            0,
+            Some(vec!["chat:*".into(), "news".into()]),
+            Some(vec!["chat:room1".into()]),
+        )));
         assert!(user.can_subscribe(b"chat:x", &ns));
         assert!(!user.can_subscribe(b"admin", &ns));
         assert!(user.can_psubscribe(b"chat:room*", &[&ns]));
@@ -417,13 +457,7 @@ mod tests {
         };
         assert!(!Identity::Anonymous.can_subscribe(b"x", &closed));
         assert!(Identity::Password.can_publish(b"x", &closed));
-        let plain = Identity::User(Arc::new(Claims {
-            sub: "u".into(),
-            exp: 0,
-            info: None,
-            subscribe: None,
-            publish: None,
-        }));
+        let plain = Identity::User(Arc::new(Claims::new("u", 0, None, None)));
         assert!(
             plain.can_subscribe(b"x", &closed),
             "identified clients subscribe by default"

@@ -148,8 +148,24 @@ fn function_list(conn: &mut Conn, _args: &[Bytes]) {
     conn.reply().array(0);
 }
 
+/// DBSIZE counts every key for password clients; other clients count only
+/// the keys they may read, so a narrow token learns nothing of other
+/// namespaces. Their count is taken from a snapshot of the key names, so
+/// permission checks run after the keyspace lock is released.
 fn dbsize(conn: &mut Conn, _args: &[Bytes]) {
-    let n = conn.server.hub.keyspace.lock().len();
+    let n = match &conn.identity {
+        Some(crate::auth::Identity::Password) | None => conn.server.hub.keyspace.lock().len(),
+        Some(id) => {
+            let keys = conn.server.hub.keyspace.lock().keys(None);
+            let cfg = &conn.server.cfg;
+            keys.iter()
+                .filter(|k| {
+                    let target = crate::hub::presence::presence_channel(k).unwrap_or(k);
+                    id.can_subscribe(target, cfg.namespace(target))
+                })
+                .count()
+        }
+    };
     conn.reply().int(n as i64);
 }
 

@@ -4,7 +4,7 @@
 
 use bytes::Bytes;
 
-use super::{int_arg, Command};
+use super::{int_arg, Command, ALL_RO, ALL_WO, KEY1_RO, KEY1_WO};
 use crate::hub::now_ms;
 use crate::resp::connection::Conn;
 
@@ -13,7 +13,8 @@ const KR: &[&str] = &["@keyspace", "@read", "@fast"];
 
 pub const DEL: Command = Command::new("del", -2, "generic", "Deletes one or more keys.", del)
     .flags(&["write"])
-    .acl(KW);
+    .acl(KW)
+.keys(ALL_WO);
 pub const UNLINK: Command = Command::new(
     "unlink",
     -2,
@@ -22,7 +23,8 @@ pub const UNLINK: Command = Command::new(
     del,
 )
 .flags(&["write", "fast"])
-.acl(&["@keyspace", "@write", "@fast"]);
+.acl(&["@keyspace", "@write", "@fast"])
+.keys(ALL_WO);
 pub const EXISTS: Command = Command::new(
     "exists",
     -2,
@@ -31,7 +33,8 @@ pub const EXISTS: Command = Command::new(
     exists,
 )
 .flags(&["readonly", "fast"])
-.acl(KR);
+.acl(KR)
+.keys(ALL_RO);
 pub const TYPE: Command = Command::new(
     "type",
     2,
@@ -40,7 +43,8 @@ pub const TYPE: Command = Command::new(
     type_,
 )
 .flags(&["readonly", "fast"])
-.acl(KR);
+.acl(KR)
+.keys(KEY1_RO);
 pub const EXPIRE: Command = Command::new(
     "expire",
     -3,
@@ -49,7 +53,8 @@ pub const EXPIRE: Command = Command::new(
     expire,
 )
 .flags(&["write", "fast"])
-.acl(&["@keyspace", "@write", "@fast"]);
+.acl(&["@keyspace", "@write", "@fast"])
+.keys(KEY1_WO);
 pub const PEXPIRE: Command = Command::new(
     "pexpire",
     -3,
@@ -58,7 +63,8 @@ pub const PEXPIRE: Command = Command::new(
     pexpire,
 )
 .flags(&["write", "fast"])
-.acl(&["@keyspace", "@write", "@fast"]);
+.acl(&["@keyspace", "@write", "@fast"])
+.keys(KEY1_WO);
 pub const EXPIREAT: Command = Command::new(
     "expireat",
     -3,
@@ -67,7 +73,8 @@ pub const EXPIREAT: Command = Command::new(
     expireat,
 )
 .flags(&["write", "fast"])
-.acl(&["@keyspace", "@write", "@fast"]);
+.acl(&["@keyspace", "@write", "@fast"])
+.keys(KEY1_WO);
 pub const PEXPIREAT: Command = Command::new(
     "pexpireat",
     -3,
@@ -76,7 +83,8 @@ pub const PEXPIREAT: Command = Command::new(
     pexpireat,
 )
 .flags(&["write", "fast"])
-.acl(&["@keyspace", "@write", "@fast"]);
+.acl(&["@keyspace", "@write", "@fast"])
+.keys(KEY1_WO);
 pub const TTL: Command = Command::new(
     "ttl",
     2,
@@ -85,7 +93,8 @@ pub const TTL: Command = Command::new(
     ttl,
 )
 .flags(&["readonly", "fast"])
-.acl(KR);
+.acl(KR)
+.keys(KEY1_RO);
 pub const PTTL: Command = Command::new(
     "pttl",
     2,
@@ -94,7 +103,8 @@ pub const PTTL: Command = Command::new(
     pttl,
 )
 .flags(&["readonly", "fast"])
-.acl(KR);
+.acl(KR)
+.keys(KEY1_RO);
 pub const PERSIST: Command = Command::new(
     "persist",
     2,
@@ -103,7 +113,8 @@ pub const PERSIST: Command = Command::new(
     persist,
 )
 .flags(&["write", "fast"])
-.acl(&["@keyspace", "@write", "@fast"]);
+.acl(&["@keyspace", "@write", "@fast"])
+.keys(KEY1_WO);
 pub const KEYS: Command = Command::new(
     "keys",
     2,

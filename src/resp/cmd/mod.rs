@@ -38,6 +38,122 @@ pub struct Command {
     pub summary: &'static str,
     pub run: fn(&mut Conn, &[Bytes]),
     pub subcommands: &'static [Command],
+    /// Where the command's keys are and what it does with each.
+    pub keys: &'static [KeySpec],
+}
+
+/// What a command does with a key, for permissions: `read` when it returns
+/// anything of the key's contents (members, scores, entries, lengths, TTLs),
+/// `write` when it changes the key. Stricter than Redis's ACL, which lets a
+/// write-only user run commands that also return data (SPOP, XAUTOCLAIM).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Access {
+    pub read: bool,
+    pub write: bool,
+}
+
+/// Reads a key.
+pub const RO: Access = Access {
+    read: true,
+    write: false,
+};
+/// Changes a key without returning its contents.
+pub const WO: Access = Access {
+    read: false,
+    write: true,
+};
+/// Changes a key and returns (some of) its contents.
+pub const RW: Access = Access {
+    read: true,
+    write: true,
+};
+
+/// Where a command's keys are in its arguments (name at 0; for a
+/// subcommand, the subcommand's name at 1), after Redis's key specs.
+#[derive(Debug, Clone, Copy)]
+pub enum KeySpec {
+    /// `args[first]`, `args[first + step]`, … up to `args.len() - from_end`
+    /// (exclusive): `from_end = 0` runs to the last argument.
+    Range {
+        first: usize,
+        step: usize,
+        from_end: usize,
+        access: Access,
+    },
+    /// One key at `at`.
+    At { at: usize, access: Access },
+    /// A count at `at`, then that many keys (SINTERCARD, ZUNIONSTORE).
+    NumKeys { at: usize, access: Access },
+    /// The keys of XREAD (`group: false`) or XREADGROUP, after STREAMS as
+    /// the command's own grammar finds it (not the first STREAMS word).
+    Streams { group: bool, access: Access },
+}
+
+/// One key at position 1: most commands.
+pub(crate) const KEY1_RO: &[KeySpec] = &[KeySpec::At { at: 1, access: RO }];
+pub(crate) const KEY1_WO: &[KeySpec] = &[KeySpec::At { at: 1, access: WO }];
+pub(crate) const KEY1_RW: &[KeySpec] = &[KeySpec::At { at: 1, access: RW }];
+/// Every argument from 1 on is a key.
+pub(crate) const ALL_RO: &[KeySpec] = &[KeySpec::Range {
+    first: 1,
+    step: 1,
+    from_end: 0,
+    access: RO,
+}];
+pub(crate) const ALL_WO: &[KeySpec] = &[KeySpec::Range {
+    first: 1,
+    step: 1,
+    from_end: 0,
+    access: WO,
+}];
+/// A destination at 1, source keys from 2 on (SUNIONSTORE …).
+pub(crate) const STORE: &[KeySpec] = &[
+    KeySpec::At { at: 1, access: WO },
+    KeySpec::Range {
+        first: 2,
+        step: 1,
+        from_end: 0,
+        access: RO,
+    },
+];
+/// A key at 2, after a subcommand name (XGROUP CREATE key …).
+pub(crate) const SUBKEY_RO: &[KeySpec] = &[KeySpec::At { at: 2, access: RO }];
+pub(crate) const SUBKEY_WO: &[KeySpec] = &[KeySpec::At { at: 2, access: WO }];
+
+impl KeySpec {
+    /// Appends the keys this spec finds in `args` with their access.
+    fn collect<'a>(&self, args: &'a [Bytes], out: &mut Vec<(&'a Bytes, Access)>) {
+        match *self {
+            KeySpec::At { at, access } => out.extend(args.get(at).map(|k| (k, access))),
+            KeySpec::Range {
+                first,
+                step,
+                from_end,
+                access,
+            } => {
+                let end = args.len().saturating_sub(from_end);
+                if first < end {
+                    out.extend(args[first..end].iter().step_by(step.max(1)).map(|k| (k, access)));
+                }
+            }
+            KeySpec::NumKeys { at, access } => {
+                let n = args
+                    .get(at)
+                    .and_then(|a| super::parse::parse_i64(a))
+                    .unwrap_or(0)
+                    .max(0) as usize;
+                let first = at + 1;
+                let end = first.saturating_add(n).min(args.len());
+                if first < end {
+                    out.extend(args[first..end].iter().map(|k| (k, access)));
+                }
+            }
+            KeySpec::Streams { group, access } => {
+                let range = streams::read_key_positions(args, group);
+                out.extend(args[range].iter().map(|k| (k, access)));
+            }
+        }
+    }
 }
 
 impl Command {
@@ -59,7 +175,12 @@ impl Command {
             summary,
             run,
             subcommands: &[],
+            keys: &[],
         }
+    }
+    const fn keys(mut self, k: &'static [KeySpec]) -> Self {
+        self.keys = k;
+        self
     }
     const fn no_auth(mut self) -> Self {
         self.no_auth = true;
@@ -291,9 +412,9 @@ pub fn dispatch(conn: &mut Conn, args: &[Bytes]) {
         let msg = format!("NOPERM this user has no permissions to run the '{fullname}' command");
         return reject(conn, top, &msg);
     }
-    let keys = command_keys(top.name, args);
+    let keys = command_keys(cmd, args);
     let write = cmd.flags.contains(&"write") || top.flags.contains(&"write");
-    if !keys_allowed(conn, &keys, write) {
+    if !keys_allowed(conn, &keys) {
         crate::hub::Stats::add(&conn.server.hub.stats.auth_failures, 1);
         return reject(
             conn,
@@ -330,8 +451,10 @@ pub fn dispatch(conn: &mut Conn, args: &[Bytes]) {
     (cmd.run)(conn, args);
     if write && !keys.is_empty() && hub.keyspace.any_watched() {
         let mut db = hub.keyspace.lock();
-        for k in &keys {
-            db.touch(k);
+        for (k, access) in &keys {
+            if access.write {
+                db.touch(k);
+            }
         }
     }
     drop(gate);
@@ -359,53 +482,21 @@ fn reject(conn: &mut Conn, top: &Command, msg: &str) {
     conn.reply().error(msg);
 }
 
-/// The keys a command names, for permissions, WATCH and the transaction
-/// gate (Redis's key specs, by command).
-fn command_keys<'a>(name: &str, args: &'a [Bytes]) -> Vec<&'a Bytes> {
-    let from = |i: usize| args.iter().skip(i).collect::<Vec<_>>();
-    let numkeys_at = |pos: usize| -> Vec<&'a Bytes> {
-        let n = args
-            .get(pos)
-            .and_then(|a| super::parse::parse_i64(a))
-            .unwrap_or(0)
-            .max(0) as usize;
-        args.iter().skip(pos + 1).take(n).collect()
-    };
-    match name {
-        "del" | "unlink" | "exists" | "sunion" | "sinter" | "sdiff" | "sunionstore"
-        | "sinterstore" | "sdiffstore" | "watch" => from(1),
-        "smove" => args.iter().skip(1).take(2).collect(),
-        "sintercard" => numkeys_at(1),
-        "zunionstore" | "zinterstore" => {
-            let mut v = vec![&args[1]];
-            v.extend(numkeys_at(2));
-            v
-        }
-        "xread" | "xreadgroup" => {
-            match args.iter().position(|a| a.eq_ignore_ascii_case(b"STREAMS")) {
-                Some(i) => {
-                    let rest = &args[i + 1..];
-                    rest.iter().take(rest.len() / 2).collect()
-                }
-                None => Vec::new(),
-            }
-        }
-        "xgroup" | "xinfo" => args.get(2).into_iter().collect(),
-        "type" | "expire" | "pexpire" | "expireat" | "pexpireat" | "ttl" | "pttl" | "persist"
-        | "xadd" | "xrange" | "xrevrange" | "xlen" | "xdel" | "xtrim" | "xack" | "xpending"
-        | "xclaim" | "xautoclaim" | "sadd" | "srem" | "smembers" | "sismember" | "smismember"
-        | "scard" | "spop" | "srandmember" | "sscan" => args.get(1).into_iter().collect(),
-        n if n.starts_with('z') && n != "zunionstore" && n != "zinterstore" => {
-            args.get(1).into_iter().collect()
-        }
-        _ => Vec::new(),
+/// The keys a command names and what it does with each, from the command's
+/// own key specs: for permissions, WATCH and the transaction gate.
+pub fn command_keys<'a>(cmd: &Command, args: &'a [Bytes]) -> Vec<(&'a Bytes, Access)> {
+    let mut keys = Vec::new();
+    for spec in cmd.keys {
+        spec.collect(args, &mut keys);
     }
+    keys
 }
 
-/// Keys are open to password (and no-auth) clients; JWT and anonymous
-/// clients read keys they may subscribe to and write keys they may publish
-/// to (a presence view is governed by its channel).
-fn keys_allowed(conn: &Conn, keys: &[&Bytes], write: bool) -> bool {
+/// Keys are open to password (and no-auth) clients. JWT and anonymous
+/// clients read keys they may subscribe to and change keys they may publish
+/// to; a command that does both needs both (a presence view is governed by
+/// its channel).
+fn keys_allowed(conn: &Conn, keys: &[(&Bytes, Access)]) -> bool {
     let Some(id) = &conn.identity else {
         return true;
     };
@@ -413,14 +504,11 @@ fn keys_allowed(conn: &Conn, keys: &[&Bytes], write: bool) -> bool {
         return true;
     }
     let cfg = &conn.server.cfg;
-    keys.iter().all(|k| {
+    keys.iter().all(|(k, access)| {
         let target = crate::hub::presence::presence_channel(k).unwrap_or(k);
         let ns = cfg.namespace(target);
-        if write {
-            id.can_publish(target, ns)
-        } else {
-            id.can_subscribe(target, ns)
-        }
+        (!access.read || id.can_subscribe(target, ns))
+            && (!access.write || id.can_publish(target, ns))
     })
 }
 

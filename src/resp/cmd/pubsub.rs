@@ -374,12 +374,24 @@ fn list_channels(conn: &mut Conn, args: &[Bytes], space: Space) {
         conn.reply().error_bytes(&msg);
         return;
     }
-    let list = conn
+    let mut list = conn
         .server
         .hub
         .registry
         .channels(space, args.get(2).map(|p| &p[..]));
+    list.retain(|c| visible(conn, c));
     conn.reply().bulks(list.iter());
+}
+
+/// Introspection shows a client only the channels it may subscribe to:
+/// a token limited to `chat:*` learns nothing of `secret:*`, not even that
+/// it has subscribers.
+fn visible(conn: &Conn, channel: &[u8]) -> bool {
+    match &conn.identity {
+        Some(crate::auth::Identity::Password) => true,
+        Some(id) => id.can_subscribe(channel, conn.server.cfg.namespace(channel)),
+        None => false,
+    }
 }
 
 fn channels(conn: &mut Conn, args: &[Bytes]) {
@@ -393,7 +405,7 @@ fn count_subs(conn: &mut Conn, args: &[Bytes], space: Space) {
     let reg = &conn.server.hub.registry;
     let counts: Vec<(Bytes, usize)> = args[2..]
         .iter()
-        .map(|c| (c.clone(), reg.numsub(space, c)))
+        .map(|c| (c.clone(), if visible(conn, c) { reg.numsub(space, c) } else { 0 }))
         .collect();
     let mut out = conn.reply();
     out.array(counts.len() * 2);
@@ -411,7 +423,19 @@ fn shardnumsub(conn: &mut Conn, args: &[Bytes]) {
 }
 
 fn numpat(conn: &mut Conn, _args: &[Bytes]) {
-    let n = conn.server.hub.registry.numpat();
+    let hub = &conn.server.hub;
+    let n = match &conn.identity {
+        Some(crate::auth::Identity::Password) => hub.registry.numpat(),
+        Some(id) => {
+            let cfg = &conn.server.cfg;
+            hub.registry
+                .patterns()
+                .iter()
+                .filter(|p| id.can_psubscribe(p, &cfg.namespaces_for_pattern(p)))
+                .count()
+        }
+        None => 0,
+    };
     conn.reply().int(n as i64);
 }
 

@@ -9,7 +9,7 @@ use std::collections::HashSet;
 
 use bytes::Bytes;
 
-use super::{int_arg, Command};
+use super::{int_arg, Command, KeySpec, ALL_RO, KEY1_RO, KEY1_RW, KEY1_WO, RO, RW, STORE, WO};
 use crate::hub::keyspace::{SetValue, Value, WrongType};
 use crate::hub::presence::presence_channel;
 use crate::hub::Db;
@@ -29,7 +29,8 @@ pub const SADD: Command = Command::new(
     sadd,
 )
 .flags(&["write", "denyoom", "fast"])
-.acl(W);
+.acl(W)
+.keys(KEY1_WO);
 pub const SREM: Command = Command::new(
     "srem",
     -3,
@@ -38,7 +39,8 @@ pub const SREM: Command = Command::new(
     srem,
 )
 .flags(&["write", "fast"])
-.acl(W);
+.acl(W)
+.keys(KEY1_WO);
 pub const SMEMBERS: Command = Command::new(
     "smembers",
     2,
@@ -47,7 +49,8 @@ pub const SMEMBERS: Command = Command::new(
     smembers,
 )
 .flags(&["readonly"])
-.acl(RS);
+.acl(RS)
+.keys(KEY1_RO);
 pub const SISMEMBER: Command = Command::new(
     "sismember",
     3,
@@ -56,7 +59,8 @@ pub const SISMEMBER: Command = Command::new(
     sismember,
 )
 .flags(&["readonly", "fast"])
-.acl(R);
+.acl(R)
+.keys(KEY1_RO);
 pub const SMISMEMBER: Command = Command::new(
     "smismember",
     -3,
@@ -65,7 +69,8 @@ pub const SMISMEMBER: Command = Command::new(
     smismember,
 )
 .flags(&["readonly", "fast"])
-.acl(R);
+.acl(R)
+.keys(KEY1_RO);
 pub const SCARD: Command = Command::new(
     "scard",
     2,
@@ -74,8 +79,10 @@ pub const SCARD: Command = Command::new(
     scard,
 )
 .flags(&["readonly", "fast"])
-.acl(R);
-pub const SPOP: Command = Command::new("spop", -2, "set", "Returns one or more random members from a set after removing them. Deletes the set if the last member was popped.", spop).flags(&["write", "fast"]).acl(W);
+.acl(R)
+.keys(KEY1_RO);
+pub const SPOP: Command = Command::new("spop", -2, "set", "Returns one or more random members from a set after removing them. Deletes the set if the last member was popped.", spop).flags(&["write", "fast"]).acl(W)
+.keys(KEY1_RW);
 pub const SRANDMEMBER: Command = Command::new(
     "srandmember",
     -2,
@@ -84,7 +91,8 @@ pub const SRANDMEMBER: Command = Command::new(
     srandmember,
 )
 .flags(&["readonly"])
-.acl(RS);
+.acl(RS)
+.keys(KEY1_RO);
 pub const SMOVE: Command = Command::new(
     "smove",
     4,
@@ -93,7 +101,8 @@ pub const SMOVE: Command = Command::new(
     smove,
 )
 .flags(&["write", "fast"])
-.acl(W);
+.acl(W)
+.keys(&[KeySpec::At { at: 1, access: RW }, KeySpec::At { at: 2, access: WO }]);
 pub const SUNION: Command = Command::new(
     "sunion",
     -2,
@@ -102,7 +111,8 @@ pub const SUNION: Command = Command::new(
     sunion,
 )
 .flags(&["readonly"])
-.acl(RS);
+.acl(RS)
+.keys(ALL_RO);
 pub const SINTER: Command = Command::new(
     "sinter",
     -2,
@@ -111,7 +121,8 @@ pub const SINTER: Command = Command::new(
     sinter,
 )
 .flags(&["readonly"])
-.acl(RS);
+.acl(RS)
+.keys(ALL_RO);
 pub const SDIFF: Command = Command::new(
     "sdiff",
     -2,
@@ -120,7 +131,8 @@ pub const SDIFF: Command = Command::new(
     sdiff,
 )
 .flags(&["readonly"])
-.acl(RS);
+.acl(RS)
+.keys(ALL_RO);
 pub const SUNIONSTORE: Command = Command::new(
     "sunionstore",
     -3,
@@ -129,7 +141,8 @@ pub const SUNIONSTORE: Command = Command::new(
     sunionstore,
 )
 .flags(&["write", "denyoom"])
-.acl(WS);
+.acl(WS)
+.keys(STORE);
 pub const SINTERSTORE: Command = Command::new(
     "sinterstore",
     -3,
@@ -138,7 +151,8 @@ pub const SINTERSTORE: Command = Command::new(
     sinterstore,
 )
 .flags(&["write", "denyoom"])
-.acl(WS);
+.acl(WS)
+.keys(STORE);
 pub const SDIFFSTORE: Command = Command::new(
     "sdiffstore",
     -3,
@@ -147,7 +161,8 @@ pub const SDIFFSTORE: Command = Command::new(
     sdiffstore,
 )
 .flags(&["write", "denyoom"])
-.acl(WS);
+.acl(WS)
+.keys(STORE);
 pub const SINTERCARD: Command = Command::new(
     "sintercard",
     -3,
@@ -156,11 +171,13 @@ pub const SINTERCARD: Command = Command::new(
     sintercard,
 )
 .flags(&["readonly"])
-.acl(RS);
+.acl(RS)
+.keys(&[KeySpec::NumKeys { at: 1, access: RO }]);
 pub const SSCAN: Command =
     Command::new("sscan", -3, "set", "Iterates over members of a set.", sscan)
         .flags(&["readonly"])
-        .acl(RS);
+        .acl(RS)
+.keys(KEY1_RO);
 
 /// Most members a negative SRANDMEMBER/ZRANDMEMBER count may ask for.
 pub(super) const MAX_RANDOM_REPLY: u64 = 1 << 20;

@@ -6,7 +6,7 @@
 
 use bytes::Bytes;
 
-use super::{help_reply, Command};
+use super::{help_reply, Command, KeySpec, KEY1_RO, KEY1_RW, KEY1_WO, RO, RW, SUBKEY_RO, SUBKEY_WO};
 use crate::hub::keyspace::WrongType;
 use crate::hub::now_ms;
 use crate::hub::stream::{Consumer, Group, NewId, Pending, Stream, StreamEntry, StreamId, Trim};
@@ -25,7 +25,8 @@ pub const XADD: Command = Command::new(
     xadd,
 )
 .flags(&["write", "denyoom", "fast"])
-.acl(W);
+.acl(W)
+.keys(KEY1_WO);
 pub const XRANGE: Command = Command::new(
     "xrange",
     -4,
@@ -34,7 +35,8 @@ pub const XRANGE: Command = Command::new(
     xrange,
 )
 .flags(&["readonly"])
-.acl(R);
+.acl(R)
+.keys(KEY1_RO);
 pub const XREVRANGE: Command = Command::new(
     "xrevrange",
     -4,
@@ -43,7 +45,8 @@ pub const XREVRANGE: Command = Command::new(
     xrevrange,
 )
 .flags(&["readonly"])
-.acl(R);
+.acl(R)
+.keys(KEY1_RO);
 pub const XLEN: Command = Command::new(
     "xlen",
     2,
@@ -52,10 +55,12 @@ pub const XLEN: Command = Command::new(
     xlen,
 )
 .flags(&["readonly", "fast"])
-.acl(&["@read", "@stream", "@fast"]);
+.acl(&["@read", "@stream", "@fast"])
+.keys(KEY1_RO);
 pub const XREAD: Command = Command::new("xread", -4, "stream", "Returns messages from multiple streams with IDs greater than the ones requested. Blocks until a message is available otherwise.", xread)
     .flags(&["readonly", "blocking"])
-    .acl(&["@read", "@stream", "@slow", "@blocking"]);
+    .acl(&["@read", "@stream", "@slow", "@blocking"])
+.keys(&[KeySpec::Streams { group: false, access: RO }]);
 pub const XDEL: Command = Command::new(
     "xdel",
     -3,
@@ -64,7 +69,8 @@ pub const XDEL: Command = Command::new(
     xdel,
 )
 .flags(&["write", "fast"])
-.acl(W);
+.acl(W)
+.keys(KEY1_WO);
 pub const XTRIM: Command = Command::new(
     "xtrim",
     -4,
@@ -73,13 +79,16 @@ pub const XTRIM: Command = Command::new(
     xtrim,
 )
 .flags(&["write"])
-.acl(&["@write", "@stream", "@slow"]);
+.acl(&["@write", "@stream", "@slow"])
+.keys(KEY1_WO);
 pub const XREADGROUP: Command = Command::new("xreadgroup", -7, "stream", "Returns new or historical messages from a stream for a consumer in a group. Blocks until a message is available otherwise.", xreadgroup)
     .flags(&["write", "blocking"])
-    .acl(&["@write", "@stream", "@slow", "@blocking"]);
+    .acl(&["@write", "@stream", "@slow", "@blocking"])
+.keys(&[KeySpec::Streams { group: true, access: RW }]);
 pub const XACK: Command = Command::new("xack", -4, "stream", "Returns the number of messages that were successfully acknowledged by the consumer group member of a stream.", xack)
     .flags(&["write", "fast"])
-    .acl(W);
+    .acl(W)
+.keys(KEY1_WO);
 pub const XPENDING: Command = Command::new(
     "xpending",
     -3,
@@ -88,13 +97,16 @@ pub const XPENDING: Command = Command::new(
     xpending,
 )
 .flags(&["readonly"])
-.acl(R);
+.acl(R)
+.keys(KEY1_RO);
 pub const XCLAIM: Command = Command::new("xclaim", -6, "stream", "Changes, or acquires, ownership of a message in a consumer group, as if the message was delivered a consumer group member.", xclaim)
     .flags(&["write", "fast"])
-    .acl(W);
+    .acl(W)
+.keys(KEY1_RW);
 pub const XAUTOCLAIM: Command = Command::new("xautoclaim", -6, "stream", "Changes, or acquires, ownership of messages in a consumer group, as if the messages were delivered to as consumer group member.", xautoclaim)
     .flags(&["write", "fast"])
-    .acl(W);
+    .acl(W)
+.keys(KEY1_RW);
 
 const XINFO_SUBS: &[Command] = &[
     Command::new(
@@ -105,7 +117,8 @@ const XINFO_SUBS: &[Command] = &[
         xinfo_stream,
     )
     .flags(&["readonly"])
-    .acl(R),
+    .acl(R)
+    .keys(SUBKEY_RO),
     Command::new(
         "groups",
         3,
@@ -114,7 +127,8 @@ const XINFO_SUBS: &[Command] = &[
         xinfo_groups,
     )
     .flags(&["readonly"])
-    .acl(R),
+    .acl(R)
+    .keys(SUBKEY_RO),
     Command::new(
         "consumers",
         4,
@@ -123,7 +137,8 @@ const XINFO_SUBS: &[Command] = &[
         xinfo_consumers,
     )
     .flags(&["readonly"])
-    .acl(R),
+    .acl(R)
+    .keys(SUBKEY_RO),
     Command::new(
         "help",
         2,
@@ -152,7 +167,8 @@ const XGROUP_SUBS: &[Command] = &[
         xgroup_create,
     )
     .flags(&["write", "denyoom"])
-    .acl(&["@write", "@stream", "@slow"]),
+    .acl(&["@write", "@stream", "@slow"])
+    .keys(SUBKEY_WO),
     Command::new(
         "destroy",
         4,
@@ -161,7 +177,8 @@ const XGROUP_SUBS: &[Command] = &[
         xgroup_destroy,
     )
     .flags(&["write"])
-    .acl(&["@write", "@stream", "@slow"]),
+    .acl(&["@write", "@stream", "@slow"])
+    .keys(SUBKEY_WO),
     Command::new(
         "createconsumer",
         5,
@@ -170,7 +187,8 @@ const XGROUP_SUBS: &[Command] = &[
         xgroup_createconsumer,
     )
     .flags(&["write", "denyoom"])
-    .acl(&["@write", "@stream", "@slow"]),
+    .acl(&["@write", "@stream", "@slow"])
+    .keys(SUBKEY_WO),
     Command::new(
         "delconsumer",
         5,
@@ -179,7 +197,8 @@ const XGROUP_SUBS: &[Command] = &[
         xgroup_delconsumer,
     )
     .flags(&["write"])
-    .acl(&["@write", "@stream", "@slow"]),
+    .acl(&["@write", "@stream", "@slow"])
+    .keys(SUBKEY_WO),
     Command::new(
         "setid",
         -5,
@@ -188,7 +207,8 @@ const XGROUP_SUBS: &[Command] = &[
         xgroup_setid,
     )
     .flags(&["write"])
-    .acl(&["@write", "@stream", "@slow"]),
+    .acl(&["@write", "@stream", "@slow"])
+    .keys(SUBKEY_WO),
     Command::new(
         "help",
         2,
@@ -609,35 +629,29 @@ struct ReadArgs {
     ids_at: usize,
 }
 
-fn parse_read(conn: &mut Conn, args: &[Bytes], mut i: usize, group: bool) -> Option<ReadArgs> {
+/// Parses the options and the STREAMS list of XREAD (from `i = 1`) or
+/// XREADGROUP (from `i = 4`, after `GROUP g consumer`). This one grammar also
+/// tells dispatch which arguments are keys ([`read_key_positions`]), so the
+/// keys that permissions check are the keys the command reads.
+fn read_grammar(args: &[Bytes], mut i: usize, group: bool) -> Result<ReadArgs, String> {
     let mut count = 0usize;
     let mut block = None;
     let mut noack = false;
     loop {
         let Some(a) = args.get(i) else {
-            err(conn, SYNTAX);
-            return None;
+            return Err(SYNTAX.into());
         };
         if eq(a, "COUNT") && i + 1 < args.len() {
             match parse_i64(&args[i + 1]) {
                 Some(n) => count = n.max(0) as usize,
-                None => {
-                    err(conn, NOT_INT);
-                    return None;
-                }
+                None => return Err(NOT_INT.into()),
             }
             i += 2;
         } else if eq(a, "BLOCK") && i + 1 < args.len() {
             match parse_i64(&args[i + 1]) {
                 Some(n) if n >= 0 => block = Some(n as u64),
-                Some(_) => {
-                    err(conn, "ERR timeout is negative");
-                    return None;
-                }
-                None => {
-                    err(conn, "ERR timeout is not an integer or out of range");
-                    return None;
-                }
+                Some(_) => return Err("ERR timeout is negative".into()),
+                None => return Err("ERR timeout is not an integer or out of range".into()),
             }
             i += 2;
         } else if group && eq(a, "NOACK") {
@@ -647,23 +661,18 @@ fn parse_read(conn: &mut Conn, args: &[Bytes], mut i: usize, group: bool) -> Opt
             i += 1;
             break;
         } else {
-            err(conn, SYNTAX);
-            return None;
+            return Err(SYNTAX.into());
         }
     }
     let rest = &args[i..];
     if rest.is_empty() || rest.len() % 2 != 0 {
         let name = if group { "XREADGROUP" } else { "XREAD" };
-        err(
-            conn,
-            &format!(
-                "ERR Unbalanced {name} list of streams: for each stream key an ID or '$' must be specified."
-            ),
-        );
-        return None;
+        return Err(format!(
+            "ERR Unbalanced {name} list of streams: for each stream key an ID or '$' must be specified."
+        ));
     }
     let half = rest.len() / 2;
-    Some(ReadArgs {
+    Ok(ReadArgs {
         count,
         block,
         noack,
@@ -671,6 +680,30 @@ fn parse_read(conn: &mut Conn, args: &[Bytes], mut i: usize, group: bool) -> Opt
         ids: rest[half..].to_vec(),
         ids_at: i + half,
     })
+}
+
+/// Where the stream keys of an XREAD (`group == false`) or XREADGROUP
+/// request are: the positions its own grammar gives them, or none when the
+/// request does not parse (it then fails before touching any key).
+pub(super) fn read_key_positions(args: &[Bytes], group: bool) -> std::ops::Range<usize> {
+    let start = if group {
+        if !args.get(1).is_some_and(|a| eq(a, "GROUP")) || args.len() < 4 {
+            return 0..0;
+        }
+        4
+    } else {
+        1
+    };
+    match read_grammar(args, start, group) {
+        Ok(r) => (r.ids_at - r.keys.len())..r.ids_at,
+        Err(_) => 0..0,
+    }
+}
+
+fn parse_read(conn: &mut Conn, args: &[Bytes], i: usize, group: bool) -> Option<ReadArgs> {
+    read_grammar(args, i, group)
+        .map_err(|msg| err(conn, &msg))
+        .ok()
 }
 
 /// Writes a (possibly multi-key) read reply: a map in RESP3, an array of

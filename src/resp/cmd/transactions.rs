@@ -6,7 +6,7 @@
 
 use bytes::Bytes;
 
-use super::Command;
+use super::{Command, ALL_RO};
 use crate::resp::connection::Conn;
 
 const T: &[&str] = &["@fast", "@transaction"];
@@ -40,7 +40,8 @@ pub const WATCH: Command = Command::new(
     watch,
 )
 .flags(&["noscript", "loading", "stale", "fast", "allow_busy"])
-.acl(T);
+.acl(T)
+.keys(ALL_RO);
 pub const UNWATCH: Command = Command::new(
     "unwatch",
     1,

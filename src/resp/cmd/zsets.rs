@@ -7,7 +7,7 @@
 
 use bytes::Bytes;
 
-use super::Command;
+use super::{Command, KeySpec, KEY1_RO, KEY1_RW, KEY1_WO, RO, WO};
 use crate::hub::keyspace::{Value, WrongType};
 use crate::hub::zset::{format_score, parse_score, ZSet};
 use crate::hub::Db;
@@ -20,124 +20,119 @@ const WS: &[&str] = &["@write", "@sortedset", "@slow"];
 const R: &[&str] = &["@read", "@sortedset", "@fast"];
 const RS: &[&str] = &["@read", "@sortedset", "@slow"];
 
+/// ZUNIONSTORE / ZINTERSTORE: a destination, then `numkeys` sources.
+const ZSTORE: &[KeySpec] = &[
+    KeySpec::At { at: 1, access: WO },
+    KeySpec::NumKeys { at: 2, access: RO },
+];
+
 macro_rules! zcmd {
-    ($name:ident, $s:literal, $arity:literal, $run:ident, $flags:expr, $acl:expr) => {
+    ($name:ident, $s:literal, $arity:literal, $run:ident, $flags:expr, $acl:expr, $keys:expr) => {
         pub const $name: Command =
             Command::new($s, $arity, "sorted-set", "A sorted set command.", $run)
                 .flags($flags)
-                .acl($acl);
+                .acl($acl)
+                .keys($keys);
     };
 }
 
-zcmd!(ZADD, "zadd", -4, zadd, &["write", "denyoom", "fast"], W);
+zcmd!(ZADD, "zadd", -4, zadd, &["write", "denyoom", "fast"], W, KEY1_RW);
 zcmd!(
     ZINCRBY,
     "zincrby",
     4,
     zincrby,
     &["write", "denyoom", "fast"],
-    W
-);
-zcmd!(ZREM, "zrem", -3, zrem, &["write", "fast"], W);
-zcmd!(ZSCORE, "zscore", 3, zscore, &["readonly", "fast"], R);
-zcmd!(ZMSCORE, "zmscore", -3, zmscore, &["readonly", "fast"], R);
-zcmd!(ZRANK, "zrank", -3, zrank, &["readonly", "fast"], R);
-zcmd!(ZREVRANK, "zrevrank", -3, zrevrank, &["readonly", "fast"], R);
-zcmd!(ZCARD, "zcard", 2, zcard, &["readonly", "fast"], R);
-zcmd!(ZCOUNT, "zcount", 4, zcount, &["readonly", "fast"], R);
+    W, KEY1_RW);
+zcmd!(ZREM, "zrem", -3, zrem, &["write", "fast"], W, KEY1_WO);
+zcmd!(ZSCORE, "zscore", 3, zscore, &["readonly", "fast"], R, KEY1_RO);
+zcmd!(ZMSCORE, "zmscore", -3, zmscore, &["readonly", "fast"], R, KEY1_RO);
+zcmd!(ZRANK, "zrank", -3, zrank, &["readonly", "fast"], R, KEY1_RO);
+zcmd!(ZREVRANK, "zrevrank", -3, zrevrank, &["readonly", "fast"], R, KEY1_RO);
+zcmd!(ZCARD, "zcard", 2, zcard, &["readonly", "fast"], R, KEY1_RO);
+zcmd!(ZCOUNT, "zcount", 4, zcount, &["readonly", "fast"], R, KEY1_RO);
 zcmd!(
     ZLEXCOUNT,
     "zlexcount",
     4,
     zlexcount,
     &["readonly", "fast"],
-    R
-);
-zcmd!(ZRANGE, "zrange", -4, zrange, &["readonly"], RS);
-zcmd!(ZREVRANGE, "zrevrange", -4, zrevrange, &["readonly"], RS);
+    R, KEY1_RO);
+zcmd!(ZRANGE, "zrange", -4, zrange, &["readonly"], RS, KEY1_RO);
+zcmd!(ZREVRANGE, "zrevrange", -4, zrevrange, &["readonly"], RS, KEY1_RO);
 zcmd!(
     ZRANGEBYSCORE,
     "zrangebyscore",
     -4,
     zrangebyscore,
     &["readonly"],
-    RS
-);
+    RS, KEY1_RO);
 zcmd!(
     ZREVRANGEBYSCORE,
     "zrevrangebyscore",
     -4,
     zrevrangebyscore,
     &["readonly"],
-    RS
-);
+    RS, KEY1_RO);
 zcmd!(
     ZRANGEBYLEX,
     "zrangebylex",
     -4,
     zrangebylex,
     &["readonly"],
-    RS
-);
+    RS, KEY1_RO);
 zcmd!(
     ZREVRANGEBYLEX,
     "zrevrangebylex",
     -4,
     zrevrangebylex,
     &["readonly"],
-    RS
-);
+    RS, KEY1_RO);
 zcmd!(
     ZREMRANGEBYSCORE,
     "zremrangebyscore",
     4,
     zremrangebyscore,
     &["write"],
-    WS
-);
+    WS, KEY1_WO);
 zcmd!(
     ZREMRANGEBYRANK,
     "zremrangebyrank",
     4,
     zremrangebyrank,
     &["write"],
-    WS
-);
+    WS, KEY1_WO);
 zcmd!(
     ZREMRANGEBYLEX,
     "zremrangebylex",
     4,
     zremrangebylex,
     &["write"],
-    WS
-);
-zcmd!(ZPOPMIN, "zpopmin", -2, zpopmin, &["write", "fast"], W);
-zcmd!(ZPOPMAX, "zpopmax", -2, zpopmax, &["write", "fast"], W);
+    WS, KEY1_WO);
+zcmd!(ZPOPMIN, "zpopmin", -2, zpopmin, &["write", "fast"], W, KEY1_RW);
+zcmd!(ZPOPMAX, "zpopmax", -2, zpopmax, &["write", "fast"], W, KEY1_RW);
 zcmd!(
     ZRANDMEMBER,
     "zrandmember",
     -2,
     zrandmember,
     &["readonly"],
-    RS
-);
-zcmd!(ZSCAN, "zscan", -3, zscan, &["readonly"], RS);
+    RS, KEY1_RO);
+zcmd!(ZSCAN, "zscan", -3, zscan, &["readonly"], RS, KEY1_RO);
 zcmd!(
     ZUNIONSTORE,
     "zunionstore",
     -4,
     zunionstore,
     &["write", "denyoom"],
-    WS
-);
+    WS, ZSTORE);
 zcmd!(
     ZINTERSTORE,
     "zinterstore",
     -4,
     zinterstore,
     &["write", "denyoom"],
-    WS
-);
+    WS, ZSTORE);
 
 const NOT_FLOAT: &str = "ERR value is not a valid float";
 const NOT_INT: &str = "ERR value is not an integer or out of range";
