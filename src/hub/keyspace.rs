@@ -562,6 +562,12 @@ impl Db {
     /// Records a history append (made through [`Db::with_stream`], which
     /// counted its bytes) for oldest-first eviction.
     pub fn note_history_append(&mut self, key: Bytes, id: StreamId) {
+        // The caller's key is usually a slice of its request, which would
+        // stay pinned as long as the entry; the map's copy is shared by all.
+        let key = self
+            .map
+            .get_key_value(&key)
+            .map_or(key, |(k, _)| k.clone());
         self.history_fifo.push_back((key, id));
         // Entries trimmed by size or age leave stale pointers; compact when
         // they outnumber the live ones.

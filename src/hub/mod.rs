@@ -194,6 +194,14 @@ impl Hub {
         db.stream_or_create(channel, true).ok()?;
         let ttl = ns.history_ttl.0.as_millis() as u64;
         let size = ns.history_size as u64;
+        // A RESP payload is a slice of its whole request; kept for minutes in
+        // history it would pin the request's block and a shared header, so
+        // small payloads get a block of their own.
+        let payload = if payload.len() <= 16 << 10 {
+            Bytes::copy_from_slice(&payload)
+        } else {
+            payload
+        };
         let fields = vec![(Bytes::from_static(b"data"), payload)];
         let (id, offset, epoch) = db.with_stream(channel, |s| {
             let (id, offset) = s.add(NewId::Auto, fields, now).ok()?;
