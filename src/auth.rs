@@ -291,6 +291,18 @@ fn any_glob(globs: &[Glob], channel: &[u8]) -> bool {
     globs.iter().any(|g| g.matches(channel))
 }
 
+/// Herald's own channels: presence events of channel C on
+/// `__presence__:C`, top-N changes of leaderboard K on `__leaderboard__:K`.
+/// Only Herald (and password clients) publish there, and who may read one
+/// is decided by the channel or key it reports on.
+const RESERVED: [&[u8]; 2] = [b"__presence__:", b"__leaderboard__:"];
+
+/// The channel or key whose permissions govern `channel`: itself, or what
+/// a reserved channel reports on.
+fn governing(channel: &[u8]) -> Option<&[u8]> {
+    RESERVED.iter().find_map(|p| channel.strip_prefix(*p))
+}
+
 impl Identity {
     /// The user id, for identified clients.
     pub fn user(&self) -> Option<&str> {
@@ -313,7 +325,7 @@ impl Identity {
             Identity::Password => true,
             Identity::Anonymous => ns.allow_anonymous,
             Identity::User(c) => match &c.subscribe {
-                Some(_) => any_glob(&c.globs().0, channel),
+                Some(_) => any_glob(&c.globs().0, governing(channel).unwrap_or(channel)),
                 None => true,
             },
         }
@@ -334,6 +346,11 @@ impl Identity {
 
     /// May this identity publish to `channel` in namespace `ns`?
     pub fn can_publish(&self, channel: &[u8], ns: &NamespaceOptions) -> bool {
+        if governing(channel).is_some() {
+            // Forged join/leave or leaderboard events would mislead every
+            // subscriber: these channels carry only what Herald publishes.
+            return *self == Identity::Password;
+        }
         match self {
             Identity::Password => true,
             Identity::Anonymous => ns.allow_publish && ns.allow_anonymous,
@@ -463,5 +480,15 @@ mod tests {
             "identified clients subscribe by default"
         );
         assert!(!plain.can_publish(b"x", &closed));
+        // Herald's own channels: nobody but the password publishes there,
+        // and reading them follows the channel or key they report on.
+        let open = NamespaceOptions::default();
+        assert!(!plain.can_publish(b"__presence__:chat:x", &open));
+        assert!(!user.can_publish(b"__leaderboard__:chat:room1", &open));
+        assert!(!Identity::Anonymous.can_publish(b"__presence__:x", &open));
+        assert!(Identity::Password.can_publish(b"__presence__:x", &open));
+        assert!(user.can_subscribe(b"__presence__:chat:x", &open));
+        assert!(!user.can_subscribe(b"__presence__:secret:x", &open));
+        assert!(!user.can_subscribe(b"__leaderboard__:secret", &open));
     }
 }

@@ -279,3 +279,19 @@ fn introspection_shows_only_what_the_token_may_subscribe_to() {
     assert_eq!(admin.cmd(&[b"DBSIZE"]), b":10\r\n");
     assert_eq!(admin.cmd(&[b"PUBSUB", b"NUMPAT"]), b":2\r\n");
 }
+
+#[test]
+fn only_herald_publishes_presence_and_leaderboard_events() {
+    let h = Herald::start(&["--jwt-hmac-secret", SECRET, "--requirepass", PASS]);
+    let tok = hs256(json!({"sub": "u", "exp": unix_now() + 600}), SECRET);
+    let mut c = Raw::connect(h.resp);
+    assert_eq!(c.cmd(&[b"AUTH", tok.as_bytes()]), b"+OK\r\n");
+    let noperm =
+        b"-NOPERM this user has no permissions to access one of the channels used as arguments\r\n";
+    assert_eq!(
+        c.cmd(&[b"PUBLISH", b"__presence__:room:1", br#"{"event":"join","user":"admin"}"#]),
+        noperm
+    );
+    assert_eq!(c.cmd(&[b"PUBLISH", b"__leaderboard__:game", b"[]"]), noperm);
+    assert_eq!(c.cmd(&[b"PUBLISH", b"room:1", b"hi"]), b":0\r\n");
+}
