@@ -295,3 +295,21 @@ fn only_herald_publishes_presence_and_leaderboard_events() {
     assert_eq!(c.cmd(&[b"PUBLISH", b"__leaderboard__:game", b"[]"]), noperm);
     assert_eq!(c.cmd(&[b"PUBLISH", b"room:1", b"hi"]), b":0\r\n");
 }
+
+#[test]
+fn allow_anonymous_does_not_open_the_server_api_beside_a_jwt_key() {
+    use std::io::{Read, Write};
+    let h = Herald::start(&["--jwt-hmac-secret", SECRET, "--allow-anonymous"]);
+    let mut s = std::net::TcpStream::connect(h.http).unwrap();
+    s.set_read_timeout(Some(TIMEOUT)).unwrap();
+    let body = r#"{"channel":"news:today","data":"forged"}"#;
+    write!(
+        s,
+        "POST /api/publish HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    assert!(out.starts_with("HTTP/1.1 403"), "{out}");
+}

@@ -22,8 +22,10 @@ use crate::auth::constant_time_eq;
 use crate::hub::payload::from_json_value;
 use crate::hub::{HistoryError, Space, Stats};
 
-/// Checks `X-API-Key`. Without a configured key the API is open only where
-/// anonymous use is (no authentication configured, or `--allow-anonymous`).
+/// Checks `X-API-Key`. Without a configured key the API is open only when
+/// no authentication is configured at all: it publishes anywhere, so
+/// `--allow-anonymous` (which opens namespaces to clients without a token)
+/// must not open it beside a JWT key or a password.
 fn authorize(st: &AppState, headers: &HeaderMap) -> Result<(), Response> {
     match &st.cfg.api_key {
         Some(key) => {
@@ -38,7 +40,7 @@ fn authorize(st: &AppState, headers: &HeaderMap) -> Result<(), Response> {
                 )
             }
         }
-        None if st.cfg.allow_anonymous || !st.cfg.has_auth() => Ok(()),
+        None if !st.cfg.has_auth() => Ok(()),
         None => Err(api_error(
             StatusCode::FORBIDDEN,
             103,
