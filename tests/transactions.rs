@@ -134,3 +134,49 @@ fn exec_is_atomic_under_concurrent_writers() {
     }
     writer.join().unwrap();
 }
+
+/// EXEC is atomic against publishes that append history: one transaction of
+/// 20,000 XLEN on a history channel sees one length while three other
+/// clients publish to that channel (it saw 12 different lengths when
+/// publishes appended without the transaction gate).
+#[test]
+fn exec_is_atomic_against_history_publishes() {
+    let (_dir, file) = temp_config("txhist", "[namespaces.h]\nhistory_size = 1000000\n");
+    let h = Herald::start(&["--config", &file]);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut publishers = Vec::new();
+    for _ in 0..3 {
+        let (addr, stop) = (h.resp, stop.clone());
+        publishers.push(std::thread::spawn(move || {
+            let mut c = Raw::connect(addr);
+            let mut n = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                c.cmd(&[b"PUBLISH", b"h:c", b"m"]);
+                n += 1;
+            }
+            n
+        }));
+    }
+    let mut c = Raw::connect(h.resp);
+    // Let the publishers get going.
+    while c.cmd(&[b"XLEN", b"h:c"]) == b":0\r\n" {}
+    const N: usize = 20_000;
+    let mut batch = encode(&[b"MULTI"]);
+    for _ in 0..N {
+        batch.extend_from_slice(&encode(&[b"XLEN", b"h:c"]));
+    }
+    batch.extend_from_slice(&encode(&[b"EXEC"]));
+    c.send_raw(&batch);
+    assert_eq!(c.frame(), b"+OK\r\n");
+    for _ in 0..N {
+        assert_eq!(c.frame(), b"+QUEUED\r\n");
+    }
+    let reply = c.frame();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let published: usize = publishers.into_iter().map(|p| p.join().unwrap()).sum();
+    let text = String::from_utf8(reply).unwrap();
+    let lengths: std::collections::BTreeSet<&str> =
+        text.split("\r\n").skip(1).filter(|l| !l.is_empty()).collect();
+    assert_eq!(lengths.len(), 1, "one EXEC saw several lengths: {lengths:?}");
+    assert!(published > 0);
+}

@@ -81,12 +81,40 @@ pub struct Published {
     pub position: Option<(u64, u64)>,
 }
 
+thread_local! {
+    /// Whether this thread holds the transaction gate. The gate is held only
+    /// in synchronous code (never across an `.await`), so a thread that
+    /// holds it and publishes (a PUBLISH inside EXEC, a presence event of a
+    /// SUBSCRIBE) must not take it again: a std `RwLock` read while a writer
+    /// waits, or any lock while this thread writes, would deadlock.
+    static GATE_HELD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// The transaction gate, held shared or exclusive by this thread until
+/// dropped.
+pub struct GateGuard<'a> {
+    _guard: GateLock<'a>,
+}
+
+enum GateLock<'a> {
+    Shared(#[allow(dead_code)] std::sync::RwLockReadGuard<'a, ()>),
+    Exclusive(#[allow(dead_code)] std::sync::RwLockWriteGuard<'a, ()>),
+}
+
+impl Drop for GateGuard<'_> {
+    fn drop(&mut self) {
+        GATE_HELD.with(|h| h.set(false));
+    }
+}
+
 /// The hub all front ends share: one registry, one keyspace, one id space,
 /// one set of counters.
 pub struct Hub {
-    /// Commands on the keyspace hold this shared; EXEC holds it exclusive,
-    /// so a transaction runs with no other client's command in between.
-    pub tx_gate: std::sync::RwLock<()>,
+    /// Commands on the keyspace and publishes that append history hold this
+    /// shared; EXEC holds it exclusive, so a transaction runs with no other
+    /// client's command or history append in between. Taken only through
+    /// [`Hub::gate_shared`] and [`Hub::gate_exclusive`].
+    tx_gate: std::sync::RwLock<()>,
     pub registry: Registry,
     /// Fan-out beyond the local registry (in-memory by default).
     pub broker: Box<dyn broker::Broker>,
@@ -125,6 +153,32 @@ impl Hub {
         }
     }
 
+    /// Holds the transaction gate shared (a keyspace command, a history
+    /// append); `None` when this thread already holds it.
+    pub fn gate_shared(&self) -> Option<GateGuard<'_>> {
+        if GATE_HELD.with(|h| h.get()) {
+            return None;
+        }
+        let g = self.tx_gate.read().unwrap_or_else(|e| e.into_inner());
+        GATE_HELD.with(|h| h.set(true));
+        Some(GateGuard {
+            _guard: GateLock::Shared(g),
+        })
+    }
+
+    /// Holds the transaction gate exclusively (EXEC); `None` when this
+    /// thread already holds it.
+    pub fn gate_exclusive(&self) -> Option<GateGuard<'_>> {
+        if GATE_HELD.with(|h| h.get()) {
+            return None;
+        }
+        let g = self.tx_gate.write().unwrap_or_else(|e| e.into_inner());
+        GATE_HELD.with(|h| h.set(true));
+        Some(GateGuard {
+            _guard: GateLock::Exclusive(g),
+        })
+    }
+
     /// A fresh client id, unique across front ends.
     pub fn next_client_id(&self) -> ClientId {
         self.next_client_id.fetch_add(1, Ordering::Relaxed)
@@ -142,6 +196,9 @@ impl Hub {
     pub fn publish(&self, channel: Bytes, payload: Bytes) -> Published {
         let ns = self.cfg.namespace(&channel);
         if ns.history_size > 0 {
+            // A history append is a keyspace write: EXEC must not see it
+            // half-way through a transaction (XLEN twice in one EXEC).
+            let _gate = self.gate_shared();
             let mut db = self.keyspace.lock();
             if let Some((offset, epoch)) = self.append_history(&mut db, &channel, payload.clone()) {
                 let p = Publication::with_offset(channel, payload, offset, epoch);

@@ -447,7 +447,7 @@ pub fn dispatch(conn: &mut Conn, args: &[Bytes]) {
                 "keys" | "scan" | "dbsize" | "flushall" | "flushdb"
             ));
     let hub = conn.server.hub.clone();
-    let gate = gated.then(|| hub.tx_gate.read().unwrap_or_else(|e| e.into_inner()));
+    let gate = if gated { hub.gate_shared() } else { None };
     (cmd.run)(conn, args);
     if write && !keys.is_empty() && hub.keyspace.any_watched() {
         let mut db = hub.keyspace.lock();

@@ -120,7 +120,7 @@ fn exec(conn: &mut Conn, _args: &[Bytes]) {
     let hub = conn.server.hub.clone();
     // The gate first, then the WATCH check: nothing can touch the keys in
     // between.
-    let _gate = hub.tx_gate.write().unwrap_or_else(|e| e.into_inner());
+    let _gate = hub.gate_exclusive();
     let touched = {
         let mut db = hub.keyspace.lock();
         conn.watched.iter().any(|(k, v)| db.watch_version(k) != *v)
