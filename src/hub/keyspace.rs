@@ -618,8 +618,9 @@ impl Db {
 
     // ---- sorted sets -----------------------------------------------------------
 
-    /// The sorted set at `key`, WRONGTYPE for other types.
-    pub fn zset(&mut self, key: &[u8]) -> Result<Option<&mut super::zset::ZSet>, WrongType> {
+    /// The sorted set at `key` to read, WRONGTYPE for other types. Writes
+    /// go through [`Db::with_zset_mut`] or [`Db::store_zset`].
+    pub fn zset(&mut self, key: &[u8]) -> Result<Option<&super::zset::ZSet>, WrongType> {
         match self.get_mut(key) {
             None => Ok(None),
             Some(Entry {
@@ -630,12 +631,19 @@ impl Db {
         }
     }
 
-    /// The sorted set at `key`, created empty if absent (one expiry check,
-    /// so the answer cannot change between looking and creating).
-    pub fn zset_or_create(&mut self, key: &[u8]) -> Result<&mut super::zset::ZSet, WrongType> {
+    /// Runs `f` on the sorted set at `key` (created empty first when
+    /// `create`; `Ok(None)` when absent otherwise). Whatever `f` changes is
+    /// noticed here, not by the caller: a change wakes blocked readers and
+    /// marks the key for the leaderboard tick, and a set left empty is
+    /// removed, as Redis never keeps an empty key.
+    pub fn with_zset_mut<R>(
+        &mut self,
+        key: &[u8],
+        create: bool,
+        f: impl FnOnce(&mut super::zset::ZSet) -> R,
+    ) -> Result<Option<R>, WrongType> {
         self.expire_if_due(key, now_ms());
-        if !self.map.contains_key(key) {
-            self.touch(key);
+        if create && !self.map.contains_key(key) {
             self.map.insert(
                 Bytes::copy_from_slice(key),
                 Entry {
@@ -645,13 +653,46 @@ impl Db {
                 },
             );
         }
-        match self.map.get_mut(key) {
-            Some(Entry {
-                value: Value::ZSet(z),
-                ..
-            }) => Ok(z),
-            _ => Err(WrongType),
+        let Some((stored, _)) = self.map.get_key_value(key) else {
+            return Ok(None);
+        };
+        let stored = stored.clone();
+        let Some(Entry {
+            value: Value::ZSet(z),
+            ..
+        }) = self.map.get_mut(key)
+        else {
+            return Err(WrongType);
+        };
+        let before = z.writes();
+        let r = f(z);
+        let (changed, empty) = (z.writes() != before, z.is_empty());
+        if changed {
+            self.touch(&stored);
+            self.signal(&stored);
+            self.zset_written(&stored);
         }
+        if empty {
+            // Never stored: remove quietly; emptied: a removal like DEL.
+            if changed {
+                self.remove(&stored);
+            } else {
+                self.map.remove(&stored);
+            }
+        }
+        Ok(Some(r))
+    }
+
+    /// Replaces whatever is at `key` with `z` (ZUNIONSTORE, ZINTERSTORE);
+    /// an empty result deletes the key, as in Redis.
+    pub fn store_zset(&mut self, key: Bytes, z: super::zset::ZSet) {
+        self.remove(&key);
+        if !z.is_empty() {
+            self.insert(key.clone(), Value::ZSet(Box::new(z)));
+        }
+        self.touch(&key);
+        self.signal(&key);
+        self.zset_written(&key);
     }
 
     // ---- blocking reads ----------------------------------------------------
@@ -687,5 +728,51 @@ impl Db {
     /// Notifiers currently registered (for tests: nothing left behind).
     pub fn waiter_count(&self) -> usize {
         self.waiters.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn written(db: &mut Db) -> Vec<Bytes> {
+        let mut v: Vec<Bytes> = db.zsets_written.drain().collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn zset_writes_are_noticed_without_the_writer_saying_so() {
+        let ks = Keyspace::default();
+        let mut db = ks.lock();
+        // Absent and not created: nothing happens.
+        assert_eq!(db.with_zset_mut(b"z", false, |z| z.len()), Ok(None));
+        assert!(db.is_empty());
+        // Created and changed: marked for the leaderboard tick.
+        let r = db.with_zset_mut(b"z", true, |z| z.insert(Bytes::from_static(b"a"), 1.0));
+        assert_eq!(r, Ok(Some(None)));
+        assert_eq!(written(&mut db), vec![Bytes::from_static(b"z")]);
+        // The same score again changes nothing: no notice.
+        db.with_zset_mut(b"z", false, |z| z.insert(Bytes::from_static(b"a"), 1.0))
+            .unwrap();
+        assert!(written(&mut db).is_empty());
+        // Created but left empty: not kept, no notice.
+        db.with_zset_mut(b"e", true, |_| ()).unwrap();
+        assert!(db.zset(b"e").unwrap().is_none());
+        assert!(written(&mut db).is_empty());
+        // Emptied: removed, and the tick learns it is gone.
+        db.with_zset_mut(b"z", false, |z| z.remove(b"a")).unwrap();
+        assert!(db.zset(b"z").unwrap().is_none());
+        assert_eq!(written(&mut db), vec![Bytes::from_static(b"z")]);
+        assert_eq!(db.zsets_removed, vec![Bytes::from_static(b"z")]);
+        // Other types: WRONGTYPE, untouched.
+        db.insert(Bytes::from_static(b"s"), Value::Set(Default::default()));
+        assert_eq!(db.with_zset_mut(b"s", true, |z| z.len()), Err(WrongType));
+        // A store replaces and notices.
+        let mut z = super::super::zset::ZSet::new();
+        z.insert(Bytes::from_static(b"m"), 2.0);
+        db.store_zset(Bytes::from_static(b"s"), z);
+        assert_eq!(db.zset(b"s").unwrap().map(|z| z.len()), Some(1));
+        assert_eq!(written(&mut db), vec![Bytes::from_static(b"s")]);
     }
 }

@@ -101,6 +101,10 @@ pub struct ZSet {
     index: HashTable<u32>,
     hasher: RandomState,
     seed: u32,
+    /// Counts changes (a member added, removed or rescored), so the
+    /// keyspace can tell whether a write changed the set without every
+    /// writer having to say so ([`crate::hub::keyspace::Db::with_zset_mut`]).
+    writes: u64,
 }
 
 impl Default for ZSet {
@@ -118,7 +122,13 @@ impl ZSet {
             index: HashTable::new(),
             hasher: RandomState::new(),
             seed: random_seed(),
+            writes: 0,
         }
+    }
+
+    /// How many changes this set has had (see the field).
+    pub fn writes(&self) -> u64 {
+        self.writes
     }
 
     pub fn len(&self) -> usize {
@@ -296,6 +306,7 @@ impl ZSet {
             let old = self.nodes[i as usize].score;
             if old != score {
                 self.rescore(i, score);
+                self.writes += 1;
             }
             return Some(old);
         }
@@ -318,6 +329,7 @@ impl ZSet {
                 (self.nodes.len() - 1) as u32
             }
         };
+        self.writes += 1;
         let h = self.hash(&self.nodes[i as usize].member);
         let (nodes, hasher) = (&self.nodes, &self.hasher);
         self.index
@@ -409,6 +421,7 @@ impl ZSet {
             .find_entry(h, |&i| nodes[i as usize].member == member)
             .ok()?;
         let (i, _) = entry.remove();
+        self.writes += 1;
         let r = self.detach(self.root, i);
         self.set_root(r);
         let n = &mut self.nodes[i as usize];

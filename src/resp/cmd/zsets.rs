@@ -10,7 +10,6 @@ use bytes::Bytes;
 use super::{Command, KeySpec, KEY1_RO, KEY1_RW, KEY1_WO, RO, WO};
 use crate::hub::keyspace::{Value, WrongType};
 use crate::hub::zset::{format_score, parse_score, ZSet};
-use crate::hub::Db;
 use crate::resp::connection::Conn;
 use crate::resp::encode::Out;
 use crate::resp::parse::parse_i64;
@@ -182,18 +181,6 @@ fn write_range(out: &mut Out<'_>, items: &[(Bytes, f64)], withscores: bool) {
     }
 }
 
-/// Marks a written key for live leaderboards and wakes blocked readers.
-fn touched(db: &mut Db, key: &Bytes) {
-    db.signal(key);
-    db.zset_written(key);
-}
-
-fn drop_if_empty(db: &mut Db, key: &[u8]) {
-    if db.zset(key).ok().flatten().is_some_and(|z| z.is_empty()) {
-        db.remove(key);
-    }
-}
-
 // ---- ZADD / ZINCRBY ----------------------------------------------------------
 
 fn zadd(conn: &mut Conn, args: &[Bytes]) {
@@ -245,59 +232,52 @@ fn zadd(conn: &mut Conn, args: &[Bytes]) {
     let key = args[1].clone();
     let hub = conn.server.hub.clone();
     let mut db = hub.keyspace.lock();
-    if xx && matches!(db.zset(&key), Ok(None)) {
-        drop(db);
-        let mut out = conn.reply();
-        return if incr { out.null() } else { out.int(0) };
-    }
-    let Ok(z) = db.zset_or_create(&key) else {
-        drop(db);
-        return wrongtype(conn);
-    };
     let (mut added, mut changed) = (0i64, 0i64);
     let mut incr_result: Option<f64> = None;
     let mut nan = false;
-    for (m, s) in items {
-        let cur = z.score(&m);
-        let target = if incr {
-            let v = cur.unwrap_or(0.0) + s;
-            if v.is_nan() {
-                nan = true;
-                break;
-            }
-            v
-        } else {
-            s
-        };
-        match cur {
-            Some(old) => {
-                if nx {
-                    continue;
+    // XX never creates the key.
+    let done = db.with_zset_mut(&key, !xx, |z| {
+        for (m, s) in items {
+            let cur = z.score(&m);
+            let target = if incr {
+                let v = cur.unwrap_or(0.0) + s;
+                if v.is_nan() {
+                    nan = true;
+                    break;
                 }
-                if (gt && target <= old) || (lt && target >= old) {
-                    continue;
+                v
+            } else {
+                s
+            };
+            match cur {
+                Some(old) => {
+                    if nx {
+                        continue;
+                    }
+                    if (gt && target <= old) || (lt && target >= old) {
+                        continue;
+                    }
+                    incr_result = Some(target);
+                    if target != old {
+                        z.insert(m, target);
+                        changed += 1;
+                    }
                 }
-                incr_result = Some(target);
-                if target != old {
+                None => {
+                    if xx {
+                        continue;
+                    }
                     z.insert(m, target);
-                    changed += 1;
+                    added += 1;
+                    incr_result = Some(target);
                 }
-            }
-            None => {
-                if xx {
-                    continue;
-                }
-                z.insert(m, target);
-                added += 1;
-                incr_result = Some(target);
             }
         }
-    }
-    if added + changed > 0 {
-        touched(&mut db, &key);
-    }
-    drop_if_empty(&mut db, &key);
+    });
     drop(db);
+    if done.is_err() {
+        return wrongtype(conn);
+    }
     if nan {
         return err(conn, "ERR resulting score is not a number (NaN)");
     }
@@ -319,17 +299,13 @@ fn zincrby(conn: &mut Conn, args: &[Bytes]) {
     let key = args[1].clone();
     let hub = conn.server.hub.clone();
     let mut db = hub.keyspace.lock();
-    let Ok(z) = db.zset_or_create(&key) else {
-        drop(db);
-        return wrongtype(conn);
-    };
-    let Some(v) = z.incr(args[3].clone(), by) else {
-        drop_if_empty(&mut db, &key);
-        drop(db);
-        return err(conn, "ERR resulting score is not a number (NaN)");
-    };
-    touched(&mut db, &key);
+    let done = db.with_zset_mut(&key, true, |z| z.incr(args[3].clone(), by));
     drop(db);
+    let v = match done {
+        Err(_) => return wrongtype(conn),
+        Ok(Some(Some(v))) => v,
+        Ok(_) => return err(conn, "ERR resulting score is not a number (NaN)"),
+    };
     write_score(&mut conn.reply(), v);
 }
 
@@ -803,49 +779,35 @@ fn zlexcount(conn: &mut Conn, args: &[Bytes]) {
 fn remove_span(conn: &mut Conn, key: &Bytes, span: impl FnOnce(&ZSet) -> Option<(usize, usize)>) {
     let hub = conn.server.hub.clone();
     let mut db = hub.keyspace.lock();
-    let n = match db.zset(key) {
-        Err(_) => {
-            drop(db);
-            return wrongtype(conn);
-        }
-        Ok(None) => 0,
-        Ok(Some(z)) => match span(z) {
-            None => 0,
-            Some((a, b)) => {
-                let gone = z.range_by_rank(a, b);
-                for (m, _) in &gone {
-                    z.remove(m);
-                }
-                gone.len()
+    let n = db.with_zset_mut(key, false, |z| match span(z) {
+        None => 0,
+        Some((a, b)) => {
+            let gone = z.range_by_rank(a, b);
+            for (m, _) in &gone {
+                z.remove(m);
             }
-        },
-    };
-    if n > 0 {
-        touched(&mut db, key);
-    }
-    drop_if_empty(&mut db, key);
+            gone.len()
+        }
+    });
     drop(db);
-    conn.reply().int(n as i64);
+    match n {
+        Err(_) => wrongtype(conn),
+        Ok(n) => conn.reply().int(n.unwrap_or(0) as i64),
+    }
 }
 
 fn zrem(conn: &mut Conn, args: &[Bytes]) {
     let key = args[1].clone();
     let hub = conn.server.hub.clone();
     let mut db = hub.keyspace.lock();
-    let n = match db.zset(&key) {
-        Err(_) => {
-            drop(db);
-            return wrongtype(conn);
-        }
-        Ok(None) => 0,
-        Ok(Some(z)) => args[2..].iter().filter(|m| z.remove(m).is_some()).count(),
-    };
-    if n > 0 {
-        touched(&mut db, &key);
-    }
-    drop_if_empty(&mut db, &key);
+    let n = db.with_zset_mut(&key, false, |z| {
+        args[2..].iter().filter(|m| z.remove(m).is_some()).count()
+    });
     drop(db);
-    conn.reply().int(n as i64);
+    match n {
+        Err(_) => wrongtype(conn),
+        Ok(n) => conn.reply().int(n.unwrap_or(0) as i64),
+    }
 }
 
 fn zremrangebyscore(conn: &mut Conn, args: &[Bytes]) {
@@ -884,33 +846,26 @@ fn pop_generic(conn: &mut Conn, args: &[Bytes], max: bool) {
     let key = args[1].clone();
     let hub = conn.server.hub.clone();
     let mut db = hub.keyspace.lock();
-    let popped = match db.zset(&key) {
-        Err(_) => {
-            drop(db);
-            return wrongtype(conn);
-        }
-        Ok(None) => Vec::new(),
-        Ok(Some(z)) => {
-            let n = count.unwrap_or(1).min(z.len());
-            let mut v = if max {
-                let mut v = z.range_by_rank(z.len() - n, z.len());
-                v.reverse();
-                v
-            } else {
-                z.range_by_rank(0, n)
-            };
-            for (m, _) in &v {
-                z.remove(m);
-            }
-            v.truncate(n);
+    let popped = db.with_zset_mut(&key, false, |z| {
+        let n = count.unwrap_or(1).min(z.len());
+        let mut v = if max {
+            let mut v = z.range_by_rank(z.len() - n, z.len());
+            v.reverse();
             v
+        } else {
+            z.range_by_rank(0, n)
+        };
+        for (m, _) in &v {
+            z.remove(m);
         }
-    };
-    if !popped.is_empty() {
-        touched(&mut db, &key);
-    }
-    drop_if_empty(&mut db, &key);
+        v.truncate(n);
+        v
+    });
     drop(db);
+    let popped = match popped {
+        Err(_) => return wrongtype(conn),
+        Ok(p) => p.unwrap_or_default(),
+    };
     let mut out = conn.reply();
     if count.is_none() && out.resp3 {
         // Without a count RESP3 gets one flat [member, score] pair.
@@ -1160,15 +1115,11 @@ fn store_generic(conn: &mut Conn, args: &[Bytes], union: bool) {
         }
     }
     let n = acc.len();
-    db.remove(&dest);
-    if n > 0 {
-        let mut z = ZSet::new();
-        for (m, s) in acc {
-            z.insert(m, s);
-        }
-        db.insert(dest.clone(), Value::ZSet(Box::new(z)));
+    let mut z = ZSet::new();
+    for (m, s) in acc {
+        z.insert(m, s);
     }
-    touched(&mut db, &dest);
+    db.store_zset(dest, z);
     drop(db);
     conn.reply().int(n as i64);
 }
