@@ -322,7 +322,7 @@ fn read<R>(conn: &mut Conn, key: &[u8], f: impl FnOnce(Option<&ZSet>) -> R) -> O
             wrongtype(conn);
             None
         }
-        Ok(z) => Some(f(z.map(|z| &*z))),
+        Ok(z) => Some(f(z)),
     }
 }
 
