@@ -44,7 +44,7 @@ fn huge_random_counts_are_refused() {
     );
     assert_eq!(
         c.cmd(&[b"ZRANDMEMBER", b"z", b"-9223372036854775808"]),
-        b"-ERR value is out of range\r\n"
+        b"-ERR value is out of range, value must between -9223372036854775807 and 9223372036854775807\r\n"
     );
     assert_eq!(
         c.cmd(&[b"ZRANDMEMBER", b"z", b"-3"]),

@@ -5,6 +5,7 @@
 mod common;
 
 use common::diff::{diff, differential, Step};
+use common::{words, Herald, Raw};
 
 fn cmd(words: &[&str]) -> Vec<Vec<u8>> {
     words.iter().map(|w| w.as_bytes().to_vec()).collect()
@@ -69,6 +70,13 @@ fn scripted_set_commands() {
         0 1 SSCAN a x
         0 1 SSCAN a 0 COUNT 0
         0 1 SSCAN nokey 0
+        0 1 SSCAN nokey 0 COUNT 0
+        0 1 SSCAN nokey x
+        0 1 SSCAN a -1
+        0 1 SSCAN a -1 COUNT 0
+        0 1 SSCAN a 18446744073709551616
+        0 1 SRANDMEMBER a -9223372036854775808
+        0 1 SPOP a -9223372036854775808
         0 1 XADD st 1-1 f v
         0 1 SADD st x
         0 1 SMEMBERS st
@@ -176,4 +184,58 @@ fn heartbeat_pattern_sadd_expire() {
         0 1 EXISTS online:now
         ",
     );
+}
+
+/// SSCAN and SRANDMEMBER/SPOP on a large set: a full scan returns every
+/// member once, distinct picks are distinct, pops remove what they return.
+#[test]
+fn large_set_scans_and_random_picks() {
+    let h = Herald::start(&[]);
+    let mut c = Raw::connect(h.resp);
+    let members: Vec<String> = (0..3000).map(|i| format!("m{i}")).collect();
+    let mut args: Vec<&[u8]> = vec![b"SADD", b"big"];
+    args.extend(members.iter().map(|m| m.as_bytes()));
+    assert_eq!(c.cmd(&args), b":3000\r\n");
+    let parse = |reply: &[u8]| -> Vec<String> {
+        String::from_utf8_lossy(reply)
+            .split("\r\n")
+            .filter(|l| l.starts_with('m'))
+            .map(str::to_string)
+            .collect()
+    };
+    let run = |c: &mut Raw, line: &str| {
+        let w = words(line);
+        let a: Vec<&[u8]> = w.iter().map(|x| &x[..]).collect();
+        c.cmd(&a)
+    };
+    let mut seen = std::collections::HashMap::<String, usize>::new();
+    let mut cursor = b"0".to_vec();
+    let mut pages = 0;
+    loop {
+        let r = c.cmd(&[&b"SSCAN"[..], b"big", &cursor, b"COUNT", b"100"]);
+        let text = String::from_utf8_lossy(&r).to_string();
+        let next = text.split("\r\n").nth(2).unwrap().to_string();
+        for m in parse(&r) {
+            *seen.entry(m).or_default() += 1;
+        }
+        pages += 1;
+        if next == "0" {
+            break;
+        }
+        cursor = next.into_bytes();
+        assert!(pages < 1000);
+    }
+    assert_eq!(seen.len(), 3000);
+    assert!(seen.values().all(|n| *n == 1), "a member came twice");
+    assert!(pages >= 25, "{pages} pages");
+    let picks = parse(&run(&mut c, "SRANDMEMBER big 500"));
+    let distinct: std::collections::HashSet<&String> = picks.iter().collect();
+    assert_eq!((picks.len(), distinct.len()), (500, 500));
+    assert_eq!(parse(&run(&mut c, "SRANDMEMBER big -700")).len(), 700);
+    let popped = parse(&run(&mut c, "SPOP big 1000"));
+    assert_eq!(popped.len(), 1000);
+    assert_eq!(run(&mut c, "SCARD big"), b":2000\r\n");
+    for m in popped.iter().take(50) {
+        assert_eq!(run(&mut c, &format!("SISMEMBER big {m}")), b":0\r\n");
+    }
 }

@@ -28,6 +28,11 @@ fn scripted_zset_commands() {
         0 1 ZADD z INCR 1 a 2 b
         0 1 ZADD z 1 a 2
         0 1 ZADD z abc a
+        0 1 ZADD z 1e309 a
+        0 1 ZADD z -1e309 a
+        0 1 ZADD z 1e-400 a
+        0 1 ZINCRBY z 1e400 a
+        0 1 ZADD z 1e-310 tiny
         0 1 ZADD z nan a
         0 1 ZADD z
         0 1 ZADD z inf f -inf g 1.1 h 1e20 i 0.0001 j
@@ -114,6 +119,11 @@ fn scripted_zset_commands() {
         0 1 ZUNIONSTORE out 2 z1 z2 WEIGHTS 1 x
         0 1 ZUNIONSTORE out 2 z1 z2 AGGREGATE FOO
         0 1 ZSCAN z1 0
+        0 1 ZSCAN nokey 0 COUNT 0
+        0 1 ZSCAN nokey 0 FOO
+        0 1 ZSCAN z1 -1
+        0 1 ZSCAN z1 0 COUNT 0
+        0 1 ZRANDMEMBER z1 -9223372036854775808
         0 1 ZSCAN z1 0 MATCH a
         0 1 XADD st 1-1 f v
         0 1 ZADD st 1 a

@@ -43,9 +43,13 @@ const MAX_INTSET: usize = 512;
 /// A set, remembering whether Redis would still hold it as an intset (only
 /// integers, at most 512 of them, never otherwise since creation): Redis
 /// lists intsets in ascending numeric order, which replies reproduce.
+///
+/// Members live in an `IndexSet` (SipHash with random keys, as `HashSet`):
+/// a random member is one index away and a removal is a swap, so SPOP and
+/// SRANDMEMBER cost O(1) per member instead of a copy of the whole set.
 #[derive(Debug, Clone, Default)]
 pub struct SetValue {
-    members: HashSet<Bytes>,
+    members: indexmap::IndexSet<Bytes>,
     intset: bool,
 }
 
@@ -57,7 +61,7 @@ pub fn as_int(b: &[u8]) -> Option<i64> {
 impl SetValue {
     pub fn new() -> SetValue {
         SetValue {
-            members: HashSet::new(),
+            members: indexmap::IndexSet::new(),
             intset: true,
         }
     }
@@ -83,7 +87,18 @@ impl SetValue {
     }
 
     pub fn remove(&mut self, m: &[u8]) -> bool {
-        self.members.remove(m)
+        self.members.swap_remove(m)
+    }
+
+    /// The member at position `i` (0 ≤ i < len) of the set's internal
+    /// order, for random picks.
+    pub fn get_index(&self, i: usize) -> Option<&Bytes> {
+        self.members.get_index(i)
+    }
+
+    /// Removes and returns the member at position `i`.
+    pub fn swap_remove_index(&mut self, i: usize) -> Option<Bytes> {
+        self.members.swap_remove_index(i)
     }
 
     /// Members in the order Redis would list them: ascending numbers for an

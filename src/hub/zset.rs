@@ -44,8 +44,10 @@ pub fn format_score(d: f64) -> String {
     }
 }
 
-/// Parses a score as Redis does (`strtod` over the whole string, no NaN,
-/// no surrounding spaces).
+/// Parses a score as Redis's `getDoubleFromObject` does (`strtod` over the
+/// whole string, no NaN, no surrounding spaces, and no `ERANGE`: a literal
+/// too large for a double, or too small to be anything but 0, is refused;
+/// `inf` itself is a score).
 pub fn parse_score(s: &[u8]) -> Option<f64> {
     let t = std::str::from_utf8(s).ok()?;
     if t.is_empty()
@@ -56,6 +58,14 @@ pub fn parse_score(s: &[u8]) -> Option<f64> {
     }
     let v: f64 = t.parse().ok()?;
     if v.is_nan() {
+        return None;
+    }
+    let lower = t.to_ascii_lowercase();
+    if v.is_infinite() && !lower.contains("inf") {
+        return None;
+    }
+    let mantissa = lower.split('e').next().unwrap_or("");
+    if v == 0.0 && mantissa.bytes().any(|b| (b'1'..=b'9').contains(&b)) {
         return None;
     }
     Some(if v == 0.0 { 0.0 } else { v })
@@ -578,6 +588,13 @@ mod tests {
         assert_eq!(parse_score(b"nan"), None);
         assert_eq!(parse_score(b" 1"), None);
         assert_eq!(parse_score(b"abc"), None);
+        // strtod's ERANGE: overflow and underflow are refused, as in Redis.
+        assert_eq!(parse_score(b"1e309"), None);
+        assert_eq!(parse_score(b"-1e309"), None);
+        assert_eq!(parse_score(b"1e-400"), None);
+        assert_eq!(parse_score(b"0e-400"), Some(0.0));
+        assert_eq!(parse_score(b"1e308"), Some(1e308));
+        assert_eq!(parse_score(b"Infinity"), Some(f64::INFINITY));
     }
 
     #[test]

@@ -303,15 +303,8 @@ fn keys(conn: &mut Conn, args: &[Bytes]) {
 }
 
 fn scan(conn: &mut Conn, args: &[Bytes]) {
-    let cursor = match std::str::from_utf8(&args[1])
-        .ok()
-        .and_then(|s| s.parse::<u64>().ok())
-    {
-        Some(c) => c,
-        None => {
-            conn.reply().error("ERR invalid cursor");
-            return;
-        }
+    let Some(cursor) = super::scan_cursor(conn, &args[1]) else {
+        return;
     };
     let (mut count, mut pattern, mut typ) = (10usize, None, None);
     let mut i = 2;

@@ -537,6 +537,32 @@ pub(crate) fn int_arg(conn: &mut Conn, arg: &[u8]) -> Option<i64> {
     v
 }
 
+/// Parses a SCAN-family cursor as Redis does (`strtoul`: an optional sign,
+/// a negative number wraps), or replies `ERR invalid cursor`.
+pub(crate) fn scan_cursor(conn: &mut Conn, arg: &[u8]) -> Option<u64> {
+    let (neg, digits) = match arg.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        Some((b'+', rest)) => (false, rest),
+        _ => (false, arg),
+    };
+    let v = (!digits.is_empty() && digits.iter().all(u8::is_ascii_digit))
+        .then(|| std::str::from_utf8(digits).ok()?.parse::<u64>().ok())
+        .flatten()
+        .map(|v| if neg { v.wrapping_neg() } else { v });
+    if v.is_none() {
+        conn.reply().error("ERR invalid cursor");
+    }
+    v
+}
+
+/// Redis's reply to SSCAN/ZSCAN of a missing key: cursor 0, no elements.
+pub(crate) fn empty_scan(conn: &mut Conn) {
+    let mut out = conn.reply();
+    out.array(2);
+    out.bulk(b"0");
+    out.array(0);
+}
+
 /// Releases a departing client's WATCHes.
 pub fn release_watches(conn: &mut Conn) {
     transactions::unwatch_all(conn);

@@ -203,6 +203,27 @@ fn read_set(conn: &Conn, db: &mut Db, key: &[u8]) -> Result<Option<SetValue>, Wr
     db.set(key).map(|s| s.cloned())
 }
 
+/// Runs `f` on the set at `key` (a presence view for `__presence__:C`)
+/// without copying it: a membership test on a million-member set must not
+/// cost a million-member copy under the keyspace lock.
+fn with_set<R>(
+    conn: &Conn,
+    key: &[u8],
+    f: impl FnOnce(Option<&SetValue>) -> R,
+) -> Result<R, WrongType> {
+    if let Some(ch) = presence_channel(key) {
+        let users = conn.server.hub.presence.users(ch);
+        if users.is_empty() {
+            return Ok(f(None));
+        }
+        let view = SetValue::from_members(users.into_iter().map(Bytes::from));
+        return Ok(f(Some(&view)));
+    }
+    let mut db = conn.server.hub.keyspace.lock();
+    let s = db.set(key)?;
+    Ok(f(s.map(|s| &*s)))
+}
+
 fn refuse_presence_write(conn: &mut Conn, keys: &[&Bytes]) -> bool {
     if keys.iter().any(|k| presence_channel(k).is_some()) {
         conn.reply().error(READ_ONLY);
@@ -266,62 +287,47 @@ fn srem(conn: &mut Conn, args: &[Bytes]) {
 }
 
 fn smembers(conn: &mut Conn, args: &[Bytes]) {
-    let hub = conn.server.hub.clone();
-    let mut db = hub.keyspace.lock();
-    let s = read_set(conn, &mut db, &args[1]);
-    drop(db);
-    match s {
+    match with_set(conn, &args[1], |s| s.map(|s| s.members()).unwrap_or_default()) {
         Err(_) => wrongtype(conn),
-        Ok(s) => {
-            let members = s.map(|s| s.members()).unwrap_or_default();
-            write_members(&mut conn.reply(), &members);
-        }
+        Ok(members) => write_members(&mut conn.reply(), &members),
     }
 }
 
 fn sismember(conn: &mut Conn, args: &[Bytes]) {
-    let hub = conn.server.hub.clone();
-    let mut db = hub.keyspace.lock();
-    let s = read_set(conn, &mut db, &args[1]);
-    drop(db);
-    match s {
+    match with_set(conn, &args[1], |s| s.is_some_and(|s| s.contains(&args[2]))) {
         Err(_) => wrongtype(conn),
-        Ok(s) => conn
-            .reply()
-            .int(s.is_some_and(|s| s.contains(&args[2])) as i64),
+        Ok(found) => conn.reply().int(found as i64),
     }
 }
 
 fn smismember(conn: &mut Conn, args: &[Bytes]) {
-    let hub = conn.server.hub.clone();
-    let mut db = hub.keyspace.lock();
-    let s = read_set(conn, &mut db, &args[1]);
-    drop(db);
-    match s {
+    let found = with_set(conn, &args[1], |s| {
+        args[2..]
+            .iter()
+            .map(|m| s.is_some_and(|s| s.contains(m)))
+            .collect::<Vec<bool>>()
+    });
+    match found {
         Err(_) => wrongtype(conn),
-        Ok(s) => {
+        Ok(found) => {
             let mut out = conn.reply();
-            out.array(args.len() - 2);
-            for m in &args[2..] {
-                out.int(s.as_ref().is_some_and(|s| s.contains(m)) as i64);
+            out.array(found.len());
+            for f in found {
+                out.int(f as i64);
             }
         }
     }
 }
 
 fn scard(conn: &mut Conn, args: &[Bytes]) {
-    let hub = conn.server.hub.clone();
-    let mut db = hub.keyspace.lock();
-    let s = read_set(conn, &mut db, &args[1]);
-    drop(db);
-    match s {
+    match with_set(conn, &args[1], |s| s.map_or(0, |s| s.len())) {
         Err(_) => wrongtype(conn),
-        Ok(s) => conn.reply().int(s.map_or(0, |s| s.len()) as i64),
+        Ok(n) => conn.reply().int(n as i64),
     }
 }
 
 /// A cheap pseudo-random index (SPOP/SRANDMEMBER need no cryptography).
-fn rand_index(n: usize) -> usize {
+pub(crate) fn rand_index(n: usize) -> usize {
     use std::cell::Cell;
     thread_local!(static STATE: Cell<u64> = Cell::new(0x9E37_79B9_7F4A_7C15 ^ crate::hub::now_ms()));
     STATE.with(|s| {
@@ -365,25 +371,21 @@ fn spop(conn: &mut Conn, args: &[Bytes]) {
         }
         Ok(None) => None,
         Ok(Some(s)) => {
-            let mut members = s.members();
-            let want = count.unwrap_or(1).min(members.len());
-            if count.is_some() && want == members.len() {
+            let want = count.unwrap_or(1).min(s.len());
+            if count.is_some() && want == s.len() {
                 // The whole set goes, in its own order, as in Redis.
-                for m in &members {
+                let all = s.members();
+                for m in &all {
                     s.remove(m);
                 }
-                members.truncate(want);
-                let all = std::mem::take(&mut members);
                 drop_if_empty(&mut db, &args[1]);
                 drop(db);
                 return write_members(&mut conn.reply(), &all);
             }
             let mut out = Vec::with_capacity(want);
             for _ in 0..want {
-                let i = rand_index(members.len());
-                let m = members.swap_remove(i);
-                s.remove(&m);
-                out.push(m);
+                let i = rand_index(s.len());
+                out.extend(s.swap_remove_index(i));
             }
             Some(out)
         }
@@ -409,52 +411,57 @@ fn srandmember(conn: &mut Conn, args: &[Bytes]) {
             Some(n) => Some(n),
         },
     };
-    let hub = conn.server.hub.clone();
-    let mut db = hub.keyspace.lock();
-    let s = read_set(conn, &mut db, &args[1]);
-    drop(db);
-    let s = match s {
-        Err(_) => return wrongtype(conn),
-        Ok(s) => s,
-    };
-    let members = s.map(|s| s.members()).unwrap_or_default();
-    let mut out = conn.reply();
-    match count {
-        None => match members.is_empty() {
-            true => out.null(),
-            false => out.bulk(&members[rand_index(members.len())]),
-        },
-        Some(n) if n < 0 => {
-            // Repeats allowed; bounded so one request cannot build an
-            // unbounded reply.
-            if n.unsigned_abs() > MAX_RANDOM_REPLY {
-                return out.error("ERR value is out of range");
-            }
-            let n = n.unsigned_abs() as usize;
-            if members.is_empty() {
-                return out.array(0);
-            }
-            out.array(n);
-            for _ in 0..n {
-                out.bulk(&members[rand_index(members.len())]);
+    if count == Some(i64::MIN) {
+        return conn.reply().error(
+            "ERR value is out of range, value must between -9223372036854775807 and 9223372036854775807",
+        );
+    }
+    if count.is_some_and(|n| n < 0 && n.unsigned_abs() > MAX_RANDOM_REPLY) {
+        // Repeats allowed; bounded so one request cannot build an
+        // unbounded reply.
+        return conn.reply().error("ERR value is out of range");
+    }
+    // Picks by index under the lock: O(1) a member, never a copy of the set.
+    let picks = with_set(conn, &args[1], |s| {
+        let Some(s) = s.filter(|s| !s.is_empty()) else {
+            return Vec::new();
+        };
+        let len = s.len();
+        let at = |i: usize| s.get_index(i).cloned();
+        match count {
+            None => at(rand_index(len)).into_iter().collect(),
+            Some(n) if n < 0 => (0..n.unsigned_abs())
+                .filter_map(|_| at(rand_index(len)))
+                .collect(),
+            Some(n) if n as u64 >= len as u64 => s.members(),
+            Some(n) => {
+                // Distinct picks: Floyd's sampling of n indexes out of len.
+                let n = n as usize;
+                let mut chosen = std::collections::HashSet::with_capacity(n);
+                let mut out = Vec::with_capacity(n);
+                for j in len - n..len {
+                    let t = rand_index(j + 1);
+                    let i = if chosen.insert(t) { t } else { chosen.insert(j); j };
+                    out.extend(at(i));
+                }
+                out
             }
         }
-        Some(n) => {
-            // SRANDMEMBER answers arrays even in RESP3.
-            let n = (n as usize).min(members.len());
-            let pick: Vec<Bytes> = if n == members.len() {
-                members
-            } else {
-                let mut pool = members;
-                (0..n)
-                    .map(|_| {
-                        let i = rand_index(pool.len());
-                        pool.swap_remove(i)
-                    })
-                    .collect()
-            };
-            out.array(pick.len());
-            for m in &pick {
+    });
+    let picks = match picks {
+        Err(_) => return wrongtype(conn),
+        Ok(p) => p,
+    };
+    let mut out = conn.reply();
+    match count {
+        None => match picks.first() {
+            None => out.null(),
+            Some(m) => out.bulk(m),
+        },
+        // SRANDMEMBER answers arrays even in RESP3.
+        Some(_) => {
+            out.array(picks.len());
+            for m in &picks {
                 out.bulk(m);
             }
         }
@@ -658,13 +665,15 @@ fn sintercard(conn: &mut Conn, args: &[Bytes]) {
 }
 
 fn sscan(conn: &mut Conn, args: &[Bytes]) {
-    let cursor = match std::str::from_utf8(&args[2])
-        .ok()
-        .and_then(|s| s.parse::<u64>().ok())
-    {
-        Some(c) => c,
-        None => return conn.reply().error("ERR invalid cursor"),
+    // Redis's order: the cursor, then the key, then the options.
+    let Some(cursor) = super::scan_cursor(conn, &args[2]) else {
+        return;
     };
+    match with_set(conn, &args[1], |s| s.is_some()) {
+        Err(_) => return wrongtype(conn),
+        Ok(false) => return super::empty_scan(conn),
+        Ok(true) => {}
+    }
     let (mut count, mut pattern) = (10usize, None);
     let mut i = 3;
     while i < args.len() {
@@ -684,32 +693,43 @@ fn sscan(conn: &mut Conn, args: &[Bytes]) {
         }
         i += 2;
     }
-    let hub = conn.server.hub.clone();
-    let mut db = hub.keyspace.lock();
-    let s = read_set(conn, &mut db, &args[1]);
-    drop(db);
-    let s = match s {
-        Err(_) => return wrongtype(conn),
-        Ok(s) => s,
-    };
     // Small (intset) sets come whole in one reply, as Redis sends them;
-    // larger ones page by a stable hash of the member.
-    let (next, page): (u64, Vec<Bytes>) = match s {
-        None => (0, Vec::new()),
-        Some(s) if s.is_intset() || s.len() <= count => (0, s.members()),
-        Some(s) => {
-            let mut all: Vec<(u64, Bytes)> = s
-                .iter()
-                .map(|m| (crate::hub::keyspace::scan_hash(m), m.clone()))
-                .filter(|(h, _)| *h >= cursor)
-                .collect();
-            all.sort();
-            let mut end = all.len().min(count);
-            while end < all.len() && end > 0 && all[end].0 == all[end - 1].0 {
-                end += 1;
+    // larger ones page by a stable hash of the member. Only the hashing
+    // runs under the keyspace lock; the sort runs after it.
+    let cands = with_set(conn, &args[1], |s| match s {
+        None => Err(Vec::new()),
+        Some(s) if s.is_intset() || s.len() <= count => Err(s.members()),
+        Some(s) => Ok(s
+            .iter()
+            .map(|m| (crate::hub::keyspace::scan_hash(m), m.clone()))
+            .filter(|(h, _)| *h >= cursor)
+            .collect::<Vec<(u64, Bytes)>>()),
+    });
+    let (next, page): (u64, Vec<Bytes>) = match cands {
+        Err(_) => return wrongtype(conn),
+        Ok(Err(whole)) => (0, whole),
+        Ok(Ok(mut all)) => {
+            // Only the page's members need ordering: O(n) selection, then
+            // a sort of `count` of them.
+            let cut = count.min(all.len());
+            if all.len() > cut {
+                all.select_nth_unstable(cut);
             }
-            let next = all.get(end).map_or(0, |e| e.0.max(1));
-            (next, all.into_iter().take(end).map(|e| e.1).collect())
+            let rest = all.split_off(cut);
+            let mut page = all;
+            page.sort();
+            // Never split members that share a hash across pages.
+            let boundary = page.last().map(|e| e.0);
+            let mut next: Option<u64> = None;
+            for e in rest {
+                if Some(e.0) == boundary {
+                    page.push(e);
+                } else {
+                    next = Some(next.map_or(e.0, |n| n.min(e.0)));
+                }
+            }
+            let next = next.map_or(0, |n| n.max(1));
+            (next, page.into_iter().map(|e| e.1).collect())
         }
     };
     let page: Vec<Bytes> = page

@@ -105,61 +105,73 @@ pub(super) fn zrandmember(conn: &mut Conn, args: &[Bytes]) {
     if args.len() > 2 && count.is_none() {
         return err(conn, NOT_INT);
     }
-    let Some(all) = read(conn, &args[1], |z| z.map(|z| z.all())) else {
+    if let Some(n) = count.filter(|n| *n < 0) {
+        if n == i64::MIN {
+            return err(
+                conn,
+                "ERR value is out of range, value must between -9223372036854775807 and 9223372036854775807",
+            );
+        }
+        if n.unsigned_abs() > crate::resp::cmd::sets::MAX_RANDOM_REPLY {
+            return err(conn, "ERR value is out of range");
+        }
+    }
+    // Picks by rank, O(log n) each: never a copy of the whole set under the
+    // keyspace lock.
+    let rand_index = crate::resp::cmd::sets::rand_index;
+    let picks = read(conn, &args[1], |z| {
+        let z = z.filter(|z| !z.is_empty())?;
+        let len = z.len();
+        let at = |r: usize| z.range_by_rank(r, r + 1).pop();
+        Some(match count {
+            None => at(rand_index(len)).into_iter().collect(),
+            Some(n) if n < 0 => (0..n.unsigned_abs())
+                .filter_map(|_| at(rand_index(len)))
+                .collect(),
+            Some(n) if n as u64 >= len as u64 => z.range_by_rank(0, len),
+            Some(n) => {
+                // Distinct picks: Floyd's sampling of n ranks out of len.
+                let n = n as usize;
+                let mut chosen = std::collections::HashSet::with_capacity(n);
+                let mut out: Vec<(Bytes, f64)> = Vec::with_capacity(n);
+                for j in len - n..len {
+                    let t = rand_index(j + 1);
+                    let r = if chosen.insert(t) {
+                        t
+                    } else {
+                        chosen.insert(j);
+                        j
+                    };
+                    out.extend(at(r));
+                }
+                out
+            }
+        })
+    });
+    let Some(picks) = picks else {
         return;
     };
-    let all = all.unwrap_or_default();
     let mut out = conn.reply();
-    let mut seed = crate::hub::now_ms() ^ 0x5DEECE66D;
-    let mut rnd = |n: usize| {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        (seed % n.max(1) as u64) as usize
-    };
-    match count {
-        None => match all.is_empty() {
-            true => out.null(),
-            false => out.bulk(&all[rnd(all.len())].0),
+    match (count, picks) {
+        (None, None) => out.null(),
+        (None, Some(p)) => match p.first() {
+            Some((m, _)) => out.bulk(m),
+            None => out.null(),
         },
-        Some(n) if n < 0 => {
-            if n.unsigned_abs() > crate::resp::cmd::sets::MAX_RANDOM_REPLY {
-                return out.error("ERR value is out of range");
-            }
-            if all.is_empty() {
-                return out.array(0);
-            }
-            let picks: Vec<(Bytes, f64)> = (0..n.unsigned_abs())
-                .map(|_| all[rnd(all.len())].clone())
-                .collect();
-            write_range(&mut out, &picks, withscores);
-        }
-        Some(n) => {
-            let n = (n as usize).min(all.len());
-            let mut pool = all;
-            let picks: Vec<(Bytes, f64)> = if n == pool.len() {
-                pool
-            } else {
-                (0..n)
-                    .map(|_| {
-                        let i = rnd(pool.len());
-                        pool.swap_remove(i)
-                    })
-                    .collect()
-            };
-            write_range(&mut out, &picks, withscores);
-        }
+        (Some(_), p) => write_range(&mut out, &p.unwrap_or_default(), withscores),
     }
 }
 
 pub(super) fn zscan(conn: &mut Conn, args: &[Bytes]) {
-    let cursor = match std::str::from_utf8(&args[2])
-        .ok()
-        .and_then(|s| s.parse::<u64>().ok())
-    {
-        Some(c) => c,
-        None => return err(conn, "ERR invalid cursor"),
+    // Redis's order: the cursor, then the key, then the options.
+    let Some(cursor) = crate::resp::cmd::scan_cursor(conn, &args[2]) else {
+        return;
     };
+    match read(conn, &args[1], |z| z.is_some()) {
+        None => return,
+        Some(false) => return crate::resp::cmd::empty_scan(conn),
+        Some(true) => {}
+    }
     let (mut count, mut pattern) = (10usize, None);
     let mut i = 3;
     while i < args.len() {
@@ -179,26 +191,24 @@ pub(super) fn zscan(conn: &mut Conn, args: &[Bytes]) {
         }
         i += 2;
     }
-    let Some(all) = read(conn, &args[1], |z| z.map(|z| z.all())) else {
+    // Small sets (Redis's listpack encoding, up to 128 members) come whole,
+    // in score order; larger ones page by rank, O(log n + count) a page.
+    let Some(paged) = read(conn, &args[1], |z| {
+        let Some(z) = z else {
+            return (0u64, Vec::new());
+        };
+        let len = z.len();
+        if len <= 128 {
+            return (0, z.range_by_rank(0, len));
+        }
+        let start = usize::try_from(cursor).unwrap_or(usize::MAX).min(len);
+        let end = start.saturating_add(count).min(len);
+        let next = if end >= len { 0 } else { end as u64 };
+        (next, z.range_by_rank(start, end))
+    }) else {
         return;
     };
-    let all = all.unwrap_or_default();
-    // Small sets (Redis's listpack encoding, up to 128 members) come whole,
-    // in score order; larger ones page by rank.
-    let (next, page) = if all.len() <= 128 {
-        (0u64, all)
-    } else {
-        let start = cursor as usize;
-        let end = start.saturating_add(count).min(all.len());
-        let next = if end >= all.len() { 0 } else { end as u64 };
-        (
-            next,
-            all.into_iter()
-                .skip(start)
-                .take(end.saturating_sub(start))
-                .collect(),
-        )
-    };
+    let (next, page) = paged;
     let page: Vec<(Bytes, f64)> = page
         .into_iter()
         .filter(|(m, _)| pattern.as_ref().is_none_or(|g| g.matches(m)))
