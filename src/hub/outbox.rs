@@ -293,8 +293,10 @@ impl Outbox {
         }
         let was_empty = st.is_empty();
         enqueue(&mut st);
-        drop(st);
+        // Under the lock: a `written` racing ahead would otherwise take the
+        // bytes out of the budget before they were put in.
         self.budget_add(len);
+        drop(st);
         if was_empty {
             self.notify_or_defer();
         }
@@ -330,8 +332,8 @@ impl Outbox {
         let was_empty = st.is_empty();
         st.seal_tail();
         st.queue.push_back(bytes);
-        drop(st);
         self.budget_add(len);
+        drop(st);
         if was_empty {
             self.notify.notify_one();
         }
