@@ -461,9 +461,16 @@ async fn rss_of_thirty_unread_history_replies() {
             refused += 1;
         }
     }
+    // Every reply read, the clients still connected and idle.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let read = rss();
     println!(
-        "global limit {limit}: RSS {before} MiB -> {after} MiB with 30 unread 30 MB history replies; {refused} of 30 refused with 109"
+        "global limit {limit}: RSS {before} MiB -> {after} MiB with 30 unread 30 MB history replies; \
+         {refused} of 30 refused with 109; {read} MiB once every reply was read (clients still open)"
     );
+    drop(clients);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    println!("after the 30 clients left: {} MiB", rss());
     let _ = std::fs::remove_dir_all(dir);
 }
 
