@@ -372,6 +372,50 @@ async fn replies_count_against_the_connection_output_limit() {
 }
 
 #[tokio::test]
+async fn a_recovery_larger_than_the_output_limit_is_not_replayed() {
+    let (dir, cfg) = temp_config("replaylimit", "[namespaces.h]\nhistory_size = 200\n");
+    let h = Herald::start(&["--config", &cfg, "--output-buffer-hard-limit", "1mb"]);
+    fill_history(&h, "h:r", 1, 10);
+    let mut ws = ws_connect(h.http, None).await;
+    let top = ws_call(
+        &mut ws,
+        1,
+        json!({"op": "history", "channel": "h:r", "limit": 0}),
+    )
+    .await;
+    let since = json!({"offset": 1, "epoch": top["result"]["epoch"]});
+    // A small gap is replayed.
+    fill_history(&h, "h:r", 3, 32 * 1024);
+    let r = ws_call(
+        &mut ws,
+        2,
+        json!({"op": "subscribe", "channel": "h:r", "since": since}),
+    )
+    .await;
+    assert_eq!(r["result"]["recovered"], true, "{}", r["result"]);
+    for offset in 2..=4 {
+        assert_eq!(ws_recv(&mut ws).await["offset"], offset);
+    }
+    // A gap larger than the hard limit alone: recovered false, nothing
+    // replayed, the connection stays (it was not slow).
+    fill_history(&h, "h:r", 60, 32 * 1024);
+    let mut late = ws_connect(h.http, None).await;
+    let r = ws_call(
+        &mut late,
+        1,
+        json!({"op": "subscribe", "channel": "h:r", "since": since}),
+    )
+    .await;
+    assert_eq!(r["result"]["recovered"], false, "{}", r["result"]);
+    assert_eq!(r["result"]["offset"], 64);
+    assert_eq!(
+        ws_call(&mut late, 2, json!({"op": "ping"})).await["result"],
+        json!({})
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
 async fn large_replies_are_refused_past_the_global_budget() {
     let (dir, cfg) = temp_config("budget", "[namespaces.h]\nhistory_size = 400\n");
     let h = Herald::start(&["--config", &cfg, "--output-buffer-global-limit", "40mb"]);
