@@ -371,6 +371,43 @@ async fn replies_count_against_the_connection_output_limit() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// A client that reads nothing but keeps sending is still cut off once its
+/// socket has accepted nothing for ping interval + pong timeout: reading
+/// while writing must not restart that clock with every frame it sends.
+#[tokio::test]
+async fn a_client_that_only_sends_is_cut_off_when_its_socket_stalls() {
+    let h = Herald::start(&[
+        "--ws-ping-interval",
+        "500ms",
+        "--ws-pong-timeout",
+        "500ms",
+        "--output-buffer-hard-limit",
+        "0",
+        "--output-buffer-soft-limit",
+        "0",
+    ]);
+    let mut ws = ws_connect(h.http, None).await;
+    ws_call(&mut ws, 1, json!({"op": "subscribe", "channel": "stall"})).await;
+    let mut p = Raw::connect(h.resp);
+    let payload = vec![b's'; 100 * 1024];
+    for _ in 0..200 {
+        p.cmd(&[b"PUBLISH", b"stall", &payload]);
+    }
+    let deadline = Instant::now() + TIMEOUT;
+    let mut i = 100;
+    while slow_disconnects(&h) != "client_output_buffer_limit_disconnections:1" {
+        assert!(
+            Instant::now() < deadline,
+            "a sending, non-reading client stayed: {}",
+            slow_disconnects(&h)
+        );
+        let ping = json!({"id": i, "op": "ping"}).to_string();
+        let _ = ws.send(Message::Text(ping.into())).await;
+        i += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[tokio::test]
 async fn a_recovery_larger_than_the_output_limit_is_not_replayed() {
     let (dir, cfg) = temp_config("replaylimit", "[namespaces.h]\nhistory_size = 200\n");

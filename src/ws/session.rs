@@ -1040,6 +1040,7 @@ async fn serve(socket: &mut WebSocket, s: &mut Session, batch: &mut VecDeque<Byt
     // flush: tungstenite copies each frame into its own write buffer, so a
     // large reply handed over is still memory held for this client.
     let mut unflushed = 0usize;
+    let mut stall_deadline: Option<TInstant> = None;
     loop {
         if sink.lag().broken {
             return End::Disconnect(DisconnectCode::InsufficientState);
@@ -1053,12 +1054,18 @@ async fn serve(socket: &mut WebSocket, s: &mut Session, batch: &mut VecDeque<Byt
         if outbox.overflowed().is_some() {
             return End::Disconnect(DisconnectCode::Slow);
         }
-        if !batch.is_empty() {
+        // A phase cut short by an incoming frame may have fed everything
+        // but not flushed it yet: finishing that is a write phase too.
+        if !batch.is_empty() || unflushed > 0 {
             // Boxed: the write path's futures live on the heap only while a
             // write is in flight, keeping idle sessions small.
-            let write = write_phase(socket, batch, &mut unflushed, outbox, &shutdown, stall);
+            // The stall deadline runs from the start of the batch, not of
+            // each phase: a client that keeps sending (each frame ends a
+            // phase early) but reads nothing is still cut off.
+            let deadline = *stall_deadline.get_or_insert_with(|| later(TInstant::now(), stall));
+            let write = write_phase(socket, batch, &mut unflushed, outbox, &shutdown, deadline);
             match Box::pin(write).await {
-                Written::Done => {}
+                Written::Done => stall_deadline = None,
                 Written::Incoming(msg) => {
                     awaiting_pong = None;
                     if let Some(end) = s.receive(msg) {
@@ -1139,13 +1146,13 @@ async fn write_phase(
     unflushed: &mut usize,
     outbox: &Outbox,
     shutdown: &tokio_util::sync::CancellationToken,
-    stall: Duration,
+    stall: TInstant,
 ) -> Written {
     tokio::select! {
         biased;
         _ = shutdown.cancelled() => Written::End(End::Disconnect(DisconnectCode::Shutdown)),
         _ = wait_overflow(outbox) => Written::End(End::Disconnect(DisconnectCode::Slow)),
-        _ = tokio::time::sleep(stall) => Written::End(End::Disconnect(DisconnectCode::Slow)),
+        _ = tokio::time::sleep_until(stall) => Written::End(End::Disconnect(DisconnectCode::Slow)),
         w = write_or_read(socket, batch, unflushed, outbox) => w,
     }
 }
