@@ -123,6 +123,9 @@ pub enum KeyError {
     Both,
 }
 
+/// The largest JWT leeway applied (a year), whatever is configured.
+const MAX_LEEWAY_SECS: u64 = 365 * 86_400;
+
 struct JwtVerifier {
     key: DecodingKey,
     validation: Validation,
@@ -175,7 +178,10 @@ impl Authenticator {
         };
         let jwt = jwt.map(|(key, alg)| {
             let mut validation = Validation::new(alg);
-            validation.leeway = cfg.jwt_leeway.as_secs();
+            // jsonwebtoken computes `now - leeway` and `now + leeway` in
+            // plain u64 arithmetic: an absurd configured leeway would
+            // overflow there, so it is capped at a year.
+            validation.leeway = cfg.jwt_leeway.as_secs().min(MAX_LEEWAY_SECS);
             validation.validate_nbf = true;
             validation.validate_aud = false;
             validation.set_required_spec_claims(&["exp", "sub"]);
@@ -448,6 +454,25 @@ mod tests {
             parts[2]
         );
         assert!(a.verify_token(&forged).is_err());
+    }
+
+    #[test]
+    fn absurd_leeway_and_expiry_do_not_overflow() {
+        let cfg = crate::config::Options {
+            jwt_hmac_secret: Some("s3cret".into()),
+            jwt_leeway: Some(crate::config::Dur(std::time::Duration::from_secs(u64::MAX))),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap();
+        let a = Authenticator::from_config(&cfg).unwrap();
+        let t = token(serde_json::json!({"sub": "u1", "exp": u64::MAX}), "s3cret");
+        assert_eq!(a.verify_token(&t).unwrap().exp, u64::MAX);
+        let t = token(
+            serde_json::json!({"sub": "u1", "exp": u64::MAX, "nbf": u64::MAX}),
+            "s3cret",
+        );
+        assert_eq!(a.verify_token(&t), Err(TokenError::NotYetValid));
     }
 
     #[test]

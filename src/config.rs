@@ -318,6 +318,12 @@ pub struct Options {
     /// Namespaces (TOML only): [namespaces.NAME] tables.
     #[arg(skip)]
     pub namespaces: Option<BTreeMap<String, NamespaceOptions>>,
+
+    /// Output pending across all WebSocket connections past which requests
+    /// with large replies (history, presence, recovery, leaderboards) are
+    /// refused with error 109 instead of queued (0 = no limit). [default: 512mb]
+    #[arg(long, env = "HERALD_OUTPUT_BUFFER_GLOBAL_LIMIT", value_name = "SIZE")]
+    pub output_buffer_global_limit: Option<ByteSize>,
 }
 
 /// Errors while loading configuration.
@@ -367,6 +373,9 @@ pub struct Config {
     /// The options of channels outside every configured namespace:
     /// `[namespaces.default]`, or the defaults.
     default_namespace: NamespaceOptions,
+    /// Output pending across all WebSocket connections past which large
+    /// replies are refused (0: no limit).
+    pub output_buffer_global_limit: usize,
 }
 
 impl Default for Config {
@@ -477,7 +486,8 @@ impl Options {
             leaderboard_interval,
             leaderboard_resp_top,
             log,
-            namespaces
+            namespaces,
+            output_buffer_global_limit
         )
     }
 
@@ -533,6 +543,7 @@ impl Options {
             log: self.log.unwrap_or_else(|| "info".into()),
             namespaces: self.namespaces.unwrap_or_default(),
             default_namespace: NamespaceOptions::default(),
+            output_buffer_global_limit: size(self.output_buffer_global_limit, 512 << 20)?,
         };
         // Once any authentication is configured, clients without a valid
         // token get nothing, except where a namespace opens itself with an

@@ -283,10 +283,12 @@ async fn http_api_keys_and_errors() {
     assert_eq!(http_post(h2.http, "/api/publish", &body, None).await.0, 403);
 }
 
+/// A refused `connect` ends the connection: its error reply, then the
+/// `disconnect` push and a Close frame with the disconnect code. It never
+/// falls back to an anonymous session.
 #[tokio::test]
-async fn jwt_negative_cases_keep_the_connection() {
+async fn jwt_negative_cases_end_the_connection() {
     let h = Herald::start(&["--jwt-hmac-secret", SECRET]);
-    let mut ws = ws_connect(h.http, None).await;
     use base64::Engine;
     let b64 = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
     let good = token("u1", json!({}));
@@ -296,6 +298,7 @@ async fn jwt_negative_cases_keep_the_connection() {
             "expired",
             hs256(json!({"sub": "u1", "exp": unix_now() - 100}), SECRET),
             104,
+            3002,
         ),
         (
             "not yet valid",
@@ -304,11 +307,13 @@ async fn jwt_negative_cases_keep_the_connection() {
                 SECRET,
             ),
             102,
+            3500,
         ),
         (
             "wrong key",
             hs256(json!({"sub": "u1", "exp": unix_now() + 600}), "other"),
             102,
+            3500,
         ),
         (
             "alg none",
@@ -318,6 +323,7 @@ async fn jwt_negative_cases_keep_the_connection() {
                 b64(&format!(r#"{{"sub":"u1","exp":{}}}"#, unix_now() + 600))
             ),
             102,
+            3500,
         ),
         (
             "tampered",
@@ -328,24 +334,25 @@ async fn jwt_negative_cases_keep_the_connection() {
                 parts[2]
             ),
             102,
+            3500,
         ),
         (
             "missing sub",
             hs256(json!({"exp": unix_now() + 600}), SECRET),
             102,
+            3500,
         ),
-        ("garbage", "not.a.jwt".to_string(), 102),
+        ("garbage", "not.a.jwt".to_string(), 102, 3500),
     ];
-    for (i, (name, tok, code)) in cases.iter().enumerate() {
+    for (i, (name, tok, code, close)) in cases.iter().enumerate() {
+        let mut ws = ws_connect(h.http, None).await;
         let r = ws_call(&mut ws, i as u64, json!({"op": "connect", "token": tok})).await;
         assert_eq!(r["error"]["code"], *code, "{name}: {r}");
-        // The connection stays usable.
-        assert_eq!(
-            ws_call(&mut ws, 100 + i as u64, json!({"op": "ping"})).await["result"],
-            json!({}),
-            "{name}"
-        );
+        let (push, got) = ws_until_close(&mut ws).await;
+        assert_eq!(got, Some(*close), "{name}");
+        assert_eq!(push.expect("disconnect push")["code"], *close, "{name}");
     }
+    let mut ws = ws_connect(h.http, None).await;
     let r = ws_call(&mut ws, 50, json!({"op": "connect", "token": good})).await;
     assert_eq!(r["result"]["user"], "u1");
     assert_eq!(
@@ -398,6 +405,8 @@ async fn rs256_and_es256_keys_fix_the_algorithm() {
             102,
             "{alg:?}"
         );
+        assert_eq!(ws_until_close(&mut ws).await.1, Some(3500), "{alg:?}");
+        let mut ws = ws_connect(h.http, None).await;
         assert_eq!(
             ws_call(&mut ws, 2, json!({"op": "connect", "token": good})).await["result"]["user"],
             "u1",

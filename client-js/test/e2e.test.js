@@ -207,12 +207,16 @@ test('JWT: authenticated connect, permissions, a refused token and a refresh', {
   await box.wait(1);
   alice.disconnect();
 
-  // A token signed with another secret: refused for good.
+  // A token signed with another secret: refused for good. The server ends
+  // the connection: the connect error (102), then the terminal disconnect
+  // (3500). When both frames arrive in one read, the disconnect push is
+  // handled before the rejected reply's promise settles, so either code
+  // may surface; both stop the client for good.
   const mallory = client(auth.url, { token: jwt({ sub: 'mallory', exp: nowSeconds() + 60 }, 'wrong') });
   const disconnects = record(mallory, 'disconnect');
-  await assert.rejects(mallory.connect(), { name: 'HeraldError', code: 102 });
+  await assert.rejects(mallory.connect(), (err) => err.name === 'HeraldError' && [102, 3500].includes(err.code));
   assert.equal(mallory.state, 'disconnected');
-  assert.equal(disconnects[0].code, 102);
+  assert.ok([102, 3500].includes(disconnects[0].code), `disconnect code ${disconnects[0].code}`);
 
   // A token about to expire is refreshed through getToken before it does,
   // and the connection outlives the first token.
@@ -233,7 +237,9 @@ test('JWT: authenticated connect, permissions, a refused token and a refresh', {
   await until(() => Date.now() > firstExp * 1000 + 700, 5000, 'past the first expiry');
   assert.equal(bob.state, 'connected');
   assert.deepEqual(bobDisconnects, []);
-  await respPublish(auth.resp, 'news.bob', '"still here"');
+  // Published by bob himself: an anonymous RESP client may no longer
+  // publish once authentication is configured.
+  await bob.publish('news.bob', 'still here');
   await bobBox.wait(1);
   bob.disconnect();
 });

@@ -11,6 +11,7 @@
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -81,6 +82,51 @@ impl Default for OutputLimits {
     }
 }
 
+/// Output pending in every outbox that shares it: one server-wide count,
+/// so that a front end can refuse a request whose large reply would push
+/// the total past `limit` instead of queuing it (per-connection limits alone
+/// let N connections hold N times the hard limit). Deliveries and replies
+/// are counted alike; only the front end decides what to refuse.
+#[derive(Debug, Default)]
+pub struct OutputBudget {
+    used: AtomicUsize,
+    /// 0: no limit.
+    limit: usize,
+}
+
+impl OutputBudget {
+    pub fn new(limit: usize) -> Arc<OutputBudget> {
+        Arc::new(OutputBudget {
+            used: AtomicUsize::new(0),
+            limit,
+        })
+    }
+
+    /// Bytes pending across the outboxes sharing this budget.
+    pub fn used(&self) -> usize {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// True when `len` more bytes stay within the limit. A check, not a
+    /// reservation: requests checked at the same moment on other threads
+    /// may each pass, so the total can overshoot by one reply per thread.
+    pub fn fits(&self, len: usize) -> bool {
+        self.limit == 0 || self.used().saturating_add(len) <= self.limit
+    }
+
+    fn add(&self, n: usize) {
+        self.used.fetch_add(n, Ordering::Relaxed);
+    }
+
+    fn sub(&self, n: usize) {
+        self.used.fetch_sub(n, Ordering::Relaxed);
+    }
+}
+
 /// Why an outbox closed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Overflow {
@@ -109,6 +155,8 @@ pub struct Outbox {
     /// The owner writes a byte stream (RESP), so small frames may be
     /// copied together; a WebSocket owner needs each frame on its own.
     stream: bool,
+    /// The server-wide count this outbox's pending bytes belong to, if any.
+    budget: Option<Arc<OutputBudget>>,
 }
 
 impl State {
@@ -138,20 +186,34 @@ impl State {
 impl Outbox {
     /// An outbox of separate frames (WebSocket messages).
     pub fn new(limits: OutputLimits) -> Outbox {
-        Outbox {
-            state: Mutex::new(State::default()),
-            notify: Notify::new(),
-            limits,
-            stream: false,
-        }
+        Outbox::build(limits, false, None)
     }
 
     /// An outbox whose owner writes one byte stream: small frames pushed
     /// with [`Outbox::push_ref`] are copied into one buffer.
     pub fn stream(limits: OutputLimits) -> Outbox {
+        Outbox::build(limits, true, None)
+    }
+
+    /// An outbox of separate frames whose pending bytes also count in the
+    /// shared `budget`.
+    pub fn with_budget(limits: OutputLimits, budget: Arc<OutputBudget>) -> Outbox {
+        Outbox::build(limits, false, Some(budget))
+    }
+
+    fn build(limits: OutputLimits, stream: bool, budget: Option<Arc<OutputBudget>>) -> Outbox {
         Outbox {
-            stream: true,
-            ..Outbox::new(limits)
+            state: Mutex::new(State::default()),
+            notify: Notify::new(),
+            limits,
+            stream,
+            budget,
+        }
+    }
+
+    fn budget_add(&self, n: usize) {
+        if let Some(b) = &self.budget {
+            b.add(n);
         }
     }
 
@@ -215,14 +277,14 @@ impl Outbox {
         st.pending += len;
         let lim = &self.limits;
         if lim.hard_bytes > 0 && st.pending > lim.hard_bytes {
-            return self.overflow(st, Overflow::Hard);
+            return self.overflow(st, Overflow::Hard, len);
         }
         if lim.soft_bytes > 0 && st.pending > lim.soft_bytes {
             let now = Instant::now();
             match st.soft_since {
                 None => st.soft_since = Some(now),
                 Some(t) if now.duration_since(t) > lim.soft_duration => {
-                    return self.overflow(st, Overflow::Soft);
+                    return self.overflow(st, Overflow::Soft, len);
                 }
                 Some(_) => {}
             }
@@ -231,6 +293,9 @@ impl Outbox {
         }
         let was_empty = st.is_empty();
         enqueue(&mut st);
+        // Under the lock: a `written` racing ahead would otherwise take the
+        // bytes out of the budget before they were put in.
+        self.budget_add(len);
         drop(st);
         if was_empty {
             self.notify_or_defer();
@@ -262,10 +327,12 @@ impl Outbox {
         if st.closed {
             return false;
         }
-        st.pending += bytes.len();
+        let len = bytes.len();
+        st.pending += len;
         let was_empty = st.is_empty();
         st.seal_tail();
         st.queue.push_back(bytes);
+        self.budget_add(len);
         drop(st);
         if was_empty {
             self.notify.notify_one();
@@ -273,11 +340,16 @@ impl Outbox {
         true
     }
 
-    fn overflow(&self, mut st: std::sync::MutexGuard<'_, State>, why: Overflow) -> bool {
+    /// Closes the outbox for overflowing; `refused` bytes, counted in
+    /// `pending` by the push that overflowed, never entered the budget.
+    fn overflow(
+        &self,
+        mut st: std::sync::MutexGuard<'_, State>,
+        why: Overflow,
+        refused: usize,
+    ) -> bool {
         st.overflow = Some(why);
-        st.closed = true;
-        st.queue.clear();
-        st.tail = BytesMut::new();
+        self.shut(&mut st, refused);
         drop(st);
         self.notify.notify_one();
         false
@@ -298,6 +370,12 @@ impl Outbox {
     /// Reports `n` bytes written to the socket.
     pub fn written(&self, n: usize) {
         let mut st = self.lock();
+        if !st.closed {
+            // A closed outbox gave its bytes back to the budget already.
+            if let Some(b) = &self.budget {
+                b.sub(n.min(st.pending));
+            }
+        }
         st.pending = st.pending.saturating_sub(n);
         if st.pending <= self.limits.soft_bytes {
             st.soft_since = None;
@@ -322,6 +400,18 @@ impl Outbox {
     /// Closes the outbox: later pushes are refused.
     pub fn close(&self) {
         let mut st = self.lock();
+        self.shut(&mut st, 0);
+    }
+
+    /// Closes and empties the queue; the pending bytes (but `not_budgeted`
+    /// of them) leave the budget, since whatever the owner still holds is
+    /// dropped with the connection.
+    fn shut(&self, st: &mut State, not_budgeted: usize) {
+        if !st.closed {
+            if let Some(b) = &self.budget {
+                b.sub(st.pending.saturating_sub(not_budgeted));
+            }
+        }
         st.closed = true;
         st.queue.clear();
         st.tail = BytesMut::new();
@@ -346,6 +436,18 @@ impl Outbox {
     pub fn queued_len(&self) -> usize {
         let st = self.lock();
         st.queue.len() + usize::from(!st.tail.is_empty())
+    }
+}
+
+impl Drop for Outbox {
+    fn drop(&mut self) {
+        // An outbox dropped without `close` still gives its bytes back.
+        let st = self.state.get_mut().unwrap_or_else(|e| e.into_inner());
+        if !st.closed {
+            if let Some(b) = &self.budget {
+                b.sub(st.pending);
+            }
+        }
     }
 }
 
@@ -478,5 +580,40 @@ mod tests {
         std::thread::sleep(Duration::from_millis(30));
         assert!(!o.push(b(1)));
         assert_eq!(o.overflowed(), Some(Overflow::Soft));
+    }
+
+    #[test]
+    fn budget_counts_pending_bytes_of_all_its_outboxes() {
+        let budget = OutputBudget::new(100);
+        let limits = OutputLimits {
+            hard_bytes: 80,
+            soft_bytes: 0,
+            soft_duration: Duration::ZERO,
+        };
+        let x = Arc::new(Outbox::with_budget(limits, budget.clone()));
+        let y = Arc::new(Outbox::with_budget(limits, budget.clone()));
+        assert!(x.push(b(30)));
+        assert!(x.push_reply(b(10)));
+        assert!(y.push(b(50)));
+        assert_eq!(budget.used(), 90);
+        assert!(budget.fits(10) && !budget.fits(11));
+        // Written bytes leave the budget.
+        let mut q = VecDeque::new();
+        x.take(&mut q);
+        x.written(30);
+        assert_eq!(budget.used(), 60);
+        // An overflow gives back what was queued, not what it refused.
+        assert!(!y.push(b(40)));
+        assert_eq!(budget.used(), 10);
+        y.written(50);
+        assert_eq!(budget.used(), 10, "a closed outbox already gave back");
+        // Closing gives back taken-but-unwritten bytes too.
+        x.close();
+        assert_eq!(budget.used(), 0);
+        let c = Arc::new(Outbox::with_budget(limits, budget.clone()));
+        assert!(c.push(b(5)));
+        drop(c);
+        assert_eq!(budget.used(), 0, "dropping gives back");
+        assert!(OutputBudget::new(0).fits(usize::MAX), "0: no limit");
     }
 }

@@ -21,6 +21,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::http::{api_error, AppState};
+use crate::hub::outbox::OutputBudget;
 use crate::hub::Stats;
 
 /// State shared by WebSocket sessions.
@@ -31,6 +32,8 @@ pub struct WsServer {
     /// Open sessions (a gauge for `/metrics`).
     pub open: AtomicUsize,
     pub subscriptions: AtomicUsize,
+    /// Output pending across all sessions (`--output-buffer-global-limit`).
+    pub output: Arc<OutputBudget>,
 }
 
 impl WsServer {
@@ -41,6 +44,7 @@ impl WsServer {
             shutdown,
             open: AtomicUsize::new(0),
             subscriptions: AtomicUsize::new(0),
+            output: OutputBudget::new(cfg.output_buffer_global_limit),
         })
     }
 
@@ -52,6 +56,26 @@ impl WsServer {
     pub async fn drain(&self) {
         self.tracker.close();
         self.tracker.wait().await;
+    }
+}
+
+/// tungstenite's limit on its write buffer: a frame larger than this (plus
+/// what is buffered) cannot be sent at all. Room for a reply as large as the
+/// output hard limit, or twice the largest message, whichever is more.
+pub fn write_buffer_limit(cfg: &Config) -> usize {
+    let max_message = cfg.ws_max_message_size.saturating_add(64 * 1024);
+    cfg.output_limits
+        .hard_bytes
+        .max(max_message.saturating_mul(2))
+        .saturating_add(64 * 1024)
+}
+
+/// The largest reply a session queues: the output hard limit (a larger
+/// one would cut the client off), else what the write buffer can take.
+pub fn max_reply(cfg: &Config) -> usize {
+    match cfg.output_limits.hard_bytes {
+        0 => write_buffer_limit(cfg) - 64 * 1024,
+        hard => hard,
     }
 }
 
@@ -120,7 +144,7 @@ pub async fn upgrade(
         // burst of small messages into few segments (0 wrote one syscall
         // per message), and idle sessions never allocate it.
         .write_buffer_size(8 * 1024)
-        .max_write_buffer_size(st.cfg.output_limits.hard_bytes.max(max * 2))
+        .max_write_buffer_size(write_buffer_limit(&st.cfg))
         .max_message_size(max)
         .max_frame_size(max)
         .on_upgrade(move |socket| {

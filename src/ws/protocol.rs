@@ -21,6 +21,10 @@ pub enum ErrorCode {
     LimitExceeded = 106,
     RateLimited = 107,
     NotEnabled = 108,
+    /// The server's output budget (`--output-buffer-global-limit`) is
+    /// spent: a request with a large reply is refused, not queued. Retry
+    /// later.
+    Busy = 109,
     InvalidChannel = 110,
     UnrecoverablePosition = 111,
     Internal = 500,
@@ -250,6 +254,44 @@ pub fn encode_delivery(d: &Delivery<'_>) -> Bytes {
     Bytes::from(out)
 }
 
+/// What a `history` reply of `entries` will about cost, before encoding
+/// it: the payloads and a little framing each (base64 adds a third).
+pub fn history_estimate(entries: &[(u64, Bytes)]) -> usize {
+    entries
+        .iter()
+        .fold(64, |n, (_, p)| n.saturating_add(p.len()).saturating_add(32))
+}
+
+/// A `history` reply: `{"id", "result": {"publications": [{offset, data[,
+/// encoding]}], "offset", "epoch"}}`, written straight to bytes (a page may
+/// hold thousands of entries, so no JSON tree in between).
+pub fn history_reply(id: &Value, entries: &[(u64, Bytes)], top: u64, epoch: u64) -> Bytes {
+    let mut out = Vec::with_capacity(history_estimate(entries));
+    out.extend_from_slice(br#"{"id":"#);
+    // An id is null, a number or a string: writing it cannot fail.
+    let _ = serde_json::to_writer(&mut out, id);
+    out.extend_from_slice(br#","result":{"publications":["#);
+    let mut num = itoa::Buffer::new();
+    for (i, (offset, payload)) in entries.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(br#"{"offset":"#);
+        out.extend_from_slice(num.format(*offset).as_bytes());
+        out.extend_from_slice(br#","data":"#);
+        if write_json_data(&mut out, payload) {
+            out.extend_from_slice(br#","encoding":"base64""#);
+        }
+        out.push(b'}');
+    }
+    out.extend_from_slice(br#"],"offset":"#);
+    out.extend_from_slice(num.format(top).as_bytes());
+    out.extend_from_slice(br#","epoch":""#);
+    out.extend_from_slice(num.format(epoch).as_bytes());
+    out.extend_from_slice(br#""}}"#);
+    Bytes::from(out)
+}
+
 /// A history entry as JSON: `{"offset", "data"[, "encoding"]}`.
 pub fn publication_json(offset: u64, payload: &[u8]) -> Value {
     let mut data = Vec::new();
@@ -334,5 +376,29 @@ mod tests {
         assert_eq!(v["encoding"], "base64");
         assert!(DisconnectCode::Slow.reconnect());
         assert!(!DisconnectCode::Unauthorized.reconnect());
+    }
+
+    #[test]
+    fn history_reply_is_the_json_of_its_entries() {
+        let entries = vec![
+            (7, Bytes::from_static(br#"{"a": [1, 2]}"#)),
+            (8, Bytes::from_static(b"plain \"text\"")),
+            (9, Bytes::from_static(&[0xff, 0x00])),
+        ];
+        let r = history_reply(&json!("q1"), &entries, 9, 42);
+        let v: Value = serde_json::from_slice(&r).unwrap();
+        assert_eq!(
+            v,
+            json!({"id": "q1", "result": {
+                "publications": [
+                    {"offset": 7, "data": {"a": [1, 2]}},
+                    {"offset": 8, "data": "plain \"text\""},
+                    {"offset": 9, "data": "/wA=", "encoding": "base64"},
+                ],
+                "offset": 9, "epoch": "42"}})
+        );
+        let empty: Value = serde_json::from_slice(&history_reply(&json!(null), &[], 0, 1)).unwrap();
+        assert_eq!(empty["result"]["publications"], json!([]));
+        assert!(history_estimate(&entries) >= 64 + 3 * 32);
     }
 }

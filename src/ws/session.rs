@@ -4,17 +4,24 @@
 //! messages publishers push there, exactly as on RESP: a `subscribe` reply
 //! is queued before the subscription becomes visible, so it always precedes
 //! the channel's first message. One `select!` serves the socket, the outbox,
-//! liveness pings, token expiry and shutdown.
+//! liveness pings, token expiry and shutdown; while a batch is being
+//! written the socket is read too, so a client's Close is answered at once.
+//!
+//! Replies count against the connection's output limits like deliveries,
+//! and large ones (history, presence, recovery, leaderboards) are first
+//! checked against the server-wide output budget.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use bytes::Bytes;
-use futures_util::SinkExt;
+use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
+use tokio::time::Instant as TInstant;
 
 use super::protocol::{self as proto, Command, DisconnectCode, ErrorCode};
 use crate::auth::{Identity, TokenError};
@@ -125,17 +132,122 @@ struct Session {
     publishes: VecDeque<Instant>,
 }
 
-fn expiry_instant(exp: u64, leeway: Duration) -> tokio::time::Instant {
+/// How far ahead any deadline is set at most. Deadlines come from a
+/// client's token (`exp`, up to `u64::MAX` seconds) and from the config;
+/// `Instant + Duration` panics on overflow, and tokio's timer adds to the
+/// deadline again, so they are capped well inside the clock's range.
+const FAR_FUTURE: Duration = Duration::from_secs(100 * 365 * 86_400);
+
+/// `base + d`, capped at [`FAR_FUTURE`]: never panics.
+fn later(base: TInstant, d: Duration) -> TInstant {
+    base + d.min(FAR_FUTURE)
+}
+
+/// When a token with expiry `exp` (Unix seconds, from the client) runs out.
+fn expiry_instant(exp: u64, leeway: Duration) -> TInstant {
     let now_unix = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
-    let left = Duration::from_secs(exp).saturating_sub(now_unix) + leeway;
-    tokio::time::Instant::now() + left
+    let left = Duration::from_secs(exp)
+        .saturating_sub(now_unix)
+        .saturating_add(leeway);
+    later(TInstant::now(), left)
+}
+
+/// Smallest reply held to the global output budget: acknowledgements and
+/// errors cost less than refusing them would.
+const LARGE_REPLY: usize = 16 * 1024;
+
+/// How long a closing handshake may take: the Close frame (after pending
+/// replies) out, and the peer's Close or EOF in.
+const CLOSE_WAIT: Duration = Duration::from_secs(1);
+
+/// How a session ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum End {
+    /// The socket is gone (EOF, reset, write error): nothing more to send.
+    Gone,
+    /// The client sent a Close frame: it is answered with a Close
+    /// (RFC 6455 §5.5.1), then TCP is closed.
+    ClosedByClient,
+    /// A `disconnect` push, then a Close frame with the same code.
+    Disconnect(DisconnectCode),
+    /// A Close frame with a WebSocket protocol code (RFC 6455 §7.4.1) and
+    /// no push: the client broke the framing itself (1007 invalid UTF-8,
+    /// 1002 protocol error).
+    Violation(u16, &'static str),
+}
+
+/// Why a large reply was not queued.
+enum Refusal {
+    /// The reply alone is larger than the connection's hard limit: error
+    /// 106; the client may ask for less (a smaller `limit`).
+    TooLarge,
+    /// The global output budget is spent: error 109; retry later.
+    Busy,
 }
 
 impl Session {
+    /// Queues a reply. Replies count against the output limits as
+    /// deliveries do: past the hard limit the outbox closes and the
+    /// session ends with the slow-consumer code.
     fn send(&self, frame: Bytes) {
-        self.sink.outbox.push_reply(frame);
+        self.sink.outbox.push(frame);
+    }
+
+    /// Whether a reply of about `len` bytes may be queued. Small replies
+    /// always may; a large one must fit the connection's hard limit on its
+    /// own and the server-wide budget (checked, not reserved: concurrent
+    /// sessions may overshoot it by one reply each).
+    fn admit(&self, len: usize) -> Result<(), Refusal> {
+        if len < LARGE_REPLY {
+            return Ok(());
+        }
+        if len > super::max_reply(&self.st.cfg) {
+            return Err(Refusal::TooLarge);
+        }
+        if !self.st.ws.output.fits(len) {
+            return Err(Refusal::Busy);
+        }
+        Ok(())
+    }
+
+    fn refuse(&self, id: &Value, why: Refusal, len: usize) {
+        match why {
+            Refusal::TooLarge => self.error(
+                id,
+                ErrorCode::LimitExceeded,
+                &format!(
+                    "reply of {len} bytes exceeds the output limit ({} bytes); ask for less",
+                    super::max_reply(&self.st.cfg)
+                ),
+            ),
+            Refusal::Busy => {
+                tracing::debug!(
+                    client = self.id,
+                    len,
+                    "large reply refused: output budget spent"
+                );
+                self.error(
+                    id,
+                    ErrorCode::Busy,
+                    "server output budget exhausted; retry later",
+                )
+            }
+        }
+    }
+
+    /// Queues a large reply built by `build` after checking its estimated
+    /// size, then its real size.
+    fn send_large(&self, id: &Value, estimate: usize, build: impl FnOnce() -> Bytes) {
+        if let Err(why) = self.admit(estimate) {
+            return self.refuse(id, why, estimate);
+        }
+        let frame = build();
+        match self.admit(frame.len()) {
+            Ok(()) => self.send(frame),
+            Err(why) => self.refuse(id, why, frame.len()),
+        }
     }
 
     fn error(&self, id: &Value, code: ErrorCode, msg: &str) {
@@ -144,6 +256,29 @@ impl Session {
 
     fn total_subscriptions(&self) -> usize {
         self.channels.len() + self.patterns.len() + self.leaderboards.len()
+    }
+
+    /// Answers `LimitExceeded` (and returns false) when one more
+    /// subscription would pass this connection's limit: the lower
+    /// `--anonymous-max-subscriptions` for clients without a token.
+    fn check_subscription_limit(&self, id: &Value) -> bool {
+        let cfg = &self.st.cfg;
+        let (max, who) = match self.identity {
+            Identity::Anonymous => (
+                cfg.max_subscriptions.min(cfg.anonymous_max_subscriptions),
+                "anonymous connection",
+            ),
+            _ => (cfg.max_subscriptions, "connection"),
+        };
+        if self.total_subscriptions() >= max {
+            self.error(
+                id,
+                ErrorCode::LimitExceeded,
+                &format!("max subscriptions per {who} reached ({max})"),
+            );
+            return false;
+        }
+        true
     }
 
     fn set_identity(&mut self, claims: Option<Arc<crate::auth::Claims>>) {
@@ -159,7 +294,7 @@ impl Session {
         }
     }
 
-    fn token_error(&self, id: &Value, e: TokenError) {
+    fn token_error(&self, id: &Value, e: &TokenError) {
         Stats::add(&self.st.hub.stats.auth_failures, 1);
         let code = match e {
             TokenError::Expired => ErrorCode::TokenExpired,
@@ -168,22 +303,46 @@ impl Session {
         self.error(id, code, &e.to_string());
     }
 
-    fn handle(&mut self, text: &str) {
+    /// Handles one text frame. `Some(code)` ends the session with that
+    /// disconnect (after the replies already queued).
+    fn handle(&mut self, text: &str) -> Option<DisconnectCode> {
         let cmd = match proto::parse_command(text) {
             Ok(c) => c,
             Err(bad) => {
                 self.error(&bad.id, ErrorCode::BadRequest, &bad.message);
-                return;
+                return None;
             }
         };
         let started = Instant::now();
-        self.dispatch(&cmd);
+        let end = self.dispatch(&cmd);
         self.st
             .metrics
             .observe_command("ws", &cmd.op, started.elapsed());
+        end
     }
 
-    fn dispatch(&mut self, cmd: &Command) {
+    /// A frame read from the socket (or its end). `Some(end)` ends the
+    /// session.
+    fn receive(&mut self, msg: Option<Result<Message, axum::Error>>) -> Option<End> {
+        match msg {
+            None => Some(End::Gone),
+            Some(Ok(Message::Close(_))) => Some(End::ClosedByClient),
+            Some(Err(e)) => {
+                tracing::debug!(client = self.id, error = %e, "websocket read error");
+                Some(read_error(&e))
+            }
+            Some(Ok(Message::Text(t))) => {
+                if t.len() > self.st.cfg.ws_max_message_size {
+                    return Some(End::Disconnect(DisconnectCode::MessageTooBig));
+                }
+                self.handle(t.as_str()).map(End::Disconnect)
+            }
+            Some(Ok(Message::Binary(_))) => Some(End::Disconnect(DisconnectCode::BadRequest)),
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => None,
+        }
+    }
+
+    fn dispatch(&mut self, cmd: &Command) -> Option<DisconnectCode> {
         let id = &cmd.id;
         macro_rules! parse {
             ($t:ty) => {
@@ -191,7 +350,7 @@ impl Session {
                     Ok(a) => a,
                     Err(m) => {
                         self.error(id, ErrorCode::BadRequest, &m);
-                        return;
+                        return None;
                     }
                 }
             };
@@ -201,14 +360,30 @@ impl Session {
                 let a = parse!(proto::ConnectArgs);
                 if self.connected {
                     self.error(id, ErrorCode::AlreadyConnected, "already connected");
-                    return;
+                    return None;
                 }
                 if let Some(token) = &a.token {
+                    // A refused token ends the connection: staying open as
+                    // anonymous would let a forged or expired token through
+                    // to whatever anonymous clients may use, and would hide
+                    // the failure from clients that do not read the reply.
                     match self.st.auth.verify_token(token) {
+                        Ok(c) if self.identity.user().is_some_and(|u| u != c.sub) => {
+                            Stats::add(&self.st.hub.stats.auth_failures, 1);
+                            self.error(
+                                id,
+                                ErrorCode::Unauthorized,
+                                "token is for another user than the URL's token",
+                            );
+                            return Some(DisconnectCode::Unauthorized);
+                        }
                         Ok(c) => self.set_identity(Some(c)),
                         Err(e) => {
-                            self.token_error(id, e);
-                            return;
+                            self.token_error(id, &e);
+                            return Some(match e {
+                                TokenError::Expired => DisconnectCode::TokenExpired,
+                                _ => DisconnectCode::Unauthorized,
+                            });
                         }
                     }
                 }
@@ -236,14 +411,15 @@ impl Session {
                                     ErrorCode::Unauthorized,
                                     "refresh token is for another user",
                                 );
-                                return;
+                                return None;
                             }
                         }
                         let exp = c.exp;
                         self.set_identity(Some(c));
                         self.send(proto::reply(id, json!({ "expires": exp })));
                     }
-                    Err(e) => self.token_error(id, e),
+                    // The current token stays in force until it expires.
+                    Err(e) => self.token_error(id, &e),
                 }
             }
             "ping" => self.send(proto::reply(id, json!({}))),
@@ -296,7 +472,12 @@ impl Session {
                         "presence is not enabled for this channel's namespace",
                     );
                 } else if cmd.op == "presence" {
-                    self.send(proto::reply(id, proto::presence_json(&self.st.hub, ch)));
+                    // A crowded channel's presence is a large reply: about
+                    // 64 bytes a client before the user ids and infos.
+                    let (clients, _) = self.st.hub.presence.stats(ch);
+                    self.send_large(id, clients.saturating_mul(64), || {
+                        proto::reply(id, proto::presence_json(&self.st.hub, ch))
+                    });
                 } else {
                     let (clients, users) = self.st.hub.presence.stats(ch);
                     self.send(proto::reply(
@@ -322,6 +503,7 @@ impl Session {
             }
             other => self.error(id, ErrorCode::UnknownOp, &format!("unknown op '{other}'")),
         }
+        None
     }
 
     fn check_name(&self, id: &Value, name: &str) -> bool {
@@ -350,6 +532,16 @@ impl Session {
             return;
         }
         let cfg = &self.st.cfg;
+        if pattern && name.len() > cfg.max_pattern_length {
+            // A pattern's matching cost grows with its length on every
+            // publish it is checked against.
+            self.error(
+                id,
+                ErrorCode::InvalidChannel,
+                &format!("patterns must be at most {} bytes", cfg.max_pattern_length),
+            );
+            return;
+        }
         let allowed = if pattern {
             self.identity.can_psubscribe(
                 name.as_bytes(),
@@ -373,15 +565,7 @@ impl Session {
             self.send(proto::reply(id, json!({})));
             return;
         }
-        if self.total_subscriptions() >= cfg.max_subscriptions {
-            self.error(
-                id,
-                ErrorCode::LimitExceeded,
-                &format!(
-                    "max subscriptions per connection reached ({})",
-                    cfg.max_subscriptions
-                ),
-            );
+        if !self.check_subscription_limit(id) {
             return;
         }
         let key = Bytes::copy_from_slice(name.as_bytes());
@@ -394,25 +578,29 @@ impl Session {
                 // replay and the live messages meet with no gap and no
                 // duplicate.
                 let mut result = json!({ "offset": top, "epoch": epoch.to_string() });
-                let mut replay = Vec::new();
+                let mut frames = Vec::new();
                 if let Some(since) = since {
                     let pos = since.epoch.parse::<u64>().ok().map(|e| (since.offset, e));
                     let cap = cfg.recovery_max_messages;
-                    match pos.and_then(|p| hub.missed_since(&mut db, &key, p, cap)) {
-                        Some(missed) => {
+                    let missed = pos.and_then(|p| hub.missed_since(&mut db, &key, p, cap));
+                    match missed.map(|m| self.replay_frames(&key, epoch, m)) {
+                        Some(Ok(f)) => {
                             result["recovered"] = json!(true);
-                            replay = missed;
+                            frames = f;
                         }
-                        None => result["recovered"] = json!(false),
+                        // More than the connection could ever hold: as for
+                        // a gap past --recovery-max-messages, the client
+                        // refetches its state instead.
+                        Some(Err(Refusal::TooLarge)) | None => result["recovered"] = json!(false),
+                        Some(Err(Refusal::Busy)) => {
+                            drop(db);
+                            return self.refuse(id, Refusal::Busy, 0);
+                        }
                     }
                 }
                 self.send(proto::reply(id, result));
-                for (offset, payload) in replay {
-                    let p = Publication::with_offset(key.clone(), payload, offset, epoch);
-                    self.send(proto::encode_delivery(&Delivery::direct(
-                        &p,
-                        DeliveryKind::Message,
-                    )));
+                for frame in frames {
+                    self.send(frame);
                 }
                 {
                     let mut lag = self.sink.lag();
@@ -443,6 +631,31 @@ impl Session {
         self.st.ws.subscriptions.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// The `message` pushes replaying `missed` publications of `channel`,
+    /// if their size is admitted (estimated first, so a refused replay is
+    /// never encoded).
+    fn replay_frames(
+        &self,
+        channel: &Bytes,
+        epoch: u64,
+        missed: Vec<(u64, Bytes)>,
+    ) -> Result<Vec<Bytes>, Refusal> {
+        let per_frame = channel.len() + 64;
+        let estimate = missed
+            .iter()
+            .fold(0usize, |n, (_, p)| n.saturating_add(p.len() + per_frame));
+        self.admit(estimate)?;
+        let frames: Vec<Bytes> = missed
+            .into_iter()
+            .map(|(offset, payload)| {
+                let p = Publication::with_offset(channel.clone(), payload, offset, epoch);
+                proto::encode_delivery(&Delivery::direct(&p, DeliveryKind::Message))
+            })
+            .collect();
+        self.admit(frames.iter().map(Bytes::len).sum())?;
+        Ok(frames)
+    }
+
     fn leaderboard_subscribe(&mut self, id: &Value, a: proto::LeaderboardArgs) {
         if !self.check_name(id, &a.key) {
             return;
@@ -451,13 +664,7 @@ impl Session {
             self.error(id, ErrorCode::BadRequest, "top must be 1 to 100");
             return;
         }
-        let max = self.st.cfg.max_subscriptions;
-        if !self.leaderboards.contains(&a.key) && self.total_subscriptions() >= max {
-            self.error(
-                id,
-                ErrorCode::LimitExceeded,
-                &format!("max subscriptions per connection reached ({max})"),
-            );
+        if !self.leaderboards.contains(&a.key) && !self.check_subscription_limit(id) {
             return;
         }
         let key = a.key.as_bytes();
@@ -468,28 +675,25 @@ impl Session {
         }
         let hub = self.st.hub.clone();
         let user = self.identity.user().map(str::to_string);
-        // Register before reading, under the keyspace's order of writes: a
-        // change after the read is pushed at the next tick.
-        let (entries, own) = {
-            let (entries, own) = hub.leaderboard_top(key, a.top, user.as_deref());
-            hub.leaderboards.watch(
-                Bytes::copy_from_slice(key),
-                self.id,
-                self.sink.clone(),
-                a.top,
-                user,
-                entries.clone(),
-            );
-            // A tick between the read and the registration would be missed:
-            // mark the key so the next tick compares once more.
-            hub.leaderboards.mark(&Bytes::copy_from_slice(key));
-            (entries, own)
-        };
+        let (entries, own) = hub.leaderboard_top(key, a.top, user.as_deref());
+        // Members are any bytes a RESP client wrote: a top 100 can be large.
+        let reply = proto::reply(id, proto::leaderboard_json(key, &entries, own, false));
+        if let Err(why) = self.admit(reply.len()) {
+            return self.refuse(id, why, reply.len());
+        }
+        hub.leaderboards.watch(
+            Bytes::copy_from_slice(key),
+            self.id,
+            self.sink.clone(),
+            a.top,
+            user,
+            entries,
+        );
+        // A tick between the read and the registration would be missed:
+        // mark the key so the next tick compares once more.
+        hub.leaderboards.mark(&Bytes::copy_from_slice(key));
         self.leaderboards.insert(a.key.clone());
-        self.send(proto::reply(
-            id,
-            proto::leaderboard_json(key, &entries, own, false),
-        ));
+        self.send(reply);
     }
 
     /// Identified clients enter the presence of channels that track it.
@@ -531,18 +735,15 @@ impl Session {
             },
             None => None,
         };
+        // No cap on `limit` of its own: the reply's size is what is
+        // bounded (the connection's hard limit, the global budget).
         let limit = a.limit.unwrap_or(usize::MAX);
         match self.st.hub.history(ch, since, limit, a.reverse) {
             Ok(page) => {
-                let pubs: Vec<Value> = page
-                    .entries
-                    .iter()
-                    .map(|(o, p)| proto::publication_json(*o, p))
-                    .collect();
-                self.send(proto::reply(
-                    id,
-                    json!({ "publications": pubs, "offset": page.top, "epoch": page.epoch.to_string() }),
-                ));
+                let estimate = proto::history_estimate(&page.entries);
+                self.send_large(id, estimate, || {
+                    proto::history_reply(id, &page.entries, page.top, page.epoch)
+                });
             }
             Err(HistoryError::Unrecoverable) => self.error(
                 id,
@@ -669,35 +870,64 @@ fn lag_threshold(l: &crate::hub::OutputLimits) -> usize {
     }
 }
 
-/// Sends a `disconnect` push and the matching close frame, briefly: a
-/// client that does not read is not waited for.
-async fn disconnect(socket: &mut WebSocket, code: DisconnectCode) {
-    let push = Message::Text(Utf8Bytes::from(code.push()));
-    let close = Message::Close(Some(CloseFrame {
-        code: code as u16,
-        reason: Utf8Bytes::from_static(code.reason()),
-    }));
-    let _ = tokio::time::timeout(Duration::from_secs(1), async {
-        socket.feed(push).await?;
-        socket.send(close).await
-    })
-    .await;
+/// The end a read error calls for: the client's own protocol faults are
+/// answered with their WebSocket close codes, anything else means the
+/// socket is gone.
+fn read_error(e: &axum::Error) -> End {
+    use tokio_tungstenite::tungstenite::Error as WsError;
+    let inner = std::error::Error::source(e).and_then(|s| s.downcast_ref::<WsError>());
+    match inner {
+        // RFC 6455 §8.1: a text message that is not UTF-8 fails the
+        // connection with 1007.
+        Some(WsError::Utf8(_)) => End::Violation(1007, "invalid UTF-8 in a text frame"),
+        Some(WsError::Capacity(_)) => End::Disconnect(DisconnectCode::MessageTooBig),
+        Some(WsError::Protocol(_)) => End::Violation(1002, "protocol error"),
+        _ => End::Gone,
+    }
 }
 
-/// Writes the batch, reporting written bytes to the outbox.
-async fn write_batch(
-    socket: &mut WebSocket,
-    batch: &mut VecDeque<Bytes>,
-    outbox: &Outbox,
-) -> Result<(), axum::Error> {
-    while let Some(frame) = batch.pop_front() {
-        let n = frame.len();
-        // Our frames are serde_json output: valid UTF-8 by construction.
-        let text = Utf8Bytes::try_from(frame).map_err(axum::Error::new)?;
-        socket.feed(Message::Text(text)).await?;
-        outbox.written(n);
-    }
-    socket.flush().await
+/// Ends the session on the wire, briefly: a client that does not read is
+/// not waited for longer than [`CLOSE_WAIT`].
+///
+/// `pending` (replies queued before the end, such as a refused
+/// `connect`'s error) goes out before the `disconnect` push. After our
+/// Close frame the peer's is awaited: closing TCP with unread input would
+/// reset the connection, and the client could lose the Close frame.
+async fn finish(socket: &mut WebSocket, end: End, pending: VecDeque<Bytes>) {
+    let (code, reason, push) = match end {
+        End::Gone => return,
+        End::ClosedByClient => {
+            // tungstenite queued the answering Close when it read the
+            // client's; flushing sends it (after any frame begun before).
+            let _ = tokio::time::timeout(CLOSE_WAIT, socket.flush()).await;
+            return;
+        }
+        End::Disconnect(code) => (code as u16, code.reason(), Some(code.push())),
+        End::Violation(code, reason) => (code, reason, None),
+    };
+    let _ = tokio::time::timeout(CLOSE_WAIT, async {
+        for frame in pending {
+            if let Ok(text) = Utf8Bytes::try_from(frame) {
+                socket.feed(Message::Text(text)).await?;
+            }
+        }
+        if let Some(push) = push {
+            socket.feed(Message::Text(Utf8Bytes::from(push))).await?;
+        }
+        socket
+            .send(Message::Close(Some(CloseFrame {
+                code,
+                reason: Utf8Bytes::from_static(reason),
+            })))
+            .await?;
+        while let Some(Ok(msg)) = socket.next().await {
+            if matches!(msg, Message::Close(_)) {
+                break;
+            }
+        }
+        Ok::<(), axum::Error>(())
+    })
+    .await;
 }
 
 /// Runs one session to its end.
@@ -719,7 +949,10 @@ pub fn run(
         let mut s = Session {
             id,
             sink: Arc::new(WsSink {
-                outbox: Arc::new(Outbox::new(st.cfg.output_limits)),
+                outbox: Arc::new(Outbox::with_budget(
+                    st.cfg.output_limits,
+                    st.ws.output.clone(),
+                )),
                 lag: Mutex::new(LagState::default()),
                 lag_bytes: lag_threshold(&st.cfg.output_limits),
             }),
@@ -747,23 +980,35 @@ pub fn run(
             }
             None => None,
         };
+        // Frames taken from the outbox and not yet written.
+        let mut batch = VecDeque::new();
         // One await of the session loop (each await point is space in this
         // future, which every idle connection keeps).
-        let code = match refused {
-            Some(code) => Some(code),
-            None => serve(&mut socket, &mut s).await,
+        let end = match refused {
+            Some(code) => End::Disconnect(code),
+            None => serve(&mut socket, &mut s, &mut batch).await,
         };
-        s.cleanup();
-        if let Some(code) = code {
-            if code == DisconnectCode::Slow {
-                Stats::add(&s.st.hub.stats.slow_disconnects, 1);
-                tracing::warn!(
-                    client = id,
-                    "websocket client closed for overcoming of output buffer limits"
-                );
+        match end {
+            // Replies still queued go out before the disconnect, in order
+            // (a refused `connect` has its error reply there), except to a
+            // client that is not reading anyway.
+            End::Disconnect(code)
+                if !matches!(code, DisconnectCode::Slow | DisconnectCode::NoPong) =>
+            {
+                s.sink.outbox.take(&mut batch);
             }
-            Box::pin(disconnect(&mut socket, code)).await;
+            _ => batch.clear(),
         }
+        s.cleanup();
+        if end == End::Disconnect(DisconnectCode::Slow) {
+            Stats::add(&s.st.hub.stats.slow_disconnects, 1);
+            tracing::warn!(
+                client = id,
+                "websocket client closed for overcoming of output buffer limits"
+            );
+        }
+        // Boxed: the closing handshake takes space only while it runs.
+        Box::pin(finish(&mut socket, end, batch)).await;
     }
 }
 
@@ -774,44 +1019,64 @@ impl Drop for Session {
     }
 }
 
-/// The session loop. Returns the disconnect to send, if any.
-async fn serve(socket: &mut WebSocket, s: &mut Session) -> Option<DisconnectCode> {
-    use tokio::time::Instant as TInstant;
+/// The session loop. Returns how the session ends.
+async fn serve(socket: &mut WebSocket, s: &mut Session, batch: &mut VecDeque<Bytes>) -> End {
     let sink = s.sink.clone();
     let outbox = &sink.outbox;
     let shutdown = s.st.ws.shutdown.clone();
     let cfg = s.st.cfg.clone();
+    // A socket that accepts nothing for this long belongs to a client that
+    // stopped reading.
+    let stall = cfg.ws_ping_interval.saturating_add(cfg.ws_pong_timeout);
     // One timer for every deadline (next ping, pong due, token expiry): most
     // sessions are idle, and each timer is memory they keep.
-    let mut next_ping = TInstant::now() + cfg.ws_ping_interval;
+    let mut next_ping = later(TInstant::now(), cfg.ws_ping_interval);
     let mut awaiting_pong: Option<TInstant> = None;
-    let timer = tokio::time::sleep(cfg.ws_ping_interval);
+    let timer = tokio::time::sleep_until(next_ping);
     tokio::pin!(timer);
     let mut armed = next_ping;
-    let mut batch = VecDeque::new();
+    // Bytes handed to tungstenite and not yet flushed to the socket. They
+    // stay counted as pending output (and in the global budget) until the
+    // flush: tungstenite copies each frame into its own write buffer, so a
+    // large reply handed over is still memory held for this client.
+    let mut unflushed = 0usize;
+    let mut stall_deadline: Option<TInstant> = None;
     loop {
         if sink.lag().broken {
-            return Some(DisconnectCode::InsufficientState);
+            return End::Disconnect(DisconnectCode::InsufficientState);
         }
         if outbox.pending_bytes() < sink.lag_bytes / 2 && !sink.lag().lagged.is_empty() {
             if let Err(code) = s.catch_up() {
-                return Some(code);
+                return End::Disconnect(code);
             }
         }
-        outbox.take(&mut batch);
+        outbox.take(batch);
         if outbox.overflowed().is_some() {
-            return Some(DisconnectCode::Slow);
+            return End::Disconnect(DisconnectCode::Slow);
         }
-        if !batch.is_empty() {
+        // A phase cut short by an incoming frame may have fed everything
+        // but not flushed it yet: finishing that is a write phase too.
+        if !batch.is_empty() || unflushed > 0 {
             // Boxed: the write path's futures live on the heap only while a
             // write is in flight, keeping idle sessions small.
-            let flow = Box::pin(write_phase(socket, &mut batch, outbox, &shutdown, &cfg)).await;
-            if let Some(end) = flow {
-                return end;
+            // The stall deadline runs from the start of the batch, not of
+            // each phase: a client that keeps sending (each frame ends a
+            // phase early) but reads nothing is still cut off.
+            let deadline = *stall_deadline.get_or_insert_with(|| later(TInstant::now(), stall));
+            let write = write_phase(socket, batch, &mut unflushed, outbox, &shutdown, deadline);
+            match Box::pin(write).await {
+                Written::Done => stall_deadline = None,
+                Written::Incoming(msg) => {
+                    awaiting_pong = None;
+                    if let Some(end) = s.receive(msg) {
+                        return end;
+                    }
+                }
+                Written::End(end) => return end,
             }
             continue;
         }
-        let ping_due = awaiting_pong.map_or(next_ping, |t| t + cfg.ws_pong_timeout);
+        let ping_due = awaiting_pong.map_or(next_ping, |t| later(t, cfg.ws_pong_timeout));
         let deadline = s.expires_at.map_or(ping_due, |e| e.min(ping_due));
         if deadline != armed {
             timer.as_mut().reset(deadline);
@@ -819,40 +1084,27 @@ async fn serve(socket: &mut WebSocket, s: &mut Session) -> Option<DisconnectCode
         }
         tokio::select! {
             biased;
-            _ = shutdown.cancelled() => return Some(DisconnectCode::Shutdown),
+            _ = shutdown.cancelled() => return End::Disconnect(DisconnectCode::Shutdown),
             _ = outbox.ready() => {}
             msg = socket.recv() => {
                 awaiting_pong = None;
-                match msg {
-                    None | Some(Ok(Message::Close(_))) => return None,
-                    Some(Err(e)) => {
-                        tracing::debug!(client = s.id, error = %e, "websocket read error");
-                        if e.to_string().contains("Space limit exceeded") {
-                            return Some(DisconnectCode::MessageTooBig);
-                        }
-                        return None;
-                    }
-                    Some(Ok(Message::Text(t))) => {
-                        if t.len() > cfg.ws_max_message_size {
-                            return Some(DisconnectCode::MessageTooBig);
-                        }
-                        s.handle(t.as_str())
-                    }
-                    Some(Ok(Message::Binary(_))) => return Some(DisconnectCode::BadRequest),
-                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                if let Some(end) = s.receive(msg) {
+                    return end;
                 }
             }
             _ = &mut timer => {
                 let now = TInstant::now();
                 if s.expires_at.is_some_and(|e| now >= e) {
-                    return Some(DisconnectCode::TokenExpired);
+                    return End::Disconnect(DisconnectCode::TokenExpired);
                 }
                 match awaiting_pong {
-                    Some(t) if now >= t + cfg.ws_pong_timeout => return Some(DisconnectCode::NoPong),
+                    Some(t) if now >= later(t, cfg.ws_pong_timeout) => {
+                        return End::Disconnect(DisconnectCode::NoPong)
+                    }
                     Some(_) => {}
                     None if now >= next_ping => {
                         awaiting_pong = Some(now);
-                        next_ping = now + cfg.ws_ping_interval;
+                        next_ping = later(now, cfg.ws_ping_interval);
                         // Boxed: the send and its timer take space only
                         // while a ping is on its way.
                         let sent = Box::pin(tokio::time::timeout(
@@ -862,8 +1114,8 @@ async fn serve(socket: &mut WebSocket, s: &mut Session) -> Option<DisconnectCode
                         .await;
                         match sent {
                             Ok(Ok(())) => {}
-                            Ok(Err(_)) => return None,
-                            Err(_) => return Some(DisconnectCode::NoPong),
+                            Ok(Err(_)) => return End::Gone,
+                            Err(_) => return End::Disconnect(DisconnectCode::NoPong),
                         }
                     }
                     None => {}
@@ -875,27 +1127,82 @@ async fn serve(socket: &mut WebSocket, s: &mut Session) -> Option<DisconnectCode
     }
 }
 
-/// Writes the batch, watching for shutdown, overflow and a stalled socket.
-/// `Some(end)` ends the session (with `end` as its disconnect).
+/// What a write phase ended with.
+enum Written {
+    /// The batch is written and flushed.
+    Done,
+    /// A frame (or the end of the stream) arrived while writing: the loop
+    /// handles it, then goes on with what is left of the batch.
+    Incoming(Option<Result<Message, axum::Error>>),
+    /// The session is over.
+    End(End),
+}
+
+/// Writes the batch, watching for shutdown, overflow, a stalled socket and
+/// the client's own frames.
 async fn write_phase(
     socket: &mut WebSocket,
     batch: &mut VecDeque<Bytes>,
+    unflushed: &mut usize,
     outbox: &Outbox,
     shutdown: &tokio_util::sync::CancellationToken,
-    cfg: &crate::config::Config,
-) -> Option<Option<DisconnectCode>> {
+    stall: TInstant,
+) -> Written {
     tokio::select! {
         biased;
-        _ = shutdown.cancelled() => Some(Some(DisconnectCode::Shutdown)),
-        _ = wait_overflow(outbox) => Some(Some(DisconnectCode::Slow)),
-        // A socket that accepts nothing for this long belongs to a client
-        // that stopped reading.
-        _ = tokio::time::sleep(cfg.ws_ping_interval + cfg.ws_pong_timeout) => Some(Some(DisconnectCode::Slow)),
-        r = write_batch(socket, batch, outbox) => match r {
-            Ok(()) => None,
-            Err(_) => Some(None),
-        },
+        _ = shutdown.cancelled() => Written::End(End::Disconnect(DisconnectCode::Shutdown)),
+        _ = wait_overflow(outbox) => Written::End(End::Disconnect(DisconnectCode::Slow)),
+        _ = tokio::time::sleep_until(stall) => Written::End(End::Disconnect(DisconnectCode::Slow)),
+        w = write_or_read(socket, batch, unflushed, outbox) => w,
     }
+}
+
+/// Feeds the batch to the socket and flushes it, reporting the bytes to the
+/// outbox once flushed, and returns early when a frame arrives. Reading while
+/// writing is what lets a client's Close be answered at once under a flood
+/// of messages (without it the Close waits behind every queued message,
+/// and a client that has stopped reading never gets an answer); one poll
+/// serves both directions, so the socket needs no split (a lock and an
+/// allocation per connection).
+fn write_or_read<'a>(
+    socket: &'a mut WebSocket,
+    batch: &'a mut VecDeque<Bytes>,
+    unflushed: &'a mut usize,
+    outbox: &'a Outbox,
+) -> impl std::future::Future<Output = Written> + 'a {
+    std::future::poll_fn(move |cx| {
+        if let Poll::Ready(msg) = socket.poll_next_unpin(cx) {
+            return Poll::Ready(Written::Incoming(msg));
+        }
+        loop {
+            match socket.poll_ready_unpin(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Err(_)) => return Poll::Ready(Written::End(End::Gone)),
+                Poll::Ready(Ok(())) => {}
+            }
+            let Some(frame) = batch.pop_front() else {
+                break;
+            };
+            let n = frame.len();
+            // Our frames are serde_json output: valid UTF-8 by construction.
+            let Ok(text) = Utf8Bytes::try_from(frame) else {
+                tracing::error!("websocket frame is not UTF-8; closing the session");
+                return Poll::Ready(Written::End(End::Gone));
+            };
+            if socket.start_send_unpin(Message::Text(text)).is_err() {
+                return Poll::Ready(Written::End(End::Gone));
+            }
+            *unflushed += n;
+        }
+        match socket.poll_flush_unpin(cx) {
+            Poll::Ready(Ok(())) => {
+                outbox.written(std::mem::take(unflushed));
+                Poll::Ready(Written::Done)
+            }
+            Poll::Ready(Err(_)) => Poll::Ready(Written::End(End::Gone)),
+            Poll::Pending => Poll::Pending,
+        }
+    })
 }
 
 /// Resolves when the outbox overflows (used while a write is in flight).
