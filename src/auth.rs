@@ -309,7 +309,43 @@ fn governing(channel: &[u8]) -> Option<&[u8]> {
     RESERVED.iter().find_map(|p| channel.strip_prefix(*p))
 }
 
+/// A pattern that can only match reserved channels of one prefix reports on
+/// the channels its rest matches: `__presence__:chat:*` → `chat:*`.
+fn governing_pattern(pattern: &[u8]) -> Option<&[u8]> {
+    RESERVED.iter().find_map(|p| pattern.strip_prefix(*p))
+}
+
 impl Identity {
+    /// May this identity subscribe to `channel`? The namespace is that of
+    /// the channel, or, for `__presence__:C` and `__leaderboard__:K`, that
+    /// of what they report on: a closed namespace's presence stays closed.
+    pub fn may_subscribe(&self, channel: &[u8], cfg: &Config) -> bool {
+        let target = governing(channel).unwrap_or(channel);
+        self.can_subscribe(channel, cfg.namespace(target))
+    }
+
+    /// May this identity subscribe to `pattern`? Every namespace it can
+    /// reach must allow it (for reserved prefixes, those the rest reaches).
+    pub fn may_psubscribe(&self, pattern: &[u8], cfg: &Config) -> bool {
+        match governing_pattern(pattern) {
+            Some(rest) => {
+                let reach = cfg.namespaces_for_pattern(rest);
+                match self {
+                    // The globs of a token are checked against what the
+                    // pattern reports on.
+                    Identity::User(_) => self.can_psubscribe(rest, &reach),
+                    _ => self.can_psubscribe(pattern, &reach),
+                }
+            }
+            None => self.can_psubscribe(pattern, &cfg.namespaces_for_pattern(pattern)),
+        }
+    }
+
+    /// May this identity publish to `channel`?
+    pub fn may_publish(&self, channel: &[u8], cfg: &Config) -> bool {
+        self.can_publish(channel, cfg.namespace(channel))
+    }
+
     /// The user id, for identified clients.
     pub fn user(&self) -> Option<&str> {
         match self {

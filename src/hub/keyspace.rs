@@ -96,6 +96,26 @@ impl SetValue {
         self.members.get_index(i)
     }
 
+    /// One SSCAN page: about `count` members, walking the internal order
+    /// from the end towards the start, and the next cursor (0: done; a
+    /// first call passes 0). A removal moves the last member into the gap;
+    /// walking downwards, that member was already returned, so a member
+    /// present for the whole scan is never skipped (it may come twice, as
+    /// Redis allows), and each page costs O(count).
+    pub fn scan(&self, cursor: u64, count: usize) -> (u64, Vec<Bytes>) {
+        let len = self.members.len();
+        let end = match cursor {
+            0 => len,
+            c => usize::try_from(c).unwrap_or(usize::MAX).min(len),
+        };
+        let start = end.saturating_sub(count.max(1));
+        let page = (start..end)
+            .rev()
+            .filter_map(|i| self.members.get_index(i).cloned())
+            .collect();
+        (start as u64, page)
+    }
+
     /// Removes and returns the member at position `i`.
     pub fn swap_remove_index(&mut self, i: usize) -> Option<Bytes> {
         self.members.swap_remove_index(i)
@@ -246,7 +266,11 @@ impl Keyspace {
                 }
             }
         }
-        self.db.lock().unwrap_or_else(|e| e.into_inner())
+        // Parking blocks this runtime worker; with one worker per core, a
+        // few clients waiting behind a long command would stop every other
+        // connection (PING included). Handing the worker's other tasks on
+        // first keeps them running.
+        super::blocking(|| self.db.lock().unwrap_or_else(|e| e.into_inner()))
     }
 }
 
@@ -537,6 +561,26 @@ impl Db {
             }) => Ok(s),
             _ => Err(WrongType),
         }
+    }
+
+    /// The sets at `keys`, borrowed together for a multi-key read (SINTER,
+    /// SUNION, SDIFF …): `Ok(None)` for a missing key, `Err` for another
+    /// type. Nothing is copied.
+    pub fn sets_for_read(&mut self, keys: &[Bytes]) -> Vec<Result<Option<&SetValue>, WrongType>> {
+        let now = now_ms();
+        for k in keys {
+            self.expire_if_due(k, now);
+        }
+        keys.iter()
+            .map(|k| match self.map.get(&k[..]) {
+                None => Ok(None),
+                Some(Entry {
+                    value: Value::Set(s),
+                    ..
+                }) => Ok(Some(s)),
+                Some(_) => Err(WrongType),
+            })
+            .collect()
     }
 
     /// Counts the stream at `key` as history from now on (its current size

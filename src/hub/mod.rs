@@ -81,6 +81,19 @@ pub struct Published {
     pub position: Option<(u64, u64)>,
 }
 
+/// Runs `f`, which may block this thread (waiting for a lock a long
+/// command holds, or a long computation), without stalling the runtime: on
+/// a multi-threaded tokio runtime the worker's other tasks move to another
+/// thread first (`block_in_place`); elsewhere `f` just runs.
+pub fn blocking<R>(f: impl FnOnce() -> R) -> R {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
+    }
+}
+
 thread_local! {
     /// Whether this thread holds the transaction gate. The gate is held only
     /// in synchronous code (never across an `.await`), so a thread that
@@ -159,7 +172,14 @@ impl Hub {
         if GATE_HELD.with(|h| h.get()) {
             return None;
         }
-        let g = self.tx_gate.read().unwrap_or_else(|e| e.into_inner());
+        let g = match self.tx_gate.try_read() {
+            Ok(g) => g,
+            Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
+            // An EXEC runs: wait without stalling this worker's other tasks.
+            Err(std::sync::TryLockError::WouldBlock) => {
+                blocking(|| self.tx_gate.read().unwrap_or_else(|e| e.into_inner()))
+            }
+        };
         GATE_HELD.with(|h| h.set(true));
         Some(GateGuard {
             _guard: GateLock::Shared(g),
@@ -172,7 +192,13 @@ impl Hub {
         if GATE_HELD.with(|h| h.get()) {
             return None;
         }
-        let g = self.tx_gate.write().unwrap_or_else(|e| e.into_inner());
+        let g = match self.tx_gate.try_write() {
+            Ok(g) => g,
+            Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => {
+                blocking(|| self.tx_gate.write().unwrap_or_else(|e| e.into_inner()))
+            }
+        };
         GATE_HELD.with(|h| h.set(true));
         Some(GateGuard {
             _guard: GateLock::Exclusive(g),

@@ -436,9 +436,34 @@ impl ZSet {
         self.set_root(r);
         let n = &mut self.nodes[i as usize];
         n.member = Bytes::new();
+        // A free slot has size 0 (a linked node counts itself): ZSCAN
+        // walks slots and skips these.
+        n.size = 0;
         let old = n.score;
         self.free.push(i);
         Some(old)
+    }
+
+    /// One ZSCAN page: members by node slot from `cursor`, about `count`
+    /// of them (visiting at most `10 * count` slots), and the next cursor
+    /// (0: done). A member keeps its slot for as long as it is in the set,
+    /// score changes included, so every member present for the whole scan
+    /// is returned exactly once; members added meanwhile may or may not be.
+    pub fn scan(&self, cursor: u64, count: usize) -> (u64, Vec<(Bytes, f64)>) {
+        let count = count.max(1);
+        let start = usize::try_from(cursor).unwrap_or(usize::MAX);
+        let mut out = Vec::new();
+        let mut slot = start;
+        let budget = count.saturating_mul(10);
+        while slot < self.nodes.len() && out.len() < count && slot - start < budget {
+            let n = &self.nodes[slot];
+            if n.size > 0 {
+                out.push((n.member.clone(), n.score));
+            }
+            slot += 1;
+        }
+        let next = if slot >= self.nodes.len() { 0 } else { slot as u64 };
+        (next, out)
     }
 
     /// 0-based rank in ascending order.
@@ -693,5 +718,39 @@ mod tests {
         assert!(all
             .windows(2)
             .all(|w| cmp_key(w[0].1, &w[0].0, w[1].1, &w[1].0) == Ordering::Less));
+    }
+
+    #[test]
+    fn scan_returns_every_member_present_throughout_once() {
+        let mut z = ZSet::new();
+        for i in 0..1000 {
+            z.insert(Bytes::from(format!("m{i:04}")), i as f64);
+        }
+        let mut seen = std::collections::HashMap::new();
+        let mut cursor = 0;
+        let mut round = 0;
+        loop {
+            let (next, page) = z.scan(cursor, 50);
+            for (m, _) in page {
+                *seen.entry(m).or_insert(0) += 1;
+            }
+            // Churn between pages: remove some early members, rescore
+            // others, add new ones (which may reuse freed slots).
+            round += 1;
+            z.remove(format!("m{:04}", round * 3).as_bytes());
+            z.insert(Bytes::from(format!("m{:04}", 999 - round)), -1.0 * round as f64);
+            z.insert(Bytes::from(format!("new{round}")), 0.5);
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        for i in 0..1000 {
+            let m = format!("m{i:04}");
+            let removed = i % 3 == 0 && i / 3 >= 1 && i / 3 <= round;
+            if !removed {
+                assert_eq!(seen.get(m.as_bytes()), Some(&1), "{m}");
+            }
+        }
     }
 }

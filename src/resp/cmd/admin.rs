@@ -156,14 +156,18 @@ fn dbsize(conn: &mut Conn, _args: &[Bytes]) {
     let n = match &conn.identity {
         Some(crate::auth::Identity::Password) | None => conn.server.hub.keyspace.lock().len(),
         Some(id) => {
-            let keys = conn.server.hub.keyspace.lock().keys(None);
-            let cfg = &conn.server.cfg;
-            keys.iter()
-                .filter(|k| {
-                    let target = crate::hub::presence::presence_channel(k).unwrap_or(k);
-                    id.can_subscribe(target, cfg.namespace(target))
-                })
-                .count()
+            // O(keys) for a token: off this runtime worker, so the other
+            // connections it serves keep going.
+            crate::hub::blocking(|| {
+                let keys = conn.server.hub.keyspace.lock().keys(None);
+                let cfg = &conn.server.cfg;
+                keys.iter()
+                    .filter(|k| {
+                        let target = crate::hub::presence::presence_channel(k).unwrap_or(k);
+                        id.can_subscribe(target, cfg.namespace(target))
+                    })
+                    .count()
+            })
         }
     };
     conn.reply().int(n as i64);

@@ -168,9 +168,9 @@ fn allowed(conn: &mut Conn, names: &[Bytes], kind: Kind, publish: bool) -> bool 
     };
     let cfg = &conn.server.cfg;
     let ok = names.iter().all(|n| match (kind, publish) {
-        (_, true) => id.can_publish(n, cfg.namespace(n)),
-        (Kind::Pattern, false) => id.can_psubscribe(n, &cfg.namespaces_for_pattern(n)),
-        (_, false) => id.can_subscribe(n, cfg.namespace(n)),
+        (_, true) => id.may_publish(n, cfg),
+        (Kind::Pattern, false) => id.may_psubscribe(n, cfg),
+        (_, false) => id.may_subscribe(n, cfg),
     });
     if !ok {
         crate::hub::Stats::add(&conn.server.hub.stats.auth_failures, 1);
@@ -389,7 +389,7 @@ fn list_channels(conn: &mut Conn, args: &[Bytes], space: Space) {
 fn visible(conn: &Conn, channel: &[u8]) -> bool {
     match &conn.identity {
         Some(crate::auth::Identity::Password) => true,
-        Some(id) => id.can_subscribe(channel, conn.server.cfg.namespace(channel)),
+        Some(id) => id.may_subscribe(channel, &conn.server.cfg),
         None => false,
     }
 }
@@ -431,7 +431,7 @@ fn numpat(conn: &mut Conn, _args: &[Bytes]) {
             hub.registry
                 .patterns()
                 .iter()
-                .filter(|p| id.can_psubscribe(p, &cfg.namespaces_for_pattern(p)))
+                .filter(|p| id.may_psubscribe(p, cfg))
                 .count()
         }
         None => 0,

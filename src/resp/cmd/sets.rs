@@ -5,7 +5,6 @@
 //! Keys `__presence__:C` are read-only views of channel C's presence (its
 //! user ids): reads work as on any set, writes get an error.
 
-use std::collections::HashSet;
 
 use bytes::Bytes;
 
@@ -187,20 +186,6 @@ const READ_ONLY: &str =
 
 fn wrongtype(conn: &mut Conn) {
     conn.reply().error(&WrongType.to_string());
-}
-
-/// A snapshot of the set at `key` (a presence view for `__presence__:C`).
-fn read_set(conn: &Conn, db: &mut Db, key: &[u8]) -> Result<Option<SetValue>, WrongType> {
-    if let Some(ch) = presence_channel(key) {
-        let users = conn.server.hub.presence.users(ch);
-        if users.is_empty() {
-            return Ok(None);
-        }
-        return Ok(Some(SetValue::from_members(
-            users.into_iter().map(Bytes::from),
-        )));
-    }
-    db.set(key).map(|s| s.cloned())
 }
 
 /// Runs `f` on the set at `key` (a presence view for `__presence__:C`)
@@ -513,19 +498,42 @@ enum Op {
 }
 
 /// Computes a set operation over `keys`; `Err` for WRONGTYPE.
-fn combine(conn: &Conn, db: &mut Db, keys: &[Bytes], op: Op) -> Result<Vec<Bytes>, WrongType> {
-    let mut sets = Vec::with_capacity(keys.len());
-    for k in keys {
-        sets.push(read_set(conn, db, k)?);
+/// SUNION, SINTER, SDIFF of `keys` (SINTERCARD stops after `limit` members
+/// when it is above 0). Stored sets are borrowed, never copied: an
+/// intersection walks the smallest set and probes the others.
+fn combine(
+    conn: &Conn,
+    db: &mut Db,
+    keys: &[Bytes],
+    op: Op,
+    limit: usize,
+) -> Result<Vec<Bytes>, WrongType> {
+    // Presence views are built (one channel's users); stored sets borrowed.
+    let views: Vec<Option<SetValue>> = keys
+        .iter()
+        .map(|k| {
+            presence_channel(k).map(|ch| {
+                let users = conn.server.hub.presence.users(ch);
+                SetValue::from_members(users.into_iter().map(Bytes::from))
+            })
+        })
+        .collect();
+    let stored = db.sets_for_read(keys);
+    let mut sets: Vec<Option<&SetValue>> = Vec::with_capacity(keys.len());
+    for (view, s) in views.iter().zip(stored) {
+        sets.push(match view {
+            Some(v) => (!v.is_empty()).then_some(v),
+            None => s?,
+        });
     }
+    let limit = if limit == 0 { usize::MAX } else { limit };
     Ok(match op {
         Op::Union => {
-            let mut seen = HashSet::new();
             let mut all = SetValue::new();
             for s in sets.iter().flatten() {
-                for m in s.members() {
-                    if seen.insert(m.clone()) {
-                        all.insert(m);
+                for m in s.iter() {
+                    if !all.contains(m) {
+                        all.insert(m.clone());
                     }
                 }
             }
@@ -535,26 +543,29 @@ fn combine(conn: &Conn, db: &mut Db, keys: &[Bytes], op: Op) -> Result<Vec<Bytes
             if sets.iter().any(|s| s.is_none()) {
                 return Ok(Vec::new());
             }
-            let sets: Vec<SetValue> = sets.into_iter().flatten().collect();
+            let sets: Vec<&SetValue> = sets.into_iter().flatten().collect();
             let Some(smallest) = sets.iter().min_by_key(|s| s.len()) else {
                 return Ok(Vec::new());
             };
-            smallest
-                .members()
-                .into_iter()
-                .filter(|m| sets.iter().all(|s| s.contains(m)))
-                .collect()
+            let found = SetValue::from_members(
+                smallest
+                    .iter()
+                    .filter(|m| sets.iter().all(|s| s.contains(m)))
+                    .take(limit)
+                    .cloned(),
+            );
+            found.members()
         }
         Op::Diff => {
             let Some(Some(first)) = sets.first() else {
                 return Ok(Vec::new());
             };
-            let rest: Vec<&SetValue> = sets[1..].iter().flatten().collect();
+            let rest: Vec<&SetValue> = sets[1..].iter().flatten().copied().collect();
             SetValue::from_members(
                 first
-                    .members()
-                    .into_iter()
-                    .filter(|m| rest.iter().all(|s| !s.contains(m))),
+                    .iter()
+                    .filter(|m| rest.iter().all(|s| !s.contains(m)))
+                    .cloned(),
             )
             .members()
         }
@@ -564,7 +575,7 @@ fn combine(conn: &Conn, db: &mut Db, keys: &[Bytes], op: Op) -> Result<Vec<Bytes
 fn set_op(conn: &mut Conn, args: &[Bytes], op: Op) {
     let hub = conn.server.hub.clone();
     let mut db = hub.keyspace.lock();
-    let r = combine(conn, &mut db, &args[1..], op);
+    let r = combine(conn, &mut db, &args[1..], op, 0);
     drop(db);
     match r {
         Err(_) => wrongtype(conn),
@@ -578,7 +589,7 @@ fn set_op_store(conn: &mut Conn, args: &[Bytes], op: Op) {
     }
     let hub = conn.server.hub.clone();
     let mut db = hub.keyspace.lock();
-    let r = combine(conn, &mut db, &args[2..], op);
+    let r = combine(conn, &mut db, &args[2..], op, 0);
     let n = match r {
         Err(_) => {
             drop(db);
@@ -649,7 +660,7 @@ fn sintercard(conn: &mut Conn, args: &[Bytes]) {
     }
     let hub = conn.server.hub.clone();
     let mut db = hub.keyspace.lock();
-    let r = combine(conn, &mut db, keys, Op::Inter);
+    let r = combine(conn, &mut db, keys, Op::Inter, limit);
     drop(db);
     match r {
         Err(_) => wrongtype(conn),
@@ -694,43 +705,16 @@ fn sscan(conn: &mut Conn, args: &[Bytes]) {
         i += 2;
     }
     // Small (intset) sets come whole in one reply, as Redis sends them;
-    // larger ones page by a stable hash of the member. Only the hashing
-    // runs under the keyspace lock; the sort runs after it.
-    let cands = with_set(conn, &args[1], |s| match s {
-        None => Err(Vec::new()),
-        Some(s) if s.is_intset() || s.len() <= count => Err(s.members()),
-        Some(s) => Ok(s
-            .iter()
-            .map(|m| (crate::hub::keyspace::scan_hash(m), m.clone()))
-            .filter(|(h, _)| *h >= cursor)
-            .collect::<Vec<(u64, Bytes)>>()),
+    // larger ones page through the set's internal order (see
+    // `SetValue::scan`), O(count) a page.
+    let paged = with_set(conn, &args[1], |s| match s {
+        None => (0, Vec::new()),
+        Some(s) if s.is_intset() || s.len() <= count => (0, s.members()),
+        Some(s) => s.scan(cursor, count),
     });
-    let (next, page): (u64, Vec<Bytes>) = match cands {
+    let (next, page) = match paged {
         Err(_) => return wrongtype(conn),
-        Ok(Err(whole)) => (0, whole),
-        Ok(Ok(mut all)) => {
-            // Only the page's members need ordering: O(n) selection, then
-            // a sort of `count` of them.
-            let cut = count.min(all.len());
-            if all.len() > cut {
-                all.select_nth_unstable(cut);
-            }
-            let rest = all.split_off(cut);
-            let mut page = all;
-            page.sort();
-            // Never split members that share a hash across pages.
-            let boundary = page.last().map(|e| e.0);
-            let mut next: Option<u64> = None;
-            for e in rest {
-                if Some(e.0) == boundary {
-                    page.push(e);
-                } else {
-                    next = Some(next.map_or(e.0, |n| n.min(e.0)));
-                }
-            }
-            let next = next.map_or(0, |n| n.max(1));
-            (next, page.into_iter().map(|e| e.1).collect())
-        }
+        Ok(p) => p,
     };
     let page: Vec<Bytes> = page
         .into_iter()

@@ -192,19 +192,12 @@ pub(super) fn zscan(conn: &mut Conn, args: &[Bytes]) {
         i += 2;
     }
     // Small sets (Redis's listpack encoding, up to 128 members) come whole,
-    // in score order; larger ones page by rank, O(log n + count) a page.
-    let Some(paged) = read(conn, &args[1], |z| {
-        let Some(z) = z else {
-            return (0u64, Vec::new());
-        };
-        let len = z.len();
-        if len <= 128 {
-            return (0, z.range_by_rank(0, len));
-        }
-        let start = usize::try_from(cursor).unwrap_or(usize::MAX).min(len);
-        let end = start.saturating_add(count).min(len);
-        let next = if end >= len { 0 } else { end as u64 };
-        (next, z.range_by_rank(start, end))
+    // in score order; larger ones page by node slot (see `ZSet::scan`),
+    // O(count) a page, every member present throughout returned once.
+    let Some(paged) = read(conn, &args[1], |z| match z {
+        None => (0u64, Vec::new()),
+        Some(z) if z.len() <= 128 => (0, z.range_by_rank(0, z.len())),
+        Some(z) => z.scan(cursor, count),
     }) else {
         return;
     };
