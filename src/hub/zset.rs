@@ -738,7 +738,7 @@ mod tests {
             // others, add new ones (which may reuse freed slots).
             round += 1;
             z.remove(format!("m{:04}", round * 3).as_bytes());
-            z.insert(Bytes::from(format!("m{:04}", 999 - round)), -1.0 * round as f64);
+            z.insert(Bytes::from(format!("m{:04}", 999 - round)), -(round as f64));
             z.insert(Bytes::from(format!("new{round}")), 0.5);
             if next == 0 {
                 break;
