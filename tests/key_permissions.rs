@@ -313,3 +313,31 @@ fn allow_anonymous_does_not_open_the_server_api_beside_a_jwt_key() {
     s.read_to_string(&mut out).unwrap();
     assert!(out.starts_with("HTTP/1.1 403"), "{out}");
 }
+
+#[test]
+fn presence_keys_are_read_only_for_every_command() {
+    let h = Herald::start(&["--jwt-hmac-secret", SECRET, "--requirepass", PASS]);
+    let mut admin = Raw::backend(h.resp, PASS);
+    let tok = hs256(
+        json!({"sub": "u", "exp": unix_now() + 600, "subscribe": ["chat:*"], "publish": ["chat:*"]}),
+        SECRET,
+    );
+    let mut c = Raw::connect(h.resp);
+    assert_eq!(c.cmd(&[b"AUTH", tok.as_bytes()]), b"+OK\r\n");
+    let ro = b"-ERR __presence__ keys are read-only: Herald maintains them from subscriptions\r\n";
+    for client in [&mut admin, &mut c] {
+        for line in [
+            "XADD __presence__:chat:p * f v",
+            "ZADD __presence__:chat:p 1 m",
+            "SADD __presence__:chat:p m",
+            "ZUNIONSTORE __presence__:chat:p 1 chat:z",
+            "EXPIRE __presence__:chat:p 10",
+            "DEL __presence__:chat:p",
+        ] {
+            let w = words(line);
+            let a: Vec<&[u8]> = w.iter().map(|x| &x[..]).collect();
+            assert_eq!(client.cmd(&a), ro.to_vec(), "{line}");
+        }
+    }
+    assert_eq!(admin.cmd(&[b"TYPE", b"__presence__:chat:p"]), b"+none\r\n");
+}

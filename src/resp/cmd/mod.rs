@@ -43,9 +43,11 @@ pub struct Command {
 }
 
 /// What a command does with a key, for permissions: `read` when it returns
-/// anything of the key's contents (members, scores, entries, lengths, TTLs),
-/// `write` when it changes the key. Stricter than Redis's ACL, which lets a
-/// write-only user run commands that also return data (SPOP, XAUTOCLAIM).
+/// the key's contents (members, scores, entries) or its metadata (lengths,
+/// TTLs, type), `write` when it changes the key. Stricter than Redis's ACL,
+/// which lets a write-only user run commands that also return data (SPOP,
+/// XAUTOCLAIM); like Redis, a write's own reply (a count, an id, WRONGTYPE)
+/// is not counted as a read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Access {
     pub read: bool,
@@ -420,6 +422,18 @@ pub fn dispatch(conn: &mut Conn, args: &[Bytes]) {
             conn,
             top,
             "NOPERM this user has no permissions to access one of the keys used as arguments",
+        );
+    }
+    // Presence views are Herald's: no command of any client writes them
+    // (a stream or sorted set there would shadow the view's TYPE).
+    if keys
+        .iter()
+        .any(|(k, a)| a.write && crate::hub::presence::presence_channel(k).is_some())
+    {
+        return reject(
+            conn,
+            top,
+            "ERR __presence__ keys are read-only: Herald maintains them from subscriptions",
         );
     }
     if conn.multi.is_some()
