@@ -37,6 +37,12 @@ pub enum Value {
     ZSet(Box<super::zset::ZSet>),
 }
 
+/// How long an epoch promised to subscribers of a channel with no history
+/// yet is kept (see `Db::pending_epoch`).
+const PENDING_EPOCH_TTL_MS: u64 = 3_600_000;
+/// Most such promises kept at once.
+const MAX_PENDING_EPOCHS: usize = 100_000;
+
 /// Redis's `set-max-intset-entries`.
 const MAX_INTSET: usize = 512;
 
@@ -188,6 +194,13 @@ pub struct Db {
     history_entries: usize,
     epoch_seed: u64,
     epoch_counter: u64,
+    /// Epochs promised to subscribers of history channels whose stream does
+    /// not exist yet (nothing published): the stream adopts it when it is
+    /// created, so a subscriber's position stays valid, and readers never
+    /// create keys (they would grow the keyspace and break WATCH). With a
+    /// deadline each, in `pending_order`; bounded by `MAX_PENDING_EPOCHS`.
+    pending_epochs: HashMap<Bytes, (u64, u64)>,
+    pending_order: VecDeque<(u64, Bytes)>,
     /// Entries evicted by the history memory cap, ever.
     pub history_evicted: u64,
     /// Versions of WATCHed keys (and how many clients watch each).
@@ -516,6 +529,33 @@ impl Db {
         }
     }
 
+    /// The epoch the stream at `key` will have when it is created (it does
+    /// not exist now): promised once, kept for an hour or until the stream
+    /// is created. Past `MAX_PENDING_EPOCHS` the oldest promise is dropped;
+    /// its subscribers then recover with `recovered: false`, never silently.
+    pub fn pending_epoch(&mut self, key: &[u8]) -> u64 {
+        let now = now_ms();
+        while let Some((deadline, k)) = self.pending_order.front() {
+            if *deadline > now && self.pending_order.len() <= MAX_PENDING_EPOCHS {
+                break;
+            }
+            let (deadline, k) = (*deadline, k.clone());
+            self.pending_order.pop_front();
+            if self.pending_epochs.get(&k).is_some_and(|(_, d)| *d == deadline) {
+                self.pending_epochs.remove(&k);
+            }
+        }
+        if let Some((epoch, _)) = self.pending_epochs.get(key) {
+            return *epoch;
+        }
+        let epoch = self.new_epoch();
+        let deadline = now + PENDING_EPOCH_TTL_MS;
+        let key = Bytes::copy_from_slice(key);
+        self.pending_order.push_back((deadline, key.clone()));
+        self.pending_epochs.insert(key, (epoch, deadline));
+        epoch
+    }
+
     /// A fresh epoch for a new stream.
     pub fn new_epoch(&mut self) -> u64 {
         self.epoch_counter += 1;
@@ -534,7 +574,10 @@ impl Db {
         let now = now_ms();
         self.expire_if_due(key, now);
         if !self.map.contains_key(key) {
-            let epoch = self.new_epoch();
+            let epoch = match self.pending_epochs.remove(key) {
+                Some((epoch, _)) => epoch,
+                None => self.new_epoch(),
+            };
             self.map.insert(
                 Bytes::copy_from_slice(key),
                 Entry {

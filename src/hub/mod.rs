@@ -395,10 +395,11 @@ impl Hub {
         self.publish(Bytes::from(key), Bytes::from(payload));
     }
 
-    /// The history position of `channel` (its newest offset and its epoch),
-    /// creating the empty stream if needed so that the epoch a subscriber
-    /// sees stays valid until continuity is really lost. Trims entries past
-    /// the namespace's age first.
+    /// The history position of `channel` (its newest offset and its epoch).
+    /// Where nothing was published yet, offset 0 and the epoch the stream
+    /// will have when it is created (`Db::pending_epoch`), so the position
+    /// a subscriber sees stays valid, and no key is created by a reader.
+    /// Trims entries past the namespace's age first.
     pub fn history_position(
         &self,
         db: &mut Db,
@@ -408,17 +409,12 @@ impl Hub {
         if ns.history_size == 0 {
             return Err(HistoryError::NotEnabled);
         }
-        let existed = matches!(db.stream(channel), Ok(Some(_)));
-        db.stream_or_create(channel, true)
-            .map_err(|_| HistoryError::WrongType)?;
-        let ttl = ns.history_ttl.0.as_millis() as u64;
-        if !existed {
-            // A stream made only to fix the epoch for a subscriber must not
-            // outlive its use: it expires like idle history (or after an
-            // hour where history never ages); a publish renews it.
-            let keep = if ttl > 0 { ttl } else { EMPTY_HISTORY_TTL_MS };
-            db.set_expiry(channel, Some(now_ms() + keep));
+        match db.stream(channel) {
+            Err(_) => return Err(HistoryError::WrongType),
+            Ok(None) => return Ok((0, db.pending_epoch(channel))),
+            Ok(Some(_)) => {}
         }
+        let ttl = ns.history_ttl.0.as_millis() as u64;
         let size = ns.history_size as u64;
         let now = now_ms();
         db.with_stream(channel, |s| {
@@ -441,7 +437,10 @@ impl Hub {
         if since.1 != epoch || since.0 > top || (top - since.0) as usize > cap {
             return None;
         }
-        let s = db.stream(channel).ok()??;
+        let Some(s) = db.stream(channel).ok()? else {
+            // Nothing published yet: nothing missed.
+            return Some(Vec::new());
+        };
         let entries = s.since_offset(since.0, usize::MAX)?;
         Some(
             entries
@@ -468,7 +467,7 @@ impl Hub {
                 let s = db.stream(channel).ok().flatten();
                 let intact = e == epoch
                     && offset <= top
-                    && s.is_some_and(|s| s.since_offset(offset, 0).is_some());
+                    && s.is_none_or(|s| s.since_offset(offset, 0).is_some());
                 if !intact {
                     return Err(HistoryError::Unrecoverable);
                 }
@@ -564,7 +563,6 @@ impl Hub {
 
 /// How long an empty history stream, created when a client subscribed
 /// before anything was published, lives in a namespace without history_ttl.
-const EMPTY_HISTORY_TTL_MS: u64 = 3_600_000;
 
 /// The message payload of a stream entry: its `data` field, or a JSON
 /// object of all its fields when it has none (entries added with XADD).
