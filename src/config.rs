@@ -318,6 +318,13 @@ pub struct Options {
     /// Namespaces (TOML only): [namespaces.NAME] tables.
     #[arg(skip)]
     pub namespaces: Option<BTreeMap<String, NamespaceOptions>>,
+
+    /// Close RESP connections that have not authenticated this long after
+    /// connecting (when a password or JWT key is configured; an anonymous
+    /// client holding subscriptions a namespace allows stays; 0 = never).
+    /// [default: 10s]
+    #[arg(long, env = "HERALD_AUTH_TIMEOUT", value_name = "DURATION")]
+    pub auth_timeout: Option<Dur>,
 }
 
 /// Errors while loading configuration.
@@ -367,6 +374,8 @@ pub struct Config {
     /// The options of channels outside every configured namespace:
     /// `[namespaces.default]`, or the defaults.
     default_namespace: NamespaceOptions,
+    /// Time a RESP client has to authenticate (zero: unlimited).
+    pub auth_timeout: Duration,
 }
 
 impl Default for Config {
@@ -477,7 +486,8 @@ impl Options {
             leaderboard_interval,
             leaderboard_resp_top,
             log,
-            namespaces
+            namespaces,
+            auth_timeout
         )
     }
 
@@ -533,6 +543,7 @@ impl Options {
             log: self.log.unwrap_or_else(|| "info".into()),
             namespaces: self.namespaces.unwrap_or_default(),
             default_namespace: NamespaceOptions::default(),
+            auth_timeout: self.auth_timeout.map_or(Duration::from_secs(10), |d| d.0),
         };
         // Once any authentication is configured, clients without a valid
         // token get nothing, except where a namespace opens itself with an

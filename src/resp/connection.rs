@@ -8,12 +8,14 @@
 
 use std::collections::{HashSet, VecDeque};
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
+use tokio::time::Sleep;
 use tokio_util::sync::CancellationToken;
 
 use super::cmd;
@@ -34,9 +36,16 @@ const YIELD_ABOVE: usize = 512;
 const YIELD_BELOW: usize = 16 * 1024;
 /// Most bytes gathered into one write.
 const COALESCE_BYTES: usize = 64 * 1024;
-/// Read buffer: start small (many idle connections), shrink back after bursts.
+/// Read buffer: allocated when the socket has data, let go of as soon as
+/// every request in it has run (an idle connection keeps none, as Redis
+/// frees an idle client's query buffer).
 const READ_CHUNK: usize = 4096;
-const READ_KEEP: usize = 64 * 1024;
+/// The reply to a command of a client whose token has expired (see
+/// [`Conn::expire`]), also its last frame when the token expires while it
+/// waits.
+pub const TOKEN_EXPIRED: &str = "NOPERM token expired";
+/// The last frame to a client that did not authenticate in time.
+const AUTH_TIMEOUT: &str = "ERR authentication timeout";
 
 /// The state of one RESP connection, handed to every command.
 pub struct Conn {
@@ -73,6 +82,21 @@ pub struct Conn {
     /// Subscriptions made inside EXEC, registered once EXEC's reply is
     /// queued (so no message can land inside that reply).
     pub deferred: Vec<Deferred>,
+    /// What has been validated of a request that is still arriving.
+    parser: parse::Parser,
+    /// When the connection must act on its own: the end of the time allowed
+    /// to authenticate, or its token's `exp`. Boxed: most connections have
+    /// none, and an idle connection should not carry a timer inline.
+    deadline: Option<(Deadline, Pin<Box<Sleep>>)>,
+}
+
+/// What a connection's deadline ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Deadline {
+    /// The time allowed to authenticate (`--auth-timeout`).
+    Auth,
+    /// The JWT's `exp` (plus `--jwt-leeway`).
+    Token,
 }
 
 /// Consecutive PUBLISHes of one channel, delivered as one step.
@@ -226,6 +250,120 @@ impl Conn {
         }
     }
 
+    /// Before authentication: no identity yet (`--requirepass`), or
+    /// anonymous where authentication is configured (a JWT key). Such a
+    /// client gets Redis's pre-AUTH request limits and the anonymous
+    /// subscription limit, whatever the kind of authentication.
+    pub fn pre_auth(&self) -> bool {
+        matches!(self.identity, None | Some(Identity::Anonymous))
+    }
+
+    /// Most subscriptions (channels, patterns, shard channels) this client
+    /// may hold: anonymous clients get `--anonymous-max-subscriptions`.
+    pub fn max_subscriptions(&self) -> usize {
+        let cfg = &self.server.cfg;
+        match self.identity {
+            Some(Identity::Password) => cfg.max_subscriptions,
+            Some(Identity::Anonymous) | None => {
+                cfg.max_subscriptions.min(cfg.anonymous_max_subscriptions)
+            }
+            Some(Identity::User(_)) => cfg.max_subscriptions,
+        }
+    }
+
+    /// Longest channel name (or, with `pattern`, pattern) this client may
+    /// subscribe to: patterns of clients without the password are held to
+    /// `--max-pattern-length`, since matching cost grows with them.
+    pub fn max_name_len(&self, pattern: bool) -> usize {
+        let cfg = &self.server.cfg;
+        if pattern && !matches!(self.identity, Some(Identity::Password)) {
+            cfg.max_channel_length.min(cfg.max_pattern_length)
+        } else {
+            cfg.max_channel_length
+        }
+    }
+
+    /// Sets who the client is (AUTH, HELLO AUTH, RESET) and what follows
+    /// from it: a JWT's `exp` becomes the connection's deadline (a later
+    /// AUTH with a fresh token moves it), the password clears it, and a
+    /// client back to unauthenticated gets `--auth-timeout` again.
+    pub fn set_identity(&mut self, identity: Option<Identity>) {
+        let exp = match &identity {
+            Some(Identity::User(c)) => Some(c.exp),
+            _ => None,
+        };
+        self.identity = identity;
+        self.handle
+            .pre_auth
+            .store(self.pre_auth(), std::sync::atomic::Ordering::Relaxed);
+        self.deadline = None;
+        match exp {
+            Some(exp) => {
+                let left = token_left(exp, self.server.cfg.jwt_leeway, std::time::SystemTime::now());
+                // Past any plausible uptime: no timer at all (and no
+                // `Instant` overflow for an `exp` near u64::MAX).
+                if let Some(at) = tokio::time::Instant::now().checked_add(left) {
+                    if left < Duration::from_secs(100 * 365 * 86400) {
+                        self.deadline = Some((Deadline::Token, Box::pin(tokio::time::sleep_until(at))));
+                    }
+                }
+            }
+            None => self.arm_auth_deadline(),
+        }
+    }
+
+    /// Starts the time allowed to authenticate, where it applies.
+    fn arm_auth_deadline(&mut self) {
+        let t = self.server.cfg.auth_timeout;
+        if self.pre_auth() && self.server.cfg.has_auth() && !t.is_zero() {
+            if let Some(at) = tokio::time::Instant::now().checked_add(t) {
+                self.deadline = Some((Deadline::Auth, Box::pin(tokio::time::sleep_until(at))));
+            }
+        }
+    }
+
+    /// True once the client's token has expired (checked before each
+    /// command, so none runs after `exp` even within one read batch).
+    fn token_expired(&self) -> bool {
+        matches!(&self.deadline, Some((Deadline::Token, s)) if s.deadline() <= tokio::time::Instant::now())
+    }
+
+    /// Ends a client whose token expired: it leaves every channel, pattern
+    /// and presence set now, a parked command is dropped, and the
+    /// connection closes after one `-NOPERM token expired` frame (the
+    /// answer to a command in flight, if any). The same as a WebSocket
+    /// session's 3002 disconnect.
+    fn expire(&mut self) {
+        self.deadline = None;
+        self.blocked = None;
+        self.multi = None;
+        self.staged = None;
+        self.reply().error(TOKEN_EXPIRED);
+        self.close_after_reply();
+        tracing::debug!(client = self.handle.id, "token expired, closing");
+    }
+
+    /// The deadline fired.
+    fn on_deadline(&mut self) {
+        match self.deadline.as_ref().map(|d| d.0) {
+            Some(Deadline::Token) => self.expire(),
+            Some(Deadline::Auth) => {
+                self.deadline = None;
+                // A subscribed anonymous client uses access a namespace
+                // opened to it: it stays (bounded by the anonymous
+                // subscription limit, and first to go when the server is
+                // full, see `resp::run`).
+                if self.pre_auth() && self.total_subscriptions() == 0 {
+                    Stats::add(&self.server.hub.stats.auth_failures, 1);
+                    tracing::debug!(client = self.handle.id, "authentication timeout, closing");
+                    self.reply().error(AUTH_TIMEOUT);
+                    self.close_after_reply();
+                }
+            }
+            None => {}
+        }
+    }
+
     pub fn set_resp3(&mut self, on: bool) {
         self.resp3 = on;
         self.handle.sink.set_resp3(on);
@@ -266,6 +404,17 @@ impl Conn {
     }
 }
 
+/// How long a token with `exp` (seconds since the epoch) stays valid after
+/// `now`, leeway included; saturating, so any `exp` is safe.
+pub fn token_left(exp: u64, leeway: Duration, now: std::time::SystemTime) -> Duration {
+    let now = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    Duration::from_secs(exp)
+        .saturating_sub(now)
+        .saturating_add(leeway)
+}
+
 /// Tells a client over the connection limit, as Redis does, and closes.
 pub async fn refuse(mut stream: TcpStream) {
     let _ = stream
@@ -292,6 +441,7 @@ pub async fn serve(
         created: Instant::now(),
         sink: server.new_sink(),
         kill: CancellationToken::new(),
+        pre_auth: std::sync::atomic::AtomicBool::new(false),
         meta: std::sync::Mutex::new(ClientMeta {
             resp: 2,
             ..ClientMeta::default()
@@ -307,7 +457,7 @@ pub async fn serve(
         server: server.clone(),
         handle: handle.clone(),
         resp3: false,
-        identity,
+        identity: None,
         channels: HashSet::new(),
         patterns: HashSet::new(),
         shard_channels: HashSet::new(),
@@ -322,7 +472,10 @@ pub async fn serve(
         watched: Vec::new(),
         deferred: Vec::new(),
         staged: None,
+        parser: parse::Parser::default(),
+        deadline: None,
     };
+    conn.set_identity(identity);
     if let Err(e) = run_loop(stream, &mut conn, &shutdown).await {
         tracing::debug!(client = id, error = %e, "resp connection error");
     }
@@ -394,7 +547,9 @@ async fn run_loop(
             return Ok(());
         }
         if conn.blocked.is_some() {
-            match serve_blocked(
+            // Boxed: its state (wake-up futures, a timer) would otherwise
+            // be part of every connection's task, blocked or not.
+            match Box::pin(serve_blocked(
                 conn,
                 &mut rd,
                 &mut wr,
@@ -403,7 +558,7 @@ async fn run_loop(
                 &mut front_off,
                 &mut scratch,
                 shutdown,
-            )
+            ))
             .await?
             {
                 true => continue,
@@ -423,18 +578,23 @@ async fn run_loop(
         let may_read = !conn.closing
             && rbuf.len() < conn.server.cfg.max_query_buffer
             && outbox.pending_bytes() < READ_PAUSE_BYTES;
-        if may_read && rbuf.capacity() - rbuf.len() < 512 {
-            rbuf.reserve(READ_CHUNK.max(rbuf.len()));
-        }
         tokio::select! {
             biased;
             _ = &mut stop => return Ok(()),
+            _ = deadline_passed(&mut conn.deadline) => {
+                conn.on_deadline();
+                conn.flush_replies();
+            }
             r = write_batch(&mut wr, &batch, front_off, &mut scratch), if !batch.is_empty() => {
                 let n = r?;
                 outbox.written(n);
                 advance(&mut batch, &mut front_off, n);
+                if batch.is_empty() {
+                    // Going idle, most likely: keep no write-side buffers.
+                    release_idle(&mut batch, &mut scratch);
+                }
             }
-            r = rd.read_buf(&mut rbuf), if may_read => {
+            r = read_some(rd.as_ref(), &mut rbuf), if may_read => {
                 if r? == 0 {
                     return Ok(());
                 }
@@ -442,7 +602,10 @@ async fn run_loop(
                     process(conn, &mut rbuf);
                     conn.flush_replies();
                 });
-                if rbuf.is_empty() && rbuf.capacity() > READ_KEEP {
+                if rbuf.is_empty() {
+                    // Every request ran: the next read allocates again
+                    // when data is there, so an idle client holds no
+                    // read buffer (Redis frees idle query buffers too).
                     rbuf = BytesMut::new();
                 }
             }
@@ -515,6 +678,7 @@ async fn serve_blocked(
         handle.sink.outbox.take(batch);
     }
     let far = tokio::time::Instant::now() + std::time::Duration::from_secs(86400 * 365);
+    let max_query = conn.server.cfg.max_query_buffer;
     tokio::select! {
         biased;
         _ = shutdown.cancelled() => return Ok(false),
@@ -530,12 +694,21 @@ async fn serve_blocked(
             conn.reply().null_array();
             finish(conn, rbuf);
         }
+        // The token expired (or, unlikely here, the time to authenticate
+        // ended) while the command waited: it ends with the error.
+        _ = deadline_passed(&mut conn.deadline) => {
+            conn.blocked = None;
+            drop(wakeups);
+            hub.keyspace.lock().release_waiters(&b.keys);
+            conn.on_deadline();
+            conn.flush_replies();
+        }
         r = write_batch(wr, batch, *front_off, scratch), if !batch.is_empty() => {
             let n = r?;
             handle.sink.outbox.written(n);
             advance(batch, front_off, n);
         }
-        r = rd.read_buf(rbuf), if rbuf.len() < conn.server.cfg.max_query_buffer => {
+        r = read_some(rd.as_ref(), rbuf), if rbuf.len() < max_query => {
             // Requests pile up behind the blocked one; EOF ends it all.
             if r? == 0 {
                 return Ok(false);
@@ -543,6 +716,39 @@ async fn serve_blocked(
         }
     }
     Ok(true)
+}
+
+/// Waits for the connection's deadline; never, when it has none.
+async fn deadline_passed(d: &mut Option<(Deadline, Pin<Box<Sleep>>)>) {
+    match d {
+        Some((_, sleep)) => sleep.as_mut().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Reads what the socket has into `rbuf`, allocating the buffer only once
+/// data is there: a connection waiting for its next request holds none.
+async fn read_some(stream: &TcpStream, rbuf: &mut BytesMut) -> std::io::Result<usize> {
+    loop {
+        stream.readable().await?;
+        if rbuf.capacity() - rbuf.len() < 512 {
+            rbuf.reserve(READ_CHUNK.max(rbuf.len()));
+        }
+        match stream.try_read_buf(rbuf) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            r => return r,
+        }
+    }
+}
+
+/// Lets go of the write side's buffers once everything is written.
+fn release_idle(batch: &mut VecDeque<Bytes>, scratch: &mut Vec<u8>) {
+    if batch.capacity() > 0 {
+        *batch = VecDeque::new();
+    }
+    if scratch.capacity() > 0 {
+        *scratch = Vec::new();
+    }
 }
 
 /// Drops `n` written bytes from the front of the batch.
@@ -602,9 +808,9 @@ fn process(conn: &mut Conn, rbuf: &mut BytesMut) {
     while !conn.closing && !rbuf.is_empty() {
         let limits = ParseLimits {
             max_bulk_len: conn.server.cfg.max_bulk_len,
-            unauthenticated: conn.identity.is_none(),
+            unauthenticated: conn.pre_auth(),
         };
-        match parse::parse(rbuf, limits) {
+        match conn.parser.parse(rbuf, limits) {
             Ok(None) => {
                 if rbuf.len() >= conn.server.cfg.max_query_buffer {
                     tracing::warn!(
@@ -621,12 +827,18 @@ fn process(conn: &mut Conn, rbuf: &mut BytesMut) {
                 // the whole read buffer.
                 let frame = Bytes::copy_from_slice(&rbuf[..req.consumed]);
                 let _ = rbuf.split_to(req.consumed);
+                conn.parser.reset();
                 let args: Vec<Bytes> = match req.owned {
                     Some(words) => words.into_iter().map(Bytes::from).collect(),
                     None => req.args.iter().map(|&(a, b)| frame.slice(a..b)).collect(),
                 };
                 if args.is_empty() {
                     continue;
+                }
+                if conn.token_expired() {
+                    conn.expire();
+                    rbuf.clear();
+                    return;
                 }
                 cmd::dispatch(conn, &args);
                 if conn.blocked.is_some() {
@@ -647,6 +859,7 @@ fn process(conn: &mut Conn, rbuf: &mut BytesMut) {
                 tracing::debug!(client = conn.handle.id, error = %e, "protocol error");
                 conn.close_after_reply();
                 rbuf.clear();
+                conn.parser.reset();
                 return;
             }
         }

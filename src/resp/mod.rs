@@ -111,6 +111,9 @@ pub struct ClientHandle {
     pub created: Instant,
     pub sink: Arc<RespSink>,
     pub kill: CancellationToken,
+    /// Not authenticated yet (see [`connection::Conn::pre_auth`]): the
+    /// first to be closed when the server is full.
+    pub pre_auth: AtomicBool,
     pub meta: Mutex<ClientMeta>,
 }
 
@@ -188,6 +191,32 @@ impl RespServer {
     }
 }
 
+/// How long a connection admitted by evicting another waits for the slot.
+const EVICT_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Closes the oldest connection that has not authenticated (and is not
+/// closing already); false when there is none. Only where authentication
+/// is configured: otherwise every client is as good as authenticated.
+fn evict_pre_auth(server: &RespServer) -> bool {
+    if !server.cfg.has_auth() {
+        return false;
+    }
+    let victim = server
+        .clients
+        .iter()
+        .filter(|h| h.pre_auth.load(Ordering::Relaxed) && !h.kill.is_cancelled())
+        .min_by_key(|h| h.created)
+        .map(|h| h.value().clone());
+    match victim {
+        Some(h) => {
+            tracing::debug!(client = h.id, addr = %h.addr, "server full: closing a client that has not authenticated");
+            h.kill.cancel();
+            true
+        }
+        None => false,
+    }
+}
+
 /// Accepts RESP connections on an already-bound listener until `shutdown`,
 /// then waits for every connection task to finish.
 pub async fn run(
@@ -220,7 +249,12 @@ pub async fn run(
             }
         };
         let permit = match limit.clone().try_acquire_owned() {
-            Ok(p) => p,
+            Ok(p) => Some(p),
+            // Full: room for a client that may authenticate is made by
+            // closing the oldest one that has not, so connections that
+            // never authenticate cannot hold every slot. The newcomer
+            // waits for that slot below.
+            Err(_) if evict_pre_auth(&server) => None,
             Err(_) => {
                 Stats::add(&server.hub.stats.rejected_connections, 1);
                 tracker.spawn(connection::refuse(stream));
@@ -238,7 +272,23 @@ pub async fn run(
         let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive);
         let server = server.clone();
         let shutdown = shutdown.clone();
+        let limit = limit.clone();
         tracker.spawn(async move {
+            let permit = match permit {
+                Some(p) => p,
+                None => {
+                    // The evicted task releases its slot as it ends, in
+                    // microseconds; bounded, in case it does not.
+                    let wait = tokio::time::timeout(EVICT_WAIT, limit.acquire_owned()).await;
+                    match wait {
+                        Ok(Ok(p)) => p,
+                        _ => {
+                            Stats::add(&server.hub.stats.rejected_connections, 1);
+                            return connection::refuse(stream).await;
+                        }
+                    }
+                }
+            };
             connection::serve(stream, addr, server, shutdown).await;
             drop(permit);
         });
