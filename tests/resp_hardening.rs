@@ -73,10 +73,7 @@ fn anonymous_clients_cannot_use_closed_namespaces() {
 
 #[test]
 fn anonymous_subscription_and_pattern_limits() {
-    let (dir, cfg) = temp_config(
-        "anon",
-        "[namespaces.pub]\nallow_anonymous = true\n",
-    );
+    let (dir, cfg) = temp_config("anon", "[namespaces.pub]\nallow_anonymous = true\n");
     let h = Herald::start(&[
         "--config",
         &cfg,
@@ -128,7 +125,14 @@ fn anonymous_subscription_and_pattern_limits() {
 #[test]
 fn an_expired_token_ends_the_connection() {
     let (dir, cfg) = temp_config("exp", "[namespaces.chat]\npresence = true\n");
-    let h = Herald::start(&["--config", &cfg, "--jwt-hmac-secret", "s", "--requirepass", "p"]);
+    let h = Herald::start(&[
+        "--config",
+        &cfg,
+        "--jwt-hmac-secret",
+        "s",
+        "--requirepass",
+        "p",
+    ]);
     let mut admin = Raw::backend(h.resp, "p");
     let soon = token("alice", unix_now() + 2);
 
@@ -184,7 +188,11 @@ fn connections_that_never_authenticate_are_closed() {
     let mut idle = Raw::connect(h.resp);
     let mut authed = Raw::backend(h.resp, "p");
     assert_eq!(
-        show(&idle.try_frame(Duration::from_secs(4)).expect("no close notice")),
+        show(
+            &idle
+                .try_frame(Duration::from_secs(4))
+                .expect("no close notice")
+        ),
         "-ERR authentication timeout\\r\\n"
     );
     assert!(idle.closed());
@@ -197,7 +205,14 @@ fn connections_that_never_authenticate_are_closed() {
 
 #[test]
 fn unauthenticated_connections_cannot_hold_every_slot() {
-    let h = Herald::start(&["--requirepass", "p", "--max-connections", "3", "--auth-timeout", "60s"]);
+    let h = Herald::start(&[
+        "--requirepass",
+        "p",
+        "--max-connections",
+        "3",
+        "--auth-timeout",
+        "60s",
+    ]);
     // One after the other, so their age is their order.
     let mut squatters: Vec<Raw> = Vec::new();
     for _ in 0..3 {

@@ -194,6 +194,11 @@ impl Conn {
         self.publish_staged();
         if !self.out.is_empty() {
             let chunk = self.out.split().freeze();
+            // What is left of a small buffer would keep the whole
+            // allocation alive while the connection idles.
+            if self.out.capacity() < 256 {
+                self.out = BytesMut::new();
+            }
             self.handle.sink.outbox.push_reply(chunk);
         }
     }
@@ -299,12 +304,17 @@ impl Conn {
         self.deadline = None;
         match exp {
             Some(exp) => {
-                let left = token_left(exp, self.server.cfg.jwt_leeway, std::time::SystemTime::now());
+                let left = token_left(
+                    exp,
+                    self.server.cfg.jwt_leeway,
+                    std::time::SystemTime::now(),
+                );
                 // Past any plausible uptime: no timer at all (and no
                 // `Instant` overflow for an `exp` near u64::MAX).
                 if let Some(at) = tokio::time::Instant::now().checked_add(left) {
                     if left < Duration::from_secs(100 * 365 * 86400) {
-                        self.deadline = Some((Deadline::Token, Box::pin(tokio::time::sleep_until(at))));
+                        self.deadline =
+                            Some((Deadline::Token, Box::pin(tokio::time::sleep_until(at))));
                     }
                 }
             }
@@ -424,65 +434,100 @@ pub async fn refuse(mut stream: TcpStream) {
 }
 
 /// Serves one connection until it closes, is killed, or the server stops.
-pub async fn serve(
+///
+/// A plain function returning an `async move` block, not an `async fn`: an
+/// `async fn` keeps its arguments twice in its state (rust-lang/rust#62958),
+/// and this state is most of what an idle connection costs.
+pub fn serve(
     stream: TcpStream,
     addr: SocketAddr,
     server: Arc<RespServer>,
     shutdown: CancellationToken,
-) {
-    let hub = server.hub.clone();
-    Stats::add(&hub.stats.connections_total, 1);
-    let id = hub.next_client_id();
-    let laddr = stream.local_addr().unwrap_or(server.local_addr);
-    let handle = Arc::new(ClientHandle {
-        id,
-        addr,
-        laddr,
-        created: Instant::now(),
-        sink: server.new_sink(),
-        kill: CancellationToken::new(),
-        pre_auth: std::sync::atomic::AtomicBool::new(false),
-        meta: std::sync::Mutex::new(ClientMeta {
-            resp: 2,
-            ..ClientMeta::default()
-        }),
-    });
-    server.clients.insert(id, handle.clone());
-    let identity = if server.auth.required() {
-        None
-    } else {
-        Some(server.auth.unauthenticated())
-    };
-    let mut conn = Conn {
-        server: server.clone(),
-        handle: handle.clone(),
-        resp3: false,
-        identity: None,
-        channels: HashSet::new(),
-        patterns: HashSet::new(),
-        shard_channels: HashSet::new(),
-        out: BytesMut::new(),
-        closing: false,
-        blocked: None,
-        block_deadline: None,
-        wait_keys: Vec::new(),
-        multi: None,
-        multi_dirty: false,
-        in_exec: false,
-        watched: Vec::new(),
-        deferred: Vec::new(),
-        staged: None,
-        parser: parse::Parser::default(),
-        deadline: None,
-    };
-    conn.set_identity(identity);
-    if let Err(e) = run_loop(stream, &mut conn, &shutdown).await {
-        tracing::debug!(client = id, error = %e, "resp connection error");
+    admission: Admission,
+) -> impl std::future::Future<Output = ()> + Send {
+    async move {
+        // Held until the connection ends.
+        let _permit = match admission {
+            Admission::Permit(p) => p,
+            Admission::AfterEviction(limit) => {
+                // The evicted task releases its slot as it ends, in
+                // microseconds; bounded, in case it does not.
+                match tokio::time::timeout(EVICT_WAIT, limit.acquire_owned()).await {
+                    Ok(Ok(p)) => p,
+                    _ => {
+                        Stats::add(&server.hub.stats.rejected_connections, 1);
+                        return refuse(stream).await;
+                    }
+                }
+            }
+        };
+        let hub = server.hub.clone();
+        Stats::add(&hub.stats.connections_total, 1);
+        let id = hub.next_client_id();
+        let laddr = stream.local_addr().unwrap_or(server.local_addr);
+        let handle = Arc::new(ClientHandle {
+            id,
+            addr,
+            laddr,
+            created: Instant::now(),
+            sink: server.new_sink(),
+            // A child of the server's shutdown token, so the connection waits
+            // on one token, not two.
+            kill: shutdown.child_token(),
+            pre_auth: std::sync::atomic::AtomicBool::new(false),
+            meta: std::sync::Mutex::new(ClientMeta {
+                resp: 2,
+                ..ClientMeta::default()
+            }),
+        });
+        server.clients.insert(id, handle.clone());
+        let identity = if server.auth.required() {
+            None
+        } else {
+            Some(server.auth.unauthenticated())
+        };
+        let mut conn = Conn {
+            server: server.clone(),
+            handle: handle.clone(),
+            resp3: false,
+            identity: None,
+            channels: HashSet::new(),
+            patterns: HashSet::new(),
+            shard_channels: HashSet::new(),
+            out: BytesMut::new(),
+            closing: false,
+            blocked: None,
+            block_deadline: None,
+            wait_keys: Vec::new(),
+            multi: None,
+            multi_dirty: false,
+            in_exec: false,
+            watched: Vec::new(),
+            deferred: Vec::new(),
+            staged: None,
+            parser: parse::Parser::default(),
+            deadline: None,
+        };
+        conn.set_identity(identity);
+        if let Err(e) = run_loop(stream, &mut conn, &shutdown).await {
+            tracing::debug!(client = id, error = %e, "resp connection error");
+        }
+        // Dropping `conn` releases everything it holds (see `Drop for Conn`),
+        // also when a command panicked and unwound this task.
+        drop(conn);
     }
-    // Dropping `conn` releases everything it holds (see `Drop for Conn`),
-    // also when a command panicked and unwound this task.
-    drop(conn);
 }
+
+/// How a connection got its slot under `--max-connections`.
+pub enum Admission {
+    Permit(tokio::sync::OwnedSemaphorePermit),
+    /// The server was full and an unauthenticated client was closed to
+    /// make room: wait (briefly) for its slot.
+    AfterEviction(Arc<tokio::sync::Semaphore>),
+}
+
+/// How long a connection admitted by evicting another waits for the slot.
+const EVICT_WAIT: Duration = Duration::from_secs(2);
 
 impl Drop for Conn {
     fn drop(&mut self) {
@@ -513,13 +558,9 @@ async fn run_loop(
     let mut front_off = 0usize;
     let mut scratch: Vec<u8> = Vec::new();
     // Built once: a fresh cancellation future per turn would register and
-    // unregister with both tokens every time the connection wakes.
-    let mut stop = std::pin::pin!(async {
-        tokio::select! {
-            _ = shutdown.cancelled() => {}
-            _ = handle.kill.cancelled() => {}
-        }
-    });
+    // unregister with the token every time the connection wakes. `kill` is
+    // a child of the shutdown token, so this is both.
+    let mut stop = std::pin::pin!(handle.kill.cancelled());
     loop {
         if batch.is_empty() {
             outbox.take(&mut batch);
@@ -735,7 +776,14 @@ async fn read_some(stream: &TcpStream, rbuf: &mut BytesMut) -> std::io::Result<u
             rbuf.reserve(READ_CHUNK.max(rbuf.len()));
         }
         match stream.try_read_buf(rbuf) {
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                // Readiness was stale (it stays set until a read would
+                // block): wait without a buffer.
+                if rbuf.is_empty() {
+                    *rbuf = BytesMut::new();
+                }
+                continue;
+            }
             r => return r,
         }
     }
@@ -863,5 +911,43 @@ fn process(conn: &mut Conn, rbuf: &mut BytesMut) {
                 return;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The per-connection task is most of an idle connection's memory: its
+    /// future's size is watched here (print with `--nocapture`).
+    #[tokio::test]
+    async fn connection_task_stays_small() {
+        let cfg = Arc::new(crate::config::Config::default());
+        let hub = Arc::new(crate::hub::Hub::with_config(cfg.clone()));
+        let metrics = Arc::new(crate::metrics::Metrics::new(&hub));
+        let auth = crate::auth::Authenticator::new(&cfg);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = RespServer::new(hub, cfg, auth, metrics, addr);
+        let client = TcpStream::connect(addr).await.unwrap();
+        let (stream, peer) = listener.accept().await.unwrap();
+        let permit = Arc::new(tokio::sync::Semaphore::new(1))
+            .try_acquire_owned()
+            .unwrap();
+        let fut = serve(
+            stream,
+            peer,
+            server,
+            CancellationToken::new(),
+            Admission::Permit(permit),
+        );
+        let size = std::mem::size_of_val(&fut);
+        eprintln!(
+            "serve future: {size} bytes; Conn: {} bytes",
+            std::mem::size_of::<Conn>()
+        );
+        drop(fut);
+        drop(client);
+        assert!(size <= 4096, "serve future grew to {size} bytes");
     }
 }

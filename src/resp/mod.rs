@@ -191,9 +191,6 @@ impl RespServer {
     }
 }
 
-/// How long a connection admitted by evicting another waits for the slot.
-const EVICT_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
-
 /// Closes the oldest connection that has not authenticated (and is not
 /// closing already); false when there is none. Only where authentication
 /// is configured: otherwise every client is as good as authenticated.
@@ -248,13 +245,15 @@ pub async fn run(
                 continue;
             }
         };
-        let permit = match limit.clone().try_acquire_owned() {
-            Ok(p) => Some(p),
+        let admission = match limit.clone().try_acquire_owned() {
+            Ok(p) => connection::Admission::Permit(p),
             // Full: room for a client that may authenticate is made by
             // closing the oldest one that has not, so connections that
             // never authenticate cannot hold every slot. The newcomer
-            // waits for that slot below.
-            Err(_) if evict_pre_auth(&server) => None,
+            // waits for that slot.
+            Err(_) if evict_pre_auth(&server) => {
+                connection::Admission::AfterEviction(limit.clone())
+            }
             Err(_) => {
                 Stats::add(&server.hub.stats.rejected_connections, 1);
                 tracker.spawn(connection::refuse(stream));
@@ -270,28 +269,13 @@ pub async fn run(
             .with_interval(std::time::Duration::from_secs(10))
             .with_retries(3);
         let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive);
-        let server = server.clone();
-        let shutdown = shutdown.clone();
-        let limit = limit.clone();
-        tracker.spawn(async move {
-            let permit = match permit {
-                Some(p) => p,
-                None => {
-                    // The evicted task releases its slot as it ends, in
-                    // microseconds; bounded, in case it does not.
-                    let wait = tokio::time::timeout(EVICT_WAIT, limit.acquire_owned()).await;
-                    match wait {
-                        Ok(Ok(p)) => p,
-                        _ => {
-                            Stats::add(&server.hub.stats.rejected_connections, 1);
-                            return connection::refuse(stream).await;
-                        }
-                    }
-                }
-            };
-            connection::serve(stream, addr, server, shutdown).await;
-            drop(permit);
-        });
+        tracker.spawn(connection::serve(
+            stream,
+            addr,
+            server.clone(),
+            shutdown.clone(),
+            admission,
+        ));
     }
     tracker.close();
     tracker.wait().await;

@@ -189,9 +189,7 @@ impl Parser {
             if buf.len() > MAX_INLINE {
                 return Err(ProtocolError("too big inline request"));
             }
-            self.state = State::Inline {
-                scanned: buf.len(),
-            };
+            self.state = State::Inline { scanned: buf.len() };
             return Ok(None);
         };
         let mut line = &buf[..nl];
@@ -390,7 +388,11 @@ mod tests {
                 p.reset();
             }
         }
-        assert!(buf.is_empty(), "left over: {:?}", String::from_utf8_lossy(&buf));
+        assert!(
+            buf.is_empty(),
+            "left over: {:?}",
+            String::from_utf8_lossy(&buf)
+        );
         out
     }
 
@@ -421,7 +423,10 @@ mod tests {
         let walked = HEADERS_WALKED.with(|c| c.get());
         // Each header once, plus at most one header looked at again per
         // read (the one cut off by the end of the read).
-        assert!(walked <= N + reads, "walked {walked} headers for {N} arguments in {reads} reads");
+        assert!(
+            walked <= N + reads,
+            "walked {walked} headers for {N} arguments in {reads} reads"
+        );
     }
 
     #[test]
