@@ -67,15 +67,20 @@ enum State {
     /// Nothing of the buffer's first request validated yet.
     #[default]
     Start,
-    /// A multibulk whose header and first `args.len()` arguments are valid.
-    Multibulk {
-        count: usize,
-        /// Where the next `$` header starts.
-        pos: usize,
-        args: Vec<(usize, usize)>,
-    },
+    /// A multibulk whose header and first `args.len()` arguments are valid
+    /// (boxed: the parser lives in every connection, idle ones included).
+    Multibulk(Box<Partial>),
     /// An inline request whose first `scanned` bytes hold no newline.
     Inline { scanned: usize },
+}
+
+/// An incomplete multibulk request.
+#[derive(Debug)]
+struct Partial {
+    count: usize,
+    /// Where the next `$` header starts.
+    pos: usize,
+    args: Vec<(usize, usize)>,
 }
 
 impl Parser {
@@ -102,7 +107,10 @@ impl Parser {
                 Some(b'*') => self.multibulk_header(buf, limits),
                 Some(_) => self.inline(buf, 0),
             },
-            State::Multibulk { count, pos, args } => self.bulks(buf, limits, count, pos, args),
+            State::Multibulk(p) => {
+                let Partial { count, pos, args } = *p;
+                self.bulks(buf, limits, count, pos, args)
+            }
             State::Inline { scanned } => self.inline(buf, scanned),
         };
         if r.is_err() {
@@ -148,14 +156,14 @@ impl Parser {
             #[cfg(test)]
             tests::HEADERS_WALKED.with(|c| c.set(c.get() + 1));
             let Some(&first) = buf.get(pos) else {
-                self.state = State::Multibulk { count, pos, args };
+                self.state = State::Multibulk(Box::new(Partial { count, pos, args }));
                 return Ok(None);
             };
             if first != b'$' {
                 return Err(ProtocolError(expected_dollar(first)));
             }
             let Some((end, data)) = header_line(buf, pos, "too big bulk count string")? else {
-                self.state = State::Multibulk { count, pos, args };
+                self.state = State::Multibulk(Box::new(Partial { count, pos, args }));
                 return Ok(None);
             };
             let len = match parse_i64(&buf[pos + 1..end]) {
@@ -170,7 +178,7 @@ impl Parser {
             if buf.len() < data + len + 2 {
                 // Resume at this header: it is short, parsing it again is
                 // cheap, and the bulk's data has not arrived yet.
-                self.state = State::Multibulk { count, pos, args };
+                self.state = State::Multibulk(Box::new(Partial { count, pos, args }));
                 return Ok(None);
             }
             args.push((data, data + len));
