@@ -211,10 +211,16 @@ impl Conn {
     /// Parks the current command; the connection retries it when one of its
     /// keys is written, and replies a null array at its deadline.
     pub fn block(&mut self, mut b: Blocked) {
+        // A timeout past what an `Instant` can hold (BLOCK up to i64::MAX
+        // ms is valid, as in Redis) waits without a deadline instead of
+        // overflowing.
         b.deadline = self.block_deadline.or_else(|| {
-            (b.timeout_ms > 0).then(|| {
-                tokio::time::Instant::now() + std::time::Duration::from_millis(b.timeout_ms)
-            })
+            (b.timeout_ms > 0)
+                .then(|| {
+                    tokio::time::Instant::now()
+                        .checked_add(std::time::Duration::from_millis(b.timeout_ms))
+                })
+                .flatten()
         });
         self.blocked = Some(Box::new(b));
     }
