@@ -449,6 +449,7 @@ pub async fn refuse(mut stream: TcpStream) {
 /// A plain function returning an `async move` block, not an `async fn`: an
 /// `async fn` keeps its arguments twice in its state (rust-lang/rust#62958),
 /// and this state is most of what an idle connection costs.
+#[allow(clippy::manual_async_fn)] // on purpose, see above
 pub fn serve(
     stream: TcpStream,
     addr: SocketAddr,
