@@ -358,7 +358,8 @@ impl Conn {
         self.deadline = None;
         self.blocked = None;
         self.multi = None;
-        self.staged = None;
+        // `reply` first delivers PUBLISHes staged before `exp` (they ran
+        // while the token was valid) and writes their replies.
         self.reply().error(TOKEN_EXPIRED);
         self.close_after_reply();
         tracing::debug!(client = self.handle.id, "token expired, closing");
@@ -702,6 +703,12 @@ async fn serve_blocked(
     let Some(b) = conn.blocked.take() else {
         return Ok(true);
     };
+    // A parked command is not retried after the token's `exp`.
+    if conn.token_expired() {
+        conn.expire();
+        conn.flush_replies();
+        return Ok(true);
+    }
     let hub = conn.server.hub.clone();
     let handle = conn.handle.clone();
     let mut wakeups: Vec<_> = {
