@@ -324,6 +324,12 @@ pub struct Options {
     /// refused with error 109 instead of queued (0 = no limit). [default: 512mb]
     #[arg(long, env = "HERALD_OUTPUT_BUFFER_GLOBAL_LIMIT", value_name = "SIZE")]
     pub output_buffer_global_limit: Option<ByteSize>,
+    /// Close RESP connections that have not authenticated this long after
+    /// connecting (when a password or JWT key is configured; an anonymous
+    /// client holding subscriptions a namespace allows stays; 0 = never).
+    /// [default: 10s]
+    #[arg(long, env = "HERALD_AUTH_TIMEOUT", value_name = "DURATION")]
+    pub auth_timeout: Option<Dur>,
 }
 
 /// Errors while loading configuration.
@@ -376,6 +382,8 @@ pub struct Config {
     /// Output pending across all WebSocket connections past which large
     /// replies are refused (0: no limit).
     pub output_buffer_global_limit: usize,
+    /// Time a RESP client has to authenticate (zero: unlimited).
+    pub auth_timeout: Duration,
 }
 
 impl Default for Config {
@@ -487,7 +495,8 @@ impl Options {
             leaderboard_resp_top,
             log,
             namespaces,
-            output_buffer_global_limit
+            output_buffer_global_limit,
+            auth_timeout
         )
     }
 
@@ -544,6 +553,7 @@ impl Options {
             namespaces: self.namespaces.unwrap_or_default(),
             default_namespace: NamespaceOptions::default(),
             output_buffer_global_limit: size(self.output_buffer_global_limit, 512 << 20)?,
+            auth_timeout: self.auth_timeout.map_or(Duration::from_secs(10), |d| d.0),
         };
         // Once any authentication is configured, clients without a valid
         // token get nothing, except where a namespace opens itself with an

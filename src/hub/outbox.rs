@@ -417,13 +417,18 @@ impl Outbox {
         st.tail = BytesMut::new();
     }
 
-    /// Lets go of the tail buffer's memory when nothing is pending (the
+    /// Lets go of the tail buffer's and queue's memory when nothing is pending (the
     /// RESP front end calls this for every connection once a second, so an
     /// idle subscriber keeps no buffer for long).
     pub fn trim(&self) {
         let mut st = self.lock();
         if st.pending == 0 && st.tail.capacity() > 0 {
             st.tail = BytesMut::new();
+        }
+        // The queue's ring keeps its capacity when drained; an idle
+        // subscriber (5,000 of them in herald-bench resp-idle) needs none.
+        if st.queue.is_empty() && st.queue.capacity() > 0 {
+            st.queue = VecDeque::new();
         }
     }
 

@@ -111,6 +111,9 @@ pub struct ClientHandle {
     pub created: Instant,
     pub sink: Arc<RespSink>,
     pub kill: CancellationToken,
+    /// Not authenticated yet (see [`connection::Conn::pre_auth`]): the
+    /// first to be closed when the server is full.
+    pub pre_auth: AtomicBool,
     pub meta: Mutex<ClientMeta>,
 }
 
@@ -188,6 +191,29 @@ impl RespServer {
     }
 }
 
+/// Closes the oldest connection that has not authenticated (and is not
+/// closing already); false when there is none. Only where authentication
+/// is configured: otherwise every client is as good as authenticated.
+fn evict_pre_auth(server: &RespServer) -> bool {
+    if !server.cfg.has_auth() {
+        return false;
+    }
+    let victim = server
+        .clients
+        .iter()
+        .filter(|h| h.pre_auth.load(Ordering::Relaxed) && !h.kill.is_cancelled())
+        .min_by_key(|h| h.created)
+        .map(|h| h.value().clone());
+    match victim {
+        Some(h) => {
+            tracing::debug!(client = h.id, addr = %h.addr, "server full: closing a client that has not authenticated");
+            h.kill.cancel();
+            true
+        }
+        None => false,
+    }
+}
+
 /// Accepts RESP connections on an already-bound listener until `shutdown`,
 /// then waits for every connection task to finish.
 pub async fn run(
@@ -219,8 +245,15 @@ pub async fn run(
                 continue;
             }
         };
-        let permit = match limit.clone().try_acquire_owned() {
-            Ok(p) => p,
+        let admission = match limit.clone().try_acquire_owned() {
+            Ok(p) => connection::Admission::Permit(p),
+            // Full: room for a client that may authenticate is made by
+            // closing the oldest one that has not, so connections that
+            // never authenticate cannot hold every slot. The newcomer
+            // waits for that slot.
+            Err(_) if evict_pre_auth(&server) => {
+                connection::Admission::AfterEviction(limit.clone())
+            }
             Err(_) => {
                 Stats::add(&server.hub.stats.rejected_connections, 1);
                 tracker.spawn(connection::refuse(stream));
@@ -236,12 +269,13 @@ pub async fn run(
             .with_interval(std::time::Duration::from_secs(10))
             .with_retries(3);
         let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive);
-        let server = server.clone();
-        let shutdown = shutdown.clone();
-        tracker.spawn(async move {
-            connection::serve(stream, addr, server, shutdown).await;
-            drop(permit);
-        });
+        tracker.spawn(connection::serve(
+            stream,
+            addr,
+            server.clone(),
+            shutdown.clone(),
+            admission,
+        ));
     }
     tracker.close();
     tracker.wait().await;

@@ -169,9 +169,9 @@ impl Sizes {
 }
 
 /// A server process, killed when dropped.
-struct Server {
-    child: Child,
-    resp: SocketAddr,
+pub struct Server {
+    pub child: Child,
+    pub resp: SocketAddr,
     http: Option<SocketAddr>,
 }
 
@@ -194,7 +194,7 @@ fn log_field(line: &str, name: &str) -> Option<SocketAddr> {
     rest[..end].parse().ok()
 }
 
-fn start_herald(bin: &Path, config: &Path) -> Result<Server> {
+pub fn start_herald(bin: &Path, config: &Path) -> Result<Server> {
     // `herald=info` keeps the "herald listening" line (logged at info) while
     // everything else stays at warn.
     let mut child = Command::new(bin)
@@ -244,7 +244,7 @@ fn start_herald(bin: &Path, config: &Path) -> Result<Server> {
     Ok(server)
 }
 
-fn start_redis(bin: &Path) -> Result<Server> {
+pub fn start_redis(bin: &Path, extra: &[&str]) -> Result<Server> {
     let port = free_port()?;
     let child = Command::new(bin)
         .args([
@@ -259,6 +259,7 @@ fn start_redis(bin: &Path) -> Result<Server> {
             "--daemonize",
             "no",
         ])
+        .args(extra)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -1254,7 +1255,7 @@ pub async fn run(a: CompareArgs) -> Result<()> {
             None
         } else {
             Some(tokio::task::block_in_place(|| {
-                start_redis(&a.redis_server)
+                start_redis(&a.redis_server, &[])
             })?)
         };
         let nginx = match nchan_skip {

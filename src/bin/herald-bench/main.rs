@@ -15,6 +15,7 @@
 //! - `fanout`: the `fanout` and `patterns` scenarios (RESP subscribers).
 //! - `ws`: `ws-fanout`, `idle-conns` and `recovery`; `wsraw`: the
 //!   allocation-free WebSocket client of the `ws-fanout` subscribers.
+//! - `resp_idle`: memory per idle RESP subscriber, Herald beside Redis.
 //! - `zset`: ZINCRBY / ZREVRANK on a large sorted set.
 //! - `compare`: starts Herald, Redis and nginx + nchan, runs rounds,
 //!   prints the table; `nchan`: the temporary nginx configuration.
@@ -31,6 +32,7 @@ mod publish;
 mod readbuf;
 mod report;
 mod resp;
+mod resp_idle;
 mod stamp;
 mod sys;
 mod ws;
@@ -72,6 +74,8 @@ enum Cmd {
     WsFanout(WsFanoutArgs),
     /// Server memory per idle WebSocket connection.
     IdleConns(IdleArgs),
+    /// Memory per idle RESP subscriber: Herald and redis-server, one run.
+    RespIdle(RespIdleArgs),
     /// Time to replay N missed messages after a reconnect (Herald history).
     Recovery(RecoveryArgs),
     /// ZINCRBY, then ZREVRANK, on random members of a large sorted set (RESP).
@@ -234,6 +238,25 @@ struct IdleArgs {
 }
 
 #[derive(Args)]
+struct RespIdleArgs {
+    /// The herald binary to start (default: beside herald-bench).
+    #[arg(long)]
+    herald: Option<std::path::PathBuf>,
+    /// The redis-server binary to start.
+    #[arg(long, default_value = "redis-server")]
+    redis_server: std::path::PathBuf,
+    /// Subscribed connections per server.
+    #[arg(long, default_value_t = 5000)]
+    connections: usize,
+    /// Seconds the connections settle before memory is read.
+    #[arg(long, value_parser = secs, default_value = "15")]
+    hold: Duration,
+    /// The channel every connection subscribes to.
+    #[arg(long, default_value = "bench_idle")]
+    channel: String,
+}
+
+#[derive(Args)]
 struct ZsetArgs {
     /// RESP server address.
     #[arg(long, value_parser = addr, default_value = "127.0.0.1:6380")]
@@ -358,6 +381,23 @@ async fn run(cmd: Cmd) -> Result<()> {
                 with_children: a.with_children,
                 hold: a.hold,
                 subscribe: a.subscribe,
+            })
+            .await?
+        }
+        Cmd::RespIdle(a) => {
+            let herald = match a.herald {
+                Some(p) => p,
+                None => std::env::current_exe()?
+                    .parent()
+                    .map(|d| d.join("herald"))
+                    .ok_or_else(|| anyhow::anyhow!("no directory for herald-bench"))?,
+            };
+            resp_idle::run(&resp_idle::RespIdleOpts {
+                herald,
+                redis_server: a.redis_server,
+                connections: a.connections,
+                hold: a.hold,
+                channel: a.channel,
             })
             .await?
         }

@@ -133,7 +133,9 @@ fn reset(conn: &mut Conn, _args: &[Bytes]) {
         m.user.clear();
     }
     if conn.server.auth.required() {
-        conn.identity = None;
+        // Unauthenticated again: the pre-AUTH limits and the time allowed
+        // to authenticate apply from now.
+        conn.set_identity(None);
     }
     conn.reply().simple("RESET");
 }
@@ -153,13 +155,35 @@ fn auth(conn: &mut Conn, args: &[Bytes]) {
     } else {
         (Some(&args[1][..]), &args[2])
     };
-    match conn.server.auth.authenticate(user, secret) {
+    match authenticate(conn, user, secret) {
         Ok(id) => {
             set_identity(conn, id, user);
             conn.reply().simple("OK");
         }
         Err(e) => auth_reply_err(conn, e),
     }
+}
+
+/// Checks credentials. A token in its last second (`exp` is whole seconds,
+/// and the JWT check passes while `exp` equals the current second) is
+/// refused like an expired one: the connection would end at once.
+fn authenticate(
+    conn: &Conn,
+    user: Option<&[u8]>,
+    secret: &[u8],
+) -> Result<Identity, crate::auth::AuthError> {
+    let id = conn.server.auth.authenticate(user, secret)?;
+    if let Identity::User(c) = &id {
+        let left = crate::resp::connection::token_left(
+            c.exp,
+            conn.server.cfg.jwt_leeway,
+            std::time::SystemTime::now(),
+        );
+        if left.is_zero() {
+            return Err(crate::auth::AuthError::WrongPass);
+        }
+    }
+    Ok(id)
 }
 
 fn set_identity(conn: &mut Conn, id: Identity, user: Option<&[u8]>) {
@@ -169,7 +193,7 @@ fn set_identity(conn: &mut Conn, id: Identity, user: Option<&[u8]>) {
             .map(|u| String::from_utf8_lossy(u).into_owned())
             .unwrap_or_default(),
     };
-    conn.identity = Some(id);
+    conn.set_identity(Some(id));
     conn.handle.meta().user = name;
 }
 
@@ -210,7 +234,7 @@ fn hello(conn: &mut Conn, args: &[Bytes]) {
         }
     }
     if let Some((user, pass)) = creds {
-        match conn.server.auth.authenticate(Some(&user), &pass) {
+        match authenticate(conn, Some(&user), &pass) {
             Ok(id) => set_identity(conn, id, Some(&user)),
             Err(e) => return auth_reply_err(conn, e),
         }

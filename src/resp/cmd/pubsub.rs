@@ -254,8 +254,8 @@ fn confirm(conn: &mut Conn, word: &[u8], name: Option<&[u8]>, count: usize) {
     out.int(count as i64);
 }
 
-fn check_name(conn: &mut Conn, name: &[u8]) -> bool {
-    let max = conn.server.cfg.max_channel_length;
+fn check_name(conn: &mut Conn, name: &[u8], kind: Kind) -> bool {
+    let max = conn.max_name_len(kind == Kind::Pattern);
     if name.len() > max {
         conn.reply().error(&format!(
             "ERR channel name or pattern longer than {max} bytes"
@@ -276,10 +276,10 @@ fn subscribe_kind(conn: &mut Conn, args: &[Bytes], kind: Kind) {
             confirm(conn, word, Some(name), count);
             continue;
         }
-        if !check_name(conn, name) {
+        if !check_name(conn, name, kind) {
             continue;
         }
-        let max = conn.server.cfg.max_subscriptions;
+        let max = conn.max_subscriptions();
         if conn.total_subscriptions() >= max {
             conn.reply().error(&format!(
                 "ERR max subscriptions per connection reached ({max})"
