@@ -318,6 +318,29 @@ pub struct Options {
     /// Namespaces (TOML only): [namespaces.NAME] tables.
     #[arg(skip)]
     pub namespaces: Option<BTreeMap<String, NamespaceOptions>>,
+
+    /// Maximum TCP connections on the HTTP listener, upgraded WebSockets
+    /// included; at the cap the longest-idle connection is closed to make
+    /// room, else the newcomer gets 503. [default: max_connections + 1024]
+    #[arg(long, env = "HERALD_HTTP_MAX_CONNECTIONS", value_name = "N")]
+    pub http_max_connections: Option<usize>,
+
+    /// Time a client has to send a complete request head (at most 30s);
+    /// also how long an idle keep-alive connection waits for its next
+    /// request. [default: 10s]
+    #[arg(long, env = "HERALD_HTTP_HEADER_TIMEOUT", value_name = "DURATION")]
+    pub http_header_timeout: Option<Dur>,
+
+    /// Time a client has to send a request body once its head arrived (at
+    /// most 60s); slower requests get 408 and are closed. [default: 10s]
+    #[arg(long, env = "HERALD_HTTP_BODY_TIMEOUT", value_name = "DURATION")]
+    pub http_body_timeout: Option<Dur>,
+
+    /// Largest HTTP request body (the server API's JSON); a larger
+    /// Content-Length is refused with 413 before any of it is read.
+    /// [default: 1mb]
+    #[arg(long, env = "HERALD_HTTP_MAX_BODY_SIZE", value_name = "SIZE")]
+    pub http_max_body_size: Option<ByteSize>,
 }
 
 /// Errors while loading configuration.
@@ -367,6 +390,10 @@ pub struct Config {
     /// The options of channels outside every configured namespace:
     /// `[namespaces.default]`, or the defaults.
     default_namespace: NamespaceOptions,
+    pub http_max_connections: usize,
+    pub http_header_timeout: Duration,
+    pub http_body_timeout: Duration,
+    pub http_max_body_size: usize,
 }
 
 impl Default for Config {
@@ -477,7 +504,11 @@ impl Options {
             leaderboard_interval,
             leaderboard_resp_top,
             log,
-            namespaces
+            namespaces,
+            http_max_connections,
+            http_header_timeout,
+            http_body_timeout,
+            http_max_body_size
         )
     }
 
@@ -488,6 +519,7 @@ impl Options {
                 .map_err(|_| ConfigError::Invalid("size too large for this machine".into()))
         };
         let empty = |s: Option<String>| s.filter(|s| !s.is_empty());
+        let max_connections = self.max_connections.unwrap_or(10_000);
         let mut cfg = Config {
             resp_addr: self
                 .resp_addr
@@ -502,7 +534,7 @@ impl Options {
             api_key: empty(self.api_key),
             allow_anonymous: self.allow_anonymous.unwrap_or(false),
             allowed_origins: self.allowed_origins.unwrap_or_default(),
-            max_connections: self.max_connections.unwrap_or(10_000),
+            max_connections,
             max_bulk_len: size(self.max_bulk_len, 64 << 20)?,
             max_query_buffer: size(self.max_query_buffer, 128 << 20)?,
             max_subscriptions: self.max_subscriptions.unwrap_or(100_000),
@@ -533,6 +565,18 @@ impl Options {
             log: self.log.unwrap_or_else(|| "info".into()),
             namespaces: self.namespaces.unwrap_or_default(),
             default_namespace: NamespaceOptions::default(),
+            // Room for API calls and health checks beside a full house of
+            // WebSockets (`max_connections` caps those on their own).
+            http_max_connections: self
+                .http_max_connections
+                .unwrap_or_else(|| max_connections.saturating_add(1024)),
+            http_header_timeout: self
+                .http_header_timeout
+                .map_or(Duration::from_secs(10), |d| d.0),
+            http_body_timeout: self
+                .http_body_timeout
+                .map_or(Duration::from_secs(10), |d| d.0),
+            http_max_body_size: size(self.http_max_body_size, 1 << 20)?,
         };
         // Once any authentication is configured, clients without a valid
         // token get nothing, except where a namespace opens itself with an
@@ -567,6 +611,23 @@ impl Options {
         if cfg.max_connections == 0 {
             return Err(ConfigError::Invalid(
                 "max_connections must be at least 1".into(),
+            ));
+        }
+        if cfg.http_max_connections == 0 {
+            return Err(ConfigError::Invalid(
+                "http_max_connections must be at least 1".into(),
+            ));
+        }
+        // A longer head timeout is what slowloris needs: the cap keeps one
+        // client from holding a connection slot for minutes.
+        if cfg.http_header_timeout.is_zero() || cfg.http_header_timeout > Duration::from_secs(30) {
+            return Err(ConfigError::Invalid(
+                "http_header_timeout must be above zero and at most 30s".into(),
+            ));
+        }
+        if cfg.http_body_timeout.is_zero() || cfg.http_body_timeout > Duration::from_secs(60) {
+            return Err(ConfigError::Invalid(
+                "http_body_timeout must be above zero and at most 60s".into(),
             ));
         }
         Ok(cfg)

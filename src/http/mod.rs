@@ -2,6 +2,7 @@
 //! `/healthz` and the page at `/`, on one axum router.
 
 pub mod api;
+pub mod listener;
 
 use std::sync::Arc;
 
@@ -58,29 +59,29 @@ pub fn router(st: AppState) -> Router {
         .route("/api/presence/{channel}", get(api::presence))
         .route("/api/history/{channel}", get(api::history))
         .fallback(|| async { api_error(StatusCode::NOT_FOUND, 404, "not found") })
+        // Bodies without a Content-Length stop here once past the limit.
+        .layer(axum::extract::DefaultBodyLimit::max(
+            st.cfg.http_max_body_size,
+        ))
         .with_state(st)
 }
 
 /// Serves HTTP on an already-bound listener until `shutdown`, then waits for
-/// the WebSocket sessions (axum's graceful shutdown does not track them).
+/// the WebSocket sessions (the connection tasks end before their upgraded
+/// sockets do).
 pub async fn run(
     listener: TcpListener,
     st: AppState,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let ws = st.ws.clone();
+    let hub = st.hub.clone();
+    let cfg = st.cfg.clone();
+    let table = listener::ConnTable::new(cfg.http_max_connections);
     let app = router(st);
-    use axum::serve::ListenerExt;
-    // Small WebSocket frames must not wait for delayed ACKs (Nagle): a
-    // 40 ms stall per round trip otherwise.
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    let r = axum::serve(listener, app)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await;
+    listener::serve(listener, app, &cfg, table, hub, shutdown).await;
     ws.drain().await;
-    r
+    Ok(())
 }
 
 /// The demo page, embedded at build time.
