@@ -359,3 +359,14 @@ fn running_out_of_descriptors_neither_spins_nor_locks_out() {
     assert_eq!(status, 200, "no health check while out of descriptors");
     assert!(health_time < Duration::from_secs(8), "{health_time:?}");
 }
+
+#[test]
+fn channel_list_patterns_are_bounded() {
+    let h = Herald::start(&["--max-pattern-length", "64"]);
+    let long = "a".repeat(65);
+    let (status, text) = get(h.http, &format!("/api/channels?pattern={long}*"));
+    assert_eq!(status, 400, "{text}");
+    assert!(text.contains("\"code\":110"), "{text}");
+    let (status, text) = get(h.http, "/api/channels?pattern=news*");
+    assert_eq!(status, 200, "{text}");
+}

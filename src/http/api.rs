@@ -188,6 +188,22 @@ pub async fn channels(
     if let Err(r) = authorize(&st, &headers) {
         return r;
     }
+    // Matching costs pattern length times channel length for every
+    // channel: the pattern is bounded as for clients without the password.
+    if q.pattern
+        .as_ref()
+        .is_some_and(|p| p.len() > st.cfg.max_pattern_length)
+    {
+        return api_error(
+            StatusCode::BAD_REQUEST,
+            110,
+            &format!(
+                "pattern must be at most {} bytes",
+                st.cfg.max_pattern_length
+            ),
+        )
+        .into_response();
+    }
     let reg = &st.hub.registry;
     let mut names = reg.channels(Space::Global, q.pattern.as_deref().map(str::as_bytes));
     names.sort();
