@@ -370,3 +370,42 @@ fn channel_list_patterns_are_bounded() {
     let (status, text) = get(h.http, "/api/channels?pattern=news*");
     assert_eq!(status, 200, "{text}");
 }
+
+#[test]
+fn concurrent_scrapes_share_renders_but_never_answer_stale() {
+    let h = Herald::start(&[]);
+    let mut resp = Raw::connect(h.resp);
+    let published = |text: &str| -> u64 {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("herald_messages_published_total "))
+            .unwrap_or_else(|| panic!("no counter in {text}"));
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    };
+    for round in 1..=5u64 {
+        // Each publish completes before the scrapes are sent: every one of
+        // them, shared render or not, must count it.
+        assert_eq!(resp.cmd(&[b"PUBLISH", b"c", b"x"]), b":0\r\n");
+        let scrapes: Vec<_> = (0..16)
+            .map(|i| {
+                let addr = h.http;
+                std::thread::spawn(move || {
+                    let path = if i % 2 == 0 { "/metrics" } else { "/stats" };
+                    get(addr, path)
+                })
+            })
+            .collect();
+        for s in scrapes {
+            let (status, text) = s.join().unwrap();
+            assert_eq!(status, 200, "{text}");
+            if text.contains("herald_messages_published_total") {
+                assert!(published(&text) >= round, "stale /metrics: {text}");
+            } else {
+                assert!(
+                    text.contains(&format!("\"messages_published\":{round}")),
+                    "stale /stats: {text}"
+                );
+            }
+        }
+    }
+}
