@@ -409,3 +409,49 @@ fn concurrent_scrapes_share_renders_but_never_answer_stale() {
         }
     }
 }
+
+#[test]
+fn a_client_that_stops_reading_its_response_is_cut_off() {
+    let dir = std::env::temp_dir().join(format!("herald-stall-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("herald.toml");
+    std::fs::write(&config, "[namespaces.big]\nhistory_size = 100\n").unwrap();
+    let h = Herald::start(&[
+        "--config",
+        config.to_str().unwrap(),
+        "--http-header-timeout",
+        "1s",
+        "--http-body-timeout",
+        "1s",
+    ]);
+    // About 13 MiB of history as JSON: more than the socket buffers hold.
+    let mut resp = Raw::connect(h.resp);
+    let payload = vec![b'y'; 100 * 1024];
+    for _ in 0..100 {
+        resp.cmd(&[b"PUBLISH", b"big:1", &payload]);
+    }
+    let mut s = TcpStream::connect(h.http).unwrap();
+    write!(s, "GET /api/history/big:1 HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    // Read the head only, then stop reading.
+    let mut head = [0u8; 256];
+    s.set_read_timeout(Some(common::TIMEOUT)).unwrap();
+    let n = s.read(&mut head).unwrap();
+    let head = String::from_utf8_lossy(&head[..n]).to_string();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length: "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no length in {head}"));
+    let before = open_fds(h.pid());
+    std::thread::sleep(Duration::from_secs(4));
+    // The connection is gone on the server, and what arrives is cut short.
+    assert!(open_fds(h.pid()) < before, "stalled connection still open");
+    let mut rest = Vec::new();
+    let _ = s.read_to_end(&mut rest);
+    assert!(
+        n + rest.len() < length,
+        "the whole {length}-byte response arrived"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -2,7 +2,9 @@
 //! listener, plain or upgraded to a WebSocket, holds one slot of
 //! `--http-max-connections` until its socket closes; a request head must
 //! arrive within `--http-header-timeout` (the same limit closes idle
-//! keep-alive connections) and a body within `--http-body-timeout`.
+//! keep-alive connections) and a body within `--http-body-timeout`; a
+//! connection on which no byte moves either way for about twice the longer
+//! of the two (a client that stopped reading its response) is closed.
 //!
 //! At the cap the connection that has been idle longest (no request in
 //! flight, not upgraded: a keep-alive client, an idle socket, a slowloris
@@ -15,6 +17,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -202,6 +205,16 @@ impl Drop for ConnGuard {
 struct CountedStream {
     tcp: TcpStream,
     _slot: ConnGuard,
+    /// Counts reads and writes that moved bytes, for the stall check.
+    progress: Arc<AtomicU64>,
+}
+
+impl CountedStream {
+    fn moved<T>(&self, r: &Poll<io::Result<T>>) {
+        if matches!(r, Poll::Ready(Ok(_))) {
+            self.progress.fetch_add(1, Ordering::Relaxed);
+        }
+    }
 }
 
 impl AsyncRead for CountedStream {
@@ -210,7 +223,9 @@ impl AsyncRead for CountedStream {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.tcp).poll_read(cx, buf)
+        let r = Pin::new(&mut self.tcp).poll_read(cx, buf);
+        self.moved(&r);
+        r
     }
 }
 
@@ -220,7 +235,9 @@ impl AsyncWrite for CountedStream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.tcp).poll_write(cx, buf)
+        let r = Pin::new(&mut self.tcp).poll_write(cx, buf);
+        self.moved(&r);
+        r
     }
 
     fn poll_write_vectored(
@@ -228,7 +245,9 @@ impl AsyncWrite for CountedStream {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.tcp).poll_write_vectored(cx, bufs)
+        let r = Pin::new(&mut self.tcp).poll_write_vectored(cx, bufs);
+        self.moved(&r);
+        r
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -290,6 +309,7 @@ pub async fn serve(
         .keep_alive(true);
     let body_timeout = cfg.http_body_timeout;
     let max_body = cfg.http_max_body_size as u64;
+    let stall_check = cfg.http_header_timeout.max(body_timeout);
     let tracker = TaskTracker::new();
     let mut failing = false;
     loop {
@@ -343,7 +363,12 @@ pub async fn serve(
         // 40 ms stall per round trip otherwise.
         let _ = tcp.set_nodelay(true);
         let id = slot.id;
-        let io = TokioIo::new(CountedStream { tcp, _slot: slot });
+        let progress = Arc::new(AtomicU64::new(0));
+        let io = TokioIo::new(CountedStream {
+            tcp,
+            _slot: slot,
+            progress: progress.clone(),
+        });
         let service = RequestService {
             router: router.clone(),
             table: table.clone(),
@@ -355,17 +380,38 @@ pub async fn serve(
         let shutdown = shutdown.clone();
         tracker.spawn(async move {
             let mut conn = std::pin::pin!(conn);
-            tokio::select! {
-                r = conn.as_mut() => {
-                    if let Err(e) = r {
-                        tracing::debug!(error = %e, "http connection ended");
+            // A client that stops reading a response (or sending a request)
+            // would hold the socket and the unsent response for good: no
+            // hyper timeout covers a stalled write. Two checks in a row with
+            // no byte moved either way close it. Idle keep-alive connections
+            // are closed by the header timeout before this fires, and an
+            // upgraded connection's task has ended.
+            let mut check =
+                tokio::time::interval_at(tokio::time::Instant::now() + stall_check, stall_check);
+            let mut seen = u64::MAX;
+            loop {
+                tokio::select! {
+                    r = conn.as_mut() => {
+                        if let Err(e) = r {
+                            tracing::debug!(error = %e, "http connection ended");
+                        }
+                        break;
                     }
-                }
-                // Evicted: dropping the connection closes the socket.
-                _ = close.cancelled() => {}
-                _ = shutdown.cancelled() => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = tokio::time::timeout(SHUTDOWN_GRACE, conn).await;
+                    // Evicted: dropping the connection closes the socket.
+                    _ = close.cancelled() => break,
+                    _ = shutdown.cancelled() => {
+                        conn.as_mut().graceful_shutdown();
+                        let _ = tokio::time::timeout(SHUTDOWN_GRACE, conn).await;
+                        break;
+                    }
+                    _ = check.tick() => {
+                        let now = progress.load(Ordering::Relaxed);
+                        if now == seen {
+                            tracing::debug!("closing a stalled http connection");
+                            break;
+                        }
+                        seen = now;
+                    }
                 }
             }
         });
