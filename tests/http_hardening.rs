@@ -266,6 +266,7 @@ fn huge_bodies_are_refused_without_reading_them() {
 #[cfg(target_os = "linux")]
 #[test]
 fn soft_open_files_limit_is_raised_to_the_hard_limit() {
+    use std::io::BufRead;
     let bin = env!("CARGO_BIN_EXE_herald");
     let mut child = std::process::Command::new("sh")
         .args([
@@ -274,29 +275,40 @@ fn soft_open_files_limit_is_raised_to_the_hard_limit() {
                 "ulimit -Sn 256 && exec {bin} --resp-addr 127.0.0.1:0 --http-addr 127.0.0.1:0"
             ),
         ])
-        .stdout(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let limits_of = |pid: u32| -> Option<(String, String)> {
-        let text = std::fs::read_to_string(format!("/proc/{pid}/limits")).ok()?;
-        let line = text.lines().find(|l| l.starts_with("Max open files"))?;
-        let f: Vec<&str> = line.split_whitespace().collect();
-        Some((f[3].to_string(), f[4].to_string()))
-    };
-    let deadline = Instant::now() + common::TIMEOUT;
-    let (soft, hard) = loop {
-        // The shell execs herald, which raises the limit once started.
-        if let Some((soft, hard)) = limits_of(child.id()) {
-            if soft != "256" || Instant::now() > deadline {
-                break (soft, hard);
-            }
+    // Once herald says it listens, the shell has exec'd it and start-up
+    // (where the limit is raised) is over.
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
         }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    });
+    let deadline = Instant::now() + common::TIMEOUT;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = rx.recv_timeout(left).expect("herald did not start");
+        if line.contains("herald listening") {
+            break;
+        }
+    }
+    let text = std::fs::read_to_string(format!("/proc/{}/limits", child.id())).unwrap();
     let _ = child.kill();
     let _ = child.wait();
-    assert_eq!(soft, hard, "soft RLIMIT_NOFILE not raised");
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    let f: Vec<&str> = line.split_whitespace().collect();
+    assert_ne!(f[3], "256", "soft RLIMIT_NOFILE not raised: {line}");
+    assert_eq!(f[3], f[4], "soft RLIMIT_NOFILE not raised: {line}");
 }
 
 /// CPU time (user + system, in clock ticks) of a process.
