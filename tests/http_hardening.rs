@@ -467,3 +467,17 @@ fn a_client_that_stops_reading_its_response_is_cut_off() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn undecodable_paths_and_query_strings_get_json_errors() {
+    let h = Herald::start(&[]);
+    for path in [
+        "/api/history/%FF",
+        "/api/presence/%FF",
+        "/api/history/x?limit=-1",
+    ] {
+        let (status, text) = get(h.http, path);
+        assert_eq!(status, 400, "{path}: {text}");
+        assert!(text.contains("{\"error\":{\"code\":100"), "{path}: {text}");
+    }
+}

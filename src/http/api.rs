@@ -9,7 +9,7 @@
 use std::time::Instant;
 
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -46,6 +46,12 @@ fn authorize(st: &AppState, headers: &HeaderMap) -> Result<(), Response> {
         )
         .into_response()),
     }
+}
+
+/// A 400 in the API's JSON error form (axum's own rejections are plain
+/// text), for a query string or path segment that does not decode.
+fn bad_request(message: &str) -> Response {
+    api_error(StatusCode::BAD_REQUEST, 100, message).into_response()
 }
 
 fn parse_body<T: for<'de> Deserialize<'de>>(
@@ -183,11 +189,15 @@ pub struct ChannelsQuery {
 pub async fn channels(
     State(st): State<AppState>,
     headers: HeaderMap,
-    Query(q): Query<ChannelsQuery>,
+    q: Result<Query<ChannelsQuery>, QueryRejection>,
 ) -> Response {
     if let Err(r) = authorize(&st, &headers) {
         return r;
     }
+    let q = match q {
+        Ok(Query(q)) => q,
+        Err(e) => return bad_request(&e.body_text()),
+    };
     // Matching costs pattern length times channel length for every
     // channel: the pattern is bounded as for clients without the password.
     if q.pattern
@@ -224,11 +234,15 @@ pub async fn channels(
 pub async fn presence(
     State(st): State<AppState>,
     headers: HeaderMap,
-    Path(channel): Path<String>,
+    channel: Result<Path<String>, PathRejection>,
 ) -> Response {
     if let Err(r) = authorize(&st, &headers) {
         return r;
     }
+    let channel = match channel {
+        Ok(Path(c)) => c,
+        Err(e) => return bad_request(&e.body_text()),
+    };
     if !st.cfg.namespace(channel.as_bytes()).presence {
         return api_error(
             StatusCode::NOT_IMPLEMENTED,
@@ -259,12 +273,16 @@ pub struct HistoryQuery {
 pub async fn history(
     State(st): State<AppState>,
     headers: HeaderMap,
-    Path(channel): Path<String>,
-    q: Result<Query<HistoryQuery>, axum::extract::rejection::QueryRejection>,
+    channel: Result<Path<String>, PathRejection>,
+    q: Result<Query<HistoryQuery>, QueryRejection>,
 ) -> Response {
     if let Err(r) = authorize(&st, &headers) {
         return r;
     }
+    let channel = match channel {
+        Ok(Path(c)) => c,
+        Err(e) => return bad_request(&e.body_text()),
+    };
     let Query(q) = match q {
         Ok(q) => q,
         Err(e) => return api_error(StatusCode::BAD_REQUEST, 100, &e.body_text()).into_response(),
