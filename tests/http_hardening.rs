@@ -104,6 +104,14 @@ fn idle_flood_stays_under_the_cap_and_health_checks_get_through() {
     assert_eq!(status, 200, "{text}");
     let mut resp = Raw::connect(h.resp);
     assert_eq!(resp.cmd(&[b"PING"]), b"+PONG\r\n");
+    let (_, stats) = get(h.http, "/stats");
+    let body = stats.split_once("\r\n\r\n").unwrap().1;
+    let v: serde_json::Value = serde_json::from_str(body).unwrap();
+    assert!(v["connections"]["http"].as_u64().unwrap() <= 50, "{v}");
+    assert!(
+        v["connections"]["http_evicted"].as_u64().unwrap() >= 350,
+        "{v}"
+    );
     // The oldest idle sockets were the ones given up.
     assert!(closed_within(&mut idle[0], Duration::from_secs(2)).is_some());
 }

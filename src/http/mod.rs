@@ -48,7 +48,9 @@ pub fn api_error(
     )
 }
 
-pub fn router(st: AppState) -> Router {
+/// The routes; `conns` is the HTTP listener's connection table (for
+/// `/stats`).
+pub fn router(st: AppState, conns: Arc<listener::ConnTable>) -> Router {
     let stats_once = Arc::new(Coalesced::default());
     let metrics_once = Arc::new(Coalesced::default());
     Router::new()
@@ -57,7 +59,7 @@ pub fn router(st: AppState) -> Router {
         .route(
             "/stats",
             get(move |State(st): State<AppState>| async move {
-                let body = stats_once.get(|| stats(&st)).await;
+                let body = stats_once.get(|| stats(&st, &conns)).await;
                 ([(header::CONTENT_TYPE, "application/json")], body)
             }),
         )
@@ -101,7 +103,7 @@ pub async fn run(
     let hub = st.hub.clone();
     let cfg = st.cfg.clone();
     let table = listener::ConnTable::new(cfg.http_max_connections);
-    let app = router(st);
+    let app = router(st, table.clone());
     listener::serve(listener, app, &cfg, table, hub, shutdown).await;
     ws.drain().await;
     Ok(())
@@ -127,7 +129,7 @@ async fn client_js() -> impl IntoResponse {
 
 /// `GET /stats`: a JSON snapshot of Herald's own state for dashboards (the
 /// demo page polls it): connections, channels, patterns, counters.
-fn stats(st: &AppState) -> Bytes {
+fn stats(st: &AppState, conns: &listener::ConnTable) -> Bytes {
     use crate::hub::Stats;
     let hub = &st.hub;
     let s = &hub.stats;
@@ -138,7 +140,14 @@ fn stats(st: &AppState) -> Bytes {
     let snapshot = json!({
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_seconds": hub.started.elapsed().as_secs(),
-        "connections": { "resp": st.resp.clients.len(), "ws": st.ws.open_sessions() },
+        // `http`: every TCP connection on the HTTP listener, WebSockets
+        // included; `http_evicted`: idle ones closed to make room.
+        "connections": {
+            "resp": st.resp.clients.len(),
+            "ws": st.ws.open_sessions(),
+            "http": conns.open(),
+            "http_evicted": conns.evicted(),
+        },
         "channels": hub.registry.channel_count(),
         "patterns": hub.registry.numpat(),
         "keys": keys,
