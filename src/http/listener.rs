@@ -273,10 +273,13 @@ fn refuse(tcp: TcpStream) {
     // Whatever request already arrived is read first: closing a socket with
     // unread input sends a reset, which can destroy the 503 before the
     // client reads it.
+    // At most 16 KiB, so a client streaming at us cannot keep the accept
+    // loop here.
     let mut sink = [0u8; 2048];
-    while let Ok(n) = tcp.try_read(&mut sink) {
-        if n == 0 {
-            break;
+    for _ in 0..8 {
+        match tcp.try_read(&mut sink) {
+            Ok(n) if n > 0 => {}
+            _ => break,
         }
     }
     let _ = tcp.try_write(FULL_RESPONSE);
