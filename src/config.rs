@@ -338,7 +338,8 @@ pub struct Options {
 
     /// Largest HTTP request body (the server API's JSON); a larger
     /// Content-Length is refused with 413 before any of it is read.
-    /// [default: 1mb]
+    /// [default: 2mb]
+    // 2mb: axum's own limit, which applied before this was an option.
     #[arg(long, env = "HERALD_HTTP_MAX_BODY_SIZE", value_name = "SIZE")]
     pub http_max_body_size: Option<ByteSize>,
 }
@@ -576,7 +577,7 @@ impl Options {
             http_body_timeout: self
                 .http_body_timeout
                 .map_or(Duration::from_secs(10), |d| d.0),
-            http_max_body_size: size(self.http_max_body_size, 1 << 20)?,
+            http_max_body_size: size(self.http_max_body_size, 2 << 20)?,
         };
         // Once any authentication is configured, clients without a valid
         // token get nothing, except where a namespace opens itself with an
