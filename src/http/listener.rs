@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -54,8 +54,11 @@ pub struct ConnTable {
 
 #[derive(Default)]
 struct Slots {
-    /// Every counted connection by id.
+    /// Every counted connection by id, except upgraded ones.
     conns: HashMap<u64, Slot>,
+    /// Upgraded connections: only counted, so that an idle WebSocket costs
+    /// no entry here (they are never evicted).
+    upgraded: usize,
     /// Idle connections by the sequence number of the moment they went
     /// idle: the first entry is the one idle longest.
     idle: BTreeMap<u64, u64>,
@@ -66,14 +69,13 @@ struct Slots {
 struct Slot {
     /// Key in `idle` while no request is in flight.
     idle_since: Option<u64>,
-    /// Closes the connection's task; `None` once upgraded (the WebSocket
-    /// session owns the socket then, and is never evicted).
-    close: Option<CancellationToken>,
+    /// Closes the connection's task (eviction).
+    close: CancellationToken,
 }
 
 /// What `ConnTable::admit` decided.
 enum Admit {
-    Admitted(ConnGuard),
+    Admitted(Arc<Conn>),
     Full,
 }
 
@@ -93,7 +95,8 @@ impl ConnTable {
 
     /// Open connections, upgraded ones included.
     pub fn open(&self) -> usize {
-        self.lock().conns.len()
+        let s = self.lock();
+        s.conns.len() + s.upgraded
     }
 
     /// Connections closed to make room so far.
@@ -106,7 +109,7 @@ impl ConnTable {
     /// upgraded.
     fn admit(self: &Arc<Self>, close: CancellationToken) -> Admit {
         let mut s = self.lock();
-        if s.conns.len() >= self.cap && !s.evict_one() {
+        if s.conns.len() + s.upgraded >= self.cap && !s.evict_one() {
             return Admit::Full;
         }
         s.seq += 1;
@@ -118,13 +121,15 @@ impl ConnTable {
             id,
             Slot {
                 idle_since: Some(since),
-                close: Some(close),
+                close,
             },
         );
-        Admit::Admitted(ConnGuard {
+        Admit::Admitted(Arc::new(Conn {
             table: self.clone(),
             id,
-        })
+            progress: AtomicU64::new(0),
+            upgraded: AtomicBool::new(false),
+        }))
     }
 
     /// Closes the longest-idle connection (file descriptors ran out).
@@ -154,15 +159,18 @@ impl ConnTable {
         s.idle.insert(since, id);
     }
 
-    /// Connection `id` became a WebSocket: it keeps its slot until the
+    /// The connection became a WebSocket: it keeps its slot until the
     /// session drops the socket, and is never evicted.
-    fn upgraded(&self, id: u64) {
+    fn upgraded(&self, conn: &Conn) {
         let mut s = self.lock();
-        if let Some(c) = s.conns.get_mut(&id) {
-            c.close = None;
-            if let Some(since) = c.idle_since.take() {
+        if let Some(slot) = s.conns.remove(&conn.id) {
+            if let Some(since) = slot.idle_since {
                 s.idle.remove(&since);
             }
+            s.upgraded += 1;
+            // Under the table lock, so `Conn::drop` sees flag and count
+            // change together.
+            conn.upgraded.store(true, Ordering::Relaxed);
         }
     }
 }
@@ -171,9 +179,7 @@ impl Slots {
     fn evict_one(&mut self) -> bool {
         while let Some((_, id)) = self.idle.pop_first() {
             if let Some(slot) = self.conns.remove(&id) {
-                if let Some(close) = slot.close {
-                    close.cancel();
-                }
+                slot.close.cancel();
                 self.evicted += 1;
                 return true;
             }
@@ -182,17 +188,24 @@ impl Slots {
     }
 }
 
-/// A connection's slot, released when the socket is dropped (by the
-/// connection task, or by the WebSocket session after an upgrade).
-struct ConnGuard {
+/// One connection's slot and progress counter, shared by its socket and
+/// its task; the slot is released when the socket is dropped (by the task,
+/// or by the WebSocket session after an upgrade).
+struct Conn {
     table: Arc<ConnTable>,
     id: u64,
+    /// Reads and writes that moved bytes, for the stall check.
+    progress: AtomicU64,
+    /// Set (under the table lock) when the slot moved to the upgraded count.
+    upgraded: AtomicBool,
 }
 
-impl Drop for ConnGuard {
+impl Drop for Conn {
     fn drop(&mut self) {
         let mut s = self.table.lock();
-        if let Some(slot) = s.conns.remove(&self.id) {
+        if self.upgraded.load(Ordering::Relaxed) {
+            s.upgraded = s.upgraded.saturating_sub(1);
+        } else if let Some(slot) = s.conns.remove(&self.id) {
             if let Some(since) = slot.idle_since {
                 s.idle.remove(&since);
             }
@@ -204,15 +217,13 @@ impl Drop for ConnGuard {
 /// itself to the WebSocket session on upgrade, so the slot goes with it.
 struct CountedStream {
     tcp: TcpStream,
-    _slot: ConnGuard,
-    /// Counts reads and writes that moved bytes, for the stall check.
-    progress: Arc<AtomicU64>,
+    conn: Arc<Conn>,
 }
 
 impl CountedStream {
     fn moved<T>(&self, r: &Poll<io::Result<T>>) {
         if matches!(r, Poll::Ready(Ok(_))) {
-            self.progress.fetch_add(1, Ordering::Relaxed);
+            self.conn.progress.fetch_add(1, Ordering::Relaxed);
         }
     }
 }
@@ -365,17 +376,13 @@ pub async fn serve(
         // Small WebSocket frames must not wait for delayed ACKs (Nagle): a
         // 40 ms stall per round trip otherwise.
         let _ = tcp.set_nodelay(true);
-        let id = slot.id;
-        let progress = Arc::new(AtomicU64::new(0));
         let io = TokioIo::new(CountedStream {
             tcp,
-            _slot: slot,
-            progress: progress.clone(),
+            conn: slot.clone(),
         });
         let service = RequestService {
             router: router.clone(),
-            table: table.clone(),
-            id,
+            conn: slot.clone(),
             body_timeout,
             max_body,
         };
@@ -408,7 +415,7 @@ pub async fn serve(
                         break;
                     }
                     _ = check.tick() => {
-                        let now = progress.load(Ordering::Relaxed);
+                        let now = slot.progress.load(Ordering::Relaxed);
                         if now == seen {
                             tracing::debug!("closing a stalled http connection");
                             break;
@@ -428,8 +435,7 @@ pub async fn serve(
 #[derive(Clone)]
 struct RequestService {
     router: Router,
-    table: Arc<ConnTable>,
-    id: u64,
+    conn: Arc<Conn>,
     body_timeout: Duration,
     max_body: u64,
 }
@@ -442,8 +448,8 @@ impl hyper::service::Service<Request<Incoming>> for RequestService {
 
     fn call(&self, req: Request<Incoming>) -> Self::Future {
         let mut router = self.router.clone();
-        let table = self.table.clone();
-        let (id, body_timeout) = (self.id, self.body_timeout);
+        let conn = self.conn.clone();
+        let body_timeout = self.body_timeout;
         let too_large = content_length(&req).is_some_and(|n| n > self.max_body);
         Box::pin(async move {
             if too_large {
@@ -456,7 +462,7 @@ impl hyper::service::Service<Request<Incoming>> for RequestService {
                     "request body too large",
                 )));
             }
-            table.busy(id);
+            conn.table.busy(conn.id);
             // Handlers read the body before anything else and do no slow
             // work, so this deadline is in effect the body's; a WebSocket
             // upgrade answers at once and its session runs elsewhere.
@@ -470,9 +476,9 @@ impl hyper::service::Service<Request<Incoming>> for RequestService {
                 )),
             };
             if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
-                table.upgraded(id);
+                conn.table.upgraded(&conn);
             } else {
-                table.idle(id);
+                conn.table.idle(conn.id);
             }
             Ok(resp)
         })
