@@ -330,6 +330,29 @@ pub struct Options {
     /// [default: 10s]
     #[arg(long, env = "HERALD_AUTH_TIMEOUT", value_name = "DURATION")]
     pub auth_timeout: Option<Dur>,
+    /// Maximum TCP connections on the HTTP listener, upgraded WebSockets
+    /// included; at the cap the longest-idle connection is closed to make
+    /// room, else the newcomer gets 503. [default: max_connections + 1024]
+    #[arg(long, env = "HERALD_HTTP_MAX_CONNECTIONS", value_name = "N")]
+    pub http_max_connections: Option<usize>,
+
+    /// Time a client has to send a complete request head (at most 30s);
+    /// also how long an idle keep-alive connection waits for its next
+    /// request. [default: 10s]
+    #[arg(long, env = "HERALD_HTTP_HEADER_TIMEOUT", value_name = "DURATION")]
+    pub http_header_timeout: Option<Dur>,
+
+    /// Time a client has to send a request body once its head arrived (at
+    /// most 60s); slower requests get 408 and are closed. [default: 10s]
+    #[arg(long, env = "HERALD_HTTP_BODY_TIMEOUT", value_name = "DURATION")]
+    pub http_body_timeout: Option<Dur>,
+
+    /// Largest HTTP request body (the server API's JSON); a larger
+    /// Content-Length is refused with 413 before any of it is read.
+    /// [default: 2mb]
+    // 2mb: axum's own limit, which applied before this was an option.
+    #[arg(long, env = "HERALD_HTTP_MAX_BODY_SIZE", value_name = "SIZE")]
+    pub http_max_body_size: Option<ByteSize>,
 }
 
 /// Errors while loading configuration.
@@ -384,6 +407,10 @@ pub struct Config {
     pub output_buffer_global_limit: usize,
     /// Time a RESP client has to authenticate (zero: unlimited).
     pub auth_timeout: Duration,
+    pub http_max_connections: usize,
+    pub http_header_timeout: Duration,
+    pub http_body_timeout: Duration,
+    pub http_max_body_size: usize,
 }
 
 impl Default for Config {
@@ -496,7 +523,11 @@ impl Options {
             log,
             namespaces,
             output_buffer_global_limit,
-            auth_timeout
+            auth_timeout,
+            http_max_connections,
+            http_header_timeout,
+            http_body_timeout,
+            http_max_body_size
         )
     }
 
@@ -507,6 +538,7 @@ impl Options {
                 .map_err(|_| ConfigError::Invalid("size too large for this machine".into()))
         };
         let empty = |s: Option<String>| s.filter(|s| !s.is_empty());
+        let max_connections = self.max_connections.unwrap_or(10_000);
         let mut cfg = Config {
             resp_addr: self
                 .resp_addr
@@ -521,7 +553,7 @@ impl Options {
             api_key: empty(self.api_key),
             allow_anonymous: self.allow_anonymous.unwrap_or(false),
             allowed_origins: self.allowed_origins.unwrap_or_default(),
-            max_connections: self.max_connections.unwrap_or(10_000),
+            max_connections,
             max_bulk_len: size(self.max_bulk_len, 64 << 20)?,
             max_query_buffer: size(self.max_query_buffer, 128 << 20)?,
             max_subscriptions: self.max_subscriptions.unwrap_or(100_000),
@@ -554,6 +586,18 @@ impl Options {
             default_namespace: NamespaceOptions::default(),
             output_buffer_global_limit: size(self.output_buffer_global_limit, 512 << 20)?,
             auth_timeout: self.auth_timeout.map_or(Duration::from_secs(10), |d| d.0),
+            // Room for API calls and health checks beside a full house of
+            // WebSockets (`max_connections` caps those on their own).
+            http_max_connections: self
+                .http_max_connections
+                .unwrap_or_else(|| max_connections.saturating_add(1024)),
+            http_header_timeout: self
+                .http_header_timeout
+                .map_or(Duration::from_secs(10), |d| d.0),
+            http_body_timeout: self
+                .http_body_timeout
+                .map_or(Duration::from_secs(10), |d| d.0),
+            http_max_body_size: size(self.http_max_body_size, 2 << 20)?,
         };
         // Once any authentication is configured, clients without a valid
         // token get nothing, except where a namespace opens itself with an
@@ -588,6 +632,23 @@ impl Options {
         if cfg.max_connections == 0 {
             return Err(ConfigError::Invalid(
                 "max_connections must be at least 1".into(),
+            ));
+        }
+        if cfg.http_max_connections == 0 {
+            return Err(ConfigError::Invalid(
+                "http_max_connections must be at least 1".into(),
+            ));
+        }
+        // A longer head timeout is what slowloris needs: the cap keeps one
+        // client from holding a connection slot for minutes.
+        if cfg.http_header_timeout.is_zero() || cfg.http_header_timeout > Duration::from_secs(30) {
+            return Err(ConfigError::Invalid(
+                "http_header_timeout must be above zero and at most 30s".into(),
+            ));
+        }
+        if cfg.http_body_timeout.is_zero() || cfg.http_body_timeout > Duration::from_secs(60) {
+            return Err(ConfigError::Invalid(
+                "http_body_timeout must be above zero and at most 60s".into(),
             ));
         }
         Ok(cfg)

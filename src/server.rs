@@ -81,6 +81,7 @@ async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, Start
 /// Binds the listeners (port 0 picks free ports) and starts the front ends.
 pub async fn start(cfg: Config) -> Result<Running, StartError> {
     check_security(&cfg)?;
+    raise_open_files_limit(&cfg);
     let auth = crate::auth::Authenticator::from_config(&cfg)?;
     let cfg = Arc::new(cfg);
     let resp = bind("RESP", cfg.resp_addr).await?;
@@ -150,5 +151,44 @@ async fn leaderboard_ticks(hub: Arc<Hub>, shutdown: CancellationToken) -> std::i
             _ = shutdown.cancelled() => return Ok(()),
             _ = tick.tick() => hub.leaderboard_tick(hub.cfg.leaderboard_resp_top),
         }
+    }
+}
+
+/// Raises the soft `RLIMIT_NOFILE` to the hard limit, as nginx, Redis and
+/// most servers do: the soft default (often 1024) is far below what the
+/// connection caps allow, and running out of descriptors stops every
+/// listener at once. Warns when even the hard limit is below the caps.
+fn raise_open_files_limit(cfg: &Config) {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `lim` is a valid, writable `struct rlimit`.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return;
+    }
+    if lim.rlim_cur < lim.rlim_max {
+        let want = libc::rlimit {
+            rlim_cur: lim.rlim_max,
+            rlim_max: lim.rlim_max,
+        };
+        // SAFETY: `want` is a valid `struct rlimit` that outlives the call.
+        // Where the kernel refuses (macOS caps at OPEN_MAX), the old soft
+        // limit stays.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &want) } == 0 {
+            lim.rlim_cur = lim.rlim_max;
+        }
+    }
+    let wanted = cfg
+        .max_connections
+        .saturating_add(cfg.http_max_connections)
+        .saturating_add(64);
+    if (lim.rlim_cur as u128) < wanted as u128 {
+        tracing::warn!(
+            open_files = lim.rlim_cur,
+            wanted,
+            "RLIMIT_NOFILE is below --max-connections + --http-max-connections; \
+             raise `ulimit -n` or lower the caps"
+        );
     }
 }

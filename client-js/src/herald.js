@@ -1,4 +1,4 @@
-// herald-client: the JavaScript client of Herald's WebSocket protocol
+// @heraldhub/client: the JavaScript client of Herald's WebSocket protocol
 // (docs/protocol.md in the Herald repository is the reference).
 //
 // This one file is the whole package, on purpose: an ES module with no
@@ -285,7 +285,7 @@ export class Herald extends Emitter {
   connect() {
     if (this.state === 'connected') return Promise.resolve(this.connection);
     if (!this._WebSocket) {
-      throw new TypeError('herald-client: no WebSocket here; pass one as the `websocket` option (e.g. the ws package)');
+      throw new TypeError('@heraldhub/client: no WebSocket here; pass one as the `websocket` option (e.g. the ws package)');
     }
     const promise = new Promise((resolve, reject) => this._waiters.push({ resolve, reject }));
     // Marked handled: a fire-and-forget connect() must not crash Node with an
@@ -708,16 +708,16 @@ export class Herald extends Emitter {
    * rejects with code 108 where the server does not offer leaderboards.
    */
   leaderboard(key, top, onUpdate) {
-    if (!Number.isInteger(top) || top < 1) throw new TypeError('herald-client: leaderboard top must be a positive integer');
+    if (!Number.isInteger(top) || top < 1) throw new TypeError('@heraldhub/client: leaderboard top must be a positive integer');
     return this._hold('leaderboard', key, onUpdate, { top });
   }
 
   _hold(kind, name, callback, opts) {
     if (typeof name !== 'string' || name === '') {
-      throw new TypeError(`herald-client: ${KINDS[kind].field} must be a non-empty string`);
+      throw new TypeError(`@heraldhub/client: ${KINDS[kind].field} must be a non-empty string`);
     }
     if (callback !== undefined && typeof callback !== 'function') {
-      throw new TypeError('herald-client: the callback must be a function');
+      throw new TypeError('@heraldhub/client: the callback must be a function');
     }
     const map = this._subs[kind];
     let shared = map.get(name);

@@ -1,4 +1,4 @@
-// Types of herald-client (src/herald.js), written by hand. Keep in step with
+// Types of @heraldhub/client (src/herald.js), written by hand. Keep in step with
 // the JavaScript and with docs/protocol.md of the Herald repository.
 
 export declare const VERSION: string;

@@ -187,7 +187,7 @@ test('survives a server restart (3000) and resubscribes on the new process', { s
 
 test('JWT: authenticated connect, permissions, a refused token and a refresh', { skip }, async (t) => {
   const secret = 'test-secret';
-  const auth = await startHerald(['--jwt-hmac-secret', secret]);
+  const auth = await startHerald(['--jwt-hmac-secret', secret, '--requirepass', 'backend-pw']);
   t.after(() => auth.stop());
 
   // A token whose claims limit subscribe and publish.
@@ -237,9 +237,7 @@ test('JWT: authenticated connect, permissions, a refused token and a refresh', {
   await until(() => Date.now() > firstExp * 1000 + 700, 5000, 'past the first expiry');
   assert.equal(bob.state, 'connected');
   assert.deepEqual(bobDisconnects, []);
-  // Published by bob himself: an anonymous RESP client may no longer
-  // publish once authentication is configured.
-  await bob.publish('news.bob', 'still here');
+  await respPublish(auth.resp, 'news.bob', '"still here"', 'backend-pw');
   await bobBox.wait(1);
   bob.disconnect();
 });

@@ -72,15 +72,20 @@ export function startHerald(args = []) {
 }
 
 /** PUBLISH over a raw RESP connection; resolves with the number of receivers. */
-export function respPublish(addr, channel, payload) {
-  return respCommand(addr, ['PUBLISH', channel, payload]);
+export function respPublish(addr, channel, payload, password) {
+  return respCommand(addr, ['PUBLISH', channel, payload], password);
 }
 
-/** Any command with an integer reply over a raw RESP connection. */
-export function respCommand(addr, args) {
+/**
+ * Any command with an integer reply over a raw RESP connection, after
+ * `AUTH password` where given (once authentication is configured, an
+ * anonymous backend may not publish).
+ */
+export function respCommand(addr, args, password) {
   const [host, port] = splitAddr(addr);
   const bulk = (b) => Buffer.concat([Buffer.from(`$${b.length}\r\n`), b, Buffer.from('\r\n')]);
-  const frame = Buffer.concat([Buffer.from(`*${args.length}\r\n`), ...args.map((a) => bulk(Buffer.from(a)))]);
+  const encode = (a) => Buffer.concat([Buffer.from(`*${a.length}\r\n`), ...a.map((x) => bulk(Buffer.from(x)))]);
+  const frame = password === undefined ? encode(args) : Buffer.concat([encode(['AUTH', password]), encode(args)]);
   return new Promise((resolve, reject) => {
     const sock = createConnection({ host, port }, () => sock.write(frame));
     const timer = setTimeout(() => {
@@ -90,6 +95,7 @@ export function respCommand(addr, args) {
     let buf = '';
     sock.on('data', (d) => {
       buf += d.toString('latin1');
+      if (password !== undefined && buf.startsWith('+OK\r\n')) buf = buf.slice(5);
       const m = buf.match(/^([:-])(.*)\r\n/);
       if (!m) return;
       clearTimeout(timer);

@@ -9,7 +9,7 @@
 use std::time::Instant;
 
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -48,6 +48,12 @@ fn authorize(st: &AppState, headers: &HeaderMap) -> Result<(), Response> {
         )
         .into_response()),
     }
+}
+
+/// A 400 in the API's JSON error form (axum's own rejections are plain
+/// text), for a query string or path segment that does not decode.
+fn bad_request(message: &str) -> Response {
+    api_error(StatusCode::BAD_REQUEST, 100, message).into_response()
 }
 
 fn parse_body<T: for<'de> Deserialize<'de>>(
@@ -185,10 +191,30 @@ pub struct ChannelsQuery {
 pub async fn channels(
     State(st): State<AppState>,
     headers: HeaderMap,
-    Query(q): Query<ChannelsQuery>,
+    q: Result<Query<ChannelsQuery>, QueryRejection>,
 ) -> Response {
     if let Err(r) = authorize(&st, &headers) {
         return r;
+    }
+    let q = match q {
+        Ok(Query(q)) => q,
+        Err(e) => return bad_request(&e.body_text()),
+    };
+    // Matching costs pattern length times channel length for every
+    // channel: the pattern is bounded as for clients without the password.
+    if q.pattern
+        .as_ref()
+        .is_some_and(|p| p.len() > st.cfg.max_pattern_length)
+    {
+        return api_error(
+            StatusCode::BAD_REQUEST,
+            110,
+            &format!(
+                "pattern must be at most {} bytes",
+                st.cfg.max_pattern_length
+            ),
+        )
+        .into_response();
     }
     let reg = &st.hub.registry;
     let mut names = reg.channels(Space::Global, q.pattern.as_deref().map(str::as_bytes));
@@ -210,11 +236,15 @@ pub async fn channels(
 pub async fn presence(
     State(st): State<AppState>,
     headers: HeaderMap,
-    Path(channel): Path<String>,
+    channel: Result<Path<String>, PathRejection>,
 ) -> Response {
     if let Err(r) = authorize(&st, &headers) {
         return r;
     }
+    let channel = match channel {
+        Ok(Path(c)) => c,
+        Err(e) => return bad_request(&e.body_text()),
+    };
     if !st.cfg.namespace(channel.as_bytes()).presence {
         return api_error(
             StatusCode::NOT_IMPLEMENTED,
@@ -245,12 +275,16 @@ pub struct HistoryQuery {
 pub async fn history(
     State(st): State<AppState>,
     headers: HeaderMap,
-    Path(channel): Path<String>,
-    q: Result<Query<HistoryQuery>, axum::extract::rejection::QueryRejection>,
+    channel: Result<Path<String>, PathRejection>,
+    q: Result<Query<HistoryQuery>, QueryRejection>,
 ) -> Response {
     if let Err(r) = authorize(&st, &headers) {
         return r;
     }
+    let channel = match channel {
+        Ok(Path(c)) => c,
+        Err(e) => return bad_request(&e.body_text()),
+    };
     let Query(q) = match q {
         Ok(q) => q,
         Err(e) => return api_error(StatusCode::BAD_REQUEST, 100, &e.body_text()).into_response(),

@@ -2,8 +2,12 @@
 //! `/healthz` and the page at `/`, on one axum router.
 
 pub mod api;
+pub mod listener;
 
 use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Bytes;
 
 use axum::extract::State;
 use axum::http::{header, StatusCode};
@@ -44,13 +48,35 @@ pub fn api_error(
     )
 }
 
-pub fn router(st: AppState) -> Router {
+/// The routes; `conns` is the HTTP listener's connection table (for
+/// `/stats`).
+pub fn router(st: AppState, conns: Arc<listener::ConnTable>) -> Router {
+    let stats_once = Arc::new(Coalesced::default());
+    let metrics_once = Arc::new(Coalesced::default());
     Router::new()
         .route("/", get(index))
         .route("/client/herald.js", get(client_js))
-        .route("/stats", get(stats))
+        .route(
+            "/stats",
+            get(move |State(st): State<AppState>| async move {
+                let body = stats_once.get(|| stats(&st, &conns)).await;
+                ([(header::CONTENT_TYPE, "application/json")], body)
+            }),
+        )
         .route("/healthz", get(|| async { "ok\n" }))
-        .route("/metrics", get(metrics))
+        .route(
+            "/metrics",
+            get(move |State(st): State<AppState>| async move {
+                let body = metrics_once.get(|| metrics(&st)).await;
+                (
+                    [(
+                        header::CONTENT_TYPE,
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    )],
+                    body,
+                )
+            }),
+        )
         .route("/ws", get(crate::ws::upgrade))
         .route("/api/publish", post(api::publish))
         .route("/api/broadcast", post(api::broadcast))
@@ -58,29 +84,29 @@ pub fn router(st: AppState) -> Router {
         .route("/api/presence/{channel}", get(api::presence))
         .route("/api/history/{channel}", get(api::history))
         .fallback(|| async { api_error(StatusCode::NOT_FOUND, 404, "not found") })
+        // Bodies without a Content-Length stop here once past the limit.
+        .layer(axum::extract::DefaultBodyLimit::max(
+            st.cfg.http_max_body_size,
+        ))
         .with_state(st)
 }
 
 /// Serves HTTP on an already-bound listener until `shutdown`, then waits for
-/// the WebSocket sessions (axum's graceful shutdown does not track them).
+/// the WebSocket sessions (the connection tasks end before their upgraded
+/// sockets do).
 pub async fn run(
     listener: TcpListener,
     st: AppState,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let ws = st.ws.clone();
-    let app = router(st);
-    use axum::serve::ListenerExt;
-    // Small WebSocket frames must not wait for delayed ACKs (Nagle): a
-    // 40 ms stall per round trip otherwise.
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    let r = axum::serve(listener, app)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await;
+    let hub = st.hub.clone();
+    let cfg = st.cfg.clone();
+    let table = listener::ConnTable::new(cfg.http_max_connections);
+    let app = router(st, table.clone());
+    listener::serve(listener, app, &cfg, table, hub, shutdown).await;
     ws.drain().await;
-    r
+    Ok(())
 }
 
 /// The demo page, embedded at build time.
@@ -103,7 +129,7 @@ async fn client_js() -> impl IntoResponse {
 
 /// `GET /stats`: a JSON snapshot of Herald's own state for dashboards (the
 /// demo page polls it): connections, channels, patterns, counters.
-async fn stats(State(st): State<AppState>) -> impl IntoResponse {
+fn stats(st: &AppState, conns: &listener::ConnTable) -> Bytes {
     use crate::hub::Stats;
     let hub = &st.hub;
     let s = &hub.stats;
@@ -111,10 +137,17 @@ async fn stats(State(st): State<AppState>) -> impl IntoResponse {
         let db = hub.keyspace.lock();
         (db.len(), db.history_bytes)
     };
-    Json(json!({
+    let snapshot = json!({
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_seconds": hub.started.elapsed().as_secs(),
-        "connections": { "resp": st.resp.clients.len(), "ws": st.ws.open_sessions() },
+        // `http`: every TCP connection on the HTTP listener, WebSockets
+        // included; `http_evicted`: idle ones closed to make room.
+        "connections": {
+            "resp": st.resp.clients.len(),
+            "ws": st.ws.open_sessions(),
+            "http": conns.open(),
+            "http_evicted": conns.evicted(),
+        },
         "channels": hub.registry.channel_count(),
         "patterns": hub.registry.numpat(),
         "keys": keys,
@@ -123,10 +156,13 @@ async fn stats(State(st): State<AppState>) -> impl IntoResponse {
         "messages_delivered": Stats::get(&s.delivered),
         "slow_consumer_disconnects": Stats::get(&s.slow_disconnects),
         "rss_bytes": crate::rss_bytes().unwrap_or(0),
-    }))
+    });
+    Bytes::from(snapshot.to_string())
 }
 
-async fn metrics(State(st): State<AppState>) -> impl IntoResponse {
+/// `GET /metrics`: Prometheus text; its cost grows with the number of RESP
+/// connections (their subscriptions are summed).
+fn metrics(st: &AppState) -> Bytes {
     let resp_subs = st
         .resp
         .clients
@@ -145,11 +181,31 @@ async fn metrics(State(st): State<AppState>) -> impl IntoResponse {
             .load(std::sync::atomic::Ordering::Relaxed),
         resp_subscriptions: resp_subs,
     };
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        st.metrics.render(&st.hub, sample),
-    )
+    Bytes::from(st.metrics.render(&st.hub, sample))
+}
+
+/// One render at a time of an endpoint that walks every connection or takes
+/// the keyspace lock (`/metrics`, `/stats`): requests that arrive while a
+/// render runs wait for the next one and share it, so a flood of scrapes
+/// costs one render at a time, not one per request. A shared render always
+/// started after the request arrived, so no answer is older than its request.
+#[derive(Default)]
+struct Coalesced {
+    last: tokio::sync::Mutex<Option<(Instant, Bytes)>>,
+}
+
+impl Coalesced {
+    async fn get(&self, render: impl FnOnce() -> Bytes) -> Bytes {
+        let arrived = Instant::now();
+        let mut last = self.last.lock().await;
+        if let Some((started, body)) = last.as_ref() {
+            if *started >= arrived {
+                return body.clone();
+            }
+        }
+        let started = Instant::now();
+        let body = render();
+        *last = Some((started, body.clone()));
+        body
+    }
 }
