@@ -341,3 +341,20 @@ fn presence_keys_are_read_only_for_every_command() {
     }
     assert_eq!(admin.cmd(&[b"TYPE", b"__presence__:chat:p"]), b"+none\r\n");
 }
+
+#[test]
+fn a_token_subject_cannot_forge_client_list_lines() {
+    let h = Herald::start(&["--jwt-hmac-secret", SECRET, "--requirepass", PASS]);
+    let tok = hs256(
+        json!({"sub": "x\nid=1 addr=1.2.3.4:5 name=backup-admin user=default", "exp": unix_now() + 600}),
+        SECRET,
+    );
+    let mut c = Raw::connect(h.resp);
+    assert_eq!(c.cmd(&[b"AUTH", tok.as_bytes()]), b"+OK\r\n");
+    let mut admin = Raw::backend(h.resp, PASS);
+    let list = admin.cmd(&[b"CLIENT", b"LIST"]);
+    let text = String::from_utf8_lossy(&list).to_string();
+    let body = text.split_once("\r\n").unwrap().1.trim_end();
+    assert_eq!(body.lines().count(), 2, "{body}");
+    assert!(body.contains("user=x?id=1?addr=1.2.3.4:5?name=backup-admin?user=default"), "{body}");
+}

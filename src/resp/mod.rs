@@ -160,9 +160,22 @@ impl ClientHandle {
                 (c, None) => c.to_string(),
                 (c, Some(sub)) => format!("{c}|{sub}"),
             },
-            if m.user.is_empty() { "default" } else { &m.user }, m.resp.max(2), lib_name, lib_ver
+            if m.user.is_empty() { "default".into() } else { printable(&m.user) }, m.resp.max(2), lib_name, lib_ver
         )
     }
+}
+
+/// A field of a CLIENT LIST line as text that cannot break the line: a
+/// JWT `sub` is the token issuer's choice, and one with a newline or a
+/// space would forge fields or whole clients in an operator's listing.
+fn printable(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.chars().all(|c| c.is_ascii_graphic()) {
+        return s.into();
+    }
+    s.chars()
+        .map(|c| if c.is_ascii_graphic() { c } else { '?' })
+        .collect::<String>()
+        .into()
 }
 
 impl RespServer {
