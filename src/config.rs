@@ -353,6 +353,12 @@ pub struct Options {
     // 2mb: axum's own limit, which applied before this was an option.
     #[arg(long, env = "HERALD_HTTP_MAX_BODY_SIZE", value_name = "SIZE")]
     pub http_max_body_size: Option<ByteSize>,
+
+    /// Once listening, write the bound addresses and the process id as one
+    /// JSON object to this file (written whole, then renamed into place),
+    /// for tools and tests that start Herald on port 0.
+    #[arg(long, env = "HERALD_READY_FILE", value_name = "FILE")]
+    pub ready_file: Option<PathBuf>,
 }
 
 /// Errors while loading configuration.
@@ -411,6 +417,7 @@ pub struct Config {
     pub http_header_timeout: Duration,
     pub http_body_timeout: Duration,
     pub http_max_body_size: usize,
+    pub ready_file: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -527,7 +534,8 @@ impl Options {
             http_max_connections,
             http_header_timeout,
             http_body_timeout,
-            http_max_body_size
+            http_max_body_size,
+            ready_file
         )
     }
 
@@ -598,6 +606,7 @@ impl Options {
                 .http_body_timeout
                 .map_or(Duration::from_secs(10), |d| d.0),
             http_max_body_size: size(self.http_max_body_size, 2 << 20)?,
+            ready_file: self.ready_file,
         };
         // Once any authentication is configured, clients without a valid
         // token get nothing, except where a namespace opens itself with an

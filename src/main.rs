@@ -12,32 +12,52 @@ async fn main() -> anyhow::Result<()> {
         .with_target(false)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .init();
+    // Signal handlers first: a SIGTERM that arrives right after the ready
+    // line must shut down cleanly, not kill the process.
+    let signal = wait_for_signal();
+    let ready_file = cfg.ready_file.clone();
     let running = herald::server::start(cfg).await?;
     tracing::info!(resp = %running.resp_addr, http = %running.http_addr, "herald listening");
-    wait_for_signal().await;
+    if let Some(path) = ready_file {
+        write_ready_file(&path, &running)
+            .with_context(|| format!("cannot write --ready-file {}", path.display()))?;
+    }
+    signal.await;
     tracing::info!("shutting down");
     running.shutdown().await;
     tracing::info!("bye");
     Ok(())
 }
 
-async fn wait_for_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// `{"resp": ADDR, "http": ADDR, "pid": N}`, written to a temporary file
+/// beside `path` and renamed, so a reader never sees half of it.
+fn write_ready_file(path: &std::path::Path, running: &herald::server::Running) -> std::io::Result<()> {
+    let json = serde_json::json!({
+        "resp": running.resp_addr.to_string(),
+        "http": running.http_addr.to_string(),
+        "pid": std::process::id(),
+    });
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    std::fs::write(&tmp, format!("{json}\n"))?;
+    std::fs::rename(&tmp, path)
+}
+
+/// Resolves on SIGINT or SIGTERM. The handlers are installed when this is
+/// called, before the returned future is first polled.
+fn wait_for_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
+    let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    let ctrl_c = tokio::signal::ctrl_c();
+    async move {
+        #[cfg(unix)]
+        if let Some(mut term) = term {
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
+            }
+            return;
         }
+        let _ = ctrl_c.await;
     }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
 }

@@ -35,8 +35,17 @@ impl Herald {
     }
 
     pub fn start_with_env(extra: &[&str], env: &[(&str, &str)]) -> Herald {
+        static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let ready = std::env::temp_dir().join(format!(
+            "herald-ready-{}-{}.json",
+            std::process::id(),
+            SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_file(&ready);
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_herald"));
         cmd.args(["--resp-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
+            .arg("--ready-file")
+            .arg(&ready)
             .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -60,26 +69,31 @@ impl Herald {
                 let _ = tx2.send(line);
             }
         });
+        // The machine-readable ready signal, not the log's wording.
         let deadline = Instant::now() + TIMEOUT;
         loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let line = rx
-                .recv_timeout(left)
-                .expect("herald did not report its addresses in time");
-            if line.contains("herald listening") {
-                let field = |name: &str| -> SocketAddr {
-                    let start = line.find(&format!("{name}=")).expect(name) + name.len() + 1;
-                    let rest = &line[start..];
-                    let end = rest.find(' ').unwrap_or(rest.len());
-                    rest[..end].parse().expect("address")
+            if let Ok(text) = std::fs::read_to_string(&ready) {
+                let _ = std::fs::remove_file(&ready);
+                let v: serde_json::Value = serde_json::from_str(&text).expect("ready file");
+                let addr = |k: &str| -> SocketAddr {
+                    v[k].as_str().expect(k).parse().expect("address")
                 };
                 return Herald {
-                    resp: field("resp"),
-                    http: field("http"),
+                    resp: addr("resp"),
+                    http: addr("http"),
                     child,
                     log: rx,
                 };
             }
+            if let Ok(Some(status)) = child.try_wait() {
+                let log: Vec<String> = rx.try_iter().collect();
+                panic!("herald exited at start ({status}): {}", log.join("\n"));
+            }
+            assert!(
+                Instant::now() < deadline,
+                "herald did not report its addresses in time"
+            );
+            std::thread::sleep(Duration::from_millis(5));
         }
     }
 
