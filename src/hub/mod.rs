@@ -561,9 +561,6 @@ impl Hub {
     }
 }
 
-/// How long an empty history stream, created when a client subscribed
-/// before anything was published, lives in a namespace without history_ttl.
-
 /// The message payload of a stream entry: its `data` field, or a JSON
 /// object of all its fields when it has none (entries added with XADD).
 pub fn entry_payload(fields: &[(Bytes, Bytes)]) -> Bytes {
