@@ -153,9 +153,24 @@ impl Segment {
     /// Where the leftmost occurrence in `hay` starts.
     fn find(&self, hay: &[u8]) -> Option<usize> {
         match self {
-            Segment::Literal(b) => memchr::memmem::find(hay, b),
+            Segment::Literal(b) => find_literal(b, hay),
             Segment::Tokens(t) => find_tokens(t, hay),
         }
+    }
+}
+
+/// Below this many subject bytes a literal segment is looked for window by
+/// window (at most 64 × its length compares): building a memmem searcher
+/// costs more than the search on a typical channel name.
+const SHORT_HAY: usize = 64;
+
+/// The leftmost start of `needle` in `hay`.
+fn find_literal(needle: &[u8], hay: &[u8]) -> Option<usize> {
+    match needle {
+        [] => Some(0),
+        [b] => memchr::memchr(*b, hay),
+        _ if hay.len() < SHORT_HAY => hay.windows(needle.len()).position(|w| w == needle),
+        _ => memchr::memmem::find(hay, needle),
     }
 }
 
