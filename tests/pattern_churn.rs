@@ -298,15 +298,20 @@ fn psubscribe_matching_agrees_with_redis() {
     let long_ch_q = format!("x{}b{}y", "a".repeat(81), "a".repeat(10));
     let long_ch_class = format!("{}c", "ab".repeat(40));
     let long_ch_miss = format!("{}c", "ab".repeat(30));
+    // Redis's nesting limit: more than 1000 stars that recurse match nothing.
+    let deep = "*a".repeat(1001);
+    let deep_final_star = "*a".repeat(1000) + "*";
+    let a1001 = "a".repeat(1001);
+    let a1005 = "a".repeat(1005);
     let patterns: Vec<&str> = vec![
         "*", "?", "a*", "*a", "a*b*c", "*a?c*", "ab*ba", "h[ae]llo", "h[^e]llo",
         "h[b-a]llo", "h\\*llo", "[\\]]", "a[", "a[^", "[a-", "\\", "x\\", "[]]*",
-        "[^]]*", "**x**", "*[!]*", "?*?", "a*?*a", &long_q, &long_class,
+        "[^]]*", "**x**", "*[!]*", "?*?", "a*?*a", &long_q, &long_class, &deep, &deep_final_star,
     ];
     let channels: Vec<&str> = vec![
         "a", "b", "ab", "abc", "aXbYc", "ac", "aba", "abba", "hello", "hallo", "hillo",
         "h*llo", "]", "a[", "ab[", "-", "[a-", "\\", "x\\", "x", "axa", "!", "^", "aa",
-        &long_ch_q, &long_ch_class, &long_ch_miss,
+        &long_ch_q, &long_ch_class, &long_ch_miss, &a1001, &a1005,
     ];
     let redis = common::Redis::start(&[]);
     let mut sub = common::Raw::connect(redis.addr);

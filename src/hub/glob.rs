@@ -4,7 +4,12 @@
 //! an empty subject matches only the empty pattern (so `*` does not match the
 //! empty channel), reversed ranges are swapped, an unterminated `[` class
 //! swallows the rest of the pattern, and `\` escapes the next byte both inside
-//! and outside classes.
+//! and outside classes. And Redis gives up past 1000 nested stars (its guard
+//! against deep recursion, `nesting > 1000`): a pattern with more than 1000
+//! stars that are followed by something other than a star never matches a
+//! non-empty subject (`*a` × 1001 does not match `a` × 1001; `*a` × 1000
+//! followed by `*` matches `a` × 1005). Herald does not recurse, but keeps
+//! the rule, so PSUBSCRIBE, KEYS and PUBSUB CHANNELS answer as Redis does.
 //!
 //! Unlike Redis, which recurses on every `*`, a pattern is compiled once into
 //! tokens that each consume exactly one byte, grouped into the segments
@@ -42,6 +47,10 @@
 /// is tried position by position: for short channels that beats building
 /// the shift-and table.
 const NAIVE_LIMIT: usize = 4096;
+
+/// Redis's recursion limit: the star that would recurse deeper matches
+/// nothing.
+const MAX_NESTING: usize = 1000;
 
 /// One compiled element of a glob pattern, as `compile` reads it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -236,12 +245,18 @@ pub struct Glob {
     /// The subject bytes the segments span together.
     min_len: usize,
     empty: bool,
+    /// More than [`MAX_NESTING`] stars before a non-star token.
+    too_deep: bool,
 }
 
 impl Glob {
     /// Compiles `pattern`. Every byte string is a valid pattern.
     pub fn new(pattern: &[u8]) -> Glob {
         let tokens = compile(pattern);
+        // Redis recurses once per star that is not the pattern's last token
+        // (a final star returns "match" at once); stars are already collapsed.
+        let nesting = tokens.iter().filter(|t| **t == Token::Star).count()
+            - usize::from(tokens.last() == Some(&Token::Star));
         let prefix: Box<[u8]> = tokens
             .iter()
             .map_while(|t| match t {
@@ -271,6 +286,7 @@ impl Glob {
             rest,
             min_len,
             empty: pattern.is_empty(),
+            too_deep: nesting > MAX_NESTING,
         }
     }
 
@@ -286,7 +302,7 @@ impl Glob {
             // Redis never enters its loop for an empty subject.
             return self.empty;
         }
-        if subject.len() < self.min_len {
+        if subject.len() < self.min_len || self.too_deep {
             return false;
         }
         let Some((middle, tail)) = &self.rest else {
@@ -392,7 +408,10 @@ mod tests {
         fn at(b: &[u8], i: usize) -> u8 {
             b.get(i).copied().unwrap_or(0)
         }
-        fn rec(pat: &[u8], mut p: usize, s: &[u8], mut si: usize) -> bool {
+        fn rec(pat: &[u8], mut p: usize, s: &[u8], mut si: usize, nesting: usize) -> bool {
+            if nesting > 1000 {
+                return false;
+            }
             let mut plen = pat.len() - p;
             let mut slen = s.len() - si;
             while plen > 0 && slen > 0 {
@@ -406,7 +425,7 @@ mod tests {
                             return true;
                         }
                         while slen > 0 {
-                            if rec(pat, p + 1, s, si) {
+                            if rec(pat, p + 1, s, si, nesting + 1) {
                                 return true;
                             }
                             si += 1;
@@ -492,7 +511,7 @@ mod tests {
             }
             plen == 0 && slen == 0
         }
-        rec(pat, 0, s, 0)
+        rec(pat, 0, s, 0, 0)
     }
 
     /// The matcher this module had before segments: one backtracking point
@@ -582,7 +601,30 @@ mod tests {
         // Generous bound: linear-ish work, far from exponential.
         assert!(t.elapsed() < std::time::Duration::from_secs(5));
         let deep = "*a".repeat(20_000);
-        assert!(Glob::new(deep.as_bytes()).matches(&vec![b'a'; 20_000]));
+        assert!(
+            !Glob::new(deep.as_bytes()).matches(&vec![b'a'; 20_000]),
+            "past Redis's nesting limit"
+        );
+    }
+
+    /// Checked against redis-server 7.0.15 (see tests/pattern_churn.rs).
+    #[test]
+    fn redis_nesting_limit() {
+        let a = |n: usize| vec![b'a'; n];
+        let stars = |n: usize| "*a".repeat(n);
+        for (pat, subject, want) in [
+            (stars(1000), a(1000), true),
+            (stars(1001), a(1001), false),
+            (stars(1001), a(2000), false),
+            (stars(1000) + "*", a(1005), true),
+            (stars(1000) + "**", a(1000), true),
+            (stars(1000) + "*b", [a(1000), b"b".to_vec()].concat(), false),
+            ("a".to_owned() + &"*?".repeat(1001), a(1002), false),
+        ] {
+            // Not against `reference`: without Redis's skipLongerMatches its
+            // recursion is exponential on these.
+            assert_eq!(Glob::new(pat.as_bytes()).matches(&subject), want, "{}", pat.len());
+        }
     }
 
     #[test]
