@@ -57,7 +57,12 @@ fn hundred_thousand_patterns_in_one_node() {
     let r = Registry::new();
     let sink = Arc::new(Counter::default());
     let other = Arc::new(Counter::default());
-    r.subscribe(Space::Global, Bytes::from_static(b"room:1"), 2, other.clone());
+    r.subscribe(
+        Space::Global,
+        Bytes::from_static(b"room:1"),
+        2,
+        other.clone(),
+    );
     let baseline = publish_cost(&r, b"room:1", 1000);
     eprintln!("publish cost, baseline: {baseline:?}");
 
@@ -66,7 +71,11 @@ fn hundred_thousand_patterns_in_one_node() {
     for p in &patterns {
         assert!(r.psubscribe(p.clone(), 1, sink.clone()));
     }
-    check("psubscribe 100k patterns", t.elapsed(), Duration::from_secs(20));
+    check(
+        "psubscribe 100k patterns",
+        t.elapsed(),
+        Duration::from_secs(20),
+    );
     assert_eq!(r.numpat(), N);
     eprintln!(
         "publish cost with 100k patterns tried: {:?}",
@@ -77,7 +86,11 @@ fn hundred_thousand_patterns_in_one_node() {
     for p in &patterns {
         assert!(r.punsubscribe(p, 1));
     }
-    check("punsubscribe 100k patterns", t.elapsed(), Duration::from_secs(20));
+    check(
+        "punsubscribe 100k patterns",
+        t.elapsed(),
+        Duration::from_secs(20),
+    );
     assert_eq!(r.numpat(), 0);
     assert!(r.patterns().is_empty());
 
@@ -102,12 +115,20 @@ fn hundred_thousand_prefixes_are_pruned() {
     for p in &patterns {
         r.psubscribe(p.clone(), 1, sink.clone());
     }
-    check("psubscribe 100k prefixes", t.elapsed(), Duration::from_secs(20));
+    check(
+        "psubscribe 100k prefixes",
+        t.elapsed(),
+        Duration::from_secs(20),
+    );
     let t = Instant::now();
     for p in patterns.iter().rev() {
         assert!(r.punsubscribe(p, 1));
     }
-    check("punsubscribe 100k prefixes", t.elapsed(), Duration::from_secs(20));
+    check(
+        "punsubscribe 100k prefixes",
+        t.elapsed(),
+        Duration::from_secs(20),
+    );
     assert_eq!(r.numpat(), 0);
     assert!(r.patterns().is_empty());
     r.psubscribe(Bytes::from_static(b"12345:*"), 2, sink.clone());
@@ -124,13 +145,21 @@ fn hundred_thousand_subscribers_of_one_pattern_leave() {
     for id in 0..N as u64 {
         assert!(r.psubscribe(Bytes::from_static(b"invalidate:*"), id, sink.clone()));
     }
-    check("100k clients psubscribe one pattern", t.elapsed(), Duration::from_secs(20));
+    check(
+        "100k clients psubscribe one pattern",
+        t.elapsed(),
+        Duration::from_secs(20),
+    );
     assert_eq!(r.publish(&publ(b"invalidate:k")), N);
     let t = Instant::now();
     for id in 0..N as u64 {
         assert!(r.punsubscribe(b"invalidate:*", id));
     }
-    check("100k clients punsubscribe one pattern", t.elapsed(), Duration::from_secs(20));
+    check(
+        "100k clients punsubscribe one pattern",
+        t.elapsed(),
+        Duration::from_secs(20),
+    );
     assert_eq!(r.numpat(), 0);
 }
 
@@ -140,7 +169,12 @@ fn hundred_thousand_subscribers_of_one_pattern_leave() {
 fn hundred_thousand_channels_churn() {
     let r = Registry::new();
     let sink = Arc::new(Counter::default());
-    r.subscribe(Space::Global, Bytes::from_static(b"room:1"), 2, sink.clone());
+    r.subscribe(
+        Space::Global,
+        Bytes::from_static(b"room:1"),
+        2,
+        sink.clone(),
+    );
     let baseline = publish_cost(&r, b"room:1", 1000);
     eprintln!("publish cost, baseline: {baseline:?}");
     let names: Vec<Bytes> = (0..N).map(|i| Bytes::from(format!("ch:{i}"))).collect();
@@ -148,12 +182,20 @@ fn hundred_thousand_channels_churn() {
     for c in &names {
         r.subscribe(Space::Global, c.clone(), 1, sink.clone());
     }
-    check("subscribe 100k channels", t.elapsed(), Duration::from_secs(20));
+    check(
+        "subscribe 100k channels",
+        t.elapsed(),
+        Duration::from_secs(20),
+    );
     let t = Instant::now();
     for c in &names {
         assert!(r.unsubscribe(Space::Global, c, 1));
     }
-    check("unsubscribe 100k channels", t.elapsed(), Duration::from_secs(20));
+    check(
+        "unsubscribe 100k channels",
+        t.elapsed(),
+        Duration::from_secs(20),
+    );
     assert_eq!(r.channel_count(), 1);
     eprintln!(
         "publish cost after channel churn: {:?}",
@@ -165,12 +207,20 @@ fn hundred_thousand_channels_churn() {
     for id in 0..N as u64 {
         r.subscribe(Space::Global, Bytes::from_static(b"news"), id, sink.clone());
     }
-    check("100k clients subscribe one channel", t.elapsed(), Duration::from_secs(20));
+    check(
+        "100k clients subscribe one channel",
+        t.elapsed(),
+        Duration::from_secs(20),
+    );
     let t = Instant::now();
     for id in 0..N as u64 {
         assert!(r.unsubscribe(Space::Global, b"news", id));
     }
-    check("100k clients unsubscribe one channel", t.elapsed(), Duration::from_secs(20));
+    check(
+        "100k clients unsubscribe one channel",
+        t.elapsed(),
+        Duration::from_secs(20),
+    );
     assert_eq!(r.channel_count(), 0);
 }
 
@@ -209,7 +259,11 @@ fn leaving_does_not_stall_publishers() {
     done.store(true, Ordering::Relaxed);
     let (worst, n) = publisher.join().expect("publisher");
     eprintln!("leave-all of 100k patterns: {leave:?}; meanwhile {n} publishes, worst {worst:?}");
-    check("leave-all beside a publisher", leave, Duration::from_secs(20));
+    check(
+        "leave-all beside a publisher",
+        leave,
+        Duration::from_secs(20),
+    );
     assert!(worst < Duration::from_secs(1), "a publish waited {worst:?}");
 }
 
@@ -234,7 +288,11 @@ fn long_star_pattern_against_long_channel() {
     for _ in 0..10 {
         assert_eq!(r.publish(&publ(&channel)), 0);
     }
-    check("10 publishes on a{64k} with *a{32k}b subscribed", t.elapsed(), Duration::from_secs(5));
+    check(
+        "10 publishes on a{64k} with *a{32k}b subscribed",
+        t.elapsed(),
+        Duration::from_secs(5),
+    );
 }
 
 /// Adversarial shapes beyond plain stars: `?` and classes inside long
@@ -265,12 +323,15 @@ fn adversarial_shapes_stay_bounded() {
             p.extend_from_slice(b"*b*");
             p
         }),
-        ("*[ab]{60}x* (one shift-and word, almost matching everywhere)", {
-            let mut p = b"*".to_vec();
-            p.extend(b"[ab]".repeat(60));
-            p.extend_from_slice(b"x*");
-            p
-        }),
+        (
+            "*[ab]{60}x* (one shift-and word, almost matching everywhere)",
+            {
+                let mut p = b"*".to_vec();
+                p.extend(b"[ab]".repeat(60));
+                p.extend_from_slice(b"x*");
+                p
+            },
+        ),
         // Past Redis's nesting limit these match nothing, at once.
         ("(*a?)x4000 b", {
             let mut p = b"*a?".repeat(4000);
@@ -329,14 +390,64 @@ fn psubscribe_matching_agrees_with_redis() {
     let a1001 = "a".repeat(1001);
     let a1005 = "a".repeat(1005);
     let patterns: Vec<&str> = vec![
-        "*", "?", "a*", "*a", "a*b*c", "*a?c*", "ab*ba", "h[ae]llo", "h[^e]llo",
-        "h[b-a]llo", "h\\*llo", "[\\]]", "a[", "a[^", "[a-", "\\", "x\\", "[]]*",
-        "[^]]*", "**x**", "*[!]*", "?*?", "a*?*a", &long_q, &long_class, &deep, &deep_final_star,
+        "*",
+        "?",
+        "a*",
+        "*a",
+        "a*b*c",
+        "*a?c*",
+        "ab*ba",
+        "h[ae]llo",
+        "h[^e]llo",
+        "h[b-a]llo",
+        "h\\*llo",
+        "[\\]]",
+        "a[",
+        "a[^",
+        "[a-",
+        "\\",
+        "x\\",
+        "[]]*",
+        "[^]]*",
+        "**x**",
+        "*[!]*",
+        "?*?",
+        "a*?*a",
+        &long_q,
+        &long_class,
+        &deep,
+        &deep_final_star,
     ];
     let channels: Vec<&str> = vec![
-        "a", "b", "ab", "abc", "aXbYc", "ac", "aba", "abba", "hello", "hallo", "hillo",
-        "h*llo", "]", "a[", "ab[", "-", "[a-", "\\", "x\\", "x", "axa", "!", "^", "aa",
-        &long_ch_q, &long_ch_class, &long_ch_miss, &a1001, &a1005,
+        "a",
+        "b",
+        "ab",
+        "abc",
+        "aXbYc",
+        "ac",
+        "aba",
+        "abba",
+        "hello",
+        "hallo",
+        "hillo",
+        "h*llo",
+        "]",
+        "a[",
+        "ab[",
+        "-",
+        "[a-",
+        "\\",
+        "x\\",
+        "x",
+        "axa",
+        "!",
+        "^",
+        "aa",
+        &long_ch_q,
+        &long_ch_class,
+        &long_ch_miss,
+        &a1001,
+        &a1005,
     ];
     let redis = common::Redis::start(&[]);
     let mut sub = common::Raw::connect(redis.addr);
@@ -368,7 +479,13 @@ fn psubscribe_matching_agrees_with_redis() {
     }
     let show = |s: &BTreeSet<(Vec<u8>, Vec<u8>)>| -> Vec<String> {
         s.iter()
-            .map(|(p, c)| format!("{} ~ {}", String::from_utf8_lossy(p), String::from_utf8_lossy(c)))
+            .map(|(p, c)| {
+                format!(
+                    "{} ~ {}",
+                    String::from_utf8_lossy(p),
+                    String::from_utf8_lossy(c)
+                )
+            })
             .collect()
     };
     assert_eq!(show(&got), show(&want));

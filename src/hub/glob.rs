@@ -188,8 +188,7 @@ fn find_tokens(toks: &[Tok], hay: &[u8]) -> Option<usize> {
     let m = toks.len();
     let last_start = hay.len().checked_sub(m)?;
     if hay.len().saturating_mul(m) <= NAIVE_LIMIT {
-        return (0..=last_start)
-            .find(|&i| toks.iter().zip(&hay[i..]).all(|(t, &b)| t.accepts(b)));
+        return (0..=last_start).find(|&i| toks.iter().zip(&hay[i..]).all(|(t, &b)| t.accepts(b)));
     }
     shift_and(toks, hay)
 }
@@ -623,7 +622,12 @@ mod tests {
         ] {
             // Not against `reference`: without Redis's skipLongerMatches its
             // recursion is exponential on these.
-            assert_eq!(Glob::new(pat.as_bytes()).matches(&subject), want, "{}", pat.len());
+            assert_eq!(
+                Glob::new(pat.as_bytes()).matches(&subject),
+                want,
+                "{}",
+                pat.len()
+            );
         }
     }
 
@@ -656,7 +660,10 @@ mod tests {
             (format!("*[bc]{}c", "a".repeat(200)), false),
             (format!("*{}?{}c", "a".repeat(100), "a".repeat(897)), true),
             (format!("*{}[^a]{}*", "?".repeat(129), "a".repeat(64)), true),
-            (format!("*{}[^a]{}*", "?".repeat(129), "a".repeat(1000)), false),
+            (
+                format!("*{}[^a]{}*", "?".repeat(129), "a".repeat(1000)),
+                false,
+            ),
         ] {
             let g = Glob::new(pat.as_bytes());
             assert_eq!(g.matches(&subject), want, "{pat}");

@@ -122,7 +122,11 @@ impl<T: Keyed> Indexed<T> {
                 p.insert(key, at);
             }
             None if self.list.len() > INDEX_FROM => {
-                let index = self.list.iter().enumerate().map(|(i, t)| (t.key().clone(), i));
+                let index = self
+                    .list
+                    .iter()
+                    .enumerate()
+                    .map(|(i, t)| (t.key().clone(), i));
                 self.positions = Some(Box::new(index.collect()));
             }
             None => {}
