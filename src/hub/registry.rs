@@ -5,7 +5,16 @@
 //! a trie keyed by their literal prefix (the bytes before the first wildcard),
 //! so a publish only tries the patterns whose prefix is a prefix of the
 //! channel: 10,000 patterns under `other:` cost nothing to a publish on
-//! `news`. Entries are removed as soon as their last subscriber leaves.
+//! `news`. Entries are removed as soon as their last subscriber leaves, and
+//! trie nodes as soon as nothing lives under them, so later publishes walk
+//! only live nodes.
+//!
+//! Every list that can grow without bound (the patterns of one trie node,
+//! the subscribers of one channel or pattern) is hash-indexed once it is
+//! longer than a few items, so subscribing and unsubscribing cost O(1)
+//! whatever the list's length: a client that leaves 100,000 patterns pays
+//! 100,000 small steps, each taking the pattern lock on its own, so
+//! publishers get in between them.
 //!
 //! Delivery is synchronous: `publish` pushes into each subscriber's bounded
 //! outbox while holding a read guard, never across an `.await`. Doing it in
@@ -13,7 +22,9 @@
 //! reach a subscriber in publish order across channels, and a subscriber of
 //! both a channel and a matching pattern gets `message` before `pmessage`.
 
-use std::collections::BTreeMap;
+use std::borrow::Borrow;
+use std::collections::{BTreeMap, HashMap};
+use std::hash::Hash;
 use std::sync::{Arc, RwLock};
 
 use bytes::Bytes;
@@ -31,12 +42,147 @@ struct Entry {
     sink: Arc<dyn Subscriber>,
 }
 
-fn add(list: &mut Vec<Entry>, id: ClientId, sink: Arc<dyn Subscriber>) -> bool {
-    if list.iter().any(|e| e.id == id) {
-        return false;
+/// An item of an [`Indexed`] list, found by its key.
+trait Keyed {
+    type Key: Hash + Eq + Clone;
+    fn key(&self) -> &Self::Key;
+}
+
+impl Keyed for Entry {
+    type Key = ClientId;
+    fn key(&self) -> &ClientId {
+        &self.id
     }
-    list.push(Entry { id, sink });
-    true
+}
+
+/// Past this many items an [`Indexed`] list keeps a hash index: below it a
+/// scan is about as fast as hashing, and the index would cost memory on
+/// every channel and trie node.
+const INDEX_FROM: usize = 16;
+
+/// A list iterated densely by publishes (in no particular order), whose
+/// items are found, added and removed in O(1) whatever its length: one
+/// client with 100,000 patterns under one prefix, or 100,000 clients on one
+/// channel, cost each arrival and departure the same as the first.
+///
+/// Removal swaps the last item into the hole (subscribers of one channel
+/// have no order between them), and gives memory back once the list has
+/// shrunk to a quarter, so a crowd that left leaves neither a large
+/// allocation nor a long scan of empty slots behind.
+struct Indexed<T: Keyed> {
+    list: Vec<T>,
+    /// Position in `list` of each key, from [`INDEX_FROM`] items on. SipHash
+    /// with random keys (std's default): clients choose patterns. Boxed so
+    /// that the many short lists (most channels have a subscriber or two)
+    /// carry 8 bytes for it rather than a 48-byte empty map.
+    #[allow(clippy::box_collection)]
+    positions: Option<Box<HashMap<T::Key, usize>>>,
+}
+
+impl<T: Keyed> Default for Indexed<T> {
+    fn default() -> Self {
+        Indexed {
+            list: Vec::new(),
+            positions: None,
+        }
+    }
+}
+
+impl<T: Keyed> Indexed<T> {
+    fn len(&self) -> usize {
+        self.list.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+
+    fn iter(&self) -> std::slice::Iter<'_, T> {
+        self.list.iter()
+    }
+
+    fn position<Q>(&self, key: &Q) -> Option<usize>
+    where
+        T::Key: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        match &self.positions {
+            Some(p) => p.get(key).copied(),
+            None => self.list.iter().position(|t| t.key().borrow() == key),
+        }
+    }
+
+    /// Adds `item`, whose key must not be present yet.
+    fn push(&mut self, item: T) {
+        let key = item.key().clone();
+        self.list.push(item);
+        let at = self.list.len() - 1;
+        match &mut self.positions {
+            Some(p) => {
+                p.insert(key, at);
+            }
+            None if self.list.len() > INDEX_FROM => {
+                let index = self
+                    .list
+                    .iter()
+                    .enumerate()
+                    .map(|(i, t)| (t.key().clone(), i));
+                self.positions = Some(Box::new(index.collect()));
+            }
+            None => {}
+        }
+    }
+
+    /// Removes the item at `i` (from [`Indexed::position`]).
+    fn swap_remove(&mut self, i: usize) -> Option<T> {
+        if i >= self.list.len() {
+            return None;
+        }
+        let item = self.list.swap_remove(i);
+        if let Some(p) = &mut self.positions {
+            p.remove(item.key());
+            if let Some(moved) = self.list.get(i) {
+                p.insert(moved.key().clone(), i);
+            }
+            // Half the threshold, so a list hovering around it does not
+            // build and drop its index on every change.
+            if self.list.len() <= INDEX_FROM / 2 {
+                self.positions = None;
+            } else if p.capacity() > 4 * p.len() {
+                p.shrink_to(2 * p.len());
+            }
+        }
+        if self.list.capacity() > 4 * self.list.len().max(INDEX_FROM) {
+            self.list.shrink_to(2 * self.list.len());
+        }
+        Some(item)
+    }
+}
+
+/// The subscribers of one channel or pattern.
+type Subscribers = Indexed<Entry>;
+
+impl Subscribers {
+    fn one(id: ClientId, sink: Arc<dyn Subscriber>) -> Subscribers {
+        let mut s = Subscribers::default();
+        s.push(Entry { id, sink });
+        s
+    }
+
+    /// False if `id` already was a subscriber.
+    fn add(&mut self, id: ClientId, sink: Arc<dyn Subscriber>) -> bool {
+        if self.position(&id).is_some() {
+            return false;
+        }
+        self.push(Entry { id, sink });
+        true
+    }
+
+    fn remove(&mut self, id: ClientId) -> bool {
+        self.position(&id)
+            .and_then(|i| self.swap_remove(i))
+            .is_some()
+    }
 }
 
 /// At most this many bytes of a pattern's literal prefix index it: bounds
@@ -49,26 +195,26 @@ fn index_key(glob: &Glob) -> &[u8] {
     &p[..p.len().min(MAX_INDEX_DEPTH)]
 }
 
-fn remove(list: &mut Vec<Entry>, id: ClientId) -> bool {
-    match list.iter().position(|e| e.id == id) {
-        Some(i) => {
-            list.remove(i);
-            true
-        }
-        None => false,
-    }
-}
-
 struct PatternEntry {
     pattern: Bytes,
     glob: Glob,
-    subs: Vec<Entry>,
+    subs: Subscribers,
+}
+
+impl Keyed for PatternEntry {
+    type Key = Bytes;
+    fn key(&self) -> &Bytes {
+        &self.pattern
+    }
 }
 
 #[derive(Default)]
 struct Node {
     children: BTreeMap<u8, Node>,
-    patterns: Vec<PatternEntry>,
+    /// The patterns whose index key ends here. Many can (every pattern
+    /// whose literal prefix is the same, or longer than the trie is deep),
+    /// hence the index.
+    patterns: Indexed<PatternEntry>,
 }
 
 impl Node {
@@ -84,15 +230,20 @@ impl Node {
         node
     }
 
-    /// Removes `id` from `pattern` under `path`, pruning empty nodes.
+    /// Removes `id` from `pattern` under `path`, pruning the nodes left
+    /// empty, so later publishes walk only live nodes. Returns (removed,
+    /// pattern gone).
     fn remove(&mut self, path: &[u8], pattern: &[u8], id: ClientId) -> (bool, bool) {
-        let (removed, pattern_gone) = match path.split_first() {
+        match path.split_first() {
             None => {
-                let Some(i) = self.patterns.iter().position(|p| p.pattern == pattern) else {
+                let Some(i) = self.patterns.position(pattern) else {
                     return (false, false);
                 };
-                let removed = remove(&mut self.patterns[i].subs, id);
-                let gone = self.patterns[i].subs.is_empty();
+                let Some(entry) = self.patterns.list.get_mut(i) else {
+                    return (false, false);
+                };
+                let removed = entry.subs.remove(id);
+                let gone = entry.subs.is_empty();
                 if gone {
                     self.patterns.swap_remove(i);
                 }
@@ -108,8 +259,7 @@ impl Node {
                 }
                 r
             }
-        };
-        (removed, pattern_gone)
+        }
     }
 
     fn collect(&self, out: &mut Vec<Bytes>) {
@@ -143,8 +293,8 @@ impl PatternIndex {
 /// See the module docs.
 #[derive(Default)]
 pub struct Registry {
-    channels: DashMap<Bytes, Vec<Entry>>,
-    shard_channels: DashMap<Bytes, Vec<Entry>>,
+    channels: DashMap<Bytes, Subscribers>,
+    shard_channels: DashMap<Bytes, Subscribers>,
     patterns: RwLock<PatternIndex>,
 }
 
@@ -161,7 +311,7 @@ impl Registry {
         Registry::default()
     }
 
-    fn map(&self, space: Space) -> &DashMap<Bytes, Vec<Entry>> {
+    fn map(&self, space: Space) -> &DashMap<Bytes, Subscribers> {
         match space {
             Space::Global => &self.channels,
             Space::Shard => &self.shard_channels,
@@ -176,7 +326,7 @@ impl Registry {
         id: ClientId,
         sink: Arc<dyn Subscriber>,
     ) -> bool {
-        add(&mut self.map(space).entry(channel).or_default(), id, sink)
+        self.map(space).entry(channel).or_default().add(id, sink)
     }
 
     /// Removes `id` from `channel`; the entry goes when it was the last.
@@ -184,7 +334,7 @@ impl Registry {
         let map = self.map(space);
         let mut removed = false;
         map.remove_if_mut(channel, |_, subs| {
-            removed = remove(subs, id);
+            removed = subs.remove(id);
             subs.is_empty()
         });
         removed
@@ -203,19 +353,19 @@ impl Registry {
         let glob = Glob::new(&pattern);
         let mut idx = self.patterns_write();
         let node = idx.root.find_mut(index_key(&glob));
-        let added = match node.patterns.iter_mut().find(|p| p.pattern == pattern) {
-            Some(p) => add(&mut p.subs, id, sink),
-            None => {
-                node.patterns.push(PatternEntry {
-                    pattern,
-                    glob,
-                    subs: vec![Entry { id, sink }],
-                });
-                idx.count += 1;
-                return true;
-            }
-        };
-        added
+        if let Some(i) = node.patterns.position(&pattern[..]) {
+            return match node.patterns.list.get_mut(i) {
+                Some(p) => p.subs.add(id, sink),
+                None => false,
+            };
+        }
+        node.patterns.push(PatternEntry {
+            pattern,
+            glob,
+            subs: Subscribers::one(id, sink),
+        });
+        idx.count += 1;
+        true
     }
 
     /// Removes `id` from `pattern`; the pattern goes when it was the last.
@@ -249,7 +399,7 @@ impl Registry {
         for p in idx.matching(&publication.channel) {
             let cache = EncodeCache::default();
             let d = Delivery::pattern(publication, &p.pattern, &cache);
-            for e in &p.subs {
+            for e in p.subs.iter() {
                 e.sink.deliver(&d);
             }
             n += p.subs.len();
@@ -433,5 +583,56 @@ mod tests {
         r.subscribe(Space::Shard, "s".into(), 1, rec.clone());
         assert_eq!(r.publish(&publ("s", "x")), 0);
         assert_eq!(r.spublish(&publ("s", "x")), 1);
+    }
+
+    /// Positions stay right through the index's life: built past
+    /// `INDEX_FROM`, patched on every swap, dropped below half of it.
+    #[test]
+    fn indexed_positions_survive_swaps() {
+        let rec: Arc<dyn Subscriber> = Arc::new(Recorder::default());
+        let mut subs = Subscribers::default();
+        let n = 3 * INDEX_FROM as u64;
+        for id in 0..n {
+            assert!(subs.add(id, rec.clone()));
+            assert!(!subs.add(id, rec.clone()));
+        }
+        assert!(subs.positions.is_some());
+        // Remove from the front, so every removal moves the last item.
+        for id in 0..n {
+            assert!(subs.remove(id));
+            assert!(!subs.remove(id));
+            for (i, e) in subs.iter().enumerate() {
+                assert_eq!(subs.position(&e.id), Some(i));
+            }
+            assert_eq!(subs.len(), (n - id - 1) as usize);
+        }
+        assert!(subs.positions.is_none());
+        assert!(subs.is_empty());
+    }
+
+    /// Many patterns in one trie node (one literal prefix): each found
+    /// through the node's index, the node pruned when the last goes.
+    #[test]
+    fn patterns_sharing_a_node() {
+        let r = Registry::new();
+        let rec = Arc::new(Recorder::default());
+        for i in 0..100 {
+            assert!(r.psubscribe(format!("room:*{i}").into(), 1, rec.clone()));
+            assert!(r.psubscribe(format!("room:*{i}").into(), 2, rec.clone()));
+            assert!(!r.psubscribe(format!("room:*{i}").into(), 2, rec.clone()));
+        }
+        assert_eq!(r.numpat(), 100);
+        assert_eq!(r.publish(&publ("room:7", "x")), 2);
+        for i in 0..100 {
+            assert!(r.punsubscribe(format!("room:*{i}").as_bytes(), 1));
+        }
+        assert_eq!(r.numpat(), 100);
+        assert_eq!(r.publish(&publ("room:17", "x")), 2, "room:*7 and room:*17");
+        for i in (0..100).rev() {
+            assert!(r.punsubscribe(format!("room:*{i}").as_bytes(), 2));
+            assert!(!r.punsubscribe(format!("room:*{i}").as_bytes(), 2));
+        }
+        assert_eq!(r.numpat(), 0);
+        assert!(r.patterns_read().root.is_empty(), "trie pruned");
     }
 }
