@@ -266,7 +266,14 @@ async fn http_api_keys_and_errors() {
         501
     );
     assert_eq!(http_get(h.http, "/healthz", None, "").await.0, 200);
-    let (st, m) = http_get(h.http, "/metrics", None, "").await;
+    // Statistics need the key once authentication is configured.
+    assert_eq!(http_get(h.http, "/metrics", None, "").await.0, 401);
+    assert_eq!(http_get(h.http, "/stats", Some("wrong"), "").await.0, 401);
+    assert_eq!(
+        http_get(h.http, "/stats", None, "Authorization: Bearer k1\r\n").await.0,
+        200
+    );
+    let (st, m) = http_get(h.http, "/metrics", Some("k1"), "").await;
     assert_eq!(st, 200);
     for name in [
         "herald_connections{frontend=\"ws\"} 1",

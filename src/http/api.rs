@@ -56,6 +56,35 @@ fn bad_request(message: &str) -> Response {
     api_error(StatusCode::BAD_REQUEST, 100, message).into_response()
 }
 
+/// `/stats` and `/metrics` count every key, channel and client: once any
+/// authentication is configured they need the API key too (as `X-API-Key`
+/// or `Authorization: Bearer`, which Prometheus sends), or they would undo
+/// what DBSIZE and PUBSUB hide from tokens. Open otherwise.
+pub(crate) fn authorize_stats(st: &AppState, headers: &HeaderMap) -> Result<(), Response> {
+    if !st.cfg.has_auth() {
+        return Ok(());
+    }
+    let Some(key) = &st.cfg.api_key else {
+        return Err(api_error(
+            StatusCode::FORBIDDEN,
+            103,
+            "statistics need --api-key once authentication is configured",
+        )
+        .into_response());
+    };
+    let given = headers.get("x-api-key").map(|v| v.as_bytes()).or_else(|| {
+        headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
+    });
+    if given.is_some_and(|g| constant_time_eq(g, key.as_bytes())) {
+        Ok(())
+    } else {
+        Stats::add(&st.hub.stats.auth_failures, 1);
+        Err(api_error(StatusCode::UNAUTHORIZED, 102, "missing or wrong X-API-Key").into_response())
+    }
+}
+
 fn parse_body<T: for<'de> Deserialize<'de>>(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<T, Response> {

@@ -58,15 +58,21 @@ pub fn router(st: AppState, conns: Arc<listener::ConnTable>) -> Router {
         .route("/client/herald.js", get(client_js))
         .route(
             "/stats",
-            get(move |State(st): State<AppState>| async move {
+            get(move |State(st): State<AppState>, headers: header::HeaderMap| async move {
+                if let Err(refused) = api::authorize_stats(&st, &headers) {
+                    return refused;
+                }
                 let body = stats_once.get(|| stats(&st, &conns)).await;
-                ([(header::CONTENT_TYPE, "application/json")], body)
+                ([(header::CONTENT_TYPE, "application/json")], body).into_response()
             }),
         )
         .route("/healthz", get(|| async { "ok\n" }))
         .route(
             "/metrics",
-            get(move |State(st): State<AppState>| async move {
+            get(move |State(st): State<AppState>, headers: header::HeaderMap| async move {
+                if let Err(refused) = api::authorize_stats(&st, &headers) {
+                    return refused;
+                }
                 let body = metrics_once.get(|| metrics(&st)).await;
                 (
                     [(
@@ -75,6 +81,7 @@ pub fn router(st: AppState, conns: Arc<listener::ConnTable>) -> Router {
                     )],
                     body,
                 )
+                    .into_response()
             }),
         )
         .route("/ws", get(crate::ws::upgrade))
