@@ -180,3 +180,29 @@ fn exec_is_atomic_against_history_publishes() {
     assert_eq!(lengths.len(), 1, "one EXEC saw several lengths: {lengths:?}");
     assert!(published > 0);
 }
+
+/// A MULTI queue is bounded like unparsed input (`--max-query-buffer`): past
+/// it, commands are refused and EXEC discards the transaction.
+#[test]
+fn multi_queue_is_bounded() {
+    let h = Herald::start(&["--max-query-buffer", "1mb", "--max-bulk-len", "512kb"]);
+    let mut c = Raw::connect(h.resp);
+    assert_eq!(c.cmd(&[b"MULTI"]), b"+OK\r\n");
+    let big = vec![b'x'; 300 << 10];
+    let mut refused = false;
+    for _ in 0..10 {
+        let r = c.cmd(&[b"SADD", b"s", &big]);
+        if r.starts_with(b"-ERR MULTI queue too large") {
+            refused = true;
+            break;
+        }
+        assert_eq!(r, b"+QUEUED\r\n");
+    }
+    assert!(refused, "the queue grew past the limit");
+    assert!(show(&c.cmd(&[b"EXEC"])).starts_with("-EXECABORT"));
+    assert_eq!(c.cmd(&[b"EXISTS", b"s"]), b":0\r\n");
+    // A fresh MULTI starts from zero.
+    assert_eq!(c.cmd(&[b"MULTI"]), b"+OK\r\n");
+    assert_eq!(c.cmd(&[b"SADD", b"s", &big]), b"+QUEUED\r\n");
+    assert_eq!(c.cmd(&[b"EXEC"]), b"*1\r\n:1\r\n");
+}

@@ -73,6 +73,9 @@ pub struct Conn {
     pub multi: Option<Vec<Vec<Bytes>>>,
     /// An error while queuing: EXEC must abort.
     pub multi_dirty: bool,
+    /// Bytes of arguments queued since MULTI, bounded by the query buffer
+    /// limit (a transaction is one request's worth of memory at most).
+    pub multi_bytes: usize,
     /// Running the queued commands of an EXEC.
     pub in_exec: bool,
     /// Pipelined PUBLISHes to one channel not yet delivered: they go out
@@ -514,6 +517,7 @@ pub fn serve(
             wait_keys: Vec::new(),
             multi: None,
             multi_dirty: false,
+            multi_bytes: 0,
             in_exec: false,
             watched: Vec::new(),
             deferred: Vec::new(),

@@ -442,7 +442,18 @@ pub fn dispatch(conn: &mut Conn, args: &[Bytes]) {
             "exec" | "discard" | "multi" | "watch" | "quit" | "reset"
         )
     {
-        conn.multi.as_mut().expect("checked").push(args.to_vec());
+        // Each queued command holds its arguments until EXEC: bounded like
+        // unparsed input, so MULTI cannot grow a connection without limit.
+        let cost = args.iter().map(|a| a.len() + 32).sum::<usize>() + 24;
+        if conn.multi_bytes.saturating_add(cost) > conn.server.cfg.max_query_buffer {
+            conn.multi_dirty = true;
+            conn.reply().error("ERR MULTI queue too large: transaction discarded at EXEC");
+            return;
+        }
+        conn.multi_bytes += cost;
+        if let Some(queue) = conn.multi.as_mut() {
+            queue.push(args.to_vec());
+        }
         conn.reply().simple("QUEUED");
         return;
     }

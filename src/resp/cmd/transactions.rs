@@ -58,6 +58,7 @@ fn multi(conn: &mut Conn, _args: &[Bytes]) {
     }
     conn.multi = Some(Vec::new());
     conn.multi_dirty = false;
+    conn.multi_bytes = 0;
     conn.reply().simple("OK");
 }
 
