@@ -6,8 +6,8 @@
 //! - `ops`: the ops a session answers (subscribe, publish, history, …).
 //! - `recovery`: the subscriber side, lag catch-up and recovery from history.
 
-pub mod protocol;
 mod ops;
+pub mod protocol;
 mod recovery;
 pub mod session;
 

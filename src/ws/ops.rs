@@ -393,47 +393,50 @@ impl Session {
         }
         let key = Bytes::copy_from_slice(name.as_bytes());
         if !pattern && cfg.namespace(name.as_bytes()).history_size > 0 {
+            // An unreadable epoch is a position that cannot be recovered.
+            let since = since.map(|p| (p.offset, p.epoch.parse::<u64>().ok()));
+            let pos = since.and_then(|(offset, epoch)| Some((offset, epoch?)));
+            // The replay is sized (not encoded) before anything is
+            // registered, and held to the limits of a large reply: past
+            // the hard limit it is not replayed (as past
+            // --recovery-max-messages), past the global budget the
+            // subscribe is refused whole.
+            let mut replayable = true;
+            if let Some(p) = pos {
+                let limit = super::max_reply(cfg);
+                match self.replay_size(&key, p, limit).map(|n| self.admit(n)) {
+                    Some(Err(Refusal::Busy)) => return self.refuse(id, Refusal::Busy, 0),
+                    Some(Err(Refusal::TooLarge)) => replayable = false,
+                    Some(Ok(())) | None => {}
+                }
+            }
             let hub = self.st.hub.clone();
-            let mut db = hub.keyspace.lock();
-            if let Ok((top, epoch)) = hub.history_position(&mut db, &key) {
-                // Under the keyspace lock no publish to this channel can
-                // slip between the history read and the registration: the
-                // replay and the live messages meet with no gap and no
-                // duplicate.
-                let mut result = json!({ "offset": top, "epoch": epoch.to_string() });
-                let mut frames = Vec::new();
-                if let Some(since) = since {
-                    let pos = since.epoch.parse::<u64>().ok().map(|e| (since.offset, e));
-                    let cap = cfg.recovery_max_messages;
-                    let missed = pos.and_then(|p| hub.missed_since(&mut db, &key, p, cap));
-                    match missed.map(|m| self.replay_frames(&key, epoch, m)) {
-                        Some(Ok(f)) => {
-                            result["recovered"] = json!(true);
-                            frames = f;
-                        }
-                        // More than the connection could ever hold: as for
-                        // a gap past --recovery-max-messages, the client
-                        // refetches its state instead.
-                        Some(Err(Refusal::TooLarge)) | None => result["recovered"] = json!(false),
-                        Some(Err(Refusal::Busy)) => {
-                            drop(db);
-                            return self.refuse(id, Refusal::Busy, 0);
-                        }
+            let cap = cfg.recovery_max_messages;
+            let registered = hub.with_history_position(&key, pos, cap, |at| {
+                // Under the keyspace lock, so no publish to the channel
+                // falls between the position and the registration. A
+                // recovering subscriber starts behind, at `since`: live
+                // deliveries are dropped until the session's catch-up has
+                // replayed the history up to the newest entry, then the
+                // two meet with no gap and no duplicate (recovery.rs).
+                let mut result = json!({ "offset": at.top, "epoch": at.epoch.to_string() });
+                let mut last = at.top;
+                if since.is_some() {
+                    let recovered = replayable && at.recoverable == Some(true);
+                    result["recovered"] = json!(recovered);
+                    if let (true, Some((offset, _))) = (recovered, pos) {
+                        last = offset;
                     }
                 }
+                // The reply precedes the replay and the live messages.
                 self.send(proto::reply(id, result));
-                for frame in frames {
-                    self.send(frame);
-                }
-                {
-                    let mut lag = self.sink.lag();
-                    lag.forget(&key);
-                    lag.last.insert(key.clone(), top);
-                    lag.epochs.insert(key.clone(), epoch);
-                }
+                self.sink
+                    .lag()
+                    .track(key.clone(), at.epoch, last, last < at.top);
                 hub.registry
                     .subscribe(Space::Global, key.clone(), self.id, self.sink.clone());
-                drop(db);
+            });
+            if registered.is_ok() {
                 self.enter_presence(&key);
                 self.channels.insert(name);
                 self.st.ws.subscriptions.fetch_add(1, Ordering::Relaxed);

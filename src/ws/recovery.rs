@@ -1,49 +1,121 @@
 //! The subscriber side of a WebSocket session and its catch-up state
-//! machine: a lagging reader of a channel with history stops being queued
-//! live and is caught up from the history instead; a recovering
-//! `subscribe` replays the missed publications.
+//! machine, as centrifuge's recovery: subscribe to live first, read the
+//! history, then merge by offset.
+//!
+//! Every channel with history that a session subscribes to is, for its
+//! subscriber, in one of three states:
+//!
+//! - **live**: deliveries are queued as they come;
+//! - **behind**: deliveries are dropped, and the session replays the
+//!   channel from its history, a chunk at a time, from the last offset it
+//!   queued. A recovering `subscribe` starts here (at `since`), and so does
+//!   a slow reader whose pending output passed the lag threshold;
+//! - **joining**: the replay's last chunk reached the newest entry (decided
+//!   under the keyspace lock, so no publish falls in between); deliveries
+//!   from then on are held in the sink until that chunk is queued, then
+//!   queued after it, and the channel is live again.
+//!
+//! Each chunk is read under the keyspace lock (cloning reference-counted
+//! payloads) and encoded outside it, so a large replay never stalls other
+//! clients, and the replay is paced by what the client reads: at most
+//! about half the lag threshold of it is pending at a time.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 
-use super::ops::Refusal;
 use super::protocol::{self as proto, DisconnectCode};
 use super::session::Session;
 use crate::hub::{Delivery, DeliveryKind, Outbox, Publication, Subscriber, WireFormat};
+
+/// Entries read under one hold of the keyspace lock.
+const CHUNK_ENTRIES: usize = 1000;
+/// Payload bytes read under one hold of the keyspace lock (past the first
+/// entry): a chunk of large messages stops earlier.
+const CHUNK_BYTES: usize = 256 * 1024;
+/// Replay queued by one `catch_up` call before the session goes back to
+/// its loop (writing, reading the socket, watching its deadlines).
+const STEP_BYTES: usize = 256 * 1024;
 
 /// The subscriber side of a session.
 ///
 /// Messages of channels with history are never dropped for a slow reader:
 /// past `lag_bytes` of pending output, the sink stops queuing that channel
-/// and records the last offset it queued; the session later catches up
-/// from the history (or, if the history no longer reaches back that far,
-/// disconnects with "insufficient state" so the client resubscribes).
+/// and the session later catches up from the history (or, if the history
+/// no longer reaches back that far, disconnects with "insufficient state"
+/// so the client resubscribes).
 pub struct WsSink {
     pub outbox: Arc<Outbox>,
     pub(super) lag: Mutex<LagState>,
     pub(super) lag_bytes: usize,
 }
 
+/// Where each history channel of a session stands. One map, not one per
+/// field: every idle connection keeps this.
 #[derive(Default)]
 pub(super) struct LagState {
-    /// Last offset queued, per history channel.
-    pub(super) last: HashMap<Bytes, u64>,
-    /// Channels being caught up, with the last offset queued before.
-    pub(super) lagged: HashMap<Bytes, u64>,
-    /// The history epoch each channel was subscribed at.
-    pub(super) epochs: HashMap<Bytes, u64>,
+    channels: HashMap<Bytes, ChannelLag>,
+    /// Channels not live (behind or joining): the session loop catches up
+    /// while this is above zero.
+    pub(super) behind: usize,
     /// A channel's history was replaced under a live subscription: the
     /// client must resubscribe (insufficient state).
     pub(super) broken: bool,
 }
 
+struct ChannelLag {
+    /// The history epoch the channel was subscribed at.
+    epoch: u64,
+    /// The last offset queued for the client: where a replay resumes.
+    last: u64,
+    mode: Mode,
+}
+
+enum Mode {
+    Live,
+    Behind,
+    /// Deliveries after `top` (offset, frame), held until the replay up to
+    /// `top` is queued. Boxed: rare, and this enum is in every channel.
+    Joining(Box<Joining>),
+}
+
+struct Joining {
+    top: u64,
+    held: Vec<(u64, Bytes)>,
+    bytes: usize,
+}
+
 impl LagState {
+    /// Starts tracking `channel` at `epoch`: live from `last` on, or behind
+    /// it (a recovery replays what follows `last`).
+    pub(super) fn track(&mut self, channel: Bytes, epoch: u64, last: u64, behind: bool) {
+        self.forget(&channel);
+        let mode = if behind {
+            self.behind += 1;
+            Mode::Behind
+        } else {
+            Mode::Live
+        };
+        self.channels
+            .insert(channel, ChannelLag { epoch, last, mode });
+    }
+
     pub(super) fn forget(&mut self, channel: &[u8]) {
-        self.last.remove(channel);
-        self.lagged.remove(channel);
-        self.epochs.remove(channel);
+        if let Some(c) = self.channels.remove(channel) {
+            if !matches!(c.mode, Mode::Live) {
+                self.behind -= 1;
+            }
+        }
+    }
+
+    /// Channels to replay: (channel, epoch, last offset queued).
+    fn to_replay(&self) -> Vec<(Bytes, u64, u64)> {
+        self.channels
+            .iter()
+            .filter(|(_, c)| matches!(c.mode, Mode::Behind))
+            .map(|(k, c)| (k.clone(), c.epoch, c.last))
+            .collect()
     }
 }
 
@@ -68,109 +140,172 @@ impl Subscriber for WsSink {
             self.outbox.push(frame);
             return;
         };
-        // History channels: runs under the keyspace lock, like catch-up.
-        let mut lag = self.lag();
-        if p.epoch.is_some()
-            && lag
-                .epochs
-                .get(&p.channel)
-                .is_some_and(|e| Some(*e) != p.epoch)
-        {
+        // History channels: runs under the keyspace lock, in offset order.
+        let mut guard = self.lag();
+        let lag = &mut *guard;
+        let Some(c) = lag.channels.get_mut(&p.channel) else {
+            self.outbox.push(frame);
+            return;
+        };
+        if p.epoch.is_some_and(|e| e != c.epoch) {
             // The stream was recreated (deleted, expired, flushed): offsets
             // restarted, so the client's position means nothing any more.
             lag.broken = true;
-            drop(lag);
+            drop(guard);
             self.outbox.wake();
             return;
         }
-        if lag.lagged.contains_key(&p.channel) {
-            return;
-        }
-        if self.outbox.pending_bytes() > self.lag_bytes {
-            let last = lag.last.get(&p.channel).copied().unwrap_or(offset - 1);
-            lag.lagged.insert(p.channel.clone(), last);
-            drop(lag);
-            self.outbox.wake();
-            return;
-        }
-        if self.outbox.push(frame) {
-            lag.last.insert(p.channel.clone(), offset);
+        match &mut c.mode {
+            // The replay will read it from the history.
+            Mode::Behind => {}
+            Mode::Joining(j) => {
+                if j.bytes.saturating_add(frame.len()) > self.lag_bytes / 2 {
+                    // The replay's last chunk takes long to queue while
+                    // publishes pour in: hold no more, replay them too.
+                    c.last = j.top;
+                    c.mode = Mode::Behind;
+                } else {
+                    j.bytes += frame.len();
+                    j.held.push((offset, frame));
+                }
+            }
+            Mode::Live if self.outbox.pending_bytes() > self.lag_bytes => {
+                c.mode = Mode::Behind;
+                lag.behind += 1;
+                drop(guard);
+                self.outbox.wake();
+            }
+            Mode::Live => {
+                if self.outbox.push(frame) {
+                    c.last = offset;
+                }
+            }
         }
     }
 }
 
 impl Session {
-    /// The `message` pushes replaying `missed` publications of `channel`,
-    /// if their size is admitted (estimated first, so a refused replay is
-    /// never encoded).
-    pub(super) fn replay_frames(
+    /// The size of the replay of `channel` after `since`, summed a chunk
+    /// at a time (nothing encoded, no long hold of the keyspace lock),
+    /// stopping once past `limit`. `None` when the position cannot be
+    /// recovered; the subscription checks that again, atomically.
+    pub(super) fn replay_size(
         &self,
-        channel: &Bytes,
-        epoch: u64,
-        missed: Vec<(u64, Bytes)>,
-    ) -> Result<Vec<Bytes>, Refusal> {
+        channel: &[u8],
+        since: (u64, u64),
+        limit: usize,
+    ) -> Option<usize> {
         let per_frame = channel.len() + 64;
-        let estimate = missed
-            .iter()
-            .fold(0usize, |n, (_, p)| n.saturating_add(p.len() + per_frame));
-        self.admit(estimate)?;
-        let frames: Vec<Bytes> = missed
-            .into_iter()
-            .map(|(offset, payload)| {
-                let p = Publication::with_offset(channel.clone(), payload, offset, epoch);
-                proto::encode_delivery(&Delivery::direct(&p, DeliveryKind::Message))
-            })
-            .collect();
-        self.admit(frames.iter().map(Bytes::len).sum())?;
-        Ok(frames)
+        let (mut after, epoch) = since;
+        let mut total = 0usize;
+        loop {
+            let chunk = self
+                .st
+                .hub
+                .history_chunk(channel, after, epoch, CHUNK_ENTRIES, usize::MAX, |_| {})
+                .ok()?;
+            let Some((last, _)) = chunk.last() else {
+                return Some(total);
+            };
+            after = *last;
+            for (_, payload) in &chunk {
+                total = total.saturating_add(payload.len() + per_frame);
+            }
+            if total > limit {
+                return Some(total);
+            }
+        }
     }
 
-    /// Catches lagged history channels up from their history, within a
-    /// budget of output. `Err` when a channel's history no longer reaches
-    /// back to where its subscriber fell behind.
-    pub(super) fn catch_up(&mut self) -> Result<(), DisconnectCode> {
-        let hub = self.st.hub.clone();
-        let mut db = hub.keyspace.lock();
-        let mut lag = self.sink.lag();
+    /// Replays channels that are behind from their history, a chunk at a
+    /// time, while the pending output stays under half the lag threshold
+    /// and for at most [`STEP_BYTES`] per call. `Ok(true)` when it stopped
+    /// at that step with room left (the caller yields to other tasks, then
+    /// goes on). `Err` when a channel's history no longer reaches back to
+    /// where its subscriber is (or was replaced): the client must
+    /// resubscribe.
+    pub(super) fn catch_up(&mut self) -> Result<bool, DisconnectCode> {
         let budget = self.sink.lag_bytes / 2;
-        let channels: Vec<(Bytes, u64)> = lag.lagged.iter().map(|(k, v)| (k.clone(), *v)).collect();
-        for (ch, last) in channels {
-            let Ok(Some(s)) = db.stream(&ch) else {
-                return Err(DisconnectCode::InsufficientState);
-            };
-            if lag.epochs.get(&ch) != Some(&s.epoch) {
-                return Err(DisconnectCode::InsufficientState);
-            }
-            let Some(entries) = s.since_offset(last, usize::MAX) else {
-                return Err(DisconnectCode::InsufficientState);
-            };
-            let mut upto = last;
-            for e in entries {
-                if self.sink.outbox.pending_bytes() > budget {
+        let outbox = &self.sink.outbox;
+        let mut queued = 0usize;
+        let channels = self.sink.lag().to_replay();
+        for (ch, epoch, mut last) in channels {
+            loop {
+                if outbox.pending_bytes() > budget {
+                    return Ok(false);
+                }
+                if queued >= STEP_BYTES {
+                    return Ok(true);
+                }
+                let sink = &self.sink;
+                let room = budget.saturating_sub(outbox.pending_bytes());
+                let chunk = self.st.hub.history_chunk(
+                    &ch,
+                    last,
+                    epoch,
+                    CHUNK_ENTRIES,
+                    CHUNK_BYTES.min(room),
+                    |top| {
+                        // Under the keyspace lock: deliveries after `top`
+                        // are held from here until this chunk is queued.
+                        let mut lag = sink.lag();
+                        if let Some(c) = lag.channels.get_mut(&ch) {
+                            if matches!(c.mode, Mode::Behind) {
+                                c.mode = Mode::Joining(Box::new(Joining {
+                                    top,
+                                    held: Vec::new(),
+                                    bytes: 0,
+                                }));
+                            }
+                        }
+                    },
+                );
+                let chunk = match chunk {
+                    Ok(c) => c,
+                    Err(_) => return Err(DisconnectCode::InsufficientState),
+                };
+                for (offset, payload) in chunk {
+                    // Frames cost more than their payloads: the chunk may
+                    // hold more than the room left; the rest is read again.
+                    if outbox.pending_bytes() > budget {
+                        break;
+                    }
+                    let p = Publication::with_offset(ch.clone(), payload, offset, epoch);
+                    let frame =
+                        proto::encode_delivery(&Delivery::direct(&p, DeliveryKind::Message));
+                    queued += frame.len();
+                    outbox.push(frame);
+                    last = offset;
+                }
+                let mut guard = self.sink.lag();
+                let lag = &mut *guard;
+                let Some(c) = lag.channels.get_mut(&ch) else {
+                    break;
+                };
+                c.last = last;
+                if matches!(&c.mode, Mode::Joining(j) if j.top > last) {
+                    // The chunk reached the newest entry but not all of it
+                    // was queued: behind again, the held deliveries are
+                    // read from the history with the rest.
+                    c.mode = Mode::Behind;
+                    continue;
+                }
+                if let Mode::Joining(j) = &mut c.mode {
+                    // The replay is queued up to `top`; what came since
+                    // follows it, then the channel is live. Held frames
+                    // start right after `top`: no gap, no duplicate.
+                    for (offset, frame) in std::mem::take(&mut j.held) {
+                        if offset > c.last && outbox.push(frame) {
+                            c.last = offset;
+                        }
+                    }
+                    c.mode = Mode::Live;
+                    lag.behind -= 1;
                     break;
                 }
-                let p = Publication::with_offset(
-                    ch.clone(),
-                    crate::hub::entry_payload(&e.fields),
-                    e.offset,
-                    s.epoch,
-                );
-                self.sink
-                    .outbox
-                    .push(proto::encode_delivery(&Delivery::direct(
-                        &p,
-                        DeliveryKind::Message,
-                    )));
-                upto = e.offset;
             }
-            if upto == s.top_offset() {
-                lag.lagged.remove(&ch);
-            } else {
-                lag.lagged.insert(ch.clone(), upto);
-            }
-            lag.last.insert(ch, upto);
         }
-        Ok(())
+        Ok(false)
     }
 }
 

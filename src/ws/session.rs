@@ -298,12 +298,20 @@ async fn serve(socket: &mut WebSocket, s: &mut Session, batch: &mut VecDeque<Byt
     let mut unflushed = 0usize;
     let mut stall_deadline: Option<TInstant> = None;
     loop {
-        if sink.lag().broken {
+        let (broken, behind) = {
+            let lag = sink.lag();
+            (lag.broken, lag.behind > 0)
+        };
+        if broken {
             return End::Disconnect(DisconnectCode::InsufficientState);
         }
-        if outbox.pending_bytes() < sink.lag_bytes / 2 && !sink.lag().lagged.is_empty() {
-            if let Err(code) = s.catch_up() {
-                return End::Disconnect(code);
+        if behind && outbox.pending_bytes() < sink.lag_bytes / 2 {
+            match s.catch_up() {
+                Err(code) => return End::Disconnect(code),
+                // A long replay is encoding work on this thread: let the
+                // other clients' tasks run between its steps.
+                Ok(true) => tokio::task::yield_now().await,
+                Ok(false) => {}
             }
         }
         outbox.take(batch);
