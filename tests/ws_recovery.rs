@@ -187,3 +187,70 @@ async fn publishes_racing_a_recovery_leave_no_gap_and_no_duplicate() {
         assert!(extra.is_err(), "unexpected push {extra:?}");
     }
 }
+
+/// A slow reader of a busy channel goes behind (past the lag threshold),
+/// is caught up from the history while the publisher goes on, and joins
+/// the live stream again, many times over: its offsets still run without
+/// a gap or a duplicate.
+#[tokio::test]
+async fn a_slow_reader_catches_up_while_publishes_go_on() {
+    let _serial = SERIAL.lock().await;
+    let (_d, cfg) = temp_config("recslow", CHAT);
+    let h = Herald::start(&[
+        "--config",
+        &cfg,
+        "--output-buffer-hard-limit",
+        "64kb",
+        "--output-buffer-soft-limit",
+        "0",
+    ]);
+    const TOTAL: u64 = 10_000;
+    let mut ws = ws_connect(h.http, None).await;
+    let r = ws_call(
+        &mut ws,
+        1,
+        json!({"op": "subscribe", "channel": "chat:slow"}),
+    )
+    .await;
+    assert_eq!(r["result"]["offset"], 0, "{r}");
+    let resp = h.resp;
+    let publisher = std::thread::spawn(move || {
+        let mut p = Raw::connect(resp);
+        let pad = "x".repeat(1000);
+        let mut i = 1;
+        while i <= TOTAL {
+            let end = (i + 50).min(TOTAL + 1);
+            let mut pipe = Vec::new();
+            for k in i..end {
+                // A JSON object, so the client sees the number in "n".
+                let payload = format!("{{\"n\":{k},\"pad\":\"{pad}\"}}");
+                pipe.extend(encode(&[b"PUBLISH", b"chat:slow", payload.as_bytes()]));
+            }
+            p.send_raw(&pipe);
+            for _ in i..end {
+                p.frame();
+            }
+            i = end;
+            std::thread::sleep(Duration::from_micros(500));
+        }
+    });
+    for want in 1..=TOTAL {
+        let m = tokio::time::timeout(Duration::from_secs(30), ws_recv(&mut ws))
+            .await
+            .unwrap_or_else(|_| panic!("no message {want} within 30 s"));
+        assert_eq!(
+            m["offset"].as_u64(),
+            Some(want),
+            "gap, duplicate or reorder: {m}"
+        );
+        assert_eq!(m["data"]["n"].as_u64(), Some(want), "{m}");
+        if want % 1000 == 0 {
+            // Stop reading now and then, long enough for the output to
+            // pass the threshold (beyond what the sockets buffer).
+            tokio::time::sleep(Duration::from_millis(150)).await;
+        }
+    }
+    publisher.join().expect("publisher");
+    let extra = tokio::time::timeout(Duration::from_millis(200), ws_recv(&mut ws)).await;
+    assert!(extra.is_err(), "unexpected push {extra:?}");
+}

@@ -123,6 +123,53 @@ impl WsSink {
     pub(super) fn lag(&self) -> std::sync::MutexGuard<'_, LagState> {
         self.lag.lock().unwrap_or_else(|e| e.into_inner())
     }
+
+    /// The replay of `channel` has read up to the newest entry, `top`.
+    /// Called under the keyspace lock, before any later publish is
+    /// delivered: those are held from here on (a channel behind turns
+    /// joining).
+    fn begin_join(&self, channel: &[u8], top: u64) {
+        let mut lag = self.lag();
+        if let Some(c) = lag.channels.get_mut(channel) {
+            if matches!(c.mode, Mode::Behind) {
+                c.mode = Mode::Joining(Box::new(Joining {
+                    top,
+                    held: Vec::new(),
+                    bytes: 0,
+                }));
+            }
+        }
+    }
+
+    /// A replay chunk of `channel` is queued up to offset `last`. A
+    /// joining channel whose replay reached its `top` queues what was held
+    /// after it and is live again (returns true); one that did not (the
+    /// chunk was cut short, or too much was held) is behind again, and
+    /// the rest comes from the history.
+    fn end_chunk(&self, channel: &[u8], last: u64) -> bool {
+        let mut guard = self.lag();
+        let lag = &mut *guard;
+        let Some(c) = lag.channels.get_mut(channel) else {
+            return true;
+        };
+        c.last = last;
+        let Mode::Joining(j) = &mut c.mode else {
+            return false;
+        };
+        if j.top > last {
+            c.mode = Mode::Behind;
+            return false;
+        }
+        // Held frames start right after `top`: no gap, no duplicate.
+        for (offset, frame) in std::mem::take(&mut j.held) {
+            if offset > c.last && self.outbox.push(frame) {
+                c.last = offset;
+            }
+        }
+        c.mode = Mode::Live;
+        lag.behind -= 1;
+        true
+    }
 }
 
 impl crate::hub::leaderboard::LeaderboardSink for WsSink {
@@ -245,20 +292,7 @@ impl Session {
                     epoch,
                     CHUNK_ENTRIES,
                     CHUNK_BYTES.min(room),
-                    |top| {
-                        // Under the keyspace lock: deliveries after `top`
-                        // are held from here until this chunk is queued.
-                        let mut lag = sink.lag();
-                        if let Some(c) = lag.channels.get_mut(&ch) {
-                            if matches!(c.mode, Mode::Behind) {
-                                c.mode = Mode::Joining(Box::new(Joining {
-                                    top,
-                                    held: Vec::new(),
-                                    bytes: 0,
-                                }));
-                            }
-                        }
-                    },
+                    |top| sink.begin_join(&ch, top),
                 );
                 let chunk = match chunk {
                     Ok(c) => c,
@@ -277,30 +311,7 @@ impl Session {
                     outbox.push(frame);
                     last = offset;
                 }
-                let mut guard = self.sink.lag();
-                let lag = &mut *guard;
-                let Some(c) = lag.channels.get_mut(&ch) else {
-                    break;
-                };
-                c.last = last;
-                if matches!(&c.mode, Mode::Joining(j) if j.top > last) {
-                    // The chunk reached the newest entry but not all of it
-                    // was queued: behind again, the held deliveries are
-                    // read from the history with the rest.
-                    c.mode = Mode::Behind;
-                    continue;
-                }
-                if let Mode::Joining(j) = &mut c.mode {
-                    // The replay is queued up to `top`; what came since
-                    // follows it, then the channel is live. Held frames
-                    // start right after `top`: no gap, no duplicate.
-                    for (offset, frame) in std::mem::take(&mut j.held) {
-                        if offset > c.last && outbox.push(frame) {
-                            c.last = offset;
-                        }
-                    }
-                    c.mode = Mode::Live;
-                    lag.behind -= 1;
+                if self.sink.end_chunk(&ch, last) {
                     break;
                 }
             }
@@ -317,5 +328,112 @@ pub(super) fn lag_threshold(l: &crate::hub::OutputLimits) -> usize {
         (0, soft) => soft,
         (hard, 0) => hard / 2,
         (hard, soft) => (hard / 2).min(soft),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+
+    use super::*;
+    use crate::hub::OutputLimits;
+
+    const CH: &[u8] = b"chat:1";
+
+    fn sink(lag_bytes: usize) -> WsSink {
+        WsSink {
+            outbox: Arc::new(Outbox::new(OutputLimits::default())),
+            lag: Mutex::new(LagState::default()),
+            lag_bytes,
+        }
+    }
+
+    fn publish(s: &WsSink, offset: u64, epoch: u64) {
+        let p = Publication::with_offset(Bytes::from_static(CH), Bytes::from("x"), offset, epoch);
+        s.deliver(&Delivery::direct(&p, DeliveryKind::Message));
+    }
+
+    /// The replay's frames, as `catch_up` queues them.
+    fn replay(s: &WsSink, offsets: std::ops::RangeInclusive<u64>) {
+        for offset in offsets {
+            let p = Publication::with_offset(Bytes::from_static(CH), Bytes::from("x"), offset, 7);
+            s.outbox.push(proto::encode_delivery(&Delivery::direct(
+                &p,
+                DeliveryKind::Message,
+            )));
+        }
+    }
+
+    fn queued_offsets(s: &WsSink) -> Vec<u64> {
+        let mut batch = VecDeque::new();
+        s.outbox.take(&mut batch);
+        batch
+            .iter()
+            .map(|f| {
+                let v: serde_json::Value = serde_json::from_slice(f).expect("json");
+                v["offset"].as_u64().expect("offset")
+            })
+            .collect()
+    }
+
+    #[test]
+    fn behind_drops_live_deliveries_and_joining_holds_them_until_the_replay_is_queued() {
+        let s = sink(1 << 20);
+        s.lag().track(Bytes::from_static(CH), 7, 2, true);
+        assert_eq!(s.lag().behind, 1);
+        // Behind: read from the history later.
+        publish(&s, 3, 7);
+        assert!(queued_offsets(&s).is_empty());
+        // A chunk reaches the newest entry (4) under the keyspace lock;
+        // then publishes 5 and 6 come while it is being encoded.
+        s.begin_join(CH, 4);
+        publish(&s, 5, 7);
+        publish(&s, 6, 7);
+        assert!(queued_offsets(&s).is_empty(), "held, not queued");
+        replay(&s, 3..=4);
+        assert!(s.end_chunk(CH, 4));
+        assert_eq!(s.lag().behind, 0);
+        publish(&s, 7, 7);
+        assert_eq!(queued_offsets(&s), vec![3, 4, 5, 6, 7]);
+    }
+
+    #[test]
+    fn a_chunk_cut_short_or_too_much_held_goes_back_behind() {
+        let s = sink(1 << 20);
+        s.lag().track(Bytes::from_static(CH), 7, 0, true);
+        // The chunk read up to 10, but only 1..=6 fit the output budget.
+        s.begin_join(CH, 10);
+        publish(&s, 11, 7);
+        replay(&s, 1..=6);
+        assert!(!s.end_chunk(CH, 6));
+        assert_eq!(s.lag().to_replay(), vec![(Bytes::from_static(CH), 7, 6)]);
+        // Held deliveries past half the lag threshold: behind again from
+        // the chunk's top.
+        let s = sink(400);
+        s.lag().track(Bytes::from_static(CH), 7, 0, true);
+        s.begin_join(CH, 2);
+        for offset in 3..=20 {
+            publish(&s, offset, 7);
+        }
+        replay(&s, 1..=2);
+        assert!(!s.end_chunk(CH, 2));
+        assert_eq!(s.lag().behind, 1);
+        assert_eq!(queued_offsets(&s), vec![1, 2]);
+        assert_eq!(s.lag().to_replay(), vec![(Bytes::from_static(CH), 7, 2)]);
+    }
+
+    #[test]
+    fn a_live_channel_falls_behind_past_the_threshold_and_a_new_epoch_breaks_it() {
+        let s = sink(1);
+        s.lag().track(Bytes::from_static(CH), 7, 0, false);
+        publish(&s, 1, 7);
+        // Pending output (one frame) is past the threshold of 1 byte.
+        publish(&s, 2, 7);
+        assert_eq!(s.lag().behind, 1);
+        assert_eq!(s.lag().to_replay(), vec![(Bytes::from_static(CH), 7, 1)]);
+        publish(&s, 3, 8);
+        assert!(s.lag().broken);
+        s.lag().forget(CH);
+        assert_eq!(s.lag().behind, 0);
     }
 }
