@@ -488,6 +488,44 @@ impl Hub {
         Ok(chunk)
     }
 
+    /// The payload bytes of up to `max_entries` publications of `channel`
+    /// after offset `after`, and the last offset counted, if the stream
+    /// still has epoch `epoch` and keeps every one of them (sizing a replay
+    /// step by step, without copying anything under the keyspace lock).
+    /// Entries without a `data` field count their fields as the JSON
+    /// object they are delivered as, before escaping.
+    pub fn history_bytes(
+        &self,
+        channel: &[u8],
+        after: u64,
+        epoch: u64,
+        max_entries: usize,
+    ) -> Result<(usize, u64), HistoryError> {
+        let mut db = self.keyspace.lock();
+        let s = match db.stream(channel) {
+            Ok(Some(s)) if s.epoch == epoch => s,
+            _ => return Err(HistoryError::Unrecoverable),
+        };
+        let entries = s
+            .since_offset(after, max_entries)
+            .ok_or(HistoryError::Unrecoverable)?;
+        let mut bytes = 0usize;
+        for e in &entries {
+            let len = match e.fields.iter().find(|(f, _)| &f[..] == b"data") {
+                Some((_, v)) => v.len(),
+                None => {
+                    2 + e
+                        .fields
+                        .iter()
+                        .map(|(f, v)| f.len() + v.len() + 6)
+                        .sum::<usize>()
+                }
+            };
+            bytes = bytes.saturating_add(len);
+        }
+        Ok((bytes, entries.last().map_or(after, |e| e.offset)))
+    }
+
     /// A page of a channel's history: entries after `since` (when given,
     /// which must still be recoverable), at most `limit`, newest first when
     /// `reverse`.

@@ -34,6 +34,8 @@ const CHUNK_ENTRIES: usize = 1000;
 /// Payload bytes read under one hold of the keyspace lock (past the first
 /// entry): a chunk of large messages stops earlier.
 const CHUNK_BYTES: usize = 256 * 1024;
+/// Entries sized under one hold of the keyspace lock (nothing is copied).
+const SIZING_ENTRIES: usize = 4096;
 /// Replay queued by one `catch_up` call before the session goes back to
 /// its loop (writing, reading the socket, watching its deadlines).
 const STEP_BYTES: usize = 256 * 1024;
@@ -246,18 +248,17 @@ impl Session {
         let (mut after, epoch) = since;
         let mut total = 0usize;
         loop {
-            let chunk = self
+            let (bytes, last) = self
                 .st
                 .hub
-                .history_chunk(channel, after, epoch, CHUNK_ENTRIES, usize::MAX, |_| {})
+                .history_bytes(channel, after, epoch, SIZING_ENTRIES)
                 .ok()?;
-            let Some((last, _)) = chunk.last() else {
+            if last == after {
                 return Some(total);
-            };
-            after = *last;
-            for (_, payload) in &chunk {
-                total = total.saturating_add(payload.len() + per_frame);
             }
+            let n = (last - after) as usize;
+            total = total.saturating_add(bytes.saturating_add(n.saturating_mul(per_frame)));
+            after = last;
             if total > limit {
                 return Some(total);
             }
