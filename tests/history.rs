@@ -350,7 +350,7 @@ async fn lagging_subscribers_catch_up_from_history() {
     }
     for i in 1..=N {
         let m = ws_recv(&mut slow).await;
-        assert_eq!(m["offset"].as_u64(), Some(i), "gap or reorder at {i}");
+        assert_eq!(m["offset"].as_u64(), Some(i), "gap or reorder at {i}: {m}");
     }
     // Too little history to catch up: insufficient state.
     let mut lost = ws_connect(h.http, None).await;

@@ -646,7 +646,13 @@ export class Herald extends Emitter {
       case 'message': {
         const shared = this._subs.channel.get(msg.channel);
         if (!shared) return;
-        if (typeof msg.offset === 'number') shared.offset = msg.offset;
+        if (typeof msg.offset === 'number') {
+          // Offsets only grow within an epoch: one already seen (a replay
+          // overlapping what arrived live, a duplicate from a server) is
+          // not delivered twice.
+          if (typeof shared.offset === 'number' && msg.offset <= shared.offset) return;
+          shared.offset = msg.offset;
+        }
         for (const sub of [...shared.handles]) {
           if (sub._callback) invoke(sub._callback, msg.data, { channel: msg.channel, offset: msg.offset, encoding: msg.encoding });
         }

@@ -219,6 +219,24 @@ test('recovery: after recovered: true the replayed messages advance the position
   herald.disconnect();
 });
 
+test('recovery: offsets already seen are not delivered again', async () => {
+  const server = new FakeServer();
+  server.handlers.subscribe = () => ({ offset: 5, epoch: 'E' });
+  const herald = client(server);
+  const offsets = [];
+  const sub = herald.subscribe('chat:1', (d, meta) => offsets.push(meta.offset));
+  await herald.connect();
+  await sub.ready();
+  for (const offset of [6, 7, 6, 5, 7, 8]) {
+    server.socket.push({ push: 'message', channel: 'chat:1', data: 'x', offset });
+  }
+  await until(() => offsets.length === 3);
+  await settle();
+  assert.deepEqual(offsets, [6, 7, 8]);
+  assert.deepEqual(sub.position, { offset: 8, epoch: 'E' });
+  herald.disconnect();
+});
+
 test('recovery: no since without a known position (a server without history)', async () => {
   const server = new FakeServer();
   const herald = client(server);

@@ -71,6 +71,17 @@ pub struct HistoryPage {
     pub epoch: u64,
 }
 
+/// A channel's history position, as a subscription sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HistoryPosition {
+    /// The newest offset of the stream.
+    pub top: u64,
+    pub epoch: u64,
+    /// Whether the position asked about can be recovered (`None`: none
+    /// was asked about).
+    pub recoverable: Option<bool>,
+}
+
 /// The result of a publish.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Published {
@@ -424,30 +435,131 @@ impl Hub {
         .ok_or(HistoryError::WrongType)
     }
 
-    /// Publications after `since` (offset, epoch), if every one of them is
-    /// still kept and there are at most `cap`; `None` otherwise.
-    pub fn missed_since(
+    /// Runs `f` under the keyspace lock with the channel's history position
+    /// and, when `since` (offset, epoch) is given, whether it is
+    /// recoverable: same epoch, not in the future, at most `cap`
+    /// publications behind, and every publication after it still kept. No
+    /// publish to the channel can come between the check and `f` (which
+    /// registers a subscription, say); `f` must be short and must not
+    /// take the keyspace lock.
+    pub fn with_history_position<R>(
         &self,
-        db: &mut Db,
         channel: &[u8],
-        since: (u64, u64),
+        since: Option<(u64, u64)>,
         cap: usize,
-    ) -> Option<Vec<(u64, Bytes)>> {
-        let (top, epoch) = self.history_position(db, channel).ok()?;
-        if since.1 != epoch || since.0 > top || (top - since.0) as usize > cap {
-            return None;
+        f: impl FnOnce(HistoryPosition) -> R,
+    ) -> Result<R, HistoryError> {
+        let mut db = self.keyspace.lock();
+        let (top, epoch) = self.history_position(&mut db, channel)?;
+        let recoverable = since.map(|(offset, e)| {
+            e == epoch
+                && offset <= top
+                && top - offset <= cap as u64
+                && match db.stream(channel) {
+                    Ok(Some(s)) => s.since_offset(offset, 0).is_some(),
+                    // Nothing published yet (the epoch is the one promised
+                    // to subscribers): nothing can have been missed.
+                    Ok(None) => offset == 0,
+                    Err(_) => false,
+                }
+        });
+        Ok(f(HistoryPosition {
+            top,
+            epoch,
+            recoverable,
+        }))
+    }
+
+    /// One step of a replay: the publications of `channel` after offset
+    /// `after`, at most `max_entries` and (past the first) `max_bytes` of
+    /// payload, if the stream still has epoch `epoch` and keeps every one
+    /// of them; `Err(Unrecoverable)` otherwise. The keyspace lock is held
+    /// only to clone the entries (reference counts, no copy): encoding them
+    /// is the caller's, outside it, so a large replay taken step by step
+    /// never makes other clients wait long.
+    ///
+    /// When the step reaches the newest entry, `at_end(top)` runs before
+    /// the lock is released: publishes to the channel come after it (the
+    /// caller switches its subscriber from replay to live there).
+    pub fn history_chunk(
+        &self,
+        channel: &[u8],
+        after: u64,
+        epoch: u64,
+        max_entries: usize,
+        max_bytes: usize,
+        at_end: impl FnOnce(u64),
+    ) -> Result<Vec<(u64, Bytes)>, HistoryError> {
+        let mut db = self.keyspace.lock();
+        if after == 0 && matches!(db.stream(channel), Ok(None)) {
+            // Nothing published yet: the replay is empty and ends here.
+            at_end(0);
+            return Ok(Vec::new());
         }
-        let Some(s) = db.stream(channel).ok()? else {
-            // Nothing published yet: nothing missed.
-            return Some(Vec::new());
+        let s = match db.stream(channel) {
+            Ok(Some(s)) if s.epoch == epoch => s,
+            _ => return Err(HistoryError::Unrecoverable),
         };
-        let entries = s.since_offset(since.0, usize::MAX)?;
-        Some(
-            entries
-                .iter()
-                .map(|e| (e.offset, entry_payload(&e.fields)))
-                .collect(),
-        )
+        let entries = s
+            .since_offset(after, max_entries)
+            .ok_or(HistoryError::Unrecoverable)?;
+        let mut chunk = Vec::with_capacity(entries.len());
+        let mut bytes = 0usize;
+        for e in entries {
+            // At least one entry, so that a caller always progresses.
+            if bytes >= max_bytes && !chunk.is_empty() {
+                break;
+            }
+            let payload = entry_payload(&e.fields);
+            bytes = bytes.saturating_add(payload.len());
+            chunk.push((e.offset, payload));
+        }
+        let top = s.top_offset();
+        if chunk.last().map_or(after, |(o, _)| *o) == top {
+            at_end(top);
+        }
+        Ok(chunk)
+    }
+
+    /// The payload bytes of up to `max_entries` publications of `channel`
+    /// after offset `after`, and the last offset counted, if the stream
+    /// still has epoch `epoch` and keeps every one of them (sizing a replay
+    /// step by step, without copying anything under the keyspace lock).
+    /// Entries without a `data` field count their fields as the JSON
+    /// object they are delivered as, before escaping.
+    pub fn history_bytes(
+        &self,
+        channel: &[u8],
+        after: u64,
+        epoch: u64,
+        max_entries: usize,
+    ) -> Result<(usize, u64), HistoryError> {
+        let mut db = self.keyspace.lock();
+        if after == 0 && matches!(db.stream(channel), Ok(None)) {
+            return Ok((0, 0));
+        }
+        let s = match db.stream(channel) {
+            Ok(Some(s)) if s.epoch == epoch => s,
+            _ => return Err(HistoryError::Unrecoverable),
+        };
+        let entries = s
+            .since_offset(after, max_entries)
+            .ok_or(HistoryError::Unrecoverable)?;
+        let mut bytes = 0usize;
+        for e in &entries {
+            let len = match e.fields.iter().find(|(f, _)| &f[..] == b"data") {
+                Some((_, v)) => v.len(),
+                None => {
+                    2 + e
+                        .fields
+                        .iter()
+                        .map(|(f, v)| f.len() + v.len() + 6)
+                        .sum::<usize>()
+                }
+            };
+            bytes = bytes.saturating_add(len);
+        }
+        Ok((bytes, entries.last().map_or(after, |e| e.offset)))
     }
 
     /// A page of a channel's history: entries after `since` (when given,

@@ -2,9 +2,13 @@
 //! limit, buffer sizes, `?token=`) and the per-connection session task.
 //!
 //! - `protocol`: wire types and codes, no I/O.
-//! - `session`: the task that owns one socket.
+//! - `session`: the task that owns one socket, its loop and closing handshake.
+//! - `ops`: the ops a session answers (subscribe, publish, history, …).
+//! - `recovery`: the subscriber side, lag catch-up and recovery from history.
 
+mod ops;
 pub mod protocol;
+mod recovery;
 pub mod session;
 
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -1,0 +1,592 @@
+//! The ops of a WebSocket session: parse a command, check it, call the
+//! hub, queue the reply.
+//!
+//! Replies count against the connection's output limits like deliveries,
+//! and large ones (history, presence, recovery, leaderboards) are first
+//! checked against the server-wide output budget.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use serde_json::{json, Value};
+
+use super::protocol::{self as proto, Command, DisconnectCode, ErrorCode};
+use super::session::{expiry_instant, Session};
+use crate::auth::{Identity, TokenError};
+use crate::hub::presence::PresenceEntry;
+use crate::hub::{HistoryError, Space, Stats};
+
+/// Smallest reply held to the global output budget: acknowledgements and
+/// errors cost less than refusing them would.
+const LARGE_REPLY: usize = 16 * 1024;
+
+/// Why a large reply was not queued.
+pub(super) enum Refusal {
+    /// The reply alone is larger than the connection's hard limit: error
+    /// 106; the client may ask for less (a smaller `limit`).
+    TooLarge,
+    /// The global output budget is spent: error 109; retry later.
+    Busy,
+}
+
+impl Session {
+    /// Queues a reply. Replies count against the output limits as
+    /// deliveries do: past the hard limit the outbox closes and the
+    /// session ends with the slow-consumer code.
+    pub(super) fn send(&self, frame: Bytes) {
+        self.sink.outbox.push(frame);
+    }
+
+    /// Whether a reply of about `len` bytes may be queued. Small replies
+    /// always may; a large one must fit the connection's hard limit on its
+    /// own and the server-wide budget (checked, not reserved: concurrent
+    /// sessions may overshoot it by one reply each).
+    pub(super) fn admit(&self, len: usize) -> Result<(), Refusal> {
+        if len < LARGE_REPLY {
+            return Ok(());
+        }
+        if len > super::max_reply(&self.st.cfg) {
+            return Err(Refusal::TooLarge);
+        }
+        if !self.st.ws.output.fits(len) {
+            return Err(Refusal::Busy);
+        }
+        Ok(())
+    }
+
+    pub(super) fn refuse(&self, id: &Value, why: Refusal, len: usize) {
+        match why {
+            Refusal::TooLarge => self.error(
+                id,
+                ErrorCode::LimitExceeded,
+                &format!(
+                    "reply of {len} bytes exceeds the output limit ({} bytes); ask for less",
+                    super::max_reply(&self.st.cfg)
+                ),
+            ),
+            Refusal::Busy => {
+                tracing::debug!(
+                    client = self.id,
+                    len,
+                    "large reply refused: output budget spent"
+                );
+                self.error(
+                    id,
+                    ErrorCode::Busy,
+                    "server output budget exhausted; retry later",
+                )
+            }
+        }
+    }
+
+    /// Queues a large reply built by `build` after checking its estimated
+    /// size, then its real size.
+    fn send_large(&self, id: &Value, estimate: usize, build: impl FnOnce() -> Bytes) {
+        if let Err(why) = self.admit(estimate) {
+            return self.refuse(id, why, estimate);
+        }
+        let frame = build();
+        match self.admit(frame.len()) {
+            Ok(()) => self.send(frame),
+            Err(why) => self.refuse(id, why, frame.len()),
+        }
+    }
+
+    pub(super) fn error(&self, id: &Value, code: ErrorCode, msg: &str) {
+        self.send(proto::error(id, code, msg));
+    }
+
+    fn total_subscriptions(&self) -> usize {
+        self.channels.len() + self.patterns.len() + self.leaderboards.len()
+    }
+
+    /// Answers `LimitExceeded` (and returns false) when one more
+    /// subscription would pass this connection's limit: the lower
+    /// `--anonymous-max-subscriptions` for clients without a token.
+    fn check_subscription_limit(&self, id: &Value) -> bool {
+        let cfg = &self.st.cfg;
+        let (max, who) = match self.identity {
+            Identity::Anonymous => (
+                cfg.max_subscriptions.min(cfg.anonymous_max_subscriptions),
+                "anonymous connection",
+            ),
+            _ => (cfg.max_subscriptions, "connection"),
+        };
+        if self.total_subscriptions() >= max {
+            self.error(
+                id,
+                ErrorCode::LimitExceeded,
+                &format!("max subscriptions per {who} reached ({max})"),
+            );
+            return false;
+        }
+        true
+    }
+
+    pub(super) fn set_identity(&mut self, claims: Option<Arc<crate::auth::Claims>>) {
+        match claims {
+            Some(c) => {
+                self.expires_at = Some(expiry_instant(c.exp, self.st.cfg.jwt_leeway));
+                self.identity = Identity::User(c);
+            }
+            None => {
+                self.expires_at = None;
+                self.identity = self.st.auth.unauthenticated();
+            }
+        }
+    }
+
+    fn token_error(&self, id: &Value, e: &TokenError) {
+        Stats::add(&self.st.hub.stats.auth_failures, 1);
+        let code = match e {
+            TokenError::Expired => ErrorCode::TokenExpired,
+            _ => ErrorCode::Unauthorized,
+        };
+        self.error(id, code, &e.to_string());
+    }
+
+    /// Handles one text frame. `Some(code)` ends the session with that
+    /// disconnect (after the replies already queued).
+    pub(super) fn handle(&mut self, text: &str) -> Option<DisconnectCode> {
+        let cmd = match proto::parse_command(text) {
+            Ok(c) => c,
+            Err(bad) => {
+                self.error(&bad.id, ErrorCode::BadRequest, &bad.message);
+                return None;
+            }
+        };
+        let started = Instant::now();
+        let end = self.dispatch(&cmd);
+        self.st
+            .metrics
+            .observe_command("ws", &cmd.op, started.elapsed());
+        end
+    }
+
+    fn dispatch(&mut self, cmd: &Command) -> Option<DisconnectCode> {
+        let id = &cmd.id;
+        macro_rules! parse {
+            ($t:ty) => {
+                match proto::args::<$t>(cmd) {
+                    Ok(a) => a,
+                    Err(m) => {
+                        self.error(id, ErrorCode::BadRequest, &m);
+                        return None;
+                    }
+                }
+            };
+        }
+        match cmd.op.as_str() {
+            "connect" => {
+                let a = parse!(proto::ConnectArgs);
+                if self.connected {
+                    self.error(id, ErrorCode::AlreadyConnected, "already connected");
+                    return None;
+                }
+                if let Some(token) = &a.token {
+                    // A refused token ends the connection: staying open as
+                    // anonymous would let a forged or expired token through
+                    // to whatever anonymous clients may use, and would hide
+                    // the failure from clients that do not read the reply.
+                    match self.st.auth.verify_token(token) {
+                        Ok(c) if self.identity.user().is_some_and(|u| u != c.sub) => {
+                            Stats::add(&self.st.hub.stats.auth_failures, 1);
+                            self.error(
+                                id,
+                                ErrorCode::Unauthorized,
+                                "token is for another user than the URL's token",
+                            );
+                            return Some(DisconnectCode::Unauthorized);
+                        }
+                        Ok(c) => self.set_identity(Some(c)),
+                        Err(e) => {
+                            self.token_error(id, &e);
+                            return Some(match e {
+                                TokenError::Expired => DisconnectCode::TokenExpired,
+                                _ => DisconnectCode::Unauthorized,
+                            });
+                        }
+                    }
+                }
+                self.connected = true;
+                let claims = self.identity.claims();
+                self.send(proto::reply(
+                    id,
+                    json!({
+                        "client": self.id.to_string(),
+                        "user": self.identity.user(),
+                        "expires": claims.map(|c| c.exp),
+                        "ping_interval": self.st.cfg.ws_ping_interval.as_secs_f64(),
+                        "version": env!("CARGO_PKG_VERSION"),
+                    }),
+                ));
+            }
+            "refresh" => {
+                let a = parse!(proto::TokenArgs);
+                match self.st.auth.verify_token(&a.token) {
+                    Ok(c) => {
+                        if let Some(old) = self.identity.user() {
+                            if old != c.sub {
+                                self.error(
+                                    id,
+                                    ErrorCode::Unauthorized,
+                                    "refresh token is for another user",
+                                );
+                                return None;
+                            }
+                        }
+                        let exp = c.exp;
+                        self.set_identity(Some(c));
+                        self.send(proto::reply(id, json!({ "expires": exp })));
+                    }
+                    // The current token stays in force until it expires.
+                    Err(e) => self.token_error(id, &e),
+                }
+            }
+            "ping" => self.send(proto::reply(id, json!({}))),
+            "subscribe" => {
+                let a = parse!(proto::SubscribeArgs);
+                self.subscribe(id, a.channel, false, a.since);
+            }
+            "psubscribe" => {
+                let a = parse!(proto::PatternArgs);
+                self.subscribe(id, a.pattern, true, None);
+            }
+            "unsubscribe" => {
+                let a = parse!(proto::ChannelArgs);
+                if self.channels.remove(&a.channel) {
+                    let hub = &self.st.hub;
+                    hub.registry
+                        .unsubscribe(Space::Global, a.channel.as_bytes(), self.id);
+                    hub.presence_leave(a.channel.as_bytes(), self.id);
+                    self.sink.lag().forget(a.channel.as_bytes());
+                    self.st.ws.subscriptions.fetch_sub(1, Ordering::Relaxed);
+                }
+                self.send(proto::reply(id, json!({})));
+            }
+            "punsubscribe" => {
+                let a = parse!(proto::PatternArgs);
+                if self.patterns.remove(&a.pattern) {
+                    self.st
+                        .hub
+                        .registry
+                        .punsubscribe(a.pattern.as_bytes(), self.id);
+                    self.st.ws.subscriptions.fetch_sub(1, Ordering::Relaxed);
+                }
+                self.send(proto::reply(id, json!({})));
+            }
+            "publish" => {
+                let a = parse!(proto::PublishArgs);
+                self.publish(id, a);
+            }
+            "presence" | "presence_stats" => {
+                let a = parse!(proto::ChannelArgs);
+                let ch = a.channel.as_bytes();
+                let ns = self.st.cfg.namespace(ch);
+                if !self.identity.can_subscribe(ch, ns) {
+                    Stats::add(&self.st.hub.stats.auth_failures, 1);
+                    self.error(id, ErrorCode::PermissionDenied, "permission denied");
+                } else if !ns.presence {
+                    self.error(
+                        id,
+                        ErrorCode::NotEnabled,
+                        "presence is not enabled for this channel's namespace",
+                    );
+                } else if cmd.op == "presence" {
+                    // A crowded channel's presence is a large reply: about
+                    // 64 bytes a client before the user ids and infos.
+                    let (clients, _) = self.st.hub.presence.stats(ch);
+                    self.send_large(id, clients.saturating_mul(64), || {
+                        proto::reply(id, proto::presence_json(&self.st.hub, ch))
+                    });
+                } else {
+                    let (clients, users) = self.st.hub.presence.stats(ch);
+                    self.send(proto::reply(
+                        id,
+                        json!({ "clients": clients, "users": users }),
+                    ));
+                }
+            }
+            "history" => {
+                let a = parse!(proto::HistoryArgs);
+                self.history(id, a);
+            }
+            "leaderboard_subscribe" => {
+                let a = parse!(proto::LeaderboardArgs);
+                self.leaderboard_subscribe(id, a);
+            }
+            "leaderboard_unsubscribe" => {
+                let a = parse!(proto::KeyArgs);
+                if self.leaderboards.remove(&a.key) {
+                    self.st.hub.leaderboards.unwatch(a.key.as_bytes(), self.id);
+                }
+                self.send(proto::reply(id, json!({})));
+            }
+            other => self.error(id, ErrorCode::UnknownOp, &format!("unknown op '{other}'")),
+        }
+        None
+    }
+
+    fn check_name(&self, id: &Value, name: &str) -> bool {
+        if name.is_empty() || name.len() > self.st.cfg.max_channel_length {
+            self.error(
+                id,
+                ErrorCode::InvalidChannel,
+                &format!(
+                    "channel names and patterns must be 1 to {} bytes",
+                    self.st.cfg.max_channel_length
+                ),
+            );
+            return false;
+        }
+        true
+    }
+
+    fn subscribe(
+        &mut self,
+        id: &Value,
+        name: String,
+        pattern: bool,
+        since: Option<proto::StreamPosition>,
+    ) {
+        if !self.check_name(id, &name) {
+            return;
+        }
+        let cfg = &self.st.cfg;
+        if pattern && name.len() > cfg.max_pattern_length {
+            // A pattern's matching cost grows with its length on every
+            // publish it is checked against.
+            self.error(
+                id,
+                ErrorCode::InvalidChannel,
+                &format!("patterns must be at most {} bytes", cfg.max_pattern_length),
+            );
+            return;
+        }
+        // Herald's own channels (__presence__:C, __leaderboard__:K) are
+        // decided by what they report on.
+        let allowed = if pattern {
+            self.identity.may_psubscribe(name.as_bytes(), cfg)
+        } else {
+            self.identity.may_subscribe(name.as_bytes(), cfg)
+        };
+        if !allowed {
+            Stats::add(&self.st.hub.stats.auth_failures, 1);
+            self.error(id, ErrorCode::PermissionDenied, "permission denied");
+            return;
+        }
+        let set = if pattern {
+            &self.patterns
+        } else {
+            &self.channels
+        };
+        if set.contains(&name) {
+            self.send(proto::reply(id, json!({})));
+            return;
+        }
+        if !self.check_subscription_limit(id) {
+            return;
+        }
+        let key = Bytes::copy_from_slice(name.as_bytes());
+        if !pattern && cfg.namespace(name.as_bytes()).history_size > 0 {
+            // An unreadable epoch is a position that cannot be recovered.
+            let since = since.map(|p| (p.offset, p.epoch.parse::<u64>().ok()));
+            let pos = since.and_then(|(offset, epoch)| Some((offset, epoch?)));
+            // The replay is sized (not encoded) before anything is
+            // registered, and held to the limits of a large reply: past
+            // the hard limit it is not replayed (as past
+            // --recovery-max-messages), past the global budget the
+            // subscribe is refused whole.
+            let mut replayable = true;
+            if let Some(p) = pos {
+                let limit = super::max_reply(cfg);
+                match self.replay_size(&key, p, limit).map(|n| self.admit(n)) {
+                    Some(Err(Refusal::Busy)) => return self.refuse(id, Refusal::Busy, 0),
+                    Some(Err(Refusal::TooLarge)) => replayable = false,
+                    Some(Ok(())) | None => {}
+                }
+            }
+            let hub = self.st.hub.clone();
+            let cap = cfg.recovery_max_messages;
+            let registered = hub.with_history_position(&key, pos, cap, |at| {
+                // Under the keyspace lock, so no publish to the channel
+                // falls between the position and the registration. A
+                // recovering subscriber starts behind, at `since`: live
+                // deliveries are dropped until the session's catch-up has
+                // replayed the history up to the newest entry, then the
+                // two meet with no gap and no duplicate (recovery.rs).
+                let mut result = json!({ "offset": at.top, "epoch": at.epoch.to_string() });
+                let mut last = at.top;
+                if since.is_some() {
+                    let recovered = replayable && at.recoverable == Some(true);
+                    result["recovered"] = json!(recovered);
+                    if let (true, Some((offset, _))) = (recovered, pos) {
+                        last = offset;
+                    }
+                }
+                // The reply precedes the replay and the live messages.
+                self.send(proto::reply(id, result));
+                self.sink
+                    .lag()
+                    .track(key.clone(), at.epoch, last, last < at.top);
+                hub.registry
+                    .subscribe(Space::Global, key.clone(), self.id, self.sink.clone());
+            });
+            if registered.is_ok() {
+                self.enter_presence(&key);
+                self.channels.insert(name);
+                self.st.ws.subscriptions.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+        }
+        // Reply first: it must precede the first message.
+        self.send(proto::reply(id, json!({})));
+        let reg = &self.st.hub.registry;
+        if pattern {
+            reg.psubscribe(key, self.id, self.sink.clone());
+            self.patterns.insert(name);
+        } else {
+            reg.subscribe(Space::Global, key.clone(), self.id, self.sink.clone());
+            self.enter_presence(&key);
+            self.channels.insert(name);
+        }
+        self.st.ws.subscriptions.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn leaderboard_subscribe(&mut self, id: &Value, a: proto::LeaderboardArgs) {
+        if !self.check_name(id, &a.key) {
+            return;
+        }
+        if a.top == 0 || a.top > 100 {
+            self.error(id, ErrorCode::BadRequest, "top must be 1 to 100");
+            return;
+        }
+        if !self.leaderboards.contains(&a.key) && !self.check_subscription_limit(id) {
+            return;
+        }
+        let key = a.key.as_bytes();
+        if !self.identity.can_subscribe(key, self.st.cfg.namespace(key)) {
+            Stats::add(&self.st.hub.stats.auth_failures, 1);
+            self.error(id, ErrorCode::PermissionDenied, "permission denied");
+            return;
+        }
+        let hub = self.st.hub.clone();
+        let user = self.identity.user().map(str::to_string);
+        let (entries, own) = hub.leaderboard_top(key, a.top, user.as_deref());
+        // Members are any bytes a RESP client wrote: a top 100 can be large.
+        let reply = proto::reply(id, proto::leaderboard_json(key, &entries, own, false));
+        if let Err(why) = self.admit(reply.len()) {
+            return self.refuse(id, why, reply.len());
+        }
+        hub.leaderboards.watch(
+            Bytes::copy_from_slice(key),
+            self.id,
+            self.sink.clone(),
+            a.top,
+            user,
+            entries,
+        );
+        // A tick between the read and the registration would be missed:
+        // mark the key so the next tick compares once more.
+        hub.leaderboards.mark(&Bytes::copy_from_slice(key));
+        self.leaderboards.insert(a.key.clone());
+        self.send(reply);
+    }
+
+    /// Identified clients enter the presence of channels that track it.
+    fn enter_presence(&self, channel: &Bytes) {
+        if let Identity::User(c) = &self.identity {
+            self.st.hub.presence_join(
+                channel,
+                PresenceEntry {
+                    client: self.id,
+                    user: c.sub.clone(),
+                    info: c.info.clone(),
+                    joined: crate::hub::now_ms() / 1000,
+                },
+            );
+        }
+    }
+
+    fn history(&mut self, id: &Value, a: proto::HistoryArgs) {
+        if !self.check_name(id, &a.channel) {
+            return;
+        }
+        let ch = a.channel.as_bytes();
+        if !self.identity.can_subscribe(ch, self.st.cfg.namespace(ch)) {
+            Stats::add(&self.st.hub.stats.auth_failures, 1);
+            self.error(id, ErrorCode::PermissionDenied, "permission denied");
+            return;
+        }
+        let since = match a.since {
+            Some(p) => match p.epoch.parse::<u64>() {
+                Ok(e) => Some((p.offset, e)),
+                Err(_) => {
+                    self.error(
+                        id,
+                        ErrorCode::UnrecoverablePosition,
+                        &HistoryError::Unrecoverable.to_string(),
+                    );
+                    return;
+                }
+            },
+            None => None,
+        };
+        // No cap on `limit` of its own: the reply's size is what is
+        // bounded (the connection's hard limit, the global budget).
+        let limit = a.limit.unwrap_or(usize::MAX);
+        match self.st.hub.history(ch, since, limit, a.reverse) {
+            Ok(page) => {
+                let estimate = proto::history_estimate(&page.entries);
+                self.send_large(id, estimate, || {
+                    proto::history_reply(id, &page.entries, page.top, page.epoch)
+                });
+            }
+            Err(HistoryError::Unrecoverable) => self.error(
+                id,
+                ErrorCode::UnrecoverablePosition,
+                &HistoryError::Unrecoverable.to_string(),
+            ),
+            Err(e) => self.error(id, ErrorCode::NotEnabled, &e.to_string()),
+        }
+    }
+
+    fn publish(&mut self, id: &Value, a: proto::PublishArgs) {
+        if !self.check_name(id, &a.channel) {
+            return;
+        }
+        let ns = self.st.cfg.namespace(a.channel.as_bytes());
+        if !self.identity.can_publish(a.channel.as_bytes(), ns) {
+            Stats::add(&self.st.hub.stats.auth_failures, 1);
+            self.error(id, ErrorCode::PermissionDenied, "permission denied");
+            return;
+        }
+        let rate = self.st.cfg.ws_publish_rate as usize;
+        if rate > 0 {
+            let now = Instant::now();
+            while self
+                .publishes
+                .front()
+                .is_some_and(|t| now.duration_since(*t) >= Duration::from_secs(1))
+            {
+                self.publishes.pop_front();
+            }
+            if self.publishes.len() >= rate {
+                self.error(
+                    id,
+                    ErrorCode::RateLimited,
+                    &format!("rate limit: {rate} publishes per second"),
+                );
+                return;
+            }
+            self.publishes.push_back(now);
+        }
+        let payload = crate::hub::payload::from_json_value(&a.data);
+        self.st
+            .hub
+            .publish(Bytes::copy_from_slice(a.channel.as_bytes()), payload);
+        self.send(proto::reply(id, json!({})));
+    }
+}
