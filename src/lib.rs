@@ -8,8 +8,9 @@
 //! - [`resp`]: the Redis protocol front end (RESP2/RESP3): framing, encoding,
 //!   the connection task, and one file per command family.
 //! - [`ws`]: the WebSocket front end: JSON protocol, sessions.
-//! - [`http`]: the HTTP listener: `/ws`, the server API, `/metrics`,
-//!   `/healthz` and the demo page.
+//! - [`http`]: the HTTP listener (bounded connections and timeouts in
+//!   `http::listener`): `/ws`, the server API, `/metrics`, `/healthz` and
+//!   the demo page.
 //! - [`metrics`]: Prometheus counters, gauges and latency histograms.
 //! - [`auth`]: credentials into an identity, shared by the front ends.
 //! - [`config`]: flags, `HERALD_*` env variables and the TOML file.
