@@ -72,7 +72,10 @@ fn jwt_1_empty_pattern_within_star() {
     checks::jwt_claims(b"\x02\x00\x00*");
     assert!(!herald::auth::pattern_within(b"", &["*".to_string()]));
     assert!(herald::auth::pattern_within(b"", &["".to_string()]));
-    assert!(herald::auth::pattern_within(b"chat:a*", &["chat:*".to_string()]));
+    assert!(herald::auth::pattern_within(
+        b"chat:a*",
+        &["chat:*".to_string()]
+    ));
 }
 
 /// ws-1 (open, hub/payload.rs): `to_json_data` takes a payload for JSON

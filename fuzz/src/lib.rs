@@ -108,7 +108,10 @@ pub fn resp_parse(data: &[u8]) {
                 buf.len()
             );
             for &(a, b) in &req.args {
-                assert!(a <= b && b <= req.consumed, "argument {a}..{b} outside the request");
+                assert!(
+                    a <= b && b <= req.consumed,
+                    "argument {a}..{b} outside the request"
+                );
             }
             assert!(
                 req.owned.is_none() || req.args.is_empty(),
@@ -414,8 +417,13 @@ fn resp_frame(out: &[u8], pos: usize, depth: usize) -> Result<usize, String> {
             if n == -1 && kind == b'*' {
                 return Ok(next);
             }
-            let n = usize::try_from(n).map_err(|_| format!("bad aggregate length at byte {pos}"))?;
-            let items = if matches!(kind, b'%' | b'|') { 2 * n } else { n };
+            let n =
+                usize::try_from(n).map_err(|_| format!("bad aggregate length at byte {pos}"))?;
+            let items = if matches!(kind, b'%' | b'|') {
+                2 * n
+            } else {
+                n
+            };
             let mut p = next;
             for _ in 0..items {
                 if p >= out.len() {
@@ -432,7 +440,10 @@ fn resp_frame(out: &[u8], pos: usize, depth: usize) -> Result<usize, String> {
             }
             Ok(p)
         }
-        other => Err(format!("unknown frame type {:?} at byte {pos}", other as char)),
+        other => Err(format!(
+            "unknown frame type {:?} at byte {pos}",
+            other as char
+        )),
     }
 }
 
@@ -554,7 +565,8 @@ pub fn json_close(a: &Value, b: &Value) -> bool {
         }
         (Value::Object(x), Value::Object(y)) => {
             x.len() == y.len()
-                && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| json_close(v, w)))
+                && x.iter()
+                    .all(|(k, v)| y.get(k).is_some_and(|w| json_close(v, w)))
         }
         _ => a == b,
     }
@@ -583,7 +595,10 @@ fn check_delivery(channel: &[u8], payload: &[u8], published: Option<&Value>) {
             "message"
         };
         assert_eq!(v["push"], push);
-        assert_eq!(v["channel"], Value::String(String::from_utf8_lossy(&channel).into()));
+        assert_eq!(
+            v["channel"],
+            Value::String(String::from_utf8_lossy(&channel).into())
+        );
         assert_eq!(v["offset"], 7);
         let back = &v["data"];
         if v["encoding"] == "base64" {
@@ -592,7 +607,10 @@ fn check_delivery(channel: &[u8], payload: &[u8], published: Option<&Value>) {
                 .decode(s)
                 .expect("valid base64");
             assert_eq!(bytes, payload, "base64 round trip");
-            assert!(std::str::from_utf8(payload).is_err(), "UTF-8 sent as base64");
+            assert!(
+                std::str::from_utf8(payload).is_err(),
+                "UTF-8 sent as base64"
+            );
         } else if let Ok(raw) = serde_json::from_slice::<Value>(payload) {
             assert_eq!(back, &raw, "JSON payload round trip");
             if let Some(published) = published {
