@@ -281,7 +281,8 @@ pub fn pattern_within(pattern: &[u8], globs: &[String]) -> bool {
             return true;
         }
         match g.split_last() {
-            Some((b'*', head)) => {
+            // The empty pattern matches only the empty channel, which no `*` matches.
+            Some((b'*', head)) if !pattern.is_empty() => {
                 let lit = Glob::new(head);
                 // `head` must be plain literal text for the test to be exact.
                 lit.literal_prefix().len() == head.len()
