@@ -962,13 +962,12 @@ pub fn jwt_claims(data: &[u8]) {
             let pattern = f.first().cloned().unwrap_or_default();
             let filler = f.get(1).cloned().unwrap_or_default();
             let globs: Vec<String> = f.iter().skip(2).take(8).cloned().collect();
-            let user = Identity::User(Arc::new(Claims {
-                sub: "u".into(),
-                exp: 0,
-                info: None,
-                subscribe: (mode & 2 == 2).then_some(globs.clone()),
-                publish: (mode & 4 == 4).then_some(globs.clone()),
-            }));
+            let user = Identity::User(Arc::new(Claims::new(
+                "u",
+                0,
+                (mode & 2 == 2).then_some(globs.clone()),
+                (mode & 4 == 4).then_some(globs.clone()),
+            )));
             for id in [&user, &Identity::Anonymous, &Identity::Password] {
                 check_permissions(id, pattern.as_bytes(), filler.as_bytes());
             }
