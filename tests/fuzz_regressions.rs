@@ -78,7 +78,7 @@ fn jwt_1_empty_pattern_within_star() {
     ));
 }
 
-/// ws-1 (open, hub/payload.rs): `to_json_data` takes a payload for JSON
+/// ws-1 (fixed in hub/payload.rs): `to_json_data` takes a payload for JSON
 /// when it parses into `IgnoredAny`, which neither converts numbers nor
 /// checks `\u` escapes, and then embeds it raw. So a RESP PUBLISH of
 /// `1e2510` gives WebSocket subscribers `{"push":"message",...,"data":1e2510,...}`
@@ -86,20 +86,18 @@ fn jwt_1_empty_pattern_within_star() {
 /// `"\ud8888@"` (a lone surrogate) gives a push serde_json refuses
 /// ("unexpected end of hex escape"). The whole push is lost to such clients.
 #[test]
-#[ignore = "ws-1: hub/payload.rs embeds payloads serde_json cannot parse; owner to fix"]
 fn ws_1_unparsable_json_payloads() {
     checks::STRICT_PAYLOAD_JSON.store(true, std::sync::atomic::Ordering::Relaxed);
     checks::ws_decode(b"1e2510\t");
     checks::ws_decode(b"\"\\ud8888@\"");
 }
 
-/// ws-2 (open, Cargo.toml): serde_json without its `float_roundtrip`
+/// ws-2 (fixed in Cargo.toml): serde_json without its `float_roundtrip`
 /// feature parses some decimal numbers one ulp off, so a WebSocket
 /// `publish` of `5.555555555555556e110` reaches subscribers as
 /// `5.5555555555555564e+110`, another double. Found by ws_decode's round-trip check, which
 /// now allows one ulp.
 #[test]
-#[ignore = "ws-2: needs serde_json's float_roundtrip feature; owner to decide"]
 fn ws_2_float_published_exactly() {
     let v: serde_json::Value = serde_json::from_str("5.555555555555556e110").unwrap();
     let payload = herald::hub::payload::from_json_value(&v);
@@ -108,13 +106,12 @@ fn ws_2_float_published_exactly() {
     assert_eq!(sent, 5.555555555555556e110, "payload {payload:?}");
 }
 
-/// glob-1 (open, hub/glob.rs): Redis 7.0.15 on x86-64 compares class
+/// glob-1 (fixed in hub/glob.rs): Redis 7.0.15 on x86-64 compares class
 /// ranges as signed `char`, so `[a-\xff]` is the range -1..=97 there and
 /// matches neither `b` nor `\x80` (checked with KEYS against redis-server
-/// 7.0.15); Herald compares unsigned and matches both. Found while writing
-/// the glob target's reference (which follows Herald: unsigned).
+/// 7.0.15); Herald compared unsigned and matched both. Found while writing
+/// the glob target's reference (now signed too).
 #[test]
-#[ignore = "glob-1: class ranges with bytes >= 0x80 differ from Redis on x86-64; owner to decide"]
 fn glob_1_high_byte_ranges_as_redis_x86() {
     use herald::hub::glob::glob_match;
     assert!(!glob_match(b"[a-\xff]", b"b"));

@@ -700,10 +700,12 @@ fn rec(pat: &[u8], mut p: usize, s: &[u8], mut si: usize, memo: &mut [Option<boo
                         } else if pat[p] == b']' {
                             break;
                         } else if plen >= 3 && pat[p + 1] == b'-' {
-                            let (lo, hi) = (pat[p].min(pat[p + 2]), pat[p].max(pat[p + 2]));
+                            // Signed, as Redis's `char` on x86-64.
+                            let (a, b) = (pat[p] as i8, pat[p + 2] as i8);
+                            let (lo, hi) = (a.min(b), a.max(b));
                             p += 2;
                             plen -= 2;
-                            hit |= lo <= c && c <= hi;
+                            hit |= lo <= c as i8 && c as i8 <= hi;
                         } else {
                             hit |= pat[p] == c;
                         }

@@ -10,6 +10,9 @@
 //! non-empty subject (`*a` × 1001 does not match `a` × 1001; `*a` × 1000
 //! followed by `*` matches `a` × 1005). Herald does not recurse, but keeps
 //! the rule, so PSUBSCRIBE, KEYS and PUBSUB CHANNELS answer as Redis does.
+//! Class ranges compare bytes as C's signed `char`, as Redis on x86-64
+//! does: `[a-\xff]` is the range -1..=97 there, so it matches neither `b`
+//! nor `\x80` (checked against redis-server 7.0.15 with KEYS).
 //!
 //! Unlike Redis, which recurses on every `*`, a pattern is compiled once into
 //! tokens that each consume exactly one byte, grouped into the segments
@@ -68,15 +71,16 @@ enum Token {
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum ClassItem {
     Byte(u8),
-    /// Inclusive range, already ordered low..=high.
-    Range(u8, u8),
+    /// Inclusive range of signed bytes (C's `char` on x86-64, as Redis
+    /// compares them), already ordered low..=high.
+    Range(i8, i8),
 }
 
 impl ClassItem {
     fn contains(&self, b: u8) -> bool {
         match *self {
             ClassItem::Byte(x) => x == b,
-            ClassItem::Range(lo, hi) => lo <= b && b <= hi,
+            ClassItem::Range(lo, hi) => lo <= b as i8 && b as i8 <= hi,
         }
     }
 }
@@ -367,7 +371,7 @@ fn compile(pat: &[u8]) -> Vec<Token> {
                         i += 1;
                         break;
                     } else if rest >= 3 && pat[i + 1] == b'-' {
-                        let (a, b) = (pat[i], pat[i + 2]);
+                        let (a, b) = (pat[i] as i8, pat[i + 2] as i8);
                         items.push(ClassItem::Range(a.min(b), a.max(b)));
                         i += 3;
                     } else {
@@ -459,13 +463,13 @@ mod tests {
                                 plen += 1;
                                 break;
                             } else if plen >= 3 && pat[p + 1] == b'-' {
-                                let (mut a, mut b) = (pat[p], pat[p + 2]);
+                                let (mut a, mut b) = (pat[p] as i8, pat[p + 2] as i8);
                                 if a > b {
                                     std::mem::swap(&mut a, &mut b);
                                 }
                                 p += 2;
                                 plen -= 2;
-                                if s[si] >= a && s[si] <= b {
+                                if s[si] as i8 >= a && s[si] as i8 <= b {
                                     m = true;
                                 }
                             } else if pat[p] == s[si] {

@@ -32,10 +32,58 @@ pub fn to_json_data(payload: &[u8]) -> JsonData<'_> {
     let Ok(text) = std::str::from_utf8(payload) else {
         return JsonData::Base64(base64::engine::general_purpose::STANDARD.encode(payload));
     };
-    if serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok() {
+    if serde_json::from_str::<Strict>(text).is_ok() {
         JsonData::Json(payload)
     } else {
         JsonData::Text(text)
+    }
+}
+
+/// Validates JSON text as fully as a client's parser will, building
+/// nothing: serde_json's `IgnoredAny` skips numbers and strings without
+/// checking them, so `1e2510` or a broken `\u` escape passed as JSON and
+/// reached WebSocket clients as a push they could not parse.
+struct Strict;
+
+impl<'de> serde::Deserialize<'de> for Strict {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(StrictVisitor)
+    }
+}
+
+struct StrictVisitor;
+
+impl<'de> serde::de::Visitor<'de> for StrictVisitor {
+    type Value = Strict;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Strict, E> {
+        Ok(Strict)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Strict, E> {
+        Ok(Strict)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Strict, E> {
+        Ok(Strict)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Strict, E> {
+        Ok(Strict)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Strict, E> {
+        Ok(Strict)
+    }
+    fn visit_unit<E>(self) -> Result<Strict, E> {
+        Ok(Strict)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Strict, A::Error> {
+        while seq.next_element::<Strict>()?.is_some() {}
+        Ok(Strict)
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Strict, A::Error> {
+        while map.next_entry::<Strict, Strict>()?.is_some() {}
+        Ok(Strict)
     }
 }
 
@@ -85,6 +133,12 @@ mod tests {
         assert!(to_json_data(&[0xff]).is_base64());
         // A JSON string holding invalid UTF-8 is not JSON text.
         assert!(to_json_data(b"\"\xff\"").is_base64());
+        // Text a JSON parser refuses is not JSON: out-of-range numbers,
+        // broken escapes, lone surrogates.
+        for t in ["1e2510\t", "\"\\ud8888@\"", "[1, -1e999]", "{\"a\": \"\\uZZZZ\"}"] {
+            assert_eq!(to_json_data(t.as_bytes()), JsonData::Text(t), "{t}");
+        }
+        assert_eq!(json(br#"{"a":[1,2.5,"x",null,true]}"#), r#"{"a":[1,2.5,"x",null,true]}"#);
         let v: serde_json::Value = serde_json::json!({"x": [1, "two"]});
         assert_eq!(&from_json_value(&v)[..], br#"{"x":[1,"two"]}"#);
     }
