@@ -11,12 +11,12 @@
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use tokio::sync::Notify;
+use futures_util::task::AtomicWaker;
 
 /// Frames up to this size are copied into a byte-stream outbox's tail
 /// buffer instead of queued as shared `Bytes` (see [`Outbox::push_ref`]).
@@ -53,7 +53,7 @@ pub fn defer_wakes<R>(f: impl FnOnce() -> R) -> R {
         fn drop(&mut self) {
             let list = DEFERRED.with(|d| d.borrow_mut().take()).unwrap_or_default();
             for o in list {
-                o.notify.notify_one();
+                o.wake();
             }
         }
     }
@@ -163,7 +163,14 @@ struct State {
 /// See the module docs.
 pub struct Outbox {
     state: Mutex<State>,
-    notify: Notify,
+    /// The owner's task, woken when output arrives. One owner task waits
+    /// on an outbox, so a single waker slot does: its `ready()` future
+    /// holds a reference, where a `Notify` waiter (64 bytes) would sit in
+    /// every idle connection's task.
+    waker: AtomicWaker,
+    /// A wake-up not yet consumed by `ready()` (as `Notify::notify_one`
+    /// leaves a permit when nobody waits).
+    woken: AtomicBool,
     /// Shared by every outbox with the same limits (see [`shared`]).
     limits: Arc<OutputLimits>,
     /// The owner writes a byte stream (RESP), so small frames may be
@@ -218,7 +225,8 @@ impl Outbox {
     fn build(limits: OutputLimits, stream: bool, budget: Option<Arc<OutputBudget>>) -> Outbox {
         Outbox {
             state: Mutex::new(State::default()),
-            notify: Notify::new(),
+            waker: AtomicWaker::new(),
+            woken: AtomicBool::new(false),
             limits: shared(limits),
             stream,
             budget,
@@ -328,7 +336,7 @@ impl Outbox {
             None => false,
         });
         if !deferred {
-            self.notify.notify_one();
+            self.wake();
         }
     }
 
@@ -349,7 +357,7 @@ impl Outbox {
         self.budget_add(len);
         drop(st);
         if was_empty {
-            self.notify.notify_one();
+            self.wake();
         }
         true
     }
@@ -365,7 +373,7 @@ impl Outbox {
         st.overflow = Some(why);
         self.shut(&mut st, refused);
         drop(st);
-        self.notify.notify_one();
+        self.wake();
         false
     }
 
@@ -396,14 +404,28 @@ impl Outbox {
         }
     }
 
-    /// Waits until something is queued or the outbox closes. Cancel-safe.
-    pub async fn ready(&self) {
-        self.notify.notified().await
+    /// Waits until something is queued, the outbox closes or the owner is
+    /// woken; at once if that happened since the last `ready()` returned.
+    /// Cancel-safe. For the owner's task only (one waker slot).
+    pub fn ready(&self) -> impl std::future::Future<Output = ()> + '_ {
+        std::future::poll_fn(move |cx| {
+            if self.woken.swap(false, Ordering::AcqRel) {
+                return std::task::Poll::Ready(());
+            }
+            self.waker.register(cx.waker());
+            // A wake between the check and the registration found no
+            // waker (or the old one): look again.
+            if self.woken.swap(false, Ordering::AcqRel) {
+                return std::task::Poll::Ready(());
+            }
+            std::task::Poll::Pending
+        })
     }
 
     /// Wakes the owner without queuing anything.
     pub fn wake(&self) {
-        self.notify.notify_one();
+        self.woken.store(true, Ordering::Release);
+        self.waker.wake();
     }
 
     /// The overflow that closed this outbox, if any.
@@ -554,12 +576,12 @@ mod tests {
     #[test]
     fn deferred_wakes_survive_a_panic() {
         let o = Arc::new(Outbox::stream(OutputLimits::default()));
-        let r = std::panic::catch_unwind(|| {
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             defer_wakes(|| {
                 o.push_ref(&Bytes::from_static(b"x"));
                 panic!("command failed");
             })
-        });
+        }));
         assert!(r.is_err());
         assert!(DEFERRED.with(|d| d.borrow().is_none()), "scope closed");
         // The wake-up was delivered: `ready` completes at once.
@@ -572,6 +594,31 @@ mod tests {
                 .await
                 .expect("woken");
         });
+    }
+
+    #[test]
+    fn ready_keeps_a_wake_up_until_it_is_awaited() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        let o = Arc::new(Outbox::stream(OutputLimits::default()));
+        let wait = |o: &Arc<Outbox>, ms| {
+            rt.block_on(async { tokio::time::timeout(Duration::from_millis(ms), o.ready()).await })
+                .is_ok()
+        };
+        assert!(!wait(&o, 10), "nothing happened yet");
+        o.wake();
+        assert!(wait(&o, 100), "a wake-up before the wait is kept");
+        assert!(!wait(&o, 10), "and consumed once");
+        // A push from another thread wakes a waiting owner.
+        let o2 = o.clone();
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            o2.push(b(3));
+        });
+        assert!(wait(&o, 5_000));
+        t.join().unwrap();
     }
 
     #[test]
