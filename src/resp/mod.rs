@@ -87,6 +87,16 @@ impl Subscriber for RespSink {
     }
 }
 
+impl Subscriber for ClientHandle {
+    fn deliver(&self, d: &Delivery<'_>) {
+        self.sink.deliver(d)
+    }
+
+    fn deliver_batch(&self, ds: &[Delivery<'_>]) {
+        self.sink.deliver_batch(ds)
+    }
+}
+
 /// Mutable facts about a client shown by CLIENT LIST / INFO.
 #[derive(Debug, Default, Clone)]
 pub struct ClientMeta {
@@ -130,7 +140,10 @@ pub struct ClientHandle {
     pub addr: SocketAddr,
     pub laddr: SocketAddr,
     pub created: Instant,
-    pub sink: Arc<RespSink>,
+    /// Inline, not an `Arc` of its own: the handle is what the registry
+    /// holds (see `impl Subscriber for ClientHandle`), which saves every
+    /// connection an allocation.
+    pub sink: RespSink,
     /// Set by [`ClientHandle::kill`]; the connection task checks it each
     /// time it wakes.
     killed: AtomicBool,
@@ -228,11 +241,11 @@ impl RespServer {
         })
     }
 
-    fn new_sink(&self) -> Arc<RespSink> {
-        Arc::new(RespSink {
+    fn new_sink(&self) -> RespSink {
+        RespSink {
             outbox: Arc::new(Outbox::stream(self.cfg.output_limits)),
             resp3: AtomicBool::new(false),
-        })
+        }
     }
 }
 
