@@ -11,12 +11,12 @@
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use futures_util::task::AtomicWaker;
+use tokio::sync::Notify;
 
 /// Frames up to this size are copied into a byte-stream outbox's tail
 /// buffer instead of queued as shared `Bytes` (see [`Outbox::push_ref`]).
@@ -53,7 +53,7 @@ pub fn defer_wakes<R>(f: impl FnOnce() -> R) -> R {
         fn drop(&mut self) {
             let list = DEFERRED.with(|d| d.borrow_mut().take()).unwrap_or_default();
             for o in list {
-                o.wake();
+                o.notify.notify_one();
             }
         }
     }
@@ -163,14 +163,7 @@ struct State {
 /// See the module docs.
 pub struct Outbox {
     state: Mutex<State>,
-    /// The owner's task, woken when output arrives. One owner task waits
-    /// on an outbox, so a single waker slot does: its `ready()` future
-    /// holds a reference, where a `Notify` waiter (64 bytes) would sit in
-    /// every idle connection's task.
-    waker: AtomicWaker,
-    /// A wake-up not yet consumed by `ready()` (as `Notify::notify_one`
-    /// leaves a permit when nobody waits).
-    woken: AtomicBool,
+    notify: Notify,
     /// Shared by every outbox with the same limits (see [`shared`]).
     limits: Arc<OutputLimits>,
     /// The owner writes a byte stream (RESP), so small frames may be
@@ -225,8 +218,7 @@ impl Outbox {
     fn build(limits: OutputLimits, stream: bool, budget: Option<Arc<OutputBudget>>) -> Outbox {
         Outbox {
             state: Mutex::new(State::default()),
-            waker: AtomicWaker::new(),
-            woken: AtomicBool::new(false),
+            notify: Notify::new(),
             limits: shared(limits),
             stream,
             budget,
@@ -336,7 +328,7 @@ impl Outbox {
             None => false,
         });
         if !deferred {
-            self.wake();
+            self.notify.notify_one();
         }
     }
 
@@ -357,7 +349,7 @@ impl Outbox {
         self.budget_add(len);
         drop(st);
         if was_empty {
-            self.wake();
+            self.notify.notify_one();
         }
         true
     }
@@ -373,7 +365,7 @@ impl Outbox {
         st.overflow = Some(why);
         self.shut(&mut st, refused);
         drop(st);
-        self.wake();
+        self.notify.notify_one();
         false
     }
 
@@ -404,28 +396,14 @@ impl Outbox {
         }
     }
 
-    /// Waits until something is queued, the outbox closes or the owner is
-    /// woken; at once if that happened since the last `ready()` returned.
-    /// Cancel-safe. For the owner's task only (one waker slot).
-    pub fn ready(&self) -> impl std::future::Future<Output = ()> + '_ {
-        std::future::poll_fn(move |cx| {
-            if self.woken.swap(false, Ordering::AcqRel) {
-                return std::task::Poll::Ready(());
-            }
-            self.waker.register(cx.waker());
-            // A wake between the check and the registration found no
-            // waker (or the old one): look again.
-            if self.woken.swap(false, Ordering::AcqRel) {
-                return std::task::Poll::Ready(());
-            }
-            std::task::Poll::Pending
-        })
+    /// Waits until something is queued or the outbox closes. Cancel-safe.
+    pub async fn ready(&self) {
+        self.notify.notified().await
     }
 
     /// Wakes the owner without queuing anything.
     pub fn wake(&self) {
-        self.woken.store(true, Ordering::Release);
-        self.waker.wake();
+        self.notify.notify_one();
     }
 
     /// The overflow that closed this outbox, if any.
@@ -576,12 +554,12 @@ mod tests {
     #[test]
     fn deferred_wakes_survive_a_panic() {
         let o = Arc::new(Outbox::stream(OutputLimits::default()));
-        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let r = std::panic::catch_unwind(|| {
             defer_wakes(|| {
                 o.push_ref(&Bytes::from_static(b"x"));
                 panic!("command failed");
             })
-        }));
+        });
         assert!(r.is_err());
         assert!(DEFERRED.with(|d| d.borrow().is_none()), "scope closed");
         // The wake-up was delivered: `ready` completes at once.
