@@ -276,3 +276,41 @@ fn client_supplied_times_saturate_like_redis() {
     );
     differential(&steps, &[], &[]);
 }
+
+/// A kill reaches a connection through its outbox (there is no
+/// cancellation token per connection): an idle subscriber, a parked
+/// XREAD BLOCK and a plain idle client all close, and SIGTERM still ends
+/// a server whose clients stay connected.
+#[test]
+fn kill_and_shutdown_reach_idle_and_blocked_connections() {
+    let mut h = Herald::start(&[]);
+    let id_of = |c: &mut Raw| {
+        let r = show(&c.cmd(&[b"CLIENT", b"ID"]));
+        r.trim_start_matches(':').trim_end_matches("\\r\\n").to_string()
+    };
+    let mut sub = Raw::connect(h.resp);
+    let sub_id = id_of(&mut sub);
+    assert!(show(&sub.cmd(&[b"SUBSCRIBE", b"news"])).contains("subscribe"));
+    let mut blocked = Raw::connect(h.resp);
+    let blocked_id = id_of(&mut blocked);
+    blocked.send(&[b"XREAD", b"BLOCK", b"0", b"STREAMS", b"s", b"$"]);
+    let mut admin = Raw::connect(h.resp);
+    // Let the XREAD park.
+    std::thread::sleep(Duration::from_millis(100));
+    for id in [&sub_id, &blocked_id] {
+        assert_eq!(
+            admin.cmd(&[b"CLIENT", b"KILL", b"ID", id.as_bytes()]),
+            b":1\r\n"
+        );
+    }
+    assert!(sub.closed(), "killed subscriber still open");
+    assert!(blocked.closed(), "killed blocked reader still open");
+    // Idle clients do not hold up shutdown.
+    let _idle = Raw::connect(h.resp);
+    let mut sub2 = Raw::connect(h.resp);
+    assert!(show(&sub2.cmd(&[b"SUBSCRIBE", b"news"])).contains("subscribe"));
+    assert_eq!(admin.cmd(&[b"PING"]), b"+PONG\r\n");
+    let st = h.terminate();
+    assert!(st.success(), "exit status {st:?}");
+    assert!(sub2.closed());
+}

@@ -6,7 +6,7 @@
 //! order with deliveries, which is what keeps `subscribe` confirmations ahead
 //! of the first message and `unsubscribe` confirmations behind the last.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::cmd;
 use super::encode::Out;
+use super::names::NameSet;
 use super::parse::{self, ParseLimits};
 use super::{ClientHandle, ClientMeta, RespServer};
 use crate::auth::Identity;
@@ -52,23 +53,40 @@ pub struct Conn {
     pub server: Arc<RespServer>,
     pub handle: Arc<ClientHandle>,
     pub resp3: bool,
-    /// `None` until authenticated (when auth is required).
-    pub identity: Option<Identity>,
-    pub channels: HashSet<Bytes>,
-    pub patterns: HashSet<Bytes>,
-    pub shard_channels: HashSet<Bytes>,
-    /// Replies not yet moved into the outbox.
-    pub out: BytesMut,
     /// Stop after writing what is queued (QUIT, protocol error, kill).
     pub closing: bool,
+    /// Running the queued commands of an EXEC.
+    pub in_exec: bool,
+    /// `None` until authenticated (when auth is required).
+    pub identity: Option<Identity>,
+    pub channels: NameSet,
+    pub patterns: NameSet,
+    pub shard_channels: NameSet,
+    /// Replies not yet moved into the outbox.
+    pub out: BytesMut,
     /// A blocking command (XREAD/XREADGROUP BLOCK) waiting for its keys.
-    /// Boxed, as `staged`: rarely set, and an idle connection's task
-    /// should not carry their room.
+    /// Boxed, as `staged` and `extra`: rarely set, and an idle
+    /// connection's task should not carry their room.
     pub blocked: Option<Box<Blocked>>,
-    /// The deadline of the command being retried, kept across re-blocks.
-    block_deadline: Option<tokio::time::Instant>,
-    /// Keys this connection last waited on, released when it leaves.
-    wait_keys: Vec<Bytes>,
+    /// Pipelined PUBLISHes to one channel not yet delivered: they go out
+    /// together before anything else runs or is replied (see
+    /// [`Conn::stage_publish`]).
+    pub staged: Option<Box<StagedPublish>>,
+    /// Transaction and blocking state, allocated on first use and let go
+    /// of once it is empty again (see [`Conn::tidy`]).
+    pub extra: Option<Box<Extra>>,
+    /// What has been validated of a request that is still arriving.
+    parser: parse::Parser,
+    /// When the connection must act on its own: the end of the time allowed
+    /// to authenticate, or its token's `exp`. Boxed: most connections have
+    /// none, and an idle connection should not carry a timer inline.
+    deadline: Option<(Deadline, Pin<Box<Sleep>>)>,
+}
+
+/// The state of MULTI, WATCH and blocking commands: most connections never
+/// use them, so it lives behind one lazily allocated box.
+#[derive(Default)]
+pub struct Extra {
     /// Commands queued since MULTI.
     pub multi: Option<Vec<Vec<Bytes>>>,
     /// An error while queuing: EXEC must abort.
@@ -76,23 +94,26 @@ pub struct Conn {
     /// Bytes of arguments queued since MULTI, bounded by the query buffer
     /// limit (a transaction is one request's worth of memory at most).
     pub multi_bytes: usize,
-    /// Running the queued commands of an EXEC.
-    pub in_exec: bool,
-    /// Pipelined PUBLISHes to one channel not yet delivered: they go out
-    /// together before anything else runs or is replied (see
-    /// [`Conn::stage_publish`]).
-    pub staged: Option<Box<StagedPublish>>,
     /// WATCHed keys and their versions when watched.
     pub watched: Vec<(Bytes, u64)>,
     /// Subscriptions made inside EXEC, registered once EXEC's reply is
     /// queued (so no message can land inside that reply).
     pub deferred: Vec<Deferred>,
-    /// What has been validated of a request that is still arriving.
-    parser: parse::Parser,
-    /// When the connection must act on its own: the end of the time allowed
-    /// to authenticate, or its token's `exp`. Boxed: most connections have
-    /// none, and an idle connection should not carry a timer inline.
-    deadline: Option<(Deadline, Pin<Box<Sleep>>)>,
+    /// The deadline of the command being retried, kept across re-blocks.
+    block_deadline: Option<tokio::time::Instant>,
+    /// Keys this connection last waited on, released when it leaves.
+    wait_keys: Vec<Bytes>,
+}
+
+impl Extra {
+    fn is_unused(&self) -> bool {
+        self.multi.is_none()
+            && !self.multi_dirty
+            && self.watched.is_empty()
+            && self.deferred.is_empty()
+            && self.block_deadline.is_none()
+            && self.wait_keys.is_empty()
+    }
 }
 
 /// What a connection's deadline ends.
@@ -217,7 +238,8 @@ impl Conn {
         // A timeout past what an `Instant` can hold (BLOCK up to i64::MAX
         // ms is valid, as in Redis) waits without a deadline instead of
         // overflowing.
-        b.deadline = self.block_deadline.or_else(|| {
+        let kept = self.extra.as_ref().and_then(|x| x.block_deadline);
+        b.deadline = kept.or_else(|| {
             (b.timeout_ms > 0)
                 .then(|| {
                     tokio::time::Instant::now()
@@ -230,7 +252,47 @@ impl Conn {
 
     /// Inside MULTI/EXEC (commands are queued or run, never blocked).
     pub fn in_multi(&self) -> bool {
-        self.in_exec || self.multi.is_some()
+        self.in_exec || self.queuing()
+    }
+
+    /// Between MULTI and EXEC: commands are queued.
+    pub fn queuing(&self) -> bool {
+        self.extra.as_ref().is_some_and(|x| x.multi.is_some())
+    }
+
+    /// The transaction and blocking state, allocated on first use.
+    pub fn extra(&mut self) -> &mut Extra {
+        self.extra.get_or_insert_with(Box::default)
+    }
+
+    /// The keys WATCHed, with their versions.
+    pub fn watched(&self) -> &[(Bytes, u64)] {
+        self.extra.as_ref().map_or(&[], |x| &x.watched)
+    }
+
+    /// Ends MULTI (EXEC, DISCARD, RESET, an expired token): the queue and
+    /// its error flag go, WATCHes stay (the caller releases them).
+    pub fn end_multi(&mut self) -> Option<Vec<Vec<Bytes>>> {
+        let x = self.extra.as_mut()?;
+        x.multi_dirty = false;
+        x.multi_bytes = 0;
+        x.multi.take()
+    }
+
+    /// Inside MULTI, marks the transaction failed: EXEC will abort it.
+    pub fn doom_multi(&mut self) {
+        if let Some(x) = self.extra.as_mut().filter(|x| x.multi.is_some()) {
+            x.multi_dirty = true;
+        }
+    }
+
+    /// Lets go of the transaction and blocking state once nothing in it is
+    /// in use, so a connection that ran one MULTI does not keep its room
+    /// while it idles.
+    pub fn tidy(&mut self) {
+        if self.extra.as_ref().is_some_and(|x| x.is_unused()) {
+            self.extra = None;
+        }
     }
 
     /// Channels and patterns (the count Redis shows in subscribe replies).
@@ -247,11 +309,11 @@ impl Conn {
     /// `space` is `None` for a pattern.
     pub fn register(&mut self, space: Option<Space>, name: Bytes) {
         if self.in_exec {
-            self.deferred.push(Deferred { space, name });
+            self.extra().deferred.push(Deferred { space, name });
             return;
         }
         let reg = &self.server.hub.registry;
-        let (id, sink) = (self.handle.id, self.handle.sink.clone());
+        let (id, sink) = (self.handle.id, self.handle.clone());
         match space {
             Some(space) => reg.subscribe(space, name, id, sink),
             None => reg.psubscribe(name, id, sink),
@@ -260,11 +322,12 @@ impl Conn {
 
     /// Registers what EXEC deferred, after flushing its reply.
     pub fn register_deferred(&mut self) {
-        if self.deferred.is_empty() {
+        let Some(x) = self.extra.as_mut().filter(|x| !x.deferred.is_empty()) else {
             return;
-        }
+        };
+        let deferred = std::mem::take(&mut x.deferred);
         self.flush_replies();
-        for d in std::mem::take(&mut self.deferred) {
+        for d in deferred {
             self.register(d.space, d.name);
         }
     }
@@ -360,7 +423,7 @@ impl Conn {
     fn expire(&mut self) {
         self.deadline = None;
         self.blocked = None;
-        self.multi = None;
+        self.end_multi();
         // `reply` first delivers PUBLISHes staged before `exp` (they ran
         // while the token was valid) and writes their replies.
         self.reply().error(TOKEN_EXPIRED);
@@ -415,14 +478,14 @@ impl Conn {
     pub fn drop_subscriptions(&mut self) {
         let reg = &self.server.hub.registry;
         let id = self.handle.id;
-        for c in self.channels.drain() {
+        for c in self.channels.take() {
             reg.unsubscribe(Space::Global, &c, id);
             self.server.hub.presence_leave(&c, id);
         }
-        for c in self.shard_channels.drain() {
+        for c in self.shard_channels.take() {
             reg.unsubscribe(Space::Shard, &c, id);
         }
-        for p in self.patterns.drain() {
+        for p in self.patterns.take() {
             reg.punsubscribe(&p, id);
         }
         self.sync_counts();
@@ -455,28 +518,27 @@ pub async fn refuse(mut stream: TcpStream) {
 /// and this state is most of what an idle connection costs.
 #[allow(clippy::manual_async_fn)] // on purpose, see above
 pub fn serve(
-    stream: TcpStream,
+    mut stream: TcpStream,
     addr: SocketAddr,
     server: Arc<RespServer>,
     shutdown: CancellationToken,
-    admission: Admission,
+    mut admission: Admission,
 ) -> impl std::future::Future<Output = ()> + Send {
     async move {
-        // Held until the connection ends.
-        let _permit = match admission {
-            Admission::Permit(p) => p,
-            Admission::AfterEviction(limit) => {
-                // The evicted task releases its slot as it ends, in
-                // microseconds; bounded, in case it does not.
-                match tokio::time::timeout(EVICT_WAIT, limit.acquire_owned()).await {
-                    Ok(Ok(p)) => p,
-                    _ => {
-                        Stats::add(&server.hub.stats.rejected_connections, 1);
-                        return refuse(stream).await;
-                    }
+        // The permit is held until the connection ends, in `admission`
+        // itself: a local of its own would take room in this future beside
+        // it.
+        if let Admission::AfterEviction(limit) = &admission {
+            // The evicted task releases its slot as it ends, in
+            // microseconds; bounded, in case it does not.
+            match tokio::time::timeout(EVICT_WAIT, limit.clone().acquire_owned()).await {
+                Ok(Ok(p)) => admission = Admission::Permit(p),
+                _ => {
+                    Stats::add(&server.hub.stats.rejected_connections, 1);
+                    return refuse(stream).await;
                 }
             }
-        };
+        }
         let hub = server.hub.clone();
         Stats::add(&hub.stats.connections_total, 1);
         let id = hub.next_client_id();
@@ -487,9 +549,7 @@ pub fn serve(
             laddr,
             created: Instant::now(),
             sink: server.new_sink(),
-            // A child of the server's shutdown token, so the connection waits
-            // on one token, not two.
-            kill: shutdown.child_token(),
+            killed: std::sync::atomic::AtomicBool::new(false),
             pre_auth: std::sync::atomic::AtomicBool::new(false),
             meta: std::sync::Mutex::new(ClientMeta {
                 resp: 2,
@@ -497,6 +557,11 @@ pub fn serve(
             }),
         });
         server.clients.insert(id, handle.clone());
+        // Shutdown kills the listed clients; one listed after that sees the
+        // token here instead.
+        if shutdown.is_cancelled() {
+            handle.kill();
+        }
         let identity = if server.auth.required() {
             None
         } else {
@@ -507,31 +572,27 @@ pub fn serve(
             handle: handle.clone(),
             resp3: false,
             identity: None,
-            channels: HashSet::new(),
-            patterns: HashSet::new(),
-            shard_channels: HashSet::new(),
+            channels: NameSet::default(),
+            patterns: NameSet::default(),
+            shard_channels: NameSet::default(),
             out: BytesMut::new(),
             closing: false,
-            blocked: None,
-            block_deadline: None,
-            wait_keys: Vec::new(),
-            multi: None,
-            multi_dirty: false,
-            multi_bytes: 0,
             in_exec: false,
-            watched: Vec::new(),
-            deferred: Vec::new(),
+            blocked: None,
             staged: None,
+            extra: None,
             parser: parse::Parser::default(),
             deadline: None,
         };
         conn.set_identity(identity);
-        if let Err(e) = run_loop(stream, &mut conn, &shutdown).await {
+        if let Err(e) = run_loop(&mut stream, &mut conn).await {
             tracing::debug!(client = id, error = %e, "resp connection error");
         }
         // Dropping `conn` releases everything it holds (see `Drop for Conn`),
         // also when a command panicked and unwound this task.
         drop(conn);
+        // The slot last, once the connection has let go of everything.
+        drop(admission);
     }
 }
 
@@ -550,23 +611,21 @@ impl Drop for Conn {
     fn drop(&mut self) {
         self.handle.sink.outbox.close();
         self.drop_subscriptions();
-        if !self.wait_keys.is_empty() {
+        if let Some(x) = self.extra.as_ref().filter(|x| !x.wait_keys.is_empty()) {
             self.server
                 .hub
                 .keyspace
                 .lock()
-                .release_waiters(&self.wait_keys);
+                .release_waiters(&x.wait_keys);
         }
         cmd::release_watches(self);
         self.server.clients.remove(&self.handle.id);
     }
 }
 
-async fn run_loop(
-    mut stream: TcpStream,
-    conn: &mut Conn,
-    shutdown: &CancellationToken,
-) -> std::io::Result<()> {
+/// Borrows the stream: taken by value, it would be stored again in this
+/// future beside the copy in `serve`'s (rust-lang/rust#62958).
+async fn run_loop(stream: &mut TcpStream, conn: &mut Conn) -> std::io::Result<()> {
     let (mut rd, mut wr) = stream.split();
     let handle = conn.handle.clone();
     let outbox = &handle.sink.outbox;
@@ -574,11 +633,12 @@ async fn run_loop(
     let mut batch: VecDeque<Bytes> = VecDeque::new();
     let mut front_off = 0usize;
     let mut scratch: Vec<u8> = Vec::new();
-    // Built once: a fresh cancellation future per turn would register and
-    // unregister with the token every time the connection wakes. `kill` is
-    // a child of the shutdown token, so this is both.
-    let mut stop = std::pin::pin!(handle.kill.cancelled());
     loop {
+        // A kill (or shutdown) wakes the task through its outbox, so every
+        // wake-up passes here.
+        if handle.is_killed() {
+            return Ok(());
+        }
         if batch.is_empty() {
             outbox.take(&mut batch);
         }
@@ -615,7 +675,6 @@ async fn run_loop(
                 &mut batch,
                 &mut front_off,
                 &mut scratch,
-                shutdown,
             ))
             .await?
             {
@@ -638,7 +697,6 @@ async fn run_loop(
             && outbox.pending_bytes() < READ_PAUSE_BYTES;
         tokio::select! {
             biased;
-            _ = &mut stop => return Ok(()),
             _ = deadline_passed(&mut conn.deadline) => {
                 conn.on_deadline();
                 conn.flush_replies();
@@ -702,7 +760,6 @@ async fn serve_blocked(
     batch: &mut VecDeque<Bytes>,
     front_off: &mut usize,
     scratch: &mut Vec<u8>,
-    shutdown: &CancellationToken,
 ) -> std::io::Result<bool> {
     let Some(b) = conn.blocked.take() else {
         return Ok(true);
@@ -725,10 +782,10 @@ async fn serve_blocked(
     for w in wakeups.iter_mut() {
         w.as_mut().enable();
     }
-    conn.wait_keys = b.keys.clone();
-    conn.block_deadline = b.deadline;
+    conn.extra().wait_keys = b.keys.clone();
+    conn.extra().block_deadline = b.deadline;
     cmd::dispatch(conn, &b.args);
-    conn.block_deadline = None;
+    conn.extra().block_deadline = None;
     let finish = |conn: &mut Conn, rbuf: &mut BytesMut| {
         conn.flush_replies();
         process(conn, rbuf);
@@ -737,6 +794,7 @@ async fn serve_blocked(
     let Some(still) = conn.blocked.as_ref() else {
         drop(wakeups);
         hub.keyspace.lock().release_waiters(&b.keys);
+        conn.extra().wait_keys = Vec::new();
         finish(conn, rbuf);
         return Ok(true);
     };
@@ -749,16 +807,19 @@ async fn serve_blocked(
     let max_query = conn.server.cfg.max_query_buffer;
     tokio::select! {
         biased;
-        _ = shutdown.cancelled() => return Ok(false),
-        _ = handle.kill.cancelled() => return Ok(false),
         _ = futures_util::future::select_all(wakeups.iter_mut()) => {}
-        // Pushes (RESP3 pub/sub) keep flowing, and an overflow is noticed,
-        // while a command is parked.
-        _ = handle.sink.outbox.ready() => {}
+        // Pushes (RESP3 pub/sub) keep flowing, and an overflow or a kill
+        // is noticed, while a command is parked.
+        _ = handle.sink.outbox.ready() => {
+            if handle.is_killed() {
+                return Ok(false);
+            }
+        }
         _ = tokio::time::sleep_until(deadline.unwrap_or(far)) => {
             conn.blocked = None;
             drop(wakeups);
             hub.keyspace.lock().release_waiters(&b.keys);
+            conn.extra().wait_keys = Vec::new();
             conn.reply().null_array();
             finish(conn, rbuf);
         }
@@ -768,6 +829,7 @@ async fn serve_blocked(
             conn.blocked = None;
             drop(wakeups);
             hub.keyspace.lock().release_waiters(&b.keys);
+            conn.extra().wait_keys = Vec::new();
             conn.on_deadline();
             conn.flush_replies();
         }
@@ -883,6 +945,11 @@ fn nonzero(written: usize) -> std::io::Result<usize> {
 
 /// Runs every complete request in `rbuf`.
 fn process(conn: &mut Conn, rbuf: &mut BytesMut) {
+    run_requests(conn, rbuf);
+    conn.tidy();
+}
+
+fn run_requests(conn: &mut Conn, rbuf: &mut BytesMut) {
     while !conn.closing && !rbuf.is_empty() {
         let limits = ParseLimits {
             max_bulk_len: conn.server.cfg.max_bulk_len,
@@ -978,7 +1045,18 @@ mod tests {
         );
         drop(fut);
         drop(client);
-        // 1,584 bytes before the idle-memory work; 1,128 after it.
-        assert!(size <= 1200, "serve future grew to {size} bytes");
+        // 1,584 bytes before the idle-memory work; 1,128 after it; 848
+        // once the kill came through the outbox and MULTI/WATCH/blocking
+        // state moved behind a box; 760 with the stream and the permit kept
+        // once in this future, not copied into locals (debug build). The
+        // outbox's `Notify` waiter is 64 of them; a single waker slot
+        // instead measured 50 bytes less per idle RESP connection but about
+        // 150 more per idle WebSocket, so it stays.
+        assert!(size <= 780, "serve future grew to {size} bytes");
+        assert!(
+            std::mem::size_of::<Conn>() <= 200,
+            "Conn grew to {} bytes",
+            std::mem::size_of::<Conn>()
+        );
     }
 }

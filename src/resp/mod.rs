@@ -9,6 +9,7 @@
 pub mod cmd;
 pub mod connection;
 pub mod encode;
+pub mod names;
 pub mod parse;
 
 use std::net::SocketAddr;
@@ -86,12 +87,22 @@ impl Subscriber for RespSink {
     }
 }
 
+impl Subscriber for ClientHandle {
+    fn deliver(&self, d: &Delivery<'_>) {
+        self.sink.deliver(d)
+    }
+
+    fn deliver_batch(&self, ds: &[Delivery<'_>]) {
+        self.sink.deliver_batch(ds)
+    }
+}
+
 /// Mutable facts about a client shown by CLIENT LIST / INFO.
 #[derive(Debug, Default, Clone)]
 pub struct ClientMeta {
-    pub name: Option<Bytes>,
-    pub lib_name: Option<Bytes>,
-    pub lib_ver: Option<Bytes>,
+    /// CLIENT SETNAME and SETINFO: boxed, as most clients set none and
+    /// every connection carries a `ClientMeta`.
+    pub labels: Option<Box<ClientLabels>>,
     pub db: i64,
     pub sub: usize,
     pub psub: usize,
@@ -103,14 +114,39 @@ pub struct ClientMeta {
     pub user: String,
 }
 
+/// The names a client gives itself.
+#[derive(Debug, Default, Clone)]
+pub struct ClientLabels {
+    pub name: Option<Bytes>,
+    pub lib_name: Option<Bytes>,
+    pub lib_ver: Option<Bytes>,
+}
+
+impl ClientMeta {
+    /// The client's labels, allocated on first use.
+    pub fn labels_mut(&mut self) -> &mut ClientLabels {
+        self.labels.get_or_insert_with(Box::default)
+    }
+
+    /// The CLIENT SETNAME name.
+    pub fn name(&self) -> Option<&Bytes> {
+        self.labels.as_ref().and_then(|l| l.name.as_ref())
+    }
+}
+
 /// A live client as the rest of the server sees it.
 pub struct ClientHandle {
     pub id: ClientId,
     pub addr: SocketAddr,
     pub laddr: SocketAddr,
     pub created: Instant,
-    pub sink: Arc<RespSink>,
-    pub kill: CancellationToken,
+    /// Inline, not an `Arc` of its own: the handle is what the registry
+    /// holds (see `impl Subscriber for ClientHandle`), which saves every
+    /// connection an allocation.
+    pub sink: RespSink,
+    /// Set by [`ClientHandle::kill`]; the connection task checks it each
+    /// time it wakes.
+    killed: AtomicBool,
     /// Not authenticated yet (see [`connection::Conn::pre_auth`]): the
     /// first to be closed when the server is full.
     pub pre_auth: AtomicBool,
@@ -118,6 +154,19 @@ pub struct ClientHandle {
 }
 
 impl ClientHandle {
+    /// Asks the connection to close (CLIENT KILL, eviction, shutdown). It
+    /// is woken through its outbox, which it waits on anyway: a
+    /// cancellation token per connection (112 bytes, and a waiter in every
+    /// idle task) would cost more than the rest of its handle.
+    pub fn kill(&self) {
+        self.killed.store(true, Ordering::Release);
+        self.sink.outbox.wake();
+    }
+
+    pub fn is_killed(&self) -> bool {
+        self.killed.load(Ordering::Acquire)
+    }
+
     pub fn meta(&self) -> std::sync::MutexGuard<'_, ClientMeta> {
         self.meta.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -137,21 +186,17 @@ impl ClientHandle {
         };
         let omem = self.sink.outbox.pending_bytes();
         let oll = self.sink.outbox.queued_len();
-        let name = m
-            .name
-            .as_deref()
-            .map(String::from_utf8_lossy)
-            .unwrap_or_default();
-        let lib_name = m
-            .lib_name
-            .as_deref()
-            .map(String::from_utf8_lossy)
-            .unwrap_or_default();
-        let lib_ver = m
-            .lib_ver
-            .as_deref()
-            .map(String::from_utf8_lossy)
-            .unwrap_or_default();
+        let labels = m.labels.as_deref().cloned().unwrap_or_default();
+        let text = |b: &Option<Bytes>| {
+            b.as_deref()
+                .map(|b| String::from_utf8_lossy(b).into_owned())
+                .unwrap_or_default()
+        };
+        let (name, lib_name, lib_ver) = (
+            text(&labels.name),
+            text(&labels.lib_name),
+            text(&labels.lib_ver),
+        );
         format!(
             "id={} addr={} laddr={} fd=0 name={} age={} idle={} flags={} db={} sub={} psub={} ssub={} multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll={} omem={} tot-mem={} events=r cmd={} user={} redir=-1 resp={} lib-name={} lib-ver={}",
             self.id, self.addr, self.laddr, name, age, idle, flags, m.db, m.sub, m.psub, m.ssub,
@@ -196,11 +241,11 @@ impl RespServer {
         })
     }
 
-    fn new_sink(&self) -> Arc<RespSink> {
-        Arc::new(RespSink {
+    fn new_sink(&self) -> RespSink {
+        RespSink {
             outbox: Arc::new(Outbox::stream(self.cfg.output_limits)),
             resp3: AtomicBool::new(false),
-        })
+        }
     }
 }
 
@@ -214,13 +259,13 @@ fn evict_pre_auth(server: &RespServer) -> bool {
     let victim = server
         .clients
         .iter()
-        .filter(|h| h.pre_auth.load(Ordering::Relaxed) && !h.kill.is_cancelled())
+        .filter(|h| h.pre_auth.load(Ordering::Relaxed) && !h.is_killed())
         .min_by_key(|h| h.created)
         .map(|h| h.value().clone());
     match victim {
         Some(h) => {
             tracing::debug!(client = h.id, addr = %h.addr, "server full: closing a client that has not authenticated");
-            h.kill.cancel();
+            h.kill();
             true
         }
         None => false,
@@ -289,6 +334,12 @@ pub async fn run(
             shutdown.clone(),
             admission,
         ));
+    }
+    // Connections wait on their outboxes, not on `shutdown`: wake each.
+    // One accepted just now sees `shutdown` itself once it is listed (see
+    // `connection::serve`).
+    for h in server.clients.iter() {
+        h.kill();
     }
     tracker.close();
     tracker.wait().await;

@@ -117,7 +117,11 @@ pub(super) fn set_name(conn: &mut Conn, name: Bytes) -> bool {
             .error("ERR Client names cannot contain spaces, newlines or special characters.");
         return false;
     }
-    conn.handle.meta().name = if name.is_empty() { None } else { Some(name) };
+    let name = if name.is_empty() { None } else { Some(name) };
+    let mut m = conn.handle.meta();
+    if name.is_some() || m.labels.is_some() {
+        m.labels_mut().name = name;
+    }
     true
 }
 
@@ -128,7 +132,7 @@ fn setname(conn: &mut Conn, args: &[Bytes]) {
 }
 
 fn getname(conn: &mut Conn, _args: &[Bytes]) {
-    let name = conn.handle.meta().name.clone();
+    let name = conn.handle.meta().name().cloned();
     match name {
         Some(n) => conn.reply().bulk(&n),
         None => conn.reply().null(),
@@ -146,9 +150,9 @@ fn setinfo(conn: &mut Conn, args: &[Bytes]) {
     }
     let attr = &args[2];
     if attr.eq_ignore_ascii_case(b"lib-name") {
-        conn.handle.meta().lib_name = Some(value);
+        conn.handle.meta().labels_mut().lib_name = Some(value);
     } else if attr.eq_ignore_ascii_case(b"lib-ver") {
-        conn.handle.meta().lib_ver = Some(value);
+        conn.handle.meta().labels_mut().lib_ver = Some(value);
     } else {
         let mut msg = b"ERR Unrecognized option '".to_vec();
         msg.extend_from_slice(attr);
@@ -243,7 +247,7 @@ fn kill(conn: &mut Conn, args: &[Bytes]) {
                 if h.id == me {
                     conn.close_after_reply();
                 } else {
-                    h.kill.cancel();
+                    h.kill();
                 }
                 conn.reply().simple("OK");
             }
@@ -336,7 +340,7 @@ fn kill(conn: &mut Conn, args: &[Bytes]) {
         if h.id == me {
             conn.close_after_reply();
         } else {
-            h.kill.cancel();
+            h.kill();
         }
         killed += 1;
     }

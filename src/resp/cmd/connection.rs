@@ -122,13 +122,14 @@ fn quit(conn: &mut Conn, _args: &[Bytes]) {
 
 fn reset(conn: &mut Conn, _args: &[Bytes]) {
     conn.drop_subscriptions();
-    conn.multi = None;
-    conn.multi_dirty = false;
+    conn.end_multi();
     super::transactions::unwatch_all(conn);
     conn.set_resp3(false);
     {
         let mut m = conn.handle.meta();
-        m.name = None;
+        if let Some(l) = m.labels.as_mut() {
+            l.name = None;
+        }
         m.db = 0;
         m.user.clear();
     }

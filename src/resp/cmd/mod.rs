@@ -362,9 +362,7 @@ pub fn dispatch(conn: &mut Conn, args: &[Bytes]) {
     }
     let Some(top) = lookup(&args[0]) else {
         let msg = unknown_command(args);
-        if conn.multi.is_some() {
-            conn.multi_dirty = true;
-        }
+        conn.doom_multi();
         conn.reply().error_bytes(&msg);
         return;
     };
@@ -382,9 +380,7 @@ pub fn dispatch(conn: &mut Conn, args: &[Bytes]) {
                 msg.extend_from_slice(
                     format!("'. Try {} HELP.", top.name.to_ascii_uppercase()).as_bytes(),
                 );
-                if conn.multi.is_some() {
-                    conn.multi_dirty = true;
-                }
+                conn.doom_multi();
                 conn.reply().error_bytes(&msg);
                 return;
             }
@@ -436,7 +432,7 @@ pub fn dispatch(conn: &mut Conn, args: &[Bytes]) {
             "ERR __presence__ keys are read-only: Herald maintains them from subscriptions",
         );
     }
-    if conn.multi.is_some()
+    if conn.queuing()
         && !matches!(
             top.name,
             "exec" | "discard" | "multi" | "watch" | "quit" | "reset"
@@ -445,13 +441,16 @@ pub fn dispatch(conn: &mut Conn, args: &[Bytes]) {
         // Each queued command holds its arguments until EXEC: bounded like
         // unparsed input, so MULTI cannot grow a connection without limit.
         let cost = args.iter().map(|a| a.len() + 32).sum::<usize>() + 24;
-        if conn.multi_bytes.saturating_add(cost) > conn.server.cfg.max_query_buffer {
-            conn.multi_dirty = true;
-            conn.reply().error("ERR MULTI queue too large: transaction discarded at EXEC");
+        let max = conn.server.cfg.max_query_buffer;
+        let x = conn.extra();
+        if x.multi_bytes.saturating_add(cost) > max {
+            x.multi_dirty = true;
+            conn.reply()
+                .error("ERR MULTI queue too large: transaction discarded at EXEC");
             return;
         }
-        conn.multi_bytes += cost;
-        if let Some(queue) = conn.multi.as_mut() {
+        x.multi_bytes += cost;
+        if let Some(queue) = x.multi.as_mut() {
             queue.push(args.to_vec());
         }
         conn.reply().simple("QUEUED");
@@ -491,10 +490,9 @@ pub fn dispatch(conn: &mut Conn, args: &[Bytes]) {
 /// Replies an error that stops a command; inside MULTI it also dooms the
 /// transaction (EXEC then answers EXECABORT), as in Redis.
 fn reject(conn: &mut Conn, top: &Command, msg: &str) {
-    if conn.multi.is_some() {
+    if conn.queuing() {
         if top.name == "exec" {
-            conn.multi = None;
-            conn.multi_dirty = false;
+            conn.end_multi();
             transactions::unwatch_all(conn);
             let reason = msg.strip_prefix("ERR ").unwrap_or(msg);
             conn.reply().error(&format!(
@@ -502,7 +500,7 @@ fn reject(conn: &mut Conn, top: &Command, msg: &str) {
             ));
             return;
         }
-        conn.multi_dirty = true;
+        conn.doom_multi();
     }
     conn.reply().error(msg);
 }

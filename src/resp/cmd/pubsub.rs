@@ -1,13 +1,12 @@
 //! Pub/sub commands: PUBLISH, SPUBLISH, (P|S)SUBSCRIBE, (P|S)UNSUBSCRIBE and
 //! PUBSUB, with Redis 7.0's replies in both protocols.
 
-use std::collections::HashSet;
-
 use bytes::Bytes;
 
 use super::{help_reply, Command};
 use crate::hub::Space;
 use crate::resp::connection::Conn;
+use crate::resp::names::NameSet;
 
 const PS: &[&str] = &["pubsub", "loading", "stale", "fast"];
 const PS_ACL: &[&str] = &["@pubsub", "@fast"];
@@ -225,7 +224,7 @@ impl Kind {
         }
     }
 
-    fn set(self, conn: &mut Conn) -> &mut HashSet<Bytes> {
+    fn set(self, conn: &mut Conn) -> &mut NameSet {
         match self {
             Kind::Channel => &mut conn.channels,
             Kind::Pattern => &mut conn.patterns,
@@ -286,7 +285,9 @@ fn subscribe_kind(conn: &mut Conn, args: &[Bytes], kind: Kind) {
             ));
             continue;
         }
-        kind.set(conn).insert(name.clone());
+        // A copy of its own: the argument is a slice of the whole request,
+        // which it would keep alive for as long as the subscription lasts.
+        kind.set(conn).insert(Bytes::copy_from_slice(name));
         let count = kind.count(conn);
         confirm(conn, word, Some(name), count);
         // The confirmation must reach the outbox before the registry can
@@ -405,7 +406,16 @@ fn count_subs(conn: &mut Conn, args: &[Bytes], space: Space) {
     let reg = &conn.server.hub.registry;
     let counts: Vec<(Bytes, usize)> = args[2..]
         .iter()
-        .map(|c| (c.clone(), if visible(conn, c) { reg.numsub(space, c) } else { 0 }))
+        .map(|c| {
+            (
+                c.clone(),
+                if visible(conn, c) {
+                    reg.numsub(space, c)
+                } else {
+                    0
+                },
+            )
+        })
         .collect();
     let mut out = conn.reply();
     out.array(counts.len() * 2);

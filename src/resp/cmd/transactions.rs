@@ -53,30 +53,31 @@ pub const UNWATCH: Command = Command::new(
 .acl(T);
 
 fn multi(conn: &mut Conn, _args: &[Bytes]) {
-    if conn.multi.is_some() {
+    if conn.queuing() {
         return conn.reply().error("ERR MULTI calls can not be nested");
     }
-    conn.multi = Some(Vec::new());
-    conn.multi_dirty = false;
-    conn.multi_bytes = 0;
+    let x = conn.extra();
+    x.multi = Some(Vec::new());
+    x.multi_dirty = false;
+    x.multi_bytes = 0;
     conn.reply().simple("OK");
 }
 
 fn discard(conn: &mut Conn, _args: &[Bytes]) {
-    if conn.multi.take().is_none() {
+    if conn.end_multi().is_none() {
         return conn.reply().error("ERR DISCARD without MULTI");
     }
-    conn.multi_dirty = false;
     unwatch_all(conn);
     conn.reply().simple("OK");
 }
 
 fn watch(conn: &mut Conn, args: &[Bytes]) {
-    if conn.multi.is_some() {
+    if conn.queuing() {
         return conn.reply().error("ERR WATCH inside MULTI is not allowed");
     }
     let hub = conn.server.hub.clone();
-    let mut seen: std::collections::HashSet<&Bytes> = conn.watched.iter().map(|(k, _)| k).collect();
+    let mut seen: std::collections::HashSet<&Bytes> =
+        conn.watched().iter().map(|(k, _)| k).collect();
     let fresh: Vec<Bytes> = args[1..]
         .iter()
         .filter(|k| seen.insert(k))
@@ -85,7 +86,7 @@ fn watch(conn: &mut Conn, args: &[Bytes]) {
     let mut db = hub.keyspace.lock();
     for k in fresh {
         let v = db.watch(&k);
-        conn.watched.push((k, v));
+        conn.extra().watched.push((k, v));
     }
     drop(db);
     conn.reply().simple("OK");
@@ -98,21 +99,23 @@ fn unwatch(conn: &mut Conn, _args: &[Bytes]) {
 
 /// Forgets every WATCH of this client.
 pub fn unwatch_all(conn: &mut Conn) {
-    if conn.watched.is_empty() {
+    if conn.watched().is_empty() {
         return;
     }
+    let watched = std::mem::take(&mut conn.extra().watched);
     let hub = conn.server.hub.clone();
     let mut db = hub.keyspace.lock();
-    for (k, _) in conn.watched.drain(..) {
+    for (k, _) in watched {
         db.unwatch(&k);
     }
 }
 
 fn exec(conn: &mut Conn, _args: &[Bytes]) {
-    let Some(queue) = conn.multi.take() else {
+    let dirty = conn.extra.as_ref().is_some_and(|x| x.multi_dirty);
+    let Some(queue) = conn.end_multi() else {
         return conn.reply().error("ERR EXEC without MULTI");
     };
-    if std::mem::take(&mut conn.multi_dirty) {
+    if dirty {
         unwatch_all(conn);
         return conn
             .reply()
@@ -124,7 +127,9 @@ fn exec(conn: &mut Conn, _args: &[Bytes]) {
     let _gate = hub.gate_exclusive();
     let touched = {
         let mut db = hub.keyspace.lock();
-        conn.watched.iter().any(|(k, v)| db.watch_version(k) != *v)
+        conn.watched()
+            .iter()
+            .any(|(k, v)| db.watch_version(k) != *v)
     };
     unwatch_all(conn);
     if touched {
