@@ -297,6 +297,13 @@ async fn serve(socket: &mut WebSocket, s: &mut Session, batch: &mut VecDeque<Byt
     // large reply handed over is still memory held for this client.
     let mut unflushed = 0usize;
     let mut stall_deadline: Option<TInstant> = None;
+    // Once authentication is configured, a session that holds no token and
+    // nothing an open namespace gave it is closed after --auth-timeout, as
+    // RESP connections are: idle anonymous sockets must not hold the slots.
+    let mut auth_deadline = (cfg.has_auth()
+        && !cfg.auth_timeout.is_zero()
+        && s.identity == Identity::Anonymous)
+        .then(|| later(TInstant::now(), cfg.auth_timeout));
     loop {
         let (broken, behind) = {
             let lag = sink.lag();
@@ -342,6 +349,7 @@ async fn serve(socket: &mut WebSocket, s: &mut Session, batch: &mut VecDeque<Byt
         }
         let ping_due = awaiting_pong.map_or(next_ping, |t| later(t, cfg.ws_pong_timeout));
         let deadline = s.expires_at.map_or(ping_due, |e| e.min(ping_due));
+        let deadline = auth_deadline.map_or(deadline, |a| a.min(deadline));
         if deadline != armed {
             timer.as_mut().reset(deadline);
             armed = deadline;
@@ -360,6 +368,13 @@ async fn serve(socket: &mut WebSocket, s: &mut Session, batch: &mut VecDeque<Byt
                 let now = TInstant::now();
                 if s.expires_at.is_some_and(|e| now >= e) {
                     return End::Disconnect(DisconnectCode::TokenExpired);
+                }
+                if auth_deadline.is_some_and(|a| now >= a) {
+                    auth_deadline = None;
+                    let idle = s.channels.is_empty() && s.patterns.is_empty() && s.leaderboards.is_empty();
+                    if s.identity == Identity::Anonymous && idle {
+                        return End::Disconnect(DisconnectCode::Unauthorized);
+                    }
                 }
                 match awaiting_pong {
                     Some(t) if now >= later(t, cfg.ws_pong_timeout) => {
