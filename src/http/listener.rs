@@ -129,6 +129,7 @@ impl ConnTable {
             id,
             progress: AtomicU64::new(0),
             upgraded: AtomicBool::new(false),
+            ending: AtomicBool::new(false),
         }))
     }
 
@@ -198,6 +199,10 @@ struct Conn {
     progress: AtomicU64,
     /// Set (under the table lock) when the slot moved to the upgraded count.
     upgraded: AtomicBool,
+    /// The response's body has been handed to hyper: the connection goes
+    /// idle (evictable) at the next flush, once all of it reached the
+    /// socket, not while a large response is still being written.
+    ending: AtomicBool,
 }
 
 impl Drop for Conn {
@@ -266,7 +271,12 @@ impl AsyncWrite for CountedStream {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.tcp).poll_flush(cx)
+        let r = Pin::new(&mut self.tcp).poll_flush(cx);
+        // hyper flushes the socket only after its own buffer is written.
+        if matches!(r, Poll::Ready(Ok(()))) && self.conn.ending.swap(false, Ordering::Relaxed) {
+            self.conn.table.idle(self.conn.id);
+        }
+        r
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -477,11 +487,57 @@ impl hyper::service::Service<Request<Incoming>> for RequestService {
             };
             if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
                 conn.table.upgraded(&conn);
-            } else {
-                conn.table.idle(conn.id);
+                return Ok(resp);
             }
-            Ok(resp)
+            // Idle once the body is out, not now: an unread response is a
+            // request still in flight and must not be evicted mid-way.
+            Ok(resp.map(|body| Body::new(EndSignal { body, conn: Some(conn) })))
         })
+    }
+}
+
+/// A response body that marks its connection `ending` when it is done
+/// (or dropped): the next flush then makes the connection idle.
+struct EndSignal {
+    body: Body,
+    conn: Option<Arc<Conn>>,
+}
+
+impl EndSignal {
+    fn done(&mut self) {
+        if let Some(c) = self.conn.take() {
+            c.ending.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Drop for EndSignal {
+    fn drop(&mut self) {
+        self.done();
+    }
+}
+
+impl hyper::body::Body for EndSignal {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        let r = Pin::new(&mut self.body).poll_frame(cx);
+        if matches!(r, Poll::Ready(None)) {
+            self.done();
+        }
+        r
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
     }
 }
 

@@ -38,10 +38,14 @@ pub enum Value {
 }
 
 /// How long an epoch promised to subscribers of a channel with no history
-/// yet is kept (see `Db::pending_epoch`).
-const PENDING_EPOCH_TTL_MS: u64 = 3_600_000;
-/// Most such promises kept at once.
+/// yet is kept (see `Db::pending_epoch`): a day, so a quiet room's
+/// subscriber keeps its position.
+const PENDING_EPOCH_TTL_MS: u64 = 86_400_000;
+/// Most such promises kept at once, and the most bytes of channel names
+/// they may hold (past either, the oldest go: their subscribers are told
+/// with 3004 at the first publish, never silently).
 const MAX_PENDING_EPOCHS: usize = 100_000;
+const MAX_PENDING_BYTES: usize = 16 << 20;
 
 /// Redis's `set-max-intset-entries`.
 const MAX_INTSET: usize = 512;
@@ -201,6 +205,9 @@ pub struct Db {
     /// deadline each, in `pending_order`; bounded by `MAX_PENDING_EPOCHS`.
     pending_epochs: HashMap<Bytes, (u64, u64)>,
     pending_order: VecDeque<(u64, Bytes)>,
+    /// Bytes of channel names in `pending_order`, bounded by
+    /// `MAX_PENDING_BYTES` (names may be 64 KiB each).
+    pending_bytes: usize,
     /// Entries evicted by the history memory cap, ever.
     pub history_evicted: u64,
     /// Versions of WATCHed keys (and how many clients watch each).
@@ -536,11 +543,15 @@ impl Db {
     pub fn pending_epoch(&mut self, key: &[u8]) -> u64 {
         let now = now_ms();
         while let Some((deadline, k)) = self.pending_order.front() {
-            if *deadline > now && self.pending_order.len() <= MAX_PENDING_EPOCHS {
+            if *deadline > now
+                && self.pending_order.len() <= MAX_PENDING_EPOCHS
+                && self.pending_bytes <= MAX_PENDING_BYTES
+            {
                 break;
             }
             let (deadline, k) = (*deadline, k.clone());
             self.pending_order.pop_front();
+            self.pending_bytes = self.pending_bytes.saturating_sub(k.len() + 64);
             if self.pending_epochs.get(&k).is_some_and(|(_, d)| *d == deadline) {
                 self.pending_epochs.remove(&k);
             }
@@ -551,9 +562,15 @@ impl Db {
         let epoch = self.new_epoch();
         let deadline = now + PENDING_EPOCH_TTL_MS;
         let key = Bytes::copy_from_slice(key);
+        self.pending_bytes += key.len() + 64;
         self.pending_order.push_back((deadline, key.clone()));
         self.pending_epochs.insert(key, (epoch, deadline));
         epoch
+    }
+
+    /// The epoch promised for `key`'s stream, if a subscriber holds one.
+    pub fn promised_epoch(&self, key: &[u8]) -> Option<u64> {
+        self.pending_epochs.get(key).map(|(e, _)| *e)
     }
 
     /// A fresh epoch for a new stream.

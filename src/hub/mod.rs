@@ -410,11 +410,15 @@ impl Hub {
     /// Where nothing was published yet, offset 0 and the epoch the stream
     /// will have when it is created (`Db::pending_epoch`), so the position
     /// a subscriber sees stays valid, and no key is created by a reader.
+    /// Only a subscription (`reserve`) makes that promise; a history read
+    /// of such a channel answers the promise if one exists, else epoch 0,
+    /// so reads of made-up channels hold no memory.
     /// Trims entries past the namespace's age first.
     pub fn history_position(
         &self,
         db: &mut Db,
         channel: &[u8],
+        reserve: bool,
     ) -> Result<(u64, u64), HistoryError> {
         let ns = self.cfg.namespace(channel);
         if ns.history_size == 0 {
@@ -422,7 +426,8 @@ impl Hub {
         }
         match db.stream(channel) {
             Err(_) => return Err(HistoryError::WrongType),
-            Ok(None) => return Ok((0, db.pending_epoch(channel))),
+            Ok(None) if reserve => return Ok((0, db.pending_epoch(channel))),
+            Ok(None) => return Ok((0, db.promised_epoch(channel).unwrap_or(0))),
             Ok(Some(_)) => {}
         }
         let ttl = ns.history_ttl.0.as_millis() as u64;
@@ -450,7 +455,7 @@ impl Hub {
         f: impl FnOnce(HistoryPosition) -> R,
     ) -> Result<R, HistoryError> {
         let mut db = self.keyspace.lock();
-        let (top, epoch) = self.history_position(&mut db, channel)?;
+        let (top, epoch) = self.history_position(&mut db, channel, true)?;
         let recoverable = since.map(|(offset, e)| {
             e == epoch
                 && offset <= top
@@ -573,7 +578,7 @@ impl Hub {
         reverse: bool,
     ) -> Result<HistoryPage, HistoryError> {
         let mut db = self.keyspace.lock();
-        let (top, epoch) = self.history_position(&mut db, channel)?;
+        let (top, epoch) = self.history_position(&mut db, channel, false)?;
         let after = match since {
             Some((offset, e)) => {
                 let s = db.stream(channel).ok().flatten();

@@ -356,9 +356,13 @@ impl Conn {
     /// Longest channel name (or, with `pattern`, pattern) this client may
     /// subscribe to: patterns of clients without the password are held to
     /// `--max-pattern-length`, since matching cost grows with them.
-    pub fn max_name_len(&self, pattern: bool) -> usize {
+    /// The longest channel name or pattern this client may use: clients
+    /// without the password get `--max-pattern-length` for both, since the
+    /// cost of matching patterns grows with the channel's length and they
+    /// choose both.
+    pub fn max_name_len(&self, _pattern: bool) -> usize {
         let cfg = &self.server.cfg;
-        if pattern && !matches!(self.identity, Some(Identity::Password)) {
+        if !matches!(self.identity, Some(Identity::Password)) {
             cfg.max_channel_length.min(cfg.max_pattern_length)
         } else {
             cfg.max_channel_length
@@ -378,7 +382,13 @@ impl Conn {
         self.handle
             .pre_auth
             .store(self.pre_auth(), std::sync::atomic::Ordering::Relaxed);
-        self.deadline = None;
+        // A client still within its time to authenticate keeps that
+        // deadline: a RESET must not restart the clock, or a client that
+        // never authenticates would hold its slot forever.
+        let running_auth = match self.deadline.take() {
+            Some((Deadline::Auth, sleep)) if exp.is_none() => Some(sleep),
+            _ => None,
+        };
         match exp {
             Some(exp) => {
                 let left = token_left(
@@ -395,7 +405,10 @@ impl Conn {
                     }
                 }
             }
-            None => self.arm_auth_deadline(),
+            None => match running_auth {
+                Some(sleep) if self.pre_auth() => self.deadline = Some((Deadline::Auth, sleep)),
+                _ => self.arm_auth_deadline(),
+            },
         }
     }
 

@@ -329,15 +329,16 @@ impl Session {
         None
     }
 
+    /// WebSocket clients never hold the password: channel names, like
+    /// patterns, are bounded by `--max-pattern-length`, since they choose
+    /// both and matching costs grow with each.
     fn check_name(&self, id: &Value, name: &str) -> bool {
-        if name.is_empty() || name.len() > self.st.cfg.max_channel_length {
+        let max = self.st.cfg.max_channel_length.min(self.st.cfg.max_pattern_length);
+        if name.is_empty() || name.len() > max {
             self.error(
                 id,
                 ErrorCode::InvalidChannel,
-                &format!(
-                    "channel names and patterns must be 1 to {} bytes",
-                    self.st.cfg.max_channel_length
-                ),
+                &format!("channel names and patterns must be 1 to {max} bytes"),
             );
             return false;
         }

@@ -179,7 +179,7 @@ fn allowed(conn: &mut Conn, names: &[Bytes], kind: Kind, publish: bool) -> bool 
 }
 
 fn publish(conn: &mut Conn, args: &[Bytes]) {
-    if !allowed(conn, &args[1..2], Kind::Channel, true) {
+    if !allowed(conn, &args[1..2], Kind::Channel, true) || !publish_name_ok(conn, &args[1]) {
         return;
     }
     if conn.in_exec || conn.total_subscriptions() > 0 {
@@ -201,7 +201,7 @@ fn publish(conn: &mut Conn, args: &[Bytes]) {
 }
 
 fn spublish(conn: &mut Conn, args: &[Bytes]) {
-    if !allowed(conn, &args[1..2], Kind::Shard, true) {
+    if !allowed(conn, &args[1..2], Kind::Shard, true) || !publish_name_ok(conn, &args[1]) {
         return;
     }
     let n = conn.server.hub.spublish(args[1].clone(), args[2].clone());
@@ -251,6 +251,15 @@ fn confirm(conn: &mut Conn, word: &[u8], name: Option<&[u8]>, count: usize) {
         None => out.null(),
     }
     out.int(count as i64);
+}
+
+/// A client without the password publishes on channel names of at most
+/// `--max-pattern-length`: it chooses both the patterns and the channels
+/// they are matched against. Password clients (backends) publish as in
+/// Redis, with no limit.
+fn publish_name_ok(conn: &mut Conn, name: &[u8]) -> bool {
+    matches!(conn.identity, Some(crate::auth::Identity::Password))
+        || check_name(conn, name, Kind::Channel)
 }
 
 fn check_name(conn: &mut Conn, name: &[u8], kind: Kind) -> bool {
