@@ -338,3 +338,37 @@ fn multibulk_count_limit_diverges_from_redis() {
     c.send_raw(b"*1048577\r\n");
     assert_eq!(c.frame(), b"-ERR Protocol error: invalid multibulk length\r\n");
 }
+
+/// The patterns one connection without the password holds are bounded in
+/// total (64 × --max-pattern-length bytes): each costs every publish a
+/// match, so their sum is what bounds the work a connection adds.
+#[tokio::test]
+async fn the_patterns_of_a_connection_are_bounded_in_total() {
+    let h = Herald::start(&["--jwt-hmac-secret", SECRET, "--max-pattern-length", "1kb"]);
+    let tok = hs256(json!({"sub": "p", "exp": unix_now() + 600}), SECRET);
+    let mut c = Raw::connect(h.resp);
+    assert_eq!(c.cmd(&[b"AUTH", tok.as_bytes()]), b"+OK\r\n");
+    let mut refused_at = None;
+    for i in 0..80 {
+        let p = format!("*{i:04}{}", "[ab]".repeat(250));
+        let r = show(&c.cmd(&[b"PSUBSCRIBE", p.as_bytes()]));
+        if r.contains("would exceed 65536 bytes") {
+            refused_at = Some(i);
+            break;
+        }
+        assert!(r.contains("psubscribe"), "{r}");
+    }
+    assert_eq!(refused_at, Some(65), "1005-byte patterns: 65 fit in 64 KiB");
+    let mut ws = ws_connect(h.http, Some(&tok)).await;
+    let mut refused = None;
+    for i in 0..80u64 {
+        let p = format!("*{i:04}{}", "[ab]".repeat(250));
+        let r = ws_call(&mut ws, i + 1, json!({"op": "psubscribe", "pattern": p})).await;
+        if r.get("error").is_some() {
+            assert_eq!(r["error"]["code"], 106, "{r}");
+            refused = Some(i);
+            break;
+        }
+    }
+    assert_eq!(refused, Some(65));
+}

@@ -390,6 +390,21 @@ impl Session {
         if !self.check_subscription_limit(id) {
             return;
         }
+        if pattern {
+            // The patterns a connection holds bound the matching work it
+            // adds to every publish (as on RESP for clients without the
+            // password): 64 × --max-pattern-length bytes in all.
+            let budget = cfg.max_pattern_length.saturating_mul(64);
+            let held: usize = self.patterns.iter().map(String::len).sum();
+            if held + name.len() > budget {
+                self.error(
+                    id,
+                    ErrorCode::LimitExceeded,
+                    &format!("patterns of this connection would exceed {budget} bytes"),
+                );
+                return;
+            }
+        }
         let key = Bytes::copy_from_slice(name.as_bytes());
         if !pattern && cfg.namespace(name.as_bytes()).history_size > 0 {
             // An unreadable epoch is a position that cannot be recovered.

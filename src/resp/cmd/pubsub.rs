@@ -253,6 +253,26 @@ fn confirm(conn: &mut Conn, word: &[u8], name: Option<&[u8]>, count: usize) {
     out.int(count as i64);
 }
 
+/// A client without the password holds at most 64 × `--max-pattern-length`
+/// bytes of patterns (64 KiB by default): every publish is matched against
+/// every pattern whose literal prefix fits, and a pattern that starts with
+/// `*` and holds classes costs a search over the channel, so the total is
+/// what bounds the work one connection adds to each publish.
+fn patterns_fit(conn: &mut Conn, name: &[u8]) -> bool {
+    if matches!(conn.identity, Some(crate::auth::Identity::Password)) {
+        return true;
+    }
+    let budget = conn.server.cfg.max_pattern_length.saturating_mul(64);
+    let held: usize = conn.patterns.iter().map(|p| p.len()).sum();
+    if held + name.len() > budget {
+        conn.reply().error(&format!(
+            "ERR patterns of this connection would exceed {budget} bytes"
+        ));
+        return false;
+    }
+    true
+}
+
 /// A client without the password publishes on channel names of at most
 /// `--max-pattern-length`: it chooses both the patterns and the channels
 /// they are matched against. Password clients (backends) publish as in
@@ -292,6 +312,9 @@ fn subscribe_kind(conn: &mut Conn, args: &[Bytes], kind: Kind) {
             conn.reply().error(&format!(
                 "ERR max subscriptions per connection reached ({max})"
             ));
+            continue;
+        }
+        if kind == Kind::Pattern && !patterns_fit(conn, name) {
             continue;
         }
         // A copy of its own: the argument is a slice of the whole request,
