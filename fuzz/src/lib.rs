@@ -472,12 +472,11 @@ fn too_deep(e: &serde_json::Error) -> bool {
     e.to_string().contains("recursion limit")
 }
 
-/// Known issue (docs/fuzzing.md, ws-1): a payload that serde_json skips
-/// over as `IgnoredAny` but cannot parse (a number beyond f64 such as
-/// `1e2510`, a lone surrogate escape such as `"\ud888"`) is embedded as
-/// is, and serde_json refuses the push. Tolerated while fuzzing so the
-/// target can go on; the ignored regression test sets this to check a fix.
-pub static STRICT_PAYLOAD_JSON: AtomicBool = AtomicBool::new(false);
+/// Issue ws-1 (docs/fuzzing.md, fixed): a payload that serde_json skipped
+/// over as `IgnoredAny` but could not parse (`1e2510`, a lone surrogate
+/// escape) was embedded as is. Strict by default now that it is fixed;
+/// clearing this tolerates those errors again (to fuzz past a regression).
+pub static STRICT_PAYLOAD_JSON: AtomicBool = AtomicBool::new(true);
 
 /// The serde_json errors of known issue ws-1.
 fn ws_1(e: &serde_json::Error) -> bool {
@@ -614,11 +613,11 @@ fn check_delivery(channel: &[u8], payload: &[u8], published: Option<&Value>) {
         } else if let Ok(raw) = serde_json::from_slice::<Value>(payload) {
             assert_eq!(back, &raw, "JSON payload round trip");
             if let Some(published) = published {
-                // The publisher's value, as its compact text reads back.
-                // Within one ulp: serde_json's default float parsing is not
-                // exactly rounded (known issue ws-2 in docs/fuzzing.md).
+                // The publisher's value, as its compact text reads back:
+                // exactly, floats included (issue ws-2, fixed by serde_json's
+                // float_roundtrip feature).
                 assert!(
-                    json_close(back, published),
+                    back == published,
                     "published JSON round trip: {published} became {back}"
                 );
             }
