@@ -40,8 +40,13 @@ pub struct Claims {
 
 impl PartialEq for Claims {
     fn eq(&self, o: &Self) -> bool {
-        (&self.sub, self.exp, &self.info, &self.subscribe, &self.publish)
-            == (&o.sub, o.exp, &o.info, &o.subscribe, &o.publish)
+        (
+            &self.sub,
+            self.exp,
+            &self.info,
+            &self.subscribe,
+            &self.publish,
+        ) == (&o.sub, o.exp, &o.info, &o.subscribe, &o.publish)
     }
 }
 

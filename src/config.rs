@@ -617,12 +617,14 @@ impl Options {
                 ns.allow_anonymous = anonymous_default;
             }
         }
-        cfg.default_namespace = cfg.namespaces.get("default").cloned().unwrap_or_else(|| {
-            NamespaceOptions {
-                allow_anonymous: anonymous_default,
-                ..NamespaceOptions::default()
-            }
-        });
+        cfg.default_namespace =
+            cfg.namespaces
+                .get("default")
+                .cloned()
+                .unwrap_or_else(|| NamespaceOptions {
+                    allow_anonymous: anonymous_default,
+                    ..NamespaceOptions::default()
+                });
         if cfg.max_query_buffer < cfg.max_bulk_len {
             return Err(ConfigError::Invalid(
                 "max_query_buffer must be at least max_bulk_len".into(),
@@ -728,7 +730,10 @@ mod tests {
         assert!(!cfg.namespace(b"chat:x").allow_anonymous);
         assert!(!cfg.namespace(b"news:today").allow_anonymous);
         assert!(!cfg.namespace(b"nocolon").allow_anonymous);
-        assert!(cfg.namespace(b"pub:x").allow_anonymous, "explicit true stays");
+        assert!(
+            cfg.namespace(b"pub:x").allow_anonymous,
+            "explicit true stays"
+        );
         let pass = Options {
             requirepass: Some("p".into()),
             ..Default::default()

@@ -31,7 +31,10 @@ async fn main() -> anyhow::Result<()> {
 
 /// `{"resp": ADDR, "http": ADDR, "pid": N}`, written to a temporary file
 /// beside `path` and renamed, so a reader never sees half of it.
-fn write_ready_file(path: &std::path::Path, running: &herald::server::Running) -> std::io::Result<()> {
+fn write_ready_file(
+    path: &std::path::Path,
+    running: &herald::server::Running,
+) -> std::io::Result<()> {
     let json = serde_json::json!({
         "resp": running.resp_addr.to_string(),
         "http": running.http_addr.to_string(),

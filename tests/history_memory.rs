@@ -11,31 +11,42 @@ use common::*;
 
 fn rss(pid: u32) -> u64 {
     let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).unwrap();
-    statm.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 4096
+    statm
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse::<u64>()
+        .unwrap()
+        * 4096
 }
 
 fn history_bytes(h: &Herald) -> u64 {
     let body = http_get(h.http, "/stats");
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-    v["history_bytes"].as_u64().unwrap_or_else(|| panic!("{body}"))
+    v["history_bytes"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{body}"))
 }
 
 fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
     use std::io::Read;
     let mut s = std::net::TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(TIMEOUT)).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).unwrap();
-    out.split_once("\r\n\r\n").map(|x| x.1.to_string()).unwrap_or_default()
+    out.split_once("\r\n\r\n")
+        .map(|x| x.1.to_string())
+        .unwrap_or_default()
 }
 
 #[test]
 fn history_bytes_track_real_memory() {
-    let (_dir, file) = temp_config(
-        "histmem",
-        "[namespaces.h]\nhistory_size = 1000000\n",
-    );
+    let (_dir, file) = temp_config("histmem", "[namespaces.h]\nhistory_size = 1000000\n");
     let h = Herald::start(&["--config", &file]);
     let mut c = Raw::connect(h.resp);
     // Warm up allocator and buffers, then measure.

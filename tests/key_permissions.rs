@@ -109,9 +109,33 @@ const SAMPLES: &[&str] = &[
 /// Commands that name no key (their own permission rules are tested
 /// elsewhere): every command of the table is in SAMPLES or here.
 const KEYLESS: &[&str] = &[
-    "ping", "echo", "quit", "reset", "hello", "auth", "select", "client", "command", "info",
-    "unsubscribe", "punsubscribe", "sunsubscribe", "pubsub", "flushall", "flushdb", "dbsize",
-    "function", "config", "time", "keys", "scan", "multi", "exec", "discard", "unwatch", "xinfo",
+    "ping",
+    "echo",
+    "quit",
+    "reset",
+    "hello",
+    "auth",
+    "select",
+    "client",
+    "command",
+    "info",
+    "unsubscribe",
+    "punsubscribe",
+    "sunsubscribe",
+    "pubsub",
+    "flushall",
+    "flushdb",
+    "dbsize",
+    "function",
+    "config",
+    "time",
+    "keys",
+    "scan",
+    "multi",
+    "exec",
+    "discard",
+    "unwatch",
+    "xinfo",
     "xgroup",
 ];
 
@@ -205,7 +229,11 @@ fn every_command_checks_the_keys_its_grammar_names() {
             assert_eq!(got, format!("{want}\r\n").into_bytes(), "{sample}: {k}");
         }
         let pending = run(&mut admin, &words("XPENDING secret:x g"));
-        assert!(pending.starts_with(b"*4\r\n:1\r\n"), "{sample}: {}", show(&pending));
+        assert!(
+            pending.starts_with(b"*4\r\n:1\r\n"),
+            "{sample}: {}",
+            show(&pending)
+        );
 
         // The same command on the token's own keys is not refused.
         let own = run(&mut c, &words_for(sample, "chat"));
@@ -241,10 +269,29 @@ fn read_only_tokens_cannot_write_and_write_only_tokens_cannot_read() {
     assert_eq!(w.cmd(&[b"SADD", b"chat:s", b"x"]), b":1\r\n");
     assert_eq!(w.cmd(&[b"SPOP", b"chat:s"]), noperm, "SPOP reads");
     assert_eq!(w.cmd(&[b"SMEMBERS", b"chat:s"]), noperm);
-    assert_eq!(w.cmd(&[b"ZINCRBY", b"chat:z", b"1", b"m"]), noperm, "ZINCRBY returns the score");
-    assert_eq!(w.cmd(&[b"XAUTOCLAIM", b"chat:x", b"g", b"c", b"0", b"0"]), noperm);
+    assert_eq!(
+        w.cmd(&[b"ZINCRBY", b"chat:z", b"1", b"m"]),
+        noperm,
+        "ZINCRBY returns the score"
+    );
+    assert_eq!(
+        w.cmd(&[b"XAUTOCLAIM", b"chat:x", b"g", b"c", b"0", b"0"]),
+        noperm
+    );
     assert_eq!(w.cmd(&[b"DEL", b"chat:dst"]), b":1\r\n");
-    assert_eq!(r.cmd(&[b"XREADGROUP", b"GROUP", b"g", b"c", b"STREAMS", b"chat:x", b">"]), noperm, "XREADGROUP moves the group");
+    assert_eq!(
+        r.cmd(&[
+            b"XREADGROUP",
+            b"GROUP",
+            b"g",
+            b"c",
+            b"STREAMS",
+            b"chat:x",
+            b">"
+        ]),
+        noperm,
+        "XREADGROUP moves the group"
+    );
 }
 
 #[test]
@@ -289,7 +336,11 @@ fn only_herald_publishes_presence_and_leaderboard_events() {
     let noperm =
         b"-NOPERM this user has no permissions to access one of the channels used as arguments\r\n";
     assert_eq!(
-        c.cmd(&[b"PUBLISH", b"__presence__:room:1", br#"{"event":"join","user":"admin"}"#]),
+        c.cmd(&[
+            b"PUBLISH",
+            b"__presence__:room:1",
+            br#"{"event":"join","user":"admin"}"#
+        ]),
         noperm
     );
     assert_eq!(c.cmd(&[b"PUBLISH", b"__leaderboard__:game", b"[]"]), noperm);
@@ -356,5 +407,8 @@ fn a_token_subject_cannot_forge_client_list_lines() {
     let text = String::from_utf8_lossy(&list).to_string();
     let body = text.split_once("\r\n").unwrap().1.trim_end();
     assert_eq!(body.lines().count(), 2, "{body}");
-    assert!(body.contains("user=x?id=1?addr=1.2.3.4:5?name=backup-admin?user=default"), "{body}");
+    assert!(
+        body.contains("user=x?id=1?addr=1.2.3.4:5?name=backup-admin?user=default"),
+        "{body}"
+    );
 }

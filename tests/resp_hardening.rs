@@ -286,7 +286,9 @@ fn kill_and_shutdown_reach_idle_and_blocked_connections() {
     let mut h = Herald::start(&[]);
     let id_of = |c: &mut Raw| {
         let r = show(&c.cmd(&[b"CLIENT", b"ID"]));
-        r.trim_start_matches(':').trim_end_matches("\\r\\n").to_string()
+        r.trim_start_matches(':')
+            .trim_end_matches("\\r\\n")
+            .to_string()
     };
     let mut sub = Raw::connect(h.resp);
     let sub_id = id_of(&mut sub);

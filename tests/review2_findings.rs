@@ -287,7 +287,12 @@ async fn history_reads_drop_the_epoch_a_quiet_subscriber_holds() {
     let (_dir, cfg) = temp_config("attack2-churn", "[namespaces.h]\nhistory_size = 50\n");
     let h = Herald::start(&["--config", &cfg]);
     let mut victim = ws_connect(h.http, None).await;
-    let r = ws_call(&mut victim, 1, json!({"op": "subscribe", "channel": "h:quiet"})).await;
+    let r = ws_call(
+        &mut victim,
+        1,
+        json!({"op": "subscribe", "channel": "h:quiet"}),
+    )
+    .await;
     assert!(r["result"]["epoch"].is_string(), "{r}");
     let reader = ws_connect(h.http, None).await;
     const N: u64 = 100_001;
@@ -295,7 +300,9 @@ async fn history_reads_drop_the_epoch_a_quiet_subscriber_holds() {
     let send = tokio::spawn(async move {
         for i in 0..N {
             let cmd = json!({"id": i, "op": "history", "channel": format!("h:r{i}"), "limit": 1});
-            tx.feed(Message::Text(cmd.to_string().into())).await.unwrap();
+            tx.feed(Message::Text(cmd.to_string().into()))
+                .await
+                .unwrap();
         }
         tx.flush().await.unwrap();
         tx
@@ -336,7 +343,10 @@ fn multibulk_count_limit_diverges_from_redis() {
     let h = Herald::start(&[]);
     let mut c = Raw::connect(h.resp);
     c.send_raw(b"*1048577\r\n");
-    assert_eq!(c.frame(), b"-ERR Protocol error: invalid multibulk length\r\n");
+    assert_eq!(
+        c.frame(),
+        b"-ERR Protocol error: invalid multibulk length\r\n"
+    );
 }
 
 /// The patterns one connection without the password holds are bounded in

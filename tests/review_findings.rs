@@ -135,7 +135,10 @@ async fn anonymous_cannot_read_presence_of_a_closed_namespace() {
     assert_eq!(anon.cmd(&[b"SUBSCRIBE", b"secret:room"]), NOPERM_CH);
     let key_noperm: &[u8] =
         b"-NOPERM this user has no permissions to access one of the keys used as arguments\r\n";
-    assert_eq!(anon.cmd(&[b"SCARD", b"__presence__:secret:room"]), key_noperm);
+    assert_eq!(
+        anon.cmd(&[b"SCARD", b"__presence__:secret:room"]),
+        key_noperm
+    );
     let r = anon.cmd(&[b"SUBSCRIBE", b"__presence__:secret:room"]);
     let mut anon_p = Raw::connect(h.resp);
     let rp = anon_p.cmd(&[b"PSUBSCRIBE", b"__presence__:*"]);
@@ -159,10 +162,21 @@ async fn anonymous_cannot_read_presence_of_a_closed_namespace() {
     alice.cmd(&[b"SUBSCRIBE", b"secret:room"]);
     let leaked = saw(&mut anon, b"alice@corp", Duration::from_millis(500));
     let _ = std::fs::remove_dir_all(dir);
-    assert_eq!(show(&r), show(NOPERM_CH), "anonymous SUBSCRIBE __presence__:secret:room");
-    assert_eq!(show(&rp), show(NOPERM_CH), "anonymous PSUBSCRIBE __presence__:*");
+    assert_eq!(
+        show(&r),
+        show(NOPERM_CH),
+        "anonymous SUBSCRIBE __presence__:secret:room"
+    );
+    assert_eq!(
+        show(&rp),
+        show(NOPERM_CH),
+        "anonymous PSUBSCRIBE __presence__:*"
+    );
     assert_eq!(w["error"]["code"], 103, "WS anonymous subscribe: {w}");
-    assert_eq!(lb["error"]["code"], 103, "WS anonymous leaderboard channel: {lb}");
+    assert_eq!(
+        lb["error"]["code"], 103,
+        "WS anonymous leaderboard channel: {lb}"
+    );
     assert!(!leaked, "anonymous client received a join of secret:room");
 }
 
@@ -176,10 +190,17 @@ async fn ws_connect_with_forged_token_ends_the_connection() {
     let (dir, cfg) = temp_config("attack-wsconnect", OPEN_DEFAULT);
     let h = Herald::start(&["--jwt-hmac-secret", SECRET, "--config", &cfg]);
     let _ = std::fs::remove_dir_all(dir);
-    let forged = hs256(json!({"sub": "x", "exp": unix_now() + 60}), "not-the-secret");
+    let forged = hs256(
+        json!({"sub": "x", "exp": unix_now() + 60}),
+        "not-the-secret",
+    );
     let mut ws = ws_connect(h.http, None).await;
     ws_send(&mut ws, json!({"id": 1, "op": "connect", "token": forged})).await;
-    ws_send(&mut ws, json!({"id": 2, "op": "subscribe", "channel": "news"})).await;
+    ws_send(
+        &mut ws,
+        json!({"id": 2, "op": "subscribe", "channel": "news"}),
+    )
+    .await;
     let (push, code) = ws_until_close(&mut ws).await;
     assert!(
         code.is_some() || push.is_some(),
@@ -230,7 +251,14 @@ fn paging_and_limited_intersections_do_not_scan_the_whole_set() {
     let sscan = best(&mut u, &[b"SSCAN", b"chat:big", b"0", b"COUNT", b"1"]);
     let inter = best(
         &mut u,
-        &[b"SINTERCARD", b"2", b"chat:big", b"chat:big2", b"LIMIT", b"1"],
+        &[
+            b"SINTERCARD",
+            b"2",
+            b"chat:big",
+            b"chat:big2",
+            b"LIMIT",
+            b"1",
+        ],
     );
     assert!(
         sscan < Duration::from_millis(30) && inter < Duration::from_millis(30),
@@ -360,7 +388,10 @@ fn anonymous_subscriptions_are_capped() {
             None => break,
         }
     }
-    assert!(errors > 0, "an anonymous connection took 1100 subscriptions");
+    assert!(
+        errors > 0,
+        "an anonymous connection took 1100 subscriptions"
+    );
 }
 
 // ---- 9. Subscribing (a read) creates keys, outside WATCH -------------------
@@ -373,14 +404,26 @@ fn anonymous_subscriptions_are_capped() {
 #[tokio::test]
 async fn a_reader_creates_no_key_and_its_position_stays_valid() {
     let (dir, cfg) = temp_config("attack-watch", "[namespaces.h]\nhistory_size = 10\n");
-    let h = Herald::start(&["--jwt-hmac-secret", SECRET, "--requirepass", PASS, "--config", &cfg]);
+    let h = Herald::start(&[
+        "--jwt-hmac-secret",
+        SECRET,
+        "--requirepass",
+        PASS,
+        "--config",
+        &cfg,
+    ]);
     let _ = std::fs::remove_dir_all(dir);
     let mut c = Raw::backend(h.resp, PASS);
     assert_eq!(c.cmd(&[b"WATCH", b"h:watched"]), b"+OK\r\n");
     assert_eq!(c.cmd(&[b"EXISTS", b"h:watched"]), b":0\r\n");
     let reader = token(json!({"sub": "r", "subscribe": ["h:*"], "publish": []}));
     let mut ws = ws_connect(h.http, Some(&reader)).await;
-    let r = ws_call(&mut ws, 1, json!({"op": "subscribe", "channel": "h:watched"})).await;
+    let r = ws_call(
+        &mut ws,
+        1,
+        json!({"op": "subscribe", "channel": "h:watched"}),
+    )
+    .await;
     assert!(r.get("result").is_some(), "{r}");
     // A reader creates no key: the keyspace, DBSIZE and WATCH see nothing.
     assert_eq!(c.cmd(&[b"EXISTS", b"h:watched"]), b":0\r\n");

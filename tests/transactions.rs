@@ -175,9 +175,16 @@ fn exec_is_atomic_against_history_publishes() {
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let published: usize = publishers.into_iter().map(|p| p.join().unwrap()).sum();
     let text = String::from_utf8(reply).unwrap();
-    let lengths: std::collections::BTreeSet<&str> =
-        text.split("\r\n").skip(1).filter(|l| !l.is_empty()).collect();
-    assert_eq!(lengths.len(), 1, "one EXEC saw several lengths: {lengths:?}");
+    let lengths: std::collections::BTreeSet<&str> = text
+        .split("\r\n")
+        .skip(1)
+        .filter(|l| !l.is_empty())
+        .collect();
+    assert_eq!(
+        lengths.len(),
+        1,
+        "one EXEC saw several lengths: {lengths:?}"
+    );
     assert!(published > 0);
 }
 

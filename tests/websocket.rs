@@ -270,7 +270,9 @@ async fn http_api_keys_and_errors() {
     assert_eq!(http_get(h.http, "/metrics", None, "").await.0, 401);
     assert_eq!(http_get(h.http, "/stats", Some("wrong"), "").await.0, 401);
     assert_eq!(
-        http_get(h.http, "/stats", None, "Authorization: Bearer k1\r\n").await.0,
+        http_get(h.http, "/stats", None, "Authorization: Bearer k1\r\n")
+            .await
+            .0,
         200
     );
     let (st, m) = http_get(h.http, "/metrics", Some("k1"), "").await;

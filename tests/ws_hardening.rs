@@ -822,13 +822,28 @@ async fn absurd_arguments_get_clear_errors() {
 /// anonymous access is allowed stays.
 #[tokio::test]
 async fn idle_anonymous_sessions_are_closed_after_the_auth_timeout() {
-    let (dir, cfg) = temp_config("ws-auth-timeout", "[namespaces.pub]\nallow_anonymous = true\n");
-    let h = Herald::start(&["--jwt-hmac-secret", SECRET, "--auth-timeout", "1s", "--config", &cfg]);
+    let (dir, cfg) = temp_config(
+        "ws-auth-timeout",
+        "[namespaces.pub]\nallow_anonymous = true\n",
+    );
+    let h = Herald::start(&[
+        "--jwt-hmac-secret",
+        SECRET,
+        "--auth-timeout",
+        "1s",
+        "--config",
+        &cfg,
+    ]);
     let _ = std::fs::remove_dir_all(dir);
     let started = std::time::Instant::now();
     let mut idle = ws_connect(h.http, None).await;
     let mut open = ws_connect(h.http, None).await;
-    let r = ws_call(&mut open, 1, json!({"op": "subscribe", "channel": "pub:news"})).await;
+    let r = ws_call(
+        &mut open,
+        1,
+        json!({"op": "subscribe", "channel": "pub:news"}),
+    )
+    .await;
     assert_eq!(r["result"], json!({}), "{r}");
     let mut user = ws_connect(h.http, Some(&token("u"))).await;
     let (push, close) = ws_until_close(&mut idle).await;

@@ -491,7 +491,12 @@ impl hyper::service::Service<Request<Incoming>> for RequestService {
             }
             // Idle once the body is out, not now: an unread response is a
             // request still in flight and must not be evicted mid-way.
-            Ok(resp.map(|body| Body::new(EndSignal { body, conn: Some(conn) })))
+            Ok(resp.map(|body| {
+                Body::new(EndSignal {
+                    body,
+                    conn: Some(conn),
+                })
+            }))
         })
     }
 }

@@ -58,31 +58,35 @@ pub fn router(st: AppState, conns: Arc<listener::ConnTable>) -> Router {
         .route("/client/herald.js", get(client_js))
         .route(
             "/stats",
-            get(move |State(st): State<AppState>, headers: header::HeaderMap| async move {
-                if let Err(refused) = api::authorize_stats(&st, &headers) {
-                    return refused;
-                }
-                let body = stats_once.get(|| stats(&st, &conns)).await;
-                ([(header::CONTENT_TYPE, "application/json")], body).into_response()
-            }),
+            get(
+                move |State(st): State<AppState>, headers: header::HeaderMap| async move {
+                    if let Err(refused) = api::authorize_stats(&st, &headers) {
+                        return refused;
+                    }
+                    let body = stats_once.get(|| stats(&st, &conns)).await;
+                    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+                },
+            ),
         )
         .route("/healthz", get(|| async { "ok\n" }))
         .route(
             "/metrics",
-            get(move |State(st): State<AppState>, headers: header::HeaderMap| async move {
-                if let Err(refused) = api::authorize_stats(&st, &headers) {
-                    return refused;
-                }
-                let body = metrics_once.get(|| metrics(&st)).await;
-                (
-                    [(
-                        header::CONTENT_TYPE,
-                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                    )],
-                    body,
-                )
-                    .into_response()
-            }),
+            get(
+                move |State(st): State<AppState>, headers: header::HeaderMap| async move {
+                    if let Err(refused) = api::authorize_stats(&st, &headers) {
+                        return refused;
+                    }
+                    let body = metrics_once.get(|| metrics(&st)).await;
+                    (
+                        [(
+                            header::CONTENT_TYPE,
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        )],
+                        body,
+                    )
+                        .into_response()
+                },
+            ),
         )
         .route("/ws", get(crate::ws::upgrade))
         .route("/api/publish", post(api::publish))

@@ -552,7 +552,11 @@ impl Db {
             let (deadline, k) = (*deadline, k.clone());
             self.pending_order.pop_front();
             self.pending_bytes = self.pending_bytes.saturating_sub(k.len() + 64);
-            if self.pending_epochs.get(&k).is_some_and(|(_, d)| *d == deadline) {
+            if self
+                .pending_epochs
+                .get(&k)
+                .is_some_and(|(_, d)| *d == deadline)
+            {
                 self.pending_epochs.remove(&k);
             }
         }
@@ -683,10 +687,7 @@ impl Db {
     pub fn note_history_append(&mut self, key: Bytes, id: StreamId) {
         // The caller's key is usually a slice of its request, which would
         // stay pinned as long as the entry; the map's copy is shared by all.
-        let key = self
-            .map
-            .get_key_value(&key)
-            .map_or(key, |(k, _)| k.clone());
+        let key = self.map.get_key_value(&key).map_or(key, |(k, _)| k.clone());
         self.history_fifo.push_back((key, id));
         // Entries trimmed by size or age leave stale pointers; compact when
         // they outnumber the live ones.

@@ -135,10 +135,18 @@ mod tests {
         assert!(to_json_data(b"\"\xff\"").is_base64());
         // Text a JSON parser refuses is not JSON: out-of-range numbers,
         // broken escapes, lone surrogates.
-        for t in ["1e2510\t", "\"\\ud8888@\"", "[1, -1e999]", "{\"a\": \"\\uZZZZ\"}"] {
+        for t in [
+            "1e2510\t",
+            "\"\\ud8888@\"",
+            "[1, -1e999]",
+            "{\"a\": \"\\uZZZZ\"}",
+        ] {
             assert_eq!(to_json_data(t.as_bytes()), JsonData::Text(t), "{t}");
         }
-        assert_eq!(json(br#"{"a":[1,2.5,"x",null,true]}"#), r#"{"a":[1,2.5,"x",null,true]}"#);
+        assert_eq!(
+            json(br#"{"a":[1,2.5,"x",null,true]}"#),
+            r#"{"a":[1,2.5,"x",null,true]}"#
+        );
         let v: serde_json::Value = serde_json::json!({"x": [1, "two"]});
         assert_eq!(&from_json_value(&v)[..], br#"{"x":[1,"two"]}"#);
     }

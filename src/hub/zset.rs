@@ -462,7 +462,11 @@ impl ZSet {
             }
             slot += 1;
         }
-        let next = if slot >= self.nodes.len() { 0 } else { slot as u64 };
+        let next = if slot >= self.nodes.len() {
+            0
+        } else {
+            slot as u64
+        };
         (next, out)
     }
 

@@ -333,7 +333,11 @@ impl Session {
     /// patterns, are bounded by `--max-pattern-length`, since they choose
     /// both and matching costs grow with each.
     fn check_name(&self, id: &Value, name: &str) -> bool {
-        let max = self.st.cfg.max_channel_length.min(self.st.cfg.max_pattern_length);
+        let max = self
+            .st
+            .cfg
+            .max_channel_length
+            .min(self.st.cfg.max_pattern_length);
         if name.is_empty() || name.len() > max {
             self.error(
                 id,

@@ -300,10 +300,9 @@ async fn serve(socket: &mut WebSocket, s: &mut Session, batch: &mut VecDeque<Byt
     // Once authentication is configured, a session that holds no token and
     // nothing an open namespace gave it is closed after --auth-timeout, as
     // RESP connections are: idle anonymous sockets must not hold the slots.
-    let mut auth_deadline = (cfg.has_auth()
-        && !cfg.auth_timeout.is_zero()
-        && s.identity == Identity::Anonymous)
-        .then(|| later(TInstant::now(), cfg.auth_timeout));
+    let mut auth_deadline =
+        (cfg.has_auth() && !cfg.auth_timeout.is_zero() && s.identity == Identity::Anonymous)
+            .then(|| later(TInstant::now(), cfg.auth_timeout));
     loop {
         let (broken, behind) = {
             let lag = sink.lag();

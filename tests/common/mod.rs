@@ -75,9 +75,8 @@ impl Herald {
             if let Ok(text) = std::fs::read_to_string(&ready) {
                 let _ = std::fs::remove_file(&ready);
                 let v: serde_json::Value = serde_json::from_str(&text).expect("ready file");
-                let addr = |k: &str| -> SocketAddr {
-                    v[k].as_str().expect(k).parse().expect("address")
-                };
+                let addr =
+                    |k: &str| -> SocketAddr { v[k].as_str().expect(k).parse().expect("address") };
                 return Herald {
                     resp: addr("resp"),
                     http: addr("http"),

@@ -14,7 +14,7 @@ const KR: &[&str] = &["@keyspace", "@read", "@fast"];
 pub const DEL: Command = Command::new("del", -2, "generic", "Deletes one or more keys.", del)
     .flags(&["write"])
     .acl(KW)
-.keys(ALL_WO);
+    .keys(ALL_WO);
 pub const UNLINK: Command = Command::new(
     "unlink",
     -2,

@@ -135,7 +135,12 @@ impl KeySpec {
             } => {
                 let end = args.len().saturating_sub(from_end);
                 if first < end {
-                    out.extend(args[first..end].iter().step_by(step.max(1)).map(|k| (k, access)));
+                    out.extend(
+                        args[first..end]
+                            .iter()
+                            .step_by(step.max(1))
+                            .map(|k| (k, access)),
+                    );
                 }
             }
             KeySpec::NumKeys { at, access } => {

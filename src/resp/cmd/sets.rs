@@ -5,7 +5,6 @@
 //! Keys `__presence__:C` are read-only views of channel C's presence (its
 //! user ids): reads work as on any set, writes get an error.
 
-
 use bytes::Bytes;
 
 use super::{int_arg, Command, KeySpec, ALL_RO, KEY1_RO, KEY1_RW, KEY1_WO, RO, RW, STORE, WO};
@@ -101,7 +100,10 @@ pub const SMOVE: Command = Command::new(
 )
 .flags(&["write", "fast"])
 .acl(W)
-.keys(&[KeySpec::At { at: 1, access: RW }, KeySpec::At { at: 2, access: WO }]);
+.keys(&[
+    KeySpec::At { at: 1, access: RW },
+    KeySpec::At { at: 2, access: WO },
+]);
 pub const SUNION: Command = Command::new(
     "sunion",
     -2,
@@ -176,7 +178,7 @@ pub const SSCAN: Command =
     Command::new("sscan", -3, "set", "Iterates over members of a set.", sscan)
         .flags(&["readonly"])
         .acl(RS)
-.keys(KEY1_RO);
+        .keys(KEY1_RO);
 
 /// Most members a negative SRANDMEMBER/ZRANDMEMBER count may ask for.
 pub(super) const MAX_RANDOM_REPLY: u64 = 1 << 20;
@@ -272,7 +274,9 @@ fn srem(conn: &mut Conn, args: &[Bytes]) {
 }
 
 fn smembers(conn: &mut Conn, args: &[Bytes]) {
-    match with_set(conn, &args[1], |s| s.map(|s| s.members()).unwrap_or_default()) {
+    match with_set(conn, &args[1], |s| {
+        s.map(|s| s.members()).unwrap_or_default()
+    }) {
         Err(_) => wrongtype(conn),
         Ok(members) => write_members(&mut conn.reply(), &members),
     }
@@ -426,7 +430,12 @@ fn srandmember(conn: &mut Conn, args: &[Bytes]) {
                 let mut out = Vec::with_capacity(n);
                 for j in len - n..len {
                     let t = rand_index(j + 1);
-                    let i = if chosen.insert(t) { t } else { chosen.insert(j); j };
+                    let i = if chosen.insert(t) {
+                        t
+                    } else {
+                        chosen.insert(j);
+                        j
+                    };
                     out.extend(at(i));
                 }
                 out

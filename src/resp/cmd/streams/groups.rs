@@ -448,7 +448,11 @@ pub(super) fn xautoclaim(conn: &mut Conn, args: &[Bytes]) {
 
 // ---- XGROUP -------------------------------------------------------------------
 
-pub(super) fn entries_read_opt(conn: &mut Conn, args: &[Bytes], at: usize) -> Result<Option<Option<u64>>, ()> {
+pub(super) fn entries_read_opt(
+    conn: &mut Conn,
+    args: &[Bytes],
+    at: usize,
+) -> Result<Option<Option<u64>>, ()> {
     match &args[at..] {
         [] => Ok(None),
         [k, v] if eq(k, "ENTRIESREAD") => match parse_i64(v) {
@@ -572,7 +576,12 @@ pub(super) fn xgroup_setid(conn: &mut Conn, args: &[Bytes]) {
     }
 }
 
-pub(super) fn group_op(conn: &mut Conn, key: &Bytes, group: &Bytes, f: impl FnOnce(&mut Group) -> i64) {
+pub(super) fn group_op(
+    conn: &mut Conn,
+    key: &Bytes,
+    group: &Bytes,
+    f: impl FnOnce(&mut Group) -> i64,
+) {
     let mut db = conn.server.hub.keyspace.lock();
     let res = match db.stream(key) {
         Err(_) => Err(WrongType.to_string()),

@@ -17,7 +17,9 @@ use read::*;
 
 use bytes::Bytes;
 
-use super::{help_reply, Command, KeySpec, KEY1_RO, KEY1_RW, KEY1_WO, RO, RW, SUBKEY_RO, SUBKEY_WO};
+use super::{
+    help_reply, Command, KeySpec, KEY1_RO, KEY1_RW, KEY1_WO, RO, RW, SUBKEY_RO, SUBKEY_WO,
+};
 use crate::hub::keyspace::WrongType;
 use crate::hub::now_ms;
 use crate::hub::stream::{Consumer, Group, NewId, Pending, Stream, StreamEntry, StreamId, Trim};

@@ -71,7 +71,10 @@ pub(super) fn read_grammar(args: &[Bytes], mut i: usize, group: bool) -> Result<
 /// Where the stream keys of an XREAD (`group == false`) or XREADGROUP
 /// request are: the positions its own grammar gives them, or none when the
 /// request does not parse (it then fails before touching any key).
-pub(in crate::resp::cmd) fn read_key_positions(args: &[Bytes], group: bool) -> std::ops::Range<usize> {
+pub(in crate::resp::cmd) fn read_key_positions(
+    args: &[Bytes],
+    group: bool,
+) -> std::ops::Range<usize> {
     let start = if group {
         if !args.get(1).is_some_and(|a| eq(a, "GROUP")) || args.len() < 4 {
             return 0..0;
@@ -86,7 +89,12 @@ pub(in crate::resp::cmd) fn read_key_positions(args: &[Bytes], group: bool) -> s
     }
 }
 
-pub(super) fn parse_read(conn: &mut Conn, args: &[Bytes], i: usize, group: bool) -> Option<ReadArgs> {
+pub(super) fn parse_read(
+    conn: &mut Conn,
+    args: &[Bytes],
+    i: usize,
+    group: bool,
+) -> Option<ReadArgs> {
     read_grammar(args, i, group)
         .map_err(|msg| err(conn, &msg))
         .ok()
@@ -133,7 +141,12 @@ pub(super) fn full(e: &StreamEntry) -> ReplyEntry {
 }
 
 /// Parks the connection until one of `keys` gets an entry or the timeout.
-pub(super) fn block_on(conn: &mut Conn, args: &[Bytes], r: &ReadArgs, resolved: Vec<(usize, Bytes)>) {
+pub(super) fn block_on(
+    conn: &mut Conn,
+    args: &[Bytes],
+    r: &ReadArgs,
+    resolved: Vec<(usize, Bytes)>,
+) {
     let mut args = args.to_vec();
     for (i, id) in resolved {
         args[i] = id;

@@ -45,88 +45,172 @@ macro_rules! zcmd {
     };
 }
 
-zcmd!(ZADD, "zadd", -4, zadd, &["write", "denyoom", "fast"], W, KEY1_RW);
+zcmd!(
+    ZADD,
+    "zadd",
+    -4,
+    zadd,
+    &["write", "denyoom", "fast"],
+    W,
+    KEY1_RW
+);
 zcmd!(
     ZINCRBY,
     "zincrby",
     4,
     zincrby,
     &["write", "denyoom", "fast"],
-    W, KEY1_RW);
+    W,
+    KEY1_RW
+);
 zcmd!(ZREM, "zrem", -3, zrem, &["write", "fast"], W, KEY1_WO);
-zcmd!(ZSCORE, "zscore", 3, zscore, &["readonly", "fast"], R, KEY1_RO);
-zcmd!(ZMSCORE, "zmscore", -3, zmscore, &["readonly", "fast"], R, KEY1_RO);
+zcmd!(
+    ZSCORE,
+    "zscore",
+    3,
+    zscore,
+    &["readonly", "fast"],
+    R,
+    KEY1_RO
+);
+zcmd!(
+    ZMSCORE,
+    "zmscore",
+    -3,
+    zmscore,
+    &["readonly", "fast"],
+    R,
+    KEY1_RO
+);
 zcmd!(ZRANK, "zrank", -3, zrank, &["readonly", "fast"], R, KEY1_RO);
-zcmd!(ZREVRANK, "zrevrank", -3, zrevrank, &["readonly", "fast"], R, KEY1_RO);
+zcmd!(
+    ZREVRANK,
+    "zrevrank",
+    -3,
+    zrevrank,
+    &["readonly", "fast"],
+    R,
+    KEY1_RO
+);
 zcmd!(ZCARD, "zcard", 2, zcard, &["readonly", "fast"], R, KEY1_RO);
-zcmd!(ZCOUNT, "zcount", 4, zcount, &["readonly", "fast"], R, KEY1_RO);
+zcmd!(
+    ZCOUNT,
+    "zcount",
+    4,
+    zcount,
+    &["readonly", "fast"],
+    R,
+    KEY1_RO
+);
 zcmd!(
     ZLEXCOUNT,
     "zlexcount",
     4,
     zlexcount,
     &["readonly", "fast"],
-    R, KEY1_RO);
+    R,
+    KEY1_RO
+);
 zcmd!(ZRANGE, "zrange", -4, zrange, &["readonly"], RS, KEY1_RO);
-zcmd!(ZREVRANGE, "zrevrange", -4, zrevrange, &["readonly"], RS, KEY1_RO);
+zcmd!(
+    ZREVRANGE,
+    "zrevrange",
+    -4,
+    zrevrange,
+    &["readonly"],
+    RS,
+    KEY1_RO
+);
 zcmd!(
     ZRANGEBYSCORE,
     "zrangebyscore",
     -4,
     zrangebyscore,
     &["readonly"],
-    RS, KEY1_RO);
+    RS,
+    KEY1_RO
+);
 zcmd!(
     ZREVRANGEBYSCORE,
     "zrevrangebyscore",
     -4,
     zrevrangebyscore,
     &["readonly"],
-    RS, KEY1_RO);
+    RS,
+    KEY1_RO
+);
 zcmd!(
     ZRANGEBYLEX,
     "zrangebylex",
     -4,
     zrangebylex,
     &["readonly"],
-    RS, KEY1_RO);
+    RS,
+    KEY1_RO
+);
 zcmd!(
     ZREVRANGEBYLEX,
     "zrevrangebylex",
     -4,
     zrevrangebylex,
     &["readonly"],
-    RS, KEY1_RO);
+    RS,
+    KEY1_RO
+);
 zcmd!(
     ZREMRANGEBYSCORE,
     "zremrangebyscore",
     4,
     zremrangebyscore,
     &["write"],
-    WS, KEY1_WO);
+    WS,
+    KEY1_WO
+);
 zcmd!(
     ZREMRANGEBYRANK,
     "zremrangebyrank",
     4,
     zremrangebyrank,
     &["write"],
-    WS, KEY1_WO);
+    WS,
+    KEY1_WO
+);
 zcmd!(
     ZREMRANGEBYLEX,
     "zremrangebylex",
     4,
     zremrangebylex,
     &["write"],
-    WS, KEY1_WO);
-zcmd!(ZPOPMIN, "zpopmin", -2, zpopmin, &["write", "fast"], W, KEY1_RW);
-zcmd!(ZPOPMAX, "zpopmax", -2, zpopmax, &["write", "fast"], W, KEY1_RW);
+    WS,
+    KEY1_WO
+);
+zcmd!(
+    ZPOPMIN,
+    "zpopmin",
+    -2,
+    zpopmin,
+    &["write", "fast"],
+    W,
+    KEY1_RW
+);
+zcmd!(
+    ZPOPMAX,
+    "zpopmax",
+    -2,
+    zpopmax,
+    &["write", "fast"],
+    W,
+    KEY1_RW
+);
 zcmd!(
     ZRANDMEMBER,
     "zrandmember",
     -2,
     zrandmember,
     &["readonly"],
-    RS, KEY1_RO);
+    RS,
+    KEY1_RO
+);
 zcmd!(ZSCAN, "zscan", -3, zscan, &["readonly"], RS, KEY1_RO);
 zcmd!(
     ZUNIONSTORE,
@@ -134,14 +218,18 @@ zcmd!(
     -4,
     zunionstore,
     &["write", "denyoom"],
-    WS, ZSTORE);
+    WS,
+    ZSTORE
+);
 zcmd!(
     ZINTERSTORE,
     "zinterstore",
     -4,
     zinterstore,
     &["write", "denyoom"],
-    WS, ZSTORE);
+    WS,
+    ZSTORE
+);
 
 const NOT_FLOAT: &str = "ERR value is not a valid float";
 const NOT_INT: &str = "ERR value is not an integer or out of range";

@@ -99,7 +99,12 @@ pub(super) struct RangeReq {
 }
 
 /// Picks `[start, end)` in order (or reversed), then applies LIMIT.
-pub(super) fn pick(z: &ZSet, span: (usize, usize), rev: bool, limit: Option<(i64, i64)>) -> Vec<(Bytes, f64)> {
+pub(super) fn pick(
+    z: &ZSet,
+    span: (usize, usize),
+    rev: bool,
+    limit: Option<(i64, i64)>,
+) -> Vec<(Bytes, f64)> {
     let (start, end) = span;
     let total = end - start;
     let (offset, count) = match limit {

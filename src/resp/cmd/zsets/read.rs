@@ -7,7 +7,11 @@ use super::*;
 
 /// Runs `f` on the sorted set at `key` (None when absent), or replies
 /// WRONGTYPE.
-pub(super) fn read<R>(conn: &mut Conn, key: &[u8], f: impl FnOnce(Option<&ZSet>) -> R) -> Option<R> {
+pub(super) fn read<R>(
+    conn: &mut Conn,
+    key: &[u8],
+    f: impl FnOnce(Option<&ZSet>) -> R,
+) -> Option<R> {
     let hub = conn.server.hub.clone();
     let mut db = hub.keyspace.lock();
     match db.zset(key) {

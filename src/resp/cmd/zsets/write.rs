@@ -134,7 +134,11 @@ pub(super) fn zincrby(conn: &mut Conn, args: &[Bytes]) {
 // ---- removals --------------------------------------------------------------------
 
 /// Removes the members of `span` (computed on the set) and replies the count.
-pub(super) fn remove_span(conn: &mut Conn, key: &Bytes, span: impl FnOnce(&ZSet) -> Option<(usize, usize)>) {
+pub(super) fn remove_span(
+    conn: &mut Conn,
+    key: &Bytes,
+    span: impl FnOnce(&ZSet) -> Option<(usize, usize)>,
+) {
     let hub = conn.server.hub.clone();
     let mut db = hub.keyspace.lock();
     let n = db.with_zset_mut(key, false, |z| match span(z) {
