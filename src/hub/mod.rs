@@ -105,6 +105,23 @@ pub fn blocking<R>(f: impl FnOnce() -> R) -> R {
     }
 }
 
+/// Takes a std lock without stalling the runtime: `try_lock` first, and
+/// only when the lock is held, `lock` inside [`blocking`]. A poisoned lock
+/// is taken anyway (its data stays consistent: no guard is held across a
+/// panic point that could leave it half-written).
+pub(crate) fn acquire<G>(
+    try_lock: impl FnOnce() -> std::sync::TryLockResult<G>,
+    lock: impl FnOnce() -> std::sync::LockResult<G>,
+) -> G {
+    match try_lock() {
+        Ok(g) => g,
+        Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
+        Err(std::sync::TryLockError::WouldBlock) => {
+            blocking(|| lock().unwrap_or_else(|e| e.into_inner()))
+        }
+    }
+}
+
 thread_local! {
     /// Whether this thread holds the transaction gate. The gate is held only
     /// in synchronous code (never across an `.await`), so a thread that
@@ -180,40 +197,26 @@ impl Hub {
     /// Holds the transaction gate shared (a keyspace command, a history
     /// append); `None` when this thread already holds it.
     pub fn gate_shared(&self) -> Option<GateGuard<'_>> {
-        if GATE_HELD.with(|h| h.get()) {
-            return None;
-        }
-        let g = match self.tx_gate.try_read() {
-            Ok(g) => g,
-            Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
-            // An EXEC runs: wait without stalling this worker's other tasks.
-            Err(std::sync::TryLockError::WouldBlock) => {
-                blocking(|| self.tx_gate.read().unwrap_or_else(|e| e.into_inner()))
-            }
-        };
-        GATE_HELD.with(|h| h.set(true));
-        Some(GateGuard {
-            _guard: GateLock::Shared(g),
-        })
+        // Behind an EXEC: wait without stalling this worker's other tasks.
+        self.enter_gate(|g| GateLock::Shared(acquire(|| g.try_read(), || g.read())))
     }
 
     /// Holds the transaction gate exclusively (EXEC); `None` when this
     /// thread already holds it.
     pub fn gate_exclusive(&self) -> Option<GateGuard<'_>> {
+        self.enter_gate(|g| GateLock::Exclusive(acquire(|| g.try_write(), || g.write())))
+    }
+
+    fn enter_gate<'a>(
+        &'a self,
+        take: impl FnOnce(&'a std::sync::RwLock<()>) -> GateLock<'a>,
+    ) -> Option<GateGuard<'a>> {
         if GATE_HELD.with(|h| h.get()) {
             return None;
         }
-        let g = match self.tx_gate.try_write() {
-            Ok(g) => g,
-            Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
-            Err(std::sync::TryLockError::WouldBlock) => {
-                blocking(|| self.tx_gate.write().unwrap_or_else(|e| e.into_inner()))
-            }
-        };
+        let guard = take(&self.tx_gate);
         GATE_HELD.with(|h| h.set(true));
-        Some(GateGuard {
-            _guard: GateLock::Exclusive(g),
-        })
+        Some(GateGuard { _guard: guard })
     }
 
     /// A fresh client id, unique across front ends.
