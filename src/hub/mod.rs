@@ -2,6 +2,7 @@
 //! formats beyond the encode cache the front ends fill.
 
 pub mod broker;
+pub mod data;
 pub mod glob;
 pub mod keyspace;
 pub mod leaderboard;

@@ -1,0 +1,1 @@
+//! Keyspace operations: keys. (Filled in as the RESP command files move their logic here.)

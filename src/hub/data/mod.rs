@@ -1,0 +1,27 @@
+//! The hub's write and read API for keyspace data: one method per data
+//! operation, taking typed arguments (parsed by a front end) and returning
+//! typed results (encoded by a front end). The keyspace lock and the data
+//! types' rules live here and in the types (`hub::stream`, `hub::zset`),
+//! never in a front end: a front end parses, authorizes, calls and encodes,
+//! as mini-redis's `cmd` files do.
+
+mod keys;
+mod sets;
+mod streams;
+mod zsets;
+
+/// Why a data operation failed, in the words Redis uses.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DataError {
+    #[error("WRONGTYPE Operation against a key holding the wrong kind of value")]
+    WrongType,
+    /// Any other error, as the full Redis error line (`ERR no such key`).
+    #[error("{0}")]
+    Other(std::borrow::Cow<'static, str>),
+}
+
+impl From<super::keyspace::WrongType> for DataError {
+    fn from(_: super::keyspace::WrongType) -> Self {
+        DataError::WrongType
+    }
+}

@@ -1,0 +1,1 @@
+//! Keyspace operations: sets. (Filled in as the RESP command files move their logic here.)

@@ -1,0 +1,1 @@
+//! Keyspace operations: streams. (Filled in as the RESP command files move their logic here.)
