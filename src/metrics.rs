@@ -213,8 +213,8 @@ impl Metrics {
             &self.subscriptions.get_or_create(&[("frontend", "ws")]),
             sample.ws_subscriptions,
         );
-        set(&self.channels, hub.registry.channel_count());
-        set(&self.patterns, hub.registry.numpat());
+        set(&self.channels, hub.channel_count());
+        set(&self.patterns, hub.numpat());
         set(&self.rss, crate::rss_bytes().unwrap_or(0) as usize);
         {
             let db = hub.keyspace.lock();

@@ -128,11 +128,16 @@ fn check_channel(st: &AppState, channel: &str) -> Result<(), Response> {
 /// keeps history.
 fn position_json(p: crate::hub::Published) -> Value {
     match p.position {
-        Some((offset, epoch)) => {
-            json!({ "receivers": p.receivers, "offset": offset, "epoch": epoch.to_string() })
+        Some(at) => {
+            json!({ "receivers": p.receivers, "offset": at.offset, "epoch": at.epoch.to_string() })
         }
         None => json!({ "receivers": p.receivers }),
     }
+}
+
+/// A publish the engine refused: nothing was delivered.
+fn engine_error(e: crate::hub::EngineError) -> Response {
+    api_error(StatusCode::SERVICE_UNAVAILABLE, 500, &e.to_string()).into_response()
 }
 
 #[derive(Deserialize)]
@@ -161,7 +166,10 @@ pub async fn publish(
         .publish(b.channel.into_bytes().into(), from_json_value(&b.data));
     st.metrics
         .observe_command("http", "publish", started.elapsed());
-    Json(position_json(n)).into_response()
+    match n {
+        Ok(n) => Json(position_json(n)).into_response(),
+        Err(e) => engine_error(e),
+    }
 }
 
 #[derive(Deserialize)]
@@ -200,7 +208,10 @@ pub async fn broadcast(
             let n = st
                 .hub
                 .publish(c.clone().into_bytes().into(), payload.clone());
-            let mut v = position_json(n);
+            let mut v = match n {
+                Ok(n) => position_json(n),
+                Err(e) => json!({ "error": { "code": 500, "message": e.to_string() } }),
+            };
             v["channel"] = json!(c);
             v
         })
@@ -245,15 +256,15 @@ pub async fn channels(
         )
         .into_response();
     }
-    let reg = &st.hub.registry;
-    let mut names = reg.channels(Space::Global, q.pattern.as_deref().map(str::as_bytes));
+    let hub = &st.hub;
+    let mut names = hub.channels(Space::Global, q.pattern.as_deref().map(str::as_bytes));
     names.sort();
     let list: Vec<Value> = names
         .iter()
         .map(|c| {
             json!({
                 "channel": String::from_utf8_lossy(c),
-                "subscribers": reg.numsub(Space::Global, c),
+                "subscribers": hub.numsub(Space::Global, c),
             })
         })
         .collect();
@@ -282,11 +293,10 @@ pub async fn presence(
         )
         .into_response();
     }
-    Json(crate::ws::protocol::presence_json(
-        &st.hub,
-        channel.as_bytes(),
-    ))
-    .into_response()
+    match crate::ws::protocol::presence_json(&st.hub, channel.as_bytes()) {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => engine_error(e),
+    }
 }
 
 #[derive(Deserialize)]

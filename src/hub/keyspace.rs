@@ -235,6 +235,7 @@ impl Db {
 pub struct Keyspace {
     db: Mutex<Db>,
     watching: Arc<AtomicUsize>,
+    gate: super::gate::TxGate,
 }
 
 impl Default for Keyspace {
@@ -253,6 +254,7 @@ impl Default for Keyspace {
                 ..Db::default()
             }),
             watching,
+            gate: Default::default(),
         }
     }
 }
@@ -265,6 +267,11 @@ impl Keyspace {
     /// not lock again to bump versions: a WATCH registered before its write
     /// is visible here (both go through the lock), and one registered after
     /// already sees the written value.
+    /// The transaction gate (see `hub::gate`).
+    pub fn gate(&self) -> &super::gate::TxGate {
+        &self.gate
+    }
+
     pub fn any_watched(&self) -> bool {
         self.watching.load(AtomicOrdering::Acquire) > 0
     }

@@ -1,8 +1,9 @@
 //! The core: channel registry, fan-out and counters. No sockets, no wire
 //! formats beyond the encode cache the front ends fill.
 
-pub mod broker;
 pub mod data;
+pub mod engine;
+mod gate;
 pub mod glob;
 pub mod keyspace;
 pub mod leaderboard;
@@ -22,6 +23,7 @@ use bytes::Bytes;
 use prometheus_client::metrics::counter::Counter;
 
 use crate::config::Config;
+pub use gate::GateGuard;
 pub use keyspace::{now_ms, Db, Keyspace};
 pub use outbox::{Outbox, OutputLimits, Overflow};
 pub use publication::{Delivery, DeliveryKind, Publication, Subscriber, WireFormat};
@@ -83,15 +85,7 @@ pub struct HistoryPosition {
     pub recoverable: Option<bool>,
 }
 
-/// The result of a publish.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Published {
-    /// Local deliveries (subscribers plus matching subscriber-pattern pairs).
-    pub receivers: usize,
-    /// The message's offset and the stream's epoch, where the channel keeps
-    /// history.
-    pub position: Option<(u64, u64)>,
-}
+pub use engine::{EngineError, Position, Published};
 
 /// Runs `f`, which may block this thread (waiting for a lock a long
 /// command holds, or a long computation), without stalling the runtime: on
@@ -123,46 +117,17 @@ pub(crate) fn acquire<G>(
     }
 }
 
-thread_local! {
-    /// Whether this thread holds the transaction gate. The gate is held only
-    /// in synchronous code (never across an `.await`), so a thread that
-    /// holds it and publishes (a PUBLISH inside EXEC, a presence event of a
-    /// SUBSCRIBE) must not take it again: a std `RwLock` read while a writer
-    /// waits, or any lock while this thread writes, would deadlock.
-    static GATE_HELD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-}
-
-/// The transaction gate, held shared or exclusive by this thread until
-/// dropped.
-pub struct GateGuard<'a> {
-    _guard: GateLock<'a>,
-}
-
-enum GateLock<'a> {
-    Shared(#[allow(dead_code)] std::sync::RwLockReadGuard<'a, ()>),
-    Exclusive(#[allow(dead_code)] std::sync::RwLockWriteGuard<'a, ()>),
-}
-
-impl Drop for GateGuard<'_> {
-    fn drop(&mut self) {
-        GATE_HELD.with(|h| h.set(false));
-    }
-}
-
-/// The hub all front ends share: one registry, one keyspace, one id space,
-/// one set of counters.
+/// The hub all front ends share: one registry, one keyspace, one engine,
+/// one id space, one set of counters. Front ends parse, authorize, call
+/// the hub and encode; the hub owns a client's subscriptions, presence and
+/// leaderboard watches from arrival to `leave_all`, and every publish path.
 pub struct Hub {
-    /// Commands on the keyspace and publishes that append history hold this
-    /// shared; EXEC holds it exclusive, so a transaction runs with no other
-    /// client's command or history append in between. Taken only through
-    /// [`Hub::gate_shared`] and [`Hub::gate_exclusive`].
-    tx_gate: std::sync::RwLock<()>,
-    pub registry: Registry,
-    /// Fan-out beyond the local registry (in-memory by default).
-    pub broker: Box<dyn broker::Broker>,
-    pub keyspace: Keyspace,
-    pub presence: presence::Presence,
-    pub leaderboards: leaderboard::Leaderboards,
+    registry: Arc<Registry>,
+    engine: engine::Engine,
+    /// The keyspace's own commands (sets, sorted sets, streams) go through
+    /// `hub::data`.
+    pub keyspace: Arc<Keyspace>,
+    watchers: leaderboard::Leaderboards,
     pub stats: Stats,
     pub cfg: Arc<Config>,
     next_client_id: AtomicU64,
@@ -175,19 +140,41 @@ impl Default for Hub {
     }
 }
 
+/// A subscription to enter: who, where, and (for an identified client on a
+/// channel) its presence entry.
+pub struct Subscription {
+    pub space: Space,
+    pub channel: Bytes,
+    pub client: ClientId,
+    pub sink: Arc<dyn Subscriber>,
+    pub presence: Option<presence::PresenceEntry>,
+}
+
 impl Hub {
     pub fn new() -> Arc<Hub> {
         Arc::new(Hub::default())
     }
 
+    /// A hub on the in-memory engine (the embedded default).
     pub fn with_config(cfg: Arc<Config>) -> Hub {
+        let max = cfg.history_max_memory;
+        Hub::with_engine(cfg, |keyspace| engine::memory::engine(keyspace, max))
+    }
+
+    /// A hub on the engine `build` makes over the node's keyspace.
+    pub fn with_engine(
+        cfg: Arc<Config>,
+        build: impl FnOnce(Arc<Keyspace>) -> engine::Engine,
+    ) -> Hub {
+        let keyspace = Arc::new(Keyspace::default());
+        let registry = Arc::new(Registry::new());
+        let engine = build(keyspace.clone());
+        engine.broker.start(registry.clone());
         Hub {
-            tx_gate: std::sync::RwLock::new(()),
-            registry: Registry::new(),
-            broker: Box::new(broker::LocalBroker),
-            keyspace: Keyspace::default(),
-            presence: presence::Presence::default(),
-            leaderboards: leaderboard::Leaderboards::default(),
+            registry,
+            engine,
+            keyspace,
+            watchers: leaderboard::Leaderboards::default(),
             stats: Stats::default(),
             cfg,
             next_client_id: AtomicU64::new(1),
@@ -198,26 +185,13 @@ impl Hub {
     /// Holds the transaction gate shared (a keyspace command, a history
     /// append); `None` when this thread already holds it.
     pub fn gate_shared(&self) -> Option<GateGuard<'_>> {
-        // Behind an EXEC: wait without stalling this worker's other tasks.
-        self.enter_gate(|g| GateLock::Shared(acquire(|| g.try_read(), || g.read())))
+        self.keyspace.gate().shared()
     }
 
     /// Holds the transaction gate exclusively (EXEC); `None` when this
     /// thread already holds it.
     pub fn gate_exclusive(&self) -> Option<GateGuard<'_>> {
-        self.enter_gate(|g| GateLock::Exclusive(acquire(|| g.try_write(), || g.write())))
-    }
-
-    fn enter_gate<'a>(
-        &'a self,
-        take: impl FnOnce(&'a std::sync::RwLock<()>) -> GateLock<'a>,
-    ) -> Option<GateGuard<'a>> {
-        if GATE_HELD.with(|h| h.get()) {
-            return None;
-        }
-        let guard = take(&self.tx_gate);
-        GATE_HELD.with(|h| h.set(true));
-        Some(GateGuard { _guard: guard })
+        self.keyspace.gate().exclusive()
     }
 
     /// A fresh client id, unique across front ends.
@@ -230,93 +204,186 @@ impl Hub {
         Stats::add(&self.stats.delivered, n as u64);
     }
 
-    /// Publishes `payload` on `channel` to exact and pattern subscribers,
-    /// appending it first to the channel's history where its namespace keeps
-    /// one (then delivering under the keyspace lock, so offsets arrive in
-    /// order).
-    pub fn publish(&self, channel: Bytes, payload: Bytes) -> Published {
-        let ns = self.cfg.namespace(&channel);
-        if ns.history_size > 0 {
-            // A history append is a keyspace write: EXEC must not see it
-            // half-way through a transaction (XLEN twice in one EXEC).
-            let _gate = self.gate_shared();
-            let mut db = self.keyspace.lock();
-            if let Some((offset, epoch)) = self.append_history(&mut db, &channel, payload.clone()) {
-                let p = Publication::with_offset(channel, payload, offset, epoch);
-                let n = self.broker.publish(&self.registry, &p);
-                drop(db);
-                self.count(n);
-                return Published {
-                    receivers: n,
-                    position: Some((offset, epoch)),
-                };
+    /// The history bounds of `channel`'s namespace; `None` without history.
+    fn history_options(&self, channel: &[u8]) -> Option<engine::HistoryOptions> {
+        let ns = self.cfg.namespace(channel);
+        (ns.history_size > 0).then(|| engine::HistoryOptions {
+            size: ns.history_size as u64,
+            ttl_ms: ns.history_ttl.0.as_millis() as u64,
+        })
+    }
+
+    // ---- subscriptions ---------------------------------------------------
+
+    /// Enters a subscription: the registry first (the caller has queued its
+    /// confirmation already, so it precedes the first message), then the
+    /// engine when it is this node's first subscriber of the channel, then
+    /// presence. False when the client was subscribed already. On an engine
+    /// error nothing stays registered.
+    pub fn subscribe(&self, sub: Subscription) -> Result<bool, EngineError> {
+        let change =
+            self.registry
+                .subscribe_edge(sub.space, sub.channel.clone(), sub.client, sub.sink);
+        self.entered(sub.space, &sub.channel, sub.client, change)?;
+        if let (true, Some(entry)) = (change.changed(), sub.presence) {
+            self.presence_join(&sub.channel, entry);
+        }
+        Ok(change.changed())
+    }
+
+    /// Tells the engine about a first subscriber; undoes the registration
+    /// when it refuses.
+    fn entered(
+        &self,
+        space: Space,
+        channel: &Bytes,
+        client: ClientId,
+        change: registry::Change,
+    ) -> Result<(), EngineError> {
+        if change != registry::Change::Edge {
+            return Ok(());
+        }
+        let interest = match space {
+            Space::Global => engine::Interest::Channel(channel),
+            Space::Shard => engine::Interest::Shard(channel),
+        };
+        if let Err(e) = self.engine.broker.subscribed(interest).wait() {
+            self.registry.unsubscribe(space, channel, client);
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Enters a pattern subscription; false when it was there already.
+    pub fn psubscribe(
+        &self,
+        pattern: Bytes,
+        client: ClientId,
+        sink: Arc<dyn Subscriber>,
+    ) -> Result<bool, EngineError> {
+        let change = self.registry.psubscribe_edge(pattern.clone(), client, sink);
+        if change == registry::Change::Edge {
+            let r = self
+                .engine
+                .broker
+                .subscribed(engine::Interest::Pattern(&pattern))
+                .wait();
+            if let Err(e) = r {
+                self.registry.punsubscribe(&pattern, client);
+                return Err(e);
             }
         }
-        let n = self
-            .broker
-            .publish(&self.registry, &Publication::new(channel, payload));
-        self.count(n);
-        Published {
-            receivers: n,
-            position: None,
+        Ok(change.changed())
+    }
+
+    /// Leaves a channel (and its presence); false when not subscribed.
+    pub fn unsubscribe(&self, space: Space, channel: &[u8], client: ClientId) -> bool {
+        let change = self.registry.unsubscribe_edge(space, channel, client);
+        if change == registry::Change::Edge {
+            let channel = Bytes::copy_from_slice(channel);
+            let interest = match space {
+                Space::Global => engine::Interest::Channel(&channel),
+                Space::Shard => engine::Interest::Shard(&channel),
+            };
+            self.forget(interest);
         }
+        if space == Space::Global {
+            self.presence_leave(channel, client);
+        }
+        change.changed()
+    }
+
+    /// Leaves a pattern; false when not subscribed.
+    pub fn punsubscribe(&self, pattern: &[u8], client: ClientId) -> bool {
+        let change = self.registry.punsubscribe_edge(pattern, client);
+        if change == registry::Change::Edge {
+            let pattern = Bytes::copy_from_slice(pattern);
+            self.forget(engine::Interest::Pattern(&pattern));
+        }
+        change.changed()
+    }
+
+    /// Tells the engine this node's last subscriber of `interest` left. A
+    /// failure only means the node may still receive what nobody here
+    /// wants: logged, not the client's concern.
+    fn forget(&self, interest: engine::Interest<'_>) {
+        if let Err(e) = self.engine.broker.unsubscribed(interest).wait() {
+            tracing::warn!(error = %e, "engine unsubscribe failed");
+        }
+    }
+
+    /// Leaves everything a client holds (disconnect, RESET): channels with
+    /// their presence, shard channels, patterns, leaderboard watches.
+    pub fn leave_all<'a>(
+        &self,
+        client: ClientId,
+        channels: impl IntoIterator<Item = &'a [u8]>,
+        shard_channels: impl IntoIterator<Item = &'a [u8]>,
+        patterns: impl IntoIterator<Item = &'a [u8]>,
+        leaderboards: impl IntoIterator<Item = &'a [u8]>,
+    ) {
+        for c in channels {
+            self.unsubscribe(Space::Global, c, client);
+        }
+        for c in shard_channels {
+            self.unsubscribe(Space::Shard, c, client);
+        }
+        for p in patterns {
+            self.punsubscribe(p, client);
+        }
+        for k in leaderboards {
+            self.watchers.unwatch(k, client);
+        }
+    }
+
+    // ---- publishing --------------------------------------------------------
+
+    /// Publishes `payload` on `channel` to exact and pattern subscribers on
+    /// every node, appending it first to the channel's history where its
+    /// namespace keeps one.
+    pub fn publish(&self, channel: Bytes, payload: Bytes) -> Result<Published, EngineError> {
+        let history = self.history_options(&channel);
+        let p = self
+            .engine
+            .broker
+            .publish(channel, payload, history)
+            .wait()?;
+        self.count(p.receivers);
+        Ok(p)
     }
 
     /// Publishes `payloads` on `channel` in order, as one step (a client's
     /// pipelined PUBLISHes to one channel); returns each one's receivers.
     /// Channels with history go one by one (each takes its offset).
-    pub fn publish_batch(&self, channel: Bytes, payloads: Vec<Bytes>) -> Vec<usize> {
-        if payloads.len() == 1 || self.cfg.namespace(&channel).history_size > 0 {
+    pub fn publish_batch(
+        &self,
+        channel: Bytes,
+        payloads: Vec<Bytes>,
+    ) -> Result<Vec<usize>, EngineError> {
+        if payloads.len() == 1 || self.history_options(&channel).is_some() {
             return payloads
                 .into_iter()
-                .map(|p| self.publish(channel.clone(), p).receivers)
+                .map(|p| self.publish(channel.clone(), p).map(|p| p.receivers))
                 .collect();
         }
-        let pubs: Vec<Publication> = payloads
-            .into_iter()
-            .map(|p| Publication::new(channel.clone(), p))
-            .collect();
-        let counts = self.broker.publish_batch(&self.registry, &pubs);
+        let counts = self.engine.broker.publish_batch(channel, payloads).wait()?;
         Stats::add(&self.stats.published, counts.len() as u64);
         Stats::add(&self.stats.delivered, counts.iter().sum::<usize>() as u64);
-        counts
+        Ok(counts)
     }
 
-    /// Appends to the history stream of `channel` (field `data`), trims it
-    /// to the namespace's size and age, and enforces the global cap. `None`
-    /// when the key holds another type (the message then goes out without
-    /// history).
-    fn append_history(&self, db: &mut Db, channel: &Bytes, payload: Bytes) -> Option<(u64, u64)> {
-        let ns = self.cfg.namespace(channel);
-        let now = now_ms();
-        db.stream_or_create(channel, true).ok()?;
-        let ttl = ns.history_ttl.0.as_millis() as u64;
-        let size = ns.history_size as u64;
-        // A RESP payload is a slice of its whole request; kept for minutes in
-        // history it would pin the request's block and a shared header, so
-        // small payloads get a block of their own.
-        let payload = if payload.len() <= 16 << 10 {
-            Bytes::copy_from_slice(&payload)
-        } else {
-            payload
-        };
-        let fields = vec![(Bytes::from_static(b"data"), payload)];
-        let (id, offset, epoch) = db.with_stream(channel, |s| {
-            let (id, offset) = s.add(NewId::Auto, fields, now).ok()?;
-            trim_history(s, size, ttl, now);
-            Some((id, offset, s.epoch))
-        })??;
-        db.set_expiry(channel, (ttl > 0).then(|| now + ttl));
-        db.note_history_append(channel.clone(), id);
-        db.touch(channel);
-        db.enforce_history_cap(self.cfg.history_max_memory);
-        db.signal(channel);
-        Some((offset, epoch))
+    /// Publishes on a shard channel.
+    pub fn spublish(&self, channel: Bytes, payload: Bytes) -> Result<usize, EngineError> {
+        let n = self.engine.broker.spublish(channel, payload).wait()?;
+        self.count(n);
+        Ok(n)
     }
 
-    /// After an XADD to `key`: where `key` is a channel with history, the
-    /// entry is delivered to its subscribers (payload: the `data` field, or
-    /// a JSON object of all fields).
+    /// After an XADD to `key`, under the keyspace lock: where `key` is a
+    /// channel with history, the entry is delivered to its subscribers
+    /// (payload: the `data` field, or a JSON object of all fields), after
+    /// the stream is accounted for and kept within its bounds as publishes
+    /// keep it.
     pub fn after_xadd(
         &self,
         db: &mut Db,
@@ -326,34 +393,30 @@ impl Hub {
         fields: &[(Bytes, Bytes)],
     ) -> usize {
         db.signal(key);
-        let ns = self.cfg.namespace(key);
-        if ns.history_size == 0 {
+        let Some(opts) = self.history_options(key) else {
             return 0;
-        }
-        // The stream is a channel's history: account for it, keep it within
-        // the namespace's bounds and the global cap, as publishes do.
-        db.mark_history(key);
-        db.note_history_append(key.clone(), id);
-        let ttl = ns.history_ttl.0.as_millis() as u64;
-        let now = now_ms();
-        let epoch = db
-            .with_stream(key, |s| {
-                trim_history(s, ns.history_size as u64, ttl, now);
-                s.epoch
-            })
-            .unwrap_or(0);
-        if ttl > 0 {
-            db.set_expiry(key, Some(now + ttl));
-        }
-        db.enforce_history_cap(self.cfg.history_max_memory);
-        let payload = entry_payload(fields);
-        let n = self.broker.publish(
-            &self.registry,
-            &Publication::with_offset(key.clone(), payload, offset, epoch),
+        };
+        let epoch = engine::memory::MemoryHistory::after_append(
+            db,
+            key,
+            id,
+            opts,
+            self.cfg.history_max_memory,
         );
-        self.count(n);
-        n
+        let p = Publication::with_offset(key.clone(), entry_payload(fields), offset, epoch);
+        match self.engine.broker.deliver_appended(p).wait() {
+            Ok(n) => {
+                self.count(n);
+                n
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "engine delivery of an XADD failed");
+                0
+            }
+        }
     }
+
+    // ---- presence ----------------------------------------------------------
 
     /// Enters a subscription into the channel's presence where its
     /// namespace tracks presence; announces the user's arrival (first
@@ -363,132 +426,126 @@ impl Hub {
         if !ns.presence {
             return;
         }
-        let (user, info, client) = (entry.user.clone(), entry.info.clone(), entry.client);
-        if self.presence.join(channel, entry) && ns.join_leave {
-            self.presence_event(channel, "join", &user, client, info);
+        let event = presence::PresenceEvent {
+            kind: presence::PresenceEventKind::Join,
+            user: entry.user.clone(),
+            client: entry.client,
+            info: entry.info.clone(),
+        };
+        match self.engine.presence.join(channel, entry).wait() {
+            Ok(true) if ns.join_leave => self.presence_event(channel, event),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "engine presence join failed"),
         }
     }
 
     /// Removes a subscription from the channel's presence; announces the
     /// user's departure when it was their last connection.
-    pub fn presence_leave(&self, channel: &[u8], client: ClientId) {
+    fn presence_leave(&self, channel: &[u8], client: ClientId) {
         let ns = self.cfg.namespace(channel);
-        if let Some((entry, last)) = self.presence.leave(channel, client) {
-            if last && ns.join_leave {
-                self.presence_event(channel, "leave", &entry.user, client, entry.info);
-            }
+        if !ns.presence {
+            return;
+        }
+        match self.engine.presence.leave(channel, client).wait() {
+            Ok(Some((entry, true))) if ns.join_leave => self.presence_event(
+                channel,
+                presence::PresenceEvent {
+                    kind: presence::PresenceEventKind::Leave,
+                    user: entry.user,
+                    client,
+                    info: entry.info,
+                },
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "engine presence leave failed"),
         }
     }
 
-    /// Pushes `join`/`leave` to the channel's WebSocket subscribers and
-    /// publishes the event as JSON on `__presence__:C` for RESP subscribers.
-    fn presence_event(
-        &self,
-        channel: &[u8],
-        event: &str,
-        user: &str,
-        client: ClientId,
-        info: Option<serde_json::Value>,
-    ) {
-        let payload = serde_json::json!({
-            "event": event,
-            "user": user,
-            "client": client.to_string(),
-            "info": info,
-        })
-        .to_string();
+    /// Pushes a `join`/`leave` to the channel's subscribers that follow
+    /// presence (WebSocket), and publishes it as JSON on `__presence__:C`
+    /// for RESP subscribers.
+    fn presence_event(&self, channel: &[u8], event: presence::PresenceEvent) {
+        let json = Bytes::from(event.json());
         let channel = Bytes::copy_from_slice(channel);
-        let p = Publication::new(channel.clone(), Bytes::from(payload.clone()));
-        let kind = if event == "join" {
-            DeliveryKind::Join
-        } else {
-            DeliveryKind::Leave
-        };
-        self.registry.deliver_event(&p, kind);
+        if let Err(e) = self
+            .engine
+            .broker
+            .publish_presence(channel.clone(), event)
+            .wait()
+        {
+            tracing::warn!(error = %e, "engine presence event failed");
+        }
         let mut key = presence::PRESENCE_PREFIX.to_vec();
         key.extend_from_slice(&channel);
-        self.publish(Bytes::from(key), Bytes::from(payload));
+        if let Err(e) = self.publish(Bytes::from(key), json) {
+            tracing::warn!(error = %e, "engine presence publish failed");
+        }
     }
 
-    /// The history position of `channel` (its newest offset and its epoch).
-    /// Where nothing was published yet, offset 0 and the epoch the stream
-    /// will have when it is created (`Db::pending_epoch`), so the position
-    /// a subscriber sees stays valid, and no key is created by a reader.
-    /// Only a subscription (`reserve`) makes that promise; a history read
-    /// of such a channel answers the promise if one exists, else epoch 0,
-    /// so reads of made-up channels hold no memory.
-    /// Trims entries past the namespace's age first.
-    pub fn history_position(
+    /// A channel's presence: every client, oldest first.
+    pub fn presence_clients(
         &self,
-        db: &mut Db,
         channel: &[u8],
-        reserve: bool,
-    ) -> Result<(u64, u64), HistoryError> {
-        let ns = self.cfg.namespace(channel);
-        if ns.history_size == 0 {
-            return Err(HistoryError::NotEnabled);
-        }
-        match db.stream(channel) {
-            Err(_) => return Err(HistoryError::WrongType),
-            Ok(None) if reserve => return Ok((0, db.pending_epoch(channel))),
-            Ok(None) => return Ok((0, db.promised_epoch(channel).unwrap_or(0))),
-            Ok(Some(_)) => {}
-        }
-        let ttl = ns.history_ttl.0.as_millis() as u64;
-        let size = ns.history_size as u64;
-        let now = now_ms();
-        db.with_stream(channel, |s| {
-            trim_history(s, size, ttl, now);
-            (s.top_offset(), s.epoch)
-        })
-        .ok_or(HistoryError::WrongType)
+    ) -> Result<Vec<presence::PresenceEntry>, EngineError> {
+        self.engine.presence.clients(channel).wait()
     }
 
-    /// Runs `f` under the keyspace lock with the channel's history position
-    /// and, when `since` (offset, epoch) is given, whether it is
-    /// recoverable: same epoch, not in the future, at most `cap`
+    /// A channel's distinct users, sorted.
+    pub fn presence_users(&self, channel: &[u8]) -> Result<Vec<String>, EngineError> {
+        self.engine.presence.users(channel).wait()
+    }
+
+    /// A channel's (clients, distinct users).
+    pub fn presence_stats(&self, channel: &[u8]) -> Result<(usize, usize), EngineError> {
+        self.engine.presence.stats(channel).wait()
+    }
+
+    // ---- history -----------------------------------------------------------
+
+    /// Reserves the history position of `channel` for a subscription and
+    /// runs `f` with it and, when `since` (offset, epoch) is given, whether
+    /// it is recoverable: same epoch, not in the future, at most `cap`
     /// publications behind, and every publication after it still kept. No
-    /// publish to the channel can come between the check and `f` (which
-    /// registers a subscription, say); `f` must be short and must not
-    /// take the keyspace lock.
+    /// publish to the channel is delivered on this node between the check
+    /// and `f` (which registers the subscription); `f` must be short and
+    /// must not call into the hub's keyspace.
     pub fn with_history_position<R>(
         &self,
         channel: &[u8],
         since: Option<(u64, u64)>,
         cap: usize,
-        f: impl FnOnce(HistoryPosition) -> R,
-    ) -> Result<R, HistoryError> {
-        let mut db = self.keyspace.lock();
-        let (top, epoch) = self.history_position(&mut db, channel, true)?;
-        let recoverable = since.map(|(offset, e)| {
-            e == epoch
-                && offset <= top
-                && top - offset <= cap as u64
-                && match db.stream(channel) {
-                    Ok(Some(s)) => s.since_offset(offset, 0).is_some(),
-                    // Nothing published yet (the epoch is the one promised
-                    // to subscribers): nothing can have been missed.
-                    Ok(None) => offset == 0,
-                    Err(_) => false,
-                }
-        });
-        Ok(f(HistoryPosition {
-            top,
-            epoch,
-            recoverable,
-        }))
+        f: impl FnOnce(HistoryPosition) -> R + Send,
+    ) -> Result<R, HistoryError>
+    where
+        R: Send,
+    {
+        let opts = self
+            .history_options(channel)
+            .ok_or(HistoryError::NotEnabled)?;
+        let since = since.map(|(offset, epoch)| Position { offset, epoch });
+        let mut f = Some(f);
+        let mut out = None;
+        let mut then = |at: HistoryPosition| {
+            if let Some(f) = f.take() {
+                out = Some(f(at));
+            }
+        };
+        self.engine
+            .history
+            .position_then(channel, opts, since, cap, &mut then)
+            .wait()?;
+        out.ok_or(HistoryError::Unrecoverable)
     }
 
     /// One step of a replay: the publications of `channel` after offset
     /// `after`, at most `max_entries` and (past the first) `max_bytes` of
-    /// payload, if the stream still has epoch `epoch` and keeps every one
-    /// of them; `Err(Unrecoverable)` otherwise. The keyspace lock is held
-    /// only to clone the entries (reference counts, no copy): encoding them
-    /// is the caller's, outside it, so a large replay taken step by step
+    /// payload, if the history still has epoch `epoch` and keeps every one
+    /// of them; `Err(Unrecoverable)` otherwise. Encoding them is the
+    /// caller's, outside any lock, so a large replay taken step by step
     /// never makes other clients wait long.
     ///
     /// When the step reaches the newest entry, `at_end(top)` runs before
-    /// the lock is released: publishes to the channel come after it (the
+    /// any later publication of the channel is delivered on this node (the
     /// caller switches its subscriber from replay to live there).
     pub fn history_chunk(
         &self,
@@ -497,45 +554,18 @@ impl Hub {
         epoch: u64,
         max_entries: usize,
         max_bytes: usize,
-        at_end: impl FnOnce(u64),
+        mut at_end: impl FnMut(u64) + Send,
     ) -> Result<Vec<(u64, Bytes)>, HistoryError> {
-        let mut db = self.keyspace.lock();
-        if after == 0 && matches!(db.stream(channel), Ok(None)) {
-            // Nothing published yet: the replay is empty and ends here.
-            at_end(0);
-            return Ok(Vec::new());
-        }
-        let s = match db.stream(channel) {
-            Ok(Some(s)) if s.epoch == epoch => s,
-            _ => return Err(HistoryError::Unrecoverable),
-        };
-        let entries = s
-            .since_offset(after, max_entries)
-            .ok_or(HistoryError::Unrecoverable)?;
-        let mut chunk = Vec::with_capacity(entries.len());
-        let mut bytes = 0usize;
-        for e in entries {
-            // At least one entry, so that a caller always progresses.
-            if bytes >= max_bytes && !chunk.is_empty() {
-                break;
-            }
-            let payload = entry_payload(&e.fields);
-            bytes = bytes.saturating_add(payload.len());
-            chunk.push((e.offset, payload));
-        }
-        let top = s.top_offset();
-        if chunk.last().map_or(after, |(o, _)| *o) == top {
-            at_end(top);
-        }
-        Ok(chunk)
+        self.engine
+            .history
+            .chunk(channel, after, epoch, max_entries, max_bytes, &mut at_end)
+            .wait()
     }
 
     /// The payload bytes of up to `max_entries` publications of `channel`
-    /// after offset `after`, and the last offset counted, if the stream
+    /// after offset `after`, and the last offset counted, if the history
     /// still has epoch `epoch` and keeps every one of them (sizing a replay
-    /// step by step, without copying anything under the keyspace lock).
-    /// Entries without a `data` field count their fields as the JSON
-    /// object they are delivered as, before escaping.
+    /// before it starts, without copying anything).
     pub fn history_bytes(
         &self,
         channel: &[u8],
@@ -543,32 +573,10 @@ impl Hub {
         epoch: u64,
         max_entries: usize,
     ) -> Result<(usize, u64), HistoryError> {
-        let mut db = self.keyspace.lock();
-        if after == 0 && matches!(db.stream(channel), Ok(None)) {
-            return Ok((0, 0));
-        }
-        let s = match db.stream(channel) {
-            Ok(Some(s)) if s.epoch == epoch => s,
-            _ => return Err(HistoryError::Unrecoverable),
-        };
-        let entries = s
-            .since_offset(after, max_entries)
-            .ok_or(HistoryError::Unrecoverable)?;
-        let mut bytes = 0usize;
-        for e in &entries {
-            let len = match e.fields.iter().find(|(f, _)| &f[..] == b"data") {
-                Some((_, v)) => v.len(),
-                None => {
-                    2 + e
-                        .fields
-                        .iter()
-                        .map(|(f, v)| f.len() + v.len() + 6)
-                        .sum::<usize>()
-                }
-            };
-            bytes = bytes.saturating_add(len);
-        }
-        Ok((bytes, entries.last().map_or(after, |e| e.offset)))
+        self.engine
+            .history
+            .size(channel, after, epoch, max_entries)
+            .wait()
     }
 
     /// A page of a channel's history: entries after `since` (when given,
@@ -581,34 +589,17 @@ impl Hub {
         limit: usize,
         reverse: bool,
     ) -> Result<HistoryPage, HistoryError> {
-        let mut db = self.keyspace.lock();
-        let (top, epoch) = self.history_position(&mut db, channel, false)?;
-        let after = match since {
-            Some((offset, e)) => {
-                let s = db.stream(channel).ok().flatten();
-                let intact = e == epoch
-                    && offset <= top
-                    && s.is_none_or(|s| s.since_offset(offset, 0).is_some());
-                if !intact {
-                    return Err(HistoryError::Unrecoverable);
-                }
-                Some(offset)
-            }
-            None => None,
-        };
-        let s = db.stream(channel).map_err(|_| HistoryError::WrongType)?;
-        let entries = s.map_or_else(Vec::new, |s| {
-            s.history(after, limit, reverse)
-                .into_iter()
-                .map(|e| (e.offset, entry_payload(&e.fields)))
-                .collect()
-        });
-        Ok(HistoryPage {
-            entries,
-            top,
-            epoch,
-        })
+        let opts = self
+            .history_options(channel)
+            .ok_or(HistoryError::NotEnabled)?;
+        let since = since.map(|(offset, epoch)| Position { offset, epoch });
+        self.engine
+            .history
+            .read(channel, opts, since, limit, reverse)
+            .wait()
     }
+
+    // ---- leaderboards ------------------------------------------------------
 
     /// The top `n` of the sorted set at `key`, best first, and a user's own
     /// rank (0 = best) and score.
@@ -618,35 +609,38 @@ impl Hub {
         n: usize,
         user: Option<&str>,
     ) -> (Vec<leaderboard::Entry>, leaderboard::Own) {
-        let mut db = self.keyspace.lock();
-        let Ok(Some(z)) = db.zset(key) else {
-            return (Vec::new(), None);
-        };
-        let len = z.len();
-        let mut top = z.range_by_rank(len - n.min(len), len);
-        top.reverse();
-        let own = user.and_then(|u| {
-            let r = z.rank(u.as_bytes())?;
-            Some((len - 1 - r, z.score(u.as_bytes())?))
-        });
-        (top, own)
+        self.engine.leaderboards.top(key, n, user).wait()
     }
 
-    /// One leaderboard tick: for every sorted set written since the last
+    /// Starts pushing the top `top` of `key` to `sink` (its first view goes
+    /// at the next tick).
+    pub fn leaderboard_watch(
+        &self,
+        key: Bytes,
+        client: ClientId,
+        sink: Arc<dyn leaderboard::LeaderboardSink>,
+        top: usize,
+        user: Option<String>,
+        first: Vec<leaderboard::Entry>,
+    ) {
+        self.watchers
+            .watch(key.clone(), client, sink, top, user, first);
+        self.watchers.mark(&key);
+    }
+
+    /// Stops pushing `key` to `client`; false when it did not watch it.
+    pub fn leaderboard_unwatch(&self, key: &[u8], client: ClientId) -> bool {
+        self.watchers.unwatch(key, client)
+    }
+
+    /// One leaderboard tick: for every sorted set changed since the last
     /// tick, pushes the new top N to watchers whose view changed, and
     /// publishes the top `resp_top` on `__leaderboard__:K` when it changed.
     pub fn leaderboard_tick(&self, resp_top: usize) {
-        let (removed, written) = {
-            let mut db = self.keyspace.lock();
-            (
-                std::mem::take(&mut db.zsets_removed),
-                std::mem::take(&mut db.zsets_written),
-            )
-        };
-        for key in removed.iter().chain(written.iter()) {
-            self.leaderboards.mark(key);
+        for key in self.engine.leaderboards.take_changed() {
+            self.watchers.mark(&key);
         }
-        for (key, watch_top) in self.leaderboards.take_dirty() {
+        for (key, watch_top) in self.watchers.take_dirty() {
             let channel = leaderboard::leaderboard_channel(&key);
             let resp_listeners =
                 self.registry.numsub(Space::Global, &channel) > 0 || self.registry.numpat() > 0;
@@ -656,12 +650,12 @@ impl Hub {
             }
             let (entries, _) = self.leaderboard_top(&key, n, None);
             if watch_top > 0 {
-                self.leaderboards.deliver(&key, &entries, |user| {
+                self.watchers.deliver(&key, &entries, |user| {
                     self.leaderboard_top(&key, 0, Some(user)).1
                 });
             }
             let resp_view = &entries[..resp_top.min(entries.len())];
-            if resp_listeners && self.leaderboards.changed_for_resp(&key, resp_view) {
+            if resp_listeners && self.watchers.changed_for_resp(&key, resp_view) {
                 let json = serde_json::json!({
                     "key": String::from_utf8_lossy(&key),
                     "entries": resp_view
@@ -669,16 +663,38 @@ impl Hub {
                         .map(|(m, s)| serde_json::json!({"member": String::from_utf8_lossy(m), "score": s}))
                         .collect::<Vec<_>>(),
                 });
-                self.publish(channel, Bytes::from(json.to_string()));
+                if let Err(e) = self.publish(channel, Bytes::from(json.to_string())) {
+                    tracing::warn!(error = %e, "leaderboard publish failed");
+                }
             }
         }
     }
 
-    /// Publishes on a shard channel.
-    pub fn spublish(&self, channel: Bytes, payload: Bytes) -> usize {
-        let n = self.registry.spublish(&Publication::new(channel, payload));
-        self.count(n);
-        n
+    // ---- introspection -----------------------------------------------------
+
+    /// Active channels of a space, optionally filtered by a glob. Unordered.
+    pub fn channels(&self, space: Space, pattern: Option<&[u8]>) -> Vec<Bytes> {
+        self.registry.channels(space, pattern)
+    }
+
+    /// Number of channels with subscribers.
+    pub fn channel_count(&self) -> usize {
+        self.registry.channel_count()
+    }
+
+    /// Local subscribers of a channel.
+    pub fn numsub(&self, space: Space, channel: &[u8]) -> usize {
+        self.registry.numsub(space, channel)
+    }
+
+    /// Distinct subscribed patterns.
+    pub fn numpat(&self) -> usize {
+        self.registry.numpat()
+    }
+
+    /// Every subscribed pattern. Unordered.
+    pub fn patterns(&self) -> Vec<Bytes> {
+        self.registry.patterns()
     }
 }
 
@@ -698,13 +714,4 @@ pub fn entry_payload(fields: &[(Bytes, Bytes)]) -> Bytes {
         })
         .collect();
     Bytes::from(serde_json::Value::Object(obj).to_string())
-}
-
-/// Trims a history stream to `size` entries and drops entries older than
-/// `ttl_ms` (0: no age limit).
-pub fn trim_history(s: &mut Stream, size: u64, ttl_ms: u64, now: u64) {
-    s.trim(Trim::MaxLen(size), false, 0);
-    if ttl_ms > 0 && now > ttl_ms {
-        s.trim(Trim::MinId(StreamId::new(now - ttl_ms, 0)), false, 0);
-    }
 }

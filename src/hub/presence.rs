@@ -29,6 +29,44 @@ struct ChannelPresence {
     users: HashMap<String, usize>,
 }
 
+/// Whether a user arrived or left.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PresenceEventKind {
+    Join,
+    Leave,
+}
+
+/// A user's first connection arrived on a channel (join) or their last
+/// one left (leave).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PresenceEvent {
+    pub kind: PresenceEventKind,
+    pub user: String,
+    pub client: ClientId,
+    pub info: Option<Value>,
+}
+
+impl PresenceEvent {
+    pub fn name(&self) -> &'static str {
+        match self.kind {
+            PresenceEventKind::Join => "join",
+            PresenceEventKind::Leave => "leave",
+        }
+    }
+
+    /// The event as RESP clients read it on `__presence__:C`:
+    /// `{"event", "user", "client", "info"}`.
+    pub fn json(&self) -> String {
+        serde_json::json!({
+            "event": self.name(),
+            "user": self.user,
+            "client": self.client.to_string(),
+            "info": self.info,
+        })
+        .to_string()
+    }
+}
+
 /// The presence of every channel.
 #[derive(Default)]
 pub struct Presence {

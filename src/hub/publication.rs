@@ -68,11 +68,6 @@ pub enum DeliveryKind {
     PMessage,
     /// The subscriber is subscribed to the shard channel.
     SMessage,
-    /// A user joined the channel's presence (payload: the JSON event).
-    /// Only front ends that push presence events encode it.
-    Join,
-    /// A user left the channel's presence.
-    Leave,
 }
 
 /// One publication on its way to subscribers, with the encode cache that
@@ -131,6 +126,11 @@ pub trait Subscriber: Send + Sync + 'static {
     /// Queues the delivery for the client. Must not block or await: it runs
     /// inside the publisher's call with registry locks held.
     fn deliver(&self, delivery: &Delivery<'_>);
+
+    /// Queues a presence event of a channel the client is subscribed to.
+    /// Front ends that push join/leave implement it (RESP clients follow
+    /// `__presence__:C` instead). Same rules as [`Subscriber::deliver`].
+    fn presence(&self, _channel: &[u8], _event: &super::presence::PresenceEvent) {}
 
     /// Queues several deliveries in order, as one step where the sink can
     /// (one lock, one wake-up). Same rules as [`Subscriber::deliver`].

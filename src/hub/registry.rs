@@ -31,6 +31,7 @@ use bytes::Bytes;
 use dashmap::DashMap;
 
 use super::glob::Glob;
+use super::presence::PresenceEvent;
 use super::publication::{Delivery, DeliveryKind, EncodeCache, Publication, Subscriber};
 
 /// Identifies a connection across front ends.
@@ -298,6 +299,31 @@ pub struct Registry {
     patterns: RwLock<PatternIndex>,
 }
 
+/// What a subscribe or unsubscribe changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// Nothing: already subscribed, or not subscribed.
+    Unchanged,
+    /// The client arrived or left; others remain subscribed.
+    Changed,
+    /// The client arrived as the first subscriber, or left as the last.
+    Edge,
+}
+
+impl Change {
+    fn of(changed: bool, edge: bool) -> Change {
+        match (changed, edge) {
+            (false, _) => Change::Unchanged,
+            (true, false) => Change::Changed,
+            (true, true) => Change::Edge,
+        }
+    }
+
+    pub fn changed(self) -> bool {
+        self != Change::Unchanged
+    }
+}
+
 /// Which of the two channel spaces: Redis keeps shard channels (SSUBSCRIBE,
 /// SPUBLISH) apart from ordinary ones.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -326,18 +352,39 @@ impl Registry {
         id: ClientId,
         sink: Arc<dyn Subscriber>,
     ) -> bool {
-        self.map(space).entry(channel).or_default().add(id, sink)
+        self.subscribe_edge(space, channel, id, sink).changed()
+    }
+
+    /// [`Registry::subscribe`], telling also whether `id` is the channel's
+    /// first subscriber.
+    pub fn subscribe_edge(
+        &self,
+        space: Space,
+        channel: Bytes,
+        id: ClientId,
+        sink: Arc<dyn Subscriber>,
+    ) -> Change {
+        let mut subs = self.map(space).entry(channel).or_default();
+        let first = subs.is_empty();
+        Change::of(subs.add(id, sink), first)
     }
 
     /// Removes `id` from `channel`; the entry goes when it was the last.
     pub fn unsubscribe(&self, space: Space, channel: &[u8], id: ClientId) -> bool {
+        self.unsubscribe_edge(space, channel, id).changed()
+    }
+
+    /// [`Registry::unsubscribe`], telling also whether `id` was the
+    /// channel's last subscriber.
+    pub fn unsubscribe_edge(&self, space: Space, channel: &[u8], id: ClientId) -> Change {
         let map = self.map(space);
-        let mut removed = false;
+        let (mut removed, mut last) = (false, false);
         map.remove_if_mut(channel, |_, subs| {
             removed = subs.remove(id);
-            subs.is_empty()
+            last = subs.is_empty();
+            last
         });
-        removed
+        Change::of(removed, last)
     }
 
     fn patterns_read(&self) -> std::sync::RwLockReadGuard<'_, PatternIndex> {
@@ -350,13 +397,24 @@ impl Registry {
 
     /// Adds `id` as a subscriber of `pattern`; false if it already was one.
     pub fn psubscribe(&self, pattern: Bytes, id: ClientId, sink: Arc<dyn Subscriber>) -> bool {
+        self.psubscribe_edge(pattern, id, sink).changed()
+    }
+
+    /// [`Registry::psubscribe`], telling also whether `id` is the
+    /// pattern's first subscriber.
+    pub fn psubscribe_edge(
+        &self,
+        pattern: Bytes,
+        id: ClientId,
+        sink: Arc<dyn Subscriber>,
+    ) -> Change {
         let glob = Glob::new(&pattern);
         let mut idx = self.patterns_write();
         let node = idx.root.find_mut(index_key(&glob));
         if let Some(i) = node.patterns.position(&pattern[..]) {
             return match node.patterns.list.get_mut(i) {
-                Some(p) => p.subs.add(id, sink),
-                None => false,
+                Some(p) => Change::of(p.subs.add(id, sink), false),
+                None => Change::Unchanged,
             };
         }
         node.patterns.push(PatternEntry {
@@ -365,18 +423,24 @@ impl Registry {
             subs: Subscribers::one(id, sink),
         });
         idx.count += 1;
-        true
+        Change::Edge
     }
 
     /// Removes `id` from `pattern`; the pattern goes when it was the last.
     pub fn punsubscribe(&self, pattern: &[u8], id: ClientId) -> bool {
+        self.punsubscribe_edge(pattern, id).changed()
+    }
+
+    /// [`Registry::punsubscribe`], telling also whether `id` was the
+    /// pattern's last subscriber.
+    pub fn punsubscribe_edge(&self, pattern: &[u8], id: ClientId) -> Change {
         let glob = Glob::new(pattern);
         let mut idx = self.patterns_write();
         let (removed, gone) = idx.root.remove(index_key(&glob), pattern, id);
         if gone {
             idx.count -= 1;
         }
-        removed
+        Change::of(removed, gone)
     }
 
     /// Delivers `publication` to the subscribers of its channel, then to those
@@ -450,11 +514,10 @@ impl Registry {
     }
 
     /// Delivers a presence event to the exact subscribers of its channel.
-    pub fn deliver_event(&self, publication: &Publication, kind: DeliveryKind) {
-        if let Some(subs) = self.channels.get(&publication.channel) {
-            let d = Delivery::direct(publication, kind);
+    pub fn deliver_presence(&self, channel: &[u8], event: &PresenceEvent) {
+        if let Some(subs) = self.channels.get(channel) {
             for e in subs.iter() {
-                e.sink.deliver(&d);
+                e.sink.presence(channel, event);
             }
         }
     }
@@ -504,6 +567,24 @@ impl Registry {
         let mut out = Vec::new();
         self.patterns_read().root.collect(&mut out);
         out
+    }
+}
+
+impl super::engine::BrokerHandler for Registry {
+    fn on_publication(&self, publication: &Publication) -> usize {
+        self.publish(publication)
+    }
+
+    fn on_publications(&self, publications: &[Publication]) -> Vec<usize> {
+        self.publish_batch(publications)
+    }
+
+    fn on_shard_publication(&self, publication: &Publication) -> usize {
+        self.spublish(publication)
+    }
+
+    fn on_presence(&self, channel: &[u8], event: &PresenceEvent) {
+        self.deliver_presence(channel, event)
     }
 }
 

@@ -26,7 +26,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::auth::Authenticator;
 use crate::config::Config;
-use crate::hub::{ClientId, Delivery, DeliveryKind, Hub, Outbox, Stats, Subscriber, WireFormat};
+use crate::hub::{ClientId, Delivery, Hub, Outbox, Stats, Subscriber, WireFormat};
 
 /// What every RESP connection shares.
 pub struct RespServer {
@@ -61,10 +61,6 @@ impl RespSink {
 
 impl Subscriber for RespSink {
     fn deliver(&self, d: &Delivery<'_>) {
-        if matches!(d.kind, DeliveryKind::Join | DeliveryKind::Leave) {
-            // RESP clients follow presence on `__presence__:C` instead.
-            return;
-        }
         let fmt = self.format();
         // A refused push means the outbox overflowed or closed; the
         // connection task sees that and disconnects the client.
@@ -73,12 +69,6 @@ impl Subscriber for RespSink {
     }
 
     fn deliver_batch(&self, ds: &[Delivery<'_>]) {
-        if ds
-            .iter()
-            .any(|d| matches!(d.kind, DeliveryKind::Join | DeliveryKind::Leave))
-        {
-            return ds.iter().for_each(|d| self.deliver(d));
-        }
         let fmt = self.format();
         self.outbox.push_refs(
             ds.iter()

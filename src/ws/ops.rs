@@ -16,7 +16,7 @@ use super::protocol::{self as proto, Command, DisconnectCode, ErrorCode};
 use super::session::{expiry_instant, Session};
 use crate::auth::{Identity, TokenError};
 use crate::hub::presence::PresenceEntry;
-use crate::hub::{HistoryError, Space, Stats};
+use crate::hub::{HistoryError, Space, Stats, Subscription};
 
 /// Smallest reply held to the global output budget: acknowledgements and
 /// errors cost less than refusing them would.
@@ -257,10 +257,9 @@ impl Session {
             "unsubscribe" => {
                 let a = parse!(proto::ChannelArgs);
                 if self.channels.remove(&a.channel) {
-                    let hub = &self.st.hub;
-                    hub.registry
+                    self.st
+                        .hub
                         .unsubscribe(Space::Global, a.channel.as_bytes(), self.id);
-                    hub.presence_leave(a.channel.as_bytes(), self.id);
                     self.sink.lag().forget(a.channel.as_bytes());
                     self.st.ws.subscriptions.fetch_sub(1, Ordering::Relaxed);
                 }
@@ -269,10 +268,7 @@ impl Session {
             "punsubscribe" => {
                 let a = parse!(proto::PatternArgs);
                 if self.patterns.remove(&a.pattern) {
-                    self.st
-                        .hub
-                        .registry
-                        .punsubscribe(a.pattern.as_bytes(), self.id);
+                    self.st.hub.punsubscribe(a.pattern.as_bytes(), self.id);
                     self.st.ws.subscriptions.fetch_sub(1, Ordering::Relaxed);
                 }
                 self.send(proto::reply(id, json!({})));
@@ -297,16 +293,23 @@ impl Session {
                 } else if cmd.op == "presence" {
                     // A crowded channel's presence is a large reply: about
                     // 64 bytes a client before the user ids and infos.
-                    let (clients, _) = self.st.hub.presence.stats(ch);
-                    self.send_large(id, clients.saturating_mul(64), || {
-                        proto::reply(id, proto::presence_json(&self.st.hub, ch))
-                    });
+                    match self.st.hub.presence_stats(ch) {
+                        Ok((clients, _)) => self.send_large(id, clients.saturating_mul(64), || {
+                            match proto::presence_json(&self.st.hub, ch) {
+                                Ok(v) => proto::reply(id, v),
+                                Err(e) => proto::error(id, ErrorCode::Internal, &e.to_string()),
+                            }
+                        }),
+                        Err(e) => self.error(id, ErrorCode::Internal, &e.to_string()),
+                    }
                 } else {
-                    let (clients, users) = self.st.hub.presence.stats(ch);
-                    self.send(proto::reply(
-                        id,
-                        json!({ "clients": clients, "users": users }),
-                    ));
+                    match self.st.hub.presence_stats(ch) {
+                        Ok((clients, users)) => self.send(proto::reply(
+                            id,
+                            json!({ "clients": clients, "users": users }),
+                        )),
+                        Err(e) => self.error(id, ErrorCode::Internal, &e.to_string()),
+                    }
                 }
             }
             "history" => {
@@ -320,7 +323,7 @@ impl Session {
             "leaderboard_unsubscribe" => {
                 let a = parse!(proto::KeyArgs);
                 if self.leaderboards.remove(&a.key) {
-                    self.st.hub.leaderboards.unwatch(a.key.as_bytes(), self.id);
+                    self.st.hub.leaderboard_unwatch(a.key.as_bytes(), self.id);
                 }
                 self.send(proto::reply(id, json!({})));
             }
@@ -451,11 +454,16 @@ impl Session {
                 self.sink
                     .lag()
                     .track(key.clone(), at.epoch, last, last < at.top);
-                hub.registry
-                    .subscribe(Space::Global, key.clone(), self.id, self.sink.clone());
+                hub.subscribe(self.subscription(&key, false))
             });
-            if registered.is_ok() {
-                self.enter_presence(&key);
+            if let Ok(entered) = registered {
+                if let Err(e) = entered {
+                    self.sink.lag().forget(&key);
+                    return self.error(id, ErrorCode::Internal, &e.to_string());
+                }
+                if let Some(entry) = self.presence_entry() {
+                    hub.presence_join(&key, entry);
+                }
                 self.channels.insert(name);
                 self.st.ws.subscriptions.fetch_add(1, Ordering::Relaxed);
                 return;
@@ -463,13 +471,18 @@ impl Session {
         }
         // Reply first: it must precede the first message.
         self.send(proto::reply(id, json!({})));
-        let reg = &self.st.hub.registry;
+        let hub = &self.st.hub;
+        let entered = if pattern {
+            hub.psubscribe(key, self.id, self.sink.clone())
+        } else {
+            hub.subscribe(self.subscription(&key, true))
+        };
+        if let Err(e) = entered {
+            return self.error(id, ErrorCode::Internal, &e.to_string());
+        }
         if pattern {
-            reg.psubscribe(key, self.id, self.sink.clone());
             self.patterns.insert(name);
         } else {
-            reg.subscribe(Space::Global, key.clone(), self.id, self.sink.clone());
-            self.enter_presence(&key);
             self.channels.insert(name);
         }
         self.st.ws.subscriptions.fetch_add(1, Ordering::Relaxed);
@@ -500,7 +513,9 @@ impl Session {
         if let Err(why) = self.admit(reply.len()) {
             return self.refuse(id, why, reply.len());
         }
-        hub.leaderboards.watch(
+        // A tick between the read and the registration would be missed:
+        // the watch marks the key so the next tick compares once more.
+        hub.leaderboard_watch(
             Bytes::copy_from_slice(key),
             self.id,
             self.sink.clone(),
@@ -508,25 +523,33 @@ impl Session {
             user,
             entries,
         );
-        // A tick between the read and the registration would be missed:
-        // mark the key so the next tick compares once more.
-        hub.leaderboards.mark(&Bytes::copy_from_slice(key));
         self.leaderboards.insert(a.key.clone());
         self.send(reply);
     }
 
-    /// Identified clients enter the presence of channels that track it.
-    fn enter_presence(&self, channel: &Bytes) {
-        if let Identity::User(c) = &self.identity {
-            self.st.hub.presence_join(
-                channel,
-                PresenceEntry {
-                    client: self.id,
-                    user: c.sub.clone(),
-                    info: c.info.clone(),
-                    joined: crate::hub::now_ms() / 1000,
-                },
-            );
+    /// Identified clients enter the presence of the channels they
+    /// subscribe to (where their namespace tracks it).
+    fn presence_entry(&self) -> Option<PresenceEntry> {
+        match &self.identity {
+            Identity::User(c) => Some(PresenceEntry {
+                client: self.id,
+                user: c.sub.clone(),
+                info: c.info.clone(),
+                joined: crate::hub::now_ms() / 1000,
+            }),
+            _ => None,
+        }
+    }
+
+    /// This session's subscription to `channel`, with its presence entry
+    /// when `presence`.
+    fn subscription(&self, channel: &Bytes, presence: bool) -> Subscription {
+        Subscription {
+            space: Space::Global,
+            channel: channel.clone(),
+            client: self.id,
+            sink: self.sink.clone(),
+            presence: presence.then(|| self.presence_entry()).flatten(),
         }
     }
 
@@ -604,9 +627,13 @@ impl Session {
             self.publishes.push_back(now);
         }
         let payload = crate::hub::payload::from_json_value(&a.data);
-        self.st
+        match self
+            .st
             .hub
-            .publish(Bytes::copy_from_slice(a.channel.as_bytes()), payload);
-        self.send(proto::reply(id, json!({})));
+            .publish(Bytes::copy_from_slice(a.channel.as_bytes()), payload)
+        {
+            Ok(_) => self.send(proto::reply(id, json!({}))),
+            Err(e) => self.error(id, ErrorCode::Internal, &e.to_string()),
+        }
     }
 }

@@ -214,24 +214,24 @@ fn push_str(out: &mut Vec<u8>, s: &[u8]) {
     let _ = serde_json::to_writer(&mut *out, &String::from_utf8_lossy(s));
 }
 
+/// Encodes a presence event as a `join` or `leave` push.
+pub fn encode_presence(channel: &[u8], ev: &crate::hub::presence::PresenceEvent) -> Bytes {
+    Bytes::from(
+        json!({
+            "push": ev.name(),
+            "channel": String::from_utf8_lossy(channel),
+            "user": ev.user,
+            "client": ev.client.to_string(),
+            "info": ev.info,
+        })
+        .to_string(),
+    )
+}
+
 /// Encodes a delivery as a `message` or `pmessage` push. Channel names that
 /// are not UTF-8 (possible from RESP) are shown lossily.
 pub fn encode_delivery(d: &Delivery<'_>) -> Bytes {
     let p = d.publication;
-    if matches!(d.kind, DeliveryKind::Join | DeliveryKind::Leave) {
-        // The payload is the hub's JSON event: {event, user, client, info}.
-        let ev: Value = serde_json::from_slice(&p.payload).unwrap_or(Value::Null);
-        return Bytes::from(
-            json!({
-                "push": ev["event"],
-                "channel": String::from_utf8_lossy(&p.channel),
-                "user": ev["user"],
-                "client": ev["client"],
-                "info": ev["info"],
-            })
-            .to_string(),
-        );
-    }
     let mut out = Vec::with_capacity(p.payload.len() + p.channel.len() + 64);
     match (d.kind, d.pattern) {
         (DeliveryKind::PMessage, Some(pattern)) => {
@@ -305,14 +305,16 @@ pub fn publication_json(offset: u64, payload: &[u8]) -> Value {
 }
 
 /// A channel's presence: `{"clients": [{client, user, info, joined}], "users": [...]}`.
-pub fn presence_json(hub: &crate::hub::Hub, channel: &[u8]) -> Value {
+pub fn presence_json(
+    hub: &crate::hub::Hub,
+    channel: &[u8],
+) -> Result<Value, crate::hub::EngineError> {
     let clients: Vec<Value> = hub
-        .presence
-        .clients(channel)
+        .presence_clients(channel)?
         .into_iter()
         .map(|e| json!({ "client": e.client.to_string(), "user": e.user, "info": e.info, "joined": e.joined }))
         .collect();
-    json!({ "clients": clients, "users": hub.presence.users(channel) })
+    Ok(json!({ "clients": clients, "users": hub.presence_users(channel)? }))
 }
 
 /// Leaderboard entries as JSON: `[{member, score}]` best first.

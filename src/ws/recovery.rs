@@ -182,6 +182,10 @@ impl crate::hub::leaderboard::LeaderboardSink for WsSink {
 }
 
 impl Subscriber for WsSink {
+    fn presence(&self, channel: &[u8], event: &crate::hub::presence::PresenceEvent) {
+        self.outbox.push(proto::encode_presence(channel, event));
+    }
+
     fn deliver(&self, d: &Delivery<'_>) {
         let frame = d.encoded(WireFormat::Json, proto::encode_delivery);
         let p = d.publication;

@@ -26,7 +26,7 @@ use super::protocol::DisconnectCode;
 use super::recovery::{lag_threshold, LagState, WsSink};
 use crate::auth::{Identity, TokenError};
 use crate::http::AppState;
-use crate::hub::{ClientId, Outbox, Space, Stats};
+use crate::hub::{ClientId, Outbox, Stats};
 
 pub(super) struct Session {
     pub(super) st: AppState,
@@ -110,19 +110,18 @@ impl Session {
     /// `Drop` runs it again, so a panic cannot leave ghosts behind.
     fn cleanup(&mut self) {
         self.sink.outbox.close();
-        let reg = &self.st.hub.registry;
         let n = self.channels.len() + self.patterns.len();
-        for c in self.channels.drain() {
-            reg.unsubscribe(Space::Global, c.as_bytes(), self.id);
-            self.st.hub.presence_leave(c.as_bytes(), self.id);
-        }
-        for p in self.patterns.drain() {
-            reg.punsubscribe(p.as_bytes(), self.id);
-        }
+        self.st.hub.leave_all(
+            self.id,
+            self.channels.iter().map(|c| c.as_bytes()),
+            [],
+            self.patterns.iter().map(|p| p.as_bytes()),
+            self.leaderboards.iter().map(|k| k.as_bytes()),
+        );
+        self.channels.clear();
+        self.patterns.clear();
+        self.leaderboards.clear();
         self.st.ws.subscriptions.fetch_sub(n, Ordering::Relaxed);
-        for k in self.leaderboards.drain() {
-            self.st.hub.leaderboards.unwatch(k.as_bytes(), self.id);
-        }
     }
 }
 

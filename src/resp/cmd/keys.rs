@@ -147,7 +147,7 @@ fn del(conn: &mut Conn, args: &[Bytes]) {
 /// True when `key` names a non-empty presence view (`__presence__:C`).
 fn presence_key(conn: &Conn, key: &[u8]) -> bool {
     crate::hub::presence::presence_channel(key)
-        .is_some_and(|ch| conn.server.hub.presence.stats(ch).0 > 0)
+        .is_some_and(|ch| conn.server.hub.presence_stats(ch).is_ok_and(|s| s.0 > 0))
 }
 
 fn exists(conn: &mut Conn, args: &[Bytes]) {

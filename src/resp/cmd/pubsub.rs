@@ -189,12 +189,10 @@ fn publish(conn: &mut Conn, args: &[Bytes]) {
         if !conn.in_exec {
             conn.flush_replies();
         }
-        let n = conn
-            .server
-            .hub
-            .publish(args[1].clone(), args[2].clone())
-            .receivers;
-        conn.reply().int(n as i64);
+        match conn.server.hub.publish(args[1].clone(), args[2].clone()) {
+            Ok(p) => conn.reply().int(p.receivers as i64),
+            Err(e) => conn.reply().error(&format!("ERR {e}")),
+        }
         return;
     }
     conn.stage_publish(args[1].clone(), args[2].clone());
@@ -204,8 +202,10 @@ fn spublish(conn: &mut Conn, args: &[Bytes]) {
     if !allowed(conn, &args[1..2], Kind::Shard, true) || !publish_name_ok(conn, &args[1]) {
         return;
     }
-    let n = conn.server.hub.spublish(args[1].clone(), args[2].clone());
-    conn.reply().int(n as i64);
+    match conn.server.hub.spublish(args[1].clone(), args[2].clone()) {
+        Ok(n) => conn.reply().int(n as i64),
+        Err(e) => conn.reply().error(&format!("ERR {e}")),
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -325,26 +325,12 @@ fn subscribe_kind(conn: &mut Conn, args: &[Bytes], kind: Kind) {
         // The confirmation must reach the outbox before the registry can
         // deliver the first message on this channel.
         conn.flush_replies();
-        let id = conn.handle.id;
         let space = match kind {
             Kind::Channel => Some(Space::Global),
             Kind::Shard => Some(Space::Shard),
             Kind::Pattern => None,
         };
         conn.register(space, name.clone());
-        if kind == Kind::Channel {
-            if let Some(crate::auth::Identity::User(c)) = &conn.identity {
-                conn.server.hub.presence_join(
-                    name,
-                    crate::hub::presence::PresenceEntry {
-                        client: id,
-                        user: c.sub.clone(),
-                        info: c.info.clone(),
-                        joined: crate::hub::now_ms() / 1000,
-                    },
-                );
-            }
-        }
     }
     conn.sync_counts();
 }
@@ -363,16 +349,13 @@ fn unsubscribe_kind(conn: &mut Conn, args: &[Bytes], kind: Kind) {
     }
     for name in names {
         if kind.set(conn).remove(&name) {
-            let reg = &conn.server.hub.registry;
+            let hub = &conn.server.hub;
             let id = conn.handle.id;
             match kind {
-                Kind::Channel => reg.unsubscribe(Space::Global, &name, id),
-                Kind::Shard => reg.unsubscribe(Space::Shard, &name, id),
-                Kind::Pattern => reg.punsubscribe(&name, id),
+                Kind::Channel => hub.unsubscribe(Space::Global, &name, id),
+                Kind::Shard => hub.unsubscribe(Space::Shard, &name, id),
+                Kind::Pattern => hub.punsubscribe(&name, id),
             };
-            if kind == Kind::Channel {
-                conn.server.hub.presence_leave(&name, id);
-            }
         }
         let count = kind.count(conn);
         confirm(conn, word, Some(&name), count);
@@ -407,11 +390,7 @@ fn list_channels(conn: &mut Conn, args: &[Bytes], space: Space) {
         conn.reply().error_bytes(&msg);
         return;
     }
-    let mut list = conn
-        .server
-        .hub
-        .registry
-        .channels(space, args.get(2).map(|p| &p[..]));
+    let mut list = conn.server.hub.channels(space, args.get(2).map(|p| &p[..]));
     list.retain(|c| visible(conn, c));
     conn.reply().bulks(list.iter());
 }
@@ -435,14 +414,14 @@ fn shardchannels(conn: &mut Conn, args: &[Bytes]) {
 }
 
 fn count_subs(conn: &mut Conn, args: &[Bytes], space: Space) {
-    let reg = &conn.server.hub.registry;
+    let hub = &conn.server.hub;
     let counts: Vec<(Bytes, usize)> = args[2..]
         .iter()
         .map(|c| {
             (
                 c.clone(),
                 if visible(conn, c) {
-                    reg.numsub(space, c)
+                    hub.numsub(space, c)
                 } else {
                     0
                 },
@@ -467,11 +446,10 @@ fn shardnumsub(conn: &mut Conn, args: &[Bytes]) {
 fn numpat(conn: &mut Conn, _args: &[Bytes]) {
     let hub = &conn.server.hub;
     let n = match &conn.identity {
-        Some(crate::auth::Identity::Password) => hub.registry.numpat(),
+        Some(crate::auth::Identity::Password) => hub.numpat(),
         Some(id) => {
             let cfg = &conn.server.cfg;
-            hub.registry
-                .patterns()
+            hub.patterns()
                 .iter()
                 .filter(|p| id.may_psubscribe(p, cfg))
                 .count()

@@ -199,7 +199,7 @@ fn with_set<R>(
     f: impl FnOnce(Option<&SetValue>) -> R,
 ) -> Result<R, WrongType> {
     if let Some(ch) = presence_channel(key) {
-        let users = conn.server.hub.presence.users(ch);
+        let users = conn.server.hub.presence_users(ch).unwrap_or_default();
         if users.is_empty() {
             return Ok(f(None));
         }
@@ -522,7 +522,7 @@ fn combine(
         .iter()
         .map(|k| {
             presence_channel(k).map(|ch| {
-                let users = conn.server.hub.presence.users(ch);
+                let users = conn.server.hub.presence_users(ch).unwrap_or_default();
                 SetValue::from_members(users.into_iter().map(Bytes::from))
             })
         })

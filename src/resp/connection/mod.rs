@@ -216,9 +216,19 @@ impl Conn {
             return;
         };
         let s = *s;
-        let counts = self.server.hub.publish_batch(s.channel, s.payloads);
-        for n in counts {
-            self.reply().int(n as i64);
+        let n = s.payloads.len();
+        match self.server.hub.publish_batch(s.channel, s.payloads) {
+            Ok(counts) => {
+                for n in counts {
+                    self.reply().int(n as i64);
+                }
+            }
+            Err(e) => {
+                let msg = format!("ERR {e}");
+                for _ in 0..n {
+                    self.reply().error(&msg);
+                }
+            }
         }
     }
 
@@ -316,12 +326,45 @@ impl Conn {
             self.extra().deferred.push(Deferred { space, name });
             return;
         }
-        let reg = &self.server.hub.registry;
-        let (id, sink) = (self.handle.id, self.handle.clone());
-        match space {
-            Some(space) => reg.subscribe(space, name, id, sink),
-            None => reg.psubscribe(name, id, sink),
+        let hub = &self.server.hub;
+        let (client, sink) = (self.handle.id, self.handle.clone());
+        let entered = match space {
+            Some(space) => {
+                // Identified clients enter the presence of channels that
+                // track it, with the subscription (after EXEC's reply when
+                // deferred).
+                let presence = match (&self.identity, space) {
+                    (Some(crate::auth::Identity::User(c)), Space::Global) => {
+                        Some(crate::hub::presence::PresenceEntry {
+                            client,
+                            user: c.sub.clone(),
+                            info: c.info.clone(),
+                            joined: crate::hub::now_ms() / 1000,
+                        })
+                    }
+                    _ => None,
+                };
+                hub.subscribe(crate::hub::Subscription {
+                    space,
+                    channel: name.clone(),
+                    client,
+                    sink,
+                    presence,
+                })
+            }
+            None => hub.psubscribe(name.clone(), client, sink),
         };
+        if let Err(e) = entered {
+            // The confirmation went out already; the client learns it is
+            // not subscribed after all.
+            match space {
+                Some(Space::Global) => self.channels.remove(&name),
+                Some(Space::Shard) => self.shard_channels.remove(&name),
+                None => self.patterns.remove(&name),
+            };
+            self.reply().error(&format!("ERR {e}"));
+            self.sync_counts();
+        }
     }
 
     /// Registers what EXEC deferred, after flushing its reply.
@@ -360,18 +403,18 @@ impl Conn {
 
     /// Leaves every channel and pattern (disconnect, RESET).
     pub fn drop_subscriptions(&mut self) {
-        let reg = &self.server.hub.registry;
-        let id = self.handle.id;
-        for c in self.channels.take() {
-            reg.unsubscribe(Space::Global, &c, id);
-            self.server.hub.presence_leave(&c, id);
-        }
-        for c in self.shard_channels.take() {
-            reg.unsubscribe(Space::Shard, &c, id);
-        }
-        for p in self.patterns.take() {
-            reg.punsubscribe(&p, id);
-        }
+        let (channels, shards, patterns) = (
+            self.channels.take(),
+            self.shard_channels.take(),
+            self.patterns.take(),
+        );
+        self.server.hub.leave_all(
+            self.handle.id,
+            channels.iter().map(|c| &c[..]),
+            shards.iter().map(|c| &c[..]),
+            patterns.iter().map(|p| &p[..]),
+            [],
+        );
         self.sync_counts();
     }
 }

@@ -1,0 +1,386 @@
+//! The engine seam: what a hub needs from whatever carries publications,
+//! keeps history and presence, and reports leaderboard changes. The hub
+//! calls these traits and nothing else for those jobs; front ends never see
+//! them (they call the hub).
+//!
+//! The in-memory engine ([`memory`]) is the embedded default: it delivers
+//! within this process and keeps everything in the node's keyspace. A
+//! networked engine (several nodes on Redis) implements the same traits;
+//! `tests/engine_contract.rs` runs one contract suite against the memory
+//! engine and against a second engine whose nodes share a store through a
+//! channel, to keep the seam honest.
+//!
+//! Every method returns [`Pending`]: the memory engine answers at once (no
+//! allocation, nothing to await), an engine doing I/O returns a future.
+//! WebSocket and HTTP handlers await it; RESP commands, which run
+//! synchronously, use [`Pending::wait`].
+//!
+//! # Contracts
+//!
+//! **Broker.** [`Broker::publish`] is one step: where the channel keeps
+//! history it appends the payload (taking the next offset of the channel's
+//! current epoch), and it delivers the publication to the subscribers of
+//! every node, this one included through its [`BrokerHandler`]. Two
+//! publishes to one channel reach every subscriber on every node in one
+//! order, the order of their offsets; one publisher's publishes keep their
+//! order. A publish that returns `Ok` is delivered to every subscriber
+//! whose node is connected to the engine; an `Err` means nothing was
+//! appended or delivered (a client's publish is then refused, never
+//! acknowledged and dropped). [`Broker::subscribed`] and
+//! [`Broker::unsubscribed`] tell the broker when this node's first local
+//! subscriber of a channel, shard channel or pattern arrives, and when the
+//! last one leaves: a networked broker subscribes the node where
+//! publications of other nodes arrive, and stops. Publications of other
+//! nodes go to the handler, which delivers them locally.
+//!
+//! **History.** Positions are `(offset, epoch)`: offsets of a channel are
+//! gapless and increase by one per publication within an epoch; the epoch
+//! changes whenever continuity is lost (the history was deleted, or the
+//! store lost data), and a pair is never reused. A read since a position
+//! either returns every publication after it or fails with
+//! [`HistoryError::Unrecoverable`]; never a gap. Reading never creates a
+//! channel's history; a subscription may reserve the epoch its first
+//! publication will have ([`HistoryStore::position`] with `reserve`).
+//!
+//! **Presence.** Clients join and leave per channel; [`PresenceStore::join`]
+//! reports the user's first connection on the channel (across nodes) and
+//! [`PresenceStore::leave`] the last, so several tabs of one user count
+//! once. Entries of a node that stops refreshing go after a store-defined
+//! time (the memory store has no other nodes, and keeps them until leave).
+//!
+//! **Leaderboards.** The top N of a sorted set, and the keys changed since
+//! the last look, which the hub's tick turns into pushes.
+
+pub mod memory;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+
+use super::leaderboard::{Entry, Own};
+use super::presence::{PresenceEntry, PresenceEvent};
+use super::publication::Publication;
+use super::{HistoryError, HistoryPage, HistoryPosition};
+
+/// What an engine call returns: done already, or a future to await.
+pub enum Pending<'a, T> {
+    /// Done (taken out by the first poll).
+    Ready(Option<T>),
+    /// Under way.
+    Boxed(Pin<Box<dyn Future<Output = T> + Send + 'a>>),
+}
+
+// `Ready`'s value is only ever moved out whole, never pinned.
+impl<T> Unpin for Pending<'_, T> {}
+
+impl<'a, T> Pending<'a, T> {
+    pub fn ready(value: T) -> Self {
+        Pending::Ready(Some(value))
+    }
+
+    pub fn boxed(f: impl Future<Output = T> + Send + 'a) -> Self {
+        Pending::Boxed(Box::pin(f))
+    }
+
+    /// The value, if it is there already.
+    pub fn now(self) -> Result<T, Self> {
+        match self {
+            Pending::Ready(Some(v)) => Ok(v),
+            other => Err(other),
+        }
+    }
+
+    /// The value, from synchronous code (a RESP command): at once when it
+    /// is ready; otherwise this thread waits for the future, after handing
+    /// its runtime worker's other tasks on (`hub::blocking`). An engine
+    /// doing I/O needs a multi-threaded runtime for that (Herald's server
+    /// runs one).
+    pub fn wait(self) -> T {
+        match self.now() {
+            Ok(v) => v,
+            Err(f) => super::blocking(|| match tokio::runtime::Handle::try_current() {
+                Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                    h.block_on(f)
+                }
+                _ => park_on(f),
+            }),
+        }
+    }
+}
+
+impl<T> Future for Pending<'_, T> {
+    type Output = T;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
+        match self.get_mut() {
+            Pending::Ready(v) => Poll::Ready(v.take().expect("Pending polled after it completed")),
+            Pending::Boxed(f) => f.as_mut().poll(cx),
+        }
+    }
+}
+
+/// Runs a future to completion on this thread, parking between polls
+/// (outside any runtime).
+fn park_on<F: Future>(f: F) -> F::Output {
+    struct Unpark(std::thread::Thread);
+    impl std::task::Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = std::task::Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = Context::from_waker(&waker);
+    let mut f = std::pin::pin!(f);
+    loop {
+        if let Poll::Ready(v) = f.as_mut().poll(&mut cx) {
+            return v;
+        }
+        std::thread::park();
+    }
+}
+
+/// Why an engine could not do what was asked. Nothing was appended or
+/// delivered.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EngineError {
+    /// The engine's backend cannot be reached; try again later.
+    #[error("engine unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// How a channel keeps history: its namespace's bounds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HistoryOptions {
+    /// Most publications kept (at least 1).
+    pub size: u64,
+    /// Age past which publications go, in milliseconds (0: no limit).
+    pub ttl_ms: u64,
+}
+
+/// A channel's history position: its newest offset and its epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Position {
+    pub offset: u64,
+    pub epoch: u64,
+}
+
+/// What a subscription is to: a broker keeps one interest per node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Interest<'a> {
+    Channel(&'a Bytes),
+    Shard(&'a Bytes),
+    Pattern(&'a Bytes),
+}
+
+/// The result of a publish.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Published {
+    /// This node's local deliveries (subscribers plus matching
+    /// subscriber-pattern pairs), as PUBLISH replies.
+    pub receivers: usize,
+    /// The message's history position, where the channel keeps history.
+    pub position: Option<Position>,
+}
+
+/// Where a broker delivers: this node's subscribers. The hub's registry
+/// implements it.
+pub trait BrokerHandler: Send + Sync + 'static {
+    /// Delivers a publication (of this node or another) to local
+    /// subscribers; returns the local deliveries. Must not block.
+    fn on_publication(&self, publication: &Publication) -> usize;
+
+    /// Delivers consecutive publications of one channel in order; returns
+    /// each one's local deliveries.
+    fn on_publications(&self, publications: &[Publication]) -> Vec<usize> {
+        publications
+            .iter()
+            .map(|p| self.on_publication(p))
+            .collect()
+    }
+
+    /// Delivers a shard-channel publication (SPUBLISH).
+    fn on_shard_publication(&self, publication: &Publication) -> usize;
+
+    /// Delivers a presence event to the channel's local subscribers.
+    fn on_presence(&self, channel: &[u8], event: &PresenceEvent);
+}
+
+/// Carries publications to subscribers, on this node and beyond (see the
+/// module's contract).
+pub trait Broker: Send + Sync + 'static {
+    /// Where this broker delivers. The hub calls it once, before anything
+    /// else.
+    fn start(&self, handler: Arc<dyn BrokerHandler>);
+
+    /// Publishes `payload` on `channel`, appending it to the channel's
+    /// history first where `history` is given. `Ok(None)` position with
+    /// `history` given: the channel's key holds another type, the message
+    /// went out without history.
+    fn publish(
+        &self,
+        channel: Bytes,
+        payload: Bytes,
+        history: Option<HistoryOptions>,
+    ) -> Pending<'_, Result<Published, EngineError>>;
+
+    /// Publishes consecutive payloads on a channel without history, in
+    /// order; returns each one's local deliveries.
+    fn publish_batch(
+        &self,
+        channel: Bytes,
+        payloads: Vec<Bytes>,
+    ) -> Pending<'_, Result<Vec<usize>, EngineError>>;
+
+    /// Publishes on a shard channel (SPUBLISH): no history, no patterns.
+    fn spublish(&self, channel: Bytes, payload: Bytes) -> Pending<'_, Result<usize, EngineError>>;
+
+    /// Delivers an entry a data command already appended to a channel's
+    /// history (XADD), as [`Broker::publish`] would have delivered it.
+    fn deliver_appended(&self, publication: Publication)
+        -> Pending<'_, Result<usize, EngineError>>;
+
+    /// Carries a presence event to the channel's subscribers on every node.
+    fn publish_presence(
+        &self,
+        channel: Bytes,
+        event: PresenceEvent,
+    ) -> Pending<'_, Result<(), EngineError>>;
+
+    /// This node's first local subscriber of `interest` arrived.
+    fn subscribed(&self, interest: Interest<'_>) -> Pending<'_, Result<(), EngineError>>;
+
+    /// This node's last local subscriber of `interest` left.
+    fn unsubscribed(&self, interest: Interest<'_>) -> Pending<'_, Result<(), EngineError>>;
+}
+
+/// Runs with the history position (and whether the position asked about is
+/// recoverable), at a moment no publication of the channel can come
+/// between the answer and what the callback does (registering a
+/// subscription).
+pub type PositionThen<'a> = &'a mut (dyn FnMut(HistoryPosition) + Send);
+
+/// Channels' histories (see the module's contract).
+pub trait HistoryStore: Send + Sync + 'static {
+    /// Appends a publication; its position. Brokers call it; the hub
+    /// appends only through its broker.
+    fn append(
+        &self,
+        channel: &Bytes,
+        payload: Bytes,
+        opts: HistoryOptions,
+    ) -> Pending<'_, Result<Position, HistoryError>>;
+
+    /// The channel's newest offset and epoch. With nothing published yet:
+    /// offset 0 and, when `reserve`, the epoch the first publication will
+    /// have (kept for a store-defined time), else that epoch if one was
+    /// reserved, or 0. Never creates the history.
+    fn position(
+        &self,
+        channel: &[u8],
+        opts: HistoryOptions,
+        reserve: bool,
+    ) -> Pending<'_, Result<Position, HistoryError>>;
+
+    /// Publications after `since` (which must be recoverable), at most
+    /// `limit` (0: all kept), newest first when `reverse`.
+    fn read(
+        &self,
+        channel: &[u8],
+        opts: HistoryOptions,
+        since: Option<Position>,
+        limit: usize,
+        reverse: bool,
+    ) -> Pending<'_, Result<HistoryPage, HistoryError>>;
+
+    /// Reserves the channel's position and runs `then` with it and whether
+    /// `since` can be recovered (same epoch, not ahead, at most `cap`
+    /// behind, nothing after it lost), with no publication of the channel
+    /// delivered on this node in between.
+    fn position_then(
+        &self,
+        channel: &[u8],
+        opts: HistoryOptions,
+        since: Option<Position>,
+        cap: usize,
+        then: PositionThen<'_>,
+    ) -> Pending<'_, Result<(), HistoryError>>;
+
+    /// One step of a replay: publications after offset `after` of epoch
+    /// `epoch`, at most `max_entries` and (past the first) `max_bytes` of
+    /// payload. When the step reaches the newest publication, `at_end(top)`
+    /// runs before any later publication of the channel is delivered on
+    /// this node.
+    fn chunk(
+        &self,
+        channel: &[u8],
+        after: u64,
+        epoch: u64,
+        max_entries: usize,
+        max_bytes: usize,
+        at_end: &mut (dyn FnMut(u64) + Send),
+    ) -> Pending<'_, Result<Vec<(u64, Bytes)>, HistoryError>>;
+
+    /// The payload bytes of up to `max_entries` publications after `after`
+    /// (sizing a replay before it starts), and the last offset counted.
+    fn size(
+        &self,
+        channel: &[u8],
+        after: u64,
+        epoch: u64,
+        max_entries: usize,
+    ) -> Pending<'_, Result<(usize, u64), HistoryError>>;
+}
+
+/// Who is subscribed where (see the module's contract).
+pub trait PresenceStore: Send + Sync + 'static {
+    /// Adds a client; true when it is its user's first connection on the
+    /// channel.
+    fn join(&self, channel: &Bytes, entry: PresenceEntry)
+        -> Pending<'_, Result<bool, EngineError>>;
+
+    /// Removes a client; its entry and whether it was its user's last
+    /// connection on the channel (`None`: it was not there).
+    fn leave(
+        &self,
+        channel: &[u8],
+        client: super::ClientId,
+    ) -> Pending<'_, Result<Option<(PresenceEntry, bool)>, EngineError>>;
+
+    /// Every client, oldest first.
+    fn clients(&self, channel: &[u8]) -> Pending<'_, Result<Vec<PresenceEntry>, EngineError>>;
+
+    /// The distinct user ids, sorted.
+    fn users(&self, channel: &[u8]) -> Pending<'_, Result<Vec<String>, EngineError>>;
+
+    /// (clients, distinct users).
+    fn stats(&self, channel: &[u8]) -> Pending<'_, Result<(usize, usize), EngineError>>;
+
+    /// Keeps this node's entries alive where entries expire; the hub calls
+    /// it periodically. The memory store's entries never expire.
+    fn refresh(&self) -> Pending<'_, Result<(), EngineError>> {
+        Pending::ready(Ok(()))
+    }
+}
+
+/// Sorted sets seen as leaderboards.
+pub trait LeaderboardSource: Send + Sync + 'static {
+    /// The top `n` of the sorted set at `key`, best first, and `user`'s own
+    /// rank (0 = best) and score.
+    fn top(&self, key: &[u8], n: usize, user: Option<&str>) -> Pending<'_, (Vec<Entry>, Own)>;
+
+    /// The keys whose sorted set was written or removed since the last
+    /// call.
+    fn take_changed(&self) -> Vec<Bytes>;
+}
+
+/// One engine: the four parts a hub runs on.
+#[derive(Clone)]
+pub struct Engine {
+    pub broker: Arc<dyn Broker>,
+    pub history: Arc<dyn HistoryStore>,
+    pub presence: Arc<dyn PresenceStore>,
+    pub leaderboards: Arc<dyn LeaderboardSource>,
+}
