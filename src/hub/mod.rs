@@ -207,7 +207,7 @@ impl Hub {
     /// The history bounds of `channel`'s namespace; `None` without history.
     fn history_options(&self, channel: &[u8]) -> Option<engine::HistoryOptions> {
         let ns = self.cfg.namespace(channel);
-        (ns.history_size > 0).then(|| engine::HistoryOptions {
+        (ns.history_size > 0).then_some(engine::HistoryOptions {
             size: ns.history_size as u64,
             ttl_ms: ns.history_ttl.0.as_millis() as u64,
         })
