@@ -228,6 +228,9 @@ impl Subscriber for WsSink {
                 drop(guard);
                 self.outbox.wake();
             }
+            // An engine may deliver a publication the replay already
+            // covered (at or before the position it answered): dropped.
+            Mode::Live if offset <= c.last => {}
             Mode::Live => {
                 if self.outbox.push(frame) {
                     c.last = offset;

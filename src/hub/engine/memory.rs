@@ -298,14 +298,14 @@ impl HistoryStore for MemoryHistory {
         Pending::ready(read())
     }
 
-    fn position_then(
-        &self,
+    fn position_then<'a>(
+        &'a self,
         channel: &[u8],
         opts: HistoryOptions,
         since: Option<Position>,
         cap: usize,
-        then: PositionThen<'_>,
-    ) -> Pending<'_, Result<(), HistoryError>> {
+        then: PositionThen<'a>,
+    ) -> Pending<'a, Result<(), HistoryError>> {
         // Under the keyspace lock, which publishes to the channel hold while
         // they append and deliver.
         let mut db = self.keyspace.lock();
@@ -333,15 +333,15 @@ impl HistoryStore for MemoryHistory {
         Pending::ready(Ok(()))
     }
 
-    fn chunk(
-        &self,
+    fn chunk<'a>(
+        &'a self,
         channel: &[u8],
         after: u64,
         epoch: u64,
         max_entries: usize,
         max_bytes: usize,
-        at_end: &mut (dyn FnMut(u64) + Send),
-    ) -> Pending<'_, Result<Vec<(u64, Bytes)>, HistoryError>> {
+        at_end: &'a mut (dyn FnMut(u64) + Send),
+    ) -> Pending<'a, Result<Vec<(u64, Bytes)>, HistoryError>> {
         // The lock is held only to clone the entries (reference counts, no
         // copy): encoding them is the caller's, outside it.
         let mut db = self.keyspace.lock();

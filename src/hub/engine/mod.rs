@@ -94,19 +94,16 @@ impl<'a, T> Pending<'a, T> {
     }
 
     /// The value, from synchronous code (a RESP command): at once when it
-    /// is ready; otherwise this thread waits for the future, after handing
-    /// its runtime worker's other tasks on (`hub::blocking`). An engine
-    /// doing I/O needs a multi-threaded runtime for that (Herald's server
-    /// runs one).
+    /// is ready; otherwise this thread polls the future until it is done,
+    /// parking in between, after handing its runtime worker's other tasks
+    /// on (`hub::blocking`). Nested waits (an engine callback that calls
+    /// back into the hub) work the same way. An engine doing I/O needs a
+    /// multi-threaded runtime, whose other workers drive the I/O meanwhile
+    /// (Herald's server runs one).
     pub fn wait(self) -> T {
         match self.now() {
             Ok(v) => v,
-            Err(f) => super::blocking(|| match tokio::runtime::Handle::try_current() {
-                Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
-                    h.block_on(f)
-                }
-                _ => park_on(f),
-            }),
+            Err(f) => super::blocking(|| park_on(f)),
         }
     }
 }
@@ -285,7 +282,7 @@ pub trait HistoryStore: Send + Sync + 'static {
     ) -> Pending<'_, Result<Position, HistoryError>>;
 
     /// Publications after `since` (which must be recoverable), at most
-    /// `limit` (0: all kept), newest first when `reverse`.
+    /// `limit` (`usize::MAX`: all kept), newest first when `reverse`.
     fn read(
         &self,
         channel: &[u8],
@@ -299,29 +296,29 @@ pub trait HistoryStore: Send + Sync + 'static {
     /// `since` can be recovered (same epoch, not ahead, at most `cap`
     /// behind, nothing after it lost), with no publication of the channel
     /// delivered on this node in between.
-    fn position_then(
-        &self,
+    fn position_then<'a>(
+        &'a self,
         channel: &[u8],
         opts: HistoryOptions,
         since: Option<Position>,
         cap: usize,
-        then: PositionThen<'_>,
-    ) -> Pending<'_, Result<(), HistoryError>>;
+        then: PositionThen<'a>,
+    ) -> Pending<'a, Result<(), HistoryError>>;
 
     /// One step of a replay: publications after offset `after` of epoch
     /// `epoch`, at most `max_entries` and (past the first) `max_bytes` of
     /// payload. When the step reaches the newest publication, `at_end(top)`
     /// runs before any later publication of the channel is delivered on
     /// this node.
-    fn chunk(
-        &self,
+    fn chunk<'a>(
+        &'a self,
         channel: &[u8],
         after: u64,
         epoch: u64,
         max_entries: usize,
         max_bytes: usize,
-        at_end: &mut (dyn FnMut(u64) + Send),
-    ) -> Pending<'_, Result<Vec<(u64, Bytes)>, HistoryError>>;
+        at_end: &'a mut (dyn FnMut(u64) + Send),
+    ) -> Pending<'a, Result<Vec<(u64, Bytes)>, HistoryError>>;
 
     /// The payload bytes of up to `max_entries` publications after `after`
     /// (sizing a replay before it starts), and the last offset counted.
