@@ -128,6 +128,9 @@ pub struct Hub {
     /// `hub::data`.
     pub keyspace: Arc<Keyspace>,
     watchers: leaderboard::Leaderboards,
+    /// See [`Hub::interest_lock`].
+    interest_stripes: [std::sync::Mutex<()>; INTEREST_STRIPES],
+    stripe_hasher: std::collections::hash_map::RandomState,
     pub stats: Stats,
     pub cfg: Arc<Config>,
     next_client_id: AtomicU64,
@@ -139,6 +142,9 @@ impl Default for Hub {
         Hub::with_config(Arc::new(Config::default()))
     }
 }
+
+/// Stripes of [`Hub::interest_lock`].
+const INTEREST_STRIPES: usize = 64;
 
 /// A subscription to enter: who, where, and (for an identified client on a
 /// channel) its presence entry.
@@ -175,6 +181,8 @@ impl Hub {
             engine,
             keyspace,
             watchers: leaderboard::Leaderboards::default(),
+            interest_stripes: std::array::from_fn(|_| std::sync::Mutex::new(())),
+            stripe_hasher: Default::default(),
             stats: Stats::default(),
             cfg,
             next_client_id: AtomicU64::new(1),
@@ -221,14 +229,29 @@ impl Hub {
     /// presence. False when the client was subscribed already. On an engine
     /// error nothing stays registered.
     pub fn subscribe(&self, sub: Subscription) -> Result<bool, EngineError> {
+        let stripe = self.interest_lock(&sub.channel);
         let change =
             self.registry
                 .subscribe_edge(sub.space, sub.channel.clone(), sub.client, sub.sink);
         self.entered(sub.space, &sub.channel, sub.client, change)?;
+        drop(stripe);
         if let (true, Some(entry)) = (change.changed(), sub.presence) {
             self.presence_join(&sub.channel, entry);
         }
         Ok(change.changed())
+    }
+
+    /// Serializes the subscribes and unsubscribes of one name (striped), so
+    /// the engine hears of a first arrival and a last departure in the
+    /// order they happened: without it, a departure's `unsubscribed` could
+    /// overtake the next arrival's `subscribed`, and the node would stop
+    /// receiving a channel it has a subscriber of.
+    fn interest_lock(&self, name: &[u8]) -> std::sync::MutexGuard<'_, ()> {
+        use std::hash::{BuildHasher, Hash, Hasher};
+        let mut h = self.stripe_hasher.build_hasher();
+        name.hash(&mut h);
+        let m = &self.interest_stripes[h.finish() as usize % INTEREST_STRIPES];
+        acquire(|| m.try_lock(), || m.lock())
     }
 
     /// Tells the engine about a first subscriber; undoes the registration
@@ -261,6 +284,7 @@ impl Hub {
         client: ClientId,
         sink: Arc<dyn Subscriber>,
     ) -> Result<bool, EngineError> {
+        let _stripe = self.interest_lock(&pattern);
         let change = self.registry.psubscribe_edge(pattern.clone(), client, sink);
         if change == registry::Change::Edge {
             let r = self
@@ -278,6 +302,7 @@ impl Hub {
 
     /// Leaves a channel (and its presence); false when not subscribed.
     pub fn unsubscribe(&self, space: Space, channel: &[u8], client: ClientId) -> bool {
+        let stripe = self.interest_lock(channel);
         let change = self.registry.unsubscribe_edge(space, channel, client);
         if change == registry::Change::Edge {
             let channel = Bytes::copy_from_slice(channel);
@@ -287,6 +312,7 @@ impl Hub {
             };
             self.forget(interest);
         }
+        drop(stripe);
         if space == Space::Global {
             self.presence_leave(channel, client);
         }
@@ -295,6 +321,7 @@ impl Hub {
 
     /// Leaves a pattern; false when not subscribed.
     pub fn punsubscribe(&self, pattern: &[u8], client: ClientId) -> bool {
+        let _stripe = self.interest_lock(pattern);
         let change = self.registry.punsubscribe_edge(pattern, client);
         if change == registry::Change::Edge {
             let pattern = Bytes::copy_from_slice(pattern);
