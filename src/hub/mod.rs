@@ -247,10 +247,9 @@ impl Hub {
     /// overtake the next arrival's `subscribed`, and the node would stop
     /// receiving a channel it has a subscriber of.
     fn interest_lock(&self, name: &[u8]) -> std::sync::MutexGuard<'_, ()> {
-        use std::hash::{BuildHasher, Hash, Hasher};
-        let mut h = self.stripe_hasher.build_hasher();
-        name.hash(&mut h);
-        let m = &self.interest_stripes[h.finish() as usize % INTEREST_STRIPES];
+        use std::hash::BuildHasher;
+        let h = self.stripe_hasher.hash_one(name);
+        let m = &self.interest_stripes[h as usize % INTEREST_STRIPES];
         acquire(|| m.try_lock(), || m.lock())
     }
 
