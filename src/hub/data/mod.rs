@@ -25,3 +25,5 @@ impl From<super::keyspace::WrongType> for DataError {
         DataError::WrongType
     }
 }
+
+pub use sets::{rand_index, random_picks, RandomPick, SetOp, PRESENCE_READ_ONLY};
