@@ -26,4 +26,5 @@ impl From<super::keyspace::WrongType> for DataError {
     }
 }
 
+pub use keys::{ExpireCondition, KeyTtl, KeyspaceStats};
 pub use sets::{rand_index, random_picks, RandomPick, SetOp, PRESENCE_READ_ONLY};
