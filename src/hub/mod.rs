@@ -12,6 +12,7 @@ pub mod presence;
 pub mod publication;
 pub mod registry;
 pub mod stream;
+pub mod tx;
 pub mod zset;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -197,14 +198,14 @@ impl Hub {
 
     /// Holds the transaction gate shared (a keyspace command, a history
     /// append); `None` when this thread already holds it.
-    pub fn gate_shared(&self) -> Option<GateGuard<'_>> {
+    fn gate_shared(&self) -> Option<GateGuard<'_>> {
         // Behind an EXEC: wait without stalling this worker's other tasks.
         self.enter_gate(|g| GateLock::Shared(acquire(|| g.try_read(), || g.read())))
     }
 
     /// Holds the transaction gate exclusively (EXEC); `None` when this
     /// thread already holds it.
-    pub fn gate_exclusive(&self) -> Option<GateGuard<'_>> {
+    fn gate_exclusive(&self) -> Option<GateGuard<'_>> {
         self.enter_gate(|g| GateLock::Exclusive(acquire(|| g.try_write(), || g.write())))
     }
 
