@@ -216,12 +216,10 @@ impl Metrics {
         set(&self.channels, hub.channel_count());
         set(&self.patterns, hub.numpat());
         set(&self.rss, crate::rss_bytes().unwrap_or(0) as usize);
-        {
-            let db = hub.keyspace.lock();
-            set(&self.history_bytes, db.history_bytes);
-            set(&self.history_evicted, db.history_evicted as usize);
-            set(&self.keys, db.len());
-        }
+        let ks = hub.keyspace_stats();
+        set(&self.history_bytes, ks.history_bytes);
+        set(&self.history_evicted, ks.history_evicted as usize);
+        set(&self.keys, ks.keys);
         set(&self.history_max_bytes, hub.cfg.history_max_memory);
         let mut out = String::new();
         let _ = encode(&mut out, &self.registry);

@@ -136,7 +136,7 @@ async fn reclaim_expired(hub: Arc<Hub>, shutdown: CancellationToken) -> std::io:
         tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
             _ = tick.tick() => {
-                hub.keyspace.lock().reclaim_expired(crate::hub::now_ms());
+                hub.reclaim_expired();
             }
         }
     }

@@ -144,10 +144,7 @@ fn stats(st: &AppState, conns: &listener::ConnTable) -> Bytes {
     use crate::hub::Stats;
     let hub = &st.hub;
     let s = &hub.stats;
-    let (keys, history_bytes) = {
-        let db = hub.keyspace.lock();
-        (db.len(), db.history_bytes)
-    };
+    let ks = hub.keyspace_stats();
     let snapshot = json!({
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_seconds": hub.started.elapsed().as_secs(),
@@ -161,8 +158,8 @@ fn stats(st: &AppState, conns: &listener::ConnTable) -> Bytes {
         },
         "channels": hub.channel_count(),
         "patterns": hub.numpat(),
-        "keys": keys,
-        "history_bytes": history_bytes,
+        "keys": ks.keys,
+        "history_bytes": ks.history_bytes,
         "messages_published": Stats::get(&s.published),
         "messages_delivered": Stats::get(&s.delivered),
         "slow_consumer_disconnects": Stats::get(&s.slow_disconnects),
@@ -195,8 +192,8 @@ fn metrics(st: &AppState) -> Bytes {
     Bytes::from(st.metrics.render(&st.hub, sample))
 }
 
-/// One render at a time of an endpoint that walks every connection or takes
-/// the keyspace lock (`/metrics`, `/stats`): requests that arrive while a
+/// One render at a time of an endpoint that walks every connection or locks
+/// the keyspace (`/metrics`, `/stats`): requests that arrive while a
 /// render runs wait for the next one and share it, so a flood of scrapes
 /// costs one render at a time, not one per request. A shared render always
 /// started after the request arrived, so no answer is older than its request.

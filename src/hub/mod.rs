@@ -13,6 +13,7 @@ pub mod presence;
 pub mod publication;
 pub mod registry;
 pub mod stream;
+pub mod tx;
 pub mod zset;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -192,13 +193,13 @@ impl Hub {
 
     /// Holds the transaction gate shared (a keyspace command, a history
     /// append); `None` when this thread already holds it.
-    pub fn gate_shared(&self) -> Option<GateGuard<'_>> {
+    fn gate_shared(&self) -> Option<GateGuard<'_>> {
         self.keyspace.gate().shared()
     }
 
     /// Holds the transaction gate exclusively (EXEC); `None` when this
     /// thread already holds it.
-    pub fn gate_exclusive(&self) -> Option<GateGuard<'_>> {
+    fn gate_exclusive(&self) -> Option<GateGuard<'_>> {
         self.keyspace.gate().exclusive()
     }
 

@@ -20,8 +20,17 @@ pub enum DataError {
     Other(std::borrow::Cow<'static, str>),
 }
 
+impl From<super::engine::EngineError> for DataError {
+    fn from(e: super::engine::EngineError) -> Self {
+        DataError::Other(format!("ERR {e}").into())
+    }
+}
+
 impl From<super::keyspace::WrongType> for DataError {
     fn from(_: super::keyspace::WrongType) -> Self {
         DataError::WrongType
     }
 }
+
+pub use keys::{ExpireCondition, KeyTtl, KeyspaceStats};
+pub use sets::{rand_index, random_picks, RandomPick, SetOp, PRESENCE_READ_ONLY};

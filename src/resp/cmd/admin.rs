@@ -133,7 +133,7 @@ fn flush_mode_ok(conn: &mut Conn, args: &[Bytes]) -> bool {
 
 fn flush(conn: &mut Conn, args: &[Bytes]) {
     if flush_mode_ok(conn, &args[1..]) {
-        conn.server.hub.keyspace.lock().flush();
+        conn.server.hub.flush_keys();
         conn.reply().simple("OK");
     }
 }
@@ -151,15 +151,15 @@ fn function_list(conn: &mut Conn, _args: &[Bytes]) {
 /// DBSIZE counts every key for password clients; other clients count only
 /// the keys they may read, so a narrow token learns nothing of other
 /// namespaces. Their count is taken from a snapshot of the key names, so
-/// permission checks run after the keyspace lock is released.
+/// permission checks run after the hub has unlocked the keyspace.
 fn dbsize(conn: &mut Conn, _args: &[Bytes]) {
     let n = match &conn.identity {
-        Some(crate::auth::Identity::Password) | None => conn.server.hub.keyspace.lock().len(),
+        Some(crate::auth::Identity::Password) | None => conn.server.hub.dbsize(),
         Some(id) => {
             // O(keys) for a token: off this runtime worker, so the other
             // connections it serves keep going.
             crate::hub::blocking(|| {
-                let keys = conn.server.hub.keyspace.lock().keys(None);
+                let keys = conn.server.hub.keys_matching(None);
                 let cfg = &conn.server.cfg;
                 keys.iter()
                     .filter(|k| {

@@ -1,10 +1,12 @@
 //! Generic key commands over the keyspace: DEL, UNLINK, EXISTS, TYPE,
 //! EXPIRE, PEXPIRE, EXPIREAT, PEXPIREAT, TTL, PTTL, PERSIST, KEYS, SCAN,
-//! DBSIZE, FLUSHALL, FLUSHDB; replies as Redis 7.0's.
+//! KEYS, SCAN; replies as Redis 7.0's. Each command parses its arguments,
+//! calls the hub (`hub::data::keys`) and encodes the result.
 
 use bytes::Bytes;
 
 use super::{int_arg, Command, ALL_RO, ALL_WO, KEY1_RO, KEY1_WO};
+use crate::hub::data::{ExpireCondition, KeyTtl};
 use crate::hub::now_ms;
 use crate::resp::connection::Conn;
 
@@ -135,42 +137,17 @@ pub const SCAN: Command = Command::new(
 .acl(&["@keyspace", "@read", "@slow"]);
 
 fn del(conn: &mut Conn, args: &[Bytes]) {
-    let mut db = conn.server.hub.keyspace.lock();
-    let n = args[1..]
-        .iter()
-        .filter(|k| db.get(k).is_some() && db.remove(k))
-        .count();
-    drop(db);
+    let n = conn.server.hub.del(&args[1..]);
     conn.reply().int(n as i64);
 }
 
-/// True when `key` names a non-empty presence view (`__presence__:C`).
-fn presence_key(conn: &Conn, key: &[u8]) -> bool {
-    crate::hub::presence::presence_channel(key)
-        .is_some_and(|ch| conn.server.hub.presence_stats(ch).is_ok_and(|s| s.0 > 0))
-}
-
 fn exists(conn: &mut Conn, args: &[Bytes]) {
-    let mut db = conn.server.hub.keyspace.lock();
-    let n = args[1..]
-        .iter()
-        .filter(|k| db.exists(k) || presence_key(conn, k))
-        .count();
-    drop(db);
+    let n = conn.server.hub.exists(&args[1..]);
     conn.reply().int(n as i64);
 }
 
 fn type_(conn: &mut Conn, args: &[Bytes]) {
-    if presence_key(conn, &args[1]) {
-        return conn.reply().simple("set");
-    }
-    let t = conn
-        .server
-        .hub
-        .keyspace
-        .lock()
-        .get(&args[1])
-        .map_or("none", |e| e.value.type_name());
+    let t = conn.server.hub.key_type(&args[1]);
     conn.reply().simple(t);
 }
 
@@ -184,13 +161,13 @@ fn expire_generic(conn: &mut Conn, args: &[Bytes], unit: Unit, absolute: bool, n
     let Some(when) = int_arg(conn, &args[2]) else {
         return;
     };
-    let (mut nx, mut xx, mut gt, mut lt) = (false, false, false, false);
+    let mut cond = ExpireCondition::default();
     for opt in &args[3..] {
         match opt.to_ascii_uppercase().as_slice() {
-            b"NX" => nx = true,
-            b"XX" => xx = true,
-            b"GT" => gt = true,
-            b"LT" => lt = true,
+            b"NX" => cond.nx = true,
+            b"XX" => cond.xx = true,
+            b"GT" => cond.gt = true,
+            b"LT" => cond.lt = true,
             _ => {
                 let mut msg = b"ERR Unsupported option ".to_vec();
                 msg.extend_from_slice(opt);
@@ -199,17 +176,16 @@ fn expire_generic(conn: &mut Conn, args: &[Bytes], unit: Unit, absolute: bool, n
             }
         }
     }
-    if nx && (xx || gt || lt) {
+    if cond.nx && (cond.xx || cond.gt || cond.lt) {
         conn.reply()
             .error("ERR NX and XX, GT or LT options at the same time are not compatible");
         return;
     }
-    if gt && lt {
+    if cond.gt && cond.lt {
         conn.reply()
             .error("ERR GT and LT options at the same time are not compatible");
         return;
     }
-    let now = now_ms() as i64;
     let ms = match unit {
         Unit::Seconds => when.checked_mul(1000),
         Unit::Millis => Some(when),
@@ -218,7 +194,7 @@ fn expire_generic(conn: &mut Conn, args: &[Bytes], unit: Unit, absolute: bool, n
         if absolute {
             Some(ms)
         } else {
-            ms.checked_add(now)
+            ms.checked_add(now_ms() as i64)
         }
     });
     let Some(at) = at else {
@@ -226,25 +202,7 @@ fn expire_generic(conn: &mut Conn, args: &[Bytes], unit: Unit, absolute: bool, n
             .error(&format!("ERR invalid expire time in '{name}' command"));
         return;
     };
-    let mut db = conn.server.hub.keyspace.lock();
-    let Some(e) = db.get(&args[1]) else {
-        drop(db);
-        conn.reply().int(0);
-        return;
-    };
-    let current = e.expires_at;
-    let ok = match current {
-        None => !xx && !gt,
-        Some(cur) => !(nx || (gt && at <= cur as i64) || (lt && at >= cur as i64)),
-    };
-    if ok {
-        if at <= now {
-            db.remove(&args[1]);
-        } else {
-            db.set_expiry(&args[1], Some(at as u64));
-        }
-    }
-    drop(db);
+    let ok = conn.server.hub.expire(&args[1], at, cond);
     conn.reply().int(ok as i64);
 }
 
@@ -262,21 +220,17 @@ fn pexpireat(conn: &mut Conn, args: &[Bytes]) {
 }
 
 fn ttl_generic(conn: &mut Conn, args: &[Bytes], unit: Unit) {
-    let mut db = conn.server.hub.keyspace.lock();
-    let v = match db.get(&args[1]) {
-        None => -2,
-        Some(e) => match e.expires_at {
-            None => -1,
-            Some(at) => {
-                let left = at.saturating_sub(now_ms()) as i64;
-                match unit {
-                    Unit::Millis => left,
-                    Unit::Seconds => (left + 500) / 1000,
-                }
+    let v = match conn.server.hub.ttl(&args[1]) {
+        KeyTtl::Missing => -2,
+        KeyTtl::Persistent => -1,
+        KeyTtl::ExpiresIn(left) => {
+            let left = left as i64;
+            match unit {
+                Unit::Millis => left,
+                Unit::Seconds => (left + 500) / 1000,
             }
-        },
+        }
     };
-    drop(db);
     conn.reply().int(v);
 }
 
@@ -288,17 +242,12 @@ fn pttl(conn: &mut Conn, args: &[Bytes]) {
 }
 
 fn persist(conn: &mut Conn, args: &[Bytes]) {
-    let mut db = conn.server.hub.keyspace.lock();
-    let had = db.get(&args[1]).is_some_and(|e| e.expires_at.is_some());
-    if had {
-        db.set_expiry(&args[1], None);
-    }
-    drop(db);
+    let had = conn.server.hub.persist(&args[1]);
     conn.reply().int(had as i64);
 }
 
 fn keys(conn: &mut Conn, args: &[Bytes]) {
-    let list = conn.server.hub.keyspace.lock().keys(Some(&args[1]));
+    let list = conn.server.hub.keys_matching(Some(&args[1]));
     conn.reply().bulks(list.iter());
 }
 
@@ -323,8 +272,8 @@ fn scan(conn: &mut Conn, args: &[Bytes]) {
                 }
                 None => return,
             },
-            b"MATCH" => pattern = Some(args[i + 1].clone()),
-            b"TYPE" => typ = Some(args[i + 1].clone()),
+            b"MATCH" => pattern = Some(&args[i + 1][..]),
+            b"TYPE" => typ = Some(&args[i + 1][..]),
             _ => {
                 conn.reply().error("ERR syntax error");
                 return;
@@ -332,12 +281,7 @@ fn scan(conn: &mut Conn, args: &[Bytes]) {
         }
         i += 2;
     }
-    let (next, list) =
-        conn.server
-            .hub
-            .keyspace
-            .lock()
-            .scan(cursor, count, pattern.as_deref(), typ.as_deref());
+    let (next, list) = conn.server.hub.scan_keys(cursor, count, pattern, typ);
     let mut out = conn.reply();
     out.array(2);
     out.bulk(next.to_string().as_bytes());

@@ -467,26 +467,23 @@ pub fn dispatch(conn: &mut Conn, args: &[Bytes]) {
         m.last_cmd = (top.name, (!std::ptr::eq(cmd, top)).then_some(cmd.name));
         m.last_active = Some(started);
     }
-    // Keyspace commands hold the transaction gate shared, so an EXEC (which
-    // holds it exclusively) never sees another client's command mid-way.
+    // Keyspace commands run in the hub's command scope, so an EXEC never
+    // sees another client's command mid-way, and the keys a write names
+    // count as modified for WATCH.
     let gated = !conn.in_exec
         && (!keys.is_empty()
             || matches!(
                 top.name,
                 "keys" | "scan" | "dbsize" | "flushall" | "flushdb"
             ));
+    let written = keys
+        .iter()
+        .filter(|(_, access)| write && access.write)
+        .map(|(k, _)| *k);
     let hub = conn.server.hub.clone();
-    let gate = if gated { hub.gate_shared() } else { None };
+    let scope = hub.command_scope(gated, written);
     (cmd.run)(conn, args);
-    if write && !keys.is_empty() && hub.keyspace.any_watched() {
-        let mut db = hub.keyspace.lock();
-        for (k, access) in &keys {
-            if access.write {
-                db.touch(k);
-            }
-        }
-    }
-    drop(gate);
+    drop(scope);
     conn.server
         .metrics
         .observe_command("resp", top.name, started.elapsed());

@@ -2,15 +2,14 @@
 //! SRANDMEMBER, SMOVE, SUNION, SINTER, SDIFF, SUNIONSTORE, SINTERSTORE,
 //! SDIFFSTORE, SINTERCARD, SSCAN, with Redis 7.0's replies.
 //!
-//! Keys `__presence__:C` are read-only views of channel C's presence (its
-//! user ids): reads work as on any set, writes get an error.
+//! Each command parses its arguments, calls the hub (`hub::data::sets`,
+//! which holds the sets' rules and the presence views) and encodes the
+//! result.
 
 use bytes::Bytes;
 
 use super::{int_arg, Command, KeySpec, ALL_RO, KEY1_RO, KEY1_RW, KEY1_WO, RO, RW, STORE, WO};
-use crate::hub::keyspace::{SetValue, Value, WrongType};
-use crate::hub::presence::presence_channel;
-use crate::hub::Db;
+use crate::hub::data::{DataError, RandomPick, SetOp};
 use crate::resp::connection::Conn;
 use crate::resp::encode::Out;
 
@@ -183,40 +182,11 @@ pub const SSCAN: Command =
 /// Most members a negative SRANDMEMBER/ZRANDMEMBER count may ask for.
 pub(super) const MAX_RANDOM_REPLY: u64 = 1 << 20;
 
-const READ_ONLY: &str =
-    "ERR __presence__ keys are read-only: Herald maintains them from subscriptions";
+/// Kept for the sorted-set commands, which pick members the same way.
+pub(crate) use crate::hub::data::rand_index;
 
-fn wrongtype(conn: &mut Conn) {
-    conn.reply().error(&WrongType.to_string());
-}
-
-/// Runs `f` on the set at `key` (a presence view for `__presence__:C`)
-/// without copying it: a membership test on a million-member set must not
-/// cost a million-member copy under the keyspace lock.
-fn with_set<R>(
-    conn: &Conn,
-    key: &[u8],
-    f: impl FnOnce(Option<&SetValue>) -> R,
-) -> Result<R, WrongType> {
-    if let Some(ch) = presence_channel(key) {
-        let users = conn.server.hub.presence_users(ch).unwrap_or_default();
-        if users.is_empty() {
-            return Ok(f(None));
-        }
-        let view = SetValue::from_members(users.into_iter().map(Bytes::from));
-        return Ok(f(Some(&view)));
-    }
-    let mut db = conn.server.hub.keyspace.lock();
-    let s = db.set(key)?;
-    Ok(f(s.map(|s| &*s)))
-}
-
-fn refuse_presence_write(conn: &mut Conn, keys: &[&Bytes]) -> bool {
-    if keys.iter().any(|k| presence_channel(k).is_some()) {
-        conn.reply().error(READ_ONLY);
-        return true;
-    }
-    false
+fn fail(conn: &mut Conn, e: DataError) {
+    conn.reply().error(&e.to_string());
 }
 
 fn write_members(out: &mut Out<'_>, members: &[Bytes]) {
@@ -226,78 +196,45 @@ fn write_members(out: &mut Out<'_>, members: &[Bytes]) {
     }
 }
 
-fn sadd(conn: &mut Conn, args: &[Bytes]) {
-    if refuse_presence_write(conn, &[&args[1]]) {
-        return;
-    }
-    let mut db = conn.server.hub.keyspace.lock();
-    let n = match db.set(&args[1]) {
-        Err(_) => {
-            drop(db);
-            return wrongtype(conn);
-        }
-        Ok(Some(s)) => args[2..].iter().filter(|m| s.insert((*m).clone())).count(),
-        Ok(None) => {
-            let s = SetValue::from_members(args[2..].iter().cloned());
-            let n = s.len();
-            db.insert(args[1].clone(), Value::Set(s));
-            n
-        }
-    };
-    drop(db);
-    conn.reply().int(n as i64);
-}
-
-/// Removes `key` if its set became empty, as Redis deletes empty sets.
-fn drop_if_empty(db: &mut Db, key: &[u8]) {
-    if db.set(key).ok().flatten().is_some_and(|s| s.is_empty()) {
-        db.remove(key);
-    }
-}
-
-fn srem(conn: &mut Conn, args: &[Bytes]) {
-    if refuse_presence_write(conn, &[&args[1]]) {
-        return;
-    }
-    let mut db = conn.server.hub.keyspace.lock();
-    let n = match db.set(&args[1]) {
-        Err(_) => {
-            drop(db);
-            return wrongtype(conn);
-        }
-        Ok(None) => 0,
-        Ok(Some(s)) => args[2..].iter().filter(|m| s.remove(m)).count(),
-    };
-    drop_if_empty(&mut db, &args[1]);
-    drop(db);
-    conn.reply().int(n as i64);
-}
-
-fn smembers(conn: &mut Conn, args: &[Bytes]) {
-    match with_set(conn, &args[1], |s| {
-        s.map(|s| s.members()).unwrap_or_default()
-    }) {
-        Err(_) => wrongtype(conn),
+fn reply_members(conn: &mut Conn, r: Result<Vec<Bytes>, DataError>) {
+    match r {
+        Err(e) => fail(conn, e),
         Ok(members) => write_members(&mut conn.reply(), &members),
     }
 }
 
+fn reply_int(conn: &mut Conn, r: Result<usize, DataError>) {
+    match r {
+        Err(e) => fail(conn, e),
+        Ok(n) => conn.reply().int(n as i64),
+    }
+}
+
+fn sadd(conn: &mut Conn, args: &[Bytes]) {
+    let r = conn.server.hub.sadd(&args[1], &args[2..]);
+    reply_int(conn, r);
+}
+
+fn srem(conn: &mut Conn, args: &[Bytes]) {
+    let r = conn.server.hub.srem(&args[1], &args[2..]);
+    reply_int(conn, r);
+}
+
+fn smembers(conn: &mut Conn, args: &[Bytes]) {
+    let r = conn.server.hub.smembers(&args[1]);
+    reply_members(conn, r);
+}
+
 fn sismember(conn: &mut Conn, args: &[Bytes]) {
-    match with_set(conn, &args[1], |s| s.is_some_and(|s| s.contains(&args[2]))) {
-        Err(_) => wrongtype(conn),
+    match conn.server.hub.sismember(&args[1], &args[2]) {
+        Err(e) => fail(conn, e),
         Ok(found) => conn.reply().int(found as i64),
     }
 }
 
 fn smismember(conn: &mut Conn, args: &[Bytes]) {
-    let found = with_set(conn, &args[1], |s| {
-        args[2..]
-            .iter()
-            .map(|m| s.is_some_and(|s| s.contains(m)))
-            .collect::<Vec<bool>>()
-    });
-    match found {
-        Err(_) => wrongtype(conn),
+    match conn.server.hub.smismember(&args[1], &args[2..]) {
+        Err(e) => fail(conn, e),
         Ok(found) => {
             let mut out = conn.reply();
             out.array(found.len());
@@ -309,83 +246,35 @@ fn smismember(conn: &mut Conn, args: &[Bytes]) {
 }
 
 fn scard(conn: &mut Conn, args: &[Bytes]) {
-    match with_set(conn, &args[1], |s| s.map_or(0, |s| s.len())) {
-        Err(_) => wrongtype(conn),
-        Ok(n) => conn.reply().int(n as i64),
-    }
-}
-
-/// A cheap pseudo-random index (SPOP/SRANDMEMBER need no cryptography).
-pub(crate) fn rand_index(n: usize) -> usize {
-    use std::cell::Cell;
-    thread_local!(static STATE: Cell<u64> = Cell::new(0x9E37_79B9_7F4A_7C15 ^ crate::hub::now_ms()));
-    STATE.with(|s| {
-        let mut x = s.get();
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        s.set(x);
-        (x % n.max(1) as u64) as usize
-    })
-}
-
-fn parse_count(conn: &mut Conn, arg: &[u8]) -> Option<i64> {
-    int_arg(conn, arg)
+    let r = conn.server.hub.scard(&args[1]);
+    reply_int(conn, r);
 }
 
 fn spop(conn: &mut Conn, args: &[Bytes]) {
     if args.len() > 3 {
         return conn.reply().error("ERR syntax error");
     }
-    if refuse_presence_write(conn, &[&args[1]]) {
-        return;
-    }
     let count = match args.get(2) {
         None => None,
-        Some(a) => match parse_count(conn, a) {
+        Some(a) => match int_arg(conn, a) {
             None => return,
             Some(n) if n < 0 => {
                 return conn
                     .reply()
                     .error("ERR value is out of range, must be positive")
             }
-            Some(n) => Some(n as usize),
+            Some(n) => Some(usize::try_from(n).unwrap_or(usize::MAX)),
         },
     };
-    let mut db = conn.server.hub.keyspace.lock();
-    let popped: Option<Vec<Bytes>> = match db.set(&args[1]) {
-        Err(_) => {
-            drop(db);
-            return wrongtype(conn);
-        }
-        Ok(None) => None,
-        Ok(Some(s)) => {
-            let want = count.unwrap_or(1).min(s.len());
-            if count.is_some() && want == s.len() {
-                // The whole set goes, in its own order, as in Redis.
-                let all = s.members();
-                for m in &all {
-                    s.remove(m);
-                }
-                drop_if_empty(&mut db, &args[1]);
-                drop(db);
-                return write_members(&mut conn.reply(), &all);
-            }
-            let mut out = Vec::with_capacity(want);
-            for _ in 0..want {
-                let i = rand_index(s.len());
-                out.extend(s.swap_remove_index(i));
-            }
-            Some(out)
-        }
+    let popped = match conn.server.hub.spop(&args[1], count) {
+        Err(e) => return fail(conn, e),
+        Ok(p) => p,
     };
-    drop_if_empty(&mut db, &args[1]);
-    drop(db);
     let mut out = conn.reply();
-    match (count, popped) {
-        (None, Some(v)) if !v.is_empty() => out.bulk(&v[0]),
-        (None, _) => out.null(),
-        (Some(_), v) => write_members(&mut out, &v.unwrap_or_default()),
+    match (count, popped.first()) {
+        (None, Some(m)) => out.bulk(m),
+        (None, None) => out.null(),
+        (Some(_), _) => write_members(&mut out, &popped),
     }
 }
 
@@ -395,7 +284,7 @@ fn srandmember(conn: &mut Conn, args: &[Bytes]) {
     }
     let count = match args.get(2) {
         None => None,
-        Some(a) => match parse_count(conn, a) {
+        Some(a) => match int_arg(conn, a) {
             None => return,
             Some(n) => Some(n),
         },
@@ -410,40 +299,13 @@ fn srandmember(conn: &mut Conn, args: &[Bytes]) {
         // unbounded reply.
         return conn.reply().error("ERR value is out of range");
     }
-    // Picks by index under the lock: O(1) a member, never a copy of the set.
-    let picks = with_set(conn, &args[1], |s| {
-        let Some(s) = s.filter(|s| !s.is_empty()) else {
-            return Vec::new();
-        };
-        let len = s.len();
-        let at = |i: usize| s.get_index(i).cloned();
-        match count {
-            None => at(rand_index(len)).into_iter().collect(),
-            Some(n) if n < 0 => (0..n.unsigned_abs())
-                .filter_map(|_| at(rand_index(len)))
-                .collect(),
-            Some(n) if n as u64 >= len as u64 => s.members(),
-            Some(n) => {
-                // Distinct picks: Floyd's sampling of n indexes out of len.
-                let n = n as usize;
-                let mut chosen = std::collections::HashSet::with_capacity(n);
-                let mut out = Vec::with_capacity(n);
-                for j in len - n..len {
-                    let t = rand_index(j + 1);
-                    let i = if chosen.insert(t) {
-                        t
-                    } else {
-                        chosen.insert(j);
-                        j
-                    };
-                    out.extend(at(i));
-                }
-                out
-            }
-        }
-    });
-    let picks = match picks {
-        Err(_) => return wrongtype(conn),
+    let pick = match count {
+        None => RandomPick::One,
+        Some(n) if n < 0 => RandomPick::Repeats(n.unsigned_abs()),
+        Some(n) => RandomPick::Distinct(usize::try_from(n).unwrap_or(usize::MAX)),
+    };
+    let picks = match conn.server.hub.srandmember(&args[1], pick) {
+        Err(e) => return fail(conn, e),
         Ok(p) => p,
     };
     let mut out = conn.reply();
@@ -463,178 +325,39 @@ fn srandmember(conn: &mut Conn, args: &[Bytes]) {
 }
 
 fn smove(conn: &mut Conn, args: &[Bytes]) {
-    if refuse_presence_write(conn, &[&args[1], &args[2]]) {
-        return;
-    }
-    let (src, dst, m) = (&args[1], &args[2], &args[3]);
-    let mut db = conn.server.hub.keyspace.lock();
-    let src_has = match db.set(src) {
-        Err(_) => {
-            drop(db);
-            return wrongtype(conn);
-        }
-        Ok(s) => s.is_some_and(|s| s.contains(m)),
-    };
-    if db.set(dst).is_err() {
-        drop(db);
-        return wrongtype(conn);
-    }
-    if !src_has {
-        drop(db);
-        return conn.reply().int(0);
-    }
-    if src != dst {
-        if let Ok(Some(s)) = db.set(src) {
-            s.remove(m);
-        }
-        match db.set(dst) {
-            Ok(Some(d)) => {
-                d.insert(m.clone());
-            }
-            _ => db.insert(dst.clone(), Value::Set(SetValue::from_members([m.clone()]))),
-        }
-        drop_if_empty(&mut db, src);
-    }
-    drop(db);
-    conn.reply().int(1);
-}
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Op {
-    Union,
-    Inter,
-    Diff,
-}
-
-/// Computes a set operation over `keys`; `Err` for WRONGTYPE.
-/// SUNION, SINTER, SDIFF of `keys` (SINTERCARD stops after `limit` members
-/// when it is above 0). Stored sets are borrowed, never copied: an
-/// intersection walks the smallest set and probes the others.
-fn combine(
-    conn: &Conn,
-    db: &mut Db,
-    keys: &[Bytes],
-    op: Op,
-    limit: usize,
-) -> Result<Vec<Bytes>, WrongType> {
-    // Presence views are built (one channel's users); stored sets borrowed.
-    let views: Vec<Option<SetValue>> = keys
-        .iter()
-        .map(|k| {
-            presence_channel(k).map(|ch| {
-                let users = conn.server.hub.presence_users(ch).unwrap_or_default();
-                SetValue::from_members(users.into_iter().map(Bytes::from))
-            })
-        })
-        .collect();
-    let stored = db.sets_for_read(keys);
-    let mut sets: Vec<Option<&SetValue>> = Vec::with_capacity(keys.len());
-    for (view, s) in views.iter().zip(stored) {
-        sets.push(match view {
-            Some(v) => (!v.is_empty()).then_some(v),
-            None => s?,
-        });
-    }
-    let limit = if limit == 0 { usize::MAX } else { limit };
-    Ok(match op {
-        Op::Union => {
-            let mut all = SetValue::new();
-            for s in sets.iter().flatten() {
-                for m in s.iter() {
-                    if !all.contains(m) {
-                        all.insert(m.clone());
-                    }
-                }
-            }
-            all.members()
-        }
-        Op::Inter => {
-            if sets.iter().any(|s| s.is_none()) {
-                return Ok(Vec::new());
-            }
-            let sets: Vec<&SetValue> = sets.into_iter().flatten().collect();
-            let Some(smallest) = sets.iter().min_by_key(|s| s.len()) else {
-                return Ok(Vec::new());
-            };
-            let found = SetValue::from_members(
-                smallest
-                    .iter()
-                    .filter(|m| sets.iter().all(|s| s.contains(m)))
-                    .take(limit)
-                    .cloned(),
-            );
-            found.members()
-        }
-        Op::Diff => {
-            let Some(Some(first)) = sets.first() else {
-                return Ok(Vec::new());
-            };
-            let rest: Vec<&SetValue> = sets[1..].iter().flatten().copied().collect();
-            SetValue::from_members(
-                first
-                    .iter()
-                    .filter(|m| rest.iter().all(|s| !s.contains(m)))
-                    .cloned(),
-            )
-            .members()
-        }
-    })
-}
-
-fn set_op(conn: &mut Conn, args: &[Bytes], op: Op) {
-    let hub = conn.server.hub.clone();
-    let mut db = hub.keyspace.lock();
-    let r = combine(conn, &mut db, &args[1..], op, 0);
-    drop(db);
-    match r {
-        Err(_) => wrongtype(conn),
-        Ok(members) => write_members(&mut conn.reply(), &members),
+    match conn.server.hub.smove(&args[1], &args[2], &args[3]) {
+        Err(e) => fail(conn, e),
+        Ok(moved) => conn.reply().int(moved as i64),
     }
 }
 
-fn set_op_store(conn: &mut Conn, args: &[Bytes], op: Op) {
-    if refuse_presence_write(conn, &[&args[1]]) {
-        return;
-    }
-    let hub = conn.server.hub.clone();
-    let mut db = hub.keyspace.lock();
-    let r = combine(conn, &mut db, &args[2..], op, 0);
-    let n = match r {
-        Err(_) => {
-            drop(db);
-            return wrongtype(conn);
-        }
-        Ok(members) => {
-            let n = members.len();
-            if n == 0 {
-                db.remove(&args[1]);
-            } else {
-                db.insert(args[1].clone(), Value::Set(SetValue::from_members(members)));
-            }
-            n
-        }
-    };
-    drop(db);
-    conn.reply().int(n as i64);
+fn set_op(conn: &mut Conn, args: &[Bytes], op: SetOp) {
+    let r = conn.server.hub.set_combine(op, &args[1..]);
+    reply_members(conn, r);
+}
+
+fn set_op_store(conn: &mut Conn, args: &[Bytes], op: SetOp) {
+    let r = conn.server.hub.set_store(op, &args[1], &args[2..]);
+    reply_int(conn, r);
 }
 
 fn sunion(conn: &mut Conn, args: &[Bytes]) {
-    set_op(conn, args, Op::Union)
+    set_op(conn, args, SetOp::Union)
 }
 fn sinter(conn: &mut Conn, args: &[Bytes]) {
-    set_op(conn, args, Op::Inter)
+    set_op(conn, args, SetOp::Inter)
 }
 fn sdiff(conn: &mut Conn, args: &[Bytes]) {
-    set_op(conn, args, Op::Diff)
+    set_op(conn, args, SetOp::Diff)
 }
 fn sunionstore(conn: &mut Conn, args: &[Bytes]) {
-    set_op_store(conn, args, Op::Union)
+    set_op_store(conn, args, SetOp::Union)
 }
 fn sinterstore(conn: &mut Conn, args: &[Bytes]) {
-    set_op_store(conn, args, Op::Inter)
+    set_op_store(conn, args, SetOp::Inter)
 }
 fn sdiffstore(conn: &mut Conn, args: &[Bytes]) {
-    set_op_store(conn, args, Op::Diff)
+    set_op_store(conn, args, SetOp::Diff)
 }
 
 fn sintercard(conn: &mut Conn, args: &[Bytes]) {
@@ -667,21 +390,8 @@ fn sintercard(conn: &mut Conn, args: &[Bytes]) {
             return conn.reply().error("ERR syntax error");
         }
     }
-    let hub = conn.server.hub.clone();
-    let mut db = hub.keyspace.lock();
-    let r = combine(conn, &mut db, keys, Op::Inter, limit);
-    drop(db);
-    match r {
-        Err(_) => wrongtype(conn),
-        Ok(m) => {
-            let n = if limit > 0 {
-                m.len().min(limit)
-            } else {
-                m.len()
-            };
-            conn.reply().int(n as i64);
-        }
-    }
+    let r = conn.server.hub.sintercard(keys, limit);
+    reply_int(conn, r);
 }
 
 fn sscan(conn: &mut Conn, args: &[Bytes]) {
@@ -689,10 +399,10 @@ fn sscan(conn: &mut Conn, args: &[Bytes]) {
     let Some(cursor) = super::scan_cursor(conn, &args[2]) else {
         return;
     };
-    match with_set(conn, &args[1], |s| s.is_some()) {
-        Err(_) => return wrongtype(conn),
-        Ok(false) => return super::empty_scan(conn),
-        Ok(true) => {}
+    match conn.server.hub.scard(&args[1]) {
+        Err(e) => return fail(conn, e),
+        Ok(0) => return super::empty_scan(conn),
+        Ok(_) => {}
     }
     let (mut count, mut pattern) = (10usize, None);
     let mut i = 3;
@@ -707,28 +417,16 @@ fn sscan(conn: &mut Conn, args: &[Bytes]) {
                 None => return,
             }
         } else if args[i].eq_ignore_ascii_case(b"MATCH") {
-            pattern = Some(crate::hub::glob::Glob::new(&args[i + 1]));
+            pattern = Some(&args[i + 1][..]);
         } else {
             return conn.reply().error("ERR syntax error");
         }
         i += 2;
     }
-    // Small (intset) sets come whole in one reply, as Redis sends them;
-    // larger ones page through the set's internal order (see
-    // `SetValue::scan`), O(count) a page.
-    let paged = with_set(conn, &args[1], |s| match s {
-        None => (0, Vec::new()),
-        Some(s) if s.is_intset() || s.len() <= count => (0, s.members()),
-        Some(s) => s.scan(cursor, count),
-    });
-    let (next, page) = match paged {
-        Err(_) => return wrongtype(conn),
+    let (next, page) = match conn.server.hub.sscan(&args[1], cursor, count, pattern) {
+        Err(e) => return fail(conn, e),
         Ok(p) => p,
     };
-    let page: Vec<Bytes> = page
-        .into_iter()
-        .filter(|m| pattern.as_ref().is_none_or(|g| g.matches(m)))
-        .collect();
     let mut out = conn.reply();
     out.array(2);
     out.bulk(next.to_string().as_bytes());

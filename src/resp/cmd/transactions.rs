@@ -2,7 +2,7 @@
 //! semantics: commands queue (+QUEUED) after MULTI, an error while queuing
 //! makes EXEC answer EXECABORT, a WATCHed key modified before EXEC makes it
 //! answer a null array, and EXEC runs the queue with no other client's
-//! command in between (the hub's transaction gate).
+//! command in between (`Hub::exclusive`).
 
 use bytes::Bytes;
 
@@ -83,12 +83,8 @@ fn watch(conn: &mut Conn, args: &[Bytes]) {
         .filter(|k| seen.insert(k))
         .cloned()
         .collect();
-    let mut db = hub.keyspace.lock();
-    for k in fresh {
-        let v = db.watch(&k);
-        conn.extra().watched.push((k, v));
-    }
-    drop(db);
+    let versions = hub.watch_keys(fresh);
+    conn.extra().watched.extend(versions);
     conn.reply().simple("OK");
 }
 
@@ -103,11 +99,7 @@ pub fn unwatch_all(conn: &mut Conn) {
         return;
     }
     let watched = std::mem::take(&mut conn.extra().watched);
-    let hub = conn.server.hub.clone();
-    let mut db = hub.keyspace.lock();
-    for (k, _) in watched {
-        db.unwatch(&k);
-    }
+    conn.server.hub.unwatch_keys(watched.iter().map(|(k, _)| k));
 }
 
 fn exec(conn: &mut Conn, _args: &[Bytes]) {
@@ -122,24 +114,20 @@ fn exec(conn: &mut Conn, _args: &[Bytes]) {
             .error("EXECABORT Transaction discarded because of previous errors.");
     }
     let hub = conn.server.hub.clone();
-    // The gate first, then the WATCH check: nothing can touch the keys in
-    // between.
-    let _gate = hub.gate_exclusive();
-    let touched = {
-        let mut db = hub.keyspace.lock();
-        conn.watched()
-            .iter()
-            .any(|(k, v)| db.watch_version(k) != *v)
-    };
-    unwatch_all(conn);
-    if touched {
-        return conn.reply().null_array();
-    }
-    conn.reply().array(queue.len());
-    conn.in_exec = true;
-    for args in &queue {
-        super::dispatch(conn, args);
-    }
-    conn.in_exec = false;
-    conn.register_deferred();
+    // No other client's command between the WATCH check and the last
+    // queued command (nor the subscriptions they registered).
+    hub.exclusive(|| {
+        let touched = hub.watched_changed(conn.watched());
+        unwatch_all(conn);
+        if touched {
+            return conn.reply().null_array();
+        }
+        conn.reply().array(queue.len());
+        conn.in_exec = true;
+        for args in &queue {
+            super::dispatch(conn, args);
+        }
+        conn.in_exec = false;
+        conn.register_deferred();
+    });
 }
