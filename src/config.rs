@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
@@ -452,6 +453,26 @@ impl Config {
             path: path.clone(),
             message: e.to_string(),
         })
+    }
+
+    /// What the hub needs of this configuration: the channel rules of
+    /// each namespace and the history memory cap.
+    pub fn hub_config(self: &Arc<Self>) -> crate::hub::HubConfig {
+        let cfg = self.clone();
+        crate::hub::HubConfig {
+            history_max_memory: self.history_max_memory,
+            rules: Arc::new(move |channel| {
+                let ns = cfg.namespace(channel);
+                crate::hub::ChannelRules {
+                    history: (ns.history_size > 0).then_some(crate::hub::engine::HistoryOptions {
+                        size: ns.history_size as u64,
+                        ttl_ms: ns.history_ttl.0.as_millis() as u64,
+                    }),
+                    presence: ns.presence,
+                    join_leave: ns.join_leave,
+                }
+            }),
+        }
     }
 
     /// The options of the namespace of `channel` (text before the first `:`).

@@ -220,7 +220,7 @@ impl Metrics {
         set(&self.history_bytes, ks.history_bytes);
         set(&self.history_evicted, ks.history_evicted as usize);
         set(&self.keys, ks.keys);
-        set(&self.history_max_bytes, hub.cfg.history_max_memory);
+        set(&self.history_max_bytes, hub.history_max_memory());
         let mut out = String::new();
         let _ = encode(&mut out, &self.registry);
         out

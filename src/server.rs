@@ -96,7 +96,7 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
         addr: cfg.http_addr,
         source,
     })?;
-    let hub = Arc::new(Hub::with_config(cfg.clone()));
+    let hub = Arc::new(Hub::with_config(cfg.hub_config()));
     let metrics = Arc::new(crate::metrics::Metrics::new(&hub));
     let shutdown = CancellationToken::new();
     let resp_server = crate::resp::RespServer::new(
@@ -116,7 +116,11 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
     };
     let mut tasks = JoinSet::new();
     tasks.spawn(reclaim_expired(hub.clone(), shutdown.clone()));
-    tasks.spawn(leaderboard_ticks(hub.clone(), shutdown.clone()));
+    tasks.spawn(leaderboard_ticks(
+        hub.clone(),
+        cfg.clone(),
+        shutdown.clone(),
+    ));
     tasks.spawn(crate::resp::run(resp, resp_server, shutdown.clone()));
     tasks.spawn(crate::http::run(http, state, shutdown.clone()));
     Ok(Running {
@@ -143,13 +147,17 @@ async fn reclaim_expired(hub: Arc<Hub>, shutdown: CancellationToken) -> std::io:
 }
 
 /// Pushes changed leaderboards once per interval (the coalescing window).
-async fn leaderboard_ticks(hub: Arc<Hub>, shutdown: CancellationToken) -> std::io::Result<()> {
-    let mut tick = tokio::time::interval(hub.cfg.leaderboard_interval);
+async fn leaderboard_ticks(
+    hub: Arc<Hub>,
+    cfg: Arc<Config>,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let mut tick = tokio::time::interval(cfg.leaderboard_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
-            _ = tick.tick() => hub.leaderboard_tick(hub.cfg.leaderboard_resp_top),
+            _ = tick.tick() => hub.leaderboard_tick(cfg.leaderboard_resp_top),
         }
     }
 }

@@ -341,7 +341,7 @@ async fn contract(nodes: &[Arc<Hub>]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_engine_keeps_the_contract() {
-    let hub = Arc::new(Hub::with_config(config()));
+    let hub = Arc::new(Hub::with_config(config().hub_config()));
     contract(&[hub]).await;
 }
 
@@ -349,8 +349,8 @@ async fn memory_engine_keeps_the_contract() {
 async fn bus_engine_keeps_the_contract_across_two_nodes() {
     let bus = Bus::start();
     let cfg = config();
-    let a = Arc::new(Hub::with_engine(cfg.clone(), |ks| bus.node(ks, &cfg)));
-    let b_ = Arc::new(Hub::with_engine(cfg.clone(), |ks| bus.node(ks, &cfg)));
+    let a = Arc::new(Hub::with_engine(cfg.hub_config(), |ks| bus.node(ks, &cfg)));
+    let b_ = Arc::new(Hub::with_engine(cfg.hub_config(), |ks| bus.node(ks, &cfg)));
     contract(&[a.clone(), b_.clone()]).await;
     // The seam is really used: the bus knows which node wants what.
     assert!(bus.interests_of(1).contains(&Owned::Channel(b("hist:c"))));
@@ -364,8 +364,8 @@ async fn bus_engine_keeps_the_contract_across_two_nodes() {
 async fn bus_nodes_get_only_what_they_subscribed() {
     let bus = Bus::start();
     let cfg = config();
-    let a = Arc::new(Hub::with_engine(cfg.clone(), |ks| bus.node(ks, &cfg)));
-    let b_ = Arc::new(Hub::with_engine(cfg.clone(), |ks| bus.node(ks, &cfg)));
+    let a = Arc::new(Hub::with_engine(cfg.hub_config(), |ks| bus.node(ks, &cfg)));
+    let b_ = Arc::new(Hub::with_engine(cfg.hub_config(), |ks| bus.node(ks, &cfg)));
     let r = Arc::new(Recorder::default());
     b_.subscribe(sub("x:1", 1, r.clone(), None)).unwrap();
     // The receivers a publish reports are the publishing node's own.

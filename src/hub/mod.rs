@@ -23,7 +23,6 @@ use std::time::Instant;
 use bytes::Bytes;
 use prometheus_client::metrics::counter::Counter;
 
-use crate::config::Config;
 pub use gate::GateGuard;
 pub use keyspace::{now_ms, Db, Keyspace};
 pub use outbox::{Outbox, OutputLimits, Overflow};
@@ -133,14 +132,48 @@ pub struct Hub {
     interest_stripes: [std::sync::Mutex<()>; INTEREST_STRIPES],
     stripe_hasher: std::collections::hash_map::RandomState,
     pub stats: Stats,
-    pub cfg: Arc<Config>,
+    cfg: HubConfig,
     next_client_id: AtomicU64,
     pub started: Instant,
 }
 
 impl Default for Hub {
     fn default() -> Self {
-        Hub::with_config(Arc::new(Config::default()))
+        Hub::with_config(HubConfig::default())
+    }
+}
+
+/// What the hub needs to know of a channel: its namespace's rules.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ChannelRules {
+    /// Where the channel keeps history, its bounds.
+    pub history: Option<engine::HistoryOptions>,
+    /// Whether subscriptions enter the channel's presence.
+    pub presence: bool,
+    /// Whether arrivals and departures are pushed to subscribers.
+    pub join_leave: bool,
+}
+
+/// Looks up a channel's rules.
+pub type RulesFn = Arc<dyn Fn(&[u8]) -> ChannelRules + Send + Sync>;
+
+/// The hub's own configuration: the server builds it from its options
+/// (`Config::hub_config`), so the hub depends on no front-end settings.
+#[derive(Clone)]
+pub struct HubConfig {
+    /// Memory all history may take (oldest entries go first past it).
+    pub history_max_memory: usize,
+    /// The rules of a channel (its namespace's).
+    pub rules: RulesFn,
+}
+
+impl Default for HubConfig {
+    /// No history, no presence, 256 MiB of history memory.
+    fn default() -> Self {
+        HubConfig {
+            history_max_memory: 256 << 20,
+            rules: Arc::new(|_| ChannelRules::default()),
+        }
     }
 }
 
@@ -163,16 +196,13 @@ impl Hub {
     }
 
     /// A hub on the in-memory engine (the embedded default).
-    pub fn with_config(cfg: Arc<Config>) -> Hub {
+    pub fn with_config(cfg: HubConfig) -> Hub {
         let max = cfg.history_max_memory;
         Hub::with_engine(cfg, |keyspace| engine::memory::engine(keyspace, max))
     }
 
     /// A hub on the engine `build` makes over the node's keyspace.
-    pub fn with_engine(
-        cfg: Arc<Config>,
-        build: impl FnOnce(Arc<Keyspace>) -> engine::Engine,
-    ) -> Hub {
+    pub fn with_engine(cfg: HubConfig, build: impl FnOnce(Arc<Keyspace>) -> engine::Engine) -> Hub {
         let keyspace = Arc::new(Keyspace::default());
         let registry = Arc::new(Registry::new());
         let engine = build(keyspace.clone());
@@ -213,13 +243,19 @@ impl Hub {
         Stats::add(&self.stats.delivered, n as u64);
     }
 
+    /// The rules of `channel` (its namespace's).
+    pub fn rules(&self, channel: &[u8]) -> ChannelRules {
+        (self.cfg.rules)(channel)
+    }
+
+    /// The memory all history may take.
+    pub fn history_max_memory(&self) -> usize {
+        self.cfg.history_max_memory
+    }
+
     /// The history bounds of `channel`'s namespace; `None` without history.
     fn history_options(&self, channel: &[u8]) -> Option<engine::HistoryOptions> {
-        let ns = self.cfg.namespace(channel);
-        (ns.history_size > 0).then_some(engine::HistoryOptions {
-            size: ns.history_size as u64,
-            ttl_ms: ns.history_ttl.0.as_millis() as u64,
-        })
+        self.rules(channel).history
     }
 
     // ---- subscriptions ---------------------------------------------------
@@ -449,7 +485,7 @@ impl Hub {
     /// namespace tracks presence; announces the user's arrival (first
     /// connection) where it pushes join/leave.
     pub fn presence_join(&self, channel: &Bytes, entry: presence::PresenceEntry) {
-        let ns = self.cfg.namespace(channel);
+        let ns = self.rules(channel);
         if !ns.presence {
             return;
         }
@@ -469,7 +505,7 @@ impl Hub {
     /// Removes a subscription from the channel's presence; announces the
     /// user's departure when it was their last connection.
     fn presence_leave(&self, channel: &[u8], client: ClientId) {
-        let ns = self.cfg.namespace(channel);
+        let ns = self.rules(channel);
         if !ns.presence {
             return;
         }

@@ -936,7 +936,7 @@ mod tests {
     #[tokio::test]
     async fn connection_task_stays_small() {
         let cfg = Arc::new(crate::config::Config::default());
-        let hub = Arc::new(crate::hub::Hub::with_config(cfg.clone()));
+        let hub = Arc::new(crate::hub::Hub::with_config(cfg.hub_config()));
         let metrics = Arc::new(crate::metrics::Metrics::new(&hub));
         let auth = crate::auth::Authenticator::new(&cfg);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
