@@ -167,10 +167,10 @@ impl Metrics {
         }
     }
 
-    /// Records one command's execution time. `command` must come from a
-    /// fixed set (command tables), never straight from the network.
-    pub fn observe_command(&self, frontend: &'static str, command: &str, took: Duration) {
-        let command = static_name(command);
+    /// Records one command's execution time. `command` is a name from a
+    /// fixed set (the RESP command table, `ws::protocol::Op::name`, the
+    /// HTTP routes), never a client's string: label values stay bounded.
+    pub fn observe_command(&self, frontend: &'static str, command: &'static str, took: Duration) {
         // Hot path: RESP commands keep their histogram handle once made,
         // so steady traffic takes no lock here.
         if frontend == "resp" {
@@ -224,33 +224,5 @@ impl Metrics {
         let mut out = String::new();
         let _ = encode(&mut out, &self.registry);
         out
-    }
-}
-
-/// Maps a command name to a static label, so label cardinality stays bounded.
-fn static_name(name: &str) -> &'static str {
-    const KNOWN: &[&str] = &[
-        "connect",
-        "refresh",
-        "ping",
-        "subscribe",
-        "psubscribe",
-        "unsubscribe",
-        "punsubscribe",
-        "publish",
-        "presence",
-        "presence_stats",
-        "history",
-        "leaderboard_subscribe",
-        "leaderboard_unsubscribe",
-        "broadcast",
-        "channels",
-    ];
-    if let Some(k) = KNOWN.iter().find(|k| **k == name) {
-        return k;
-    }
-    match crate::resp::cmd::lookup(name.as_bytes()) {
-        Some(c) => c.name,
-        None => "unknown",
     }
 }

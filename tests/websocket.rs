@@ -600,6 +600,16 @@ async fn malformed_input_gets_documented_codes() {
         ws_call(&mut next, 1, json!({"op": "ping"})).await["result"],
         json!({})
     );
+    // Ops label the command metrics by their own names; a client's unknown
+    // op string never becomes a label.
+    let (st, m) = http_get(h.http, "/metrics", None, "").await;
+    assert_eq!(st, 200);
+    assert!(
+        m.contains(r#"frontend="ws",command="ping""#)
+            || m.contains(r#"command="ping",frontend="ws""#),
+        "{m}"
+    );
+    assert!(!m.contains("frobnicate"), "{m}");
 }
 
 #[tokio::test]

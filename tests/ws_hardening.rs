@@ -713,6 +713,66 @@ fn invalid_utf8_in_a_text_frame_closes_with_1007() {
     assert_eq!(hdr[0] & 0x0f, 0x1, "a text reply");
 }
 
+/// The header of a masked client frame of `len` payload bytes (any
+/// length), `fin` clear for a fragment that more continuation frames follow.
+fn client_header(fin: bool, opcode: u8, len: usize) -> Vec<u8> {
+    let mut f = vec![if fin { 0x80 } else { 0 } | opcode];
+    match len {
+        0..=125 => f.push(0x80 | len as u8),
+        126..=0xffff => {
+            f.push(0x80 | 126);
+            f.extend_from_slice(&(len as u16).to_be_bytes());
+        }
+        _ => {
+            f.push(0x80 | 127);
+            f.extend_from_slice(&(len as u64).to_be_bytes());
+        }
+    }
+    // A zero mask: the payload goes as it is.
+    f.extend_from_slice(&[0; 4]);
+    f
+}
+
+/// A message past tungstenite's own limit (--ws-max-message-size + 64 KiB)
+/// fails the read with a capacity error, which is told apart by its type:
+/// the client gets 3502 as for a message just over the limit, whether one
+/// frame announces too much or fragments add up to too much.
+#[test]
+fn a_message_past_the_frame_limit_is_too_big() {
+    let h = Herald::start(&["--ws-max-message-size", "1kb"]);
+    let limit = 1024 + 64 * 1024;
+    // One frame whose header alone is refused: only the header is sent,
+    // so no unread bytes are left behind to reset the connection.
+    let mut s = raw_ws(h.http);
+    s.write_all(&client_header(true, 0x1, limit + 1)).unwrap();
+    assert_eq!(read_close_code(&mut s), Some(3502));
+    let mut s = raw_ws(h.http);
+    s.write_all(&client_header(true, 0x1, 1 << 40)).unwrap();
+    assert_eq!(read_close_code(&mut s), Some(3502));
+    // Two fragments, each under the frame limit, together over it.
+    let mut s = raw_ws(h.http);
+    let half = limit / 2 + 1;
+    let mut msg = client_header(false, 0x1, half);
+    msg.extend(std::iter::repeat_n(b'x', half));
+    msg.extend(client_header(true, 0x0, half));
+    msg.extend(std::iter::repeat_n(b'x', half));
+    s.write_all(&msg).unwrap();
+    assert_eq!(read_close_code(&mut s), Some(3502));
+    // Under the limit, fragments make one message as usual.
+    let mut s = raw_ws(h.http);
+    let ping = br#"{"id":1,"op":"ping"}"#;
+    let mut msg = client_header(false, 0x1, 10);
+    msg.extend_from_slice(&ping[..10]);
+    msg.extend(client_header(true, 0x0, ping.len() - 10));
+    msg.extend_from_slice(&ping[10..]);
+    s.write_all(&msg).unwrap();
+    let mut hdr = [0u8; 2];
+    s.read_exact(&mut hdr).unwrap();
+    let mut reply = vec![0u8; (hdr[1] & 0x7f) as usize];
+    s.read_exact(&mut reply).unwrap();
+    assert_eq!(reply, br#"{"id":1,"result":{}}"#);
+}
+
 // ---- absurd arguments -----------------------------------------------------------
 
 #[tokio::test]

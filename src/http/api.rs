@@ -1,23 +1,20 @@
 //! The HTTP server API for backends: publish, broadcast, channels, presence
 //! and history.
-//! Authenticated with `X-API-Key`; errors are `{"error": {"code", "message"}}`.
-
-// Handlers return `Result<_, Response>`, axum's idiom for early error
-// replies; the size of `Response` is axum's.
-#![allow(clippy::result_large_err)]
+//! Authenticated with `X-API-Key`; errors are [`ApiError`]s, rendered as
+//! `{"error": {"code", "message"}}`.
 
 use std::time::Instant;
 
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{api_error, AppState};
+use super::{ApiError, AppState};
 use crate::auth::constant_time_eq;
 use crate::hub::payload::from_json_value;
 use crate::hub::{HistoryError, Space, Stats};
@@ -26,7 +23,7 @@ use crate::hub::{HistoryError, Space, Stats};
 /// no authentication is configured at all: it publishes anywhere, so
 /// `--allow-anonymous` (which opens namespaces to clients without a token)
 /// must not open it beside a JWT key or a password.
-fn authorize(st: &AppState, headers: &HeaderMap) -> Result<(), Response> {
+fn authorize(st: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
     match &st.cfg.api_key {
         Some(key) => {
             let given = headers.get("x-api-key").map(|v| v.as_bytes());
@@ -34,43 +31,24 @@ fn authorize(st: &AppState, headers: &HeaderMap) -> Result<(), Response> {
                 Ok(())
             } else {
                 Stats::add(&st.hub.stats.auth_failures, 1);
-                Err(
-                    api_error(StatusCode::UNAUTHORIZED, 102, "missing or wrong X-API-Key")
-                        .into_response(),
-                )
+                Err(ApiError::WrongKey)
             }
         }
         None if !st.cfg.has_auth() => Ok(()),
-        None => Err(api_error(
-            StatusCode::FORBIDDEN,
-            103,
-            "the server API is disabled: configure --api-key",
-        )
-        .into_response()),
+        None => Err(ApiError::ApiDisabled),
     }
-}
-
-/// A 400 in the API's JSON error form (axum's own rejections are plain
-/// text), for a query string or path segment that does not decode.
-fn bad_request(message: &str) -> Response {
-    api_error(StatusCode::BAD_REQUEST, 100, message).into_response()
 }
 
 /// `/stats` and `/metrics` count every key, channel and client: once any
 /// authentication is configured they need the API key too (as `X-API-Key`
 /// or `Authorization: Bearer`, which Prometheus sends), or they would undo
 /// what DBSIZE and PUBSUB hide from tokens. Open otherwise.
-pub(crate) fn authorize_stats(st: &AppState, headers: &HeaderMap) -> Result<(), Response> {
+pub(crate) fn authorize_stats(st: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
     if !st.cfg.has_auth() {
         return Ok(());
     }
     let Some(key) = &st.cfg.api_key else {
-        return Err(api_error(
-            StatusCode::FORBIDDEN,
-            103,
-            "statistics need --api-key once authentication is configured",
-        )
-        .into_response());
+        return Err(ApiError::StatsNeedKey);
     };
     let given = headers.get("x-api-key").map(|v| v.as_bytes()).or_else(|| {
         headers
@@ -81,25 +59,15 @@ pub(crate) fn authorize_stats(st: &AppState, headers: &HeaderMap) -> Result<(), 
         Ok(())
     } else {
         Stats::add(&st.hub.stats.auth_failures, 1);
-        Err(api_error(StatusCode::UNAUTHORIZED, 102, "missing or wrong X-API-Key").into_response())
+        Err(ApiError::WrongKey)
     }
 }
 
 fn parse_body<T: for<'de> Deserialize<'de>>(
     body: Result<Bytes, BytesRejection>,
-) -> Result<T, Response> {
-    let body = body.map_err(|r| {
-        let status = r.status();
-        api_error(status, 100, &r.body_text()).into_response()
-    })?;
-    serde_json::from_slice(&body).map_err(|e| {
-        api_error(
-            StatusCode::BAD_REQUEST,
-            100,
-            &format!("invalid request body: {e}"),
-        )
-        .into_response()
-    })
+) -> Result<T, ApiError> {
+    let body = body.map_err(ApiError::Body)?;
+    serde_json::from_slice(&body).map_err(ApiError::InvalidBody)
 }
 
 /// The request's JSON body, once the API key checked out.
@@ -107,19 +75,16 @@ fn authorized_body<T: for<'de> Deserialize<'de>>(
     st: &AppState,
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<T, Response> {
+) -> Result<T, ApiError> {
     authorize(st, headers)?;
     parse_body(body)
 }
 
-fn check_channel(st: &AppState, channel: &str) -> Result<(), Response> {
+fn check_channel(st: &AppState, channel: &str) -> Result<(), ApiError> {
     if channel.is_empty() || channel.len() > st.cfg.max_channel_length {
-        return Err(api_error(
-            StatusCode::BAD_REQUEST,
-            110,
-            &format!("channel must be 1 to {} bytes", st.cfg.max_channel_length),
-        )
-        .into_response());
+        return Err(ApiError::ChannelLength {
+            max: st.cfg.max_channel_length,
+        });
     }
     Ok(())
 }
@@ -135,11 +100,6 @@ fn position_json(p: crate::hub::Published) -> Value {
     }
 }
 
-/// A publish the engine refused: nothing was delivered.
-fn engine_error(e: crate::hub::EngineError) -> Response {
-    api_error(StatusCode::SERVICE_UNAVAILABLE, 500, &e.to_string()).into_response()
-}
-
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PublishBody {
@@ -152,24 +112,16 @@ pub async fn publish(
     State(st): State<AppState>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Response {
+) -> Result<Response, ApiError> {
     let started = Instant::now();
-    let b: PublishBody = match authorized_body(&st, &headers, body) {
-        Ok(b) => b,
-        Err(r) => return r,
-    };
-    if let Err(r) = check_channel(&st, &b.channel) {
-        return r;
-    }
+    let b: PublishBody = authorized_body(&st, &headers, body)?;
+    check_channel(&st, &b.channel)?;
     let n = st
         .hub
         .publish(b.channel.into_bytes().into(), from_json_value(&b.data));
     st.metrics
         .observe_command("http", "publish", started.elapsed());
-    match n {
-        Ok(n) => Json(position_json(n)).into_response(),
-        Err(e) => engine_error(e),
-    }
+    Ok(Json(position_json(n?)).into_response())
 }
 
 #[derive(Deserialize)]
@@ -185,20 +137,14 @@ pub async fn broadcast(
     State(st): State<AppState>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Response {
+) -> Result<Response, ApiError> {
     let started = Instant::now();
-    let b: BroadcastBody = match authorized_body(&st, &headers, body) {
-        Ok(b) => b,
-        Err(r) => return r,
-    };
+    let b: BroadcastBody = authorized_body(&st, &headers, body)?;
     if b.channels.is_empty() {
-        return api_error(StatusCode::BAD_REQUEST, 100, "channels must not be empty")
-            .into_response();
+        return Err(ApiError::NoChannels);
     }
     for c in &b.channels {
-        if let Err(r) = check_channel(&st, c) {
-            return r;
-        }
+        check_channel(&st, c)?;
     }
     let payload = from_json_value(&b.data);
     let results: Vec<Value> = b
@@ -218,7 +164,7 @@ pub async fn broadcast(
         .collect();
     st.metrics
         .observe_command("http", "broadcast", started.elapsed());
-    Json(json!({ "results": results })).into_response()
+    Ok(Json(json!({ "results": results })).into_response())
 }
 
 #[derive(Deserialize)]
@@ -232,29 +178,18 @@ pub async fn channels(
     State(st): State<AppState>,
     headers: HeaderMap,
     q: Result<Query<ChannelsQuery>, QueryRejection>,
-) -> Response {
-    if let Err(r) = authorize(&st, &headers) {
-        return r;
-    }
-    let q = match q {
-        Ok(Query(q)) => q,
-        Err(e) => return bad_request(&e.body_text()),
-    };
+) -> Result<Response, ApiError> {
+    authorize(&st, &headers)?;
+    let Query(q) = q.map_err(ApiError::Query)?;
     // Matching costs pattern length times channel length for every
     // channel: the pattern is bounded as for clients without the password.
     if q.pattern
         .as_ref()
         .is_some_and(|p| p.len() > st.cfg.max_pattern_length)
     {
-        return api_error(
-            StatusCode::BAD_REQUEST,
-            110,
-            &format!(
-                "pattern must be at most {} bytes",
-                st.cfg.max_pattern_length
-            ),
-        )
-        .into_response();
+        return Err(ApiError::PatternLength {
+            max: st.cfg.max_pattern_length,
+        });
     }
     let hub = &st.hub;
     let mut names = hub.channels(Space::Global, q.pattern.as_deref().map(str::as_bytes));
@@ -268,7 +203,7 @@ pub async fn channels(
             })
         })
         .collect();
-    Json(json!({ "channels": list })).into_response()
+    Ok(Json(json!({ "channels": list })).into_response())
 }
 
 /// `GET /api/presence/{channel}` → `{"clients": [{client, user, info,
@@ -277,26 +212,14 @@ pub async fn presence(
     State(st): State<AppState>,
     headers: HeaderMap,
     channel: Result<Path<String>, PathRejection>,
-) -> Response {
-    if let Err(r) = authorize(&st, &headers) {
-        return r;
-    }
-    let channel = match channel {
-        Ok(Path(c)) => c,
-        Err(e) => return bad_request(&e.body_text()),
-    };
+) -> Result<Response, ApiError> {
+    authorize(&st, &headers)?;
+    let Path(channel) = channel.map_err(ApiError::Path)?;
     if !st.cfg.namespace(channel.as_bytes()).presence {
-        return api_error(
-            StatusCode::NOT_IMPLEMENTED,
-            108,
-            "presence is not enabled for this channel's namespace",
-        )
-        .into_response();
+        return Err(ApiError::PresenceNotEnabled);
     }
-    match crate::ws::protocol::presence_json(&st.hub, channel.as_bytes()) {
-        Ok(v) => Json(v).into_response(),
-        Err(e) => engine_error(e),
-    }
+    let v = crate::ws::protocol::presence_json(&st.hub, channel.as_bytes())?;
+    Ok(Json(v).into_response())
 }
 
 #[derive(Deserialize)]
@@ -316,60 +239,32 @@ pub async fn history(
     headers: HeaderMap,
     channel: Result<Path<String>, PathRejection>,
     q: Result<Query<HistoryQuery>, QueryRejection>,
-) -> Response {
-    if let Err(r) = authorize(&st, &headers) {
-        return r;
-    }
-    let channel = match channel {
-        Ok(Path(c)) => c,
-        Err(e) => return bad_request(&e.body_text()),
-    };
-    let Query(q) = match q {
-        Ok(q) => q,
-        Err(e) => return api_error(StatusCode::BAD_REQUEST, 100, &e.body_text()).into_response(),
-    };
+) -> Result<Response, ApiError> {
+    authorize(&st, &headers)?;
+    let Path(channel) = channel.map_err(ApiError::Path)?;
+    let Query(q) = q.map_err(ApiError::Query)?;
     let since = match (q.since_offset, q.since_epoch) {
         (None, None) => None,
+        // An epoch that does not parse is one that is not the history's.
         (Some(o), Some(e)) => match e.parse::<u64>() {
             Ok(e) => Some((o, e)),
-            Err(_) => {
-                return api_error(
-                    StatusCode::CONFLICT,
-                    111,
-                    &HistoryError::Unrecoverable.to_string(),
-                )
-                .into_response()
-            }
+            Err(_) => return Err(HistoryError::Unrecoverable.into()),
         },
-        _ => {
-            return api_error(
-                StatusCode::BAD_REQUEST,
-                100,
-                "since_offset and since_epoch go together",
-            )
-            .into_response()
-        }
+        _ => return Err(ApiError::HalfPosition),
     };
-    match st.hub.history(
+    let page = st.hub.history(
         channel.as_bytes(),
         since,
         q.limit.unwrap_or(usize::MAX),
         q.reverse,
-    ) {
-        Ok(page) => {
-            let pubs: Vec<Value> = page
-                .entries
-                .iter()
-                .map(|(o, p)| crate::ws::protocol::publication_json(*o, p))
-                .collect();
-            Json(json!({ "publications": pubs, "offset": page.top, "epoch": page.epoch.to_string() })).into_response()
-        }
-        Err(HistoryError::Unrecoverable) => api_error(
-            StatusCode::CONFLICT,
-            111,
-            &HistoryError::Unrecoverable.to_string(),
-        )
-        .into_response(),
-        Err(e) => api_error(StatusCode::NOT_IMPLEMENTED, 108, &e.to_string()).into_response(),
-    }
+    )?;
+    let pubs: Vec<Value> = page
+        .entries
+        .iter()
+        .map(|(o, p)| crate::ws::protocol::publication_json(*o, p))
+        .collect();
+    Ok(
+        Json(json!({ "publications": pubs, "offset": page.top, "epoch": page.epoch.to_string() }))
+            .into_response(),
+    )
 }

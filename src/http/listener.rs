@@ -466,11 +466,7 @@ impl hyper::service::Service<Request<Incoming>> for RequestService {
                 // Refused before reading: a client that announces a
                 // gigabyte does not get to send it (the router's body limit
                 // still stops chunked bodies that grow past it).
-                return Ok(closing(super::api_error(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    100,
-                    "request body too large",
-                )));
+                return Ok(closing(super::ApiError::BodyTooLarge));
             }
             conn.table.busy(conn.id);
             // Handlers read the body before anything else and do no slow
@@ -479,11 +475,7 @@ impl hyper::service::Service<Request<Incoming>> for RequestService {
             let resp = match tokio::time::timeout(body_timeout, router.call(req)).await {
                 Ok(Ok(resp)) => resp,
                 Ok(Err(never)) => match never {},
-                Err(_) => closing(super::api_error(
-                    StatusCode::REQUEST_TIMEOUT,
-                    100,
-                    "request body not received in time",
-                )),
+                Err(_) => closing(super::ApiError::BodyTimeout),
             };
             if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
                 conn.table.upgraded(&conn);

@@ -2,7 +2,10 @@
 //! `/healthz` and the page at `/`, on one axum router.
 
 pub mod api;
+mod error;
 pub mod listener;
+
+pub use error::ApiError;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -10,10 +13,10 @@ use std::time::Instant;
 use axum::body::Bytes;
 
 use axum::extract::State;
-use axum::http::{header, StatusCode};
+use axum::http::header;
 use axum::response::{Html, IntoResponse};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Router;
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -36,18 +39,6 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
 }
 
-/// A JSON error body `{"error": {"code", "message"}}` with its status.
-pub fn api_error(
-    status: StatusCode,
-    code: u16,
-    message: &str,
-) -> (StatusCode, Json<serde_json::Value>) {
-    (
-        status,
-        Json(json!({ "error": { "code": code, "message": message } })),
-    )
-}
-
 /// The routes; `conns` is the HTTP listener's connection table (for
 /// `/stats`).
 pub fn router(st: AppState, conns: Arc<listener::ConnTable>) -> Router {
@@ -61,7 +52,7 @@ pub fn router(st: AppState, conns: Arc<listener::ConnTable>) -> Router {
             get(
                 move |State(st): State<AppState>, headers: header::HeaderMap| async move {
                     if let Err(refused) = api::authorize_stats(&st, &headers) {
-                        return refused;
+                        return refused.into_response();
                     }
                     let body = stats_once.get(|| stats(&st, &conns)).await;
                     ([(header::CONTENT_TYPE, "application/json")], body).into_response()
@@ -74,7 +65,7 @@ pub fn router(st: AppState, conns: Arc<listener::ConnTable>) -> Router {
             get(
                 move |State(st): State<AppState>, headers: header::HeaderMap| async move {
                     if let Err(refused) = api::authorize_stats(&st, &headers) {
-                        return refused;
+                        return refused.into_response();
                     }
                     let body = metrics_once.get(|| metrics(&st)).await;
                     (
@@ -94,7 +85,7 @@ pub fn router(st: AppState, conns: Arc<listener::ConnTable>) -> Router {
         .route("/api/channels", get(api::channels))
         .route("/api/presence/{channel}", get(api::presence))
         .route("/api/history/{channel}", get(api::history))
-        .fallback(|| async { api_error(StatusCode::NOT_FOUND, 404, "not found") })
+        .fallback(|| async { ApiError::NotFound })
         // Bodies without a Content-Length stop here once past the limit.
         .layer(axum::extract::DefaultBodyLimit::max(
             st.cfg.http_max_body_size,

@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{Query, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use tokio::sync::Semaphore;
@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
-use crate::http::{api_error, AppState};
+use crate::http::{ApiError, AppState};
 use crate::hub::outbox::OutputBudget;
 use crate::hub::Stats;
 
@@ -124,16 +124,11 @@ pub async fn upgrade(
 ) -> Response {
     if !origin_allowed(&headers, &st.cfg) {
         tracing::info!(origin = ?headers.get(header::ORIGIN), "websocket origin refused");
-        return api_error(StatusCode::FORBIDDEN, 103, "origin not allowed").into_response();
+        return ApiError::OriginNotAllowed.into_response();
     }
     let Ok(permit) = st.ws.limit.clone().try_acquire_owned() else {
         Stats::add(&st.hub.stats.rejected_connections, 1);
-        return api_error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            106,
-            "max number of clients reached",
-        )
-        .into_response();
+        return ApiError::TooManyClients.into_response();
     };
     // tungstenite's own limit sits a little above ours: a message just over
     // the limit is read whole and refused with a clean close (3502), where

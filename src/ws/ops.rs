@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use serde_json::{json, Value};
 
-use super::protocol::{self as proto, Command, DisconnectCode, ErrorCode};
+use super::protocol::{self as proto, Command, DisconnectCode, ErrorCode, Op};
 use super::session::{expiry_instant, Session};
 use crate::auth::{Identity, TokenError};
 use crate::hub::presence::PresenceEntry;
@@ -153,34 +153,23 @@ impl Session {
         let cmd = match proto::parse_command(text) {
             Ok(c) => c,
             Err(bad) => {
-                self.error(&bad.id, ErrorCode::BadRequest, &bad.message);
+                self.error(&bad.id, bad.code, &bad.message);
                 return None;
             }
         };
         let started = Instant::now();
-        let end = self.dispatch(&cmd);
+        let name = cmd.op.name();
+        let end = self.dispatch(cmd);
         self.st
             .metrics
-            .observe_command("ws", &cmd.op, started.elapsed());
+            .observe_command("ws", name, started.elapsed());
         end
     }
 
-    fn dispatch(&mut self, cmd: &Command) -> Option<DisconnectCode> {
+    fn dispatch(&mut self, cmd: Command) -> Option<DisconnectCode> {
         let id = &cmd.id;
-        macro_rules! parse {
-            ($t:ty) => {
-                match proto::args::<$t>(cmd) {
-                    Ok(a) => a,
-                    Err(m) => {
-                        self.error(id, ErrorCode::BadRequest, &m);
-                        return None;
-                    }
-                }
-            };
-        }
-        match cmd.op.as_str() {
-            "connect" => {
-                let a = parse!(proto::ConnectArgs);
+        match cmd.op {
+            Op::Connect(a) => {
                 if self.connected {
                     self.error(id, ErrorCode::AlreadyConnected, "already connected");
                     return None;
@@ -223,8 +212,7 @@ impl Session {
                     }),
                 ));
             }
-            "refresh" => {
-                let a = parse!(proto::TokenArgs);
+            Op::Refresh(a) => {
                 match self.st.auth.verify_token(&a.token) {
                     Ok(c) => {
                         if let Some(old) = self.identity.user() {
@@ -245,17 +233,14 @@ impl Session {
                     Err(e) => self.token_error(id, &e),
                 }
             }
-            "ping" => self.send(proto::reply(id, json!({}))),
-            "subscribe" => {
-                let a = parse!(proto::SubscribeArgs);
+            Op::Ping => self.send(proto::reply(id, json!({}))),
+            Op::Subscribe(a) => {
                 self.subscribe(id, a.channel, false, a.since);
             }
-            "psubscribe" => {
-                let a = parse!(proto::PatternArgs);
+            Op::Psubscribe(a) => {
                 self.subscribe(id, a.pattern, true, None);
             }
-            "unsubscribe" => {
-                let a = parse!(proto::ChannelArgs);
+            Op::Unsubscribe(a) => {
                 if self.channels.remove(&a.channel) {
                     self.st
                         .hub
@@ -265,20 +250,17 @@ impl Session {
                 }
                 self.send(proto::reply(id, json!({})));
             }
-            "punsubscribe" => {
-                let a = parse!(proto::PatternArgs);
+            Op::Punsubscribe(a) => {
                 if self.patterns.remove(&a.pattern) {
                     self.st.hub.punsubscribe(a.pattern.as_bytes(), self.id);
                     self.st.ws.subscriptions.fetch_sub(1, Ordering::Relaxed);
                 }
                 self.send(proto::reply(id, json!({})));
             }
-            "publish" => {
-                let a = parse!(proto::PublishArgs);
+            Op::Publish(a) => {
                 self.publish(id, a);
             }
-            "presence" | "presence_stats" => {
-                let a = parse!(proto::ChannelArgs);
+            Op::Presence(ref a) | Op::PresenceStats(ref a) => {
                 let ch = a.channel.as_bytes();
                 let ns = self.st.cfg.namespace(ch);
                 if !self.identity.can_subscribe(ch, ns) {
@@ -290,7 +272,7 @@ impl Session {
                         ErrorCode::NotEnabled,
                         "presence is not enabled for this channel's namespace",
                     );
-                } else if cmd.op == "presence" {
+                } else if matches!(cmd.op, Op::Presence(_)) {
                     // A crowded channel's presence is a large reply: about
                     // 64 bytes a client before the user ids and infos.
                     match self.st.hub.presence_stats(ch) {
@@ -312,22 +294,20 @@ impl Session {
                     }
                 }
             }
-            "history" => {
-                let a = parse!(proto::HistoryArgs);
+            Op::History(a) => {
                 self.history(id, a);
             }
-            "leaderboard_subscribe" => {
-                let a = parse!(proto::LeaderboardArgs);
+            Op::LeaderboardSubscribe(a) => {
                 self.leaderboard_subscribe(id, a);
             }
-            "leaderboard_unsubscribe" => {
-                let a = parse!(proto::KeyArgs);
+            Op::LeaderboardUnsubscribe(a) => {
                 if self.leaderboards.remove(&a.key) {
                     self.st.hub.leaderboard_unwatch(a.key.as_bytes(), self.id);
                 }
                 self.send(proto::reply(id, json!({})));
             }
-            other => self.error(id, ErrorCode::UnknownOp, &format!("unknown op '{other}'")),
+            // parse_command answers an unknown op itself (it quotes the name).
+            Op::Unknown => self.error(id, ErrorCode::UnknownOp, "unknown op"),
         }
         None
     }

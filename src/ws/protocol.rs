@@ -4,7 +4,7 @@
 
 use bytes::Bytes;
 use serde::Deserialize;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
 use crate::hub::payload::write_json_data;
 use crate::hub::{Delivery, DeliveryKind};
@@ -74,24 +74,77 @@ impl DisconnectCode {
     }
 }
 
-/// A command as received: its id, op and the remaining fields.
+/// A command as received: its id beside its op and the op's arguments.
 #[derive(Debug)]
 pub struct Command {
     pub id: Value,
-    pub op: String,
-    pub args: Map<String, Value>,
+    pub op: Op,
 }
 
-/// A command that cannot be read at all.
+/// The ops, tagged by the command's `op` member; each carries its own
+/// argument fields (unknown fields refused). `ping` takes none and ignores
+/// any.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Op {
+    Connect(ConnectArgs),
+    Refresh(TokenArgs),
+    Ping,
+    Subscribe(SubscribeArgs),
+    Psubscribe(PatternArgs),
+    Unsubscribe(ChannelArgs),
+    Punsubscribe(PatternArgs),
+    Publish(PublishArgs),
+    Presence(ChannelArgs),
+    PresenceStats(ChannelArgs),
+    History(HistoryArgs),
+    LeaderboardSubscribe(LeaderboardArgs),
+    LeaderboardUnsubscribe(KeyArgs),
+    /// An `op` that names none of the above. [`parse_command`] answers it
+    /// (error 101), so a [`Command`] never holds it.
+    #[serde(other)]
+    Unknown,
+}
+
+impl Op {
+    /// The op's wire name: a fixed set, so it may label metrics (a
+    /// client's own string never does).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Op::Connect(_) => "connect",
+            Op::Refresh(_) => "refresh",
+            Op::Ping => "ping",
+            Op::Subscribe(_) => "subscribe",
+            Op::Psubscribe(_) => "psubscribe",
+            Op::Unsubscribe(_) => "unsubscribe",
+            Op::Punsubscribe(_) => "punsubscribe",
+            Op::Publish(_) => "publish",
+            Op::Presence(_) => "presence",
+            Op::PresenceStats(_) => "presence_stats",
+            Op::History(_) => "history",
+            Op::LeaderboardSubscribe(_) => "leaderboard_subscribe",
+            Op::LeaderboardUnsubscribe(_) => "leaderboard_unsubscribe",
+            Op::Unknown => "unknown",
+        }
+    }
+}
+
+/// A command that cannot be read at all (error 100), or whose op is
+/// unknown (101).
 #[derive(Debug, PartialEq, Eq)]
 pub struct BadCommand {
     pub id: Value,
+    pub code: ErrorCode,
     pub message: String,
 }
 
 /// Parses one text frame into a command.
 pub fn parse_command(text: &str) -> Result<Command, BadCommand> {
-    let bad = |id: Value, message: String| BadCommand { id, message };
+    let bad = |id: Value, message: String| BadCommand {
+        id,
+        code: ErrorCode::BadRequest,
+        message,
+    };
     let mut obj = match serde_json::from_str::<Value>(text) {
         Ok(Value::Object(o)) => o,
         Ok(_) => return Err(bad(Value::Null, "a command must be a JSON object".into())),
@@ -104,18 +157,22 @@ pub fn parse_command(text: &str) -> Result<Command, BadCommand> {
             "id must be a non-negative integer or a string".into(),
         ));
     }
-    let op = match obj.remove("op") {
-        Some(Value::String(op)) => op,
+    match obj.get("op") {
+        Some(Value::String(_)) => {}
         Some(_) => return Err(bad(id, "op must be a string".into())),
         None => return Err(bad(id, "missing op".into())),
-    };
-    Ok(Command { id, op, args: obj })
-}
-
-/// Decodes a command's fields into its argument type.
-pub fn args<T: for<'de> Deserialize<'de>>(cmd: &Command) -> Result<T, String> {
-    serde_json::from_value(Value::Object(cmd.args.clone()))
-        .map_err(|e| format!("invalid arguments: {e}"))
+    }
+    // Borrowed, so the op's name is still there to quote if it is unknown.
+    let obj = Value::Object(obj);
+    match Op::deserialize(&obj) {
+        Ok(Op::Unknown) => Err(BadCommand {
+            message: format!("unknown op '{}'", obj["op"].as_str().unwrap_or_default()),
+            id,
+            code: ErrorCode::UnknownOp,
+        }),
+        Ok(op) => Ok(Command { id, op }),
+        Err(e) => Err(bad(id, format!("invalid arguments: {e}"))),
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -354,14 +411,106 @@ mod tests {
     #[test]
     fn parse_commands() {
         let c = parse_command(r#"{"id":1,"op":"subscribe","channel":"a"}"#).unwrap();
-        assert_eq!((c.id.as_u64(), c.op.as_str()), (Some(1), "subscribe"));
-        let a: SubscribeArgs = args(&c).unwrap();
-        assert_eq!(a.channel, "a");
-        assert!(parse_command("{nope").is_err());
-        assert!(parse_command("[1]").is_err());
-        assert_eq!(parse_command(r#"{"id":2}"#).unwrap_err().id, json!(2));
-        let c = parse_command(r#"{"id":1,"op":"subscribe","chanel":"a"}"#).unwrap();
-        assert!(args::<SubscribeArgs>(&c).is_err());
+        assert_eq!(c.id.as_u64(), Some(1));
+        let Op::Subscribe(a) = c.op else {
+            panic!("{c:?}")
+        };
+        assert_eq!((a.channel.as_str(), a.since), ("a", None));
+        // `ping` takes no fields and ignores any.
+        let c = parse_command(r#"{"id":"p","op":"ping","x":[1]}"#).unwrap();
+        assert!(matches!(c.op, Op::Ping));
+        let bad = |text: &str| {
+            let b = parse_command(text).unwrap_err();
+            (b.id, b.code, b.message)
+        };
+        use ErrorCode::{BadRequest, UnknownOp};
+        let (null, two) = (Value::Null, json!(2));
+        assert_eq!(bad("{nope").1, BadRequest);
+        assert_eq!(bad("{nope").0, null);
+        assert_eq!(
+            bad("[1]"),
+            (
+                null.clone(),
+                BadRequest,
+                "a command must be a JSON object".into()
+            )
+        );
+        assert_eq!(
+            bad(r#"{"id":-1,"op":"ping"}"#),
+            (
+                null.clone(),
+                BadRequest,
+                "id must be a non-negative integer or a string".into()
+            )
+        );
+        assert_eq!(
+            bad(r#"{"id":2}"#),
+            (two.clone(), BadRequest, "missing op".into())
+        );
+        assert_eq!(
+            bad(r#"{"id":2,"op":7}"#),
+            (two.clone(), BadRequest, "op must be a string".into())
+        );
+        // An unknown op is 101 whatever its fields; names are exact.
+        for op in ["frobnicate", "Subscribe", "", "unknown"] {
+            let text = json!({"id": 2, "op": op, "channel": 5}).to_string();
+            assert_eq!(
+                bad(&text),
+                (two.clone(), UnknownOp, format!("unknown op '{op}'"))
+            );
+        }
+        // A known op's missing, unknown or wrongly typed fields: 100.
+        for (text, why) in [
+            (r#"{"id":2,"op":"subscribe"}"#, "missing field `channel`"),
+            (
+                r#"{"id":2,"op":"subscribe","chanel":"a"}"#,
+                "unknown field `chanel`, expected `channel` or `since`",
+            ),
+            (
+                r#"{"id":2,"op":"subscribe","channel":5}"#,
+                "invalid type: integer `5`, expected a string",
+            ),
+            (
+                r#"{"id":2,"op":"history","channel":"h","limit":-1}"#,
+                "invalid value: integer `-1`, expected usize",
+            ),
+            (
+                r#"{"id":2,"op":"subscribe","channel":"a","since":{"offset":1}}"#,
+                "missing field `epoch`",
+            ),
+        ] {
+            assert_eq!(
+                bad(text),
+                (two.clone(), BadRequest, format!("invalid arguments: {why}"))
+            );
+        }
+    }
+
+    #[test]
+    fn op_names_are_the_wire_names() {
+        for (text, name) in [
+            (r#"{"op":"connect"}"#, "connect"),
+            (r#"{"op":"refresh","token":"t"}"#, "refresh"),
+            (r#"{"op":"ping"}"#, "ping"),
+            (r#"{"op":"subscribe","channel":"c"}"#, "subscribe"),
+            (r#"{"op":"psubscribe","pattern":"p"}"#, "psubscribe"),
+            (r#"{"op":"unsubscribe","channel":"c"}"#, "unsubscribe"),
+            (r#"{"op":"punsubscribe","pattern":"p"}"#, "punsubscribe"),
+            (r#"{"op":"publish","channel":"c","data":1}"#, "publish"),
+            (r#"{"op":"presence","channel":"c"}"#, "presence"),
+            (r#"{"op":"presence_stats","channel":"c"}"#, "presence_stats"),
+            (r#"{"op":"history","channel":"c"}"#, "history"),
+            (
+                r#"{"op":"leaderboard_subscribe","key":"k"}"#,
+                "leaderboard_subscribe",
+            ),
+            (
+                r#"{"op":"leaderboard_unsubscribe","key":"k"}"#,
+                "leaderboard_unsubscribe",
+            ),
+        ] {
+            assert_eq!(parse_command(text).unwrap().op.name(), name);
+        }
     }
 
     #[test]
