@@ -25,3 +25,7 @@ impl From<super::keyspace::WrongType> for DataError {
         DataError::WrongType
     }
 }
+
+pub use self::zsets::{
+    Aggregate, LexBound, ScoreBound, ZAddFlags, ZAdded, ZRange, ZSpan, ZStoreOp,
+};
