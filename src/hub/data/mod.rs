@@ -26,6 +26,11 @@ impl From<super::keyspace::WrongType> for DataError {
     }
 }
 
+pub use self::streams::{
+    AutoClaim, AutoClaimed, Claim, ClaimOpts, Claimed, ConsumerInfo, GroupError, GroupFrom,
+    GroupInfo, PendingQuery, PendingRow, PendingSummary, ReadEntry, ReadFrom, StreamInfo, TrimArgs,
+    XAdd, XRange, XReadResult, INVALID_ID,
+};
 pub use self::zsets::{
     Aggregate, LexBound, ScoreBound, ZAddFlags, ZAdded, ZRange, ZSpan, ZStoreOp,
 };
