@@ -34,3 +34,5 @@ pub use self::streams::{
 pub use self::zsets::{
     Aggregate, LexBound, ScoreBound, ZAddFlags, ZAdded, ZRange, ZSpan, ZStoreOp,
 };
+mod blocking;
+pub use self::blocking::KeyWakeups;

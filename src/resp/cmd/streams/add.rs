@@ -227,8 +227,8 @@ pub(super) fn range_generic(conn: &mut Conn, args: &[Bytes], rev: bool) {
         buf: &mut conn.out,
         resp3: conn.resp3,
     };
-    // Encoded under the keyspace lock, straight from the stream (see
-    // `Hub::xrange`).
+    // Encoded by the hub's callback, straight from the stream, while the
+    // hub holds the data (see `Hub::xrange`).
     if let Err(e) = hub.xrange(&args[1], &r, |entries| write_entries(&mut out, entries)) {
         fail(conn, e);
     }
