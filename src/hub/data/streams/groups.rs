@@ -406,7 +406,8 @@ mod tests {
         assert_eq!(h.xpending_summary(&k, &b("x")), Err(GroupError::NoGroup));
         assert_eq!(h.xpending_summary(&b("x"), &grp), Err(GroupError::NoKey));
         // `>` with nothing new answers nothing (the caller may block).
-        let r = h.xreadgroup(&grp, &c, &[k.clone()], &[GroupFrom::New], 0, false);
+        let one = std::slice::from_ref(&k);
+        let r = h.xreadgroup(&grp, &c, one, &[GroupFrom::New], 0, false);
         assert_eq!(r, Ok(None));
         let r = h.xreadgroup(
             &grp,
@@ -421,7 +422,7 @@ mod tests {
         let r = h.xreadgroup(
             &grp,
             &c,
-            &[k.clone()],
+            one,
             &[GroupFrom::Pending(StreamId::MIN)],
             0,
             false,
