@@ -32,5 +32,15 @@ impl From<super::keyspace::WrongType> for DataError {
     }
 }
 
+pub use self::streams::{
+    AutoClaim, AutoClaimed, Claim, ClaimOpts, Claimed, ConsumerInfo, GroupError, GroupFrom,
+    GroupInfo, PendingQuery, PendingRow, PendingSummary, ReadEntry, ReadFrom, StreamInfo, TrimArgs,
+    XAdd, XRange, XReadResult, INVALID_ID,
+};
+pub use self::zsets::{
+    Aggregate, LexBound, ScoreBound, ZAddFlags, ZAdded, ZRange, ZSpan, ZStoreOp,
+};
 pub use keys::{ExpireCondition, KeyTtl, KeyspaceStats};
 pub use sets::{rand_index, random_picks, RandomPick, SetOp, PRESENCE_READ_ONLY};
+mod blocking;
+pub use self::blocking::KeyWakeups;

@@ -182,9 +182,6 @@ pub const SSCAN: Command =
 /// Most members a negative SRANDMEMBER/ZRANDMEMBER count may ask for.
 pub(super) const MAX_RANDOM_REPLY: u64 = 1 << 20;
 
-/// Kept for the sorted-set commands, which pick members the same way.
-pub(crate) use crate::hub::data::rand_index;
-
 fn fail(conn: &mut Conn, e: DataError) {
     conn.reply().error(&e.to_string());
 }

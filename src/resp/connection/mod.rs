@@ -528,11 +528,7 @@ impl Drop for Conn {
         self.handle.sink.outbox.close();
         self.drop_subscriptions();
         if let Some(x) = self.extra.as_ref().filter(|x| !x.wait_keys.is_empty()) {
-            self.server
-                .hub
-                .keyspace
-                .lock()
-                .release_waiters(&x.wait_keys);
+            self.server.hub.release_waits(&x.wait_keys);
         }
         cmd::release_watches(self);
         self.server.clients.remove(&self.handle.id);
@@ -688,16 +684,7 @@ async fn serve_blocked(
     }
     let hub = conn.server.hub.clone();
     let handle = conn.handle.clone();
-    let mut wakeups: Vec<_> = {
-        let mut db = hub.keyspace.lock();
-        b.keys
-            .iter()
-            .map(|k| Box::pin(db.waiter(k).notified_owned()))
-            .collect()
-    };
-    for w in wakeups.iter_mut() {
-        w.as_mut().enable();
-    }
+    let mut wakeups = hub.wait_for_writes(&b.keys);
     conn.extra().wait_keys = b.keys.clone();
     conn.extra().block_deadline = b.deadline;
     cmd::dispatch(conn, &b.args);
@@ -708,8 +695,7 @@ async fn serve_blocked(
         conn.flush_replies();
     };
     let Some(still) = conn.blocked.as_ref() else {
-        drop(wakeups);
-        hub.keyspace.lock().release_waiters(&b.keys);
+        hub.stop_waiting(wakeups, &b.keys);
         conn.extra().wait_keys = Vec::new();
         finish(conn, rbuf);
         return Ok(true);
@@ -723,7 +709,7 @@ async fn serve_blocked(
     let max_query = conn.server.cfg.max_query_buffer;
     tokio::select! {
         biased;
-        _ = futures_util::future::select_all(wakeups.iter_mut()) => {}
+        _ = wakeups.changed() => {}
         // Pushes (RESP3 pub/sub) keep flowing, and an overflow or a kill
         // is noticed, while a command is parked.
         _ = handle.sink.outbox.ready() => {
@@ -733,8 +719,7 @@ async fn serve_blocked(
         }
         _ = tokio::time::sleep_until(deadline.unwrap_or(far)) => {
             conn.blocked = None;
-            drop(wakeups);
-            hub.keyspace.lock().release_waiters(&b.keys);
+            hub.stop_waiting(wakeups, &b.keys);
             conn.extra().wait_keys = Vec::new();
             conn.reply().null_array();
             finish(conn, rbuf);
@@ -743,8 +728,7 @@ async fn serve_blocked(
         // ended) while the command waited: it ends with the error.
         _ = deadline_passed(&mut conn.deadline) => {
             conn.blocked = None;
-            drop(wakeups);
-            hub.keyspace.lock().release_waiters(&b.keys);
+            hub.stop_waiting(wakeups, &b.keys);
             conn.extra().wait_keys = Vec::new();
             conn.on_deadline();
             conn.flush_replies();

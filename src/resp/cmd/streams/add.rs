@@ -2,14 +2,9 @@
 //! reading a stream by id.
 
 use super::*;
+use crate::hub::data::{XAdd, XRange};
 
 // ---- XADD / XTRIM ---------------------------------------------------------
-
-pub(super) struct TrimArgs {
-    how: Trim,
-    approx: bool,
-    limit: Option<u64>,
-}
 
 /// What XADD/XTRIM options parse into.
 pub(super) struct AddTrim {
@@ -126,15 +121,6 @@ pub(super) fn parse_add_trim(conn: &mut Conn, args: &[Bytes], xadd: bool) -> Opt
     })
 }
 
-pub(super) fn apply_trim(s: &mut Stream, t: &TrimArgs) -> u64 {
-    let limit = match (t.approx, t.limit) {
-        (true, Some(l)) => l,
-        (true, None) => 100 * crate::hub::stream::NODE_MAX_ENTRIES,
-        (false, _) => 0,
-    };
-    s.trim(t.how, t.approx, limit)
-}
-
 pub(super) fn xadd(conn: &mut Conn, args: &[Bytes]) {
     let key = args[1].clone();
     let Some(AddTrim {
@@ -171,52 +157,16 @@ pub(super) fn xadd(conn: &mut Conn, args: &[Bytes]) {
         .chunks(2)
         .map(|c| (c[0].clone(), c[1].clone()))
         .collect();
+    let add = XAdd {
+        id: how,
+        trim,
+        nomkstream,
+    };
     let hub = conn.server.hub.clone();
-    let mut db = hub.keyspace.lock();
-    match db.stream(&key) {
-        Err(WrongType) => {
-            drop(db);
-            return wrongtype(conn);
-        }
-        Ok(None) if nomkstream => {
-            drop(db);
-            conn.reply().null();
-            return;
-        }
-        Ok(None) => {
-            // Create only once the id is known to be valid (an error must
-            // not leave an empty stream behind).
-            if let Err(e) = Stream::new(0).next_id(how, now_ms()) {
-                drop(db);
-                return err(conn, &e.to_string());
-            }
-            let _ = db.stream_or_create(&key, false);
-        }
-        Ok(Some(_)) => {}
-    }
-    let added = db.with_stream(&key, |s| {
-        let r = s.add(how, fields.clone(), now_ms());
-        if r.is_ok() {
-            if let Some(t) = &trim {
-                apply_trim(s, t);
-            }
-        }
-        r
-    });
-    match added {
-        Some(Ok((id, offset))) => {
-            hub.after_xadd(&mut db, &key, id, offset, &fields);
-            drop(db);
-            conn.reply().bulk(id.to_string().as_bytes());
-        }
-        Some(Err(e)) => {
-            drop(db);
-            err(conn, &e.to_string());
-        }
-        None => {
-            drop(db);
-            wrongtype(conn);
-        }
+    match hub.xadd(&key, &add, fields) {
+        Ok(Some(id)) => conn.reply().bulk(id.to_string().as_bytes()),
+        Ok(None) => conn.reply().null(),
+        Err(e) => fail(conn, e),
     }
 }
 
@@ -224,17 +174,10 @@ pub(super) fn xtrim(conn: &mut Conn, args: &[Bytes]) {
     let Some(AddTrim { trim: Some(t), .. }) = parse_add_trim(conn, args, false) else {
         return;
     };
-    let mut db = conn.server.hub.keyspace.lock();
-    let n = match db.stream(&args[1]) {
-        Err(_) => {
-            drop(db);
-            return wrongtype(conn);
-        }
-        Ok(None) => 0,
-        Ok(Some(_)) => db.with_stream(&args[1], |s| apply_trim(s, &t)).unwrap_or(0),
-    };
-    drop(db);
-    conn.reply().int(n as i64);
+    match conn.server.hub.xtrim(&args[1], &t) {
+        Ok(n) => conn.reply().int(n as i64),
+        Err(e) => fail(conn, e),
+    }
 }
 
 // ---- XRANGE / XLEN / XDEL ---------------------------------------------------
@@ -262,25 +205,32 @@ pub(super) fn range_generic(conn: &mut Conn, args: &[Bytes], rev: bool) {
         },
         _ => return err(conn, SYNTAX),
     }
-    let mut db = conn.server.hub.keyspace.lock();
-    let s = match db.stream(&args[1]) {
-        Err(_) => {
-            drop(db);
-            return wrongtype(conn);
+    let hub = conn.server.hub.clone();
+    let count = match count {
+        // A count of 0 or less answers a nil array, once the key's type
+        // is known to be right.
+        Some(c) if c <= 0 => {
+            return match hub.xlen(&args[1]) {
+                Ok(_) => conn.reply().null_array(),
+                Err(e) => fail(conn, e),
+            };
         }
-        Ok(s) => s,
+        c => c.unwrap_or(0) as usize,
+    };
+    let r = XRange {
+        start,
+        end,
+        count,
+        rev,
     };
     let mut out = Out {
         buf: &mut conn.out,
         resp3: conn.resp3,
     };
-    match (s, count) {
-        (_, Some(c)) if c <= 0 => out.null_array(),
-        (None, _) => out.array(0),
-        (Some(s), c) => {
-            let entries = s.range(start, end, c.unwrap_or(0) as usize, rev);
-            write_entries(&mut out, &entries);
-        }
+    // Encoded by the hub's callback, straight from the stream, while the
+    // hub holds the data (see `Hub::xrange`).
+    if let Err(e) = hub.xrange(&args[1], &r, |entries| write_entries(&mut out, entries)) {
+        fail(conn, e);
     }
 }
 
@@ -293,16 +243,10 @@ pub(super) fn xrevrange(conn: &mut Conn, args: &[Bytes]) {
 }
 
 pub(super) fn xlen(conn: &mut Conn, args: &[Bytes]) {
-    let mut db = conn.server.hub.keyspace.lock();
-    let n = match db.stream(&args[1]) {
-        Err(_) => {
-            drop(db);
-            return wrongtype(conn);
-        }
-        Ok(s) => s.map_or(0, |s| s.len()),
-    };
-    drop(db);
-    conn.reply().int(n as i64);
+    match conn.server.hub.xlen(&args[1]) {
+        Ok(n) => conn.reply().int(n as i64),
+        Err(e) => fail(conn, e),
+    }
 }
 
 pub(super) fn xdel(conn: &mut Conn, args: &[Bytes]) {
@@ -313,15 +257,8 @@ pub(super) fn xdel(conn: &mut Conn, args: &[Bytes]) {
             None => return err(conn, INVALID_ID),
         }
     }
-    let mut db = conn.server.hub.keyspace.lock();
-    let n = match db.stream(&args[1]) {
-        Err(_) => {
-            drop(db);
-            return wrongtype(conn);
-        }
-        Ok(None) => 0,
-        Ok(Some(_)) => db.with_stream(&args[1], |s| s.delete(&ids)).unwrap_or(0),
-    };
-    drop(db);
-    conn.reply().int(n as i64);
+    match conn.server.hub.xdel(&args[1], &ids) {
+        Ok(n) => conn.reply().int(n as i64),
+        Err(e) => fail(conn, e),
+    }
 }

@@ -15,82 +15,66 @@ pub(super) fn xinfo_stream(conn: &mut Conn, args: &[Bytes]) {
         msg.extend_from_slice(b"'. Try XINFO HELP.");
         return conn.reply().error_bytes(&msg);
     }
-    let mut db = conn.server.hub.keyspace.lock();
-    let s = match db.stream(&args[2]) {
-        Err(_) => {
-            drop(db);
-            return wrongtype(conn);
-        }
-        Ok(None) => {
-            drop(db);
-            return no_such_key(conn);
-        }
-        Ok(Some(s)) => s.clone(),
+    let s = match conn.server.hub.xinfo_stream(&args[2]) {
+        Err(e) => return fail(conn, e),
+        Ok(None) => return no_such_key(conn),
+        Ok(Some(s)) => s,
     };
-    drop(db);
     let mut out = conn.reply();
     out.map(10);
     out.bulk(b"length");
-    out.int(s.len() as i64);
+    out.int(s.length as i64);
     out.bulk(b"radix-tree-keys");
-    out.int(s.node_count() as i64);
+    out.int(s.nodes as i64);
     out.bulk(b"radix-tree-nodes");
-    out.int(s.node_count() as i64 + 1);
+    out.int(s.nodes as i64 + 1);
     out.bulk(b"last-generated-id");
-    write_id(&mut out, s.last_id);
+    write_id(&mut out, s.last_generated_id);
     out.bulk(b"max-deleted-entry-id");
-    write_id(&mut out, s.max_deleted_id);
+    write_id(&mut out, s.max_deleted_entry_id);
     out.bulk(b"entries-added");
     out.int(s.entries_added as i64);
     out.bulk(b"recorded-first-entry-id");
-    write_id(&mut out, s.first_id);
+    write_id(&mut out, s.recorded_first_entry_id);
     out.bulk(b"groups");
-    out.int(s.groups.len() as i64);
+    out.int(s.groups as i64);
     out.bulk(b"first-entry");
-    match s.first() {
+    match &s.first_entry {
         Some(e) => write_entry(&mut out, e),
         None => out.null(),
     }
     out.bulk(b"last-entry");
-    match s.last() {
+    match &s.last_entry {
         Some(e) => write_entry(&mut out, e),
         None => out.null(),
     }
 }
 
 pub(super) fn xinfo_groups(conn: &mut Conn, args: &[Bytes]) {
-    let mut db = conn.server.hub.keyspace.lock();
-    let s = match db.stream(&args[2]) {
-        Err(_) => {
-            drop(db);
-            return wrongtype(conn);
-        }
-        Ok(None) => {
-            drop(db);
-            return no_such_key(conn);
-        }
-        Ok(Some(s)) => s.clone(),
+    let groups = match conn.server.hub.xinfo_groups(&args[2]) {
+        Err(e) => return fail(conn, e),
+        Ok(None) => return no_such_key(conn),
+        Ok(Some(g)) => g,
     };
-    drop(db);
     let mut out = conn.reply();
-    out.array(s.groups.len());
-    for (name, g) in &s.groups {
+    out.array(groups.len());
+    for g in groups {
         out.map(6);
         out.bulk(b"name");
-        out.bulk(name);
+        out.bulk(&g.name);
         out.bulk(b"consumers");
-        out.int(g.consumers.len() as i64);
+        out.int(g.consumers as i64);
         out.bulk(b"pending");
-        out.int(g.pel.len() as i64);
+        out.int(g.pending as i64);
         out.bulk(b"last-delivered-id");
-        write_id(&mut out, g.last_id);
+        write_id(&mut out, g.last_delivered_id);
         out.bulk(b"entries-read");
         match g.entries_read {
             Some(n) => out.int(n as i64),
             None => out.null(),
         }
         out.bulk(b"lag");
-        match s.group_lag(g) {
+        match g.lag {
             Some(n) => out.int(n as i64),
             None => out.null(),
         }
@@ -98,44 +82,23 @@ pub(super) fn xinfo_groups(conn: &mut Conn, args: &[Bytes]) {
 }
 
 pub(super) fn xinfo_consumers(conn: &mut Conn, args: &[Bytes]) {
-    let (key, group) = (args[2].clone(), args[3].clone());
-    let now = now_ms();
-    let mut db = conn.server.hub.keyspace.lock();
-    let res = match db.stream(&key) {
-        Err(_) => Err(WrongType.to_string()),
-        Ok(None) => Err("ERR no such key".to_string()),
-        Ok(Some(s)) => match s.groups.get(&group) {
-            None => {
-                let mut m = b"NOGROUP No such consumer group '".to_vec();
-                m.extend_from_slice(&group);
-                m.extend_from_slice(b"' for key name '");
-                m.extend_from_slice(&key);
-                m.push(b'\'');
-                Err(String::from_utf8_lossy(&m).into_owned())
-            }
-            Some(g) => Ok(g
-                .consumers
-                .iter()
-                .map(|(n, c)| (n.clone(), c.pel.len(), now.saturating_sub(c.seen_time)))
-                .collect::<Vec<_>>()),
-        },
+    let (key, group) = (&args[2], &args[3]);
+    let rows = match conn.server.hub.xinfo_consumers(key, group) {
+        Ok(rows) => rows,
+        Err(GroupError::NoKey) => return no_such_key(conn),
+        Err(GroupError::NoGroup) => return err(conn, &no_such_group(key, group)),
+        Err(GroupError::WrongType | GroupError::Exists) => return wrongtype(conn),
     };
-    drop(db);
-    match res {
-        Err(e) => err(conn, &e),
-        Ok(rows) => {
-            let mut out = conn.reply();
-            out.array(rows.len());
-            for (n, pending, idle) in rows {
-                out.map(3);
-                out.bulk(b"name");
-                out.bulk(&n);
-                out.bulk(b"pending");
-                out.int(pending as i64);
-                out.bulk(b"idle");
-                out.int(idle as i64);
-            }
-        }
+    let mut out = conn.reply();
+    out.array(rows.len());
+    for c in rows {
+        out.map(3);
+        out.bulk(b"name");
+        out.bulk(&c.name);
+        out.bulk(b"pending");
+        out.int(c.pending as i64);
+        out.bulk(b"idle");
+        out.int(c.idle as i64);
     }
 }
 

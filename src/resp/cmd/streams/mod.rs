@@ -1,8 +1,10 @@
 //! Stream commands: XADD, XRANGE, XREVRANGE, XLEN, XREAD, XDEL, XTRIM,
 //! XINFO, XGROUP, XREADGROUP, XACK, XPENDING, XCLAIM, XAUTOCLAIM, with
-//! Redis 7.0's replies and error texts. XREAD and XREADGROUP may block: they
-//! then park the connection (see `Conn::blocked`) and are retried when an
-//! XADD signals one of their keys.
+//! Redis 7.0's replies and error texts. These files parse and reply; the
+//! hub applies (`hub::data::streams`: consumer groups and their pending
+//! lists included). XREAD and XREADGROUP may block: they then park the
+//! connection (see `Conn::blocked`) and are retried when an XADD signals
+//! one of their keys.
 
 mod add;
 mod groups;
@@ -20,9 +22,8 @@ use bytes::Bytes;
 use super::{
     help_reply, Command, KeySpec, KEY1_RO, KEY1_RW, KEY1_WO, RO, RW, SUBKEY_RO, SUBKEY_WO,
 };
-use crate::hub::keyspace::WrongType;
-use crate::hub::now_ms;
-use crate::hub::stream::{Consumer, Group, NewId, Pending, Stream, StreamEntry, StreamId, Trim};
+use crate::hub::data::{DataError, GroupError, ReadEntry, TrimArgs};
+use crate::hub::stream::{NewId, StreamEntry, StreamId, Trim};
 use crate::resp::connection::{Blocked, Conn};
 use crate::resp::encode::Out;
 use crate::resp::parse::parse_i64;
@@ -241,7 +242,7 @@ pub const XGROUP: Command = Command::new(
 )
 .subs(XGROUP_SUBS);
 
-const INVALID_ID: &str = "ERR Invalid stream ID specified as stream command argument";
+use crate::hub::data::INVALID_ID;
 const SYNTAX: &str = "ERR syntax error";
 const NOT_INT: &str = "ERR value is not an integer or out of range";
 
@@ -249,8 +250,59 @@ fn err(conn: &mut Conn, msg: &str) {
     conn.reply().error(msg);
 }
 
+/// Replies the error of a failed hub operation.
+fn fail(conn: &mut Conn, e: DataError) {
+    conn.reply().error(&e.to_string());
+}
+
 fn wrongtype(conn: &mut Conn) {
-    conn.reply().error(&WrongType.to_string());
+    fail(conn, DataError::WrongType);
+}
+
+/// `NOGROUP No such key 'K' or consumer group 'G'` and `tail` (XREADGROUP,
+/// XPENDING, XCLAIM, XAUTOCLAIM), quoting the client's bytes.
+fn nogroup(conn: &mut Conn, key: &[u8], group: &[u8], tail: &str) {
+    let mut msg = b"NOGROUP No such key '".to_vec();
+    msg.extend_from_slice(key);
+    msg.extend_from_slice(b"' or consumer group '");
+    msg.extend_from_slice(group);
+    msg.push(b'\'');
+    msg.extend_from_slice(tail.as_bytes());
+    conn.reply().error_bytes(&msg);
+}
+
+/// The error of a group operation of XREADGROUP, XPENDING, XCLAIM or
+/// XAUTOCLAIM.
+fn group_fail(conn: &mut Conn, e: GroupError, key: &[u8], group: &[u8], tail: &str) {
+    match e {
+        GroupError::WrongType => wrongtype(conn),
+        GroupError::NoKey | GroupError::NoGroup | GroupError::Exists => {
+            nogroup(conn, key, group, tail)
+        }
+    }
+}
+
+/// Writes entries as a reply array; deleted ones as `[id, nil]`.
+fn write_read_entries(out: &mut Out<'_>, entries: &[ReadEntry]) {
+    out.array(entries.len());
+    for e in entries {
+        match e {
+            ReadEntry::Full(id, fields) => {
+                out.array(2);
+                write_id(out, *id);
+                out.array(fields.len() * 2);
+                for (f, v) in fields {
+                    out.bulk(f);
+                    out.bulk(v);
+                }
+            }
+            ReadEntry::Deleted(id) => {
+                out.array(2);
+                write_id(out, *id);
+                out.null_array();
+            }
+        }
+    }
 }
 
 fn eq(a: &[u8], b: &str) -> bool {

@@ -2,6 +2,7 @@
 //! keys), replies, and blocking.
 
 use super::*;
+use crate::hub::data::{GroupFrom, ReadFrom};
 
 // ---- XREAD / XREADGROUP -------------------------------------------------------
 
@@ -102,42 +103,15 @@ pub(super) fn parse_read(
 
 /// Writes a (possibly multi-key) read reply: a map in RESP3, an array of
 /// `[key, entries]` pairs in RESP2.
-pub(super) fn write_read_reply(out: &mut Out<'_>, results: &[(Bytes, Vec<ReplyEntry>)]) {
+pub(super) fn write_read_reply(out: &mut Out<'_>, results: &[(Bytes, Vec<ReadEntry>)]) {
     out.map_or_array(results.len());
     for (k, entries) in results {
         if !out.resp3 {
             out.array(2);
         }
         out.bulk(k);
-        out.array(entries.len());
-        for e in entries {
-            match e {
-                ReplyEntry::Full(id, fields) => {
-                    out.array(2);
-                    write_id(out, *id);
-                    out.array(fields.len() * 2);
-                    for (f, v) in fields {
-                        out.bulk(f);
-                        out.bulk(v);
-                    }
-                }
-                ReplyEntry::Deleted(id) => {
-                    out.array(2);
-                    write_id(out, *id);
-                    out.null_array();
-                }
-            }
-        }
+        write_read_entries(out, entries);
     }
-}
-
-pub(super) enum ReplyEntry {
-    Full(StreamId, Vec<(Bytes, Bytes)>),
-    Deleted(StreamId),
-}
-
-pub(super) fn full(e: &StreamEntry) -> ReplyEntry {
-    ReplyEntry::Full(e.id, e.fields.clone())
 }
 
 /// Parks the connection until one of `keys` gets an entry or the timeout.
@@ -158,77 +132,43 @@ pub(super) fn xread(conn: &mut Conn, args: &[Bytes]) {
     let Some(r) = parse_read(conn, args, 1, false) else {
         return;
     };
-    let mut db = conn.server.hub.keyspace.lock();
-    let mut results = Vec::new();
-    let mut resolved = Vec::new();
-    for (n, (key, id)) in r.keys.iter().zip(&r.ids).enumerate() {
-        let s = match db.stream(key) {
-            Err(_) => {
-                drop(db);
-                return wrongtype(conn);
-            }
-            Ok(s) => s,
-        };
-        let after = if &id[..] == b"$" {
-            let last = s.as_ref().map_or(StreamId::MIN, |s| s.last_id);
-            resolved.push((r.ids_at + n, Bytes::from(last.to_string())));
-            last
-        } else if &id[..] == b"+" {
-            match s.as_ref().and_then(|s| s.last()) {
-                Some(e) => e.id.decr().unwrap_or(StreamId::MIN),
-                None => StreamId::MAX,
-            }
-        } else {
-            match StreamId::parse(id, 0) {
-                Some((id, _)) => id,
-                None => {
-                    drop(db);
-                    return err(conn, INVALID_ID);
-                }
-            }
-        };
-        if let Some(s) = s {
-            let entries: Vec<ReplyEntry> = s.after(after, r.count).into_iter().map(full).collect();
-            if !entries.is_empty() {
-                results.push((key.clone(), entries));
-            }
-        }
-    }
-    drop(db);
-    if !results.is_empty() {
+    let from: Vec<ReadFrom> = r
+        .ids
+        .iter()
+        .map(|id| match &id[..] {
+            b"$" => ReadFrom::Last,
+            b"+" => ReadFrom::LastEntry,
+            id => StreamId::parse(id, 0).map_or(ReadFrom::Invalid, |(id, _)| ReadFrom::After(id)),
+        })
+        .collect();
+    let read = match conn.server.hub.xread(&r.keys, &from, r.count) {
+        Ok(read) => read,
+        Err(e) => return fail(conn, e),
+    };
+    if !read.entries.is_empty() {
         let mut out = conn.reply();
-        write_read_reply(&mut out, &results);
+        write_read_reply(&mut out, &read.entries);
     } else if r.block.is_some() && !conn.in_multi() {
+        let resolved = read
+            .resolved
+            .into_iter()
+            .map(|(n, id)| (r.ids_at + n, Bytes::from(id.to_string())))
+            .collect();
         block_on(conn, args, &r, resolved);
     } else {
         conn.reply().null_array();
     }
 }
 
-pub(super) fn nogroup(conn: &mut Conn, key: &[u8], group: &[u8], tail: &str) {
-    let mut msg = b"NOGROUP No such key '".to_vec();
-    msg.extend_from_slice(key);
-    msg.extend_from_slice(b"' or consumer group '");
-    msg.extend_from_slice(group);
-    msg.push(b'\'');
-    msg.extend_from_slice(tail.as_bytes());
-    conn.reply().error_bytes(&msg);
-}
-
-pub(super) fn consumer<'a>(g: &'a mut Group, name: &Bytes, now: u64) -> &'a mut Consumer {
-    let c = g.consumers.entry(name.clone()).or_default();
-    c.seen_time = now;
-    c
-}
-
 pub(super) fn xreadgroup(conn: &mut Conn, args: &[Bytes]) {
     if !eq(&args[1], "GROUP") {
         return err(conn, SYNTAX);
     }
-    let (group, cname) = (args[2].clone(), args[3].clone());
+    let (group, cname) = (&args[2], &args[3]);
     let Some(r) = parse_read(conn, args, 4, true) else {
         return;
     };
+    let mut from = Vec::with_capacity(r.ids.len());
     for id in &r.ids {
         if &id[..] == b"$" {
             return err(
@@ -236,115 +176,26 @@ pub(super) fn xreadgroup(conn: &mut Conn, args: &[Bytes]) {
                 "ERR The $ ID is meaningless in the context of XREADGROUP: you want to read the history of this consumer by specifying a proper ID, or use the > ID to get new messages. The $ ID would just return an empty result set.",
             );
         }
-        if &id[..] != b">" && StreamId::parse(id, 0).is_none() {
-            return err(conn, INVALID_ID);
+        if &id[..] == b">" {
+            from.push(GroupFrom::New);
+            continue;
+        }
+        match StreamId::parse(id, 0) {
+            Some((id, _)) => from.push(GroupFrom::Pending(id)),
+            None => return err(conn, INVALID_ID),
         }
     }
-    let now = now_ms();
-    let mut db = conn.server.hub.keyspace.lock();
-    // Check every key and group first, as Redis does.
-    for key in &r.keys {
-        match db.stream(key) {
-            Err(_) => {
-                drop(db);
-                return wrongtype(conn);
-            }
-            Ok(Some(s)) if s.groups.contains_key(&group) => {}
-            Ok(_) => {
-                drop(db);
-                return nogroup(conn, key, &group, " in XREADGROUP with GROUP option");
-            }
+    let hub = conn.server.hub.clone();
+    match hub.xreadgroup(group, cname, &r.keys, &from, r.count, r.noack) {
+        Err((i, e)) => {
+            let tail = " in XREADGROUP with GROUP option";
+            group_fail(conn, e, &r.keys[i], group, tail)
         }
-    }
-    let mut results = Vec::new();
-    let mut served = false;
-    for (key, id) in r.keys.iter().zip(&r.ids) {
-        let entries = db
-            .with_stream(key, |s| {
-                let mut g = s.groups.remove(&group).expect("checked above");
-                let out = read_group(s, &mut g, &cname, id, r.count, r.noack, now);
-                s.groups.insert(group.clone(), g);
-                out
-            })
-            .unwrap_or_default();
-        // Reading history (an explicit id) answers even when empty; `>`
-        // answers only with new entries.
-        if &id[..] != b">" || !entries.is_empty() {
-            served = true;
-            results.push((key.clone(), entries));
+        Ok(Some(results)) => {
+            let mut out = conn.reply();
+            write_read_reply(&mut out, &results);
         }
+        Ok(None) if r.block.is_some() && !conn.in_multi() => block_on(conn, args, &r, Vec::new()),
+        Ok(None) => conn.reply().null_array(),
     }
-    drop(db);
-    if served {
-        let mut out = conn.reply();
-        write_read_reply(&mut out, &results);
-    } else if r.block.is_some() && !conn.in_multi() {
-        block_on(conn, args, &r, Vec::new());
-    } else {
-        conn.reply().null_array();
-    }
-}
-
-/// One key of XREADGROUP: new entries (`>`) or the consumer's history.
-pub(super) fn read_group(
-    s: &Stream,
-    g: &mut Group,
-    cname: &Bytes,
-    id: &[u8],
-    count: usize,
-    noack: bool,
-    now: u64,
-) -> Vec<ReplyEntry> {
-    consumer(g, cname, now);
-    if id == b">" {
-        let entries: Vec<&StreamEntry> = s.after(g.last_id, count);
-        let mut out = Vec::with_capacity(entries.len());
-        for e in entries {
-            s.advance_group(g, e.id);
-            if !noack {
-                if let Some(old) = g.pel.get(&e.id).map(|p| p.consumer.clone()) {
-                    if let Some(c) = g.consumers.get_mut(&old) {
-                        c.pel.remove(&e.id);
-                    }
-                }
-                g.pel.insert(
-                    e.id,
-                    Pending {
-                        consumer: cname.clone(),
-                        delivery_time: now,
-                        delivery_count: 1,
-                    },
-                );
-                consumer(g, cname, now).pel.insert(e.id);
-            }
-            out.push(full(e));
-        }
-        return out;
-    }
-    let start = StreamId::parse(id, 0).map_or(StreamId::MIN, |(i, _)| i);
-    let ids: Vec<StreamId> = g
-        .consumers
-        .get(cname)
-        .map(|c| {
-            c.pel
-                .range(start..)
-                .take(if count == 0 { usize::MAX } else { count })
-                .copied()
-                .collect()
-        })
-        .unwrap_or_default();
-    let mut out = Vec::with_capacity(ids.len());
-    for pid in ids {
-        match s.get(pid) {
-            Some(e) => {
-                if let Some(p) = g.pel.get_mut(&pid) {
-                    p.delivery_time = now;
-                    p.delivery_count += 1;
-                }
-                out.push(full(e));
-            }
-            None => out.push(ReplyEntry::Deleted(pid)),
-        }
-    }
-    out
 }

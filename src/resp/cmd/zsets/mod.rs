@@ -3,7 +3,9 @@
 //! BYLEX, REV, LIMIT, WITHSCORES), ZREVRANGE, ZRANGEBYSCORE,
 //! ZREVRANGEBYSCORE, ZRANGEBYLEX, ZREVRANGEBYLEX, ZREMRANGEBYSCORE,
 //! ZREMRANGEBYRANK, ZREMRANGEBYLEX, ZPOPMIN, ZPOPMAX, ZRANDMEMBER, ZSCAN,
-//! ZUNIONSTORE, ZINTERSTORE. Writes mark the key for live leaderboards.
+//! ZUNIONSTORE, ZINTERSTORE. These files parse and reply; the rules (and
+//! the leaderboard notice of every write) are the hub's
+//! (`hub::data::zsets`).
 
 mod range;
 mod read;
@@ -18,8 +20,10 @@ use write::*;
 use bytes::Bytes;
 
 use super::{Command, KeySpec, KEY1_RO, KEY1_RW, KEY1_WO, RO, WO};
-use crate::hub::keyspace::{Value, WrongType};
-use crate::hub::zset::{format_score, parse_score, ZSet};
+use crate::hub::data::{
+    Aggregate, DataError, LexBound, ScoreBound, ZAddFlags, ZRange, ZSpan, ZStoreOp,
+};
+use crate::hub::zset::{format_score, parse_score};
 use crate::resp::connection::Conn;
 use crate::resp::encode::Out;
 use crate::resp::parse::parse_i64;
@@ -241,8 +245,9 @@ fn err(conn: &mut Conn, m: &str) {
     conn.reply().error(m);
 }
 
-fn wrongtype(conn: &mut Conn) {
-    err(conn, &WrongType.to_string());
+/// Replies the error of a failed hub operation.
+fn fail(conn: &mut Conn, e: DataError) {
+    err(conn, &e.to_string());
 }
 
 fn write_score(out: &mut Out<'_>, s: f64) {

@@ -1,88 +1,9 @@
-//! Ranges by rank, score and lex (ZRANGE and its older forms), ZCOUNT,
-//! ZLEXCOUNT, and the bounds they parse.
+//! Ranges by rank, score and lex (ZRANGE and its older forms), ZCOUNT and
+//! ZLEXCOUNT: their options parsed here, their bounds by the hub's types.
 
 use super::*;
 
 // ---- ranges ----------------------------------------------------------------------
-
-/// A score bound: value and exclusivity.
-#[derive(Clone, Copy)]
-pub(super) struct ScoreBound {
-    v: f64,
-    excl: bool,
-}
-
-pub(super) fn parse_score_bound(a: &[u8]) -> Option<ScoreBound> {
-    let (excl, rest) = match a.split_first() {
-        Some((b'(', rest)) => (true, rest),
-        _ => (false, a),
-    };
-    let t = std::str::from_utf8(rest).ok()?;
-    let v: f64 = t.parse().ok()?;
-    if v.is_nan() || t.starts_with(char::is_whitespace) {
-        return None;
-    }
-    Some(ScoreBound { v, excl })
-}
-
-/// A lex bound: `-`, `+`, `[x`, `(x`.
-#[derive(Clone)]
-pub(super) enum LexBound {
-    Min,
-    Max,
-    Incl(Bytes),
-    Excl(Bytes),
-}
-
-pub(super) fn parse_lex_bound(a: &Bytes) -> Option<LexBound> {
-    match a.first() {
-        Some(b'-') if a.len() == 1 => Some(LexBound::Min),
-        Some(b'+') if a.len() == 1 => Some(LexBound::Max),
-        Some(b'[') => Some(LexBound::Incl(a.slice(1..))),
-        Some(b'(') => Some(LexBound::Excl(a.slice(1..))),
-        _ => None,
-    }
-}
-
-/// Rank interval `[start, end)` of elements within score bounds.
-pub(super) fn score_span(z: &ZSet, min: ScoreBound, max: ScoreBound) -> (usize, usize) {
-    let start = z.count_score_below(min.v, min.excl);
-    let end = z.count_score_below(max.v, !max.excl);
-    (start, end.max(start))
-}
-
-pub(super) fn lex_span(z: &ZSet, min: &LexBound, max: &LexBound) -> (usize, usize) {
-    let start = match min {
-        LexBound::Min => 0,
-        LexBound::Max => z.len(),
-        LexBound::Incl(m) => z.count_lex_below(m, false),
-        LexBound::Excl(m) => z.count_lex_below(m, true),
-    };
-    let end = match max {
-        LexBound::Min => 0,
-        LexBound::Max => z.len(),
-        LexBound::Incl(m) => z.count_lex_below(m, true),
-        LexBound::Excl(m) => z.count_lex_below(m, false),
-    };
-    (start, end.max(start))
-}
-
-/// Redis's rank normalisation; `None` for an empty range.
-pub(super) fn rank_span(len: usize, start: i64, stop: i64) -> Option<(usize, usize)> {
-    let len = len as i64;
-    let mut s = if start < 0 { start + len } else { start };
-    let mut e = if stop < 0 { stop + len } else { stop };
-    if s < 0 {
-        s = 0;
-    }
-    if s > e || s >= len {
-        return None;
-    }
-    if e >= len {
-        e = len - 1;
-    }
-    Some((s as usize, e as usize + 1))
-}
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(super) enum By {
@@ -98,86 +19,37 @@ pub(super) struct RangeReq {
     withscores: bool,
 }
 
-/// Picks `[start, end)` in order (or reversed), then applies LIMIT.
-pub(super) fn pick(
-    z: &ZSet,
-    span: (usize, usize),
-    rev: bool,
-    limit: Option<(i64, i64)>,
-) -> Vec<(Bytes, f64)> {
-    let (start, end) = span;
-    let total = end - start;
-    let (offset, count) = match limit {
-        None => (0usize, total),
-        Some((o, _)) if o < 0 => return Vec::new(),
-        Some((o, c)) => {
-            let o = o as usize;
-            let c = if c < 0 { total } else { c as usize };
-            (o, c)
-        }
-    };
-    if offset >= total {
-        return Vec::new();
-    }
-    let n = count.min(total - offset);
-    if rev {
-        let hi = end - offset;
-        let mut v = z.range_by_rank(hi - n, hi);
-        v.reverse();
-        v
-    } else {
-        z.range_by_rank(start + offset, start + offset + n)
-    }
-}
-
 /// The common range command. `lo`/`hi` are the bounds as given (already
 /// swapped for the legacy REV commands).
 pub(super) fn range_generic(conn: &mut Conn, key: &Bytes, lo: &Bytes, hi: &Bytes, req: RangeReq) {
-    if req.by == By::Rank && (parse_i64(lo).is_none() || parse_i64(hi).is_none()) {
-        return err(conn, NOT_INT);
-    }
-    let items = match req.by {
-        By::Rank => {
-            let (s, e) = (parse_i64(lo).unwrap_or(0), parse_i64(hi).unwrap_or(0));
-            read(conn, key, |z| {
-                let Some(z) = z else { return Vec::new() };
-                // For REV, ranks count from the top.
-                match rank_span(z.len(), s, e) {
-                    None => Vec::new(),
-                    Some((a, b)) if req.rev => {
-                        let mut v = z.range_by_rank(z.len() - b, z.len() - a);
-                        v.reverse();
-                        v
-                    }
-                    Some((a, b)) => z.range_by_rank(a, b),
-                }
-            })
-        }
+    let span = match req.by {
+        By::Rank => match (parse_i64(lo), parse_i64(hi)) {
+            (Some(s), Some(e)) => ZSpan::Rank(s, e),
+            _ => return err(conn, NOT_INT),
+        },
         By::Score => {
             let (min, max) = if req.rev { (hi, lo) } else { (lo, hi) };
-            let (Some(min), Some(max)) = (parse_score_bound(min), parse_score_bound(max)) else {
+            let (Some(min), Some(max)) = (ScoreBound::parse(min), ScoreBound::parse(max)) else {
                 return err(conn, MINMAX_FLOAT);
             };
-            read(conn, key, |z| {
-                z.map_or_else(Vec::new, |z| {
-                    pick(z, score_span(z, min, max), req.rev, req.limit)
-                })
-            })
+            ZSpan::Score(min, max)
         }
         By::Lex => {
             let (min, max) = if req.rev { (hi, lo) } else { (lo, hi) };
-            let (Some(min), Some(max)) = (parse_lex_bound(min), parse_lex_bound(max)) else {
+            let (Some(min), Some(max)) = (LexBound::parse(min), LexBound::parse(max)) else {
                 return err(conn, MINMAX_LEX);
             };
-            read(conn, key, |z| {
-                z.map_or_else(Vec::new, |z| {
-                    pick(z, lex_span(z, &min, &max), req.rev, req.limit)
-                })
-            })
+            ZSpan::Lex(min, max)
         }
     };
-    if let Some(items) = items {
-        write_range(&mut conn.reply(), &items, req.withscores);
+    let q = ZRange {
+        span,
+        rev: req.rev,
+        limit: req.limit,
+    };
+    match conn.server.hub.zrange(key, &q) {
+        Ok(items) => write_range(&mut conn.reply(), &items, req.withscores),
+        Err(e) => fail(conn, e),
     }
 }
 
@@ -352,30 +224,24 @@ pub(super) fn zrevrangebylex(conn: &mut Conn, args: &[Bytes]) {
     );
 }
 
-pub(super) fn zcount(conn: &mut Conn, args: &[Bytes]) {
-    let (Some(min), Some(max)) = (parse_score_bound(&args[2]), parse_score_bound(&args[3])) else {
-        return err(conn, MINMAX_FLOAT);
-    };
-    if let Some(n) = read(conn, &args[1], |z| {
-        z.map_or(0, |z| {
-            let (a, b) = score_span(z, min, max);
-            b - a
-        })
-    }) {
-        conn.reply().int(n as i64);
+/// ZCOUNT and ZLEXCOUNT: the size of a span.
+fn count_span(conn: &mut Conn, key: &[u8], span: ZSpan) {
+    match conn.server.hub.zcount(key, &span) {
+        Ok(n) => conn.reply().int(n as i64),
+        Err(e) => fail(conn, e),
     }
 }
 
+pub(super) fn zcount(conn: &mut Conn, args: &[Bytes]) {
+    let (Some(min), Some(max)) = (ScoreBound::parse(&args[2]), ScoreBound::parse(&args[3])) else {
+        return err(conn, MINMAX_FLOAT);
+    };
+    count_span(conn, &args[1], ZSpan::Score(min, max));
+}
+
 pub(super) fn zlexcount(conn: &mut Conn, args: &[Bytes]) {
-    let (Some(min), Some(max)) = (parse_lex_bound(&args[2]), parse_lex_bound(&args[3])) else {
+    let (Some(min), Some(max)) = (LexBound::parse(&args[2]), LexBound::parse(&args[3])) else {
         return err(conn, MINMAX_LEX);
     };
-    if let Some(n) = read(conn, &args[1], |z| {
-        z.map_or(0, |z| {
-            let (a, b) = lex_span(z, &min, &max);
-            b - a
-        })
-    }) {
-        conn.reply().int(n as i64);
-    }
+    count_span(conn, &args[1], ZSpan::Lex(min, max));
 }

@@ -5,27 +5,14 @@ use super::*;
 
 // ---- reads by member -------------------------------------------------------------
 
-/// Runs `f` on the sorted set at `key` (None when absent), or replies
-/// WRONGTYPE.
-pub(super) fn read<R>(
-    conn: &mut Conn,
-    key: &[u8],
-    f: impl FnOnce(Option<&ZSet>) -> R,
-) -> Option<R> {
-    let hub = conn.server.hub.clone();
-    let mut db = hub.keyspace.lock();
-    match db.zset(key) {
-        Err(_) => {
-            drop(db);
-            wrongtype(conn);
-            None
-        }
-        Ok(z) => Some(f(z)),
-    }
+/// The value of a hub read, or `None` once its error is replied.
+pub(super) fn answer<R>(conn: &mut Conn, r: Result<R, DataError>) -> Option<R> {
+    r.map_err(|e| fail(conn, e)).ok()
 }
 
 pub(super) fn zscore(conn: &mut Conn, args: &[Bytes]) {
-    if let Some(s) = read(conn, &args[1], |z| z.and_then(|z| z.score(&args[2]))) {
+    let r = conn.server.hub.zscore(&args[1], &args[2]);
+    if let Some(s) = answer(conn, r) {
         let mut out = conn.reply();
         match s {
             Some(v) => write_score(&mut out, v),
@@ -35,12 +22,8 @@ pub(super) fn zscore(conn: &mut Conn, args: &[Bytes]) {
 }
 
 pub(super) fn zmscore(conn: &mut Conn, args: &[Bytes]) {
-    if let Some(v) = read(conn, &args[1], |z| {
-        args[2..]
-            .iter()
-            .map(|m| z.and_then(|z| z.score(m)))
-            .collect::<Vec<_>>()
-    }) {
+    let r = conn.server.hub.zmscore(&args[1], &args[2..]);
+    if let Some(v) = answer(conn, r) {
         let mut out = conn.reply();
         out.array(v.len());
         for s in v {
@@ -65,13 +48,8 @@ pub(super) fn rank_generic(conn: &mut Conn, args: &[Bytes], rev: bool) {
             );
         }
     };
-    if let Some(r) = read(conn, &args[1], |z| {
-        z.and_then(|z| {
-            let r = z.rank(&args[2])?;
-            let s = z.score(&args[2])?;
-            Some((if rev { z.len() - 1 - r } else { r }, s))
-        })
-    }) {
+    let r = conn.server.hub.zrank(&args[1], &args[2], rev);
+    if let Some(r) = answer(conn, r) {
         let mut out = conn.reply();
         match (r, withscore) {
             (None, _) => out.null(),
@@ -94,7 +72,8 @@ pub(super) fn zrevrank(conn: &mut Conn, args: &[Bytes]) {
 }
 
 pub(super) fn zcard(conn: &mut Conn, args: &[Bytes]) {
-    if let Some(n) = read(conn, &args[1], |z| z.map_or(0, |z| z.len())) {
+    let r = conn.server.hub.zcard(&args[1]);
+    if let Some(n) = answer(conn, r) {
         conn.reply().int(n as i64);
     }
 }
@@ -120,39 +99,8 @@ pub(super) fn zrandmember(conn: &mut Conn, args: &[Bytes]) {
             return err(conn, "ERR value is out of range");
         }
     }
-    // Picks by rank, O(log n) each: never a copy of the whole set under the
-    // keyspace lock.
-    let rand_index = crate::resp::cmd::sets::rand_index;
-    let picks = read(conn, &args[1], |z| {
-        let z = z.filter(|z| !z.is_empty())?;
-        let len = z.len();
-        let at = |r: usize| z.range_by_rank(r, r + 1).pop();
-        Some(match count {
-            None => at(rand_index(len)).into_iter().collect(),
-            Some(n) if n < 0 => (0..n.unsigned_abs())
-                .filter_map(|_| at(rand_index(len)))
-                .collect(),
-            Some(n) if n as u64 >= len as u64 => z.range_by_rank(0, len),
-            Some(n) => {
-                // Distinct picks: Floyd's sampling of n ranks out of len.
-                let n = n as usize;
-                let mut chosen = std::collections::HashSet::with_capacity(n);
-                let mut out: Vec<(Bytes, f64)> = Vec::with_capacity(n);
-                for j in len - n..len {
-                    let t = rand_index(j + 1);
-                    let r = if chosen.insert(t) {
-                        t
-                    } else {
-                        chosen.insert(j);
-                        j
-                    };
-                    out.extend(at(r));
-                }
-                out
-            }
-        })
-    });
-    let Some(picks) = picks else {
+    let r = conn.server.hub.zrandmember(&args[1], count);
+    let Some(picks) = answer(conn, r) else {
         return;
     };
     let mut out = conn.reply();
@@ -171,10 +119,11 @@ pub(super) fn zscan(conn: &mut Conn, args: &[Bytes]) {
     let Some(cursor) = crate::resp::cmd::scan_cursor(conn, &args[2]) else {
         return;
     };
-    match read(conn, &args[1], |z| z.is_some()) {
+    let r = conn.server.hub.zcard(&args[1]);
+    match answer(conn, r) {
         None => return,
-        Some(false) => return crate::resp::cmd::empty_scan(conn),
-        Some(true) => {}
+        Some(0) => return crate::resp::cmd::empty_scan(conn),
+        Some(_) => {}
     }
     let (mut count, mut pattern) = (10usize, None);
     let mut i = 3;
@@ -195,17 +144,11 @@ pub(super) fn zscan(conn: &mut Conn, args: &[Bytes]) {
         }
         i += 2;
     }
-    // Small sets (Redis's listpack encoding, up to 128 members) come whole,
-    // in score order; larger ones page by node slot (see `ZSet::scan`),
-    // O(count) a page, every member present throughout returned once.
-    let Some(paged) = read(conn, &args[1], |z| match z {
-        None => (0u64, Vec::new()),
-        Some(z) if z.len() <= 128 => (0, z.range_by_rank(0, z.len())),
-        Some(z) => z.scan(cursor, count),
-    }) else {
+    let r = conn.server.hub.zscan(&args[1], cursor, count);
+    let Some((next, page)) = answer(conn, r) else {
         return;
     };
-    let (next, page) = paged;
+    // MATCH filters after the lock is released.
     let page: Vec<(Bytes, f64)> = page
         .into_iter()
         .filter(|(m, _)| pattern.as_ref().is_none_or(|g| g.matches(m)))

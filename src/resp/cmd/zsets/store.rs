@@ -1,4 +1,5 @@
-//! ZUNIONSTORE and ZINTERSTORE: weights and aggregation.
+//! ZUNIONSTORE and ZINTERSTORE: their options (weights, AGGREGATE) parsed
+//! here, combined by the hub (`hub::data::zsets::aggregate`).
 
 use super::*;
 
@@ -22,7 +23,7 @@ pub(super) fn store_generic(conn: &mut Conn, args: &[Bytes], union: bool) {
     }
     let keys = &args[3..3 + numkeys];
     let mut weights = vec![1.0f64; numkeys];
-    let mut agg = 0u8; // 0 sum, 1 min, 2 max
+    let mut agg = Aggregate::Sum;
     let mut i = 3 + numkeys;
     while i < args.len() {
         if args[i].eq_ignore_ascii_case(b"WEIGHTS") && args.len() - i > numkeys {
@@ -35,9 +36,9 @@ pub(super) fn store_generic(conn: &mut Conn, args: &[Bytes], union: bool) {
             i += 1 + numkeys;
         } else if args[i].eq_ignore_ascii_case(b"AGGREGATE") && i + 1 < args.len() {
             agg = match args[i + 1].to_ascii_uppercase().as_slice() {
-                b"SUM" => 0,
-                b"MIN" => 1,
-                b"MAX" => 2,
+                b"SUM" => Aggregate::Sum,
+                b"MIN" => Aggregate::Min,
+                b"MAX" => Aggregate::Max,
                 _ => return err(conn, SYNTAX),
             };
             i += 2;
@@ -45,80 +46,16 @@ pub(super) fn store_generic(conn: &mut Conn, args: &[Bytes], union: bool) {
             return err(conn, SYNTAX);
         }
     }
-    let dest = args[1].clone();
+    let op = if union {
+        ZStoreOp::Union
+    } else {
+        ZStoreOp::Inter
+    };
     let hub = conn.server.hub.clone();
-    let mut db = hub.keyspace.lock();
-    // Inputs: sorted sets, or plain sets (score 1).
-    let mut inputs: Vec<Option<Vec<(Bytes, f64)>>> = Vec::with_capacity(numkeys);
-    for k in keys {
-        let v = match db.get(k).map(|e| &e.value) {
-            None => None,
-            Some(Value::ZSet(z)) => Some(z.all()),
-            Some(Value::Set(s)) => Some(s.iter().map(|m| (m.clone(), 1.0)).collect()),
-            Some(_) => {
-                drop(db);
-                return wrongtype(conn);
-            }
-        };
-        inputs.push(v);
+    match hub.zstore(args[1].clone(), keys, &weights, agg, op) {
+        Ok(n) => conn.reply().int(n as i64),
+        Err(e) => fail(conn, e),
     }
-    let combine = |a: f64, b: f64| -> f64 {
-        let r = match agg {
-            1 => a.min(b),
-            2 => a.max(b),
-            _ => a + b,
-        };
-        if r.is_nan() {
-            0.0
-        } else {
-            r
-        }
-    };
-    let weigh = |s: f64, w: f64| {
-        let r = s * w;
-        if r.is_nan() {
-            0.0
-        } else {
-            r
-        }
-    };
-    let mut acc: std::collections::HashMap<Bytes, f64> = std::collections::HashMap::new();
-    if union {
-        for (input, w) in inputs.iter().zip(&weights) {
-            for (m, s) in input.iter().flatten() {
-                let v = weigh(*s, *w);
-                acc.entry(m.clone())
-                    .and_modify(|a| *a = combine(*a, v))
-                    .or_insert(v);
-            }
-        }
-    } else if inputs.iter().all(|i| i.is_some()) {
-        let sets: Vec<std::collections::HashMap<&Bytes, f64>> = inputs
-            .iter()
-            .flatten()
-            .map(|v| v.iter().map(|(m, s)| (m, *s)).collect())
-            .collect();
-        if let Some(first) = inputs[0].as_ref() {
-            'outer: for (m, s) in first {
-                let mut total = weigh(*s, weights[0]);
-                for (j, set) in sets.iter().enumerate().skip(1) {
-                    match set.get(m) {
-                        Some(v) => total = combine(total, weigh(*v, weights[j])),
-                        None => continue 'outer,
-                    }
-                }
-                acc.insert(m.clone(), total);
-            }
-        }
-    }
-    let n = acc.len();
-    let mut z = ZSet::new();
-    for (m, s) in acc {
-        z.insert(m, s);
-    }
-    db.store_zset(dest, z);
-    drop(db);
-    conn.reply().int(n as i64);
 }
 
 pub(super) fn zunionstore(conn: &mut Conn, args: &[Bytes]) {

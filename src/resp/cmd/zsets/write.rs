@@ -1,5 +1,5 @@
 //! ZADD, ZINCRBY and the removals (ZREM, ZREMRANGEBY*, ZPOPMIN/MAX):
-//! every write goes through `Db::with_zset_mut`, which notices changes.
+//! parsed here, applied by the hub (which notices every change).
 
 use super::*;
 
@@ -51,66 +51,27 @@ pub(super) fn zadd(conn: &mut Conn, args: &[Bytes]) {
             None => return err(conn, NOT_FLOAT),
         }
     }
-    let key = args[1].clone();
+    let flags = ZAddFlags {
+        nx,
+        xx,
+        gt,
+        lt,
+        incr,
+    };
     let hub = conn.server.hub.clone();
-    let mut db = hub.keyspace.lock();
-    let (mut added, mut changed) = (0i64, 0i64);
-    let mut incr_result: Option<f64> = None;
-    let mut nan = false;
-    // XX never creates the key.
-    let done = db.with_zset_mut(&key, !xx, |z| {
-        for (m, s) in items {
-            let cur = z.score(&m);
-            let target = if incr {
-                let v = cur.unwrap_or(0.0) + s;
-                if v.is_nan() {
-                    nan = true;
-                    break;
-                }
-                v
-            } else {
-                s
-            };
-            match cur {
-                Some(old) => {
-                    if nx {
-                        continue;
-                    }
-                    if (gt && target <= old) || (lt && target >= old) {
-                        continue;
-                    }
-                    incr_result = Some(target);
-                    if target != old {
-                        z.insert(m, target);
-                        changed += 1;
-                    }
-                }
-                None => {
-                    if xx {
-                        continue;
-                    }
-                    z.insert(m, target);
-                    added += 1;
-                    incr_result = Some(target);
-                }
-            }
-        }
-    });
-    drop(db);
-    if done.is_err() {
-        return wrongtype(conn);
-    }
-    if nan {
-        return err(conn, "ERR resulting score is not a number (NaN)");
-    }
+    let r = match hub.zadd(&args[1], flags, items) {
+        Ok(r) => r,
+        Err(e) => return fail(conn, e),
+    };
     let mut out = conn.reply();
     if incr {
-        match incr_result {
+        match r.score {
             Some(v) => write_score(&mut out, v),
             None => out.null(),
         }
     } else {
-        out.int(if ch { added + changed } else { added });
+        let n = if ch { r.added + r.changed } else { r.added };
+        out.int(n as i64);
     }
 }
 
@@ -118,79 +79,51 @@ pub(super) fn zincrby(conn: &mut Conn, args: &[Bytes]) {
     let Some(by) = parse_score(&args[2]) else {
         return err(conn, NOT_FLOAT);
     };
-    let key = args[1].clone();
     let hub = conn.server.hub.clone();
-    let mut db = hub.keyspace.lock();
-    let done = db.with_zset_mut(&key, true, |z| z.incr(args[3].clone(), by));
-    drop(db);
-    let v = match done {
-        Err(_) => return wrongtype(conn),
-        Ok(Some(Some(v))) => v,
-        Ok(_) => return err(conn, "ERR resulting score is not a number (NaN)"),
-    };
-    write_score(&mut conn.reply(), v);
+    match hub.zincrby(&args[1], by, args[3].clone()) {
+        Ok(v) => write_score(&mut conn.reply(), v),
+        Err(e) => fail(conn, e),
+    }
 }
 
 // ---- removals --------------------------------------------------------------------
 
-/// Removes the members of `span` (computed on the set) and replies the count.
-pub(super) fn remove_span(
-    conn: &mut Conn,
-    key: &Bytes,
-    span: impl FnOnce(&ZSet) -> Option<(usize, usize)>,
-) {
+/// Removes the members of `span` and replies the count.
+pub(super) fn remove_span(conn: &mut Conn, key: &[u8], span: ZSpan) {
     let hub = conn.server.hub.clone();
-    let mut db = hub.keyspace.lock();
-    let n = db.with_zset_mut(key, false, |z| match span(z) {
-        None => 0,
-        Some((a, b)) => {
-            let gone = z.range_by_rank(a, b);
-            for (m, _) in &gone {
-                z.remove(m);
-            }
-            gone.len()
-        }
-    });
-    drop(db);
-    match n {
-        Err(_) => wrongtype(conn),
-        Ok(n) => conn.reply().int(n.unwrap_or(0) as i64),
+    match hub.zremrange(key, &span) {
+        Ok(n) => conn.reply().int(n as i64),
+        Err(e) => fail(conn, e),
     }
 }
 
 pub(super) fn zrem(conn: &mut Conn, args: &[Bytes]) {
-    let key = args[1].clone();
     let hub = conn.server.hub.clone();
-    let mut db = hub.keyspace.lock();
-    let n = db.with_zset_mut(&key, false, |z| {
-        args[2..].iter().filter(|m| z.remove(m).is_some()).count()
-    });
-    drop(db);
-    match n {
-        Err(_) => wrongtype(conn),
-        Ok(n) => conn.reply().int(n.unwrap_or(0) as i64),
+    match hub.zrem(&args[1], &args[2..]) {
+        Ok(n) => conn.reply().int(n as i64),
+        Err(e) => fail(conn, e),
     }
 }
 
 pub(super) fn zremrangebyscore(conn: &mut Conn, args: &[Bytes]) {
-    let (Some(min), Some(max)) = (parse_score_bound(&args[2]), parse_score_bound(&args[3])) else {
+    let (Some(min), Some(max)) = (ScoreBound::parse(&args[2]), ScoreBound::parse(&args[3])) else {
         return err(conn, MINMAX_FLOAT);
     };
-    remove_span(conn, &args[1].clone(), |z| Some(score_span(z, min, max)));
+    remove_span(conn, &args[1], ZSpan::Score(min, max));
 }
 
 pub(super) fn zremrangebyrank(conn: &mut Conn, args: &[Bytes]) {
     let (Some(s), Some(e)) = (parse_i64(&args[2]), parse_i64(&args[3])) else {
         return err(conn, NOT_INT);
     };
-    remove_span(conn, &args[1].clone(), |z| rank_span(z.len(), s, e));
+    remove_span(conn, &args[1], ZSpan::Rank(s, e));
 }
 
 pub(super) fn zremrangebylex(conn: &mut Conn, args: &[Bytes]) {
-    let (Some(min), Some(max)) = (parse_lex_bound(&args[2]), parse_lex_bound(&args[3])) else {
+    let (Some(min), Some(max)) = (LexBound::parse(&args[2]), LexBound::parse(&args[3])) else {
         return err(conn, MINMAX_LEX);
     };
-    remove_span(conn, &args[1].clone(), |z| Some(lex_span(z, &min, &max)));
+    remove_span(conn, &args[1], ZSpan::Lex(min, max));
 }
 
 pub(super) fn pop_generic(conn: &mut Conn, args: &[Bytes], max: bool) {
@@ -205,28 +138,10 @@ pub(super) fn pop_generic(conn: &mut Conn, args: &[Bytes], max: bool) {
             None => return err(conn, NOT_INT),
         },
     };
-    let key = args[1].clone();
     let hub = conn.server.hub.clone();
-    let mut db = hub.keyspace.lock();
-    let popped = db.with_zset_mut(&key, false, |z| {
-        let n = count.unwrap_or(1).min(z.len());
-        let mut v = if max {
-            let mut v = z.range_by_rank(z.len() - n, z.len());
-            v.reverse();
-            v
-        } else {
-            z.range_by_rank(0, n)
-        };
-        for (m, _) in &v {
-            z.remove(m);
-        }
-        v.truncate(n);
-        v
-    });
-    drop(db);
-    let popped = match popped {
-        Err(_) => return wrongtype(conn),
-        Ok(p) => p.unwrap_or_default(),
+    let popped = match hub.zpop(&args[1], count.unwrap_or(1), max) {
+        Ok(p) => p,
+        Err(e) => return fail(conn, e),
     };
     let mut out = conn.reply();
     if count.is_none() && out.resp3 {
