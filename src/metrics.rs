@@ -54,7 +54,7 @@ impl std::fmt::Debug for Metrics {
 impl Metrics {
     pub fn new(hub: &Hub) -> Metrics {
         let mut registry = Registry::with_prefix("herald");
-        let s = &hub.stats;
+        let s = hub.stats();
         registry.register(
             "messages_published",
             "Messages published",

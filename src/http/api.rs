@@ -30,7 +30,7 @@ fn authorize(st: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
             if given.is_some_and(|g| constant_time_eq(g, key.as_bytes())) {
                 Ok(())
             } else {
-                Stats::add(&st.hub.stats.auth_failures, 1);
+                Stats::add(&st.hub.stats().auth_failures, 1);
                 Err(ApiError::WrongKey)
             }
         }
@@ -58,7 +58,7 @@ pub(crate) fn authorize_stats(st: &AppState, headers: &HeaderMap) -> Result<(), 
     if given.is_some_and(|g| constant_time_eq(g, key.as_bytes())) {
         Ok(())
     } else {
-        Stats::add(&st.hub.stats.auth_failures, 1);
+        Stats::add(&st.hub.stats().auth_failures, 1);
         Err(ApiError::WrongKey)
     }
 }

@@ -378,7 +378,7 @@ pub async fn serve(
         let slot = match table.admit(close.clone()) {
             Admit::Admitted(slot) => slot,
             Admit::Full => {
-                Stats::add(&hub.stats.rejected_connections, 1);
+                Stats::add(&hub.stats().rejected_connections, 1);
                 refuse(tcp);
                 continue;
             }

@@ -134,11 +134,11 @@ async fn client_js() -> impl IntoResponse {
 fn stats(st: &AppState, conns: &listener::ConnTable) -> Bytes {
     use crate::hub::Stats;
     let hub = &st.hub;
-    let s = &hub.stats;
+    let s = hub.stats();
     let ks = hub.keyspace_stats();
     let snapshot = json!({
         "version": env!("CARGO_PKG_VERSION"),
-        "uptime_seconds": hub.started.elapsed().as_secs(),
+        "uptime_seconds": hub.uptime().as_secs(),
         // `http`: every TCP connection on the HTTP listener, WebSockets
         // included; `http_evicted`: idle ones closed to make room.
         "connections": {

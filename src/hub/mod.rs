@@ -126,15 +126,15 @@ pub struct Hub {
     engine: engine::Engine,
     /// The keyspace's own commands (sets, sorted sets, streams) go through
     /// `hub::data`.
-    pub keyspace: Arc<Keyspace>,
+    keyspace: Arc<Keyspace>,
     watchers: leaderboard::Leaderboards,
     /// See [`Hub::interest_lock`].
     interest_stripes: [std::sync::Mutex<()>; INTEREST_STRIPES],
     stripe_hasher: std::collections::hash_map::RandomState,
-    pub stats: Stats,
+    stats: Stats,
     cfg: HubConfig,
     next_client_id: AtomicU64,
-    pub started: Instant,
+    started: Instant,
 }
 
 impl Default for Hub {
@@ -231,6 +231,16 @@ impl Hub {
     /// thread already holds it.
     fn gate_exclusive(&self) -> Option<GateGuard<'_>> {
         self.keyspace.gate().exclusive()
+    }
+
+    /// The counters every front end updates.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Time since the hub was built.
+    pub fn uptime(&self) -> std::time::Duration {
+        self.started.elapsed()
     }
 
     /// A fresh client id, unique across front ends.

@@ -303,7 +303,7 @@ pub async fn run(
                 connection::Admission::AfterEviction(limit.clone())
             }
             Err(_) => {
-                Stats::add(&server.hub.stats.rejected_connections, 1);
+                Stats::add(&server.hub.stats().rejected_connections, 1);
                 tracker.spawn(connection::refuse(stream));
                 continue;
             }

@@ -127,7 +127,7 @@ pub async fn upgrade(
         return ApiError::OriginNotAllowed.into_response();
     }
     let Ok(permit) = st.ws.limit.clone().try_acquire_owned() else {
-        Stats::add(&st.hub.stats.rejected_connections, 1);
+        Stats::add(&st.hub.stats().rejected_connections, 1);
         return ApiError::TooManyClients.into_response();
     };
     // tungstenite's own limit sits a little above ours: a message just over

@@ -139,7 +139,7 @@ impl Session {
     }
 
     fn token_error(&self, id: &Value, e: &TokenError) {
-        Stats::add(&self.st.hub.stats.auth_failures, 1);
+        Stats::add(&self.st.hub.stats().auth_failures, 1);
         let code = match e {
             TokenError::Expired => ErrorCode::TokenExpired,
             _ => ErrorCode::Unauthorized,
@@ -181,7 +181,7 @@ impl Session {
                     // the failure from clients that do not read the reply.
                     match self.st.auth.verify_token(token) {
                         Ok(c) if self.identity.user().is_some_and(|u| u != c.sub) => {
-                            Stats::add(&self.st.hub.stats.auth_failures, 1);
+                            Stats::add(&self.st.hub.stats().auth_failures, 1);
                             self.error(
                                 id,
                                 ErrorCode::Unauthorized,
@@ -264,7 +264,7 @@ impl Session {
                 let ch = a.channel.as_bytes();
                 let ns = self.st.cfg.namespace(ch);
                 if !self.identity.can_subscribe(ch, ns) {
-                    Stats::add(&self.st.hub.stats.auth_failures, 1);
+                    Stats::add(&self.st.hub.stats().auth_failures, 1);
                     self.error(id, ErrorCode::PermissionDenied, "permission denied");
                 } else if !ns.presence {
                     self.error(
@@ -361,7 +361,7 @@ impl Session {
             self.identity.may_subscribe(name.as_bytes(), cfg)
         };
         if !allowed {
-            Stats::add(&self.st.hub.stats.auth_failures, 1);
+            Stats::add(&self.st.hub.stats().auth_failures, 1);
             self.error(id, ErrorCode::PermissionDenied, "permission denied");
             return;
         }
@@ -481,7 +481,7 @@ impl Session {
         }
         let key = a.key.as_bytes();
         if !self.identity.can_subscribe(key, self.st.cfg.namespace(key)) {
-            Stats::add(&self.st.hub.stats.auth_failures, 1);
+            Stats::add(&self.st.hub.stats().auth_failures, 1);
             self.error(id, ErrorCode::PermissionDenied, "permission denied");
             return;
         }
@@ -539,7 +539,7 @@ impl Session {
         }
         let ch = a.channel.as_bytes();
         if !self.identity.can_subscribe(ch, self.st.cfg.namespace(ch)) {
-            Stats::add(&self.st.hub.stats.auth_failures, 1);
+            Stats::add(&self.st.hub.stats().auth_failures, 1);
             self.error(id, ErrorCode::PermissionDenied, "permission denied");
             return;
         }
@@ -582,7 +582,7 @@ impl Session {
         }
         let ns = self.st.cfg.namespace(a.channel.as_bytes());
         if !self.identity.can_publish(a.channel.as_bytes(), ns) {
-            Stats::add(&self.st.hub.stats.auth_failures, 1);
+            Stats::add(&self.st.hub.stats().auth_failures, 1);
             self.error(id, ErrorCode::PermissionDenied, "permission denied");
             return;
         }

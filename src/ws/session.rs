@@ -199,7 +199,7 @@ pub fn run(
 ) -> impl std::future::Future<Output = ()> + Send {
     async move {
         let id = st.hub.next_client_id();
-        Stats::add(&st.hub.stats.connections_total, 1);
+        Stats::add(&st.hub.stats().connections_total, 1);
         st.ws.open.fetch_add(1, Ordering::Relaxed);
         let mut s = Session {
             id,
@@ -222,7 +222,7 @@ pub fn run(
         };
         let refused = match url_token.map(|t| s.st.auth.verify_token(&t)) {
             Some(Err(e)) => {
-                Stats::add(&s.st.hub.stats.auth_failures, 1);
+                Stats::add(&s.st.hub.stats().auth_failures, 1);
                 tracing::debug!(client = id, error = %e, "websocket token refused");
                 Some(match e {
                     TokenError::Expired => DisconnectCode::TokenExpired,
@@ -256,7 +256,7 @@ pub fn run(
         }
         s.cleanup();
         if end == End::Disconnect(DisconnectCode::Slow) {
-            Stats::add(&s.st.hub.stats.slow_disconnects, 1);
+            Stats::add(&s.st.hub.stats().slow_disconnects, 1);
             tracing::warn!(
                 client = id,
                 "websocket client closed for overcoming of output buffer limits"

@@ -142,7 +142,7 @@ fn reset(conn: &mut Conn, _args: &[Bytes]) {
 }
 
 fn auth_reply_err(conn: &mut Conn, e: crate::auth::AuthError) {
-    crate::hub::Stats::add(&conn.server.hub.stats.auth_failures, 1);
+    crate::hub::Stats::add(&conn.server.hub.stats().auth_failures, 1);
     conn.reply().error(&e.to_string());
 }
 

@@ -51,7 +51,7 @@ fn info(conn: &mut Conn, args: &[Bytes]) {
         let mut s = String::new();
         match *section {
             "server" => {
-                let up = hub.started.elapsed().as_secs();
+                let up = hub.uptime().as_secs();
                 let _ = write!(
                     s,
                     "redis_version:{}\r\nherald_version:{}\r\nredis_mode:standalone\r\nos:{}\r\narch_bits:64\r\nmultiplexing_api:epoll\r\nprocess_id:{}\r\ntcp_port:{}\r\nuptime_in_seconds:{}\r\nuptime_in_days:{}\r\nexecutable:herald\r\n",
@@ -89,7 +89,7 @@ fn info(conn: &mut Conn, args: &[Bytes]) {
                 );
             }
             "stats" => {
-                let st = &hub.stats;
+                let st = hub.stats();
                 let _ = write!(
                     s,
                     "total_connections_received:{}\r\ntotal_commands_processed:{}\r\nrejected_connections:{}\r\npubsub_channels:{}\r\npubsub_patterns:{}\r\npubsubshard_channels:{}\r\nclient_output_buffer_limit_disconnections:{}\r\nauth_failures:{}\r\nmessages_published:{}\r\nmessages_delivered:{}\r\n",

@@ -361,7 +361,7 @@ fn unknown_command(args: &[Bytes]) -> Vec<u8> {
 
 /// Runs one request, or replies with the error that stops it.
 pub fn dispatch(conn: &mut Conn, args: &[Bytes]) {
-    Stats::add(&conn.server.hub.stats.commands, 1);
+    Stats::add(&conn.server.hub.stats().commands, 1);
     if !conn.continues_staged(args) {
         conn.publish_staged();
     }
@@ -411,14 +411,14 @@ pub fn dispatch(conn: &mut Conn, args: &[Bytes]) {
     if (dangerous(cmd) || (std::ptr::eq(cmd, top) && dangerous(top)) || top.name == "scan")
         && !matches!(conn.identity, Some(crate::auth::Identity::Password))
     {
-        crate::hub::Stats::add(&conn.server.hub.stats.auth_failures, 1);
+        crate::hub::Stats::add(&conn.server.hub.stats().auth_failures, 1);
         let msg = format!("NOPERM this user has no permissions to run the '{fullname}' command");
         return reject(conn, top, &msg);
     }
     let keys = command_keys(cmd, args);
     let write = cmd.flags.contains(&"write") || top.flags.contains(&"write");
     if !keys_allowed(conn, &keys) {
-        crate::hub::Stats::add(&conn.server.hub.stats.auth_failures, 1);
+        crate::hub::Stats::add(&conn.server.hub.stats().auth_failures, 1);
         return reject(
             conn,
             top,

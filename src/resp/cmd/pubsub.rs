@@ -172,7 +172,7 @@ fn allowed(conn: &mut Conn, names: &[Bytes], kind: Kind, publish: bool) -> bool 
         (_, false) => id.may_subscribe(n, cfg),
     });
     if !ok {
-        crate::hub::Stats::add(&conn.server.hub.stats.auth_failures, 1);
+        crate::hub::Stats::add(&conn.server.hub.stats().auth_failures, 1);
         conn.reply().error(NOPERM);
     }
     ok

@@ -128,7 +128,7 @@ impl Conn {
                 // subscription limit, and first to go when the server is
                 // full, see `resp::run`).
                 if self.pre_auth() && self.total_subscriptions() == 0 {
-                    Stats::add(&self.server.hub.stats.auth_failures, 1);
+                    Stats::add(&self.server.hub.stats().auth_failures, 1);
                     tracing::debug!(client = self.handle.id, "authentication timeout, closing");
                     self.reply().error(AUTH_TIMEOUT);
                     self.close_after_reply();

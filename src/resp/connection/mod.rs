@@ -450,13 +450,13 @@ pub fn serve(
             match tokio::time::timeout(EVICT_WAIT, limit.clone().acquire_owned()).await {
                 Ok(Ok(p)) => admission = Admission::Permit(p),
                 _ => {
-                    Stats::add(&server.hub.stats.rejected_connections, 1);
+                    Stats::add(&server.hub.stats().rejected_connections, 1);
                     return refuse(stream).await;
                 }
             }
         }
         let hub = server.hub.clone();
-        Stats::add(&hub.stats.connections_total, 1);
+        Stats::add(&hub.stats().connections_total, 1);
         let id = hub.next_client_id();
         let laddr = stream.local_addr().unwrap_or(server.local_addr);
         let handle = Arc::new(ClientHandle {
@@ -555,7 +555,7 @@ async fn run_loop(stream: &mut TcpStream, conn: &mut Conn) -> std::io::Result<()
             outbox.take(&mut batch);
         }
         if let Some(why) = outbox.overflowed() {
-            Stats::add(&conn.server.hub.stats.slow_disconnects, 1);
+            Stats::add(&conn.server.hub.stats().slow_disconnects, 1);
             let limits = conn.server.cfg.output_limits;
             tracing::warn!(
                 client = handle.id,
