@@ -325,6 +325,23 @@ pub struct Options {
     /// refused with error 109 instead of queued (0 = no limit). [default: 512mb]
     #[arg(long, env = "HERALD_OUTPUT_BUFFER_GLOBAL_LIMIT", value_name = "SIZE")]
     pub output_buffer_global_limit: Option<ByteSize>,
+    /// Where publications, history and presence live: `memory` (this
+    /// process), or `redis://[user:password@]host:port[/db]` (`rediss://`
+    /// for TLS) to run several nodes as one hub. [default: memory]
+    #[arg(long, env = "HERALD_ENGINE", value_name = "URL")]
+    pub engine: Option<String>,
+    /// This node's name in the engine (presence entries are keyed by it).
+    /// [default: host name plus a random suffix]
+    #[arg(long, env = "HERALD_NODE_NAME", value_name = "NAME")]
+    pub node_name: Option<String>,
+    /// Prefix of Herald's keys and channels in the engine's Redis.
+    /// [default: herald]
+    #[arg(long, env = "HERALD_ENGINE_PREFIX", value_name = "PREFIX")]
+    pub engine_prefix: Option<String>,
+    /// How long a node's presence entries live in the engine without a
+    /// refresh (a node that dies leaves within it). [default: 60s]
+    #[arg(long, env = "HERALD_PRESENCE_TTL", value_name = "DURATION")]
+    pub presence_ttl: Option<Dur>,
     /// Close RESP connections that have not authenticated this long after
     /// connecting (when a password or JWT key is configured; an anonymous
     /// client holding subscriptions a namespace allows stays; 0 = never).
@@ -414,6 +431,11 @@ pub struct Config {
     pub output_buffer_global_limit: usize,
     /// Time a RESP client has to authenticate (zero: unlimited).
     pub auth_timeout: Duration,
+    /// `memory`, or a Redis URL.
+    pub engine: String,
+    pub node_name: String,
+    pub engine_prefix: String,
+    pub presence_ttl: Duration,
     pub http_max_connections: usize,
     pub http_header_timeout: Duration,
     pub http_body_timeout: Duration,
@@ -556,7 +578,11 @@ impl Options {
             http_header_timeout,
             http_body_timeout,
             http_max_body_size,
-            ready_file
+            ready_file,
+            engine,
+            node_name,
+            engine_prefix,
+            presence_ttl
         )
     }
 
@@ -615,6 +641,10 @@ impl Options {
             default_namespace: NamespaceOptions::default(),
             output_buffer_global_limit: size(self.output_buffer_global_limit, 512 << 20)?,
             auth_timeout: self.auth_timeout.map_or(Duration::from_secs(10), |d| d.0),
+            engine: self.engine.unwrap_or_else(|| "memory".into()),
+            node_name: self.node_name.unwrap_or_else(default_node_name),
+            engine_prefix: self.engine_prefix.unwrap_or_else(|| "herald".into()),
+            presence_ttl: self.presence_ttl.map_or(Duration::from_secs(60), |d| d.0),
             // Room for API calls and health checks beside a full house of
             // WebSockets (`max_connections` caps those on their own).
             http_max_connections: self
@@ -685,6 +715,18 @@ impl Options {
         }
         Ok(cfg)
     }
+}
+
+/// The host name plus a random suffix: unique per process.
+fn default_node_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "herald".into());
+    let r = {
+        use std::hash::BuildHasher;
+        std::collections::hash_map::RandomState::new().hash_one(std::process::id())
+    };
+    format!("{host}-{:06x}", r & 0xff_ffff)
 }
 
 #[cfg(test)]

@@ -26,6 +26,8 @@ pub enum StartError {
          (set --requirepass, --jwt-hmac-secret or --jwt-public-key-file, or pass --allow-anonymous)"
     )]
     Insecure { addr: SocketAddr },
+    #[error("engine: {0}")]
+    Engine(String),
 }
 
 /// A running Herald: its bound addresses and the handle to stop it.
@@ -96,7 +98,7 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
         addr: cfg.http_addr,
         source,
     })?;
-    let hub = Arc::new(Hub::with_config(cfg.hub_config()));
+    let hub = Arc::new(build_hub(&cfg).await?);
     let metrics = Arc::new(crate::metrics::Metrics::new(&hub));
     let shutdown = CancellationToken::new();
     let resp_server = crate::resp::RespServer::new(
@@ -144,6 +146,34 @@ async fn reclaim_expired(hub: Arc<Hub>, shutdown: CancellationToken) -> std::io:
             }
         }
     }
+}
+
+/// The hub on the configured engine: in memory, or on Redis (then the
+/// engine's pub/sub and housekeeping tasks start with it).
+async fn build_hub(cfg: &Arc<Config>) -> Result<Hub, StartError> {
+    let engine = cfg.engine.as_str();
+    if engine == "memory" {
+        return Ok(Hub::with_config(cfg.hub_config()));
+    }
+    if !(engine.starts_with("redis://") || engine.starts_with("rediss://")) {
+        return Err(StartError::Engine(format!(
+            "unsupported --engine {engine:?}: use memory or redis://host:port"
+        )));
+    }
+    let redis =
+        crate::hub::engine::redis::RedisEngine::connect(crate::hub::engine::redis::RedisOptions {
+            url: engine.to_string(),
+            prefix: cfg.engine_prefix.clone(),
+            node: cfg.node_name.clone(),
+            presence_ttl: cfg.presence_ttl,
+        })
+        .await
+        .map_err(|e| StartError::Engine(e.to_string()))?;
+    let max = cfg.history_max_memory;
+    let hub = Hub::with_engine(cfg.hub_config(), |ks| redis.engine(ks, max));
+    crate::hub::engine::redis::spawn_background(&redis, std::time::Duration::from_secs(2)).await;
+    tracing::info!(node = %cfg.node_name, "engine: redis");
+    Ok(hub)
 }
 
 /// Pushes changed leaderboards once per interval (the coalescing window).

@@ -8,6 +8,8 @@
 //! subscribers on both, offsets are one sequence, tabs of one user on two
 //! nodes count once.
 
+mod common;
+
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -343,6 +345,29 @@ async fn contract(nodes: &[Arc<Hub>]) {
 async fn memory_engine_keeps_the_contract() {
     let hub = Arc::new(Hub::with_config(config().hub_config()));
     contract(&[hub]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_engine_keeps_the_contract_across_two_nodes() {
+    use herald::hub::engine::redis::{spawn_background, RedisEngine, RedisOptions};
+    let redis = common::Redis::start(&[]);
+    let cfg = config();
+    let mut hubs = Vec::new();
+    for node in ["a", "b"] {
+        let engine = RedisEngine::connect(RedisOptions {
+            url: format!("redis://{}", redis.addr),
+            prefix: "contract".into(),
+            node: node.into(),
+            presence_ttl: Duration::from_secs(60),
+        })
+        .await
+        .expect("redis");
+        let max = cfg.history_max_memory;
+        let hub = Hub::with_engine(cfg.hub_config(), |ks| engine.engine(ks, max));
+        spawn_background(&engine, Duration::from_secs(2)).await;
+        hubs.push(Arc::new(hub));
+    }
+    contract(&hubs).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -102,6 +102,7 @@ impl ApiError {
             | ApiError::PatternLength { .. } => StatusCode::BAD_REQUEST,
             ApiError::PresenceNotEnabled => StatusCode::NOT_IMPLEMENTED,
             ApiError::History(HistoryError::Unrecoverable) => StatusCode::CONFLICT,
+            ApiError::History(HistoryError::Unavailable) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::History(_) => StatusCode::NOT_IMPLEMENTED,
             ApiError::NotFound => StatusCode::NOT_FOUND,
         }
@@ -124,6 +125,7 @@ impl ApiError {
             ApiError::ChannelLength { .. } | ApiError::PatternLength { .. } => 110,
             ApiError::PresenceNotEnabled => 108,
             ApiError::History(HistoryError::Unrecoverable) => 111,
+            ApiError::History(HistoryError::Unavailable) => 500,
             ApiError::History(_) => 108,
             ApiError::Busy => 109,
             ApiError::NotFound => 404,

@@ -62,6 +62,8 @@ pub enum HistoryError {
     WrongType,
     #[error("the position is no longer in the history (epoch changed or entries gone)")]
     Unrecoverable,
+    #[error("the engine's history store is unavailable")]
+    Unavailable,
 }
 
 /// A page of history.

@@ -263,6 +263,14 @@ impl Node {
         }
     }
 
+    fn find(&self, path: &[u8]) -> Option<&Node> {
+        let mut node = self;
+        for b in path {
+            node = node.children.get(b)?;
+        }
+        Some(node)
+    }
+
     fn collect(&self, out: &mut Vec<Bytes>) {
         out.extend(self.patterns.iter().map(|p| p.pattern.clone()));
         for c in self.children.values() {
@@ -513,6 +521,53 @@ impl Registry {
         vec![n; publications.len()]
     }
 
+    /// Delivers `publication` to the exact subscribers of its channel only
+    /// (a broker that receives pattern matches separately).
+    pub fn publish_exact(&self, publication: &Publication) -> usize {
+        let Some(subs) = self.channels.get(&publication.channel) else {
+            return 0;
+        };
+        let d = Delivery::direct(publication, DeliveryKind::Message);
+        for e in subs.iter() {
+            e.sink.deliver(&d);
+        }
+        subs.len()
+    }
+
+    /// Delivers `publication` to the subscribers of one pattern only, if
+    /// it is subscribed and matches.
+    pub fn publish_pattern(&self, pattern: &[u8], publication: &Publication) -> usize {
+        let glob = Glob::new(pattern);
+        let idx = self.patterns_read();
+        let Some(node) = idx.root.find(index_key(&glob)) else {
+            return 0;
+        };
+        let Some(p) = node
+            .patterns
+            .position(pattern)
+            .and_then(|i| node.patterns.list.get(i))
+        else {
+            return 0;
+        };
+        if !p.glob.matches(&publication.channel) {
+            return 0;
+        }
+        let cache = EncodeCache::default();
+        let d = Delivery::pattern(publication, &p.pattern, &cache);
+        for e in p.subs.iter() {
+            e.sink.deliver(&d);
+        }
+        p.subs.len()
+    }
+
+    /// How many deliveries a publish on `channel` would make here now
+    /// (exact subscribers plus matching subscriber-pattern pairs).
+    pub fn receivers(&self, channel: &[u8]) -> usize {
+        let exact = self.channels.get(channel).map_or(0, |s| s.len());
+        let idx = self.patterns_read();
+        exact + idx.matching(channel).map(|p| p.subs.len()).sum::<usize>()
+    }
+
     /// Delivers a presence event to the exact subscribers of its channel.
     pub fn deliver_presence(&self, channel: &[u8], event: &PresenceEvent) {
         if let Some(subs) = self.channels.get(channel) {
@@ -581,6 +636,22 @@ impl super::engine::BrokerHandler for Registry {
 
     fn on_shard_publication(&self, publication: &Publication) -> usize {
         self.spublish(publication)
+    }
+
+    fn on_exact(&self, publication: &Publication) -> usize {
+        self.publish_exact(publication)
+    }
+
+    fn on_pattern(&self, pattern: &[u8], publication: &Publication) -> usize {
+        self.publish_pattern(pattern, publication)
+    }
+
+    fn receivers(&self, channel: &[u8]) -> usize {
+        Registry::receivers(self, channel)
+    }
+
+    fn shard_receivers(&self, channel: &[u8]) -> usize {
+        self.numsub(Space::Shard, channel)
     }
 
     fn on_presence(&self, channel: &[u8], event: &PresenceEvent) {

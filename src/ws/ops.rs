@@ -436,7 +436,7 @@ impl Session {
                     .track(key.clone(), at.epoch, last, last < at.top);
                 hub.subscribe(self.subscription(&key, false))
             });
-            if let Ok(entered) = registered {
+            if let Ok(entered) = &registered {
                 if let Err(e) = entered {
                     self.sink.lag().forget(&key);
                     return self.error(id, ErrorCode::Internal, &e.to_string());
@@ -447,6 +447,13 @@ impl Session {
                 self.channels.insert(name);
                 self.st.ws.subscriptions.fetch_add(1, Ordering::Relaxed);
                 return;
+            }
+            if let Err(HistoryError::Unavailable) = registered {
+                return self.error(
+                    id,
+                    ErrorCode::Internal,
+                    &HistoryError::Unavailable.to_string(),
+                );
             }
         }
         // Reply first: it must precede the first message.
@@ -567,6 +574,11 @@ impl Session {
                     proto::history_reply(id, &page.entries, page.top, page.epoch)
                 });
             }
+            Err(HistoryError::Unavailable) => self.error(
+                id,
+                ErrorCode::Internal,
+                &HistoryError::Unavailable.to_string(),
+            ),
             Err(HistoryError::Unrecoverable) => self.error(
                 id,
                 ErrorCode::UnrecoverablePosition,

@@ -139,7 +139,15 @@ pub struct Redis {
 
 impl Redis {
     pub fn start(extra: &[&str]) -> Redis {
-        let port = free_port();
+        Self::start_with(free_port(), extra)
+    }
+
+    /// A `redis-server` on a given port (a restart on the same address).
+    pub fn start_on(port: u16) -> Redis {
+        Self::start_with(port, &[])
+    }
+
+    fn start_with(port: u16, extra: &[&str]) -> Redis {
         let mut child = Command::new("redis-server")
             .args([
                 "--port",

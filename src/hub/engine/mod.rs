@@ -52,6 +52,7 @@
 //! the last look, which the hub's tick turns into pushes.
 
 pub mod memory;
+pub mod redis;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -203,6 +204,20 @@ pub trait BrokerHandler: Send + Sync + 'static {
 
     /// Delivers a presence event to the channel's local subscribers.
     fn on_presence(&self, channel: &[u8], event: &PresenceEvent);
+
+    /// Delivers a publication to the exact subscribers of its channel only
+    /// (a broker that receives pattern matches apart, as Redis sends
+    /// `message` and `pmessage`).
+    fn on_exact(&self, publication: &Publication) -> usize;
+
+    /// Delivers a publication to the subscribers of one pattern only.
+    fn on_pattern(&self, pattern: &[u8], publication: &Publication) -> usize;
+
+    /// The local deliveries a publication on `channel` would make now.
+    fn receivers(&self, channel: &[u8]) -> usize;
+
+    /// The local subscribers of a shard channel.
+    fn shard_receivers(&self, channel: &[u8]) -> usize;
 }
 
 /// Carries publications to subscribers, on this node and beyond (see the

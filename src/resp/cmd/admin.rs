@@ -236,7 +236,7 @@ fn config_set(conn: &mut Conn, args: &[Bytes]) {
     // Herald's limits are set at start-up; accept harmless settings tools
     // send, refuse the rest plainly.
     let name = String::from_utf8_lossy(&args[2]).to_ascii_lowercase();
-    if args.len() % 2 != 0 {
+    if !args.len().is_multiple_of(2) {
         conn.reply().error(&format!(
             "ERR Unknown option or number of arguments for CONFIG SET - '{name}'"
         ));

@@ -149,7 +149,7 @@ pub(super) fn xadd(conn: &mut Conn, args: &[Bytes]) {
         }
     };
     let rest = &args[i + 1..];
-    if rest.is_empty() || rest.len() % 2 != 0 {
+    if rest.is_empty() || !rest.len().is_multiple_of(2) {
         err(conn, "ERR wrong number of arguments for 'xadd' command");
         return;
     }

@@ -52,7 +52,7 @@ pub(super) fn read_grammar(args: &[Bytes], mut i: usize, group: bool) -> Result<
         }
     }
     let rest = &args[i..];
-    if rest.is_empty() || rest.len() % 2 != 0 {
+    if rest.is_empty() || !rest.len().is_multiple_of(2) {
         let name = if group { "XREADGROUP" } else { "XREAD" };
         return Err(format!(
             "ERR Unbalanced {name} list of streams: for each stream key an ID or '$' must be specified."

@@ -23,7 +23,7 @@ pub(super) fn zadd(conn: &mut Conn, args: &[Bytes]) {
         i += 1;
     }
     let pairs = &args[i..];
-    if pairs.is_empty() || pairs.len() % 2 != 0 {
+    if pairs.is_empty() || !pairs.len().is_multiple_of(2) {
         return err(conn, SYNTAX);
     }
     if nx && xx {

@@ -1,0 +1,247 @@
+//! Several Herald nodes on one real `redis-server` behave as one hub: a
+//! publish on any node reaches subscribers on every node, in one order;
+//! history offsets are one sequence and recovery works on any node;
+//! presence is shared; while Redis is down publishes are refused, and
+//! delivery resumes when it is back.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::json;
+
+const CONFIG: &str = "[namespaces.chat]\nhistory_size = 1000\n\n[namespaces.room]\npresence = true\njoin_leave = true\n";
+const SECRET: &str = "engine-test-secret";
+
+fn nodes(redis: &Redis, n: usize) -> (std::path::PathBuf, Vec<Herald>) {
+    let (dir, cfg) = temp_config("engine", CONFIG);
+    let url = format!("redis://{}", redis.addr);
+    let nodes = (0..n)
+        .map(|i| {
+            Herald::start(&[
+                "--config",
+                &cfg,
+                "--engine",
+                &url,
+                "--node-name",
+                &format!("node{i}"),
+                "--jwt-hmac-secret",
+                SECRET,
+                "--requirepass",
+                "pw",
+                "--presence-ttl",
+                "2s",
+            ])
+        })
+        .collect();
+    (dir, nodes)
+}
+
+fn backend(h: &Herald) -> Raw {
+    Raw::backend(h.resp, "pw")
+}
+
+#[test]
+fn a_publish_on_one_node_reaches_subscribers_on_every_node() {
+    let redis = Redis::start(&[]);
+    let (_d, nodes) = nodes(&redis, 3);
+    let mut subs: Vec<Raw> = nodes.iter().map(backend).collect();
+    for s in &mut subs {
+        s.cmd(&[b"SUBSCRIBE", b"news"]);
+    }
+    let mut psub = backend(&nodes[2]);
+    psub.cmd(&[b"PSUBSCRIBE", b"ne*"]);
+    let mut p = backend(&nodes[0]);
+    for i in 0..50 {
+        // The reply counts this node's receivers, as Redis Cluster does.
+        let r = p.cmd(&[b"PUBLISH", b"news", format!("m{i}").as_bytes()]);
+        assert_eq!(r, b":1\r\n", "{}", show(&r));
+    }
+    for s in &mut subs {
+        for i in 0..50 {
+            let f = s.frame();
+            assert!(
+                f.ends_with(format!("m{i}\r\n").as_bytes()),
+                "in order on every node: {}",
+                show(&f)
+            );
+        }
+    }
+    for i in 0..50 {
+        let f = psub.frame();
+        assert!(f.starts_with(b"*4\r\n$8\r\npmessage"), "{}", show(&f));
+        assert!(f.ends_with(format!("m{i}\r\n").as_bytes()));
+    }
+    // A node that lost its last subscriber stops receiving the channel.
+    subs[1].cmd(&[b"UNSUBSCRIBE", b"news"]);
+    let mut probe = Raw::connect(redis.addr);
+    let r = probe.cmd(&[b"PUBSUB", b"NUMSUB", b"herald:ch:news"]);
+    assert!(
+        r.ends_with(b":2\r\n"),
+        "two nodes still subscribed: {}",
+        show(&r)
+    );
+}
+
+#[test]
+fn history_is_one_sequence_across_nodes_and_recovers_anywhere() {
+    let redis = Redis::start(&[]);
+    let (_d, nodes) = nodes(&redis, 2);
+    let mut a = backend(&nodes[0]);
+    let mut b = backend(&nodes[1]);
+    for i in 0..10 {
+        let c = if i % 2 == 0 { &mut a } else { &mut b };
+        c.cmd(&[b"PUBLISH", b"chat:1", format!("{i}").as_bytes()]);
+    }
+    // A plain Redis client reads the history.
+    let mut r = Raw::connect(redis.addr);
+    let len = r.cmd(&[b"XLEN", b"herald:history:chat:1"]);
+    assert_eq!(len, b":10\r\n", "{}", show(&len));
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        for (round, h) in nodes.iter().enumerate() {
+            // Each round adds one live publication.
+            let top = 10 + round as u64;
+            let mut ws = ws_connect(h.http, Some(&hs256(json!({"sub": "u", "exp": unix_now() + 600}), SECRET))).await;
+            let r = ws_call(&mut ws, 1, json!({"op": "history", "channel": "chat:1"})).await;
+            let pubs = r["result"]["publications"].as_array().expect("publications").clone();
+            let offsets: Vec<u64> = pubs.iter().map(|p| p["offset"].as_u64().unwrap()).collect();
+            assert_eq!(offsets, (1..=top).collect::<Vec<_>>(), "{r}");
+            let epoch = r["result"]["epoch"].as_str().unwrap().to_string();
+            // Recovery from offset 4 on this node, of publications made on both.
+            let r = ws_call(
+                &mut ws,
+                2,
+                json!({"op": "subscribe", "channel": "chat:1", "since": {"offset": 4, "epoch": epoch}}),
+            )
+            .await;
+            assert_eq!(r["result"]["recovered"], true, "{r}");
+            for want in 5..=top {
+                let m = ws_recv(&mut ws).await;
+                assert_eq!(m["offset"], want, "{m}");
+            }
+            // Then live, from the other node.
+            let other = if std::ptr::eq(h, &nodes[0]) { &nodes[1] } else { &nodes[0] };
+            backend(other).cmd(&[b"PUBLISH", b"chat:1", b"live"]);
+            let m = ws_recv(&mut ws).await;
+            assert_eq!((&m["data"], &m["offset"]), (&json!("live"), &json!(top + 1)), "{m}");
+        }
+    });
+}
+
+#[test]
+fn presence_is_shared_and_a_dead_node_leaves() {
+    let redis = Redis::start(&[]);
+    let (_d, mut nodes) = nodes(&redis, 2);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let tok = |u: &str| hs256(json!({"sub": u, "exp": unix_now() + 600}), SECRET);
+        let mut watcher = ws_connect(nodes[0].http, Some(&tok("watcher"))).await;
+        ws_call(
+            &mut watcher,
+            1,
+            json!({"op": "subscribe", "channel": "room:1"}),
+        )
+        .await;
+        let own = ws_recv(&mut watcher).await;
+        assert_eq!(own["user"], "watcher", "its own join first: {own}");
+        // Two tabs of ann, one on each node: one join.
+        let mut t1 = ws_connect(nodes[0].http, Some(&tok("ann"))).await;
+        ws_call(&mut t1, 1, json!({"op": "subscribe", "channel": "room:1"})).await;
+        let mut t2 = ws_connect(nodes[1].http, Some(&tok("ann"))).await;
+        ws_call(&mut t2, 1, json!({"op": "subscribe", "channel": "room:1"})).await;
+        let j = ws_recv(&mut watcher).await;
+        assert_eq!(
+            (j["push"].as_str(), j["user"].as_str()),
+            (Some("join"), Some("ann")),
+            "{j}"
+        );
+        for h in &nodes {
+            let mut ws = ws_connect(h.http, Some(&tok("x"))).await;
+            let r = ws_call(
+                &mut ws,
+                9,
+                json!({"op": "presence_stats", "channel": "room:1"}),
+            )
+            .await;
+            assert_eq!(r["result"], json!({"clients": 3, "users": 2}), "{r}");
+        }
+        let mut r = Raw::backend(nodes[1].resp, "pw");
+        let users = r.cmd(&[b"SMEMBERS", b"__presence__:room:1"]);
+        assert!(
+            show(&users).contains("ann") && show(&users).contains("watcher"),
+            "{}",
+            show(&users)
+        );
+        // Node 1 dies: ann still has a tab on node 0, so no leave yet; the
+        // entry is gone within the TTL.
+        nodes[1].child.kill().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(8);
+        loop {
+            let mut ws = ws_connect(nodes[0].http, Some(&tok("x"))).await;
+            let r = ws_call(
+                &mut ws,
+                9,
+                json!({"op": "presence_stats", "channel": "room:1"}),
+            )
+            .await;
+            if r["result"] == json!({"clients": 2, "users": 2}) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "dead node's entry still there: {r}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        drop(t1);
+        let l = ws_recv(&mut watcher).await;
+        assert_eq!(
+            (l["push"].as_str(), l["user"].as_str()),
+            (Some("leave"), Some("ann")),
+            "{l}"
+        );
+        drop(t2);
+    });
+}
+
+#[test]
+fn while_redis_is_down_publishes_are_refused_and_delivery_resumes() {
+    let mut redis = Redis::start(&[]);
+    let port = redis.addr.port();
+    let (_d, nodes) = nodes(&redis, 2);
+    let mut sub = backend(&nodes[1]);
+    sub.cmd(&[b"SUBSCRIBE", b"news"]);
+    let mut p = backend(&nodes[0]);
+    assert_eq!(p.cmd(&[b"PUBLISH", b"news", b"before"]), b":0\r\n");
+    assert!(sub.frame().ends_with(b"before\r\n"));
+    redis.child.kill().unwrap();
+    redis.child.wait().unwrap();
+    let r = p.cmd(&[b"PUBLISH", b"news", b"lost"]);
+    assert!(
+        r.starts_with(b"-ERR engine unavailable"),
+        "refused, not dropped: {}",
+        show(&r)
+    );
+    let r = p.cmd(&[b"PUBLISH", b"chat:1", b"lost"]);
+    assert!(r.starts_with(b"-ERR engine unavailable"), "{}", show(&r));
+    // Redis comes back on the same port: nodes reconnect and resubscribe.
+    let _back = Redis::start_on(port);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = p.cmd(&[b"PUBLISH", b"news", b"after"]);
+        if r == b":0\r\n" {
+            if let Some(f) = sub.try_frame(Duration::from_millis(500)) {
+                assert!(f.ends_with(b"after\r\n"), "{}", show(&f));
+                break;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "delivery did not resume: {}",
+            show(&r)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
