@@ -292,6 +292,20 @@ pub struct Options {
     #[arg(long, env = "HERALD_WS_PUBLISH_RATE", value_name = "N")]
     pub ws_publish_rate: Option<u32>,
 
+    /// Subscriptions a client without the password (JWT or anonymous,
+    /// RESP or WebSocket) may add per second, each channel or pattern
+    /// counting one; leaving is never limited. Past it a subscribe is
+    /// refused (RESP `-ERR`, WebSocket error 107). 0 = unlimited.
+    /// [default: 100]
+    #[arg(long, env = "HERALD_SUBSCRIBE_RATE", value_name = "N")]
+    pub subscribe_rate: Option<u32>,
+
+    /// Subscriptions such a client may add at once before
+    /// `--subscribe-rate` applies (a reconnecting client resubscribing to
+    /// everything it held). [default: 1000]
+    #[arg(long, env = "HERALD_SUBSCRIBE_BURST", value_name = "N")]
+    pub subscribe_burst: Option<u32>,
+
     /// Global cap on history memory; past it the oldest history entries
     /// across all channels are evicted first. [default: 256mb]
     #[arg(long, env = "HERALD_HISTORY_MAX_MEMORY", value_name = "SIZE")]
@@ -399,6 +413,9 @@ pub struct Config {
     pub ws_pong_timeout: Duration,
     pub ws_max_message_size: usize,
     pub ws_publish_rate: u32,
+    /// Subscriptions per second (and at once) for clients without the
+    /// password (`--subscribe-rate`, `--subscribe-burst`).
+    pub subscribe_limit: crate::rate::RateLimit,
     pub history_max_memory: usize,
     pub recovery_max_messages: usize,
     pub leaderboard_interval: Duration,
@@ -523,6 +540,8 @@ impl Options {
             ws_pong_timeout,
             ws_max_message_size,
             ws_publish_rate,
+            subscribe_rate,
+            subscribe_burst,
             history_max_memory,
             recovery_max_messages,
             leaderboard_interval,
@@ -583,6 +602,10 @@ impl Options {
                 .map_or(Duration::from_secs(10), |d| d.0),
             ws_max_message_size: size(self.ws_max_message_size, 1 << 20)?,
             ws_publish_rate: self.ws_publish_rate.unwrap_or(100),
+            subscribe_limit: crate::rate::RateLimit {
+                rate: self.subscribe_rate.unwrap_or(100),
+                burst: self.subscribe_burst.unwrap_or(1000),
+            },
             history_max_memory: size(self.history_max_memory, 256 << 20)?,
             recovery_max_messages: self.recovery_max_messages.unwrap_or(100_000),
             leaderboard_interval: self
@@ -693,6 +716,19 @@ mod tests {
         assert_eq!(cfg.resp_addr.port(), 9000);
         assert_eq!(cfg.http_addr.port(), 7001);
         assert_eq!(cfg.max_bulk_len, 1 << 20);
+    }
+
+    #[test]
+    fn subscribe_rate_from_file_flag_and_default() {
+        let d = Config::default().subscribe_limit;
+        assert_eq!((d.rate, d.burst), (100, 1000));
+        let file: Options = toml::from_str("subscribe_rate = 5\nsubscribe_burst = 50\n").unwrap();
+        let cli = Options::parse_from(["herald", "--subscribe-rate", "7"]);
+        let cfg = cli.merge_over(file).resolve().unwrap();
+        assert_eq!(
+            (cfg.subscribe_limit.rate, cfg.subscribe_limit.burst),
+            (7, 50)
+        );
     }
 
     #[test]

@@ -125,6 +125,29 @@ impl Session {
         true
     }
 
+    /// Takes one subscription from the `--subscribe-rate` bucket, or
+    /// answers 107 and returns false (see `resp::cmd::pubsub` for why).
+    /// Clients of an open server (no authentication configured) have full
+    /// access and no limit.
+    fn check_subscribe_rate(&mut self, id: &Value) -> bool {
+        if self.identity == Identity::Password {
+            return true;
+        }
+        let limit = self.st.cfg.subscribe_limit;
+        if self.subscribe_rate.take(limit, 1) {
+            return true;
+        }
+        self.error(
+            id,
+            ErrorCode::RateLimited,
+            &format!(
+                "rate limit: {} subscriptions per second ({} at once)",
+                limit.rate, limit.burst
+            ),
+        );
+        false
+    }
+
     pub(super) fn set_identity(&mut self, claims: Option<Arc<crate::auth::Claims>>) {
         match claims {
             Some(c) => {
@@ -359,7 +382,8 @@ impl Session {
         if !self.check_name(id, &name) {
             return;
         }
-        let cfg = &self.st.cfg;
+        let cfg = self.st.cfg.clone();
+        let cfg = &*cfg;
         if pattern && name.len() > cfg.max_pattern_length {
             // A pattern's matching cost grows with its length on every
             // publish it is checked against.
@@ -391,7 +415,7 @@ impl Session {
             self.send(proto::reply(id, json!({})));
             return;
         }
-        if !self.check_subscription_limit(id) {
+        if !self.check_subscription_limit(id) || !self.check_subscribe_rate(id) {
             return;
         }
         if pattern {
@@ -490,6 +514,9 @@ impl Session {
         if !self.identity.can_subscribe(key, self.st.cfg.namespace(key)) {
             Stats::add(&self.st.hub.stats.auth_failures, 1);
             self.error(id, ErrorCode::PermissionDenied, "permission denied");
+            return;
+        }
+        if !self.leaderboards.contains(&a.key) && !self.check_subscribe_rate(id) {
             return;
         }
         let hub = self.st.hub.clone();

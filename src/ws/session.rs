@@ -40,6 +40,8 @@ pub(super) struct Session {
     pub(super) leaderboards: HashSet<String>,
     pub(super) expires_at: Option<tokio::time::Instant>,
     pub(super) publishes: VecDeque<Instant>,
+    /// Subscriptions added (`--subscribe-rate`).
+    pub(super) subscribe_rate: crate::rate::TokenBucket,
 }
 
 /// How far ahead any deadline is set at most. Deadlines come from a
@@ -219,6 +221,7 @@ pub fn run(
             leaderboards: HashSet::new(),
             expires_at: None,
             publishes: VecDeque::new(),
+            subscribe_rate: crate::rate::TokenBucket::default(),
             st,
         };
         let refused = match url_token.map(|t| s.st.auth.verify_token(&t)) {

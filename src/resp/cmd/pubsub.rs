@@ -224,6 +224,14 @@ impl Kind {
         }
     }
 
+    fn held(self, conn: &Conn) -> &NameSet {
+        match self {
+            Kind::Channel => &conn.channels,
+            Kind::Pattern => &conn.patterns,
+            Kind::Shard => &conn.shard_channels,
+        }
+    }
+
     fn set(self, conn: &mut Conn) -> &mut NameSet {
         match self {
             Kind::Channel => &mut conn.channels,
@@ -293,8 +301,33 @@ fn check_name(conn: &mut Conn, name: &[u8], kind: Kind) -> bool {
     true
 }
 
+/// A client without the password adds subscriptions at most at
+/// `--subscribe-rate` (after a burst of `--subscribe-burst`): each one may
+/// push a join (and, when it leaves, a leave) to every subscriber of the
+/// channel, so a client toggling one would otherwise make the hub push
+/// 2 × N events per toggle. The names the command adds count, one each
+/// (those already held cost nothing); a refused command subscribes to none
+/// of them. Leaving is never refused.
+fn subscribe_rate_ok(conn: &mut Conn, names: &[Bytes], kind: Kind) -> bool {
+    if matches!(conn.identity, Some(crate::auth::Identity::Password)) {
+        return true;
+    }
+    let held = kind.held(conn);
+    let new = names.iter().filter(|n| !held.contains(n)).count();
+    let limit = conn.server.cfg.subscribe_limit;
+    let cost = u32::try_from(new).unwrap_or(u32::MAX);
+    if conn.subscribe_rate.take(limit, cost) {
+        return true;
+    }
+    conn.reply().error(&format!(
+        "ERR subscribe rate limit exceeded ({} per second, {} at once); retry later",
+        limit.rate, limit.burst
+    ));
+    false
+}
+
 fn subscribe_kind(conn: &mut Conn, args: &[Bytes], kind: Kind) {
-    if !allowed(conn, &args[1..], kind, false) {
+    if !allowed(conn, &args[1..], kind, false) || !subscribe_rate_ok(conn, &args[1..], kind) {
         return;
     }
     let (word, _) = kind.words();

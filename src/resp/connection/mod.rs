@@ -79,12 +79,18 @@ pub struct Conn {
     /// Transaction and blocking state, allocated on first use and let go
     /// of once it is empty again (see [`Conn::tidy`]).
     pub extra: Option<Box<Extra>>,
+    /// Subscriptions added (`--subscribe-rate`, clients without the
+    /// password).
+    pub subscribe_rate: crate::rate::TokenBucket,
     /// What has been validated of a request that is still arriving.
     parser: parse::Parser,
     /// When the connection must act on its own: the end of the time allowed
     /// to authenticate, or its token's `exp`. Boxed: most connections have
     /// none, and an idle connection should not carry a timer inline.
-    deadline: Option<(Deadline, Pin<Box<Sleep>>)>,
+    deadline: Option<Pin<Box<Sleep>>>,
+    /// What `deadline` ends (apart from it: this byte sits in the padding
+    /// beside the flags, where a tuple would cost a word).
+    deadline_kind: Deadline,
 }
 
 /// The state of MULTI, WATCH and blocking commands: most connections never
@@ -454,8 +460,10 @@ pub fn serve(
             blocked: None,
             staged: None,
             extra: None,
+            subscribe_rate: crate::rate::TokenBucket::default(),
             parser: parse::Parser::default(),
             deadline: None,
+            deadline_kind: Deadline::Auth,
         };
         conn.set_identity(identity);
         if let Err(e) = run_loop(&mut stream, &mut conn).await {
@@ -722,9 +730,9 @@ async fn serve_blocked(
 }
 
 /// Waits for the connection's deadline; never, when it has none.
-async fn deadline_passed(d: &mut Option<(Deadline, Pin<Box<Sleep>>)>) {
+async fn deadline_passed(d: &mut Option<Pin<Box<Sleep>>>) {
     match d {
-        Some((_, sleep)) => sleep.as_mut().await,
+        Some(sleep) => sleep.as_mut().await,
         None => std::future::pending().await,
     }
 }
