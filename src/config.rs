@@ -259,6 +259,14 @@ pub struct Options {
     #[arg(long, env = "HERALD_MAX_PATTERN_LENGTH", value_name = "SIZE")]
     pub max_pattern_length: Option<ByteSize>,
 
+    /// Patterns that clients without the password (WebSocket, JWT and
+    /// anonymous RESP clients) may hold, all connections together; past it
+    /// PSUBSCRIBE is refused (RESP `-ERR`, WebSocket error 106). Each is
+    /// tried on every publish its literal prefix fits (0 = unlimited).
+    /// [default: 1000]
+    #[arg(long, env = "HERALD_MAX_UNTRUSTED_PATTERNS", value_name = "N")]
+    pub max_untrusted_patterns: Option<usize>,
+
     /// Pending output past which a subscriber is cut off at once. [default: 32mb]
     #[arg(long, env = "HERALD_OUTPUT_BUFFER_HARD_LIMIT", value_name = "SIZE")]
     pub output_buffer_hard_limit: Option<ByteSize>,
@@ -408,6 +416,7 @@ pub struct Config {
     pub max_channel_length: usize,
     pub anonymous_max_subscriptions: usize,
     pub max_pattern_length: usize,
+    pub max_untrusted_patterns: usize,
     pub output_limits: OutputLimits,
     pub ws_ping_interval: Duration,
     pub ws_pong_timeout: Duration,
@@ -533,6 +542,7 @@ impl Options {
             max_channel_length,
             anonymous_max_subscriptions,
             max_pattern_length,
+            max_untrusted_patterns,
             output_buffer_hard_limit,
             output_buffer_soft_limit,
             output_buffer_soft_seconds,
@@ -587,6 +597,7 @@ impl Options {
             max_channel_length: size(self.max_channel_length, 64 << 10)?,
             anonymous_max_subscriptions: self.anonymous_max_subscriptions.unwrap_or(1000),
             max_pattern_length: size(self.max_pattern_length, 1 << 10)?,
+            max_untrusted_patterns: self.max_untrusted_patterns.unwrap_or(1000),
             output_limits: OutputLimits {
                 hard_bytes: size(self.output_buffer_hard_limit, 32 << 20)?,
                 soft_bytes: size(self.output_buffer_soft_limit, 8 << 20)?,

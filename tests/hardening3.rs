@@ -228,3 +228,229 @@ fn a_resp_subscribe_is_refused_whole_and_a_large_one_passes_on_a_full_bucket() {
     );
     let _ = std::fs::remove_dir_all(dir);
 }
+
+// ---- the global bound on untrusted patterns ---------------------------------
+
+fn psubscribe_reply(c: &mut Raw, pattern: &str) -> String {
+    show(&c.cmd(&[b"PSUBSCRIBE", pattern.as_bytes()]))
+}
+
+#[tokio::test]
+async fn patterns_of_clients_without_the_password_are_bounded_globally() {
+    let (dir, cfg) = temp_config("patquota", "[namespaces.pub]\nallow_anonymous = true\n");
+    let h = Herald::start(&[
+        "--jwt-hmac-secret",
+        SECRET,
+        "--requirepass",
+        "pw",
+        "--config",
+        &cfg,
+        "--max-untrusted-patterns",
+        "4",
+    ]);
+    let mut ws1 = ws_connect(h.http, Some(&token("a"))).await;
+    let mut ws2 = ws_connect(h.http, None).await;
+    let mut resp = Raw::connect(h.resp);
+    assert_eq!(resp.cmd(&[b"AUTH", token("b").as_bytes()]), b"+OK\r\n");
+    for (i, p) in ["a*", "b*"].iter().enumerate() {
+        let r = ws_call(
+            &mut ws1,
+            i as u64,
+            json!({"op": "psubscribe", "pattern": p}),
+        )
+        .await;
+        assert_eq!(r["result"], json!({}), "{r}");
+    }
+    let r = ws_call(&mut ws2, 1, json!({"op": "psubscribe", "pattern": "pub:*"})).await;
+    assert_eq!(r["result"], json!({}), "{r}");
+    assert!(psubscribe_reply(&mut resp, "c*").starts_with("*3"));
+    // The quota is spent: both protocols refuse, in their own form; the
+    // connections stay.
+    let r = ws_call(
+        &mut ws2,
+        2,
+        json!({"op": "psubscribe", "pattern": "pub:x*"}),
+    )
+    .await;
+    assert_eq!(code(&r), 106, "{r}");
+    assert!(
+        r["error"]["message"].as_str().unwrap().contains("(4)"),
+        "{r}"
+    );
+    assert_eq!(
+        psubscribe_reply(&mut resp, "d*"),
+        "-ERR max patterns of clients without the password reached (4); retry later\\r\\n"
+    );
+    // A pattern held already costs nothing more.
+    assert!(psubscribe_reply(&mut resp, "c*").starts_with("*3"));
+    // Password clients are not counted, nor refused.
+    let mut backend = Raw::backend(h.resp, "pw");
+    for i in 0..10 {
+        assert!(psubscribe_reply(&mut backend, &format!("x{i}*")).starts_with("*3"));
+    }
+    // Leaving gives back: a PUNSUBSCRIBE, a closed session.
+    resp.cmd(&[b"PUNSUBSCRIBE", b"c*"]);
+    let r = ws_call(
+        &mut ws2,
+        3,
+        json!({"op": "psubscribe", "pattern": "pub:y*"}),
+    )
+    .await;
+    assert_eq!(r["result"], json!({}), "{r}");
+    assert!(psubscribe_reply(&mut resp, "e*").starts_with("-ERR max patterns"));
+    drop(ws1);
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let r = psubscribe_reply(&mut resp, "e*");
+        if r.starts_with("*3") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "a closed session kept its patterns: {r}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(psubscribe_reply(&mut resp, "f*").starts_with("*3"));
+    assert!(psubscribe_reply(&mut resp, "g*").starts_with("-ERR max patterns"));
+    // A client that authenticates with the password while holding counted
+    // patterns gives them back only as it leaves them, never more: after
+    // RESET (which leaves everything) the quota is whole again. (RESP3: a
+    // subscribed client may AUTH.)
+    drop(resp);
+    let mut t = Raw::connect(h.resp);
+    let hello = t.cmd(&[b"HELLO", b"3", b"AUTH", b"x", token("t").as_bytes()]);
+    assert!(hello.starts_with(b"%"), "{}", show(&hello));
+    let deadline = Instant::now() + TIMEOUT;
+    while !psubscribe_reply(&mut t, "t1*").starts_with(">3") {
+        assert!(Instant::now() < deadline, "quota not given back");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(t.cmd(&[b"AUTH", b"pw"]), b"+OK\r\n");
+    assert!(psubscribe_reply(&mut t, "t2*").starts_with(">3"));
+    assert!(psubscribe_reply(&mut t, "t3*").starts_with(">3"));
+    t.cmd(&[b"PUNSUBSCRIBE", b"t2*", b"t3*"]);
+    t.frame();
+    // Held now: t1* (t) and ws2's two: one left.
+    let mut fresh = Raw::connect(h.resp);
+    assert_eq!(fresh.cmd(&[b"AUTH", token("c").as_bytes()]), b"+OK\r\n");
+    assert!(psubscribe_reply(&mut fresh, "z0*").starts_with("*3"));
+    assert!(psubscribe_reply(&mut fresh, "z1*").starts_with("-ERR max patterns"));
+    assert!(show(&t.cmd(&[b"RESET"])).contains("RESET"));
+    drop(ws2);
+    let deadline = Instant::now() + TIMEOUT;
+    let mut i = 1;
+    let mut held = 1;
+    while held < 4 {
+        let r = psubscribe_reply(&mut fresh, &format!("z{i}*"));
+        i += 1;
+        if r.starts_with("*3") {
+            held += 1;
+        } else {
+            assert!(Instant::now() < deadline, "quota not given back: {r}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    assert!(psubscribe_reply(&mut fresh, "zz*").starts_with("-ERR max patterns"));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn the_default_bound_on_untrusted_patterns_is_a_thousand() {
+    let h = Herald::start(&["--jwt-hmac-secret", SECRET]);
+    let mut c = Raw::connect(h.resp);
+    assert_eq!(c.cmd(&[b"AUTH", token("u").as_bytes()]), b"+OK\r\n");
+    // One command (it passes the subscribe rate on a full bucket).
+    let names: Vec<Vec<u8>> = (0..1001).map(|i| format!("*{i}").into_bytes()).collect();
+    let mut args: Vec<&[u8]> = vec![b"PSUBSCRIBE"];
+    args.extend(names.iter().map(|n| &n[..]));
+    c.send(&args);
+    let (errors, last) = errors_among(&mut c, 1001);
+    assert_eq!(errors, 1, "{last}");
+    assert!(last.contains("(1000)"), "{last}");
+    // Another connection gets none, until this one leaves one.
+    let mut d = Raw::connect(h.resp);
+    assert_eq!(d.cmd(&[b"AUTH", token("v").as_bytes()]), b"+OK\r\n");
+    assert!(psubscribe_reply(&mut d, "x*").starts_with("-ERR max patterns"));
+    c.send(&[b"PUNSUBSCRIBE", b"*7"]);
+    assert!(c.frame().starts_with(b"*3"));
+    assert!(psubscribe_reply(&mut d, "x*").starts_with("*3"));
+}
+
+/// The measurement behind the default of `--max-untrusted-patterns`:
+/// publishes a second on one channel with one exact subscriber, beside 0,
+/// 1,000, 10,000 and 100,000 patterns that no literal prefix keeps out of
+/// the way and that never match (so only the matching costs), in three
+/// shapes chosen to be slow against the channel. Run in release:
+/// `cargo test --release --test hardening3 -- --ignored --nocapture publish_cost`.
+#[test]
+#[ignore = "measurement"]
+fn publish_cost_with_unmatchable_patterns() {
+    use bytes::Bytes;
+    use herald::hub::{Delivery, Publication, Registry, Space, Subscriber};
+    use std::sync::Arc;
+    struct Null;
+    impl Subscriber for Null {
+        fn deliver(&self, _d: &Delivery<'_>) {}
+    }
+    let channel = b"chat:room:0123456789abcdef:42abc";
+    let p = Publication::new(Bytes::from_static(channel), Bytes::from_static(b"hello"));
+    let rate = |r: &Registry| {
+        let rounds = 2_000u32;
+        let t = Instant::now();
+        let mut n = 0;
+        while t.elapsed() < Duration::from_millis(500) {
+            for _ in 0..rounds / 10 {
+                r.publish(&p);
+            }
+            n += rounds / 10;
+        }
+        f64::from(n) / t.elapsed().as_secs_f64()
+    };
+    // Distinct classes: three bytes from 95 printable ones, negated so they
+    // match the channel's bytes.
+    let class = |i: usize| {
+        let a = b' ' + (i % 95) as u8;
+        let b = b' ' + (i / 95 % 95) as u8;
+        let c = b' ' + (i / 9025 % 95) as u8;
+        let esc = |c: u8| {
+            if matches!(c, b']' | b'\\' | b'-' | b'^') {
+                format!("\\{}", c as char)
+            } else {
+                (c as char).to_string()
+            }
+        };
+        format!("[^{}{}{}Q]", esc(a), esc(b), esc(c))
+    };
+    let shapes: [(&str, &dyn Fn(usize) -> String); 3] = [
+        (
+            "*[^..]?x12Q*  (one segment, tried at every position)",
+            &|i| format!("*{}????????????Q*", class(i)),
+        ),
+        ("*[^..]*?*?*..Q* (many one-byte segments)", &|i| {
+            format!("*{}*?*?*?*?*?*?*?*?*?*?*?*?*Q*", class(i))
+        }),
+        ("*[^..]x24Q* (classes only)", &|i| {
+            format!("*{}*", class(i).repeat(24) + "Q")
+        }),
+    ];
+    for (name, shape) in shapes {
+        let r = Registry::new();
+        r.subscribe(
+            Space::Global,
+            Bytes::from_static(channel),
+            1,
+            Arc::new(Null),
+        );
+        let mut held = 0;
+        println!("{name}:");
+        for k in [0usize, 1_000, 10_000, 100_000] {
+            while held < k {
+                assert!(r.psubscribe(Bytes::from(shape(held)), 2, Arc::new(Null)));
+                held += 1;
+            }
+            assert_eq!(r.publish(&p), 1, "the patterns match nothing");
+            println!("  {k:>7} patterns: {:>12.0} publishes/s", rate(&r));
+        }
+    }
+}

@@ -25,7 +25,7 @@ use crate::config::Config;
 pub use keyspace::{now_ms, Db, Keyspace};
 pub use outbox::{Outbox, OutputLimits, Overflow};
 pub use publication::{Delivery, DeliveryKind, Publication, Subscriber, WireFormat};
-pub use registry::{ClientId, Registry, Space};
+pub use registry::{ClientId, PatternQuota, Registry, Space};
 pub use stream::{NewId, Stream, StreamId, Trim};
 
 /// Counters every front end updates; read by INFO and exported by
@@ -158,6 +158,9 @@ pub struct Hub {
     /// [`Hub::gate_shared`] and [`Hub::gate_exclusive`].
     tx_gate: std::sync::RwLock<()>,
     pub registry: Registry,
+    /// Patterns held by clients without the password, all front ends
+    /// together (`--max-untrusted-patterns`).
+    pub untrusted_patterns: PatternQuota,
     /// Fan-out beyond the local registry (in-memory by default).
     pub broker: Box<dyn broker::Broker>,
     pub keyspace: Keyspace,
@@ -184,6 +187,7 @@ impl Hub {
         Hub {
             tx_gate: std::sync::RwLock::new(()),
             registry: Registry::new(),
+            untrusted_patterns: PatternQuota::new(cfg.max_untrusted_patterns),
             broker: Box::new(broker::LocalBroker),
             keyspace: Keyspace::default(),
             presence: presence::Presence::default(),

@@ -148,6 +148,15 @@ impl Session {
         false
     }
 
+    /// Gives `n` patterns back to the untrusted-pattern quota (a session's
+    /// identity is trusted or not for its whole life: only an open server's
+    /// sessions have full access, and they always do).
+    pub(super) fn give_patterns(&self, n: usize) {
+        if self.identity != Identity::Password {
+            self.st.hub.untrusted_patterns.give(n);
+        }
+    }
+
     pub(super) fn set_identity(&mut self, claims: Option<Arc<crate::auth::Claims>>) {
         match claims {
             Some(c) => {
@@ -296,6 +305,7 @@ impl Session {
                         .hub
                         .registry
                         .punsubscribe(a.pattern.as_bytes(), self.id);
+                    self.give_patterns(1);
                     self.st.ws.subscriptions.fetch_sub(1, Ordering::Relaxed);
                 }
                 self.send(proto::reply(id, json!({})));
@@ -429,6 +439,19 @@ impl Session {
                     id,
                     ErrorCode::LimitExceeded,
                     &format!("patterns of this connection would exceed {budget} bytes"),
+                );
+                return;
+            }
+            // And all connections without the password together hold at
+            // most --max-untrusted-patterns (given back as they leave).
+            if self.identity != Identity::Password && !self.st.hub.untrusted_patterns.take() {
+                let max = self.st.hub.untrusted_patterns.limit();
+                self.error(
+                    id,
+                    ErrorCode::LimitExceeded,
+                    &format!(
+                        "max patterns of clients without the password reached ({max}); retry later"
+                    ),
                 );
                 return;
             }

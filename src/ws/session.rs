@@ -118,6 +118,7 @@ impl Session {
             reg.unsubscribe(Space::Global, c.as_bytes(), self.id);
             self.st.hub.presence_leave(c.as_bytes(), self.id);
         }
+        self.give_patterns(self.patterns.len());
         for p in self.patterns.drain() {
             reg.punsubscribe(p.as_bytes(), self.id);
         }

@@ -281,6 +281,25 @@ fn patterns_fit(conn: &mut Conn, name: &[u8]) -> bool {
     true
 }
 
+/// A client without the password takes each pattern from the global
+/// `--max-untrusted-patterns` quota: the bound above is per connection, and
+/// many connections would multiply it.
+fn pattern_quota_ok(conn: &mut Conn) -> bool {
+    if matches!(conn.identity, Some(crate::auth::Identity::Password)) {
+        return true;
+    }
+    let quota = &conn.server.hub.untrusted_patterns;
+    if quota.take() {
+        conn.counted_patterns += 1;
+        return true;
+    }
+    let max = quota.limit();
+    conn.reply().error(&format!(
+        "ERR max patterns of clients without the password reached ({max}); retry later"
+    ));
+    false
+}
+
 /// A client without the password publishes on channel names of at most
 /// `--max-pattern-length`: it chooses both the patterns and the channels
 /// they are matched against. Password clients (backends) publish as in
@@ -347,7 +366,7 @@ fn subscribe_kind(conn: &mut Conn, args: &[Bytes], kind: Kind) {
             ));
             continue;
         }
-        if kind == Kind::Pattern && !patterns_fit(conn, name) {
+        if kind == Kind::Pattern && !(patterns_fit(conn, name) && pattern_quota_ok(conn)) {
             continue;
         }
         // A copy of its own: the argument is a slice of the whole request,
@@ -409,6 +428,9 @@ fn unsubscribe_kind(conn: &mut Conn, args: &[Bytes], kind: Kind) {
         }
         let count = kind.count(conn);
         confirm(conn, word, Some(&name), count);
+    }
+    if kind == Kind::Pattern {
+        conn.settle_pattern_quota();
     }
     conn.sync_counts();
 }

@@ -82,6 +82,10 @@ pub struct Conn {
     /// Subscriptions added (`--subscribe-rate`, clients without the
     /// password).
     pub subscribe_rate: crate::rate::TokenBucket,
+    /// Patterns this connection took from the hub's untrusted-pattern quota
+    /// (`--max-untrusted-patterns`); never more than it holds (see
+    /// [`Conn::settle_pattern_quota`]).
+    pub counted_patterns: u32,
     /// What has been validated of a request that is still arriving.
     parser: parse::Parser,
     /// When the connection must act on its own: the end of the time allowed
@@ -364,6 +368,20 @@ impl Conn {
         self.drop_subscriptions();
     }
 
+    /// Gives back to the untrusted-pattern quota what this connection took
+    /// beyond the patterns it still holds. Which patterns were counted is
+    /// not kept: a client that authenticates with the password while
+    /// holding counted patterns keeps its count until it holds fewer
+    /// patterns than that, so the quota is never given back too much.
+    pub fn settle_pattern_quota(&mut self) {
+        let held = u32::try_from(self.patterns.len()).unwrap_or(u32::MAX);
+        if self.counted_patterns > held {
+            let extra = self.counted_patterns - held;
+            self.server.hub.untrusted_patterns.give(extra as usize);
+            self.counted_patterns = held;
+        }
+    }
+
     /// Leaves every channel and pattern (disconnect, RESET).
     pub fn drop_subscriptions(&mut self) {
         let reg = &self.server.hub.registry;
@@ -378,6 +396,7 @@ impl Conn {
         for p in self.patterns.take() {
             reg.punsubscribe(&p, id);
         }
+        self.settle_pattern_quota();
         self.sync_counts();
     }
 }
@@ -461,6 +480,7 @@ pub fn serve(
             staged: None,
             extra: None,
             subscribe_rate: crate::rate::TokenBucket::default(),
+            counted_patterns: 0,
             parser: parse::Parser::default(),
             deadline: None,
             deadline_kind: Deadline::Auth,
