@@ -341,9 +341,11 @@ pub struct Options {
     #[arg(skip)]
     pub namespaces: Option<BTreeMap<String, NamespaceOptions>>,
 
-    /// Output pending across all WebSocket connections past which requests
-    /// with large replies (history, presence, recovery, leaderboards) are
-    /// refused with error 109 instead of queued (0 = no limit). [default: 512mb]
+    /// Output pending across all connections (RESP and WebSocket) and HTTP
+    /// history answers. Past it, WebSocket requests with large replies
+    /// (history, presence, recovery, leaderboards) are refused with error
+    /// 109, a RESP reply closes its connection as the hard limit does, and
+    /// /api/history answers 503 (0 = no limit). [default: 512mb]
     #[arg(long, env = "HERALD_OUTPUT_BUFFER_GLOBAL_LIMIT", value_name = "SIZE")]
     pub output_buffer_global_limit: Option<ByteSize>,
     /// Close RESP connections that have not authenticated this long after
@@ -434,8 +436,8 @@ pub struct Config {
     /// The options of channels outside every configured namespace:
     /// `[namespaces.default]`, or the defaults.
     default_namespace: NamespaceOptions,
-    /// Output pending across all WebSocket connections past which large
-    /// replies are refused (0: no limit).
+    /// Output pending across all connections and HTTP answers past which
+    /// large replies are refused (0: no limit).
     pub output_buffer_global_limit: usize,
     /// Time a RESP client has to authenticate (zero: unlimited).
     pub auth_timeout: Duration,

@@ -454,3 +454,303 @@ fn publish_cost_with_unmatchable_patterns() {
         }
     }
 }
+
+// ---- the global output budget beyond WebSocket -----------------------------
+
+fn slow_disconnects(h: &Herald) -> u64 {
+    let mut p = Raw::connect(h.resp);
+    let info = show(&p.cmd(&[b"INFO", b"stats"]));
+    info.split("\\r\\n")
+        .find_map(|l| l.strip_prefix("client_output_buffer_limit_disconnections:"))
+        .and_then(|n| n.parse().ok())
+        .expect("counter in INFO stats")
+}
+
+fn rss_mib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap()
+        / 1024
+}
+
+/// XADDs `n` entries of `size` bytes to the stream `key`.
+fn fill_stream(h: &Herald, key: &str, n: usize, size: usize) {
+    let mut p = Raw::connect(h.resp);
+    let v = vec![b'v'; size];
+    for _ in 0..n {
+        p.cmd(&[b"XADD", key.as_bytes(), b"*", b"f", &v]);
+    }
+}
+
+/// Sends `args` on a new connection and never reads the reply.
+fn ask_and_never_read(h: &Herald, args: &[&[u8]]) -> Raw {
+    let mut c = Raw::connect(h.resp);
+    c.send(args);
+    c
+}
+
+/// Reads a reply of about `bytes` bytes (a large one, without parsing it
+/// every 64 KiB as `Raw::frame` does); true when it all came.
+fn drain(c: &mut Raw, bytes: usize) -> bool {
+    use std::io::Read;
+    let deadline = Instant::now() + TIMEOUT;
+    let mut got = 0;
+    let mut chunk = vec![0u8; 1 << 20];
+    while got < bytes && Instant::now() < deadline {
+        match c.stream.read(&mut chunk) {
+            Ok(0) => return false,
+            Ok(n) => got += n,
+            Err(_) => {}
+        }
+    }
+    got >= bytes
+}
+
+/// A RESP reply that would push the server's pending output past
+/// `--output-buffer-global-limit` closes its connection, logged and
+/// counted as the hard limit's are; before, the budget counted WebSocket
+/// output only, and any number of RESP clients could each hold a large
+/// unread reply.
+#[test]
+fn resp_replies_count_in_the_global_output_budget() {
+    let h = Herald::start(&["--output-buffer-global-limit", "24mb"]);
+    fill_stream(&h, "hist", 200, 100 * 1024);
+    {
+        let mut p = Raw::connect(h.resp);
+        let v = vec![b'm'; 10 * 1024];
+        for i in 0..2000u32 {
+            let mut m = v.clone();
+            m.extend_from_slice(&i.to_be_bytes());
+            p.cmd(&[b"SADD", b"big", &m]);
+        }
+    }
+    // 20 MB queued for a client that reads nothing: within the budget.
+    let mut first = ask_and_never_read(&h, &[b"XRANGE", b"hist", b"-", b"+"]);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(slow_disconnects(&h), 0);
+    // Another 20 MB would pass it: that connection is closed instead.
+    let mut second = ask_and_never_read(&h, &[b"SMEMBERS", b"big"]);
+    assert!(second.closed(), "a reply past the budget was queued");
+    assert!(second.try_frame(Duration::from_millis(10)).is_none());
+    assert_eq!(slow_disconnects(&h), 1);
+    let log = h.drain_log().join("\n");
+    assert!(
+        log.contains("output buffer limits") && log.contains("global"),
+        "{log}"
+    );
+    // Small replies still go out.
+    let mut small = Raw::connect(h.resp);
+    assert_eq!(small.cmd(&[b"PING"]), b"+PONG\r\n");
+    // Once the first client has read its reply, there is room again.
+    assert!(drain(&mut first, 200 * 100 * 1024));
+    let mut third = ask_and_never_read(&h, &[b"SMEMBERS", b"big"]);
+    assert!(
+        drain(&mut third, 2000 * 10 * 1024),
+        "refused after room came back"
+    );
+    assert_eq!(slow_disconnects(&h), 1);
+}
+
+/// A large `/api/history` answer is counted in the budget while it is
+/// sent, and refused with 503 (109) when it does not fit.
+#[test]
+fn http_history_answers_count_in_the_global_output_budget() {
+    use std::io::{Read, Write};
+    let (dir, cfg) = temp_config("httpbudget", "[namespaces.h]\nhistory_size = 400\n");
+    let h = Herald::start(&["--config", &cfg, "--output-buffer-global-limit", "24mb"]);
+    {
+        let mut p = Raw::connect(h.resp);
+        let v = vec![b'x'; 100 * 1024];
+        for _ in 0..200 {
+            p.cmd(&[b"PUBLISH", b"h:big", &v]);
+        }
+    }
+    let get = |path: &str| -> (u16, Vec<u8>) {
+        let mut s = std::net::TcpStream::connect(h.http).unwrap();
+        s.set_read_timeout(Some(TIMEOUT)).unwrap();
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut buf = Vec::new();
+        let _ = s.read_to_end(&mut buf);
+        let status = std::str::from_utf8(&buf[9..12]).unwrap().parse().unwrap();
+        (status, buf)
+    };
+    // A RESP client holds 20 MB unread: the 20 MB answer does not fit.
+    let mut holder = ask_and_never_read(&h, &[b"XRANGE", b"h:big", b"-", b"+"]);
+    std::thread::sleep(Duration::from_millis(500));
+    let (status, body) = get("/api/history/h:big");
+    let text = String::from_utf8_lossy(&body);
+    assert_eq!(status, 503, "{}", &text[..text.len().min(300)]);
+    assert!(text.contains(r#""code":109"#), "{text}");
+    assert!(
+        text.contains("Retry-After: 1") || text.contains("retry-after: 1"),
+        "{text}"
+    );
+    // Small pages still go.
+    let (status, _) = get("/api/history/h:big?limit=2");
+    assert_eq!(status, 200);
+    assert!(drain(&mut holder, 200 * 100 * 1024));
+    let (status, body) = get("/api/history/h:big");
+    assert_eq!(status, 200);
+    let start = body.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    let v: serde_json::Value = serde_json::from_slice(&body[start..]).unwrap();
+    assert_eq!(v["publications"].as_array().map(Vec::len), Some(200));
+    assert_eq!(v["offset"], 200);
+    // An answer being sent to a client that does not read holds its bytes
+    // in the budget: a RESP reply that would not fit beside it is refused.
+    let mut lazy = std::net::TcpStream::connect(h.http).unwrap();
+    write!(lazy, "GET /api/history/h:big HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let mut late = ask_and_never_read(&h, &[b"XRANGE", b"h:big", b"-", b"+"]);
+    assert!(late.closed(), "the HTTP answer was not counted");
+    let mut buf = vec![0u8; 1 << 20];
+    lazy.set_read_timeout(Some(TIMEOUT)).unwrap();
+    let mut got = 0;
+    while got < 200 * 100 * 1024 {
+        match lazy.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got += n,
+        }
+    }
+    drop(lazy);
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let mut c = ask_and_never_read(&h, &[b"XRANGE", b"h:big", b"-", b"+"]);
+        if drain(&mut c, 200 * 100 * 1024) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the HTTP answer kept its hold");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// The issue's attack over RESP: 30 clients each ask for a stream of 300
+/// large entries and never read. RSS grows by about the budget, not by
+/// 30 replies.
+#[test]
+fn rss_of_thirty_unread_resp_replies_stays_near_the_budget() {
+    let h = Herald::start(&["--output-buffer-global-limit", "32mb"]);
+    fill_stream(&h, "hist", 300, 32 * 1024);
+    // Warm up: one reply built and read, so the allocator's own growth is
+    // in the baseline.
+    let mut w = ask_and_never_read(&h, &[b"XRANGE", b"hist", b"-", b"+"]);
+    assert!(drain(&mut w, 300 * 32 * 1024));
+    drop(w);
+    std::thread::sleep(Duration::from_millis(300));
+    let before = rss_mib(h.pid());
+    let clients: Vec<Raw> = (0..30)
+        .map(|_| ask_and_never_read(&h, &[b"XRANGE", b"hist", b"-", b"+"]))
+        .collect();
+    std::thread::sleep(Duration::from_secs(2));
+    let after = rss_mib(h.pid());
+    let closed = slow_disconnects(&h);
+    println!(
+        "30 unread 9.6 MB XRANGE replies, budget 32 MiB: RSS {before} -> {after} MiB; {closed} closed"
+    );
+    assert!(closed >= 20, "only {closed} of 30 closed");
+    // 30 × 9.6 MB = 288 MB without the budget.
+    assert!(
+        after.saturating_sub(before) < 3 * 32,
+        "RSS grew {before} -> {after} MiB"
+    );
+    drop(clients);
+}
+
+/// The cost of counting outboxes in the global budget on the fan-out path:
+/// publishes of 64-byte messages to 200 RESP subscribers (byte-stream
+/// outboxes), drained by take + written as the connection tasks would,
+/// with and without a budget, from one thread and from two at once.
+/// Run in release: `cargo test --release --test hardening3 -- --ignored
+/// --nocapture fanout_budget_cost`.
+#[test]
+#[ignore = "measurement"]
+fn fanout_budget_cost() {
+    use bytes::Bytes;
+    use herald::hub::outbox::OutputBudget;
+    use herald::hub::{Delivery, Outbox, OutputLimits, Publication, Registry, Space, Subscriber};
+    use std::collections::VecDeque;
+    use std::sync::Arc;
+    struct Sink(Arc<Outbox>);
+    impl Subscriber for Sink {
+        fn deliver(&self, d: &Delivery<'_>) {
+            self.0
+                .push_ref(d.encoded_ref(herald::hub::WireFormat::Resp2, |d| {
+                    herald::resp::encode::encode_delivery(d, herald::hub::WireFormat::Resp2)
+                }));
+        }
+    }
+    let run = |budget: Option<Arc<OutputBudget>>, threads: usize| -> f64 {
+        let r = Arc::new(Registry::new());
+        let boxes: Vec<Arc<Outbox>> = (0..200)
+            .map(|_| {
+                Arc::new(match &budget {
+                    Some(b) => Outbox::stream_with_budget(OutputLimits::default(), b.clone()),
+                    None => Outbox::stream(OutputLimits::default()),
+                })
+            })
+            .collect();
+        for (i, o) in boxes.iter().enumerate() {
+            for t in 0..threads {
+                r.subscribe(
+                    Space::Global,
+                    Bytes::from(format!("ch{t}")),
+                    (i * threads + t) as u64,
+                    Arc::new(Sink(o.clone())),
+                );
+            }
+        }
+        let start = Instant::now();
+        let total: u64 = std::thread::scope(|s| {
+            let hs: Vec<_> = (0..threads)
+                .map(|t| {
+                    let r = r.clone();
+                    let boxes = &boxes;
+                    s.spawn(move || {
+                        let p = Publication::new(
+                            Bytes::from(format!("ch{t}")),
+                            Bytes::from_static(&[b'x'; 64]),
+                        );
+                        let mut q = VecDeque::new();
+                        let mut n = 0u64;
+                        while start.elapsed() < Duration::from_secs(2) {
+                            for _ in 0..32 {
+                                r.publish(&p);
+                            }
+                            n += 32;
+                            // The subscribers' tasks write what was queued.
+                            for o in boxes.iter().skip(t).step_by(threads) {
+                                o.take(&mut q);
+                                let len: usize = q.iter().map(Bytes::len).sum();
+                                q.clear();
+                                o.written(len);
+                            }
+                        }
+                        n
+                    })
+                })
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap()).sum()
+        });
+        total as f64 * 200.0 / start.elapsed().as_secs_f64()
+    };
+    for threads in [1, 2] {
+        let without = run(None, threads);
+        let with = run(Some(OutputBudget::new(512 << 20)), threads);
+        println!(
+            "{threads} publisher thread(s): {:.1} M deliveries/s without a budget, {:.1} M with \
+             ({:+.1} %); BUDGET_STEP {}",
+            without / 1e6,
+            with / 1e6,
+            (with / without - 1.0) * 100.0,
+            herald::hub::outbox::BUDGET_STEP
+        );
+    }
+}

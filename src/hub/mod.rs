@@ -158,6 +158,9 @@ pub struct Hub {
     /// [`Hub::gate_shared`] and [`Hub::gate_exclusive`].
     tx_gate: std::sync::RwLock<()>,
     pub registry: Registry,
+    /// Output pending across all connections and HTTP answers
+    /// (`--output-buffer-global-limit`).
+    pub output: Arc<outbox::OutputBudget>,
     /// Patterns held by clients without the password, all front ends
     /// together (`--max-untrusted-patterns`).
     pub untrusted_patterns: PatternQuota,
@@ -187,6 +190,7 @@ impl Hub {
         Hub {
             tx_gate: std::sync::RwLock::new(()),
             registry: Registry::new(),
+            output: outbox::OutputBudget::new(cfg.output_buffer_global_limit),
             untrusted_patterns: PatternQuota::new(cfg.max_untrusted_patterns),
             broker: Box::new(broker::LocalBroker),
             keyspace: Keyspace::default(),

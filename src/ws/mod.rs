@@ -25,7 +25,6 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::http::{api_error, AppState};
-use crate::hub::outbox::OutputBudget;
 use crate::hub::Stats;
 
 /// State shared by WebSocket sessions.
@@ -36,8 +35,6 @@ pub struct WsServer {
     /// Open sessions (a gauge for `/metrics`).
     pub open: AtomicUsize,
     pub subscriptions: AtomicUsize,
-    /// Output pending across all sessions (`--output-buffer-global-limit`).
-    pub output: Arc<OutputBudget>,
 }
 
 impl WsServer {
@@ -48,7 +45,6 @@ impl WsServer {
             shutdown,
             open: AtomicUsize::new(0),
             subscriptions: AtomicUsize::new(0),
-            output: OutputBudget::new(cfg.output_buffer_global_limit),
         })
     }
 

@@ -50,7 +50,7 @@ impl Session {
         if len > super::max_reply(&self.st.cfg) {
             return Err(Refusal::TooLarge);
         }
-        if !self.st.ws.output.fits(len) {
+        if !self.st.hub.output.fits(len) {
             return Err(Refusal::Busy);
         }
         Ok(())

@@ -210,7 +210,7 @@ pub fn run(
             sink: Arc::new(WsSink {
                 outbox: Arc::new(Outbox::with_budget(
                     st.cfg.output_limits,
-                    st.ws.output.clone(),
+                    st.hub.output.clone(),
                 )),
                 lag: Mutex::new(LagState::default()),
                 lag_bytes: lag_threshold(&st.cfg.output_limits),

@@ -549,9 +549,10 @@ async fn run_loop(stream: &mut TcpStream, conn: &mut Conn) -> std::io::Result<()
             tracing::warn!(
                 client = handle.id,
                 addr = %handle.addr,
-                limit = match why { Overflow::Hard => "hard", Overflow::Soft => "soft" },
+                limit = match why { Overflow::Hard => "hard", Overflow::Soft => "soft", Overflow::Global => "global" },
                 hard_bytes = limits.hard_bytes,
                 soft_bytes = limits.soft_bytes,
+                global_bytes = conn.server.hub.output.limit(),
                 "client closed for overcoming of output buffer limits"
             );
             return Ok(());
