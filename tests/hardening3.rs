@@ -102,7 +102,7 @@ async fn subscription_churn_is_rate_limited_over_websocket() {
     assert!(limited > 0);
     // The watcher got a join and a leave per subscribe that passed, no more.
     let mut events = 0;
-    let deadline = Instant::now() + Duration::from_millis(500);
+    let deadline = Instant::now() + TIMEOUT;
     while Instant::now() < deadline {
         let Ok(v) = tokio::time::timeout(Duration::from_millis(200), ws_recv(&mut watcher)).await
         else {
@@ -160,11 +160,15 @@ fn subscription_churn_is_rate_limited_over_resp_by_default() {
         pipe.extend(encode(&[b"SUBSCRIBE", b"t"]));
         pipe.extend(encode(&[b"UNSUBSCRIBE", b"t"]));
     }
+    let started = Instant::now();
     c.send_raw(&pipe);
     let (errors, last) = errors_among(&mut c, 3000);
+    // Tokens refilled while the pipeline ran: 100 a second.
+    let refilled = (100.0 * started.elapsed().as_secs_f64()).ceil() as usize + 1;
     assert!(
-        (200..=500).contains(&errors),
-        "{errors} subscribes refused of 1,500"
+        errors <= 500 && errors + refilled >= 500,
+        "{errors} subscribes refused of 1,500 in {:?}",
+        started.elapsed()
     );
     assert!(
         last.starts_with("-ERR subscribe rate limit exceeded (100 per second, 1000 at once)"),
@@ -540,11 +544,14 @@ fn resp_replies_count_in_the_global_output_budget() {
     assert!(second.closed(), "a reply past the budget was queued");
     assert!(second.try_frame(Duration::from_millis(10)).is_none());
     assert_eq!(slow_disconnects(&h), 1);
-    let log = h.drain_log().join("\n");
-    assert!(
-        log.contains("output buffer limits") && log.contains("global"),
-        "{log}"
-    );
+    // The log line follows the counter: wait for it.
+    let mut log = String::new();
+    let deadline = Instant::now() + TIMEOUT;
+    while !(log.contains("output buffer limits") && log.contains("global")) {
+        assert!(Instant::now() < deadline, "{log}");
+        std::thread::sleep(Duration::from_millis(20));
+        log.push_str(&h.drain_log().join("\n"));
+    }
     // Small replies still go out.
     let mut small = Raw::connect(h.resp);
     assert_eq!(small.cmd(&[b"PING"]), b"+PONG\r\n");
