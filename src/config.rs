@@ -260,6 +260,14 @@ pub struct Options {
     #[arg(long, env = "HERALD_MAX_PATTERN_LENGTH", value_name = "SIZE")]
     pub max_pattern_length: Option<ByteSize>,
 
+    /// Patterns that clients without the password (WebSocket, JWT and
+    /// anonymous RESP clients) may hold, all connections together; past it
+    /// PSUBSCRIBE is refused (RESP `-ERR`, WebSocket error 106). Each is
+    /// tried on every publish its literal prefix fits (0 = unlimited).
+    /// [default: 1000]
+    #[arg(long, env = "HERALD_MAX_UNTRUSTED_PATTERNS", value_name = "N")]
+    pub max_untrusted_patterns: Option<usize>,
+
     /// Pending output past which a subscriber is cut off at once. [default: 32mb]
     #[arg(long, env = "HERALD_OUTPUT_BUFFER_HARD_LIMIT", value_name = "SIZE")]
     pub output_buffer_hard_limit: Option<ByteSize>,
@@ -293,6 +301,20 @@ pub struct Options {
     #[arg(long, env = "HERALD_WS_PUBLISH_RATE", value_name = "N")]
     pub ws_publish_rate: Option<u32>,
 
+    /// Subscriptions a client without the password (JWT or anonymous,
+    /// RESP or WebSocket) may add per second, each channel or pattern
+    /// counting one; leaving is never limited. Past it a subscribe is
+    /// refused (RESP `-ERR`, WebSocket error 107). 0 = unlimited.
+    /// [default: 100]
+    #[arg(long, env = "HERALD_SUBSCRIBE_RATE", value_name = "N")]
+    pub subscribe_rate: Option<u32>,
+
+    /// Subscriptions such a client may add at once before
+    /// `--subscribe-rate` applies (a reconnecting client resubscribing to
+    /// everything it held). [default: 1000]
+    #[arg(long, env = "HERALD_SUBSCRIBE_BURST", value_name = "N")]
+    pub subscribe_burst: Option<u32>,
+
     /// Global cap on history memory; past it the oldest history entries
     /// across all channels are evicted first. [default: 256mb]
     #[arg(long, env = "HERALD_HISTORY_MAX_MEMORY", value_name = "SIZE")]
@@ -320,9 +342,11 @@ pub struct Options {
     #[arg(skip)]
     pub namespaces: Option<BTreeMap<String, NamespaceOptions>>,
 
-    /// Output pending across all WebSocket connections past which requests
-    /// with large replies (history, presence, recovery, leaderboards) are
-    /// refused with error 109 instead of queued (0 = no limit). [default: 512mb]
+    /// Output pending across all connections (RESP and WebSocket) and HTTP
+    /// history answers. Past it, WebSocket requests with large replies
+    /// (history, presence, recovery, leaderboards) are refused with error
+    /// 109, a RESP reply closes its connection as the hard limit does, and
+    /// /api/history answers 503 (0 = no limit). [default: 512mb]
     #[arg(long, env = "HERALD_OUTPUT_BUFFER_GLOBAL_LIMIT", value_name = "SIZE")]
     pub output_buffer_global_limit: Option<ByteSize>,
     /// Where publications, history and presence live: `memory` (this
@@ -412,11 +436,15 @@ pub struct Config {
     pub max_channel_length: usize,
     pub anonymous_max_subscriptions: usize,
     pub max_pattern_length: usize,
+    pub max_untrusted_patterns: usize,
     pub output_limits: OutputLimits,
     pub ws_ping_interval: Duration,
     pub ws_pong_timeout: Duration,
     pub ws_max_message_size: usize,
     pub ws_publish_rate: u32,
+    /// Subscriptions per second (and at once) for clients without the
+    /// password (`--subscribe-rate`, `--subscribe-burst`).
+    pub subscribe_limit: crate::rate::RateLimit,
     pub history_max_memory: usize,
     pub recovery_max_messages: usize,
     pub leaderboard_interval: Duration,
@@ -426,8 +454,8 @@ pub struct Config {
     /// The options of channels outside every configured namespace:
     /// `[namespaces.default]`, or the defaults.
     default_namespace: NamespaceOptions,
-    /// Output pending across all WebSocket connections past which large
-    /// replies are refused (0: no limit).
+    /// Output pending across all connections and HTTP answers past which
+    /// large replies are refused (0: no limit).
     pub output_buffer_global_limit: usize,
     /// Time a RESP client has to authenticate (zero: unlimited).
     pub auth_timeout: Duration,
@@ -483,6 +511,8 @@ impl Config {
         let cfg = self.clone();
         crate::hub::HubConfig {
             history_max_memory: self.history_max_memory,
+            output_buffer_global_limit: self.output_buffer_global_limit,
+            max_untrusted_patterns: self.max_untrusted_patterns,
             rules: Arc::new(move |channel| {
                 let ns = cfg.namespace(channel);
                 crate::hub::ChannelRules {
@@ -559,6 +589,7 @@ impl Options {
             max_channel_length,
             anonymous_max_subscriptions,
             max_pattern_length,
+            max_untrusted_patterns,
             output_buffer_hard_limit,
             output_buffer_soft_limit,
             output_buffer_soft_seconds,
@@ -566,6 +597,8 @@ impl Options {
             ws_pong_timeout,
             ws_max_message_size,
             ws_publish_rate,
+            subscribe_rate,
+            subscribe_burst,
             history_max_memory,
             recovery_max_messages,
             leaderboard_interval,
@@ -615,6 +648,7 @@ impl Options {
             max_channel_length: size(self.max_channel_length, 64 << 10)?,
             anonymous_max_subscriptions: self.anonymous_max_subscriptions.unwrap_or(1000),
             max_pattern_length: size(self.max_pattern_length, 1 << 10)?,
+            max_untrusted_patterns: self.max_untrusted_patterns.unwrap_or(1000),
             output_limits: OutputLimits {
                 hard_bytes: size(self.output_buffer_hard_limit, 32 << 20)?,
                 soft_bytes: size(self.output_buffer_soft_limit, 8 << 20)?,
@@ -630,6 +664,10 @@ impl Options {
                 .map_or(Duration::from_secs(10), |d| d.0),
             ws_max_message_size: size(self.ws_max_message_size, 1 << 20)?,
             ws_publish_rate: self.ws_publish_rate.unwrap_or(100),
+            subscribe_limit: crate::rate::RateLimit {
+                rate: self.subscribe_rate.unwrap_or(100),
+                burst: self.subscribe_burst.unwrap_or(1000),
+            },
             history_max_memory: size(self.history_max_memory, 256 << 20)?,
             recovery_max_messages: self.recovery_max_messages.unwrap_or(100_000),
             leaderboard_interval: self
@@ -756,6 +794,19 @@ mod tests {
         assert_eq!(cfg.resp_addr.port(), 9000);
         assert_eq!(cfg.http_addr.port(), 7001);
         assert_eq!(cfg.max_bulk_len, 1 << 20);
+    }
+
+    #[test]
+    fn subscribe_rate_from_file_flag_and_default() {
+        let d = Config::default().subscribe_limit;
+        assert_eq!((d.rate, d.burst), (100, 1000));
+        let file: Options = toml::from_str("subscribe_rate = 5\nsubscribe_burst = 50\n").unwrap();
+        let cli = Options::parse_from(["herald", "--subscribe-rate", "7"]);
+        let cfg = cli.merge_over(file).resolve().unwrap();
+        assert_eq!(
+            (cfg.subscribe_limit.rate, cfg.subscribe_limit.burst),
+            (7, 50)
+        );
     }
 
     #[test]

@@ -14,6 +14,7 @@
 //! - [`metrics`]: Prometheus counters, gauges and latency histograms.
 //! - [`auth`]: credentials into an identity, shared by the front ends.
 //! - [`config`]: flags, `HERALD_*` env variables and the TOML file.
+//! - [`rate`]: a per-connection token bucket in eight bytes.
 //! - [`server`]: binds the listeners and runs them until shutdown.
 
 pub mod auth;
@@ -21,6 +22,7 @@ pub mod config;
 pub mod http;
 pub mod hub;
 pub mod metrics;
+pub mod rate;
 pub mod resp;
 pub mod server;
 pub mod ws;

@@ -232,6 +232,56 @@ pub struct HistoryQuery {
     reverse: bool,
 }
 
+/// The bytes of an HTTP answer and what they hold of the output budget,
+/// released with the last reference to them (once hyper has written them).
+struct HeldBody {
+    data: Vec<u8>,
+    _hold: crate::hub::outbox::BudgetHold,
+}
+
+impl AsRef<[u8]> for HeldBody {
+    fn as_ref(&self) -> &[u8] {
+        &self.data
+    }
+}
+
+/// 503 for an answer that does not fit the global output budget.
+fn busy() -> Response {
+    let mut r = ApiError::Busy.into_response();
+    r.headers_mut()
+        .insert(axum::http::header::RETRY_AFTER, "1".parse().expect("valid"));
+    r
+}
+
+/// A history page as JSON, counted in the global output budget
+/// (`--output-buffer-global-limit`) until it is written: a large page
+/// that does not fit gets 503 (109), as WebSocket clients get 109, so
+/// callers that never read cannot hold the server's memory between them.
+/// The size is estimated before anything is encoded.
+fn history_answer(st: &AppState, entries: &[(u64, Bytes)], top: u64, epoch: u64) -> Response {
+    use crate::hub::outbox::BUDGET_STEP;
+    let budget = &st.hub.output();
+    let estimate = crate::ws::protocol::history_estimate(entries);
+    if estimate >= BUDGET_STEP && !budget.fits(estimate) {
+        return busy();
+    }
+    let mut data = Vec::with_capacity(estimate);
+    crate::ws::protocol::write_history(&mut data, entries, top, epoch);
+    let body = if data.len() < BUDGET_STEP {
+        Bytes::from(data)
+    } else {
+        match budget.hold(data.len()) {
+            Some(hold) => Bytes::from_owner(HeldBody { data, _hold: hold }),
+            None => return busy(),
+        }
+    };
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response()
+}
+
 /// `GET /api/history/{channel}[?limit=&since_offset=&since_epoch=&reverse=true]`
 /// → `{"publications": [{"offset", "data"}], "offset", "epoch"}`.
 pub async fn history(
@@ -258,13 +308,5 @@ pub async fn history(
         q.limit.unwrap_or(usize::MAX),
         q.reverse,
     )?;
-    let pubs: Vec<Value> = page
-        .entries
-        .iter()
-        .map(|(o, p)| crate::ws::protocol::publication_json(*o, p))
-        .collect();
-    Ok(
-        Json(json!({ "publications": pubs, "offset": page.top, "epoch": page.epoch.to_string() }))
-            .into_response(),
-    )
+    Ok(history_answer(&st, &page.entries, page.top, page.epoch))
 }

@@ -71,6 +71,13 @@ pub enum ApiError {
     /// 503, code 109: the global output budget is spent; retry later.
     #[error("server output budget exhausted; retry later")]
     Busy,
+    /// A WebSocket upgrade request that is not one (RFC 6455 §4.2.1): its
+    /// status, code 100.
+    #[error("{msg}")]
+    Handshake {
+        status: StatusCode,
+        msg: &'static str,
+    },
     /// 404, code 404: no such route.
     #[error("not found")]
     NotFound,
@@ -87,6 +94,7 @@ impl ApiError {
             ApiError::ApiDisabled | ApiError::StatsNeedKey | ApiError::OriginNotAllowed => {
                 StatusCode::FORBIDDEN
             }
+            ApiError::Handshake { status, .. } => *status,
             ApiError::TooManyClients | ApiError::Busy | ApiError::Engine(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -121,7 +129,8 @@ impl ApiError {
             | ApiError::Query(_)
             | ApiError::Path(_)
             | ApiError::NoChannels
-            | ApiError::HalfPosition => 100,
+            | ApiError::HalfPosition
+            | ApiError::Handshake { .. } => 100,
             ApiError::ChannelLength { .. } | ApiError::PatternLength { .. } => 110,
             ApiError::PresenceNotEnabled => 108,
             ApiError::History(HistoryError::Unrecoverable) => 111,

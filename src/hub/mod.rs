@@ -27,7 +27,7 @@ pub use gate::GateGuard;
 pub use keyspace::{now_ms, Db, Keyspace};
 pub use outbox::{Outbox, OutputLimits, Overflow};
 pub use publication::{Delivery, DeliveryKind, Publication, Subscriber, WireFormat};
-pub use registry::{ClientId, Registry, Space};
+pub use registry::{ClientId, PatternQuota, Registry, Space};
 pub use stream::{NewId, Stream, StreamId, Trim};
 
 /// Counters every front end updates; read by INFO and exported by
@@ -130,6 +130,12 @@ pub struct Hub {
     /// `hub::data`.
     keyspace: Arc<Keyspace>,
     watchers: leaderboard::Leaderboards,
+    /// Output pending across all connections and HTTP answers
+    /// (`--output-buffer-global-limit`).
+    output: Arc<outbox::OutputBudget>,
+    /// Patterns held by clients without the password, all front ends
+    /// together (`--max-untrusted-patterns`).
+    untrusted_patterns: PatternQuota,
     /// See [`Hub::interest_lock`].
     interest_stripes: [std::sync::Mutex<()>; INTEREST_STRIPES],
     stripe_hasher: std::collections::hash_map::RandomState,
@@ -165,6 +171,11 @@ pub type RulesFn = Arc<dyn Fn(&[u8]) -> ChannelRules + Send + Sync>;
 pub struct HubConfig {
     /// Memory all history may take (oldest entries go first past it).
     pub history_max_memory: usize,
+    /// Output pending across all connections past which large replies are
+    /// refused (0: no limit).
+    pub output_buffer_global_limit: usize,
+    /// Patterns clients without the password may hold, all together.
+    pub max_untrusted_patterns: usize,
     /// The rules of a channel (its namespace's).
     pub rules: RulesFn,
 }
@@ -174,6 +185,8 @@ impl Default for HubConfig {
     fn default() -> Self {
         HubConfig {
             history_max_memory: 256 << 20,
+            output_buffer_global_limit: 512 << 20,
+            max_untrusted_patterns: 1000,
             rules: Arc::new(|_| ChannelRules::default()),
         }
     }
@@ -214,6 +227,8 @@ impl Hub {
             engine,
             keyspace,
             watchers: leaderboard::Leaderboards::default(),
+            output: outbox::OutputBudget::new(cfg.output_buffer_global_limit),
+            untrusted_patterns: PatternQuota::new(cfg.max_untrusted_patterns),
             interest_stripes: std::array::from_fn(|_| std::sync::Mutex::new(())),
             stripe_hasher: Default::default(),
             stats: Stats::default(),
@@ -233,6 +248,16 @@ impl Hub {
     /// thread already holds it.
     fn gate_exclusive(&self) -> Option<GateGuard<'_>> {
         self.keyspace.gate().exclusive()
+    }
+
+    /// The output budget all connections share.
+    pub fn output(&self) -> &Arc<outbox::OutputBudget> {
+        &self.output
+    }
+
+    /// The patterns clients without the password hold, all together.
+    pub fn untrusted_patterns(&self) -> &PatternQuota {
+        &self.untrusted_patterns
     }
 
     /// The counters every front end updates.

@@ -25,6 +25,14 @@ const SMALL_FRAME: usize = 512;
 const TAIL_START: usize = 2048;
 /// Largest tail buffer kept for reuse while a connection is busy.
 const TAIL_KEEP: usize = 64 * 1024;
+/// An outbox's pending bytes count in its [`OutputBudget`] in steps of
+/// this many (rounded down): the shared count is touched only when a
+/// connection's queue crosses a step, not for every delivery, so the
+/// fan-out of small messages to subscribers that keep up never writes the
+/// shared cache line (each such write from another core costs a transfer
+/// of that line). Below one step a connection counts nothing: its queue is
+/// the ordinary working set of a fan-out, bounded by the connection count.
+pub const BUDGET_STEP: usize = 16 * 1024;
 
 thread_local! {
     static DEFERRED: RefCell<Option<Vec<Arc<Outbox>>>> = const { RefCell::new(None) };
@@ -95,11 +103,15 @@ fn shared(limits: OutputLimits) -> Arc<OutputLimits> {
     }
 }
 
-/// Output pending in every outbox that shares it: one server-wide count,
-/// so that a front end can refuse a request whose large reply would push
-/// the total past `limit` instead of queuing it (per-connection limits alone
+/// Output pending in every outbox that shares it, and in HTTP answers
+/// being sent: one server-wide count (`--output-buffer-global-limit`), so
+/// that a front end can refuse a request whose large reply would push the
+/// total past `limit` instead of queuing it (per-connection limits alone
 /// let N connections hold N times the hard limit). Deliveries and replies
-/// are counted alike; only the front end decides what to refuse.
+/// are counted alike, each outbox in steps of [`BUDGET_STEP`]; the front
+/// ends decide what to refuse: a WebSocket's large reply is refused (109),
+/// a RESP reply that does not fit closes its connection
+/// ([`Outbox::push_reply`]), an HTTP answer gets 503 ([`OutputBudget::hold`]).
 #[derive(Debug, Default)]
 pub struct OutputBudget {
     used: AtomicUsize,
@@ -138,6 +150,34 @@ impl OutputBudget {
     fn sub(&self, n: usize) {
         self.used.fetch_sub(n, Ordering::Relaxed);
     }
+
+    /// Counts `len` bytes until the returned hold is dropped, if they fit
+    /// under the limit (see [`OutputBudget::fits`]); `None` otherwise.
+    pub fn hold(self: &Arc<Self>, len: usize) -> Option<BudgetHold> {
+        if !self.fits(len) {
+            return None;
+        }
+        self.add(len);
+        Some(BudgetHold {
+            budget: self.clone(),
+            len,
+        })
+    }
+}
+
+/// Bytes counted in an [`OutputBudget`] until this is dropped: an HTTP
+/// answer holds one inside its body's buffer (`Bytes::from_owner`), so
+/// the bytes count until hyper has written them and let go.
+#[derive(Debug)]
+pub struct BudgetHold {
+    budget: Arc<OutputBudget>,
+    len: usize,
+}
+
+impl Drop for BudgetHold {
+    fn drop(&mut self) {
+        self.budget.sub(self.len);
+    }
 }
 
 /// Why an outbox closed.
@@ -145,6 +185,9 @@ impl OutputBudget {
 pub enum Overflow {
     Hard,
     Soft,
+    /// A reply would have pushed the server-wide output past
+    /// `--output-buffer-global-limit` (byte-stream outboxes only).
+    Global,
 }
 
 #[derive(Default)]
@@ -155,6 +198,9 @@ struct State {
     tail: BytesMut,
     /// Queued plus taken-but-unwritten bytes.
     pending: usize,
+    /// The part of `pending` counted in the budget: `pending` rounded
+    /// down to a [`BUDGET_STEP`] (0 without a budget).
+    budgeted: usize,
     soft_since: Option<Instant>,
     overflow: Option<Overflow>,
     closed: bool,
@@ -215,6 +261,13 @@ impl Outbox {
         Outbox::build(limits, false, Some(budget))
     }
 
+    /// A byte-stream outbox whose pending bytes count in the shared
+    /// `budget`, and whose owner's replies must fit it (see
+    /// [`Outbox::push_reply`]).
+    pub fn stream_with_budget(limits: OutputLimits, budget: Arc<OutputBudget>) -> Outbox {
+        Outbox::build(limits, true, Some(budget))
+    }
+
     fn build(limits: OutputLimits, stream: bool, budget: Option<Arc<OutputBudget>>) -> Outbox {
         Outbox {
             state: Mutex::new(State::default()),
@@ -225,10 +278,30 @@ impl Outbox {
         }
     }
 
-    fn budget_add(&self, n: usize) {
-        if let Some(b) = &self.budget {
-            b.add(n);
+    /// Brings the budgeted part of `pending` to its step after `pending`
+    /// changed. Touches the shared count only when a step was crossed.
+    fn rebudget(&self, st: &mut State) {
+        let Some(b) = &self.budget else {
+            return;
+        };
+        let target = st.pending - st.pending % BUDGET_STEP;
+        if target > st.budgeted {
+            b.add(target - st.budgeted);
+        } else if target < st.budgeted {
+            b.sub(st.budgeted - target);
         }
+        st.budgeted = target;
+    }
+
+    /// Whether `len` more pending bytes still fit the budget: the step
+    /// they would add to it must (without a budget, anything fits).
+    fn budget_fits(&self, st: &State, len: usize) -> bool {
+        let Some(b) = &self.budget else {
+            return true;
+        };
+        let pending = st.pending.saturating_add(len);
+        let target = pending - pending % BUDGET_STEP;
+        target <= st.budgeted || b.fits(target - st.budgeted)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -291,14 +364,16 @@ impl Outbox {
         st.pending += len;
         let lim = &self.limits;
         if lim.hard_bytes > 0 && st.pending > lim.hard_bytes {
-            return self.overflow(st, Overflow::Hard, len);
+            st.pending -= len;
+            return self.overflow(st, Overflow::Hard);
         }
         if lim.soft_bytes > 0 && st.pending > lim.soft_bytes {
             let now = Instant::now();
             match st.soft_since {
                 None => st.soft_since = Some(now),
                 Some(t) if now.duration_since(t) > lim.soft_duration => {
-                    return self.overflow(st, Overflow::Soft, len);
+                    st.pending -= len;
+                    return self.overflow(st, Overflow::Soft);
                 }
                 Some(_) => {}
             }
@@ -309,7 +384,7 @@ impl Outbox {
         enqueue(&mut st);
         // Under the lock: a `written` racing ahead would otherwise take the
         // bytes out of the budget before they were put in.
-        self.budget_add(len);
+        self.rebudget(&mut st);
         drop(st);
         if was_empty {
             self.notify_or_defer();
@@ -333,20 +408,27 @@ impl Outbox {
     }
 
     /// Queues the owner's own reply. Replies count as pending output but are
-    /// not held to the limits (the owner stops taking requests while its
-    /// output is large, which bounds them); only pushes from publishers can
-    /// overflow. Returns false when the outbox is closed.
+    /// not held to the connection's limits (the owner stops taking requests
+    /// while its output is large, which bounds them). They are held to the
+    /// shared budget: a reply that would push the server's output past it
+    /// closes the outbox ([`Overflow::Global`]) instead of being queued, as
+    /// the hard limit does for deliveries, so N clients that each ask for a
+    /// large reply and never read cannot hold N times the memory. Returns
+    /// false when the outbox is (now) closed.
     pub fn push_reply(&self, bytes: Bytes) -> bool {
         let mut st = self.lock();
         if st.closed {
             return false;
         }
         let len = bytes.len();
+        if !self.budget_fits(&st, len) {
+            return self.overflow(st, Overflow::Global);
+        }
         st.pending += len;
         let was_empty = st.is_empty();
         st.seal_tail();
         st.queue.push_back(bytes);
-        self.budget_add(len);
+        self.rebudget(&mut st);
         drop(st);
         if was_empty {
             self.notify.notify_one();
@@ -354,16 +436,10 @@ impl Outbox {
         true
     }
 
-    /// Closes the outbox for overflowing; `refused` bytes, counted in
-    /// `pending` by the push that overflowed, never entered the budget.
-    fn overflow(
-        &self,
-        mut st: std::sync::MutexGuard<'_, State>,
-        why: Overflow,
-        refused: usize,
-    ) -> bool {
+    /// Closes the outbox for overflowing.
+    fn overflow(&self, mut st: std::sync::MutexGuard<'_, State>, why: Overflow) -> bool {
         st.overflow = Some(why);
-        self.shut(&mut st, refused);
+        self.shut(&mut st);
         drop(st);
         self.notify.notify_one();
         false
@@ -384,13 +460,11 @@ impl Outbox {
     /// Reports `n` bytes written to the socket.
     pub fn written(&self, n: usize) {
         let mut st = self.lock();
-        if !st.closed {
-            // A closed outbox gave its bytes back to the budget already.
-            if let Some(b) = &self.budget {
-                b.sub(n.min(st.pending));
-            }
-        }
         st.pending = st.pending.saturating_sub(n);
+        // A closed outbox gave its bytes back to the budget already.
+        if !st.closed {
+            self.rebudget(&mut st);
+        }
         if st.pending <= self.limits.soft_bytes {
             st.soft_since = None;
         }
@@ -414,17 +488,14 @@ impl Outbox {
     /// Closes the outbox: later pushes are refused.
     pub fn close(&self) {
         let mut st = self.lock();
-        self.shut(&mut st, 0);
+        self.shut(&mut st);
     }
 
-    /// Closes and empties the queue; the pending bytes (but `not_budgeted`
-    /// of them) leave the budget, since whatever the owner still holds is
-    /// dropped with the connection.
-    fn shut(&self, st: &mut State, not_budgeted: usize) {
-        if !st.closed {
-            if let Some(b) = &self.budget {
-                b.sub(st.pending.saturating_sub(not_budgeted));
-            }
+    /// Closes and empties the queue; the pending bytes leave the budget,
+    /// since whatever the owner still holds is dropped with the connection.
+    fn shut(&self, st: &mut State) {
+        if let Some(b) = &self.budget {
+            b.sub(std::mem::take(&mut st.budgeted));
         }
         st.closed = true;
         st.queue.clear();
@@ -462,10 +533,8 @@ impl Drop for Outbox {
     fn drop(&mut self) {
         // An outbox dropped without `close` still gives its bytes back.
         let st = self.state.get_mut().unwrap_or_else(|e| e.into_inner());
-        if !st.closed {
-            if let Some(b) = &self.budget {
-                b.sub(st.pending);
-            }
+        if let Some(b) = &self.budget {
+            b.sub(st.budgeted);
         }
     }
 }
@@ -627,37 +696,77 @@ mod tests {
     }
 
     #[test]
-    fn budget_counts_pending_bytes_of_all_its_outboxes() {
-        let budget = OutputBudget::new(100);
+    fn budget_counts_pending_bytes_of_all_its_outboxes_in_steps() {
+        const S: usize = BUDGET_STEP;
+        let budget = OutputBudget::new(10 * S);
         let limits = OutputLimits {
-            hard_bytes: 80,
+            hard_bytes: 8 * S,
             soft_bytes: 0,
             soft_duration: Duration::ZERO,
         };
         let x = Arc::new(Outbox::with_budget(limits, budget.clone()));
         let y = Arc::new(Outbox::with_budget(limits, budget.clone()));
-        assert!(x.push(b(30)));
-        assert!(x.push_reply(b(10)));
-        assert!(y.push(b(50)));
-        assert_eq!(budget.used(), 90);
-        assert!(budget.fits(10) && !budget.fits(11));
-        // Written bytes leave the budget.
+        // Below a step nothing is counted: small deliveries never touch
+        // the shared count.
+        assert!(x.push(b(S - 1)));
+        assert_eq!(budget.used(), 0);
+        assert!(x.push(b(1)));
+        assert_eq!(budget.used(), S, "a step crossed");
+        assert!(x.push_reply(b(2 * S + 10)));
+        assert!(y.push(b(5 * S)));
+        assert_eq!(budget.used(), 8 * S);
+        assert!(budget.fits(2 * S) && !budget.fits(2 * S + 1));
+        // Written bytes leave the budget, step by step.
         let mut q = VecDeque::new();
         x.take(&mut q);
-        x.written(30);
-        assert_eq!(budget.used(), 60);
+        x.written(S);
+        assert_eq!(budget.used(), 7 * S);
+        x.written(10);
+        assert_eq!(budget.used(), 7 * S, "still 2 steps and 0 bytes pending");
         // An overflow gives back what was queued, not what it refused.
-        assert!(!y.push(b(40)));
-        assert_eq!(budget.used(), 10);
-        y.written(50);
-        assert_eq!(budget.used(), 10, "a closed outbox already gave back");
+        assert!(!y.push(b(4 * S)));
+        assert_eq!(y.overflowed(), Some(Overflow::Hard));
+        assert_eq!(budget.used(), 2 * S);
+        y.written(5 * S);
+        assert_eq!(budget.used(), 2 * S, "a closed outbox already gave back");
         // Closing gives back taken-but-unwritten bytes too.
         x.close();
         assert_eq!(budget.used(), 0);
         let c = Arc::new(Outbox::with_budget(limits, budget.clone()));
-        assert!(c.push(b(5)));
+        assert!(c.push(b(3 * S)));
+        assert_eq!(budget.used(), 3 * S);
         drop(c);
         assert_eq!(budget.used(), 0, "dropping gives back");
         assert!(OutputBudget::new(0).fits(usize::MAX), "0: no limit");
+    }
+
+    #[test]
+    fn a_reply_past_the_budget_closes_a_stream_outbox() {
+        const S: usize = BUDGET_STEP;
+        let budget = OutputBudget::new(4 * S);
+        let limits = OutputLimits::default();
+        let other = Arc::new(Outbox::stream_with_budget(limits, budget.clone()));
+        assert!(other.push_reply(b(3 * S)));
+        let o = Arc::new(Outbox::stream_with_budget(limits, budget.clone()));
+        // Small replies (within a step) always go.
+        assert!(o.push_reply(b(S - 1)));
+        // One that would push the total past the limit closes the outbox.
+        assert!(!o.push_reply(b(2 * S)));
+        assert_eq!(o.overflowed(), Some(Overflow::Global));
+        assert!(!o.push_ref(&b(1)), "closed");
+        assert_eq!(budget.used(), 3 * S);
+        // Deliveries are counted but not refused by the budget: the
+        // connection limits decide for them.
+        let s = Arc::new(Outbox::stream_with_budget(limits, budget.clone()));
+        assert!(s.push_ref(&b(2 * S)));
+        assert_eq!(budget.used(), 5 * S);
+        drop(other);
+        drop(s);
+        assert_eq!(budget.used(), 0);
+        // An HTTP answer holds its bytes until dropped, if they fit.
+        let h = budget.hold(4 * S).expect("fits");
+        assert!(budget.hold(1).is_none());
+        drop(h);
+        assert_eq!(budget.used(), 0);
     }
 }

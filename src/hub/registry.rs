@@ -25,6 +25,7 @@
 use std::borrow::Borrow;
 use std::collections::{BTreeMap, HashMap};
 use std::hash::Hash;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 
 use bytes::Bytes;
@@ -296,6 +297,65 @@ impl PatternIndex {
         });
         path.flat_map(|(node, _)| node.patterns.iter())
             .filter(move |p| p.glob.matches(channel))
+    }
+}
+
+/// The patterns held by clients without the password, counted across all
+/// connections of every front end (`--max-untrusted-patterns`). Every
+/// pattern whose literal prefix fits a channel is tried on each publish to
+/// it, and one connection may hold 64 × `--max-pattern-length` bytes of
+/// short patterns, so without a global bound many cheap connections
+/// multiply the cost of every publish. A pattern held by several such
+/// connections counts once for each. The front ends take from it before a
+/// PSUBSCRIBE is confirmed and give back when a pattern is left; password
+/// clients never touch it, and neither does a publish.
+#[derive(Debug, Default)]
+pub struct PatternQuota {
+    used: AtomicUsize,
+    /// 0: no limit.
+    limit: usize,
+}
+
+impl PatternQuota {
+    pub fn new(limit: usize) -> PatternQuota {
+        PatternQuota {
+            used: AtomicUsize::new(0),
+            limit,
+        }
+    }
+
+    /// Takes one pattern from the quota; false when it is spent. Exact:
+    /// concurrent takers never pass the limit together.
+    pub fn take(&self) -> bool {
+        if self.limit == 0 {
+            self.used.fetch_add(1, Ordering::Relaxed);
+            return true;
+        }
+        self.used
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                (n < self.limit).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    /// Gives back `n` patterns taken before.
+    pub fn give(&self, n: usize) {
+        if n > 0 {
+            let _ = self
+                .used
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |u| {
+                    Some(u.saturating_sub(n))
+                });
+        }
+    }
+
+    /// Patterns held now.
+    pub fn used(&self) -> usize {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    pub fn limit(&self) -> usize {
+        self.limit
     }
 }
 

@@ -233,7 +233,10 @@ impl RespServer {
 
     fn new_sink(&self) -> RespSink {
         RespSink {
-            outbox: Arc::new(Outbox::stream(self.cfg.output_limits)),
+            outbox: Arc::new(Outbox::stream_with_budget(
+                self.cfg.output_limits,
+                self.hub.output().clone(),
+            )),
             resp3: AtomicBool::new(false),
         }
     }

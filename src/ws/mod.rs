@@ -1,5 +1,13 @@
-//! The WebSocket front end: the `/ws` upgrade (origin check, connection
-//! limit, buffer sizes, `?token=`) and the per-connection session task.
+//! The WebSocket front end: the `/ws` upgrade (handshake, origin check,
+//! connection limit, buffer sizes, `?token=`) and the per-connection
+//! session task.
+//!
+//! The upgrade is done here rather than by axum's `WebSocketUpgrade`, so
+//! that the session owns tokio-tungstenite's stream itself: axum's wrapper
+//! sends whole messages only, and tungstenite copies a whole message into a
+//! write buffer that keeps its size for the life of the connection (a
+//! 10 MB history reply left 10 MB behind). The session sends large
+//! messages as fragments instead (see `session::FRAGMENT`).
 //!
 //! - `protocol`: wire types and codes, no I/O.
 //! - `session`: the task that owns one socket, its loop and closing handshake.
@@ -14,18 +22,18 @@ pub mod session;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::{Query, State};
-use axum::http::{header, HeaderMap};
+use axum::body::Body;
+use axum::extract::{Query, Request, State};
+use axum::http::{header, HeaderMap, Method, StatusCode, Version};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use tokio::sync::Semaphore;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::http::{ApiError, AppState};
-use crate::hub::outbox::OutputBudget;
 use crate::hub::Stats;
 
 /// State shared by WebSocket sessions.
@@ -36,8 +44,6 @@ pub struct WsServer {
     /// Open sessions (a gauge for `/metrics`).
     pub open: AtomicUsize,
     pub subscriptions: AtomicUsize,
-    /// Output pending across all sessions (`--output-buffer-global-limit`).
-    pub output: Arc<OutputBudget>,
 }
 
 impl WsServer {
@@ -48,7 +54,6 @@ impl WsServer {
             shutdown,
             open: AtomicUsize::new(0),
             subscriptions: AtomicUsize::new(0),
-            output: OutputBudget::new(cfg.output_buffer_global_limit),
         })
     }
 
@@ -115,41 +120,117 @@ pub fn origin_allowed(headers: &HeaderMap, cfg: &Config) -> bool {
         .is_some_and(|host| !host.is_empty() && host.eq_ignore_ascii_case(authority))
 }
 
-/// `GET /ws`: upgrades to a WebSocket session.
-pub async fn upgrade(
-    State(st): State<AppState>,
-    Query(q): Query<WsQuery>,
-    headers: HeaderMap,
-    ws: WebSocketUpgrade,
-) -> Response {
-    if !origin_allowed(&headers, &st.cfg) {
-        tracing::info!(origin = ?headers.get(header::ORIGIN), "websocket origin refused");
-        return ApiError::OriginNotAllowed.into_response();
-    }
-    let Ok(permit) = st.ws.limit.clone().try_acquire_owned() else {
-        Stats::add(&st.hub.stats().rejected_connections, 1);
-        return ApiError::TooManyClients.into_response();
+/// Checks an HTTP/1.1 upgrade request as RFC 6455 §4.2.1 asks (and as
+/// axum's `WebSocketUpgrade` did); the `Sec-WebSocket-Key` it answers.
+#[allow(clippy::result_large_err)] // axum's Response, as its extractors return
+fn handshake_key(req: &Request) -> Result<axum::http::HeaderValue, Response> {
+    let bad = |status, msg: &'static str| Err(ApiError::Handshake { status, msg }.into_response());
+    let headers = req.headers();
+    let has = |name: header::HeaderName, word: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(word)))
     };
+    if req.version() > Version::HTTP_11 {
+        return bad(
+            StatusCode::HTTP_VERSION_NOT_SUPPORTED,
+            "WebSocket needs HTTP/1.1",
+        );
+    }
+    if req.method() != Method::GET {
+        return bad(StatusCode::METHOD_NOT_ALLOWED, "request method must be GET");
+    }
+    if !has(header::CONNECTION, "upgrade") {
+        return bad(
+            StatusCode::BAD_REQUEST,
+            "Connection header did not include 'upgrade'",
+        );
+    }
+    if !has(header::UPGRADE, "websocket") {
+        return bad(
+            StatusCode::BAD_REQUEST,
+            "Upgrade header did not include 'websocket'",
+        );
+    }
+    if !has(header::SEC_WEBSOCKET_VERSION, "13") {
+        return bad(
+            StatusCode::BAD_REQUEST,
+            "Sec-WebSocket-Version header did not include '13'",
+        );
+    }
+    match headers.get(header::SEC_WEBSOCKET_KEY) {
+        Some(key) => Ok(key.clone()),
+        None => bad(StatusCode::BAD_REQUEST, "Sec-WebSocket-Key header missing"),
+    }
+}
+
+/// The stream settings of every session.
+fn socket_config(cfg: &Config) -> WebSocketConfig {
     // tungstenite's own limit sits a little above ours: a message just over
     // the limit is read whole and refused with a clean close (3502), where
     // an error mid-frame would leave unread bytes and reset the connection.
-    let max = st.cfg.ws_max_message_size.saturating_add(64 * 1024);
-    let tracker = st.ws.tracker.clone();
-    ws
+    let max = cfg.ws_max_message_size.saturating_add(64 * 1024);
+    WebSocketConfig::default()
         // Small buffers: most connections are idle (tungstenite's defaults
         // are 128 KiB each way).
         .read_buffer_size(256)
         // Frames are fed then flushed per batch: an 8 KiB buffer turns a
         // burst of small messages into few segments (0 wrote one syscall
-        // per message), and idle sessions never allocate it.
+        // per message), and idle sessions never allocate it. Large
+        // messages go as fragments, so the buffer never grows past a few
+        // times this.
         .write_buffer_size(8 * 1024)
-        .max_write_buffer_size(write_buffer_limit(&st.cfg))
-        .max_message_size(max)
-        .max_frame_size(max)
-        .on_upgrade(move |socket| {
-            tracker.track_future(async move {
-                session::run(socket, st, q.token).await;
-                drop(permit);
-            })
-        })
+        .max_write_buffer_size(write_buffer_limit(cfg))
+        .max_message_size(Some(max))
+        .max_frame_size(Some(max))
+}
+
+/// `GET /ws`: upgrades to a WebSocket session.
+pub async fn upgrade(
+    State(st): State<AppState>,
+    Query(q): Query<WsQuery>,
+    mut req: Request,
+) -> Response {
+    let key = match handshake_key(&req) {
+        Ok(k) => k,
+        Err(r) => return r,
+    };
+    if !origin_allowed(req.headers(), &st.cfg) {
+        tracing::info!(origin = ?req.headers().get(header::ORIGIN), "websocket origin refused");
+        return ApiError::OriginNotAllowed.into_response();
+    }
+    let Some(on_upgrade) = req.extensions_mut().remove::<hyper::upgrade::OnUpgrade>() else {
+        return ApiError::Handshake {
+            status: StatusCode::UPGRADE_REQUIRED,
+            msg: "this connection cannot be upgraded",
+        }
+        .into_response();
+    };
+    let Ok(permit) = st.ws.limit.clone().try_acquire_owned() else {
+        Stats::add(&st.hub.stats().rejected_connections, 1);
+        return ApiError::TooManyClients.into_response();
+    };
+    let config = socket_config(&st.cfg);
+    let tracker = st.ws.tracker.clone();
+    tokio::spawn(tracker.track_future(async move {
+        // Fails when the client goes before the 101 is written.
+        let Ok(upgraded) = on_upgrade.await else {
+            return;
+        };
+        let io = hyper_util::rt::TokioIo::new(upgraded);
+        let socket =
+            tokio_tungstenite::WebSocketStream::from_raw_socket(io, Role::Server, Some(config))
+                .await;
+        session::run(socket, st, q.token).await;
+        drop(permit);
+    }));
+    let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+    Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header(header::CONNECTION, "upgrade")
+        .header(header::UPGRADE, "websocket")
+        .header(header::SEC_WEBSOCKET_ACCEPT, accept)
+        .body(Body::empty())
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }

@@ -50,7 +50,7 @@ impl Session {
         if len > super::max_reply(&self.st.cfg) {
             return Err(Refusal::TooLarge);
         }
-        if !self.st.ws.output.fits(len) {
+        if !self.st.hub.output().fits(len) {
             return Err(Refusal::Busy);
         }
         Ok(())
@@ -123,6 +123,38 @@ impl Session {
             return false;
         }
         true
+    }
+
+    /// Takes one subscription from the `--subscribe-rate` bucket, or
+    /// answers 107 and returns false (see `resp::cmd::pubsub` for why).
+    /// Clients of an open server (no authentication configured) have full
+    /// access and no limit.
+    fn check_subscribe_rate(&mut self, id: &Value) -> bool {
+        if self.identity == Identity::Password {
+            return true;
+        }
+        let limit = self.st.cfg.subscribe_limit;
+        if self.subscribe_rate.take(limit, 1) {
+            return true;
+        }
+        self.error(
+            id,
+            ErrorCode::RateLimited,
+            &format!(
+                "rate limit: {} subscriptions per second ({} at once)",
+                limit.rate, limit.burst
+            ),
+        );
+        false
+    }
+
+    /// Gives `n` patterns back to the untrusted-pattern quota (a session's
+    /// identity is trusted or not for its whole life: only an open server's
+    /// sessions have full access, and they always do).
+    pub(super) fn give_patterns(&self, n: usize) {
+        if self.identity != Identity::Password {
+            self.st.hub.untrusted_patterns().give(n);
+        }
     }
 
     pub(super) fn set_identity(&mut self, claims: Option<Arc<crate::auth::Claims>>) {
@@ -253,6 +285,7 @@ impl Session {
             Op::Punsubscribe(a) => {
                 if self.patterns.remove(&a.pattern) {
                     self.st.hub.punsubscribe(a.pattern.as_bytes(), self.id);
+                    self.give_patterns(1);
                     self.st.ws.subscriptions.fetch_sub(1, Ordering::Relaxed);
                 }
                 self.send(proto::reply(id, json!({})));
@@ -342,7 +375,8 @@ impl Session {
         if !self.check_name(id, &name) {
             return;
         }
-        let cfg = &self.st.cfg;
+        let cfg = self.st.cfg.clone();
+        let cfg = &*cfg;
         if pattern && name.len() > cfg.max_pattern_length {
             // A pattern's matching cost grows with its length on every
             // publish it is checked against.
@@ -374,7 +408,7 @@ impl Session {
             self.send(proto::reply(id, json!({})));
             return;
         }
-        if !self.check_subscription_limit(id) {
+        if !self.check_subscription_limit(id) || !self.check_subscribe_rate(id) {
             return;
         }
         if pattern {
@@ -388,6 +422,19 @@ impl Session {
                     id,
                     ErrorCode::LimitExceeded,
                     &format!("patterns of this connection would exceed {budget} bytes"),
+                );
+                return;
+            }
+            // And all connections without the password together hold at
+            // most --max-untrusted-patterns (given back as they leave).
+            if self.identity != Identity::Password && !self.st.hub.untrusted_patterns().take() {
+                let max = self.st.hub.untrusted_patterns().limit();
+                self.error(
+                    id,
+                    ErrorCode::LimitExceeded,
+                    &format!(
+                        "max patterns of clients without the password reached ({max}); retry later"
+                    ),
                 );
                 return;
             }
@@ -490,6 +537,9 @@ impl Session {
         if !self.identity.can_subscribe(key, self.st.cfg.namespace(key)) {
             Stats::add(&self.st.hub.stats().auth_failures, 1);
             self.error(id, ErrorCode::PermissionDenied, "permission denied");
+            return;
+        }
+        if !self.leaderboards.contains(&a.key) && !self.check_subscribe_rate(id) {
             return;
         }
         let hub = self.st.hub.clone();

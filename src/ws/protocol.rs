@@ -327,7 +327,17 @@ pub fn history_reply(id: &Value, entries: &[(u64, Bytes)], top: u64, epoch: u64)
     out.extend_from_slice(br#"{"id":"#);
     // An id is null, a number or a string: writing it cannot fail.
     let _ = serde_json::to_writer(&mut out, id);
-    out.extend_from_slice(br#","result":{"publications":["#);
+    out.extend_from_slice(br#","result":"#);
+    write_history(&mut out, entries, top, epoch);
+    out.push(b'}');
+    Bytes::from(out)
+}
+
+/// A history page, `{"publications": [{offset, data[, encoding]}],
+/// "offset", "epoch"}`, appended to `out` (the WebSocket reply's `result`,
+/// the HTTP API's answer).
+pub fn write_history(out: &mut Vec<u8>, entries: &[(u64, Bytes)], top: u64, epoch: u64) {
+    out.extend_from_slice(br#"{"publications":["#);
     let mut num = itoa::Buffer::new();
     for (i, (offset, payload)) in entries.iter().enumerate() {
         if i > 0 {
@@ -336,7 +346,7 @@ pub fn history_reply(id: &Value, entries: &[(u64, Bytes)], top: u64, epoch: u64)
         out.extend_from_slice(br#"{"offset":"#);
         out.extend_from_slice(num.format(*offset).as_bytes());
         out.extend_from_slice(br#","data":"#);
-        if write_json_data(&mut out, payload) {
+        if write_json_data(out, payload) {
             out.extend_from_slice(br#","encoding":"base64""#);
         }
         out.push(b'}');
@@ -345,8 +355,7 @@ pub fn history_reply(id: &Value, entries: &[(u64, Bytes)], top: u64, epoch: u64)
     out.extend_from_slice(num.format(top).as_bytes());
     out.extend_from_slice(br#","epoch":""#);
     out.extend_from_slice(num.format(epoch).as_bytes());
-    out.extend_from_slice(br#""}}"#);
-    Bytes::from(out)
+    out.extend_from_slice(br#""}"#);
 }
 
 /// A history entry as JSON: `{"offset", "data"[, "encoding"]}`.

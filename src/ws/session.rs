@@ -17,16 +17,88 @@ use std::sync::{Arc, Mutex};
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use tokio::time::Instant as TInstant;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 
 use super::protocol::DisconnectCode;
 use super::recovery::{lag_threshold, LagState, WsSink};
 use crate::auth::{Identity, TokenError};
 use crate::http::AppState;
 use crate::hub::{ClientId, Outbox, Stats};
+
+/// The upgraded connection, owned by its session.
+pub type WebSocket =
+    tokio_tungstenite::WebSocketStream<hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>>;
+
+/// Messages larger than this go out as fragments of this size (RFC 6455
+/// §5.4): tungstenite copies each frame whole into its write buffer, and
+/// that buffer keeps its largest size for the life of the connection, so a
+/// 1 MB message sent as one frame left 1 MB behind in every session that
+/// received it. In fragments the buffer stays within this plus the 8 KiB
+/// write threshold, what a burst of small messages grows it to anyway.
+const FRAGMENT: usize = 8 * 1024;
+
+/// A frame read from the socket, or the end of the stream.
+type Incoming = Option<Result<Message, WsError>>;
+
+/// Frames taken from the outbox and not yet handed to the socket.
+#[derive(Default)]
+pub(super) struct Outgoing {
+    frames: VecDeque<Bytes>,
+    /// Bytes of the first frame already handed over as fragments.
+    sent: usize,
+}
+
+impl Outgoing {
+    /// The next message, or fragment of a large one, to hand to the
+    /// socket, with its payload's length. `Err` for a frame that is not
+    /// UTF-8 (never: frames are serde_json output), dropped.
+    fn next(&mut self) -> Option<Result<(Message, usize), ()>> {
+        let frame = self.frames.front()?;
+        let n = frame.len();
+        if self.sent == 0 && (n <= FRAGMENT || std::str::from_utf8(frame).is_err()) {
+            let frame = self.frames.pop_front()?;
+            return Some(
+                Utf8Bytes::try_from(frame)
+                    .map(|t| (Message::Text(t), n))
+                    .map_err(|_| ()),
+            );
+        }
+        let (start, end) = (self.sent, (self.sent + FRAGMENT).min(n));
+        let opcode = OpCode::Data(if start == 0 {
+            Data::Text
+        } else {
+            Data::Continue
+        });
+        let part = frame.slice(start..end);
+        if end == n {
+            self.frames.pop_front();
+            self.sent = 0;
+        } else {
+            self.sent = end;
+        }
+        Some(Ok((
+            Message::Frame(Frame::message(part, opcode, end == n)),
+            end - start,
+        )))
+    }
+
+    fn is_empty(&self) -> bool {
+        self.frames.is_empty()
+    }
+
+    /// Drops what is queued; true when that cuts a message between its
+    /// fragments (no other data message may follow then).
+    fn abandon(&mut self) -> bool {
+        self.frames.clear();
+        std::mem::take(&mut self.sent) > 0
+    }
+}
 
 pub(super) struct Session {
     pub(super) st: AppState,
@@ -40,6 +112,8 @@ pub(super) struct Session {
     pub(super) leaderboards: HashSet<String>,
     pub(super) expires_at: Option<tokio::time::Instant>,
     pub(super) publishes: VecDeque<Instant>,
+    /// Subscriptions added (`--subscribe-rate`).
+    pub(super) subscribe_rate: crate::rate::TokenBucket,
 }
 
 /// How far ahead any deadline is set at most. Deadlines come from a
@@ -87,7 +161,7 @@ pub(super) enum End {
 impl Session {
     /// A frame read from the socket (or its end). `Some(end)` ends the
     /// session.
-    fn receive(&mut self, msg: Option<Result<Message, axum::Error>>) -> Option<End> {
+    fn receive(&mut self, msg: Incoming) -> Option<End> {
         match msg {
             None => Some(End::Gone),
             Some(Ok(Message::Close(_))) => Some(End::ClosedByClient),
@@ -102,7 +176,8 @@ impl Session {
                 self.handle(t.as_str()).map(End::Disconnect)
             }
             Some(Ok(Message::Binary(_))) => Some(End::Disconnect(DisconnectCode::BadRequest)),
-            Some(Ok(Message::Ping(_) | Message::Pong(_))) => None,
+            // Raw frames are never read: tungstenite assembles them.
+            Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => None,
         }
     }
 
@@ -111,6 +186,7 @@ impl Session {
     fn cleanup(&mut self) {
         self.sink.outbox.close();
         let n = self.channels.len() + self.patterns.len();
+        self.give_patterns(self.patterns.len());
         self.st.hub.leave_all(
             self.id,
             self.channels.iter().map(|c| c.as_bytes()),
@@ -128,15 +204,13 @@ impl Session {
 /// The end a read error calls for: the client's own protocol faults are
 /// answered with their WebSocket close codes, anything else means the
 /// socket is gone.
-fn read_error(e: &axum::Error) -> End {
-    use tokio_tungstenite::tungstenite::Error as WsError;
-    let inner = std::error::Error::source(e).and_then(|s| s.downcast_ref::<WsError>());
-    match inner {
+fn read_error(e: &WsError) -> End {
+    match e {
         // RFC 6455 §8.1: a text message that is not UTF-8 fails the
         // connection with 1007.
-        Some(WsError::Utf8(_)) => End::Violation(1007, "invalid UTF-8 in a text frame"),
-        Some(WsError::Capacity(_)) => End::Disconnect(DisconnectCode::MessageTooBig),
-        Some(WsError::Protocol(_)) => End::Violation(1002, "protocol error"),
+        WsError::Utf8(_) => End::Violation(1007, "invalid UTF-8 in a text frame"),
+        WsError::Capacity(_) => End::Disconnect(DisconnectCode::MessageTooBig),
+        WsError::Protocol(_) => End::Violation(1002, "protocol error"),
         _ => End::Gone,
     }
 }
@@ -145,10 +219,13 @@ fn read_error(e: &axum::Error) -> End {
 /// not waited for longer than [`CLOSE_WAIT`].
 ///
 /// `pending` (replies queued before the end, such as a refused
-/// `connect`'s error) goes out before the `disconnect` push. After our
-/// Close frame the peer's is awaited: closing TCP with unread input would
-/// reset the connection, and the client could lose the Close frame.
-async fn finish(socket: &mut WebSocket, end: End, pending: VecDeque<Bytes>) {
+/// `connect`'s error, after the rest of a message cut between fragments)
+/// goes out before the `disconnect` push; where a message was `cut` and
+/// will not be finished, no push follows it, only the Close frame (a
+/// control frame may come between fragments). After our Close frame the
+/// peer's is awaited: closing TCP with unread input would reset the
+/// connection, and the client could lose the Close frame.
+async fn finish(socket: &mut WebSocket, end: End, mut pending: Outgoing, cut: bool) {
     let (code, reason, push) = match end {
         End::Gone => return,
         End::ClosedByClient => {
@@ -160,10 +237,11 @@ async fn finish(socket: &mut WebSocket, end: End, pending: VecDeque<Bytes>) {
         End::Disconnect(code) => (code as u16, code.reason(), Some(code.push())),
         End::Violation(code, reason) => (code, reason, None),
     };
+    let push = push.filter(|_| !cut);
     let _ = tokio::time::timeout(CLOSE_WAIT, async {
-        for frame in pending {
-            if let Ok(text) = Utf8Bytes::try_from(frame) {
-                socket.feed(Message::Text(text)).await?;
+        while let Some(next) = pending.next() {
+            if let Ok((msg, _)) = next {
+                socket.feed(msg).await?;
             }
         }
         if let Some(push) = push {
@@ -171,7 +249,7 @@ async fn finish(socket: &mut WebSocket, end: End, pending: VecDeque<Bytes>) {
         }
         socket
             .send(Message::Close(Some(CloseFrame {
-                code,
+                code: code.into(),
                 reason: Utf8Bytes::from_static(reason),
             })))
             .await?;
@@ -180,7 +258,7 @@ async fn finish(socket: &mut WebSocket, end: End, pending: VecDeque<Bytes>) {
                 break;
             }
         }
-        Ok::<(), axum::Error>(())
+        Ok::<(), WsError>(())
     })
     .await;
 }
@@ -206,7 +284,7 @@ pub fn run(
             sink: Arc::new(WsSink {
                 outbox: Arc::new(Outbox::with_budget(
                     st.cfg.output_limits,
-                    st.ws.output.clone(),
+                    st.hub.output().clone(),
                 )),
                 lag: Mutex::new(LagState::default()),
                 lag_bytes: lag_threshold(&st.cfg.output_limits),
@@ -218,6 +296,7 @@ pub fn run(
             leaderboards: HashSet::new(),
             expires_at: None,
             publishes: VecDeque::new(),
+            subscribe_rate: crate::rate::TokenBucket::default(),
             st,
         };
         let refused = match url_token.map(|t| s.st.auth.verify_token(&t)) {
@@ -235,25 +314,25 @@ pub fn run(
             }
             None => None,
         };
-        // Frames taken from the outbox and not yet written.
-        let mut batch = VecDeque::new();
+        let mut out = Outgoing::default();
         // One await of the session loop (each await point is space in this
         // future, which every idle connection keeps).
         let end = match refused {
             Some(code) => End::Disconnect(code),
-            None => serve(&mut socket, &mut s, &mut batch).await,
+            None => serve(&mut socket, &mut s, &mut out).await,
         };
-        match end {
+        let cut = match end {
             // Replies still queued go out before the disconnect, in order
             // (a refused `connect` has its error reply there), except to a
             // client that is not reading anyway.
             End::Disconnect(code)
                 if !matches!(code, DisconnectCode::Slow | DisconnectCode::NoPong) =>
             {
-                s.sink.outbox.take(&mut batch);
+                s.sink.outbox.take(&mut out.frames);
+                false
             }
-            _ => batch.clear(),
-        }
+            _ => out.abandon(),
+        };
         s.cleanup();
         if end == End::Disconnect(DisconnectCode::Slow) {
             Stats::add(&s.st.hub.stats().slow_disconnects, 1);
@@ -263,7 +342,7 @@ pub fn run(
             );
         }
         // Boxed: the closing handshake takes space only while it runs.
-        Box::pin(finish(&mut socket, end, batch)).await;
+        Box::pin(finish(&mut socket, end, out, cut)).await;
     }
 }
 
@@ -275,7 +354,7 @@ impl Drop for Session {
 }
 
 /// The session loop. Returns how the session ends.
-async fn serve(socket: &mut WebSocket, s: &mut Session, batch: &mut VecDeque<Bytes>) -> End {
+async fn serve(socket: &mut WebSocket, s: &mut Session, out: &mut Outgoing) -> End {
     let sink = s.sink.clone();
     let outbox = &sink.outbox;
     let shutdown = s.st.ws.shutdown.clone();
@@ -319,20 +398,20 @@ async fn serve(socket: &mut WebSocket, s: &mut Session, batch: &mut VecDeque<Byt
                 Ok(false) => {}
             }
         }
-        outbox.take(batch);
+        outbox.take(&mut out.frames);
         if outbox.overflowed().is_some() {
             return End::Disconnect(DisconnectCode::Slow);
         }
         // A phase cut short by an incoming frame may have fed everything
         // but not flushed it yet: finishing that is a write phase too.
-        if !batch.is_empty() || unflushed > 0 {
+        if !out.is_empty() || unflushed > 0 {
             // Boxed: the write path's futures live on the heap only while a
             // write is in flight, keeping idle sessions small.
             // The stall deadline runs from the start of the batch, not of
             // each phase: a client that keeps sending (each frame ends a
             // phase early) but reads nothing is still cut off.
             let deadline = *stall_deadline.get_or_insert_with(|| later(TInstant::now(), stall));
-            let write = write_phase(socket, batch, &mut unflushed, outbox, &shutdown, deadline);
+            let write = write_phase(socket, out, &mut unflushed, outbox, &shutdown, deadline);
             match Box::pin(write).await {
                 Written::Done => stall_deadline = None,
                 Written::Incoming(msg) => {
@@ -356,7 +435,7 @@ async fn serve(socket: &mut WebSocket, s: &mut Session, batch: &mut VecDeque<Byt
             biased;
             _ = shutdown.cancelled() => return End::Disconnect(DisconnectCode::Shutdown),
             _ = outbox.ready() => {}
-            msg = socket.recv() => {
+            msg = socket.next() => {
                 awaiting_pong = None;
                 if let Some(end) = s.receive(msg) {
                     return end;
@@ -410,7 +489,7 @@ enum Written {
     Done,
     /// A frame (or the end of the stream) arrived while writing: the loop
     /// handles it, then goes on with what is left of the batch.
-    Incoming(Option<Result<Message, axum::Error>>),
+    Incoming(Incoming),
     /// The session is over.
     End(End),
 }
@@ -419,7 +498,7 @@ enum Written {
 /// the client's own frames.
 async fn write_phase(
     socket: &mut WebSocket,
-    batch: &mut VecDeque<Bytes>,
+    out: &mut Outgoing,
     unflushed: &mut usize,
     outbox: &Outbox,
     shutdown: &tokio_util::sync::CancellationToken,
@@ -430,7 +509,7 @@ async fn write_phase(
         _ = shutdown.cancelled() => Written::End(End::Disconnect(DisconnectCode::Shutdown)),
         _ = wait_overflow(outbox) => Written::End(End::Disconnect(DisconnectCode::Slow)),
         _ = tokio::time::sleep_until(stall) => Written::End(End::Disconnect(DisconnectCode::Slow)),
-        w = write_or_read(socket, batch, unflushed, outbox) => w,
+        w = write_or_read(socket, out, unflushed, outbox) => w,
     }
 }
 
@@ -443,7 +522,7 @@ async fn write_phase(
 /// allocation per connection).
 fn write_or_read<'a>(
     socket: &'a mut WebSocket,
-    batch: &'a mut VecDeque<Bytes>,
+    out: &'a mut Outgoing,
     unflushed: &'a mut usize,
     outbox: &'a Outbox,
 ) -> impl std::future::Future<Output = Written> + 'a {
@@ -457,16 +536,17 @@ fn write_or_read<'a>(
                 Poll::Ready(Err(_)) => return Poll::Ready(Written::End(End::Gone)),
                 Poll::Ready(Ok(())) => {}
             }
-            let Some(frame) = batch.pop_front() else {
+            // One message, or one fragment of a large one: the socket is
+            // ready for each, so tungstenite's buffer never holds more.
+            let Some(next) = out.next() else {
                 break;
             };
-            let n = frame.len();
             // Our frames are serde_json output: valid UTF-8 by construction.
-            let Ok(text) = Utf8Bytes::try_from(frame) else {
+            let Ok((msg, n)) = next else {
                 tracing::error!("websocket frame is not UTF-8; closing the session");
                 return Poll::Ready(Written::End(End::Gone));
             };
-            if socket.start_send_unpin(Message::Text(text)).is_err() {
+            if socket.start_send_unpin(msg).is_err() {
                 return Poll::Ready(Written::End(End::Gone));
             }
             *unflushed += n;

@@ -224,6 +224,14 @@ impl Kind {
         }
     }
 
+    fn held(self, conn: &Conn) -> &NameSet {
+        match self {
+            Kind::Channel => &conn.channels,
+            Kind::Pattern => &conn.patterns,
+            Kind::Shard => &conn.shard_channels,
+        }
+    }
+
     fn set(self, conn: &mut Conn) -> &mut NameSet {
         match self {
             Kind::Channel => &mut conn.channels,
@@ -273,6 +281,25 @@ fn patterns_fit(conn: &mut Conn, name: &[u8]) -> bool {
     true
 }
 
+/// A client without the password takes each pattern from the global
+/// `--max-untrusted-patterns` quota: the bound above is per connection, and
+/// many connections would multiply it.
+fn pattern_quota_ok(conn: &mut Conn) -> bool {
+    if matches!(conn.identity, Some(crate::auth::Identity::Password)) {
+        return true;
+    }
+    let quota = conn.server.hub.untrusted_patterns();
+    if quota.take() {
+        conn.counted_patterns += 1;
+        return true;
+    }
+    let max = quota.limit();
+    conn.reply().error(&format!(
+        "ERR max patterns of clients without the password reached ({max}); retry later"
+    ));
+    false
+}
+
 /// A client without the password publishes on channel names of at most
 /// `--max-pattern-length`: it chooses both the patterns and the channels
 /// they are matched against. Password clients (backends) publish as in
@@ -293,8 +320,33 @@ fn check_name(conn: &mut Conn, name: &[u8], kind: Kind) -> bool {
     true
 }
 
+/// A client without the password adds subscriptions at most at
+/// `--subscribe-rate` (after a burst of `--subscribe-burst`): each one may
+/// push a join (and, when it leaves, a leave) to every subscriber of the
+/// channel, so a client toggling one would otherwise make the hub push
+/// 2 × N events per toggle. The names the command adds count, one each
+/// (those already held cost nothing); a refused command subscribes to none
+/// of them. Leaving is never refused.
+fn subscribe_rate_ok(conn: &mut Conn, names: &[Bytes], kind: Kind) -> bool {
+    if matches!(conn.identity, Some(crate::auth::Identity::Password)) {
+        return true;
+    }
+    let held = kind.held(conn);
+    let new = names.iter().filter(|n| !held.contains(n)).count();
+    let limit = conn.server.cfg.subscribe_limit;
+    let cost = u32::try_from(new).unwrap_or(u32::MAX);
+    if conn.subscribe_rate.take(limit, cost) {
+        return true;
+    }
+    conn.reply().error(&format!(
+        "ERR subscribe rate limit exceeded ({} per second, {} at once); retry later",
+        limit.rate, limit.burst
+    ));
+    false
+}
+
 fn subscribe_kind(conn: &mut Conn, args: &[Bytes], kind: Kind) {
-    if !allowed(conn, &args[1..], kind, false) {
+    if !allowed(conn, &args[1..], kind, false) || !subscribe_rate_ok(conn, &args[1..], kind) {
         return;
     }
     let (word, _) = kind.words();
@@ -314,7 +366,7 @@ fn subscribe_kind(conn: &mut Conn, args: &[Bytes], kind: Kind) {
             ));
             continue;
         }
-        if kind == Kind::Pattern && !patterns_fit(conn, name) {
+        if kind == Kind::Pattern && !(patterns_fit(conn, name) && pattern_quota_ok(conn)) {
             continue;
         }
         // A copy of its own: the argument is a slice of the whole request,
@@ -359,6 +411,9 @@ fn unsubscribe_kind(conn: &mut Conn, args: &[Bytes], kind: Kind) {
         }
         let count = kind.count(conn);
         confirm(conn, word, Some(&name), count);
+    }
+    if kind == Kind::Pattern {
+        conn.settle_pattern_quota();
     }
     conn.sync_counts();
 }

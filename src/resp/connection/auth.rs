@@ -58,7 +58,7 @@ impl Conn {
         // A client still within its time to authenticate keeps that
         // deadline: a RESET must not restart the clock, or a client that
         // never authenticates would hold its slot forever.
-        let running_auth = match self.deadline.take() {
+        let running_auth = match self.take_deadline() {
             Some((Deadline::Auth, sleep)) if exp.is_none() => Some(sleep),
             _ => None,
         };
@@ -73,16 +73,25 @@ impl Conn {
                 // `Instant` overflow for an `exp` near u64::MAX).
                 if let Some(at) = tokio::time::Instant::now().checked_add(left) {
                     if left < Duration::from_secs(100 * 365 * 86400) {
-                        self.deadline =
-                            Some((Deadline::Token, Box::pin(tokio::time::sleep_until(at))));
+                        self.set_deadline(Deadline::Token, Box::pin(tokio::time::sleep_until(at)));
                     }
                 }
             }
             None => match running_auth {
-                Some(sleep) if self.pre_auth() => self.deadline = Some((Deadline::Auth, sleep)),
+                Some(sleep) if self.pre_auth() => self.set_deadline(Deadline::Auth, sleep),
                 _ => self.arm_auth_deadline(),
             },
         }
+    }
+
+    /// The deadline and what it ends, leaving none.
+    fn take_deadline(&mut self) -> Option<(Deadline, Pin<Box<Sleep>>)> {
+        self.deadline.take().map(|s| (self.deadline_kind, s))
+    }
+
+    fn set_deadline(&mut self, kind: Deadline, sleep: Pin<Box<Sleep>>) {
+        self.deadline_kind = kind;
+        self.deadline = Some(sleep);
     }
 
     /// Starts the time allowed to authenticate, where it applies.
@@ -90,7 +99,7 @@ impl Conn {
         let t = self.server.cfg.auth_timeout;
         if self.pre_auth() && self.server.cfg.has_auth() && !t.is_zero() {
             if let Some(at) = tokio::time::Instant::now().checked_add(t) {
-                self.deadline = Some((Deadline::Auth, Box::pin(tokio::time::sleep_until(at))));
+                self.set_deadline(Deadline::Auth, Box::pin(tokio::time::sleep_until(at)));
             }
         }
     }
@@ -98,7 +107,8 @@ impl Conn {
     /// True once the client's token has expired (checked before each
     /// command, so none runs after `exp` even within one read batch).
     pub(super) fn token_expired(&self) -> bool {
-        matches!(&self.deadline, Some((Deadline::Token, s)) if s.deadline() <= tokio::time::Instant::now())
+        self.deadline_kind == Deadline::Token
+            && matches!(&self.deadline, Some(s) if s.deadline() <= tokio::time::Instant::now())
     }
 
     /// Ends a client whose token expired: it leaves every channel, pattern
@@ -119,7 +129,7 @@ impl Conn {
 
     /// The deadline fired.
     pub(super) fn on_deadline(&mut self) {
-        match self.deadline.as_ref().map(|d| d.0) {
+        match self.deadline.as_ref().map(|_| self.deadline_kind) {
             Some(Deadline::Token) => self.expire(),
             Some(Deadline::Auth) => {
                 self.deadline = None;

@@ -79,12 +79,22 @@ pub struct Conn {
     /// Transaction and blocking state, allocated on first use and let go
     /// of once it is empty again (see [`Conn::tidy`]).
     pub extra: Option<Box<Extra>>,
+    /// Subscriptions added (`--subscribe-rate`, clients without the
+    /// password).
+    pub subscribe_rate: crate::rate::TokenBucket,
+    /// Patterns this connection took from the hub's untrusted-pattern quota
+    /// (`--max-untrusted-patterns`); never more than it holds (see
+    /// [`Conn::settle_pattern_quota`]).
+    pub counted_patterns: u32,
     /// What has been validated of a request that is still arriving.
     parser: parse::Parser,
     /// When the connection must act on its own: the end of the time allowed
     /// to authenticate, or its token's `exp`. Boxed: most connections have
     /// none, and an idle connection should not carry a timer inline.
-    deadline: Option<(Deadline, Pin<Box<Sleep>>)>,
+    deadline: Option<Pin<Box<Sleep>>>,
+    /// What `deadline` ends (apart from it: this byte sits in the padding
+    /// beside the flags, where a tuple would cost a word).
+    deadline_kind: Deadline,
 }
 
 /// The state of MULTI, WATCH and blocking commands: most connections never
@@ -401,6 +411,20 @@ impl Conn {
         self.drop_subscriptions();
     }
 
+    /// Gives back to the untrusted-pattern quota what this connection took
+    /// beyond the patterns it still holds. Which patterns were counted is
+    /// not kept: a client that authenticates with the password while
+    /// holding counted patterns keeps its count until it holds fewer
+    /// patterns than that, so the quota is never given back too much.
+    pub fn settle_pattern_quota(&mut self) {
+        let held = u32::try_from(self.patterns.len()).unwrap_or(u32::MAX);
+        if self.counted_patterns > held {
+            let extra = self.counted_patterns - held;
+            self.server.hub.untrusted_patterns().give(extra as usize);
+            self.counted_patterns = held;
+        }
+    }
+
     /// Leaves every channel and pattern (disconnect, RESET).
     pub fn drop_subscriptions(&mut self) {
         let (channels, shards, patterns) = (
@@ -415,6 +439,7 @@ impl Conn {
             patterns.iter().map(|p| &p[..]),
             [],
         );
+        self.settle_pattern_quota();
         self.sync_counts();
     }
 }
@@ -497,8 +522,11 @@ pub fn serve(
             blocked: None,
             staged: None,
             extra: None,
+            subscribe_rate: crate::rate::TokenBucket::default(),
+            counted_patterns: 0,
             parser: parse::Parser::default(),
             deadline: None,
+            deadline_kind: Deadline::Auth,
         };
         conn.set_identity(identity);
         if let Err(e) = run_loop(&mut stream, &mut conn).await {
@@ -560,9 +588,10 @@ async fn run_loop(stream: &mut TcpStream, conn: &mut Conn) -> std::io::Result<()
             tracing::warn!(
                 client = handle.id,
                 addr = %handle.addr,
-                limit = match why { Overflow::Hard => "hard", Overflow::Soft => "soft" },
+                limit = match why { Overflow::Hard => "hard", Overflow::Soft => "soft", Overflow::Global => "global" },
                 hard_bytes = limits.hard_bytes,
                 soft_bytes = limits.soft_bytes,
+                global_bytes = conn.server.hub.output().limit(),
                 "client closed for overcoming of output buffer limits"
             );
             return Ok(());
@@ -749,9 +778,9 @@ async fn serve_blocked(
 }
 
 /// Waits for the connection's deadline; never, when it has none.
-async fn deadline_passed(d: &mut Option<(Deadline, Pin<Box<Sleep>>)>) {
+async fn deadline_passed(d: &mut Option<Pin<Box<Sleep>>>) {
     match d {
-        Some((_, sleep)) => sleep.as_mut().await,
+        Some(sleep) => sleep.as_mut().await,
         None => std::future::pending().await,
     }
 }
