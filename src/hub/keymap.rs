@@ -26,7 +26,10 @@ pub const INLINE: usize = 22;
 /// A byte string, inline up to [`INLINE`] bytes (24 bytes in all).
 #[derive(Clone)]
 pub enum Compact {
-    Inline { len: u8, buf: [u8; INLINE] },
+    Inline {
+        len: u8,
+        buf: [u8; INLINE],
+    },
     /// Exactly sized: what a SET or a key stores.
     Boxed(Box<[u8]>),
     /// Grown by APPEND or SETRANGE: amortized growth, as Redis's raw

@@ -321,8 +321,14 @@ mod tests {
         let distinct: std::collections::HashSet<_> = d.iter().map(|(f, _)| f.clone()).collect();
         assert_eq!(distinct.len(), 50);
         assert!(d.iter().all(|(f, v)| f[1..] == v[1..]));
-        assert_eq!(hub.hrandfield(&k, RandomPick::Repeats(500)).unwrap().len(), 500);
-        assert_eq!(hub.hrandfield(&k, RandomPick::Distinct(500)).unwrap().len(), 200);
+        assert_eq!(
+            hub.hrandfield(&k, RandomPick::Repeats(500)).unwrap().len(),
+            500
+        );
+        assert_eq!(
+            hub.hrandfield(&k, RandomPick::Distinct(500)).unwrap().len(),
+            200
+        );
         assert_eq!(hub.hrandfield(b"none", RandomPick::One), Ok(vec![]));
         let (mut cursor, mut seen) = (0, 0);
         loop {

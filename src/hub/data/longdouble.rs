@@ -69,7 +69,11 @@ impl Big {
     fn any_below(&self, i: usize) -> bool {
         let (limb, bit) = (i / 64, i % 64);
         self.0.iter().take(limb.min(self.0.len())).any(|l| *l != 0)
-            || (bit > 0 && self.0.get(limb).is_some_and(|l| l & ((1u64 << bit) - 1) != 0))
+            || (bit > 0
+                && self
+                    .0
+                    .get(limb)
+                    .is_some_and(|l| l & ((1u64 << bit) - 1) != 0))
     }
 
     /// The 64 bits from position `lo` up.
@@ -215,7 +219,9 @@ impl Big {
         while !n.is_zero() {
             chunks.push(n.divrem_small(10u64.pow(19)));
         }
-        let mut s = chunks.pop().map_or_else(|| "0".to_string(), |c| c.to_string());
+        let mut s = chunks
+            .pop()
+            .map_or_else(|| "0".to_string(), |c| c.to_string());
         for c in chunks.iter().rev() {
             s.push_str(&format!("{c:019}"));
         }
@@ -227,7 +233,11 @@ impl Big {
 /// `n`'s lowest bit, which then has at least 66 bits) to a long double.
 fn round(neg: bool, n: &Big, e: i64, sticky: bool) -> LongDouble {
     if n.is_zero() {
-        return LongDouble::Finite { neg, mant: 0, exp: 0 };
+        return LongDouble::Finite {
+            neg,
+            mant: 0,
+            exp: 0,
+        };
     }
     let b = n.bitlen() as i64;
     let mut exp = (e + b - 64).max(EMIN);
@@ -246,7 +256,11 @@ fn round(neg: bool, n: &Big, e: i64, sticky: bool) -> LongDouble {
     };
     if mant == 0 && shift > 0 && n.bitlen() as i64 <= shift {
         // Everything was below the smallest subnormal's half: zero.
-        return LongDouble::Finite { neg, mant: 0, exp: 0 };
+        return LongDouble::Finite {
+            neg,
+            mant: 0,
+            exp: 0,
+        };
     }
     if mant == 0 {
         // The significand overflowed while rounding up: 2^64.
@@ -357,7 +371,11 @@ fn parse_decimal(neg: bool, s: &[u8]) -> Option<LongDouble> {
         Some(_) => return None,
     };
     if d.is_zero() {
-        return Some(LongDouble::Finite { neg, mant: 0, exp: 0 });
+        return Some(LongDouble::Finite {
+            neg,
+            mant: 0,
+            exp: 0,
+        });
     }
     let q = e10 - frac;
     // Far outside the range: overflow or underflow, refused either way.
@@ -387,7 +405,11 @@ fn parse_hex(neg: bool, s: &[u8]) -> Option<LongDouble> {
         Some(_) => return None,
     };
     if h.is_zero() {
-        return Some(LongDouble::Finite { neg, mant: 0, exp: 0 });
+        return Some(LongDouble::Finite {
+            neg,
+            mant: 0,
+            exp: 0,
+        });
     }
     let e = e2 - 4 * frac;
     let top = h.bitlen() as i64 + e;
@@ -554,31 +576,49 @@ mod tests {
         assert_eq!(incr("5", "-5").as_deref(), Some("0"));
         assert_eq!(incr("3", "-1.5").as_deref(), Some("1.5"));
         assert_eq!(incr("-3", "1").as_deref(), Some("-2"));
-        assert!(incr("1.1", "1e300")
-            .unwrap()
-            .starts_with("10000000000000000000089973240795591938705239442732907479382600823212656465961809"));
+        assert!(incr("1.1", "1e300").unwrap().starts_with(
+            "10000000000000000000089973240795591938705239442732907479382600823212656465961809"
+        ));
         assert_eq!(incr("1", "0x10").as_deref(), Some("17"));
         assert_eq!(incr("0", "1e4933"), None, "overflow is refused");
         assert_eq!(incr("0", "inf"), None);
         assert_eq!(incr("1e4932", "1e4932"), None, "a sum that overflows");
         // Exactly representable, printed in full.
         assert_eq!(incr("0", "0.5").as_deref(), Some("0.5"));
-        assert_eq!(incr("0", "0.000003814697265625").as_deref(), Some("0.00000381469726562"));
+        assert_eq!(
+            incr("0", "0.000003814697265625").as_deref(),
+            Some("0.00000381469726562")
+        );
     }
 
     #[test]
     fn parsing_follows_string2ld() {
         for bad in [
-            "", " 1", "1 ", "abc", "1e", "1e+", ".", "-", "nan", "NaN", "0x", "1..2", "1e5.5", "--1",
-            "1\u{0}",
+            "", " 1", "1 ", "abc", "1e", "1e+", ".", "-", "nan", "NaN", "0x", "1..2", "1e5.5",
+            "--1", "1\u{0}",
         ] {
             assert_eq!(parse(bad.as_bytes()), None, "{bad:?}");
         }
-        for good in ["1", "-1", "+1", "1.", ".5", "1e5", "1E-5", "0x1p3", "INF", "-Infinity", "007"] {
+        for good in [
+            "1",
+            "-1",
+            "+1",
+            "1.",
+            ".5",
+            "1e5",
+            "1E-5",
+            "0x1p3",
+            "INF",
+            "-Infinity",
+            "007",
+        ] {
             assert!(parse(good.as_bytes()).is_some(), "{good:?}");
         }
         assert_eq!(parse(b"1e-5000"), None, "underflow to zero is refused");
-        assert!(parse(b"0e-5000").is_some(), "an exact zero is not an underflow");
+        assert!(
+            parse(b"0e-5000").is_some(),
+            "an exact zero is not an underflow"
+        );
         assert!(parse(b"4e-4951").is_some(), "a subnormal is fine");
         assert_eq!(parse(&[b'1'; 5120]), None, "too long");
     }
@@ -590,6 +630,9 @@ mod tests {
         assert_eq!(format(v), "18446744073709551616");
         let v = parse(b"18446744073709551619").unwrap();
         assert_eq!(format(v), "18446744073709551620");
-        assert_eq!(format(parse(b"9223372036854775807").unwrap()), "9223372036854775807");
+        assert_eq!(
+            format(parse(b"9223372036854775807").unwrap()),
+            "9223372036854775807"
+        );
     }
 }

@@ -158,7 +158,12 @@ impl Hub {
     }
 
     /// SET with its options (SETEX, PSETEX, SETNX are SETs too).
-    pub fn set(&self, key: &Bytes, value: &[u8], opts: SetOptions) -> Result<SetOutcome, DataError> {
+    pub fn set(
+        &self,
+        key: &Bytes,
+        value: &[u8],
+        opts: SetOptions,
+    ) -> Result<SetOutcome, DataError> {
         let mut db = self.keyspace.lock();
         let old = if opts.get {
             string_mut(&mut db, key)?.map(|s| s.to_bytes())
@@ -177,7 +182,12 @@ impl Hub {
                 old,
             });
         }
-        put(&mut db, key, Compact::new(value), opts.expiry == Expiry::Keep);
+        put(
+            &mut db,
+            key,
+            Compact::new(value),
+            opts.expiry == Expiry::Keep,
+        );
         if let Expiry::At(at) = opts.expiry {
             db.set_expiry(key, Some(at));
         }
@@ -353,7 +363,10 @@ impl Hub {
         if !exists && data.is_empty() {
             return Ok(0);
         }
-        if offset.checked_add(data.len()).is_none_or(|end| end > max_len) {
+        if offset
+            .checked_add(data.len())
+            .is_none_or(|end| end > max_len)
+        {
             return Err(DataError::Other(TOO_LONG.into()));
         }
         if !exists {
@@ -378,8 +391,16 @@ pub fn substring(len: usize, start: i64, end: i64) -> Option<(usize, usize)> {
         return None;
     }
     let len_i = len as i64;
-    let mut start = if start < 0 { len_i.wrapping_add(start) } else { start };
-    let mut end = if end < 0 { len_i.wrapping_add(end) } else { end };
+    let mut start = if start < 0 {
+        len_i.wrapping_add(start)
+    } else {
+        start
+    };
+    let mut end = if end < 0 {
+        len_i.wrapping_add(end)
+    } else {
+        end
+    };
     start = start.max(0);
     end = end.max(0);
     if end >= len_i {
@@ -437,7 +458,10 @@ mod tests {
             ..Default::default()
         };
         hub.set(&k, b"5", keep).unwrap();
-        assert!(matches!(hub.ttl(&k), crate::hub::data::KeyTtl::ExpiresIn(_)));
+        assert!(matches!(
+            hub.ttl(&k),
+            crate::hub::data::KeyTtl::ExpiresIn(_)
+        ));
         hub.set(&k, b"6", SetOptions::default()).unwrap();
         assert_eq!(hub.ttl(&k), crate::hub::data::KeyTtl::Persistent);
         // GET on another type: WRONGTYPE, nothing set.
@@ -466,11 +490,18 @@ mod tests {
         let k = b("n");
         assert_eq!(hub.incr_by(&k, 5), Ok(5));
         assert_eq!(hub.incr_by(&k, -7), Ok(-2));
-        hub.set(&k, &i64::MAX.to_string().into_bytes(), SetOptions::default())
-            .unwrap();
+        hub.set(
+            &k,
+            &i64::MAX.to_string().into_bytes(),
+            SetOptions::default(),
+        )
+        .unwrap();
         assert_eq!(hub.incr_by(&k, 1), Err(DataError::Other(OVERFLOW.into())));
         hub.set(&k, b" 1", SetOptions::default()).unwrap();
-        assert_eq!(hub.incr_by(&k, 1), Err(DataError::Other(NOT_INTEGER.into())));
+        assert_eq!(
+            hub.incr_by(&k, 1),
+            Err(DataError::Other(NOT_INTEGER.into()))
+        );
         let f = b("f");
         assert_eq!(hub.incr_by_float(&f, b"10.5"), Ok(b("10.5")));
         assert_eq!(hub.incr_by_float(&f, b"0.1"), Ok(b("10.6")));
