@@ -20,20 +20,31 @@ pub const MAX_PACKED_ENTRIES: usize = 128;
 /// Redis's `hash-max-listpack-value`.
 pub const MAX_PACKED_VALUE: usize = 64;
 
-/// A hash value.
+/// A hash value: 16 bytes, so it sits in the keyspace's slot without a
+/// box of its own.
 #[derive(Clone, Debug)]
 pub enum HashValue {
     /// Pairs side by side: `[field length][field][value length][value]`,
-    /// lengths in one byte (both are at most 64).
-    Packed(Vec<u8>),
+    /// lengths in one byte (both are at most 64). Exactly sized, as Redis
+    /// reallocates a listpack on every insertion.
+    Packed(Box<[u8]>),
     /// Past the packed limits.
     Table(Box<IndexMap<Compact, Compact>>),
 }
 
 impl Default for HashValue {
     fn default() -> Self {
-        HashValue::Packed(Vec::new())
+        HashValue::Packed(Box::default())
     }
+}
+
+/// Runs `f` on a packed buffer as a vector, then stores it exactly sized
+/// again (no copy: the vector is the box's own memory).
+fn edit_packed<R>(b: &mut Box<[u8]>, f: impl FnOnce(&mut Vec<u8>) -> R) -> R {
+    let mut v = std::mem::take(b).into_vec();
+    let r = f(&mut v);
+    *b = v.into_boxed_slice();
+    r
 }
 
 /// The packed pairs of `buf`, in order.
@@ -143,13 +154,14 @@ impl HashValue {
                             let mut tail = Vec::with_capacity(1 + value.len());
                             tail.push(value.len() as u8);
                             tail.extend_from_slice(value);
-                            b.splice(vat..end, tail);
-                            b.shrink_to_fit();
+                            edit_packed(b, |v| {
+                                v.splice(vat..end, tail);
+                            });
                         }
                         false
                     }
                     None => {
-                        packed_push(b, field, value);
+                        edit_packed(b, |v| packed_push(v, field, value));
                         true
                     }
                 };
@@ -176,7 +188,9 @@ impl HashValue {
         match self {
             HashValue::Packed(b) => match packed_find(b, field) {
                 Some((start, end)) => {
-                    b.drain(start..end);
+                    edit_packed(b, |v| {
+                        v.drain(start..end);
+                    });
                     true
                 }
                 None => false,

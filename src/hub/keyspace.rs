@@ -34,15 +34,15 @@ pub fn now_ms() -> u64 {
 }
 
 /// A value in the keyspace: 24 bytes, so an entry with its key is a 72-byte
-/// slot (every type but strings is boxed; a string of up to 22 bytes is
-/// inline).
+/// slot (sets, sorted sets and streams are boxed; a string of up to 22
+/// bytes is inline, and so is a hash's own 16 bytes).
 #[derive(Debug, Clone)]
 pub enum Value {
     Stream(Box<Stream>),
     Set(Box<SetValue>),
     ZSet(Box<super::zset::ZSet>),
     String(Compact),
-    Hash(Box<HashValue>),
+    Hash(HashValue),
 }
 
 /// How long an epoch promised to subscribers of a channel with no history

@@ -37,7 +37,7 @@ fn hash_mut<'a>(db: &'a mut Db, key: &[u8]) -> Result<Option<&'a mut HashValue>,
 /// least one field before it lets go of the lock).
 fn hash_or_create<'a>(db: &'a mut Db, key: &Bytes) -> Result<&'a mut HashValue, WrongType> {
     if hash_mut(db, key)?.is_none() {
-        db.insert(key.clone(), Value::Hash(Box::default()));
+        db.insert(key.clone(), Value::Hash(HashValue::default()));
     }
     hash_mut(db, key)?.ok_or(WrongType)
 }

@@ -423,6 +423,7 @@ mod tests {
     #[test]
     fn entries_stay_small() {
         // A key and its value in 72 bytes: see `hub::keymap`.
+        assert_eq!(std::mem::size_of::<crate::hub::hash::HashValue>(), 16);
         assert_eq!(std::mem::size_of::<Value>(), 24);
         assert_eq!(std::mem::size_of::<Entry>(), 48);
     }
