@@ -246,6 +246,39 @@ fn incrbyfloat_formats_like_redis() {
              0 1 HSET h{i} f {old}\n0 1 HINCRBYFLOAT h{i} f {incr}\n0 1 HGET h{i} f\n"
         ));
     }
+    // Long inputs (Redis refuses 5,120 characters and more), subnormals,
+    // hexadecimal, the edges of the range.
+    let long = format!("0.{}1", "0".repeat(5000));
+    let too_long = format!("{}1", "0".repeat(5119));
+    let digits = format!("{}.5", "9".repeat(400));
+    for (i, incr) in [
+        long.as_str(),
+        too_long.as_str(),
+        digits.as_str(),
+        "4e-4951",
+        "1e-4951",
+        "1.9e-4951",
+        "0x1p-16445",
+        "0x1p-16446",
+        "0x1p16383",
+        "0x1p16384",
+        "1.18973149535723176502e+4932",
+        "1.18973149535723176508e+4932",
+        "-0x1.fffffffffffffffep16383",
+        "0X1P0",
+        "0x.8",
+        "1E+2",
+        "1e-0",
+        "00000000000000000000000000000001.5",
+        "0.30000000000000000001",
+        "123456789.123456789123456789",
+    ]
+    .iter()
+    .enumerate()
+    {
+        text.push_str(&format!("0 1 INCRBYFLOAT x{i} {incr}\n0 1 GET x{i}\n"));
+        text.push_str(&format!("0 1 SET y{i} 1.5\n0 1 INCRBYFLOAT y{i} {incr}\n"));
+    }
     text.push_str(
         "0 1 INCRBYFLOAT nokey 2.5\n0 1 INCRBYFLOAT nokey2 -0\n0 1 GET nokey2\n\
          0 1 HINCRBYFLOAT nokey f 1e2\n0 1 HGET nokey f\n",
@@ -523,6 +556,19 @@ fn watch_and_the_lock_pattern() {
         1 1 GET n
         0 1 MULTI
         0 1 INCR n
+        0 1 EXEC
+        0 1 SET w v PX 100
+        0 1 WATCH w
+        0 sleep 250
+        0 1 MULTI
+        0 1 GET w
+        0 1 EXEC
+        0 1 HSET wh f v
+        0 1 PEXPIRE wh 100
+        0 1 WATCH wh
+        0 sleep 250
+        0 1 MULTI
+        0 1 HGET wh f
         0 1 EXEC
         0 1 MULTI
         0 1 SET a 1

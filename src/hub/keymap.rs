@@ -102,6 +102,10 @@ impl Compact {
         let end = offset + data.len();
         if let Compact::Inline { len, buf } = self {
             if end <= INLINE {
+                let l = *len as usize;
+                if offset > l {
+                    buf[l..offset].fill(0);
+                }
                 buf[offset..end].copy_from_slice(data);
                 *len = (*len).max(end as u8);
                 return;
