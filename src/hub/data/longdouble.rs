@@ -413,7 +413,7 @@ fn parse_hex(neg: bool, s: &[u8]) -> Option<LongDouble> {
     }
     let e = e2 - 4 * frac;
     let top = h.bitlen() as i64 + e;
-    if top > EMAX + 66 || top < EMIN - 2 {
+    if !(EMIN - 2..=EMAX + 66).contains(&top) {
         return None;
     }
     underflow_refused(round(neg, &h, e, false))
