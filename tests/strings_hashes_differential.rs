@@ -800,3 +800,33 @@ fn large_hash_scans() {
     assert!(seen.values().all(|n| *n == 1));
     assert!(pages >= 20, "{pages} pages");
 }
+
+/// Deadlines set, changed, cleared and deleted at random over many keys
+/// (slots move on every deletion; the deadline index must follow them),
+/// then everything due has gone and nothing else has.
+#[test]
+fn random_deadlines() {
+    let mut r = Rng(0xdead_0000_beef_0001);
+    let mut steps = vec![Step::Cmd(0, cmd(&["FLUSHALL"]), 1)];
+    let keys: Vec<String> = (0..200).map(|i| format!("k{i}")).collect();
+    for _ in 0..2000 {
+        let k = keys[r.below(keys.len() as u64) as usize].as_str();
+        let ms = (50 + r.below(250)).to_string();
+        let c: Vec<&str> = match r.below(8) {
+            0 | 1 => vec!["SET", k, "v", "PX", &ms],
+            2 => vec!["SET", k, "v"],
+            3 => vec!["HSET", k, "f", "v"],
+            4 => vec!["PEXPIRE", k, &ms],
+            5 => vec!["EXPIRE", k, "100"],
+            6 => vec!["PERSIST", k],
+            _ => vec!["DEL", k],
+        };
+        steps.push(Step::Cmd(0, cmd(&c), 1));
+    }
+    steps.push(Step::Sleep(400));
+    steps.push(Step::Sorted(0, cmd(&["KEYS", "*"])));
+    for k in &keys {
+        steps.push(Step::Cmd(0, cmd(&["TTL", k]), 1));
+    }
+    differential(&steps, &[], &[]);
+}

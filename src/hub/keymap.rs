@@ -11,7 +11,10 @@
 //! keys), so a key costs its slot (key and value, 72 bytes for the keyspace)
 //! plus about 10 bytes of table, instead of a `HashMap<Bytes, Entry>`'s
 //! 137-byte bucket at twice the load and a separate allocation for the key.
-//! A removal moves the last slot into the gap, as `IndexMap::swap_remove`.
+//! A removal moves the last slot into the gap, as `IndexMap::swap_remove`,
+//! and says so ([`Removed`]): a slot's position is stable otherwise, so an
+//! index may name a key by its position (the keyspace's deadline index
+//! does: 16 bytes a key instead of a copy of the key).
 
 use std::borrow::Borrow;
 use std::collections::hash_map::RandomState;
@@ -164,6 +167,15 @@ impl std::fmt::Debug for Compact {
     }
 }
 
+/// What [`KeyMap::remove_reporting`] removed.
+pub struct Removed<V> {
+    /// The removed slot's position.
+    pub at: usize,
+    pub value: V,
+    /// The position of the slot that moved into `at` (the last one), if any.
+    pub moved_from: Option<usize>,
+}
+
 /// A map from byte-string keys to `V`: slots side by side, found through a
 /// table of positions (see the module doc).
 pub struct KeyMap<V> {
@@ -241,6 +253,26 @@ impl<V> KeyMap<V> {
 
     /// Removes `key`; returns its value. The last slot moves into the gap.
     pub fn remove(&mut self, key: &[u8]) -> Option<V> {
+        self.remove_reporting(key).map(|r| r.value)
+    }
+
+    /// The position of `key`'s slot: stable until a removal moves it.
+    pub fn position_of(&self, key: &[u8]) -> Option<usize> {
+        self.position(key)
+    }
+
+    /// The slot at position `i`.
+    pub fn at(&self, i: usize) -> Option<(&[u8], &V)> {
+        self.slots.get(i).map(|(k, v)| (k.as_slice(), v))
+    }
+
+    pub fn at_mut(&mut self, i: usize) -> Option<&mut V> {
+        self.slots.get_mut(i).map(|(_, v)| v)
+    }
+
+    /// Removes `key`, saying where it was and which slot moved into its
+    /// place.
+    pub fn remove_reporting(&mut self, key: &[u8]) -> Option<Removed<V>> {
         let h = hash_of(&self.hasher, key);
         let slots = &self.slots;
         let at = match self
@@ -258,8 +290,13 @@ impl<V> KeyMap<V> {
                 *i = at as u32;
             }
         }
+        // Shrinking keeps every slot where it is.
         self.shrink_if_sparse();
-        Some(value)
+        Some(Removed {
+            at,
+            value,
+            moved_from: (at != last).then_some(last),
+        })
     }
 
     /// Gives memory back once three quarters of the room is unused (Redis

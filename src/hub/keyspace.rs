@@ -199,7 +199,9 @@ pub struct Entry {
 #[derive(Default)]
 pub struct Db {
     map: KeyMap<Entry>,
-    expires: BTreeSet<(u64, Bytes)>,
+    /// Deadlines and the positions of their keys' slots in `map` (kept
+    /// right when a removal moves a slot: see [`Db::map_remove`]).
+    expires: BTreeSet<(u64, u32)>,
     waiters: HashMap<Bytes, Arc<Notify>>,
     /// Bytes held by history streams.
     pub history_bytes: usize,
@@ -391,16 +393,29 @@ impl Db {
         self.watched.get(key).map_or(0, |v| v.0)
     }
 
+    /// Removes `key`'s slot and its deadline, and moves the deadline of the
+    /// slot that took its place to that place.
+    fn map_remove(&mut self, key: &[u8]) -> Option<Entry> {
+        let r = self.map.remove_reporting(key)?;
+        if let Some(t) = r.value.expires_at {
+            self.expires.remove(&(t, r.at as u32));
+        }
+        if let Some(from) = r.moved_from {
+            if let Some(t) = self.map.at(r.at).and_then(|(_, e)| e.expires_at) {
+                self.expires.remove(&(t, from as u32));
+                self.expires.insert((t, r.at as u32));
+            }
+        }
+        Some(r.value)
+    }
+
     /// Removes a key and its deadline. Returns whether it existed.
     pub fn remove(&mut self, key: &[u8]) -> bool {
-        match self.map.remove(key) {
+        match self.map_remove(key) {
             Some(e) => {
                 self.touch(key);
                 if matches!(e.value, Value::ZSet(_)) {
                     self.zsets_removed.push(Bytes::copy_from_slice(key));
-                }
-                if let Some(t) = e.expires_at {
-                    self.expires.remove(&(t, Bytes::copy_from_slice(key)));
                 }
                 if e.history {
                     if let Value::Stream(s) = &e.value {
@@ -431,16 +446,18 @@ impl Db {
 
     /// Sets or clears the deadline of an existing key.
     pub fn set_expiry(&mut self, key: &[u8], at: Option<u64>) -> bool {
-        let Some(e) = self.map.get_mut(key) else {
+        let Some(i) = self.map.position_of(key) else {
+            return false;
+        };
+        let Some(e) = self.map.at_mut(i) else {
             return false;
         };
         let old = std::mem::replace(&mut e.expires_at, at);
-        let k = Bytes::copy_from_slice(key);
         if let Some(t) = old {
-            self.expires.remove(&(t, k.clone()));
+            self.expires.remove(&(t, i as u32));
         }
         if let Some(t) = at {
-            self.expires.insert((t, k));
+            self.expires.insert((t, i as u32));
         }
         true
     }
@@ -448,12 +465,16 @@ impl Db {
     /// Reclaims every key whose deadline passed; returns how many.
     pub fn reclaim_expired(&mut self, now: u64) -> usize {
         let mut n = 0;
-        while let Some((t, key)) = self.expires.first().cloned() {
+        while let Some(&(t, i)) = self.expires.first() {
             if t > now {
                 break;
             }
-            self.remove(&key);
-            n += 1;
+            self.expires.pop_first();
+            if let Some((key, _)) = self.map.at(i as usize) {
+                let key = Bytes::copy_from_slice(key);
+                self.remove(&key);
+                n += 1;
+            }
         }
         n
     }
@@ -817,7 +838,7 @@ impl Db {
             if changed {
                 self.remove(key);
             } else {
-                self.map.remove(key);
+                self.map_remove(key);
             }
         }
         Ok(Some(r))

@@ -4,6 +4,8 @@
 //! pipelined connection:
 //!
 //! - strings: `SET k:<i> <16-byte value>` for N keys;
+//! - strings with a deadline: the same with `EX 3600` (the cache-aside
+//!   pattern), for the cost of the deadline index;
 //! - hashes: `HSET h:<i> field:0 <16 bytes> … field:<F-1> <16 bytes>` for
 //!   H hashes of F fields (small hashes: Redis keeps them as listpacks);
 //!
@@ -37,6 +39,7 @@ pub struct KvMemoryOpts {
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Shape {
     Strings,
+    StringsWithTtl,
     Hashes,
 }
 
@@ -51,6 +54,10 @@ fn command(out: &mut Vec<u8>, shape: Shape, i: u64, fields: u64) {
         Shape::Strings => {
             let (k, v) = (format!("k:{i}"), value(i));
             resp::encode(out, &[b"SET", k.as_bytes(), v.as_bytes()]);
+        }
+        Shape::StringsWithTtl => {
+            let (k, v) = (format!("k:{i}"), value(i));
+            resp::encode(out, &[b"SET", k.as_bytes(), v.as_bytes(), b"EX", b"3600"]);
         }
         Shape::Hashes => {
             let k = format!("h:{i}");
@@ -132,6 +139,12 @@ pub async fn run(o: &KvMemoryOpts) -> Result<Report> {
         .set("value_bytes", 16);
     for (shape, name, n, entries) in [
         (Shape::Strings, "string_key", o.strings, o.strings),
+        (
+            Shape::StringsWithTtl,
+            "string_key_ttl",
+            o.strings,
+            o.strings,
+        ),
         (Shape::Hashes, "hash_field", o.hashes, o.hashes * o.fields),
     ] {
         if n == 0 {

@@ -429,6 +429,44 @@ mod tests {
     }
 
     #[test]
+    fn deadlines_follow_keys_whose_slots_move() {
+        // The deadline index names slots by position; removals move slots.
+        let hub = Hub::default();
+        let now = now_ms();
+        let keys: Vec<Bytes> = (0..1000).map(|i| b(&format!("key:{i}"))).collect();
+        for (i, k) in keys.iter().enumerate() {
+            let at = if i % 2 == 0 { now - 1 } else { now + 60_000 };
+            let opts = SetOptions {
+                expiry: Expiry::At(at),
+                ..Default::default()
+            };
+            hub.set(k, b"v", opts).unwrap();
+        }
+        // Remove every third key (expired or not), moving slots around.
+        let gone: Vec<Bytes> = keys.iter().step_by(3).cloned().collect();
+        {
+            let mut db = hub.keyspace.lock();
+            for k in &gone {
+                db.remove(k);
+            }
+        }
+        let due = (0..1000).filter(|i| i % 2 == 0 && i % 3 != 0).count();
+        assert_eq!(hub.reclaim_expired(), due);
+        let left = (0..1000).filter(|i| i % 2 == 1 && i % 3 != 0).count();
+        assert_eq!(hub.dbsize(), left);
+        for (i, k) in keys.iter().enumerate() {
+            let want = i % 2 == 1 && i % 3 != 0;
+            assert_eq!(hub.get(k).unwrap().is_some(), want, "key:{i}");
+            if want {
+                assert!(matches!(hub.ttl(k), crate::hub::data::KeyTtl::ExpiresIn(_)));
+                hub.keyspace.lock().set_expiry(k, Some(now - 1));
+            }
+        }
+        assert_eq!(hub.reclaim_expired(), left);
+        assert_eq!(hub.dbsize(), 0);
+    }
+
+    #[test]
     fn set_options() {
         let hub = Hub::default();
         let k = b("k");
