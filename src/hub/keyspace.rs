@@ -470,7 +470,8 @@ impl Db {
                 break;
             }
             self.expires.pop_first();
-            if let Some((key, _)) = self.map.at(i as usize) {
+            let slot = self.map.at(i as usize);
+            if let Some((key, _)) = slot.filter(|(_, e)| e.expires_at == Some(t)) {
                 let key = Bytes::copy_from_slice(key);
                 self.remove(&key);
                 n += 1;
