@@ -382,3 +382,37 @@ fn compare_quick_without_nchan() {
     );
     assert!(out.contains("nchan: **not run** (nginx not found"), "{out}");
 }
+
+#[test]
+fn kv_memory_reports_per_entry_costs() {
+    let v = scenario(&[
+        "kv-memory",
+        "--strings",
+        "20000",
+        "--hashes",
+        "2000",
+        "--fields",
+        "10",
+        "--herald",
+        env!("CARGO_BIN_EXE_herald"),
+        "--redis-server",
+        "/usr/bin/redis-server",
+    ]);
+    for f in [
+        "herald_rss_per_string_key_bytes",
+        "redis_rss_per_string_key_bytes",
+        "herald_rss_per_string_key_ttl_bytes",
+        "redis_rss_per_string_key_ttl_bytes",
+        "herald_rss_per_hash_field_bytes",
+        "redis_rss_per_hash_field_bytes",
+        "string_key_ratio_herald_to_redis",
+        "hash_field_ratio_herald_to_redis",
+    ] {
+        assert!(v[f].is_number(), "{f} missing in {v}");
+    }
+    // Small counts: the figures are rough, but the loads must have landed.
+    assert!(
+        v["herald_rss_per_string_key_bytes"].as_f64().unwrap() > 0.0,
+        "{v}"
+    );
+}

@@ -98,6 +98,43 @@ const SAMPLES: &[&str] = &[
     "ZUNIONSTORE chat:zleak 1 @:z",
     "ZINTERSTORE chat:zleak 2 chat:a @:z",
     "ZUNIONSTORE @:dst 1 chat:z",
+    "GET @:str",
+    "SET @:str v",
+    "SET @:str v GET",
+    "SETEX @:str 10 v",
+    "PSETEX @:str 10000 v",
+    "SETNX @:new v",
+    "GETDEL @:str",
+    "GETEX @:str PERSIST",
+    "GETSET @:str v",
+    "MGET chat:a @:str",
+    "MSET chat:a 1 @:str v",
+    "MSETNX @:new v chat:b 1",
+    "INCR @:n",
+    "DECR @:n",
+    "INCRBY @:n 2",
+    "DECRBY @:n 2",
+    "INCRBYFLOAT @:n 1.5",
+    "APPEND @:str x",
+    "STRLEN @:str",
+    "GETRANGE @:str 0 -1",
+    "SETRANGE @:str 0 x",
+    "HSET @:h f v",
+    "HMSET @:h f v",
+    "HSETNX @:h g v",
+    "HGET @:h f",
+    "HMGET @:h f",
+    "HGETALL @:h",
+    "HDEL @:h f",
+    "HEXISTS @:h f",
+    "HLEN @:h",
+    "HKEYS @:h",
+    "HVALS @:h",
+    "HSTRLEN @:h f",
+    "HINCRBY @:h n 1",
+    "HINCRBYFLOAT @:h n 1.5",
+    "HRANDFIELD @:h",
+    "HSCAN @:h 0",
     // Channels: refused with the channel form of NOPERM.
     "PUBLISH @:c m",
     "SPUBLISH @:c m",
@@ -160,6 +197,9 @@ fn setup(admin: &mut Raw, ns: &str) {
         "XADD @:x2 1-1 f v",
         "XGROUP CREATE @:x g 0",
         "XREADGROUP GROUP g c STREAMS @:x >",
+        "SET @:str v",
+        "SET @:n 1",
+        "HSET @:h f v n 1",
     ] {
         let r = run(admin, &words_for(line, ns));
         assert!(!r.starts_with(b"-"), "{line}: {}", show(&r));
@@ -217,6 +257,14 @@ fn every_command_checks_the_keys_its_grammar_names() {
             ("SCARD secret:s", ":2"),
             ("ZCARD secret:z", ":2"),
             ("XLEN secret:x", ":1"),
+            (
+                "MGET secret:str secret:n secret:new",
+                "*3\r\n$1\r\nv\r\n$1\r\n1\r\n$-1",
+            ),
+            (
+                "HGETALL secret:h",
+                "*4\r\n$1\r\nf\r\n$1\r\nv\r\n$1\r\nn\r\n$1\r\n1",
+            ),
             ("EXISTS secret:leak chat:leak", ":0"),
         ] {
             let got = run(&mut admin, &words(k));
@@ -279,6 +327,22 @@ fn read_only_tokens_cannot_write_and_write_only_tokens_cannot_read() {
         noperm
     );
     assert_eq!(w.cmd(&[b"DEL", b"chat:dst"]), b":1\r\n");
+    // Strings: SET writes; its GET option and the counters also read.
+    assert_eq!(w.cmd(&[b"SET", b"chat:str", b"v"]), b"+OK\r\n");
+    assert_eq!(w.cmd(&[b"SET", b"chat:str", b"v", b"GET"]), noperm);
+    assert_eq!(
+        w.cmd(&[b"INCR", b"chat:n"]),
+        noperm,
+        "INCR returns the value"
+    );
+    assert_eq!(w.cmd(&[b"APPEND", b"chat:str", b"w"]), b":2\r\n");
+    assert_eq!(w.cmd(&[b"HSET", b"chat:h", b"g", b"v"]), b":1\r\n");
+    assert_eq!(w.cmd(&[b"HINCRBY", b"chat:h", b"n", b"1"]), noperm);
+    assert_eq!(w.cmd(&[b"GET", b"chat:str"]), noperm);
+    assert_eq!(r.cmd(&[b"GET", b"chat:str"]), b"$2\r\nvw\r\n");
+    assert_eq!(r.cmd(&[b"HGET", b"chat:h", b"f"]), b"$1\r\nv\r\n");
+    assert_eq!(r.cmd(&[b"SET", b"chat:str", b"v", b"GET"]), noperm);
+    assert_eq!(r.cmd(&[b"GETDEL", b"chat:str"]), noperm, "GETDEL writes");
     assert_eq!(
         r.cmd(&[
             b"XREADGROUP",
@@ -321,9 +385,9 @@ fn introspection_shows_only_what_the_token_may_subscribe_to() {
         b"*4\r\n$9\r\nchat:room\r\n:1\r\n$11\r\nsecret:room\r\n:0\r\n"
     );
     assert_eq!(c.cmd(&[b"PUBSUB", b"NUMPAT"]), b":1\r\n");
-    // chat: s, dst, z, x, x2 — the secret keys are not counted.
-    assert_eq!(c.cmd(&[b"DBSIZE"]), b":5\r\n");
-    assert_eq!(admin.cmd(&[b"DBSIZE"]), b":10\r\n");
+    // chat: s, dst, z, x, x2, str, n, h — the secret keys are not counted.
+    assert_eq!(c.cmd(&[b"DBSIZE"]), b":8\r\n");
+    assert_eq!(admin.cmd(&[b"DBSIZE"]), b":16\r\n");
     assert_eq!(admin.cmd(&[b"PUBSUB", b"NUMPAT"]), b":2\r\n");
 }
 

@@ -161,3 +161,9 @@ fn redis_py_resp2_and_resp3() {
     let herald = Herald::start(&[]);
     run_redis_py("redis_py_check.py", &herald);
 }
+
+#[test]
+fn redis_py_article_cache_session_and_lock() {
+    let herald = Herald::start(&[]);
+    run_redis_py("redis_py_strings_hashes.py", &herald);
+}

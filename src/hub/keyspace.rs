@@ -1,5 +1,7 @@
-//! The keyspace: typed values (streams, sets, sorted sets) with expiry, as
-//! Redis keeps them, shared by history, presence and leaderboards.
+//! The keyspace: typed values (strings, hashes, streams, sets, sorted sets)
+//! with expiry, as Redis keeps them, shared by history, presence and
+//! leaderboards. Keys live in a [`KeyMap`] (`hub::keymap`): a small key and
+//! a small string value cost no allocation.
 //!
 //! One mutex guards the whole keyspace: every command is atomic, MULTI/EXEC
 //! can run a batch under one guard, and publishes to channels with history
@@ -20,6 +22,8 @@ use bytes::Bytes;
 use tokio::sync::Notify;
 
 use super::glob::Glob;
+use super::hash::HashValue;
+use super::keymap::{Compact, KeyMap};
 use super::stream::{Stream, StreamId};
 
 /// Milliseconds since the Unix epoch.
@@ -29,12 +33,16 @@ pub fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// A value in the keyspace.
+/// A value in the keyspace: 24 bytes, so an entry with its key is a 72-byte
+/// slot (sets, sorted sets and streams are boxed; a string of up to 22
+/// bytes is inline, and so is a hash's own 16 bytes).
 #[derive(Debug, Clone)]
 pub enum Value {
     Stream(Box<Stream>),
-    Set(SetValue),
+    Set(Box<SetValue>),
     ZSet(Box<super::zset::ZSet>),
+    String(Compact),
+    Hash(HashValue),
 }
 
 /// How long an epoch promised to subscribers of a channel with no history
@@ -167,6 +175,8 @@ impl Value {
             Value::Stream(_) => "stream",
             Value::Set(_) => "set",
             Value::ZSet(_) => "zset",
+            Value::String(_) => "string",
+            Value::Hash(_) => "hash",
         }
     }
 }
@@ -188,8 +198,10 @@ pub struct Entry {
 /// The data behind the keyspace lock.
 #[derive(Default)]
 pub struct Db {
-    map: HashMap<Bytes, Entry>,
-    expires: BTreeSet<(u64, Bytes)>,
+    map: KeyMap<Entry>,
+    /// Deadlines and the positions of their keys' slots in `map` (kept
+    /// right when a removal moves a slot: see [`Db::map_remove`]).
+    expires: BTreeSet<(u64, u32)>,
     waiters: HashMap<Bytes, Arc<Notify>>,
     /// Bytes held by history streams.
     pub history_bytes: usize,
@@ -224,9 +236,9 @@ pub struct Db {
 
 impl Db {
     /// Notes a write to the sorted set at `key` for the leaderboard tick.
-    pub fn zset_written(&mut self, key: &Bytes) {
+    pub fn zset_written(&mut self, key: &[u8]) {
         if !self.zsets_written.contains(key) {
-            self.zsets_written.insert(key.clone());
+            self.zsets_written.insert(Bytes::copy_from_slice(key));
         }
     }
 }
@@ -381,16 +393,29 @@ impl Db {
         self.watched.get(key).map_or(0, |v| v.0)
     }
 
+    /// Removes `key`'s slot and its deadline, and moves the deadline of the
+    /// slot that took its place to that place.
+    fn map_remove(&mut self, key: &[u8]) -> Option<Entry> {
+        let r = self.map.remove_reporting(key)?;
+        if let Some(t) = r.value.expires_at {
+            self.expires.remove(&(t, r.at as u32));
+        }
+        if let Some(from) = r.moved_from {
+            if let Some(t) = self.map.at(r.at).and_then(|(_, e)| e.expires_at) {
+                self.expires.remove(&(t, from as u32));
+                self.expires.insert((t, r.at as u32));
+            }
+        }
+        Some(r.value)
+    }
+
     /// Removes a key and its deadline. Returns whether it existed.
     pub fn remove(&mut self, key: &[u8]) -> bool {
-        match self.map.remove(key) {
+        match self.map_remove(key) {
             Some(e) => {
                 self.touch(key);
                 if matches!(e.value, Value::ZSet(_)) {
                     self.zsets_removed.push(Bytes::copy_from_slice(key));
-                }
-                if let Some(t) = e.expires_at {
-                    self.expires.remove(&(t, Bytes::copy_from_slice(key)));
                 }
                 if e.history {
                     if let Value::Stream(s) = &e.value {
@@ -410,7 +435,7 @@ impl Db {
         self.remove(&key);
         self.touch(&key);
         self.map.insert(
-            key,
+            &key,
             Entry {
                 value,
                 expires_at: None,
@@ -421,16 +446,18 @@ impl Db {
 
     /// Sets or clears the deadline of an existing key.
     pub fn set_expiry(&mut self, key: &[u8], at: Option<u64>) -> bool {
-        let Some(e) = self.map.get_mut(key) else {
+        let Some(i) = self.map.position_of(key) else {
+            return false;
+        };
+        let Some(e) = self.map.at_mut(i) else {
             return false;
         };
         let old = std::mem::replace(&mut e.expires_at, at);
-        let k = Bytes::copy_from_slice(key);
         if let Some(t) = old {
-            self.expires.remove(&(t, k.clone()));
+            self.expires.remove(&(t, i as u32));
         }
         if let Some(t) = at {
-            self.expires.insert((t, k));
+            self.expires.insert((t, i as u32));
         }
         true
     }
@@ -438,12 +465,17 @@ impl Db {
     /// Reclaims every key whose deadline passed; returns how many.
     pub fn reclaim_expired(&mut self, now: u64) -> usize {
         let mut n = 0;
-        while let Some((t, key)) = self.expires.first().cloned() {
+        while let Some(&(t, i)) = self.expires.first() {
             if t > now {
                 break;
             }
-            self.remove(&key);
-            n += 1;
+            self.expires.pop_first();
+            let slot = self.map.at(i as usize);
+            if let Some((key, _)) = slot.filter(|(_, e)| e.expires_at == Some(t)) {
+                let key = Bytes::copy_from_slice(key);
+                self.remove(&key);
+                n += 1;
+            }
         }
         n
     }
@@ -462,10 +494,10 @@ impl Db {
             .map
             .iter()
             .filter(|(_, e)| matches!(e.value, Value::ZSet(_)))
-            .map(|(k, _)| k.clone())
+            .map(|(k, _)| Bytes::copy_from_slice(k))
             .collect();
         self.zsets_removed.extend(zsets);
-        let keys: Vec<Bytes> = self.map.keys().cloned().collect();
+        let keys: Vec<Bytes> = self.map.keys().map(Bytes::copy_from_slice).collect();
         for k in keys {
             self.signal(&k);
         }
@@ -486,7 +518,7 @@ impl Db {
         self.map
             .iter()
             .filter(|(k, e)| !self.is_expired(e, now) && glob.as_ref().is_none_or(|g| g.matches(k)))
-            .map(|(k, _)| k.clone())
+            .map(|(k, _)| Bytes::copy_from_slice(k))
             .collect()
     }
 
@@ -501,7 +533,7 @@ impl Db {
         type_name: Option<&[u8]>,
     ) -> (u64, Vec<Bytes>) {
         let now = now_ms();
-        let mut cands: Vec<(u64, &Bytes, &Entry)> = self
+        let mut cands: Vec<(u64, &[u8], &Entry)> = self
             .map
             .iter()
             .filter(|(_, e)| !self.is_expired(e, now))
@@ -524,7 +556,7 @@ impl Db {
                     && type_name
                         .is_none_or(|t| t.eq_ignore_ascii_case(e.value.type_name().as_bytes()))
             })
-            .map(|(_, k, _)| (*k).clone())
+            .map(|(_, k, _)| Bytes::copy_from_slice(k))
             .collect();
         (next, keys)
     }
@@ -607,7 +639,7 @@ impl Db {
                 None => self.new_epoch(),
             };
             self.map.insert(
-                Bytes::copy_from_slice(key),
+                key,
                 Entry {
                     value: Value::Stream(Box::new(Stream::new(epoch))),
                     expires_at: None,
@@ -648,7 +680,7 @@ impl Db {
                 Some(Entry {
                     value: Value::Set(s),
                     ..
-                }) => Ok(Some(s)),
+                }) => Ok(Some(&**s)),
                 Some(_) => Err(WrongType),
             })
             .collect()
@@ -693,8 +725,12 @@ impl Db {
     /// counted its bytes) for oldest-first eviction.
     pub fn note_history_append(&mut self, key: Bytes, id: StreamId) {
         // The caller's key is usually a slice of its request, which would
-        // stay pinned as long as the entry; the map's copy is shared by all.
-        let key = self.map.get_key_value(&key).map_or(key, |(k, _)| k.clone());
+        // stay pinned as long as the entry: a copy, shared with the previous
+        // entry when it is of the same channel (the common case).
+        let key = match self.history_fifo.back() {
+            Some((k, _)) if *k == key => k.clone(),
+            _ => Bytes::copy_from_slice(&key),
+        };
         self.history_fifo.push_back((key, id));
         // Entries trimmed by size or age leave stale pointers; compact when
         // they outnumber the live ones.
@@ -772,7 +808,7 @@ impl Db {
         self.expire_if_due(key, now_ms());
         if create && !self.map.contains_key(key) {
             self.map.insert(
-                Bytes::copy_from_slice(key),
+                key,
                 Entry {
                     value: Value::ZSet(Box::default()),
                     expires_at: None,
@@ -780,14 +816,13 @@ impl Db {
                 },
             );
         }
-        let Some((stored, _)) = self.map.get_key_value(key) else {
+        let Some(entry) = self.map.get_mut(key) else {
             return Ok(None);
         };
-        let stored = stored.clone();
-        let Some(Entry {
+        let Entry {
             value: Value::ZSet(z),
             ..
-        }) = self.map.get_mut(key)
+        } = entry
         else {
             return Err(WrongType);
         };
@@ -795,16 +830,16 @@ impl Db {
         let r = f(z);
         let (changed, empty) = (z.writes() != before, z.is_empty());
         if changed {
-            self.touch(&stored);
-            self.signal(&stored);
-            self.zset_written(&stored);
+            self.touch(key);
+            self.signal(key);
+            self.zset_written(key);
         }
         if empty {
             // Never stored: remove quietly; emptied: a removal like DEL.
             if changed {
-                self.remove(&stored);
+                self.remove(key);
             } else {
-                self.map.remove(&stored);
+                self.map_remove(key);
             }
         }
         Ok(Some(r))

@@ -5,6 +5,8 @@ pub mod data;
 pub mod engine;
 mod gate;
 pub mod glob;
+pub mod hash;
+pub mod keymap;
 pub mod keyspace;
 pub mod leaderboard;
 pub mod outbox;

@@ -17,6 +17,8 @@
 //!   allocation-free WebSocket client of the `ws-fanout` subscribers.
 //! - `resp_idle`: memory per idle RESP subscriber, Herald beside Redis.
 //! - `zset`: ZINCRBY / ZREVRANK on a large sorted set.
+//! - `kv_memory`: memory per string key and per hash field, Herald beside
+//!   Redis.
 //! - `compare`: starts Herald, Redis and nginx + nchan, runs rounds,
 //!   prints the table; `nchan`: the temporary nginx configuration.
 //! - `sys`: open-files limit, signals and `/proc` readings (memory, CPU,
@@ -27,6 +29,7 @@ mod compare;
 mod fanout;
 mod hist;
 mod http;
+mod kv_memory;
 mod nchan;
 mod publish;
 mod readbuf;
@@ -80,6 +83,9 @@ enum Cmd {
     Recovery(RecoveryArgs),
     /// ZINCRBY, then ZREVRANK, on random members of a large sorted set (RESP).
     Zset(ZsetArgs),
+    /// Memory per string key and per hash field: Herald and redis-server,
+    /// one run.
+    KvMemory(KvMemoryArgs),
     /// Run every scenario against Herald and its peers (redis-server,
     /// nginx + nchan) and print a table of medians and ratios.
     Compare(compare::CompareArgs),
@@ -288,6 +294,25 @@ struct ZsetArgs {
 }
 
 #[derive(Args)]
+struct KvMemoryArgs {
+    /// The herald binary to start (default: beside herald-bench).
+    #[arg(long)]
+    herald: Option<std::path::PathBuf>,
+    /// The redis-server binary to start.
+    #[arg(long, default_value = "redis-server")]
+    redis_server: std::path::PathBuf,
+    /// String keys (SET k:<i> <16 bytes>).
+    #[arg(long, default_value_t = 1_000_000)]
+    strings: u64,
+    /// Hashes (HSET h:<i> field:<j> <16 bytes> ...).
+    #[arg(long, default_value_t = 100_000)]
+    hashes: u64,
+    /// Fields per hash.
+    #[arg(long, default_value_t = 10)]
+    fields: u64,
+}
+
+#[derive(Args)]
 struct RecoveryArgs {
     /// Herald WebSocket URL (ws://HOST:PORT/ws).
     #[arg(long)]
@@ -422,6 +447,23 @@ async fn run(cmd: Cmd) -> Result<()> {
                 pipeline: a.pipeline,
                 pids: a.pid,
                 keep: a.keep,
+            })
+            .await?
+        }
+        Cmd::KvMemory(a) => {
+            let herald = match a.herald {
+                Some(p) => p,
+                None => std::env::current_exe()?
+                    .parent()
+                    .map(|d| d.join("herald"))
+                    .ok_or_else(|| anyhow::anyhow!("no directory for herald-bench"))?,
+            };
+            kv_memory::run(&kv_memory::KvMemoryOpts {
+                herald,
+                redis_server: a.redis_server,
+                strings: a.strings,
+                hashes: a.hashes,
+                fields: a.fields,
             })
             .await?
         }

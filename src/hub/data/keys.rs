@@ -62,7 +62,7 @@ pub struct KeyspaceStats {
 
 impl Hub {
     /// Whether `key` names a presence view with someone present.
-    fn presence_view_exists(&self, key: &[u8]) -> bool {
+    pub(super) fn presence_view_exists(&self, key: &[u8]) -> bool {
         presence_channel(key).is_some_and(|ch| self.presence_stats(ch).is_ok_and(|s| s.0 > 0))
     }
 

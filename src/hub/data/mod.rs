@@ -44,3 +44,11 @@ pub use keys::{ExpireCondition, KeyTtl, KeyspaceStats};
 pub use sets::{rand_index, random_picks, RandomPick, SetOp, PRESENCE_READ_ONLY};
 mod blocking;
 pub use self::blocking::KeyWakeups;
+mod hashes;
+mod longdouble;
+mod strings;
+pub use hashes::{FieldValue, INCR_NAN_OR_INFINITY, NOT_FLOAT_FIELD, NOT_INTEGER_FIELD};
+pub use strings::{
+    substring, Expiry, SetCondition, SetOptions, SetOutcome, NAN_OR_INFINITY, NOT_FLOAT,
+    NOT_INTEGER, OVERFLOW, TOO_LONG,
+};

@@ -135,7 +135,7 @@ impl Hub {
             None => {
                 let s = SetValue::from_members(members.iter().cloned());
                 let n = s.len();
-                db.insert(key.clone(), Value::Set(s));
+                db.insert(key.clone(), Value::Set(Box::new(s)));
                 n
             }
         })
@@ -239,7 +239,7 @@ impl Hub {
                 }
                 _ => db.insert(
                     dst.clone(),
-                    Value::Set(SetValue::from_members([member.clone()])),
+                    Value::Set(Box::new(SetValue::from_members([member.clone()]))),
                 ),
             }
             drop_if_empty(&mut db, src);
@@ -263,7 +263,10 @@ impl Hub {
         if n == 0 {
             db.remove(dst);
         } else {
-            db.insert(dst.clone(), Value::Set(SetValue::from_members(members)));
+            db.insert(
+                dst.clone(),
+                Value::Set(Box::new(SetValue::from_members(members))),
+            );
         }
         Ok(n)
     }

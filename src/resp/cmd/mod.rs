@@ -9,11 +9,13 @@ mod admin;
 mod client;
 mod command;
 mod connection;
+mod hashes;
 mod info;
 mod keys;
 mod pubsub;
 mod sets;
 mod streams;
+mod strings;
 mod transactions;
 mod zsets;
 
@@ -317,6 +319,42 @@ pub static COMMANDS: &[Command] = &[
     zsets::ZSCAN,
     zsets::ZUNIONSTORE,
     zsets::ZINTERSTORE,
+    strings::GET,
+    strings::SET,
+    strings::SETEX,
+    strings::PSETEX,
+    strings::SETNX,
+    strings::GETDEL,
+    strings::GETEX,
+    strings::GETSET,
+    strings::MGET,
+    strings::MSET,
+    strings::MSETNX,
+    strings::INCR,
+    strings::DECR,
+    strings::INCRBY,
+    strings::DECRBY,
+    strings::INCRBYFLOAT,
+    strings::APPEND,
+    strings::STRLEN,
+    strings::GETRANGE,
+    strings::SETRANGE,
+    hashes::HSET,
+    hashes::HMSET,
+    hashes::HSETNX,
+    hashes::HGET,
+    hashes::HMGET,
+    hashes::HGETALL,
+    hashes::HDEL,
+    hashes::HEXISTS,
+    hashes::HLEN,
+    hashes::HKEYS,
+    hashes::HVALS,
+    hashes::HSTRLEN,
+    hashes::HINCRBY,
+    hashes::HINCRBYFLOAT,
+    hashes::HRANDFIELD,
+    hashes::HSCAN,
 ];
 
 /// Finds a top-level command by name, case-insensitively.
@@ -521,7 +559,7 @@ pub fn command_keys<'a>(cmd: &Command, args: &'a [Bytes]) -> Vec<(&'a Bytes, Acc
 /// clients read keys they may subscribe to and change keys they may publish
 /// to; a command that does both needs both (a presence view is governed by
 /// its channel).
-fn keys_allowed(conn: &Conn, keys: &[(&Bytes, Access)]) -> bool {
+pub(super) fn keys_allowed(conn: &Conn, keys: &[(&Bytes, Access)]) -> bool {
     let Some(id) = &conn.identity else {
         return true;
     };
