@@ -265,9 +265,9 @@ impl Authenticator {
                 // fails as a header that does not parse: still the wrong
                 // algorithm, not a malformed token.
                 // (`Algorithm`'s Debug form is its JOSE name.)
-                _ if self
-                    .jwt_algorithm()
-                    .is_some_and(|alg| header_alg(token).is_some_and(|a| a != format!("{alg:?}"))) =>
+                _ if self.jwt_algorithm().is_some_and(|alg| {
+                    header_alg(token).is_some_and(|a| a != format!("{alg:?}"))
+                }) =>
                 {
                     TokenError::WrongAlgorithm
                 }

@@ -15,6 +15,8 @@
 //! - [`auth`]: credentials into an identity, shared by the front ends.
 //! - [`config`]: flags, `HERALD_*` env variables and the TOML file.
 //! - [`server`]: binds the listeners and runs them until shutdown.
+//! - [`tools`]: the command line, and the tools beside the server
+//!   (`herald token`, `check-token`, `config`).
 
 pub mod auth;
 pub mod config;
@@ -23,6 +25,7 @@ pub mod hub;
 pub mod metrics;
 pub mod resp;
 pub mod server;
+pub mod tools;
 pub mod ws;
 
 /// The Redis version Herald reports to clients (HELLO, INFO): the release
