@@ -270,18 +270,18 @@ fn a_live_herald_serves_the_document_and_answers_exactly_what_it_describes() {
 
 /// Runs schemathesis against a live Herald; returns its output. Bounded by
 /// `--max-examples` and, to be sure, a wall-clock limit.
-fn schemathesis(h: &Herald, extra: &[&str]) -> (bool, String) {
+fn schemathesis(http: SocketAddr, extra: &[&str]) -> (bool, String) {
     let work = std::env::temp_dir().join(format!(
         "herald-schemathesis-{}-{}",
         std::process::id(),
-        h.http.port()
+        http.port()
     ));
     std::fs::create_dir_all(&work).unwrap();
     let out = work.join("out.txt");
     let log = std::fs::File::create(&out).unwrap();
     let examples = std::env::var("HERALD_SCHEMATHESIS_EXAMPLES").unwrap_or_else(|_| "100".into());
     let seed = std::env::var("HERALD_SCHEMATHESIS_SEED").unwrap_or_else(|_| "20261".into());
-    let url = format!("http://{}/api/openapi.json", h.http);
+    let url = format!("http://{http}/api/openapi.json");
     let header = format!("X-API-Key: {KEY}");
     let mut child = Command::new("python3")
         .args(["-m", "schemathesis.cli", "run", &url, "--header", &header])
@@ -323,8 +323,8 @@ fn schemathesis_installed() -> bool {
         .is_ok_and(|s| s.success())
 }
 
-#[test]
-fn schemathesis_finds_no_server_error_and_no_response_outside_the_document() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schemathesis_finds_no_server_error_and_no_response_outside_the_document() {
     if !schemathesis_installed() {
         // scripts/test sets this only when PyPI itself cannot be reached.
         if std::env::var_os("HERALD_SKIP_SCHEMATHESIS").is_some() {
@@ -340,20 +340,54 @@ fn schemathesis_finds_no_server_error_and_no_response_outside_the_document() {
         );
     }
     // Every check, on a Herald where every channel keeps history and
-    // presence: any 5xx is a failure.
-    let (dir, config) = temp_config("openapi-fuzz", ALL_ENABLED);
+    // presence: any 5xx is a failure. Live state first, so that the
+    // document's examples (channel `chat:room1`) meet a presence entry
+    // with `info`, a history entry of bytes that are not UTF-8 (base64)
+    // and a channel name that is not UTF-8 in the channel list.
+    let secret = "openapi-secret";
+    let (dir, config) = temp_config(
+        "openapi-fuzz",
+        &format!("jwt_hmac_secret = \"{secret}\"\n{ALL_ENABLED}"),
+    );
     let h = Herald::start(&["--api-key", KEY, "--config", &config]);
-    let (ok, out) = schemathesis(&h, &["--checks", "all"]);
+    let token = common::hs256(
+        json!({"sub": "alice", "exp": common::unix_now() + 3600, "info": {"name": "Alice"}}),
+        secret,
+    );
+    let mut ws = common::ws_connect(h.http, Some(&token)).await;
+    let r = common::ws_call(
+        &mut ws,
+        1,
+        json!({"op": "subscribe", "channel": "chat:room1"}),
+    )
+    .await;
+    assert!(r["error"].is_null(), "{r}");
+    let mut resp = common::Raw::connect(h.resp);
+    assert_eq!(resp.cmd(&[b"AUTH", token.as_bytes()]), b"+OK\r\n");
+    assert_eq!(
+        resp.cmd(&[b"PUBLISH", b"chat:room1", b"\xff\x00raw"]),
+        b":1\r\n"
+    );
+    resp.cmd(&[b"SUBSCRIBE", b"bin:\xff\xfe"]);
+    let http = h.http;
+    let (ok, out) = tokio::task::spawn_blocking(move || schemathesis(http, &["--checks", "all"]))
+        .await
+        .unwrap();
     assert!(ok, "schemathesis found problems:\n{out}");
     assert!(out.contains("passed"), "{out}");
-    drop(h);
+    drop((ws, resp, h));
     // The embedded defaults (no history, no presence): their documented
     // 501s (code 108) must match the document too.
     let h = Herald::start(&["--api-key", KEY]);
-    let (ok, out) = schemathesis(
-        &h,
-        &["--checks", "all", "--exclude-checks", "not_a_server_error"],
-    );
+    let http = h.http;
+    let (ok, out) = tokio::task::spawn_blocking(move || {
+        schemathesis(
+            http,
+            &["--checks", "all", "--exclude-checks", "not_a_server_error"],
+        )
+    })
+    .await
+    .unwrap();
     assert!(ok, "schemathesis found problems:\n{out}");
     let _ = std::fs::remove_dir_all(dir);
 }
