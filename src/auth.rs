@@ -110,6 +110,17 @@ pub enum TokenError {
     NotYetValid,
     #[error("no JWT key is configured")]
     NotConfigured,
+    /// The signature does not match the configured key (forged, tampered,
+    /// or signed with another key).
+    #[error("invalid token: bad signature")]
+    BadSignature,
+    /// The header names another algorithm than the one the key fixes
+    /// (`none` included).
+    #[error("invalid token: wrong algorithm")]
+    WrongAlgorithm,
+    /// Not three base64url parts of JSON, or claims of the wrong type.
+    #[error("invalid token: malformed ({0})")]
+    Malformed(String),
     #[error("invalid token: {0}")]
     Invalid(String),
 }
@@ -230,6 +241,13 @@ impl Authenticator {
         }
     }
 
+    /// The one algorithm JWTs must be signed with, fixed by the key.
+    pub fn jwt_algorithm(&self) -> Option<Algorithm> {
+        self.jwt
+            .as_ref()
+            .and_then(|j| j.validation.algorithms.first().copied())
+    }
+
     /// Verifies a JWT into claims.
     pub fn verify_token(&self, token: &str) -> Result<Arc<Claims>, TokenError> {
         let Some(jwt) = &self.jwt else {
@@ -241,6 +259,23 @@ impl Authenticator {
             Err(e) => Err(match e.kind() {
                 ErrorKind::ExpiredSignature => TokenError::Expired,
                 ErrorKind::ImmatureSignature => TokenError::NotYetValid,
+                ErrorKind::InvalidSignature => TokenError::BadSignature,
+                ErrorKind::InvalidAlgorithm => TokenError::WrongAlgorithm,
+                // `alg: none` (or any name jsonwebtoken does not know)
+                // fails as a header that does not parse: still the wrong
+                // algorithm, not a malformed token.
+                // (`Algorithm`'s Debug form is its JOSE name.)
+                _ if self.jwt_algorithm().is_some_and(|alg| {
+                    header_alg(token).is_some_and(|a| a != format!("{alg:?}"))
+                }) =>
+                {
+                    TokenError::WrongAlgorithm
+                }
+                ErrorKind::InvalidToken
+                | ErrorKind::Base64(_)
+                | ErrorKind::Json(_)
+                | ErrorKind::Utf8(_)
+                | ErrorKind::InvalidClaimFormat(_) => TokenError::Malformed(e.to_string()),
                 _ => TokenError::Invalid(e.to_string()),
             }),
         }
@@ -272,6 +307,18 @@ impl Authenticator {
             None => Err(AuthError::NoPasswordConfigured),
         }
     }
+}
+
+/// The `alg` named in a token's header, read without any verification
+/// (for messages only).
+pub fn header_alg(token: &str) -> Option<String> {
+    use base64::Engine;
+    let head = token.split('.').next()?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(head.trim_end_matches('='))
+        .ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    Some(v.get("alg")?.as_str()?.to_owned())
 }
 
 /// True when `pattern` can only match channels that some glob in `globs`
@@ -469,14 +516,11 @@ mod tests {
         );
         assert_eq!(a.verify_token(&future), Err(TokenError::NotYetValid));
         let wrong = token(serde_json::json!({"sub": "u1", "exp": now() + 60}), "other");
-        assert!(matches!(
-            a.verify_token(&wrong),
-            Err(TokenError::Invalid(_))
-        ));
+        assert_eq!(a.verify_token(&wrong), Err(TokenError::BadSignature));
         let nosub = token(serde_json::json!({"exp": now() + 60}), "s3cret");
         assert!(matches!(
             a.verify_token(&nosub),
-            Err(TokenError::Invalid(_))
+            Err(TokenError::Malformed(m)) if m.contains("sub")
         ));
         // alg: none, hand-made.
         use base64::Engine;
@@ -486,7 +530,21 @@ mod tests {
             b64(r#"{"alg":"none","typ":"JWT"}"#),
             b64(&format!(r#"{{"sub":"u1","exp":{}}}"#, now() + 60))
         );
-        assert!(a.verify_token(&none).is_err());
+        assert_eq!(a.verify_token(&none), Err(TokenError::WrongAlgorithm));
+        let hs512 = encode(
+            &Header::new(Algorithm::HS512),
+            &serde_json::json!({"sub": "u1", "exp": now() + 60}),
+            &EncodingKey::from_secret(b"s3cret"),
+        )
+        .unwrap();
+        assert_eq!(a.verify_token(&hs512), Err(TokenError::WrongAlgorithm));
+        for garbage in ["", "abc", "a.b.c", "....", "eyJhbGciOiJIUzI1NiJ9.%%%.x"] {
+            assert!(
+                matches!(a.verify_token(garbage), Err(TokenError::Malformed(_))),
+                "{garbage:?}: {:?}",
+                a.verify_token(garbage)
+            );
+        }
         // Tampered payload keeps the old signature.
         let parts: Vec<&str> = ok.split('.').collect();
         let forged = format!(
@@ -495,7 +553,7 @@ mod tests {
             b64(&format!(r#"{{"sub":"admin","exp":{}}}"#, now() + 60)),
             parts[2]
         );
-        assert!(a.verify_token(&forged).is_err());
+        assert_eq!(a.verify_token(&forged), Err(TokenError::BadSignature));
     }
 
     #[test]

@@ -16,6 +16,8 @@
 //! - [`config`]: flags, `HERALD_*` env variables and the TOML file.
 //! - [`rate`]: a per-connection token bucket in eight bytes.
 //! - [`server`]: binds the listeners and runs them until shutdown.
+//! - [`tools`]: the command line, and the tools beside the server
+//!   (`herald token`, `check-token`, `config`).
 
 pub mod auth;
 pub mod config;
@@ -25,6 +27,7 @@ pub mod metrics;
 pub mod rate;
 pub mod resp;
 pub mod server;
+pub mod tools;
 pub mod ws;
 
 /// The Redis version Herald reports to clients (HELLO, INFO): the release

@@ -1,12 +1,34 @@
-//! The `herald` binary: configuration, logging, signals.
+//! The `herald` binary: configuration, logging, signals; and the tools
+//! (`herald token`, `check-token`, `config`), which exit without serving.
 
 use anyhow::Context;
-use herald::config::Config;
+use herald::tools::Invocation;
 use tracing_subscriber::EnvFilter;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let cfg = Config::load()?;
+fn main() -> anyhow::Result<()> {
+    let invocation = Invocation::from_env();
+    if invocation.cli.command.is_some() {
+        let mut out = std::io::stdout().lock();
+        let code = match invocation.run_tool(&mut out) {
+            Ok(Some(true) | None) => 0,
+            Ok(Some(false)) => 1,
+            Err(e) => {
+                eprintln!("herald: {e}");
+                2
+            }
+        };
+        drop(out);
+        std::process::exit(code);
+    }
+    let cfg = invocation.server_config()?;
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")?
+        .block_on(serve(cfg))
+}
+
+async fn serve(cfg: herald::config::Config) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_new(&cfg.log).context("invalid --log filter")?)
         .with_target(false)

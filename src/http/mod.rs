@@ -1,5 +1,6 @@
-//! The HTTP listener: `/ws` (WebSocket), `/api/…` (server API), `/metrics`,
-//! `/healthz` and the page at `/`, on one axum router.
+//! The HTTP listener: `/ws` (WebSocket), `/api/…` (server API, described by
+//! `/api/openapi.json`), `/metrics`, `/healthz` and the page at `/`, on one
+//! axum router.
 
 pub mod api;
 mod error;
@@ -85,6 +86,7 @@ pub fn router(st: AppState, conns: Arc<listener::ConnTable>) -> Router {
         .route("/api/channels", get(api::channels))
         .route("/api/presence/{channel}", get(api::presence))
         .route("/api/history/{channel}", get(api::history))
+        .route("/api/openapi.json", get(openapi))
         .fallback(|| async { ApiError::NotFound })
         // Bodies without a Content-Length stop here once past the limit.
         .layer(axum::extract::DefaultBodyLimit::max(
@@ -126,6 +128,16 @@ async fn client_js() -> impl IntoResponse {
             (header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"),
         ],
         include_str!("../../client-js/src/herald.js"),
+    )
+}
+
+/// `GET /api/openapi.json`: the server API's OpenAPI 3.1 document
+/// (`docs/openapi.json`, embedded at build time), open without the API key:
+/// it describes the API, it grants nothing.
+async fn openapi() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        include_str!("../../docs/openapi.json"),
     )
 }
 
