@@ -31,6 +31,7 @@ pub struct Metrics {
     subscriptions: Family<[(&'static str, &'static str); 1], Gauge>,
     channels: Gauge,
     patterns: Gauge,
+    engine_up: Gauge,
     rss: Gauge,
     resp_slots: std::collections::HashMap<&'static str, usize>,
     resp_handles: Vec<std::sync::OnceLock<Histogram>>,
@@ -114,6 +115,12 @@ impl Metrics {
         );
         let patterns = Gauge::default();
         registry.register("patterns", "Distinct subscribed patterns", patterns.clone());
+        let engine_up = Gauge::default();
+        registry.register(
+            "engine_up",
+            "1 while the engine can publish and deliver (always 1 in memory)",
+            engine_up.clone(),
+        );
         let rss = Gauge::default();
         registry.register(
             "resident_memory_bytes",
@@ -163,6 +170,7 @@ impl Metrics {
             subscriptions,
             channels,
             patterns,
+            engine_up,
             rss,
         }
     }
@@ -215,6 +223,7 @@ impl Metrics {
         );
         set(&self.channels, hub.channel_count());
         set(&self.patterns, hub.numpat());
+        set(&self.engine_up, usize::from(hub.engine_healthy()));
         set(&self.rss, crate::rss_bytes().unwrap_or(0) as usize);
         let ks = hub.keyspace_stats();
         set(&self.history_bytes, ks.history_bytes);

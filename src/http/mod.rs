@@ -60,7 +60,21 @@ pub fn router(st: AppState, conns: Arc<listener::ConnTable>) -> Router {
                 },
             ),
         )
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route(
+            "/healthz",
+            // 503 while the engine cannot publish (Redis unreachable): a
+            // balancer drains this node meanwhile.
+            get(|State(st): State<AppState>| async move {
+                if st.hub.engine_healthy() {
+                    (axum::http::StatusCode::OK, "ok\n")
+                } else {
+                    (
+                        axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                        "engine unavailable\n",
+                    )
+                }
+            }),
+        )
         .route(
             "/metrics",
             get(

@@ -262,6 +262,11 @@ impl Hub {
         &self.untrusted_patterns
     }
 
+    /// Whether the engine can publish and deliver right now.
+    pub fn engine_healthy(&self) -> bool {
+        self.engine.broker.healthy()
+    }
+
     /// The counters every front end updates.
     pub fn stats(&self) -> &Stats {
         &self.stats

@@ -132,6 +132,12 @@ pub trait Subscriber: Send + Sync + 'static {
     /// `__presence__:C` instead). Same rules as [`Subscriber::deliver`].
     fn presence(&self, _channel: &[u8], _event: &super::presence::PresenceEvent) {}
 
+    /// Publications of `channel` may have been missed (the engine's link to
+    /// other nodes was down): a subscriber that can recover them from the
+    /// channel's history does so (WebSocket), others carry on (RESP, as
+    /// Redis pub/sub is at most once). Same rules as [`Subscriber::deliver`].
+    fn gap(&self, _channel: &[u8]) {}
+
     /// Queues several deliveries in order, as one step where the sink can
     /// (one lock, one wake-up). Same rules as [`Subscriber::deliver`].
     fn deliver_batch(&self, deliveries: &[Delivery<'_>]) {

@@ -628,6 +628,16 @@ impl Registry {
         exact + idx.matching(channel).map(|p| p.subs.len()).sum::<usize>()
     }
 
+    /// Tells the exact subscribers of `channel` that publications may have
+    /// been missed.
+    pub fn gap(&self, channel: &[u8]) {
+        if let Some(subs) = self.channels.get(channel) {
+            for e in subs.iter() {
+                e.sink.gap(channel);
+            }
+        }
+    }
+
     /// Delivers a presence event to the exact subscribers of its channel.
     pub fn deliver_presence(&self, channel: &[u8], event: &PresenceEvent) {
         if let Some(subs) = self.channels.get(channel) {
@@ -712,6 +722,10 @@ impl super::engine::BrokerHandler for Registry {
 
     fn shard_receivers(&self, channel: &[u8]) -> usize {
         self.numsub(Space::Shard, channel)
+    }
+
+    fn on_gap(&self, channel: &[u8]) {
+        self.gap(channel)
     }
 
     fn on_presence(&self, channel: &[u8], event: &PresenceEvent) {

@@ -186,6 +186,24 @@ impl Subscriber for WsSink {
         self.outbox.push(proto::encode_presence(channel, event));
     }
 
+    fn gap(&self, channel: &[u8]) {
+        // A live history channel replays from its last queued offset: what
+        // the engine could not deliver is in the history (or the replay
+        // finds the position lost and the client gets 3004, never a
+        // silent gap).
+        let mut guard = self.lag();
+        let lag = &mut *guard;
+        let Some(c) = lag.channels.get_mut(channel) else {
+            return;
+        };
+        if matches!(c.mode, Mode::Live) {
+            c.mode = Mode::Behind;
+            lag.behind += 1;
+            drop(guard);
+            self.outbox.wake();
+        }
+    }
+
     fn deliver(&self, d: &Delivery<'_>) {
         let frame = d.encoded(WireFormat::Json, proto::encode_delivery);
         let p = d.publication;

@@ -218,6 +218,11 @@ pub trait BrokerHandler: Send + Sync + 'static {
 
     /// The local subscribers of a shard channel.
     fn shard_receivers(&self, channel: &[u8]) -> usize;
+
+    /// Publications of `channel` may have been missed on this node (its
+    /// link to the engine was down): subscribers that can recover them
+    /// from the history do.
+    fn on_gap(&self, channel: &[u8]);
 }
 
 /// Carries publications to subscribers, on this node and beyond (see the
@@ -266,6 +271,11 @@ pub trait Broker: Send + Sync + 'static {
 
     /// This node's last local subscriber of `interest` left.
     fn unsubscribed(&self, interest: Interest<'_>) -> Pending<'_, Result<(), EngineError>>;
+
+    /// Whether the broker can publish and deliver right now (`/healthz`).
+    fn healthy(&self) -> bool {
+        true
+    }
 }
 
 /// Runs with the history position (and whether the position asked about is

@@ -142,6 +142,10 @@ return redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
 /// An entry as XRANGE returns it: id and field-value pairs.
 type StreamRow = (String, Vec<(Vec<u8>, Vec<u8>)>);
 
+/// How long a node's own probes may stay unanswered before its pub/sub
+/// connection is replaced.
+const PROBE_SILENCE: Duration = Duration::from_secs(3);
+
 fn unavailable(e: impl std::fmt::Display) -> EngineError {
     EngineError::Unavailable(e.to_string())
 }
@@ -170,6 +174,10 @@ pub struct RedisEngine {
     /// Presence entries this node holds: channel → clients (refreshed).
     joined: Mutex<HashMap<Bytes, HashSet<ClientId>>>,
     healthy: AtomicBool,
+    /// When this node last saw its own probe come back.
+    probe_at: Mutex<std::time::Instant>,
+    /// Asks the pub/sub loop to start a new connection.
+    reconnect: tokio::sync::Notify,
     publish: redis::Script,
     position: redis::Script,
     join: redis::Script,
@@ -204,6 +212,8 @@ impl RedisEngine {
             run_id: Mutex::new(String::new()),
             joined: Mutex::new(HashMap::new()),
             healthy: AtomicBool::new(true),
+            probe_at: Mutex::new(std::time::Instant::now()),
+            reconnect: tokio::sync::Notify::new(),
             publish: redis::Script::new(PUBLISH_SCRIPT),
             position: redis::Script::new(POSITION_SCRIPT),
             join: redis::Script::new(JOIN_SCRIPT),
@@ -296,6 +306,7 @@ impl RedisEngine {
     /// and start again after a disconnection.
     async fn pubsub_loop(self: Arc<Self>) {
         let mut backoff = Duration::from_millis(50);
+        let mut first = true;
         loop {
             match self.client.get_async_pubsub().await {
                 Ok(ps) => {
@@ -307,9 +318,9 @@ impl RedisEngine {
                         .iter()
                         .cloned()
                         .collect();
-                    let mut ok = true;
+                    let mut ok = sink.subscribe(self.probe_channel()).await.is_ok();
                     for w in &wanted {
-                        if self.redis_subscribe(&mut sink, w).await.is_err() {
+                        if !ok || self.redis_subscribe(&mut sink, w).await.is_err() {
                             ok = false;
                             break;
                         }
@@ -317,9 +328,33 @@ impl RedisEngine {
                     if ok {
                         *self.sink.lock().unwrap_or_else(|e| e.into_inner()) = Some(sink);
                         let _ = self.check_run_id().await;
+                        self.probe_seen();
                         backoff = Duration::from_millis(50);
-                        while let Some(msg) = stream.next().await {
-                            self.on_message(&msg);
+                        if !first {
+                            // What was published while the link was down
+                            // is in the histories: subscribers that can,
+                            // replay it.
+                            if let Some(h) = self.handler.get() {
+                                for w in &wanted {
+                                    if let Wanted::Channel(c) = w {
+                                        h.on_gap(c);
+                                    }
+                                }
+                            }
+                            tracing::info!(channels = wanted.len(), "engine pub/sub resubscribed");
+                        }
+                        first = false;
+                        loop {
+                            tokio::select! {
+                                msg = stream.next() => match msg {
+                                    Some(msg) => self.on_message(&msg),
+                                    None => break,
+                                },
+                                _ = self.reconnect.notified() => {
+                                    tracing::warn!("engine pub/sub stopped delivering its probes; reconnecting");
+                                    break;
+                                }
+                            }
                         }
                     }
                     *self.sink.lock().unwrap_or_else(|e| e.into_inner()) = None;
@@ -334,6 +369,41 @@ impl RedisEngine {
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_secs(2));
         }
+    }
+
+    /// The channel this node publishes its liveness probes on, and
+    /// subscribes to: a pub/sub link that silently stopped delivering (seen
+    /// after failovers) is noticed when the probes stop coming back.
+    fn probe_channel(&self) -> Vec<u8> {
+        self.key("probe", self.opts.node.as_bytes())
+    }
+
+    fn probe_seen(&self) {
+        *self.probe_at.lock().unwrap_or_else(|e| e.into_inner()) = std::time::Instant::now();
+    }
+
+    /// Sends a probe; asks for a reconnect when none came back for a while.
+    async fn probe(&self) {
+        let silent = self
+            .probe_at
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .elapsed();
+        let connected = self
+            .sink
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some();
+        if connected && silent > PROBE_SILENCE {
+            self.reconnect.notify_one();
+            self.probe_seen();
+            return;
+        }
+        let _ = redis::cmd("PUBLISH")
+            .arg(self.probe_channel())
+            .arg("probe")
+            .query_async::<i64>(&mut self.conn())
+            .await;
     }
 
     async fn redis_subscribe(&self, sink: &mut PubSubSink, w: &Wanted) -> redis::RedisResult<()> {
@@ -351,6 +421,10 @@ impl RedisEngine {
         let Ok(raw) = msg.get_channel::<Vec<u8>>() else {
             return;
         };
+        if raw == self.probe_channel() {
+            self.probe_seen();
+            return;
+        }
         let ch_prefix = self.key("ch", b"");
         let sh_prefix = self.key("sh", b"");
         let (channel, shard) = if let Some(c) = raw.strip_prefix(&ch_prefix[..]) {
@@ -560,6 +634,7 @@ impl RedisEngine {
             if self.check_run_id().await.is_err() {
                 continue;
             }
+            self.probe().await;
             since_refresh += every.min(Duration::from_secs(1));
             if since_refresh >= every {
                 since_refresh = Duration::ZERO;
@@ -627,6 +702,15 @@ fn decode_event(b: &[u8]) -> Option<PresenceEvent> {
 impl Broker for RedisEngine {
     fn start(&self, handler: Arc<dyn BrokerHandler>) {
         let _ = self.handler.set(handler);
+    }
+
+    fn healthy(&self) -> bool {
+        RedisEngine::healthy(self)
+            && self
+                .sink
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .is_some()
     }
 
     fn publish(
