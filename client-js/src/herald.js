@@ -1,11 +1,13 @@
 // @heraldhub/client: the JavaScript client of Herald's WebSocket protocol
 // (docs/protocol.md in the Herald repository is the reference).
 //
-// This one file is the whole package, on purpose: an ES module with no
+// This one file is the whole client, on purpose: an ES module with no
 // imports, so that a browser loads it as is and Herald can embed it in its
-// binary and serve it at /client/herald.js. It runs in browsers and in
-// Node 20+ (pass the `ws` package as the `websocket` option where there is no
-// global WebSocket).
+// binary and serve it at /client/herald.js. scripts/build.mjs makes dist/
+// from it (the CommonJS build and the minified browser script): rebuild
+// after a change here (a test says when dist/ is stale). It runs in
+// browsers and in Node 20+ (pass the `ws` package as the `websocket` option
+// where there is no global WebSocket).
 //
 // Shape (after centrifuge-js):
 // - two small state machines, each changed only through its own setState,

@@ -306,7 +306,10 @@ export declare class Herald {
   on<E extends keyof HeraldEvents>(event: E, fn: (arg: HeraldEvents[E]) => void): () => void;
   off<E extends keyof HeraldEvents>(event: E, fn: (arg: HeraldEvents[E]) => void): void;
 
-  /** Connects (and keeps reconnecting); rejects only when the client stops for good. */
+  /**
+   * Connects (and keeps reconnecting); rejects only when the client stops
+   * for good. Never throws: without a WebSocket constructor it rejects with a TypeError.
+   */
   connect(): Promise<ConnectResult>;
   /** Closes and stops reconnecting; subscriptions are kept for the next connect(). */
   disconnect(): void;

@@ -24,7 +24,12 @@ function run(args, env = {}) {
     let out = '';
     child.stdout.on('data', (d) => (out += d));
     child.stderr.on('data', (d) => (out += d));
-    child.on('exit', (code) => resolve({ code, out }));
+    // A child that hangs is killed; the test then fails on its exit code.
+    const timer = setTimeout(() => child.kill('SIGKILL'), 170000);
+    child.on('exit', (code) => {
+      clearTimeout(timer);
+      resolve({ code, out });
+    });
   });
 }
 
@@ -41,7 +46,7 @@ test('the browser script stays under 8 kB minified and gzipped', (t) => {
 });
 
 for (const kind of ['cjs', 'iife']) {
-  test(`the whole client suite passes against the ${kind === 'cjs' ? 'CommonJS build' : 'browser script'}`, async () => {
+  test(`the whole client suite passes against the ${kind === 'cjs' ? 'CommonJS build' : 'browser script'}`, { timeout: 180000 }, async () => {
     const files = readdirSync(path.join(pkgDir, 'test'))
       .filter((f) => f.endsWith('.test.js') && !['builds.test.js', 'types.test.js'].includes(f))
       .map((f) => `test/${f}`);
@@ -68,7 +73,7 @@ const WebSocket = require('ws');
 })().catch((err) => { console.error(err); process.exit(1); });
 `;
 
-test('Node: `require` gets the CommonJS build and `import` the ES module, both working against Herald', { skip: noHerald }, async (t) => {
+test('Node: `require` gets the CommonJS build and `import` the ES module, both working against Herald', { skip: noHerald, timeout: 30000 }, async (t) => {
   const server = await startHerald();
   t.after(() => server.stop());
   const env = { URL: server.url };

@@ -62,7 +62,7 @@ after(async () => {
   if (dir) rmSync(dir, { recursive: true, force: true });
 });
 
-test('publishes made while the server is down are queued and published in order once it is back', { skip }, async () => {
+test('publishes made while the server is down are queued and published in order once it is back', { skip, timeout: 30000 }, async () => {
   let first = await startHerald(args());
   const herald = client(first.url);
   // Made before connect(): queued too.
@@ -94,7 +94,7 @@ test('publishes made while the server is down are queued and published in order 
   }
 });
 
-test('a publish in flight when the connection is lost is sent again (at least once), and order is kept', { skip }, async () => {
+test('a publish in flight when the connection is lost is sent again (at least once), and order is kept', { skip, timeout: 30000 }, async () => {
   const herald = client(server.url);
   await herald.connect();
   const acks = [herald.publish('q:flight', { id: 'a' })];
@@ -107,7 +107,7 @@ test('a publish in flight when the connection is lost is sent again (at least on
   assert.ok(['a,b', 'a,a,b'].includes(ids.join()), ids.join());
 });
 
-test('presence() and presenceStats() resolve with their documented shapes', { skip }, async () => {
+test('presence() and presenceStats() resolve with their documented shapes', { skip, timeout: 30000 }, async () => {
   const info = { name: 'Alice' };
   const tabs = [client(server.url, { token: token('alice', info) }), client(server.url, { token: token('alice', info) })];
   const bob = client(server.url, { token: token('bob') });
@@ -127,7 +127,7 @@ test('presence() and presenceStats() resolve with their documented shapes', { sk
   await assert.rejects(bob.presenceStats('q:1'), { code: 108 });
 });
 
-test('history() and historyPages() on a trimmed history, from the newest and from a position', { skip }, async () => {
+test('history() and historyPages() on a trimmed history, from the newest and from a position', { skip, timeout: 30000 }, async () => {
   const herald = client(server.url);
   await herald.connect();
   for (let n = 1; n <= 25; n++) await herald.publish('hist:pages', { n });
@@ -172,7 +172,7 @@ test('history() and historyPages() on a trimmed history, from the newest and fro
   await assert.rejects(walk({ limit: 5 }).then(() => herald.historyPages('room:1').next()), { code: 108 });
 });
 
-test("a leaderboard's first call has the shape of its later pushes", { skip }, async () => {
+test("a leaderboard's first call has the shape of its later pushes", { skip, timeout: 30000 }, async () => {
   await respCommand(server.resp, ['ZADD', 'lb:shape', '5', 'ann', '9', 'tester'], PASSWORD);
   const herald = client(server.url);
   await herald.connect();

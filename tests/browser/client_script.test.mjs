@@ -45,7 +45,7 @@ const PAGE = `<!doctype html>
 </script>
 <body>client script test</body>`;
 
-test('the browser script in a plain <script> tag: global Herald, queue, messages, history pages', async () => {
+test('the browser script in a plain <script> tag: global Herald, queue, messages, history pages', { timeout: 60000 }, async () => {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'herald-script-'));
   const config = path.join(dir, 'herald.toml');
   writeFileSync(config, '[namespaces.hist]\nhistory_size = 100\n');
@@ -70,7 +70,10 @@ test('the browser script in a plain <script> tag: global Herald, queue, messages
     // local server); its <script src> tag loads as in any page.
     await page.goto(`${base}/healthz`);
     await page.setContent(PAGE, { waitUntil: 'load' });
-    const out = await page.evaluate(() => window.run());
+    const out = await Promise.race([
+      page.evaluate(() => window.run()),
+      new Promise((_, reject) => setTimeout(() => reject(new Error(`the page did not finish; errors: ${errors}`)), 20000).unref()),
+    ]);
     assert.deepEqual(out, {
       global: 'function',
       version: '0.1.0',
