@@ -245,8 +245,11 @@ function vlq(n) {
   return out;
 }
 
-/** A source map of one source from [genLine, genCol, srcLine, srcCol] (sorted). */
-export function sourceMap(file, mappings, sourceContent) {
+/**
+ * A source map of src/herald.js from [genLine, genCol, srcLine, srcCol]
+ * (sorted). Without the source's text: the package ships the file it names.
+ */
+export function sourceMap(file, mappings) {
   const lines = [];
   let prevSrcLine = 0;
   let prevSrcCol = 0;
@@ -262,7 +265,6 @@ export function sourceMap(file, mappings, sourceContent) {
     version: 3,
     file,
     sources: [SOURCE],
-    sourcesContent: [sourceContent],
     names: [],
     mappings: lines.map((l) => l.segs.join(',')).join(';'),
   })}\n`;
@@ -318,9 +320,9 @@ export function build() {
 
   return {
     'herald.cjs': cjs,
-    'herald.cjs.map': sourceMap('herald.cjs', cjsMappings, src),
+    'herald.cjs.map': sourceMap('herald.cjs', cjsMappings),
     'herald.min.js': iife,
-    'herald.min.js.map': sourceMap('herald.min.js', min.mappings, src),
+    'herald.min.js.map': sourceMap('herald.min.js', min.mappings),
     'herald.d.cts': types,
   };
 }
