@@ -1,11 +1,13 @@
 // @heraldhub/client: the JavaScript client of Herald's WebSocket protocol
 // (docs/protocol.md in the Herald repository is the reference).
 //
-// This one file is the whole package, on purpose: an ES module with no
+// This one file is the whole client, on purpose: an ES module with no
 // imports, so that a browser loads it as is and Herald can embed it in its
-// binary and serve it at /client/herald.js. It runs in browsers and in
-// Node 20+ (pass the `ws` package as the `websocket` option where there is no
-// global WebSocket).
+// binary and serve it at /client/herald.js. scripts/build.mjs makes dist/
+// from it (the CommonJS build and the minified browser script): rebuild
+// after a change here (a test says when dist/ is stale). It runs in
+// browsers and in Node 20+ (pass the `ws` package as the `websocket` option
+// where there is no global WebSocket).
 //
 // Shape (after centrifuge-js):
 // - two small state machines, each changed only through its own setState,
@@ -32,6 +34,8 @@ export class HeraldError extends Error {
   static CONNECTION_CLOSED = 3;
   /** The subscription was unsubscribed before the server confirmed it. */
   static UNSUBSCRIBED = 4;
+  /** A publish made while disconnected found the queue full (`maxQueuedPublishes` or `maxQueuedBytes`). */
+  static QUEUE_FULL = 5;
 
   constructor(code, message) {
     super(message);
@@ -63,6 +67,9 @@ export function refreshDelay(remainingMs) {
 
 const DEFAULTS = {
   timeout: 10000,
+  publishTimeout: 60000, // ms a durable publish may wait, queued and in flight
+  maxQueuedPublishes: 100, // the server's default --ws-publish-rate: a flush is not rate-limited
+  maxQueuedBytes: 1048576, // bytes of queued `data`, as JSON text in UTF-8
   minReconnectDelay: 500,
   maxReconnectDelay: 20000,
   pingInterval: undefined, // ms; undefined: the server's ping_interval
@@ -75,11 +82,18 @@ const TERMINAL = 3500;
 const TOKEN_EXPIRED_DISCONNECT = 3002;
 const TOKEN_EXPIRED_ERROR = 104;
 const INTERNAL_ERROR = 500;
+const UNRECOVERABLE = 111;
 
 // setTimeout fires at once for delays past 2^31-1 ms (24.8 days).
 const MAX_TIMER_DELAY = 2 ** 31 - 1;
 
 const noop = () => {};
+
+/** Settles a call ({reject, timer}) with an error. */
+function fail(call, err) {
+  clearTimeout(call.timer);
+  call.reject(err);
+}
 
 // A throwing listener must not leave the client half-way through a state
 // change, so its exception is rethrown on a fresh stack, where the host
@@ -258,8 +272,8 @@ export class Herald extends Emitter {
     this._seq = 0; // bumped by every open and terminate, to drop stale async steps
     this._attempt = 0; // reconnect attempts since the last successful connect
     this._nextId = 1;
-    this._calls = new Map(); // id -> {resolve, reject, timer}: sent, awaiting a reply
-    this._queue = []; // calls made while connecting, sent once connected
+    this._calls = new Map(); // id -> call ({op, args, resolve, reject, timer}): sent, awaiting a reply
+    this._queue = []; // calls waiting for a connection (durable publishes also while disconnected)
     this._waiters = []; // connect() promises
     this._subs = { channel: new Map(), pattern: new Map(), leaderboard: new Map() };
     this._timers = { reconnect: null, handshake: null, ping: null, refresh: null };
@@ -280,12 +294,15 @@ export class Herald extends Emitter {
   /**
    * Starts connecting (and keeps reconnecting after failures). Resolves with
    * the connect result once connected; rejects if the client stops for good
-   * first (a terminal error or disconnect(), with its code).
+   * first (a terminal error or disconnect(), with its code). Never throws:
+   * without a WebSocket constructor it rejects with a TypeError.
    */
   connect() {
     if (this.state === 'connected') return Promise.resolve(this.connection);
     if (!this._WebSocket) {
-      throw new TypeError('@heraldhub/client: no WebSocket here; pass one as the `websocket` option (e.g. the ws package)');
+      return Promise.reject(
+        new TypeError('@heraldhub/client: no WebSocket here; pass one as the `websocket` option (e.g. the ws package)'),
+      );
     }
     const promise = new Promise((resolve, reject) => this._waiters.push({ resolve, reject }));
     // Marked handled: a fire-and-forget connect() must not crash Node with an
@@ -387,18 +404,15 @@ export class Herald extends Emitter {
     this.connection = result;
     this._startPing(result.ping_interval);
     this._scheduleRefresh(result.expires);
-    // Subscriptions go out before anything the app sends from its
-    // `connect` handler, so its publishes find them in place.
+    // Subscriptions go out first, then what was queued while disconnected
+    // (in order), then anything the app sends from its listeners: its
+    // publishes find the subscriptions in place and follow the queued ones.
     for (const shared of this._allShared()) this._serverSubscribe(shared);
+    for (const call of this._queue.splice(0)) this._send(call);
     this._setState('connected');
     if (this._ws !== ws) return; // a listener disconnected
     this._emit('connect', result);
     for (const w of this._waiters.splice(0)) w.resolve(result);
-    if (this._ws !== ws) return;
-    for (const q of this._queue.splice(0)) {
-      clearTimeout(q.timer);
-      this._request(q.op, q.args, Math.max(1, q.deadline - Date.now())).then(q.resolve, q.reject);
-    }
   }
 
   _onConnectError(err) {
@@ -455,10 +469,7 @@ export class Herald extends Emitter {
     const waiters = this._waiters.splice(0);
     const changed = this._setState('disconnected');
     this._suspendSubscriptions();
-    for (const q of queued) {
-      clearTimeout(q.timer);
-      q.reject(new HeraldError(HeraldError.DISCONNECTED, `client disconnected: ${reason}`));
-    }
+    for (const call of queued) fail(call, new HeraldError(HeraldError.DISCONNECTED, `client disconnected: ${reason}`));
     for (const w of waiters) w.reject(error);
     if (changed) this._emit('disconnect', { code, reason, reconnect: false });
   }
@@ -479,12 +490,16 @@ export class Herald extends Emitter {
     } catch {
       // Already closed or never opened: nothing left to release.
     }
+    // Calls in flight, in the order they were sent: a durable publish goes
+    // back to the head of the queue, to be sent again (at least once: the
+    // server may have taken it); the others fail (at most once).
     const calls = [...this._calls.values()];
     this._calls.clear();
+    const again = calls.filter((c) => c.durable);
     for (const c of calls) {
-      clearTimeout(c.timer);
-      c.reject(new HeraldError(HeraldError.CONNECTION_CLOSED, 'connection closed before the reply'));
+      if (!c.durable) fail(c, new HeraldError(HeraldError.CONNECTION_CLOSED, 'connection closed before the reply'));
     }
+    this._queue.unshift(...again);
     // The server forgot every subscription with the connection.
     for (const shared of this._allShared()) shared.server = 'none';
   }
@@ -568,49 +583,61 @@ export class Herald extends Emitter {
 
   /** Sends a command on the current transport; `timeout` null means none. */
   _request(op, args, timeout) {
-    const ws = this._ws;
-    if (!ws) return Promise.reject(new HeraldError(HeraldError.CONNECTION_CLOSED, `${op}: not connected`));
-    const id = this._nextId++;
-    let text;
-    try {
-      text = JSON.stringify({ id, op, ...args });
-    } catch (err) {
-      return Promise.reject(err); // data that JSON cannot carry (BigInt, cycles)
-    }
     return new Promise((resolve, reject) => {
-      const call = { resolve, reject, timer: undefined };
-      if (timeout != null) {
-        call.timer = setTimeout(() => {
-          this._calls.delete(id);
-          reject(new HeraldError(HeraldError.TIMEOUT, `${op} timed out after ${timeout} ms`));
-        }, timeout);
-      }
-      this._calls.set(id, call);
-      try {
-        ws.send(text);
-      } catch (err) {
-        clearTimeout(call.timer);
-        this._calls.delete(id);
-        reject(new HeraldError(HeraldError.CONNECTION_CLOSED, `${op}: ${err?.message ?? err}`));
-      }
+      const call = { op, args, resolve, reject, timer: undefined };
+      if (timeout != null) call.timer = setTimeout(() => this._expire(call, timeout), timeout);
+      this._send(call);
     });
   }
 
-  /** A call from the app: sent now if connected, held while connecting. */
+  /**
+   * Sends a call ({op, args, resolve, reject, timer, durable?}) on the
+   * current transport, under a new id; its reply settles it.
+   */
+  _send(call) {
+    const ws = this._ws;
+    if (!ws) return fail(call, new HeraldError(HeraldError.CONNECTION_CLOSED, `${call.op}: not connected`));
+    const id = (call.id = this._nextId++);
+    let text;
+    try {
+      text = JSON.stringify({ id, op: call.op, ...call.args });
+    } catch (err) {
+      return fail(call, err); // data that JSON cannot carry (BigInt, cycles)
+    }
+    this._calls.set(id, call);
+    try {
+      ws.send(text);
+    } catch (err) {
+      this._calls.delete(id);
+      fail(call, new HeraldError(HeraldError.CONNECTION_CLOSED, `${call.op}: ${err?.message ?? err}`));
+    }
+  }
+
+  /** A call ran out of time, queued or in flight: it is forgotten (a late reply is ignored). */
+  _expire(call, timeout) {
+    const i = this._queue.indexOf(call);
+    if (i >= 0) this._queue.splice(i, 1);
+    if (this._calls.get(call.id) === call) this._calls.delete(call.id);
+    const where = i >= 0 ? ', waiting for a connection' : '';
+    call.reject(new HeraldError(HeraldError.TIMEOUT, `${call.op} timed out after ${timeout} ms${where}`));
+  }
+
+  /** Sends a call now if connected, else queues it until connected; either way within `timeout`. */
+  _enqueue(call, timeout) {
+    return new Promise((resolve, reject) => {
+      Object.assign(call, { resolve, reject });
+      call.timer = setTimeout(() => this._expire(call, timeout), timeout);
+      if (this.state === 'connected') this._send(call);
+      else this._queue.push(call);
+    });
+  }
+
+  /** A call from the app: sent now if connected, held while connecting, refused while disconnected. */
   _call(op, args) {
-    const { timeout } = this.options;
-    if (this.state === 'connected') return this._request(op, args, timeout);
     if (this.state === 'disconnected') {
       return Promise.reject(new HeraldError(HeraldError.DISCONNECTED, `${op}: the client is disconnected; call connect() first`));
     }
-    return new Promise((resolve, reject) => {
-      const item = { op, args, resolve, reject, deadline: Date.now() + timeout, timer: undefined };
-      item.timer = setTimeout(() => {
-        this._queue.splice(this._queue.indexOf(item), 1);
-        reject(new HeraldError(HeraldError.TIMEOUT, `${op} timed out after ${timeout} ms (not connected)`));
-      }, timeout);
-      this._queue.push(item);
-    });
+    return this._enqueue({ op, args }, this.options.timeout);
   }
 
   _onFrame(ws, data) {
@@ -797,7 +824,7 @@ export class Herald extends Emitter {
     // before the first change is pushed.
     if (kind === 'leaderboard' && result && Array.isArray(result.entries)) {
       for (const sub of [...shared.handles]) {
-        if (sub._callback) invoke(sub._callback, result.entries.slice(0, sub.top), result);
+        if (sub._callback) invoke(sub._callback, result.entries.slice(0, sub.top), { push: 'leaderboard', ...result });
       }
     }
   }
@@ -822,19 +849,98 @@ export class Herald extends Emitter {
 
   // ---- calls -------------------------------------------------------------
 
-  /** Publishes any JSON value; resolves with the server's result. */
-  publish(channel, data) {
-    return this._call('publish', { channel, data });
+  /**
+   * Publishes any JSON value; resolves with the server's acknowledgement.
+   * Durable by default: made while disconnected, or lost in flight with the
+   * connection, it waits in a bounded queue and goes out, in order, once
+   * connected (at least once). `opts.volatile` drops it instead (rejects);
+   * `opts.timeout` bounds the whole wait (default `publishTimeout`).
+   */
+  publish(channel, data, { timeout = this.options.publishTimeout, volatile = false } = {}) {
+    let text;
+    try {
+      text = JSON.stringify(data);
+    } catch (err) {
+      return Promise.reject(err); // data that JSON cannot carry (BigInt, cycles)
+    }
+    if (text === undefined) return Promise.reject(new TypeError('@heraldhub/client: publish data must be a JSON value'));
+    const call = { op: 'publish', args: { channel, data }, durable: !volatile, bytes: new TextEncoder().encode(text).length };
+    if (this.state !== 'connected') {
+      if (volatile) return Promise.reject(new HeraldError(HeraldError.DISCONNECTED, 'publish: not connected, volatile publish dropped'));
+      const { maxQueuedPublishes: most, maxQueuedBytes: room } = this.options;
+      let count = 0;
+      let bytes = call.bytes;
+      for (const q of this._queue) {
+        if (!q.durable) continue;
+        count++;
+        bytes += q.bytes;
+      }
+      if (count >= most || bytes > room) {
+        return Promise.reject(new HeraldError(HeraldError.QUEUE_FULL, `publish: queue full (at most ${most} publishes, ${room} bytes)`));
+      }
+    }
+    return this._enqueue(call, timeout);
   }
 
-  /** Who is in a channel (rejects with code 108 where presence is not enabled). */
+  /** Who is in a channel: {clients: [{client, user, info, joined}], users} (108 where presence is not enabled). */
   presence(channel) {
     return this._call('presence', { channel });
   }
 
-  /** A channel's kept messages: opts {since: {offset, epoch}, limit, reverse}. */
+  /** How many are in a channel: {clients, users} (connections and unique users). */
+  presenceStats(channel) {
+    return this._call('presence_stats', { channel });
+  }
+
+  /** A channel's kept messages: opts {since: {offset, epoch}, limit, reverse}; {publications, offset, epoch}. */
   history(channel, { since, limit, reverse } = {}) {
     return this._call('history', { channel, since, limit, reverse });
+  }
+
+  /**
+   * Pages backwards through a channel's history: an async iterator of pages
+   * {publications, offset, epoch}, each at most `limit` publications, newest
+   * first, from the newest kept (or from `until`, a position: that offset and
+   * older) down to the oldest kept. Throws 111 if the history is reset
+   * (its epoch changes) on the way.
+   */
+  async *historyPages(channel, { limit = 100, until } = {}) {
+    if (!Number.isInteger(limit) || limit < 1) throw new TypeError('@heraldhub/client: limit must be a positive integer');
+    let epoch = until?.epoch;
+    let below = until && until.offset + 1; // offsets below this are still to come
+    if (!until) {
+      const page = await this.history(channel, { limit, reverse: true });
+      if (!page.publications.length) return;
+      yield page;
+      if (page.publications.length < limit) return;
+      ({ epoch } = page);
+      below = page.publications.at(-1).offset;
+    }
+    while (below > 1) {
+      // Offsets count up from 1 without a gap, so the page before `below`
+      // is the one after `below - 1 - limit`.
+      const after = Math.max(0, below - 1 - limit);
+      let page;
+      try {
+        page = await this.history(channel, { since: { offset: after, epoch }, limit: below - 1 - after });
+      } catch (err) {
+        if (err.code !== UNRECOVERABLE) throw err;
+        // Some after `after` are no longer kept (trimmed, or deleted over
+        // RESP): the rest is read from the oldest kept on; whole if the
+        // deletions left more than `limit` of them.
+        page = await this.history(channel, { limit });
+        const last = page.publications.at(-1);
+        if (page.publications.length === limit && last.offset < below - 1) page = await this.history(channel);
+        if (page.epoch !== epoch) throw new HeraldError(UNRECOVERABLE, `the history of ${channel} was reset (new epoch)`);
+        const rest = page.publications.filter((p) => p.offset < below).reverse();
+        for (let i = 0; i < rest.length; i += limit) yield { ...page, publications: rest.slice(i, i + limit) };
+        return;
+      }
+      const publications = page.publications.filter((p) => p.offset < below).reverse();
+      if (!publications.length) return;
+      yield { ...page, publications };
+      below = publications.at(-1).offset;
+    }
   }
 }
 

@@ -6,6 +6,23 @@ export declare const VERSION: string;
 /** Any JSON value: what `data` carries on Herald's WebSocket protocol. */
 export type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
 
+/**
+ * `T` where JSON.stringify can carry it, else `never`: interfaces, classes
+ * and readonly or optional fields are fine (methods, `undefined` fields and
+ * objects with toJSON, such as Date, too: JSON drops or converts them);
+ * bigint and symbol values, and a top-level function or undefined, are not.
+ */
+export type JsonSerializable<T> = unknown extends T
+  ? T
+  : T extends bigint | symbol | undefined | ((...args: never[]) => unknown)
+    ? never
+    : JsonField<T>;
+type JsonField<T> = T extends bigint | symbol
+  ? never
+  : T extends string | number | boolean | null | undefined | ((...args: never[]) => unknown) | { toJSON(): unknown }
+    ? T
+    : { [K in keyof T]: JsonField<T[K]> };
+
 /** A position in a channel's stream (channels whose namespace keeps history). */
 export interface StreamPosition {
   offset: number;
@@ -28,6 +45,8 @@ export declare class HeraldError extends Error {
   static readonly CONNECTION_CLOSED: 3;
   /** The subscription was unsubscribed before the server confirmed it. */
   static readonly UNSUBSCRIBED: 4;
+  /** A publish made while disconnected found the queue full (`maxQueuedPublishes` or `maxQueuedBytes`). */
+  static readonly QUEUE_FULL: 5;
 
   constructor(code: number, message: string);
   readonly name: 'HeraldError';
@@ -73,6 +92,12 @@ export interface HeraldOptions {
   websocket?: WebSocketConstructor;
   /** Milliseconds a call (and the connect handshake) may take; default 10000. */
   timeout?: number;
+  /** Milliseconds a durable publish may take in all, queued and in flight; default 60000. */
+  publishTimeout?: number;
+  /** Publishes the queue holds while disconnected; default 100 (the server's default publish rate per second). */
+  maxQueuedPublishes?: number;
+  /** Bytes (UTF-8 JSON of `data`) the queue holds while disconnected; default 1048576. */
+  maxQueuedBytes?: number;
   /** Reconnect backoff bounds in milliseconds; defaults 500 and 20000. */
   minReconnectDelay?: number;
   maxReconnectDelay?: number;
@@ -131,18 +156,86 @@ export interface PresencePush extends Push {
   push: 'join' | 'leave';
   channel: string;
   user: string;
+  client: string;
   info?: { [key: string]: Json };
 }
 
 export interface LeaderboardEntry {
   member: string;
-  score: number;
+  /** null for an infinite score (`inf`/`-inf` in Redis). */
+  score: number | null;
 }
 
-export interface LeaderboardPush extends Push {
+/**
+ * A leaderboard's top, as pushed; the `leaderboard_subscribe` reply that
+ * paints it first is given the same shape.
+ */
+export interface LeaderboardPush {
   push: 'leaderboard';
   key: string;
+  /** Best first, at most the largest `top` asked for this key. */
   entries: LeaderboardEntry[];
+  /** The token's user's own rank (0 = best) and score, when a member. */
+  rank?: number;
+  score?: number | null;
+}
+
+/** One client in a channel's presence. */
+export interface PresenceClient {
+  client: string;
+  user: string;
+  /** The `info` claim of the client's token, if any. */
+  info: { [key: string]: Json } | null;
+  /** When it joined, unix seconds. */
+  joined: number;
+}
+
+/** The `presence` result. */
+export interface PresenceResult {
+  clients: PresenceClient[];
+  /** Unique user ids. */
+  users: string[];
+}
+
+/** The `presence_stats` result: connections and unique users. */
+export interface PresenceStats {
+  clients: number;
+  users: number;
+}
+
+/** One kept message. */
+export interface Publication<T = Json> {
+  offset: number;
+  data: T;
+  /** "base64" when `data` is a base64 string of bytes that were not UTF-8. */
+  encoding?: 'base64';
+}
+
+/** The `history` result, and each page of historyPages(). */
+export interface HistoryResult<T = Json> {
+  publications: Publication<T>[];
+  /** The channel's newest offset when read. */
+  offset: number;
+  epoch: string;
+}
+
+/** The `publish` result: `{}` today (the WebSocket reply carries no offset). */
+export interface PublishResult {
+  [key: string]: unknown;
+}
+
+export interface PublishOptions {
+  /** Milliseconds the publish may take in all, queued and in flight; default `publishTimeout`. */
+  timeout?: number;
+  /** Drop instead of queueing while disconnected (rejects), and do not resend when lost in flight. */
+  volatile?: boolean;
+}
+
+export interface HistoryPagesOptions {
+  /** Publications per page; default 100. */
+  limit?: number;
+  /** Start at this position (that offset and older) instead of the newest. */
+  until?: StreamPosition;
 }
 
 export interface SubscribedEvent {
@@ -213,7 +306,10 @@ export declare class Herald {
   on<E extends keyof HeraldEvents>(event: E, fn: (arg: HeraldEvents[E]) => void): () => void;
   off<E extends keyof HeraldEvents>(event: E, fn: (arg: HeraldEvents[E]) => void): void;
 
-  /** Connects (and keeps reconnecting); rejects only when the client stops for good. */
+  /**
+   * Connects (and keeps reconnecting); rejects only when the client stops
+   * for good. Never throws: without a WebSocket constructor it rejects with a TypeError.
+   */
   connect(): Promise<ConnectResult>;
   /** Closes and stops reconnecting; subscriptions are kept for the next connect(). */
   disconnect(): void;
@@ -224,11 +320,19 @@ export declare class Herald {
     opts?: { since?: StreamPosition },
   ): Subscription;
   psubscribe<T = any>(pattern: string, onMessage?: (data: T, meta: PatternMessageMeta) => void): Subscription;
-  leaderboard(key: string, top: number, onUpdate?: (entries: LeaderboardEntry[], push: LeaderboardPush) => void): Subscription;
+  /** `onUpdate(entries, update)`: the first call (the subscribe reply) and every push alike. */
+  leaderboard(key: string, top: number, onUpdate?: (entries: LeaderboardEntry[], update: LeaderboardPush) => void): Subscription;
 
-  publish(channel: string, data: Json): Promise<Record<string, unknown>>;
-  presence(channel: string): Promise<any>;
-  history(channel: string, opts?: HistoryOptions): Promise<any>;
+  /**
+   * Publishes any JSON-serialisable value. Durable unless `volatile`:
+   * queued while disconnected and resent if lost in flight (at least once).
+   */
+  publish<T>(channel: string, data: T & JsonSerializable<T>, opts?: PublishOptions): Promise<PublishResult>;
+  presence(channel: string): Promise<PresenceResult>;
+  presenceStats(channel: string): Promise<PresenceStats>;
+  history<T = Json>(channel: string, opts?: HistoryOptions): Promise<HistoryResult<T>>;
+  /** Pages backwards through a channel's history, newest first. */
+  historyPages<T = Json>(channel: string, opts?: HistoryPagesOptions): AsyncGenerator<HistoryResult<T>, void, undefined>;
 }
 
 export default Herald;

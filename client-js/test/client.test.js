@@ -288,7 +288,7 @@ test('no refresh without getToken or without expires', async (t) => {
 test('calls that get no reply reject with a HeraldError timeout', async () => {
   const server = new FakeServer();
   server.handlers.publish = () => NO_REPLY;
-  const herald = client(server, { timeout: 50 });
+  const herald = client(server, { publishTimeout: 50 });
   await herald.connect();
   const started = performance.now();
   await assert.rejects(herald.publish('news', 1), (err) => {
@@ -317,34 +317,38 @@ test('error replies reject with the protocol code and message', async () => {
 
 test('calls while disconnected reject at once; calls while connecting wait', async () => {
   const server = new FakeServer();
+  server.handlers.presence = () => ({ clients: [], users: [] });
   const herald = client(server);
-  await assert.rejects(herald.publish('a', 1), { code: HeraldError.DISCONNECTED });
+  await assert.rejects(herald.presence('a'), { code: HeraldError.DISCONNECTED });
 
   server.refusing = true;
   herald.connect();
-  const pending = herald.publish('a', 2);
+  const pending = herald.presence('a');
   await until(() => server.sockets.length >= 2);
   server.refusing = false;
-  assert.deepEqual(await pending, {});
-  assert.equal(server.received('publish')[0].data, 2);
+  assert.deepEqual(await pending, { clients: [], users: [] });
+  assert.equal(server.received('presence')[0].channel, 'a');
 
   // Held calls are rejected when the client stops.
   server.refusing = true;
   server.socket.drop();
   await until(() => herald.state === 'connecting');
-  const held = herald.publish('a', 3);
+  const held = herald.presence('b');
   herald.disconnect();
   await assert.rejects(held, { code: HeraldError.DISCONNECTED });
 });
 
 test('a call in flight when the connection drops rejects with CONNECTION_CLOSED', async () => {
   const server = new FakeServer();
+  server.handlers.presence = () => NO_REPLY;
   server.handlers.publish = () => NO_REPLY;
   const herald = client(server);
   await herald.connect();
-  const call = herald.publish('a', 1);
+  const call = herald.presence('a');
+  const volatile = herald.publish('a', 1, { volatile: true });
   server.socket.drop();
   await assert.rejects(call, { code: HeraldError.CONNECTION_CLOSED });
+  await assert.rejects(volatile, { code: HeraldError.CONNECTION_CLOSED });
   herald.disconnect();
 });
 
@@ -435,11 +439,15 @@ test('message, join and leave pushes reach on() listeners', async () => {
   herald.disconnect();
 });
 
-test('connect() without any WebSocket implementation throws a clear TypeError', () => {
+test('connect() without any WebSocket implementation rejects with a clear TypeError (never throws)', async () => {
   const saved = globalThis.WebSocket;
   delete globalThis.WebSocket;
   try {
-    assert.throws(() => new Herald('ws://x/ws').connect(), /websocket/);
+    let promise;
+    assert.doesNotThrow(() => {
+      promise = new Herald('ws://x/ws').connect();
+    });
+    await assert.rejects(promise, (err) => err instanceof TypeError && /websocket/.test(err.message));
   } finally {
     if (saved) globalThis.WebSocket = saved;
   }

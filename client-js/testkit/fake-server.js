@@ -33,6 +33,7 @@ export class FakeServer {
       punsubscribe: () => ({}),
       publish: () => ({}),
       presence: () => refuse(108, 'presence is not enabled on this server yet'),
+      presence_stats: () => refuse(108, 'presence is not enabled on this server yet'),
       history: () => refuse(108, 'history is not enabled on this server yet'),
       leaderboard_subscribe: () => refuse(108, 'leaderboards are not enabled on this server yet'),
       leaderboard_unsubscribe: () => refuse(108, 'leaderboards are not enabled on this server yet'),

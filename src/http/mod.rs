@@ -48,6 +48,7 @@ pub fn router(st: AppState, conns: Arc<listener::ConnTable>) -> Router {
     Router::new()
         .route("/", get(index))
         .route("/client/herald.js", get(client_js))
+        .route("/client/herald.min.js", get(client_min_js))
         .route(
             "/stats",
             get(
@@ -152,6 +153,20 @@ async fn openapi() -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "application/json")],
         include_str!("../../docs/openapi.json"),
+    )
+        .into_response()
+}
+
+/// The same client as a minified classic script (the global `Herald`), for
+/// a plain `<script>` tag; built by client-js/scripts/build.mjs.
+async fn client_min_js() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+            (header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"),
+        ],
+        include_str!("../../client-js/dist/herald.min.js"),
     )
 }
 
