@@ -14,6 +14,7 @@
 //! - `ops`: the ops a session answers (subscribe, publish, history, …).
 //! - `recovery`: the subscriber side, lag catch-up and recovery from history.
 
+mod hooks;
 mod ops;
 pub mod protocol;
 mod recovery;
@@ -211,6 +212,10 @@ pub async fn upgrade(
         Stats::add(&st.hub.stats().rejected_connections, 1);
         return ApiError::TooManyClients.into_response();
     };
+    // The connect hook sees the upgrade's cookies: kept only when it will
+    // be asked (no token on the URL).
+    let handshake = (st.proxy.connects() && q.token.is_none())
+        .then(|| Box::new(crate::proxy::ConnectHeaders::from_request(req.headers())));
     let config = socket_config(&st.cfg);
     let tracker = st.ws.tracker.clone();
     tokio::spawn(tracker.track_future(async move {
@@ -222,7 +227,7 @@ pub async fn upgrade(
         let socket =
             tokio_tungstenite::WebSocketStream::from_raw_socket(io, Role::Server, Some(config))
                 .await;
-        session::run(socket, st, q.token).await;
+        session::run(socket, st, q.token, handshake).await;
         drop(permit);
     }));
     let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());

@@ -25,11 +25,13 @@ use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 
+use super::hooks::Pending;
 use super::protocol::DisconnectCode;
 use super::recovery::{lag_threshold, LagState, WsSink};
 use crate::auth::{Identity, TokenError};
 use crate::http::AppState;
 use crate::hub::{ClientId, Outbox, Stats};
+use crate::proxy::{AppDisconnect, ConnectHeaders};
 
 /// The upgraded connection, owned by its session.
 pub type WebSocket =
@@ -114,6 +116,10 @@ pub(super) struct Session {
     pub(super) publishes: VecDeque<Instant>,
     /// Subscriptions added (`--subscribe-rate`).
     pub(super) subscribe_rate: crate::rate::TokenBucket,
+    /// The upgrade's headers for the connect hook: kept (boxed, so
+    /// sessions without them pay one pointer) only where a connect hook is
+    /// configured and the URL held no token, until `connect`.
+    pub(super) handshake: Option<Box<ConnectHeaders>>,
 }
 
 /// How far ahead any deadline is set at most. Deadlines come from a
@@ -142,8 +148,19 @@ pub(super) fn expiry_instant(exp: u64, leeway: Duration) -> TInstant {
 /// replies) out, and the peer's Close or EOF in.
 const CLOSE_WAIT: Duration = Duration::from_secs(1);
 
+/// What handling a frame leaves to the session loop.
+pub(super) enum Step {
+    /// Read on.
+    Read,
+    /// The session ends.
+    End(End),
+    /// Ask the app's backend, then resume the op (`hooks`): only this
+    /// session waits for the answer.
+    Ask(Box<Pending>),
+}
+
 /// How a session ends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum End {
     /// The socket is gone (EOF, reset, write error): nothing more to send.
     Gone,
@@ -152,6 +169,8 @@ pub(super) enum End {
     ClosedByClient,
     /// A `disconnect` push, then a Close frame with the same code.
     Disconnect(DisconnectCode),
+    /// The same with the code and reason the app's backend gave.
+    App(Box<AppDisconnect>),
     /// A Close frame with a WebSocket protocol code (RFC 6455 §7.4.1) and
     /// no push: the client broke the framing itself (1007 invalid UTF-8,
     /// 1002 protocol error).
@@ -159,25 +178,39 @@ pub(super) enum End {
 }
 
 impl Session {
-    /// A frame read from the socket (or its end). `Some(end)` ends the
-    /// session.
-    fn receive(&mut self, msg: Incoming) -> Option<End> {
+    /// A frame read from the socket (or its end).
+    fn receive(&mut self, msg: Incoming) -> Step {
         match msg {
-            None => Some(End::Gone),
-            Some(Ok(Message::Close(_))) => Some(End::ClosedByClient),
+            None => Step::End(End::Gone),
+            Some(Ok(Message::Close(_))) => Step::End(End::ClosedByClient),
             Some(Err(e)) => {
                 tracing::debug!(client = self.id, error = %e, "websocket read error");
-                Some(read_error(&e))
+                Step::End(read_error(&e))
             }
             Some(Ok(Message::Text(t))) => {
                 if t.len() > self.st.cfg.ws_max_message_size {
-                    return Some(End::Disconnect(DisconnectCode::MessageTooBig));
+                    return Step::End(End::Disconnect(DisconnectCode::MessageTooBig));
                 }
-                self.handle(t.as_str()).map(End::Disconnect)
+                self.handle(t.as_str())
             }
-            Some(Ok(Message::Binary(_))) => Some(End::Disconnect(DisconnectCode::BadRequest)),
+            Some(Ok(Message::Binary(_))) => Step::End(End::Disconnect(DisconnectCode::BadRequest)),
             // Raw frames are never read: tungstenite assembles them.
-            Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => None,
+            Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => Step::Read,
+        }
+    }
+
+    /// Handles a frame read from the socket, awaiting the app's backend
+    /// when an op asks it. `Some(end)` ends the session.
+    async fn settle(
+        &mut self,
+        msg: Incoming,
+        shutdown: &tokio_util::sync::CancellationToken,
+    ) -> Option<End> {
+        match self.receive(msg) {
+            Step::Read => None,
+            Step::End(end) => Some(end),
+            // Boxed: the call takes space only while it runs.
+            Step::Ask(pending) => Box::pin(self.ask(pending, shutdown)).await,
         }
     }
 
@@ -226,7 +259,7 @@ fn read_error(e: &WsError) -> End {
 /// peer's is awaited: closing TCP with unread input would reset the
 /// connection, and the client could lose the Close frame.
 async fn finish(socket: &mut WebSocket, end: End, mut pending: Outgoing, cut: bool) {
-    let (code, reason, push) = match end {
+    let (code, reason, push): (u16, String, Option<String>) = match end {
         End::Gone => return,
         End::ClosedByClient => {
             // tungstenite queued the answering Close when it read the
@@ -234,8 +267,12 @@ async fn finish(socket: &mut WebSocket, end: End, mut pending: Outgoing, cut: bo
             let _ = tokio::time::timeout(CLOSE_WAIT, socket.flush()).await;
             return;
         }
-        End::Disconnect(code) => (code as u16, code.reason(), Some(code.push())),
-        End::Violation(code, reason) => (code, reason, None),
+        End::Disconnect(code) => (code as u16, code.reason().into(), Some(code.push())),
+        End::App(d) => {
+            let push = super::protocol::disconnect_push(d.code, &d.reason, d.reconnect());
+            (d.code, d.reason.into(), Some(push))
+        }
+        End::Violation(code, reason) => (code, reason.into(), None),
     };
     let push = push.filter(|_| !cut);
     let _ = tokio::time::timeout(CLOSE_WAIT, async {
@@ -250,7 +287,7 @@ async fn finish(socket: &mut WebSocket, end: End, mut pending: Outgoing, cut: bo
         socket
             .send(Message::Close(Some(CloseFrame {
                 code: code.into(),
-                reason: Utf8Bytes::from_static(reason),
+                reason: Utf8Bytes::from(reason),
             })))
             .await?;
         while let Some(Ok(msg)) = socket.next().await {
@@ -274,6 +311,7 @@ pub fn run(
     mut socket: WebSocket,
     st: AppState,
     url_token: Option<String>,
+    handshake: Option<Box<ConnectHeaders>>,
 ) -> impl std::future::Future<Output = ()> + Send {
     async move {
         let id = st.hub.next_client_id();
@@ -297,6 +335,7 @@ pub fn run(
             expires_at: None,
             publishes: VecDeque::new(),
             subscribe_rate: crate::rate::TokenBucket::default(),
+            handshake,
             st,
         };
         let refused = match url_token.map(|t| s.st.auth.verify_token(&t)) {
@@ -328,6 +367,10 @@ pub fn run(
             End::Disconnect(code)
                 if !matches!(code, DisconnectCode::Slow | DisconnectCode::NoPong) =>
             {
+                s.sink.outbox.take(&mut out.frames);
+                false
+            }
+            End::App(_) => {
                 s.sink.outbox.take(&mut out.frames);
                 false
             }
@@ -416,7 +459,7 @@ async fn serve(socket: &mut WebSocket, s: &mut Session, out: &mut Outgoing) -> E
                 Written::Done => stall_deadline = None,
                 Written::Incoming(msg) => {
                     awaiting_pong = None;
-                    if let Some(end) = s.receive(msg) {
+                    if let Some(end) = s.settle(msg, &shutdown).await {
                         return end;
                     }
                 }
@@ -437,7 +480,7 @@ async fn serve(socket: &mut WebSocket, s: &mut Session, out: &mut Outgoing) -> E
             _ = outbox.ready() => {}
             msg = socket.next() => {
                 awaiting_pong = None;
-                if let Some(end) = s.receive(msg) {
+                if let Some(end) = s.settle(msg, &shutdown).await {
                     return end;
                 }
             }
