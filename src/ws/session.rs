@@ -199,14 +199,16 @@ impl Session {
         }
     }
 
-    /// Handles a frame read from the socket, awaiting the app's backend
-    /// when an op asks it. `Some(end)` ends the session.
+    /// Carries out what handling a frame left to do, awaiting the app's
+    /// backend when an op asks it. `Some(end)` ends the session. (It takes
+    /// the step rather than the frame: the frame, handled synchronously,
+    /// is never held across an await of the session loop.)
     async fn settle(
         &mut self,
-        msg: Incoming,
+        step: Step,
         shutdown: &tokio_util::sync::CancellationToken,
     ) -> Option<End> {
-        match self.receive(msg) {
+        match step {
             Step::Read => None,
             Step::End(end) => Some(end),
             // Boxed: the call takes space only while it runs.
@@ -270,7 +272,7 @@ async fn finish(socket: &mut WebSocket, end: End, mut pending: Outgoing, cut: bo
         End::Disconnect(code) => (code as u16, code.reason().into(), Some(code.push())),
         End::App(d) => {
             let push = super::protocol::disconnect_push(d.code, &d.reason, d.reconnect());
-            (d.code, d.reason.into(), Some(push))
+            (d.code, d.reason, Some(push))
         }
         End::Violation(code, reason) => (code, reason.into(), None),
     };
@@ -459,7 +461,8 @@ async fn serve(socket: &mut WebSocket, s: &mut Session, out: &mut Outgoing) -> E
                 Written::Done => stall_deadline = None,
                 Written::Incoming(msg) => {
                     awaiting_pong = None;
-                    if let Some(end) = s.settle(msg, &shutdown).await {
+                    let step = s.receive(msg);
+                    if let Some(end) = s.settle(step, &shutdown).await {
                         return end;
                     }
                 }
@@ -480,7 +483,8 @@ async fn serve(socket: &mut WebSocket, s: &mut Session, out: &mut Outgoing) -> E
             _ = outbox.ready() => {}
             msg = socket.next() => {
                 awaiting_pong = None;
-                if let Some(end) = s.settle(msg, &shutdown).await {
+                let step = s.receive(msg);
+                if let Some(end) = s.settle(step, &shutdown).await {
                     return end;
                 }
             }
