@@ -129,10 +129,9 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
         hub: hub.clone(),
         cfg: cfg.clone(),
         auth,
-        ws: crate::ws::WsServer::new(&cfg, shutdown.clone()),
+        ws: crate::ws::WsServer::new(&cfg, shutdown.clone(), proxy),
         resp: resp_server.clone(),
         metrics,
-        proxy,
     };
     let mut tasks = JoinSet::new();
     tasks.spawn(reclaim_expired(hub.clone(), shutdown.clone()));

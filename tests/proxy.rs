@@ -77,6 +77,7 @@ async fn connect(State(b): State<Backend>, Json(req): Json<Value>) -> Response {
             "channels": ["priv:alice", "news:alice"],
         }}),
         Some("bob") => json!({"result": {"user": "bob"}}),
+        Some("short") => json!({"result": {"user": "sam", "expire_at": unix_now() + 1}}),
         Some("expired") => json!({"result": {"user": "carol", "expire_at": unix_now() - 60}}),
         Some("banned") => json!({"disconnect": {"code": 4501, "reason": "banned"}}),
         Some("slow") => {
@@ -322,6 +323,22 @@ async fn connect_refusals_and_disconnects() {
     let r = ws_call(&mut expired, 1, json!({"op": "connect"})).await;
     assert_eq!(r["error"]["code"], 104, "{r}");
     assert_eq!(ws_until_close(&mut expired).await.1, Some(3002));
+
+    // An `expire_at` ends the connection as a token's `exp` does.
+    let mut short = browser(h.http, Some("session=short")).await;
+    let started = Instant::now();
+    let r = ws_call(&mut short, 1, json!({"op": "connect"})).await;
+    assert_eq!(r["result"]["user"], "sam", "{r}");
+    let (push, code) = ws_until_close(&mut short).await;
+    assert_eq!(
+        (push.unwrap()["code"].clone(), code),
+        (json!(3002), Some(3002))
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
 
     // A token skips the hook; so does one on the URL.
     let calls = app.seen("connect").len();

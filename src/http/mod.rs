@@ -38,8 +38,6 @@ pub struct AppState {
     pub ws: Arc<WsServer>,
     pub resp: Arc<RespServer>,
     pub metrics: Arc<Metrics>,
-    /// The app's backend hooks (`--proxy-*-url`; inert when none is set).
-    pub proxy: Arc<crate::proxy::Proxy>,
 }
 
 /// The routes; `conns` is the HTTP listener's connection table (for

@@ -107,7 +107,7 @@ impl Session {
             body,
             then,
         } = *pending;
-        let proxy = self.st.proxy.clone();
+        let proxy = self.st.ws.proxy.clone();
         let answer = tokio::select! {
             biased;
             _ = shutdown.cancelled() => return Some(End::Disconnect(DisconnectCode::Shutdown)),

@@ -211,7 +211,7 @@ impl Session {
                 // No token anywhere: the app's connect hook says who this is.
                 if a.token.is_none()
                     && self.identity == Identity::Anonymous
-                    && self.st.proxy.connects()
+                    && self.st.ws.proxy.connects()
                 {
                     return Step::Ask(self.connect_pending(id, a.data));
                 }

@@ -159,6 +159,17 @@ pub(super) enum Step {
     Ask(Box<Pending>),
 }
 
+/// What the upgrade request brought to authenticate with: one argument
+/// (the token and the headers exclude each other), since the session
+/// future keeps its arguments for its whole life.
+pub enum Credentials {
+    None,
+    /// `?token=` on the URL.
+    Token(String),
+    /// No token, and a connect hook to ask: its request headers.
+    Headers(Box<ConnectHeaders>),
+}
+
 /// How a session ends.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum End {
@@ -199,20 +210,13 @@ impl Session {
         }
     }
 
-    /// Carries out what handling a frame left to do, awaiting the app's
-    /// backend when an op asks it. `Some(end)` ends the session. (It takes
-    /// the step rather than the frame: the frame, handled synchronously,
-    /// is never held across an await of the session loop.)
-    async fn settle(
-        &mut self,
-        step: Step,
-        shutdown: &tokio_util::sync::CancellationToken,
-    ) -> Option<End> {
+    /// What handling a frame left to do: `Ok(Some(pending))` when an op
+    /// waits for the app's backend, `Err(end)` when the session ends.
+    fn settle(step: Step) -> Result<Option<Box<Pending>>, End> {
         match step {
-            Step::Read => None,
-            Step::End(end) => Some(end),
-            // Boxed: the call takes space only while it runs.
-            Step::Ask(pending) => Box::pin(self.ask(pending, shutdown)).await,
+            Step::Read => Ok(None),
+            Step::End(end) => Err(end),
+            Step::Ask(pending) => Ok(Some(pending)),
         }
     }
 
@@ -312,8 +316,7 @@ async fn finish(socket: &mut WebSocket, end: End, mut pending: Outgoing, cut: bo
 pub fn run(
     mut socket: WebSocket,
     st: AppState,
-    url_token: Option<String>,
-    handshake: Option<Box<ConnectHeaders>>,
+    credentials: Credentials,
 ) -> impl std::future::Future<Output = ()> + Send {
     async move {
         let id = st.hub.next_client_id();
@@ -337,8 +340,16 @@ pub fn run(
             expires_at: None,
             publishes: VecDeque::new(),
             subscribe_rate: crate::rate::TokenBucket::default(),
-            handshake,
+            handshake: None,
             st,
+        };
+        let url_token = match credentials {
+            Credentials::None => None,
+            Credentials::Token(t) => Some(t),
+            Credentials::Headers(h) => {
+                s.handshake = Some(h);
+                None
+            }
         };
         let refused = match url_token.map(|t| s.st.auth.verify_token(&t)) {
             Some(Err(e)) => {
@@ -426,7 +437,17 @@ async fn serve(socket: &mut WebSocket, s: &mut Session, out: &mut Outgoing) -> E
     let mut auth_deadline =
         (cfg.has_auth() && !cfg.auth_timeout.is_zero() && s.identity == Identity::Anonymous)
             .then(|| later(TInstant::now(), cfg.auth_timeout));
+    // An op waiting for the app's backend: awaited at one place, the top
+    // of the loop, before anything else is read (each await point of this
+    // loop is space that every idle session keeps).
+    let mut asking: Option<Box<Pending>> = None;
     loop {
+        if let Some(pending) = asking.take() {
+            // Boxed: the call takes space only while it runs.
+            if let Some(end) = Box::pin(s.ask(pending, &shutdown)).await {
+                return end;
+            }
+        }
         let (broken, behind) = {
             let lag = sink.lag();
             (lag.broken, lag.behind > 0)
@@ -461,9 +482,9 @@ async fn serve(socket: &mut WebSocket, s: &mut Session, out: &mut Outgoing) -> E
                 Written::Done => stall_deadline = None,
                 Written::Incoming(msg) => {
                     awaiting_pong = None;
-                    let step = s.receive(msg);
-                    if let Some(end) = s.settle(step, &shutdown).await {
-                        return end;
+                    match Session::settle(s.receive(msg)) {
+                        Ok(p) => asking = p,
+                        Err(end) => return end,
                     }
                 }
                 Written::End(end) => return end,
@@ -483,9 +504,9 @@ async fn serve(socket: &mut WebSocket, s: &mut Session, out: &mut Outgoing) -> E
             _ = outbox.ready() => {}
             msg = socket.next() => {
                 awaiting_pong = None;
-                let step = s.receive(msg);
-                if let Some(end) = s.settle(step, &shutdown).await {
-                    return end;
+                match Session::settle(s.receive(msg)) {
+                    Ok(p) => asking = p,
+                    Err(end) => return end,
                 }
             }
             _ = &mut timer => {
