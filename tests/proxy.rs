@@ -725,3 +725,30 @@ async fn resp_clients_are_refused_rather_than_let_past_the_app() {
     assert!(app.seen("subscribe").is_empty() && app.seen("publish").is_empty());
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// What a hook call adds to a subscribe's round trip: 500 subscribes
+/// through the subscribe hook against 500 in a namespace without one
+/// (`cargo test --test proxy -- --ignored --nocapture hook_latency`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn hook_latency() {
+    async fn round_trips(ws: &mut Ws, prefix: &str) -> (Duration, Duration) {
+        let mut took = Vec::new();
+        for i in 0..500u64 {
+            let started = Instant::now();
+            let channel = format!("{prefix}{i}");
+            let r = ws_call(ws, i, json!({"op": "subscribe", "channel": channel})).await;
+            took.push(started.elapsed());
+            assert!(r.get("result").is_some(), "{r}");
+        }
+        took.sort();
+        (took[took.len() / 2], took[took.len() * 99 / 100])
+    }
+    let (_app, addr) = Backend::start().await;
+    let (h, dir) = herald(addr, "1s");
+    let mut ws = ws_connect(h.http, Some(&token(json!({"sub": "u"})))).await;
+    let plain = round_trips(&mut ws, "news:").await;
+    let hooked = round_trips(&mut ws, "priv:u").await;
+    eprintln!("subscribe round trip p50/p99: without hook {plain:?}, through the hook {hooked:?}");
+    let _ = std::fs::remove_dir_all(dir);
+}
