@@ -948,38 +948,6 @@ mod tests {
     }
 
     #[test]
-    fn proxy_options_are_checked() {
-        let ok = |toml: &str| toml::from_str::<Options>(toml).unwrap().resolve();
-        let cfg = ok("proxy_connect_url = \"http://127.0.0.1:3000/connect\"\n\
-                      proxy_subscribe_url = \"http://app/sub\"\nproxy_timeout = \"250ms\"\n\
-                      [namespaces.priv]\nsubscribe_proxy = true\n")
-        .unwrap();
-        assert!(cfg.has_auth(), "the connect hook is authentication");
-        assert_eq!(cfg.proxy_timeout, Duration::from_millis(250));
-        assert!(cfg.namespace(b"priv:x").subscribe_proxy);
-        assert!(!cfg.namespace(b"priv:x").allow_anonymous);
-        assert_eq!(Config::default().proxy_timeout, Duration::from_secs(1));
-        for (toml, why) in [
-            ("proxy_connect_url = \"https://app/c\"", "http://"),
-            ("proxy_connect_url = \"app/c\"", "not a URL"),
-            ("proxy_connect_url = \"ftp://app/c\"", "http://"),
-            ("proxy_publish_url = \"http:///c\"", "proxy_publish_url"),
-            ("proxy_timeout = \"0s\"", "proxy_timeout"),
-            (
-                "[namespaces.priv]\nsubscribe_proxy = true",
-                "proxy_subscribe_url is not set",
-            ),
-            (
-                "[namespaces.default]\npublish_proxy = true",
-                "namespace default",
-            ),
-        ] {
-            let err = ok(toml).unwrap_err().to_string();
-            assert!(err.contains(why), "{toml}: {err}");
-        }
-    }
-
-    #[test]
     fn anonymous_access_defaults_to_closed_once_auth_is_configured() {
         let toml = "[namespaces.chat]\npresence = true\n[namespaces.pub]\nallow_anonymous = true\n";
         let open = toml::from_str::<Options>(toml).unwrap().resolve().unwrap();

@@ -496,6 +496,46 @@ mod tests {
         );
     }
 
+    /// The hooks' options (in `config`, checked at start-up).
+    #[test]
+    fn proxy_options_are_checked() {
+        let ok = |toml: &str| {
+            toml::from_str::<crate::config::Options>(toml)
+                .unwrap()
+                .resolve()
+        };
+        let cfg = ok("proxy_connect_url = \"http://127.0.0.1:3000/connect\"\n\
+                      proxy_subscribe_url = \"http://app/sub\"\nproxy_timeout = \"250ms\"\n\
+                      [namespaces.priv]\nsubscribe_proxy = true\n")
+        .unwrap();
+        assert!(cfg.has_auth(), "the connect hook is authentication");
+        assert_eq!(cfg.proxy_timeout, std::time::Duration::from_millis(250));
+        assert!(cfg.namespace(b"priv:x").subscribe_proxy);
+        assert!(!cfg.namespace(b"priv:x").allow_anonymous);
+        assert_eq!(
+            crate::config::Config::default().proxy_timeout,
+            std::time::Duration::from_secs(1)
+        );
+        for (toml, why) in [
+            ("proxy_connect_url = \"https://app/c\"", "http://"),
+            ("proxy_connect_url = \"app/c\"", "not a URL"),
+            ("proxy_connect_url = \"ftp://app/c\"", "http://"),
+            ("proxy_publish_url = \"http:///c\"", "proxy_publish_url"),
+            ("proxy_timeout = \"0s\"", "proxy_timeout"),
+            (
+                "[namespaces.priv]\nsubscribe_proxy = true",
+                "proxy_subscribe_url is not set",
+            ),
+            (
+                "[namespaces.default]\npublish_proxy = true",
+                "namespace default",
+            ),
+        ] {
+            let err = ok(toml).unwrap_err().to_string();
+            assert!(err.contains(why), "{toml}: {err}");
+        }
+    }
+
     #[test]
     fn requests() {
         let h = ConnectHeaders {
