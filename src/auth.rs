@@ -92,6 +92,17 @@ pub enum Identity {
     User(Arc<Claims>),
 }
 
+/// What the rules say about one action (subscribe or publish) on a
+/// channel: yes, no, or "ask the app" (the namespace sends it to the app's
+/// backend, and nothing else decided it). Front ends that cannot ask the
+/// app (RESP) treat [`Rule::App`] as a refusal, never as allowed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rule {
+    Allow,
+    Deny,
+    App,
+}
+
 /// Why credentials were refused, in the form RESP clients expect.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AuthError {
@@ -204,7 +215,9 @@ impl Authenticator {
             JwtVerifier { key, validation }
         });
         Ok(Arc::new(Authenticator {
-            open: cfg.requirepass.is_none() && jwt.is_none(),
+            // The connect hook is authentication too: without it, a client
+            // with no token would have full access.
+            open: cfg.requirepass.is_none() && jwt.is_none() && cfg.proxy_connect_url.is_none(),
             requirepass: cfg.requirepass.clone(),
             jwt,
         }))
@@ -214,7 +227,7 @@ impl Authenticator {
     pub fn new(cfg: &Config) -> Arc<Authenticator> {
         Self::from_config(cfg).unwrap_or_else(|_| {
             Arc::new(Authenticator {
-                open: cfg.requirepass.is_none(),
+                open: cfg.requirepass.is_none() && cfg.proxy_connect_url.is_none(),
                 requirepass: cfg.requirepass.clone(),
                 jwt: None,
             })
@@ -346,6 +359,14 @@ pub fn pattern_within(pattern: &[u8], globs: &[String]) -> bool {
     })
 }
 
+fn rule(allowed: bool) -> Rule {
+    if allowed {
+        Rule::Allow
+    } else {
+        Rule::Deny
+    }
+}
+
 fn any_glob(globs: &[Glob], channel: &[u8]) -> bool {
     globs.iter().any(|g| g.matches(channel))
 }
@@ -414,45 +435,99 @@ impl Identity {
         }
     }
 
-    /// May this identity subscribe to `channel` in namespace `ns`?
+    /// May this identity subscribe to `channel` in namespace `ns`? Where
+    /// the namespace would ask the app ([`Rule::App`]), no.
     pub fn can_subscribe(&self, channel: &[u8], ns: &NamespaceOptions) -> bool {
-        match self {
-            Identity::Password => true,
+        self.subscribe_rule(channel, ns) == Rule::Allow
+    }
+
+    /// Whether this identity may subscribe to `channel` in namespace `ns`:
+    ///
+    /// 1. The password (and every client of an open server) may, always.
+    /// 2. A refusal of the identity's own rules is final: a token's
+    ///    `subscribe` globs that do not match, an anonymous client where
+    ///    the namespace does not allow anonymous access.
+    /// 3. A token whose `subscribe` globs match decides: allowed, whatever
+    ///    the namespace (the app signed the token).
+    /// 4. Anything else (a token without a `subscribe` claim, a user the
+    ///    connect hook accepted, an anonymous client where it is allowed)
+    ///    is [`Rule::App`] where the namespace sets `subscribe_proxy`, and
+    ///    allowed elsewhere.
+    pub fn subscribe_rule(&self, channel: &[u8], ns: &NamespaceOptions) -> Rule {
+        let undecided = match self {
+            Identity::Password => return Rule::Allow,
             Identity::Anonymous => ns.allow_anonymous,
             Identity::User(c) => match &c.subscribe {
-                Some(_) => any_glob(&c.globs().0, governing(channel).unwrap_or(channel)),
+                Some(_) => {
+                    return rule(any_glob(
+                        &c.globs().0,
+                        governing(channel).unwrap_or(channel),
+                    ))
+                }
                 None => true,
             },
+        };
+        match (undecided, ns.subscribe_proxy) {
+            (false, _) => Rule::Deny,
+            (true, true) => Rule::App,
+            (true, false) => Rule::Allow,
         }
+    }
+
+    /// [`Identity::subscribe_rule`] for `channel`, in the namespace that
+    /// governs it (for `__presence__:C` and `__leaderboard__:K`, that of
+    /// what they report on).
+    pub fn subscribe_rule_for(&self, channel: &[u8], cfg: &Config) -> Rule {
+        let target = governing(channel).unwrap_or(channel);
+        self.subscribe_rule(channel, cfg.namespace(target))
     }
 
     /// May this identity subscribe to `pattern`? `namespaces` are the options
-    /// of every namespace the pattern can reach.
+    /// of every namespace the pattern can reach. The app decides channel by
+    /// channel, so a pattern that reaches a `subscribe_proxy` namespace is
+    /// refused unless the token's globs contain it.
     pub fn can_psubscribe(&self, pattern: &[u8], namespaces: &[&NamespaceOptions]) -> bool {
+        let proxied = || namespaces.iter().any(|n| n.subscribe_proxy);
         match self {
             Identity::Password => true,
-            Identity::Anonymous => namespaces.iter().all(|n| n.allow_anonymous),
+            Identity::Anonymous => namespaces.iter().all(|n| n.allow_anonymous) && !proxied(),
             Identity::User(c) => match &c.subscribe {
                 Some(globs) => pattern_within(pattern, globs),
-                None => true,
+                None => !proxied(),
             },
         }
     }
 
-    /// May this identity publish to `channel` in namespace `ns`?
+    /// May this identity publish to `channel` in namespace `ns`? Where the
+    /// namespace would ask the app ([`Rule::App`]), no.
     pub fn can_publish(&self, channel: &[u8], ns: &NamespaceOptions) -> bool {
+        self.publish_rule(channel, ns) == Rule::Allow
+    }
+
+    /// Whether this identity may publish to `channel` in namespace `ns`:
+    /// the password may; the identity's own rules (a token's `publish`
+    /// globs where present, else the namespace's `allow_publish`, and
+    /// `allow_anonymous`) refuse finally; what they allow is
+    /// [`Rule::App`] where the namespace sets `publish_proxy` (the app
+    /// validates or rewrites every publish there, a token's included).
+    pub fn publish_rule(&self, channel: &[u8], ns: &NamespaceOptions) -> Rule {
         if governing(channel).is_some() {
             // Forged join/leave or leaderboard events would mislead every
             // subscriber: these channels carry only what Herald publishes.
-            return *self == Identity::Password;
+            return rule(*self == Identity::Password);
         }
-        match self {
-            Identity::Password => true,
+        let allowed = match self {
+            Identity::Password => return Rule::Allow,
             Identity::Anonymous => ns.allow_publish && ns.allow_anonymous,
             Identity::User(c) => match &c.publish {
                 Some(_) => any_glob(&c.globs().1, channel),
                 None => ns.allow_publish,
             },
+        };
+        match (allowed, ns.publish_proxy) {
+            (false, _) => Rule::Deny,
+            (true, true) => Rule::App,
+            (true, false) => Rule::Allow,
         }
     }
 }
@@ -615,5 +690,68 @@ mod tests {
         assert!(user.can_subscribe(b"__presence__:chat:x", &open));
         assert!(!user.can_subscribe(b"__presence__:secret:x", &open));
         assert!(!user.can_subscribe(b"__leaderboard__:secret", &open));
+    }
+
+    #[test]
+    fn proxied_namespaces_ask_the_app_only_where_nothing_else_decides() {
+        let proxied = NamespaceOptions {
+            subscribe_proxy: true,
+            publish_proxy: true,
+            allow_anonymous: true,
+            ..NamespaceOptions::default()
+        };
+        let globs = Identity::User(Arc::new(Claims::new(
+            "u",
+            0,
+            Some(vec!["p:mine".into()]),
+            Some(vec!["p:mine".into()]),
+        )));
+        let plain = Identity::User(Arc::new(Claims::new("u", 0, None, None)));
+        // Subscribe: the token's globs decide both ways; the rest asks.
+        assert_eq!(globs.subscribe_rule(b"p:mine", &proxied), Rule::Allow);
+        assert_eq!(globs.subscribe_rule(b"p:other", &proxied), Rule::Deny);
+        assert_eq!(plain.subscribe_rule(b"p:x", &proxied), Rule::App);
+        assert_eq!(
+            Identity::Anonymous.subscribe_rule(b"p:x", &proxied),
+            Rule::App
+        );
+        assert_eq!(
+            Identity::Password.subscribe_rule(b"p:x", &proxied),
+            Rule::Allow
+        );
+        let closed = NamespaceOptions {
+            allow_anonymous: false,
+            ..proxied.clone()
+        };
+        assert_eq!(
+            Identity::Anonymous.subscribe_rule(b"p:x", &closed),
+            Rule::Deny
+        );
+        // Front ends that cannot ask refuse.
+        assert!(!plain.can_subscribe(b"p:x", &proxied));
+        assert!(globs.can_subscribe(b"p:mine", &proxied));
+        // Patterns reaching a proxied namespace: only inside the globs.
+        assert!(!plain.can_psubscribe(b"p:*", &[&proxied]));
+        assert!(!Identity::Anonymous.can_psubscribe(b"p:*", &[&proxied]));
+        assert!(globs.can_psubscribe(b"p:mine", &[&proxied]));
+        assert!(Identity::Password.can_psubscribe(b"*", &[&proxied]));
+        // Publish: what the rules allow goes to the app, tokens' included.
+        assert_eq!(globs.publish_rule(b"p:mine", &proxied), Rule::App);
+        assert_eq!(globs.publish_rule(b"p:other", &proxied), Rule::Deny);
+        assert_eq!(plain.publish_rule(b"p:x", &proxied), Rule::App);
+        assert_eq!(
+            Identity::Password.publish_rule(b"p:x", &proxied),
+            Rule::Allow
+        );
+        let no_publish = NamespaceOptions {
+            allow_publish: false,
+            ..proxied.clone()
+        };
+        assert_eq!(plain.publish_rule(b"p:x", &no_publish), Rule::Deny);
+        assert_eq!(
+            plain.publish_rule(b"__presence__:p:x", &proxied),
+            Rule::Deny
+        );
+        assert!(!plain.can_publish(b"p:x", &proxied));
     }
 }

@@ -104,6 +104,14 @@ pub struct NamespaceOptions {
     /// Clients without a token may subscribe here. Defaults to true only
     /// when no authentication is configured (see [`Options::resolve`]).
     pub allow_anonymous: bool,
+    /// Subscribes that neither the token's `subscribe` claim nor the
+    /// identity's own rules decide are asked of the app's backend
+    /// (`--proxy-subscribe-url`); see `Identity::subscribe_rule`.
+    pub subscribe_proxy: bool,
+    /// Publishes of clients without the password that Herald's own rules
+    /// allow are sent to the app's backend (`--proxy-publish-url`), which
+    /// refuses them or may replace their data.
+    pub publish_proxy: bool,
     /// Whether the file set `allow_anonymous` itself; if not, resolving
     /// decides it from whether any authentication is configured.
     pub(crate) allow_anonymous_set: bool,
@@ -120,6 +128,8 @@ struct NamespaceFile {
     join_leave: bool,
     allow_publish: bool,
     allow_anonymous: Option<bool>,
+    subscribe_proxy: bool,
+    publish_proxy: bool,
 }
 
 impl Default for NamespaceFile {
@@ -132,6 +142,8 @@ impl Default for NamespaceFile {
             join_leave: d.join_leave,
             allow_publish: d.allow_publish,
             allow_anonymous: None,
+            subscribe_proxy: d.subscribe_proxy,
+            publish_proxy: d.publish_proxy,
         }
     }
 }
@@ -146,6 +158,8 @@ impl From<NamespaceFile> for NamespaceOptions {
             allow_publish: f.allow_publish,
             allow_anonymous: f.allow_anonymous.unwrap_or(true),
             allow_anonymous_set: f.allow_anonymous.is_some(),
+            subscribe_proxy: f.subscribe_proxy,
+            publish_proxy: f.publish_proxy,
         }
     }
 }
@@ -160,6 +174,8 @@ impl Default for NamespaceOptions {
             allow_publish: true,
             allow_anonymous: true,
             allow_anonymous_set: false,
+            subscribe_proxy: false,
+            publish_proxy: false,
         }
     }
 }
@@ -401,6 +417,32 @@ pub struct Options {
     /// for tools and tests that start Herald on port 0.
     #[arg(long, env = "HERALD_READY_FILE", value_name = "FILE")]
     pub ready_file: Option<PathBuf>,
+
+    /// The app's connect hook: a WebSocket `connect` without a token is
+    /// POSTed here as JSON (the upgrade's Cookie, Authorization and Origin
+    /// headers, the client's `data`); the answer accepts it as a user,
+    /// refuses it or disconnects it (docs/protocol.md). Setting it counts
+    /// as configuring authentication. http:// only.
+    #[arg(long, env = "HERALD_PROXY_CONNECT_URL", value_name = "URL")]
+    pub proxy_connect_url: Option<String>,
+
+    /// The app's subscribe hook, for namespaces with `subscribe_proxy =
+    /// true`: subscribes the token and the namespace do not decide are
+    /// POSTed here, and the answer allows or refuses them. http:// only.
+    #[arg(long, env = "HERALD_PROXY_SUBSCRIBE_URL", value_name = "URL")]
+    pub proxy_subscribe_url: Option<String>,
+
+    /// The app's publish hook, for namespaces with `publish_proxy = true`:
+    /// WebSocket publishes are POSTed here, and the answer allows them
+    /// (optionally replacing their data) or refuses them. http:// only.
+    #[arg(long, env = "HERALD_PROXY_PUBLISH_URL", value_name = "URL")]
+    pub proxy_publish_url: Option<String>,
+
+    /// How long a hook call may take (waiting for a free connection, the
+    /// request and the whole answer); past it the call is refused with
+    /// error 112. [default: 1s]
+    #[arg(long, env = "HERALD_PROXY_TIMEOUT", value_name = "DURATION")]
+    pub proxy_timeout: Option<Dur>,
 }
 
 /// Errors while loading configuration.
@@ -469,6 +511,11 @@ pub struct Config {
     pub http_body_timeout: Duration,
     pub http_max_body_size: usize,
     pub ready_file: Option<PathBuf>,
+    /// The app's hooks (`--proxy-*-url`), checked to be http:// URLs.
+    pub proxy_connect_url: Option<String>,
+    pub proxy_subscribe_url: Option<String>,
+    pub proxy_publish_url: Option<String>,
+    pub proxy_timeout: Duration,
 }
 
 impl Default for Config {
@@ -550,12 +597,71 @@ impl Config {
         all
     }
 
-    /// True when some authentication is configured.
+    /// True when some authentication is configured. The connect hook is
+    /// one: clients without a token are who the app says, or anonymous.
     pub fn has_auth(&self) -> bool {
         self.requirepass.is_some()
             || self.jwt_hmac_secret.is_some()
             || self.jwt_public_key_file.is_some()
+            || self.proxy_connect_url.is_some()
     }
+
+    /// The hooks' URLs are plain http:// URLs with a host, the timeout is
+    /// usable, and every namespace that sends its subscribes or publishes
+    /// to the app has the hook's URL: a namespace whose hook is missing
+    /// would otherwise refuse everything in silence.
+    fn check_proxies(&self) -> Result<(), ConfigError> {
+        for (key, url) in [
+            ("proxy_connect_url", &self.proxy_connect_url),
+            ("proxy_subscribe_url", &self.proxy_subscribe_url),
+            ("proxy_publish_url", &self.proxy_publish_url),
+        ] {
+            if let Some(url) = url {
+                check_hook_url(key, url)?;
+            }
+        }
+        if self.proxy_timeout.is_zero() || self.proxy_timeout > Duration::from_secs(60) {
+            return Err(ConfigError::Invalid(
+                "proxy_timeout must be above zero and at most 60s".into(),
+            ));
+        }
+        let namespaces = self
+            .namespaces
+            .iter()
+            .map(|(n, o)| (n.as_str(), o))
+            .chain(std::iter::once(("default", &self.default_namespace)));
+        for (name, ns) in namespaces {
+            if ns.subscribe_proxy && self.proxy_subscribe_url.is_none() {
+                return Err(ConfigError::Invalid(format!(
+                    "namespace {name} sets subscribe_proxy but proxy_subscribe_url is not set"
+                )));
+            }
+            if ns.publish_proxy && self.proxy_publish_url.is_none() {
+                return Err(ConfigError::Invalid(format!(
+                    "namespace {name} sets publish_proxy but proxy_publish_url is not set"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// An app hook's URL: `http://host[:port]/path` (Herald speaks plain
+/// HTTP/1.1 to the app, which is expected on a private network).
+fn check_hook_url(key: &str, url: &str) -> Result<(), ConfigError> {
+    let bad = |why: &str| Err(ConfigError::Invalid(format!("{key} {url:?}: {why}")));
+    let Ok(uri) = url.parse::<hyper::Uri>() else {
+        return bad("not a URL");
+    };
+    if uri.scheme_str() != Some("http") {
+        return bad(
+            "must be an http:// URL (https is not supported: keep the hook on a private network)",
+        );
+    }
+    if uri.host().is_none_or(str::is_empty) {
+        return bad("has no host");
+    }
+    Ok(())
 }
 
 macro_rules! merge_fields {
@@ -612,6 +718,10 @@ impl Options {
             http_body_timeout,
             http_max_body_size,
             ready_file,
+            proxy_connect_url,
+            proxy_subscribe_url,
+            proxy_publish_url,
+            proxy_timeout,
             engine,
             node_name,
             engine_prefix,
@@ -696,6 +806,10 @@ impl Options {
                 .map_or(Duration::from_secs(10), |d| d.0),
             http_max_body_size: size(self.http_max_body_size, 2 << 20)?,
             ready_file: self.ready_file,
+            proxy_connect_url: empty(self.proxy_connect_url),
+            proxy_subscribe_url: empty(self.proxy_subscribe_url),
+            proxy_publish_url: empty(self.proxy_publish_url),
+            proxy_timeout: self.proxy_timeout.map_or(Duration::from_secs(1), |d| d.0),
         };
         // Once any authentication is configured, clients without a valid
         // token get nothing, except where a namespace opens itself with an
@@ -751,6 +865,7 @@ impl Options {
                 "http_body_timeout must be above zero and at most 60s".into(),
             ));
         }
+        cfg.check_proxies()?;
         Ok(cfg)
     }
 }

@@ -12,6 +12,8 @@
 //!   `http::listener`): `/ws`, the server API, `/metrics`, `/healthz` and
 //!   the demo page.
 //! - [`metrics`]: Prometheus counters, gauges and latency histograms.
+//! - [`proxy`]: the app-backend hooks (connect, subscribe, publish): the
+//!   contract, and the pooled HTTP client that calls them.
 //! - [`auth`]: credentials into an identity, shared by the front ends.
 //! - [`config`]: flags, `HERALD_*` env variables and the TOML file.
 //! - [`rate`]: a per-connection token bucket in eight bytes.
@@ -24,6 +26,7 @@ pub mod config;
 pub mod http;
 pub mod hub;
 pub mod metrics;
+pub mod proxy;
 pub mod rate;
 pub mod resp;
 pub mod server;

@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
@@ -23,6 +24,67 @@ pub struct Sample {
     pub resp_subscriptions: usize,
 }
 
+type HookLabels = [(&'static str, &'static str); 1];
+type HookErrorLabels = [(&'static str, &'static str); 2];
+
+/// The app-backend hooks' calls, failures and latency, per hook
+/// (`connect`, `subscribe`, `publish`); clones share the counts.
+#[derive(Clone)]
+pub struct ProxyMetrics {
+    calls: Family<HookLabels, Counter>,
+    errors: Family<HookErrorLabels, Counter>,
+    seconds: Family<HookLabels, Histogram, fn() -> Histogram>,
+}
+
+fn hook_histogram() -> Histogram {
+    // 100 µs .. ~6.5 s: an app's answer, up to past any sane timeout.
+    Histogram::new(exponential_buckets(1e-4, 2.0, 17))
+}
+
+impl Default for ProxyMetrics {
+    fn default() -> Self {
+        ProxyMetrics {
+            calls: Family::default(),
+            errors: Family::default(),
+            seconds: Family::new_with_constructor(hook_histogram),
+        }
+    }
+}
+
+impl ProxyMetrics {
+    /// Counts one call of `hook` that took `took`, and its failure's
+    /// `reason` (a fixed label: `Failure::reason`) if it failed.
+    pub fn observe(&self, hook: &'static str, took: Duration, failure: Option<&'static str>) {
+        self.calls.get_or_create(&[("hook", hook)]).inc();
+        self.seconds
+            .get_or_create(&[("hook", hook)])
+            .observe(took.as_secs_f64());
+        if let Some(reason) = failure {
+            self.errors
+                .get_or_create(&[("hook", hook), ("reason", reason)])
+                .inc();
+        }
+    }
+
+    fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "proxy_calls",
+            "Calls of the app's backend hooks, by hook",
+            self.calls.clone(),
+        );
+        registry.register(
+            "proxy_errors",
+            "Hook calls that failed (app down, slow or answering garbage: the request was refused), by hook and reason",
+            self.errors.clone(),
+        );
+        registry.register(
+            "proxy_duration_seconds",
+            "Time of a hook call, answer read, by hook",
+            self.seconds.clone(),
+        );
+    }
+}
+
 /// Every metric Herald exports.
 pub struct Metrics {
     registry: Registry,
@@ -39,6 +101,7 @@ pub struct Metrics {
     history_max_bytes: Gauge,
     history_evicted: Gauge,
     keys: Gauge,
+    proxy: ProxyMetrics,
 }
 
 fn new_histogram() -> Histogram {
@@ -147,6 +210,8 @@ impl Metrics {
         );
         let keys = Gauge::default();
         registry.register("keys", "Keys in the keyspace", keys.clone());
+        let proxy = ProxyMetrics::default();
+        proxy.register(&mut registry);
         let commands = crate::resp::cmd::COMMANDS;
         let resp_slots = commands
             .iter()
@@ -164,6 +229,7 @@ impl Metrics {
             history_max_bytes,
             history_evicted,
             keys,
+            proxy,
             registry,
             command_seconds,
             connections,
@@ -173,6 +239,11 @@ impl Metrics {
             engine_up,
             rss,
         }
+    }
+
+    /// The hooks' counters (handed to `proxy::Proxy`).
+    pub fn proxy(&self) -> &ProxyMetrics {
+        &self.proxy
     }
 
     /// Records one command's execution time. `command` is a name from a

@@ -74,6 +74,20 @@ fn check_security(cfg: &Config) -> Result<(), StartError> {
     Ok(())
 }
 
+/// On an open server (no authentication at all) every client has full
+/// access, so the subscribe and publish hooks are never asked: say so
+/// rather than let a configuration look active that is not.
+fn warn_inert_proxies(cfg: &Config) {
+    let hooked = cfg.proxy_subscribe_url.is_some() || cfg.proxy_publish_url.is_some();
+    if hooked && !cfg.has_auth() {
+        tracing::warn!(
+            "proxy_subscribe_url/proxy_publish_url are set but no authentication is configured: \
+             every client has full access and the app is never asked \
+             (configure proxy_connect_url or a JWT key)"
+        );
+    }
+}
+
 async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, StartError> {
     TcpListener::bind(addr)
         .await
@@ -109,11 +123,13 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
         metrics.clone(),
         resp_addr,
     );
+    let proxy = Arc::new(crate::proxy::Proxy::new(&cfg, metrics.proxy().clone()));
+    warn_inert_proxies(&cfg);
     let state = crate::http::AppState {
         hub: hub.clone(),
         cfg: cfg.clone(),
         auth,
-        ws: crate::ws::WsServer::new(&cfg, shutdown.clone()),
+        ws: crate::ws::WsServer::new(&cfg, shutdown.clone(), proxy),
         resp: resp_server.clone(),
         metrics,
     };

@@ -173,6 +173,29 @@ fn value_of(cfg: &Config, key: &str) -> Option<Option<Value>> {
         "node_name" => string(&cfg.node_name),
         "engine_prefix" => string(&cfg.engine_prefix),
         "presence_ttl" => duration(cfg.presence_ttl),
+        // A hook's URL may carry a password too.
+        "proxy_connect_url" => {
+            return Some(
+                cfg.proxy_connect_url
+                    .as_deref()
+                    .map(|u| string(mask_url(u))),
+            )
+        }
+        "proxy_subscribe_url" => {
+            return Some(
+                cfg.proxy_subscribe_url
+                    .as_deref()
+                    .map(|u| string(mask_url(u))),
+            )
+        }
+        "proxy_publish_url" => {
+            return Some(
+                cfg.proxy_publish_url
+                    .as_deref()
+                    .map(|u| string(mask_url(u))),
+            )
+        }
+        "proxy_timeout" => duration(cfg.proxy_timeout),
         _ => return None,
     };
     Some(Some(v))
@@ -204,6 +227,8 @@ fn namespace_table(ns: &NamespaceOptions) -> Vec<(&'static str, Value)> {
         ("join_leave", Value::Boolean(ns.join_leave)),
         ("allow_publish", Value::Boolean(ns.allow_publish)),
         ("allow_anonymous", Value::Boolean(ns.allow_anonymous)),
+        ("subscribe_proxy", Value::Boolean(ns.subscribe_proxy)),
+        ("publish_proxy", Value::Boolean(ns.publish_proxy)),
     ]
 }
 

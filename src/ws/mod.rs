@@ -14,6 +14,7 @@
 //! - `ops`: the ops a session answers (subscribe, publish, history, …).
 //! - `recovery`: the subscriber side, lag catch-up and recovery from history.
 
+mod hooks;
 mod ops;
 pub mod protocol;
 mod recovery;
@@ -44,16 +45,24 @@ pub struct WsServer {
     /// Open sessions (a gauge for `/metrics`).
     pub open: AtomicUsize,
     pub subscriptions: AtomicUsize,
+    /// The app's backend hooks (`--proxy-*-url`; inert when none is set).
+    /// Here rather than in `AppState`, which every session keeps twice.
+    pub proxy: Arc<crate::proxy::Proxy>,
 }
 
 impl WsServer {
-    pub fn new(cfg: &Config, shutdown: CancellationToken) -> Arc<WsServer> {
+    pub fn new(
+        cfg: &Config,
+        shutdown: CancellationToken,
+        proxy: Arc<crate::proxy::Proxy>,
+    ) -> Arc<WsServer> {
         Arc::new(WsServer {
             limit: Arc::new(Semaphore::new(cfg.max_connections)),
             tracker: TaskTracker::new(),
             shutdown,
             open: AtomicUsize::new(0),
             subscriptions: AtomicUsize::new(0),
+            proxy,
         })
     }
 
@@ -211,6 +220,15 @@ pub async fn upgrade(
         Stats::add(&st.hub.stats().rejected_connections, 1);
         return ApiError::TooManyClients.into_response();
     };
+    // The connect hook sees the upgrade's cookies: kept only when it will
+    // be asked (no token on the URL).
+    let credentials = match q.token {
+        Some(t) => session::Credentials::Token(t),
+        None if st.ws.proxy.connects() => session::Credentials::Headers(Box::new(
+            crate::proxy::ConnectHeaders::from_request(req.headers()),
+        )),
+        None => session::Credentials::None,
+    };
     let config = socket_config(&st.cfg);
     let tracker = st.ws.tracker.clone();
     tokio::spawn(tracker.track_future(async move {
@@ -222,7 +240,7 @@ pub async fn upgrade(
         let socket =
             tokio_tungstenite::WebSocketStream::from_raw_socket(io, Role::Server, Some(config))
                 .await;
-        session::run(socket, st, q.token).await;
+        session::run(socket, st, credentials).await;
         drop(permit);
     }));
     let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());

@@ -3,7 +3,8 @@
 //!
 //! Replies count against the connection's output limits like deliveries,
 //! and large ones (history, presence, recovery, leaderboards) are first
-//! checked against the server-wide output budget.
+//! checked against the server-wide output budget. An op the app's backend
+//! must decide ends its checks here with [`Step::Ask`]; `hooks` resumes it.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -13,8 +14,8 @@ use bytes::Bytes;
 use serde_json::{json, Value};
 
 use super::protocol::{self as proto, Command, DisconnectCode, ErrorCode, Op};
-use super::session::{expiry_instant, Session};
-use crate::auth::{Identity, TokenError};
+use super::session::{expiry_instant, End, Session, Step};
+use crate::auth::{Identity, Rule, TokenError};
 use crate::hub::presence::PresenceEntry;
 use crate::hub::{HistoryError, Space, Stats, Subscription};
 
@@ -98,7 +99,7 @@ impl Session {
         self.send(proto::error(id, code, msg));
     }
 
-    fn total_subscriptions(&self) -> usize {
+    pub(super) fn total_subscriptions(&self) -> usize {
         self.channels.len() + self.patterns.len() + self.leaderboards.len()
     }
 
@@ -179,14 +180,14 @@ impl Session {
         self.error(id, code, &e.to_string());
     }
 
-    /// Handles one text frame. `Some(code)` ends the session with that
-    /// disconnect (after the replies already queued).
-    pub(super) fn handle(&mut self, text: &str) -> Option<DisconnectCode> {
+    /// Handles one text frame: a `Step::End` ends the session (after the
+    /// replies already queued), a `Step::Ask` waits for the app's backend.
+    pub(super) fn handle(&mut self, text: &str) -> Step {
         let cmd = match proto::parse_command(text) {
             Ok(c) => c,
             Err(bad) => {
                 self.error(&bad.id, bad.code, &bad.message);
-                return None;
+                return Step::Read;
             }
         };
         let started = Instant::now();
@@ -198,13 +199,21 @@ impl Session {
         end
     }
 
-    fn dispatch(&mut self, cmd: Command) -> Option<DisconnectCode> {
+    fn dispatch(&mut self, cmd: Command) -> Step {
         let id = &cmd.id;
+        let end = |code| Step::End(End::Disconnect(code));
         match cmd.op {
             Op::Connect(a) => {
                 if self.connected {
                     self.error(id, ErrorCode::AlreadyConnected, "already connected");
-                    return None;
+                    return Step::Read;
+                }
+                // No token anywhere: the app's connect hook says who this is.
+                if a.token.is_none()
+                    && self.identity == Identity::Anonymous
+                    && self.st.ws.proxy.connects()
+                {
+                    return Step::Ask(self.connect_pending(id, a.data));
                 }
                 if let Some(token) = &a.token {
                     // A refused token ends the connection: staying open as
@@ -219,12 +228,12 @@ impl Session {
                                 ErrorCode::Unauthorized,
                                 "token is for another user than the URL's token",
                             );
-                            return Some(DisconnectCode::Unauthorized);
+                            return end(DisconnectCode::Unauthorized);
                         }
                         Ok(c) => self.set_identity(Some(c)),
                         Err(e) => {
                             self.token_error(id, &e);
-                            return Some(match e {
+                            return end(match e {
                                 TokenError::Expired => DisconnectCode::TokenExpired,
                                 _ => DisconnectCode::Unauthorized,
                             });
@@ -254,7 +263,7 @@ impl Session {
                                     ErrorCode::Unauthorized,
                                     "refresh token is for another user",
                                 );
-                                return None;
+                                return Step::Read;
                             }
                         }
                         let exp = c.exp;
@@ -267,10 +276,10 @@ impl Session {
             }
             Op::Ping => self.send(proto::reply(id, json!({}))),
             Op::Subscribe(a) => {
-                self.subscribe(id, a.channel, false, a.since);
+                return self.subscribe(id, a.channel, false, a.since, a.data);
             }
             Op::Psubscribe(a) => {
-                self.subscribe(id, a.pattern, true, None);
+                return self.subscribe(id, a.pattern, true, None, None);
             }
             Op::Unsubscribe(a) => {
                 if self.channels.remove(&a.channel) {
@@ -291,12 +300,12 @@ impl Session {
                 self.send(proto::reply(id, json!({})));
             }
             Op::Publish(a) => {
-                self.publish(id, a);
+                return self.publish(id, a);
             }
             Op::Presence(ref a) | Op::PresenceStats(ref a) => {
                 let ch = a.channel.as_bytes();
                 let ns = self.st.cfg.namespace(ch);
-                if !self.identity.can_subscribe(ch, ns) {
+                if !self.may_read(&a.channel) {
                     Stats::add(&self.st.hub.stats().auth_failures, 1);
                     self.error(id, ErrorCode::PermissionDenied, "permission denied");
                 } else if !ns.presence {
@@ -342,7 +351,20 @@ impl Session {
             // parse_command answers an unknown op itself (it quotes the name).
             Op::Unknown => self.error(id, ErrorCode::UnknownOp, "unknown op"),
         }
-        None
+        Step::Read
+    }
+
+    /// May this session read `channel` (its presence, history, or the
+    /// leaderboard of that key)? Where the namespace asks the app about
+    /// subscribes, only once the app let it subscribe (or the connect
+    /// hook subscribed it): reading needs what subscribing needs.
+    fn may_read(&self, channel: &str) -> bool {
+        let ch = channel.as_bytes();
+        match self.identity.subscribe_rule(ch, self.st.cfg.namespace(ch)) {
+            Rule::Allow => true,
+            Rule::App => self.channels.contains(channel),
+            Rule::Deny => false,
+        }
     }
 
     /// WebSocket clients never hold the password: channel names, like
@@ -371,9 +393,10 @@ impl Session {
         name: String,
         pattern: bool,
         since: Option<proto::StreamPosition>,
-    ) {
+        data: Option<Value>,
+    ) -> Step {
         if !self.check_name(id, &name) {
-            return;
+            return Step::Read;
         }
         let cfg = self.st.cfg.clone();
         let cfg = &*cfg;
@@ -385,19 +408,22 @@ impl Session {
                 ErrorCode::InvalidChannel,
                 &format!("patterns must be at most {} bytes", cfg.max_pattern_length),
             );
-            return;
+            return Step::Read;
         }
         // Herald's own channels (__presence__:C, __leaderboard__:K) are
         // decided by what they report on.
-        let allowed = if pattern {
-            self.identity.may_psubscribe(name.as_bytes(), cfg)
+        let rule = if pattern {
+            match self.identity.may_psubscribe(name.as_bytes(), cfg) {
+                true => Rule::Allow,
+                false => Rule::Deny,
+            }
         } else {
-            self.identity.may_subscribe(name.as_bytes(), cfg)
+            self.identity.subscribe_rule_for(name.as_bytes(), cfg)
         };
-        if !allowed {
+        if rule == Rule::Deny {
             Stats::add(&self.st.hub.stats().auth_failures, 1);
             self.error(id, ErrorCode::PermissionDenied, "permission denied");
-            return;
+            return Step::Read;
         }
         let set = if pattern {
             &self.patterns
@@ -406,10 +432,15 @@ impl Session {
         };
         if set.contains(&name) {
             self.send(proto::reply(id, json!({})));
-            return;
+            return Step::Read;
         }
+        // The limits and the rate come before the app is asked: they bound
+        // the calls a client makes it receive too.
         if !self.check_subscription_limit(id) || !self.check_subscribe_rate(id) {
-            return;
+            return Step::Read;
+        }
+        if rule == Rule::App {
+            return Step::Ask(self.subscribe_pending(id, name, since, data));
         }
         if pattern {
             // The patterns a connection holds bound the matching work it
@@ -423,7 +454,7 @@ impl Session {
                     ErrorCode::LimitExceeded,
                     &format!("patterns of this connection would exceed {budget} bytes"),
                 );
-                return;
+                return Step::Read;
             }
             // And all connections without the password together hold at
             // most --max-untrusted-patterns (given back as they leave).
@@ -436,9 +467,25 @@ impl Session {
                         "max patterns of clients without the password reached ({max}); retry later"
                     ),
                 );
-                return;
+                return Step::Read;
             }
         }
+        self.enter(Some(id), name, pattern, since);
+        Step::Read
+    }
+
+    /// Registers a subscription that passed every check, and queues its
+    /// reply (before its first message). Without an `id` (a channel the
+    /// connect hook named) nothing is replied: a failure is logged.
+    pub(super) fn enter(
+        &mut self,
+        id: Option<&Value>,
+        name: String,
+        pattern: bool,
+        since: Option<proto::StreamPosition>,
+    ) {
+        let cfg = self.st.cfg.clone();
+        let cfg = &*cfg;
         let key = Bytes::copy_from_slice(name.as_bytes());
         if !pattern && cfg.namespace(name.as_bytes()).history_size > 0 {
             // An unreadable epoch is a position that cannot be recovered.
@@ -453,7 +500,12 @@ impl Session {
             if let Some(p) = pos {
                 let limit = super::max_reply(cfg);
                 match self.replay_size(&key, p, limit).map(|n| self.admit(n)) {
-                    Some(Err(Refusal::Busy)) => return self.refuse(id, Refusal::Busy, 0),
+                    Some(Err(Refusal::Busy)) => {
+                        if let Some(id) = id {
+                            self.refuse(id, Refusal::Busy, 0);
+                        }
+                        return;
+                    }
                     Some(Err(Refusal::TooLarge)) => replayable = false,
                     Some(Ok(())) | None => {}
                 }
@@ -477,7 +529,9 @@ impl Session {
                     }
                 }
                 // The reply precedes the replay and the live messages.
-                self.send(proto::reply(id, result));
+                if let Some(id) = id {
+                    self.send(proto::reply(id, result));
+                }
                 self.sink
                     .lag()
                     .track(key.clone(), at.epoch, last, last < at.top);
@@ -486,7 +540,7 @@ impl Session {
             if let Ok(entered) = &registered {
                 if let Err(e) = entered {
                     self.sink.lag().forget(&key);
-                    return self.error(id, ErrorCode::Internal, &e.to_string());
+                    return self.error_or_log(id, ErrorCode::Internal, &e.to_string());
                 }
                 if let Some(entry) = self.presence_entry() {
                     hub.presence_join(&key, entry);
@@ -496,7 +550,7 @@ impl Session {
                 return;
             }
             if let Err(HistoryError::Unavailable) = registered {
-                return self.error(
+                return self.error_or_log(
                     id,
                     ErrorCode::Internal,
                     &HistoryError::Unavailable.to_string(),
@@ -504,7 +558,9 @@ impl Session {
             }
         }
         // Reply first: it must precede the first message.
-        self.send(proto::reply(id, json!({})));
+        if let Some(id) = id {
+            self.send(proto::reply(id, json!({})));
+        }
         let hub = &self.st.hub;
         let entered = if pattern {
             hub.psubscribe(key, self.id, self.sink.clone())
@@ -512,7 +568,7 @@ impl Session {
             hub.subscribe(self.subscription(&key, true))
         };
         if let Err(e) = entered {
-            return self.error(id, ErrorCode::Internal, &e.to_string());
+            return self.error_or_log(id, ErrorCode::Internal, &e.to_string());
         }
         if pattern {
             self.patterns.insert(name);
@@ -520,6 +576,20 @@ impl Session {
             self.channels.insert(name);
         }
         self.st.ws.subscriptions.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// An error reply, or, for a subscription nobody asked for (the
+    /// connect hook's channels), a log line.
+    fn error_or_log(&self, id: Option<&Value>, code: ErrorCode, msg: &str) {
+        match id {
+            Some(id) => self.error(id, code, msg),
+            None => tracing::warn!(
+                client = self.id,
+                code = code as u16,
+                error = msg,
+                "subscription the app asked for failed"
+            ),
+        }
     }
 
     fn leaderboard_subscribe(&mut self, id: &Value, a: proto::LeaderboardArgs) {
@@ -534,7 +604,7 @@ impl Session {
             return;
         }
         let key = a.key.as_bytes();
-        if !self.identity.can_subscribe(key, self.st.cfg.namespace(key)) {
+        if !self.may_read(&a.key) {
             Stats::add(&self.st.hub.stats().auth_failures, 1);
             self.error(id, ErrorCode::PermissionDenied, "permission denied");
             return;
@@ -595,7 +665,7 @@ impl Session {
             return;
         }
         let ch = a.channel.as_bytes();
-        if !self.identity.can_subscribe(ch, self.st.cfg.namespace(ch)) {
+        if !self.may_read(&a.channel) {
             Stats::add(&self.st.hub.stats().auth_failures, 1);
             self.error(id, ErrorCode::PermissionDenied, "permission denied");
             return;
@@ -638,15 +708,16 @@ impl Session {
         }
     }
 
-    fn publish(&mut self, id: &Value, a: proto::PublishArgs) {
+    fn publish(&mut self, id: &Value, a: proto::PublishArgs) -> Step {
         if !self.check_name(id, &a.channel) {
-            return;
+            return Step::Read;
         }
         let ns = self.st.cfg.namespace(a.channel.as_bytes());
-        if !self.identity.can_publish(a.channel.as_bytes(), ns) {
+        let rule = self.identity.publish_rule(a.channel.as_bytes(), ns);
+        if rule == Rule::Deny {
             Stats::add(&self.st.hub.stats().auth_failures, 1);
             self.error(id, ErrorCode::PermissionDenied, "permission denied");
-            return;
+            return Step::Read;
         }
         let rate = self.st.cfg.ws_publish_rate as usize;
         if rate > 0 {
@@ -664,15 +735,24 @@ impl Session {
                     ErrorCode::RateLimited,
                     &format!("rate limit: {rate} publishes per second"),
                 );
-                return;
+                return Step::Read;
             }
             self.publishes.push_back(now);
         }
-        let payload = crate::hub::payload::from_json_value(&a.data);
+        if rule == Rule::App {
+            return Step::Ask(self.publish_pending(id, a.channel, a.data));
+        }
+        self.publish_now(id, &a.channel, &a.data);
+        Step::Read
+    }
+
+    /// Publishes `data` to `channel` (every check passed) and replies.
+    pub(super) fn publish_now(&self, id: &Value, channel: &str, data: &Value) {
+        let payload = crate::hub::payload::from_json_value(data);
         match self
             .st
             .hub
-            .publish(Bytes::copy_from_slice(a.channel.as_bytes()), payload)
+            .publish(Bytes::copy_from_slice(channel.as_bytes()), payload)
         {
             Ok(_) => self.send(proto::reply(id, json!({}))),
             Err(e) => self.error(id, ErrorCode::Internal, &e.to_string()),

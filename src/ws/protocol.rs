@@ -27,6 +27,10 @@ pub enum ErrorCode {
     Busy = 109,
     InvalidChannel = 110,
     UnrecoverablePosition = 111,
+    /// An app-backend hook (`--proxy-*-url`) was down, too slow
+    /// (`--proxy-timeout`) or answered something Herald cannot read: the
+    /// request is refused, never allowed. Retry later.
+    BackendUnavailable = 112,
     Internal = 500,
 }
 
@@ -39,6 +43,9 @@ pub enum DisconnectCode {
     TokenExpired = 3002,
     NoPong = 3003,
     InsufficientState = 3004,
+    /// The connect hook failed (down, slow, garbage): refused, reconnect
+    /// later.
+    BackendUnavailable = 3005,
     Unauthorized = 3500,
     BadRequest = 3501,
     MessageTooBig = 3502,
@@ -56,6 +63,7 @@ impl DisconnectCode {
             DisconnectCode::TokenExpired => "token expired",
             DisconnectCode::NoPong => "no pong",
             DisconnectCode::InsufficientState => "insufficient state",
+            DisconnectCode::BackendUnavailable => "backend unavailable",
             DisconnectCode::Unauthorized => "unauthorized",
             DisconnectCode::BadRequest => "bad request",
             DisconnectCode::MessageTooBig => "message too big",
@@ -64,14 +72,19 @@ impl DisconnectCode {
 
     /// The `disconnect` push sent before the close frame.
     pub fn push(self) -> String {
-        json!({
-            "push": "disconnect",
-            "code": self as u16,
-            "reason": self.reason(),
-            "reconnect": self.reconnect(),
-        })
-        .to_string()
+        disconnect_push(self as u16, self.reason(), self.reconnect())
     }
+}
+
+/// A `disconnect` push: Herald's codes, or one the app's backend gave.
+pub fn disconnect_push(code: u16, reason: &str, reconnect: bool) -> String {
+    json!({
+        "push": "disconnect",
+        "code": code,
+        "reason": reason,
+        "reconnect": reconnect,
+    })
+    .to_string()
 }
 
 /// A command as received: its id beside its op and the op's arguments.
@@ -182,6 +195,9 @@ pub struct ConnectArgs {
     pub token: Option<String>,
     #[serde(default)]
     pub name: Option<String>,
+    /// Passed to the connect hook, when one is asked.
+    #[serde(default)]
+    pub data: Option<Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -204,6 +220,9 @@ pub struct SubscribeArgs {
     pub channel: String,
     #[serde(default)]
     pub since: Option<StreamPosition>,
+    /// Passed to the subscribe hook, when one is asked.
+    #[serde(default)]
+    pub data: Option<Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -262,9 +281,13 @@ pub fn reply(id: &Value, result: Value) -> Bytes {
 
 /// An error reply.
 pub fn error(id: &Value, code: ErrorCode, message: &str) -> Bytes {
-    Bytes::from(
-        json!({ "id": id, "error": { "code": code as u16, "message": message } }).to_string(),
-    )
+    error_code(id, code as u16, message)
+}
+
+/// An error reply with a numeric code: Herald's, or one the app's backend
+/// gave (1000–1999).
+pub fn error_code(id: &Value, code: u16, message: &str) -> Bytes {
+    Bytes::from(json!({ "id": id, "error": { "code": code, "message": message } }).to_string())
 }
 
 fn push_str(out: &mut Vec<u8>, s: &[u8]) {
@@ -473,7 +496,7 @@ mod tests {
             (r#"{"id":2,"op":"subscribe"}"#, "missing field `channel`"),
             (
                 r#"{"id":2,"op":"subscribe","chanel":"a"}"#,
-                "unknown field `chanel`, expected `channel` or `since`",
+                "unknown field `chanel`, expected one of `channel`, `since`, `data`",
             ),
             (
                 r#"{"id":2,"op":"subscribe","channel":5}"#,

@@ -25,11 +25,13 @@ use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 
+use super::hooks::Pending;
 use super::protocol::DisconnectCode;
 use super::recovery::{lag_threshold, LagState, WsSink};
 use crate::auth::{Identity, TokenError};
 use crate::http::AppState;
 use crate::hub::{ClientId, Outbox, Stats};
+use crate::proxy::{AppDisconnect, ConnectHeaders};
 
 /// The upgraded connection, owned by its session.
 pub type WebSocket =
@@ -114,6 +116,10 @@ pub(super) struct Session {
     pub(super) publishes: VecDeque<Instant>,
     /// Subscriptions added (`--subscribe-rate`).
     pub(super) subscribe_rate: crate::rate::TokenBucket,
+    /// The upgrade's headers for the connect hook: kept (boxed, so
+    /// sessions without them pay one pointer) only where a connect hook is
+    /// configured and the URL held no token, until `connect`.
+    pub(super) handshake: Option<Box<ConnectHeaders>>,
 }
 
 /// How far ahead any deadline is set at most. Deadlines come from a
@@ -142,8 +148,30 @@ pub(super) fn expiry_instant(exp: u64, leeway: Duration) -> TInstant {
 /// replies) out, and the peer's Close or EOF in.
 const CLOSE_WAIT: Duration = Duration::from_secs(1);
 
+/// What handling a frame leaves to the session loop.
+pub(super) enum Step {
+    /// Read on.
+    Read,
+    /// The session ends.
+    End(End),
+    /// Ask the app's backend, then resume the op (`hooks`): only this
+    /// session waits for the answer.
+    Ask(Box<Pending>),
+}
+
+/// What the upgrade request brought to authenticate with: one argument
+/// (the token and the headers exclude each other), since the session
+/// future keeps its arguments for its whole life.
+pub enum Credentials {
+    None,
+    /// `?token=` on the URL.
+    Token(String),
+    /// No token, and a connect hook to ask: its request headers.
+    Headers(Box<ConnectHeaders>),
+}
+
 /// How a session ends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum End {
     /// The socket is gone (EOF, reset, write error): nothing more to send.
     Gone,
@@ -152,6 +180,8 @@ pub(super) enum End {
     ClosedByClient,
     /// A `disconnect` push, then a Close frame with the same code.
     Disconnect(DisconnectCode),
+    /// The same with the code and reason the app's backend gave.
+    App(Box<AppDisconnect>),
     /// A Close frame with a WebSocket protocol code (RFC 6455 §7.4.1) and
     /// no push: the client broke the framing itself (1007 invalid UTF-8,
     /// 1002 protocol error).
@@ -159,25 +189,34 @@ pub(super) enum End {
 }
 
 impl Session {
-    /// A frame read from the socket (or its end). `Some(end)` ends the
-    /// session.
-    fn receive(&mut self, msg: Incoming) -> Option<End> {
+    /// A frame read from the socket (or its end).
+    fn receive(&mut self, msg: Incoming) -> Step {
         match msg {
-            None => Some(End::Gone),
-            Some(Ok(Message::Close(_))) => Some(End::ClosedByClient),
+            None => Step::End(End::Gone),
+            Some(Ok(Message::Close(_))) => Step::End(End::ClosedByClient),
             Some(Err(e)) => {
                 tracing::debug!(client = self.id, error = %e, "websocket read error");
-                Some(read_error(&e))
+                Step::End(read_error(&e))
             }
             Some(Ok(Message::Text(t))) => {
                 if t.len() > self.st.cfg.ws_max_message_size {
-                    return Some(End::Disconnect(DisconnectCode::MessageTooBig));
+                    return Step::End(End::Disconnect(DisconnectCode::MessageTooBig));
                 }
-                self.handle(t.as_str()).map(End::Disconnect)
+                self.handle(t.as_str())
             }
-            Some(Ok(Message::Binary(_))) => Some(End::Disconnect(DisconnectCode::BadRequest)),
+            Some(Ok(Message::Binary(_))) => Step::End(End::Disconnect(DisconnectCode::BadRequest)),
             // Raw frames are never read: tungstenite assembles them.
-            Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => None,
+            Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => Step::Read,
+        }
+    }
+
+    /// What handling a frame left to do: `Ok(Some(pending))` when an op
+    /// waits for the app's backend, `Err(end)` when the session ends.
+    fn settle(step: Step) -> Result<Option<Box<Pending>>, End> {
+        match step {
+            Step::Read => Ok(None),
+            Step::End(end) => Err(end),
+            Step::Ask(pending) => Ok(Some(pending)),
         }
     }
 
@@ -226,7 +265,7 @@ fn read_error(e: &WsError) -> End {
 /// peer's is awaited: closing TCP with unread input would reset the
 /// connection, and the client could lose the Close frame.
 async fn finish(socket: &mut WebSocket, end: End, mut pending: Outgoing, cut: bool) {
-    let (code, reason, push) = match end {
+    let (code, reason, push): (u16, String, Option<String>) = match end {
         End::Gone => return,
         End::ClosedByClient => {
             // tungstenite queued the answering Close when it read the
@@ -234,8 +273,12 @@ async fn finish(socket: &mut WebSocket, end: End, mut pending: Outgoing, cut: bo
             let _ = tokio::time::timeout(CLOSE_WAIT, socket.flush()).await;
             return;
         }
-        End::Disconnect(code) => (code as u16, code.reason(), Some(code.push())),
-        End::Violation(code, reason) => (code, reason, None),
+        End::Disconnect(code) => (code as u16, code.reason().into(), Some(code.push())),
+        End::App(d) => {
+            let push = super::protocol::disconnect_push(d.code, &d.reason, d.reconnect());
+            (d.code, d.reason, Some(push))
+        }
+        End::Violation(code, reason) => (code, reason.into(), None),
     };
     let push = push.filter(|_| !cut);
     let _ = tokio::time::timeout(CLOSE_WAIT, async {
@@ -250,7 +293,7 @@ async fn finish(socket: &mut WebSocket, end: End, mut pending: Outgoing, cut: bo
         socket
             .send(Message::Close(Some(CloseFrame {
                 code: code.into(),
-                reason: Utf8Bytes::from_static(reason),
+                reason: Utf8Bytes::from(reason),
             })))
             .await?;
         while let Some(Ok(msg)) = socket.next().await {
@@ -273,7 +316,7 @@ async fn finish(socket: &mut WebSocket, end: End, mut pending: Outgoing, cut: bo
 pub fn run(
     mut socket: WebSocket,
     st: AppState,
-    url_token: Option<String>,
+    credentials: Credentials,
 ) -> impl std::future::Future<Output = ()> + Send {
     async move {
         let id = st.hub.next_client_id();
@@ -297,7 +340,16 @@ pub fn run(
             expires_at: None,
             publishes: VecDeque::new(),
             subscribe_rate: crate::rate::TokenBucket::default(),
+            handshake: None,
             st,
+        };
+        let url_token = match credentials {
+            Credentials::None => None,
+            Credentials::Token(t) => Some(t),
+            Credentials::Headers(h) => {
+                s.handshake = Some(h);
+                None
+            }
         };
         let refused = match url_token.map(|t| s.st.auth.verify_token(&t)) {
             Some(Err(e)) => {
@@ -328,6 +380,10 @@ pub fn run(
             End::Disconnect(code)
                 if !matches!(code, DisconnectCode::Slow | DisconnectCode::NoPong) =>
             {
+                s.sink.outbox.take(&mut out.frames);
+                false
+            }
+            End::App(_) => {
                 s.sink.outbox.take(&mut out.frames);
                 false
             }
@@ -381,7 +437,17 @@ async fn serve(socket: &mut WebSocket, s: &mut Session, out: &mut Outgoing) -> E
     let mut auth_deadline =
         (cfg.has_auth() && !cfg.auth_timeout.is_zero() && s.identity == Identity::Anonymous)
             .then(|| later(TInstant::now(), cfg.auth_timeout));
+    // An op waiting for the app's backend: awaited at one place, the top
+    // of the loop, before anything else is read (each await point of this
+    // loop is space that every idle session keeps).
+    let mut asking: Option<Box<Pending>> = None;
     loop {
+        if let Some(pending) = asking.take() {
+            // Boxed: the call takes space only while it runs.
+            if let Some(end) = Box::pin(s.ask(pending, &shutdown)).await {
+                return end;
+            }
+        }
         let (broken, behind) = {
             let lag = sink.lag();
             (lag.broken, lag.behind > 0)
@@ -416,8 +482,9 @@ async fn serve(socket: &mut WebSocket, s: &mut Session, out: &mut Outgoing) -> E
                 Written::Done => stall_deadline = None,
                 Written::Incoming(msg) => {
                     awaiting_pong = None;
-                    if let Some(end) = s.receive(msg) {
-                        return end;
+                    match Session::settle(s.receive(msg)) {
+                        Ok(p) => asking = p,
+                        Err(end) => return end,
                     }
                 }
                 Written::End(end) => return end,
@@ -437,8 +504,9 @@ async fn serve(socket: &mut WebSocket, s: &mut Session, out: &mut Outgoing) -> E
             _ = outbox.ready() => {}
             msg = socket.next() => {
                 awaiting_pong = None;
-                if let Some(end) = s.receive(msg) {
-                    return end;
+                match Session::settle(s.receive(msg)) {
+                    Ok(p) => asking = p,
+                    Err(end) => return end,
                 }
             }
             _ = &mut timer => {

@@ -1,0 +1,221 @@
+//! The ops that ask the app's backend (`crate::proxy`): `connect` without a
+//! token where a connect hook is configured, `subscribe` and `publish`
+//! where the namespace sends them to the app. The op's own checks run
+//! first (`ops`) and end in a [`Pending`]; the session awaits the call
+//! (only this session waits: the others run on) and resumes the op here
+//! with the answer. A failed call refuses, with error 112.
+
+use std::sync::Arc;
+
+use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
+
+use super::protocol::{self as proto, DisconnectCode, ErrorCode, StreamPosition};
+use super::session::{End, Session};
+use crate::auth::Claims;
+use crate::hub::Stats;
+use crate::proxy::{self, Accepted, Answer, ConnectResult, Failure, Hook};
+
+/// An op waiting for the app's answer.
+pub(super) struct Pending {
+    id: Value,
+    hook: Hook,
+    /// The request's JSON.
+    body: Vec<u8>,
+    then: Then,
+}
+
+/// What the op does once the app allows it.
+enum Then {
+    Connect,
+    Subscribe {
+        channel: String,
+        since: Option<StreamPosition>,
+    },
+    Publish {
+        channel: String,
+        data: Value,
+    },
+}
+
+impl Session {
+    /// `connect` without a token: the upgrade's headers and the client's
+    /// `data` go to the connect hook.
+    pub(super) fn connect_pending(&mut self, id: &Value, data: Option<Value>) -> Box<Pending> {
+        let headers = self.handshake.take().unwrap_or_default();
+        Box::new(Pending {
+            id: id.clone(),
+            hook: Hook::Connect,
+            body: proxy::connect_request(
+                &self.id.to_string(),
+                "websocket",
+                &headers,
+                data.as_ref(),
+            ),
+            then: Then::Connect,
+        })
+    }
+
+    /// A `subscribe` the namespace's app decides.
+    pub(super) fn subscribe_pending(
+        &self,
+        id: &Value,
+        channel: String,
+        since: Option<StreamPosition>,
+        data: Option<Value>,
+    ) -> Box<Pending> {
+        let body = proxy::channel_request(
+            &self.id.to_string(),
+            self.identity.user(),
+            &channel,
+            data.as_ref(),
+        );
+        Box::new(Pending {
+            id: id.clone(),
+            hook: Hook::Subscribe,
+            body,
+            then: Then::Subscribe { channel, since },
+        })
+    }
+
+    /// A `publish` the namespace's app validates (and may rewrite).
+    pub(super) fn publish_pending(&self, id: &Value, channel: String, data: Value) -> Box<Pending> {
+        let body = proxy::channel_request(
+            &self.id.to_string(),
+            self.identity.user(),
+            &channel,
+            Some(&data),
+        );
+        Box::new(Pending {
+            id: id.clone(),
+            hook: Hook::Publish,
+            body,
+            then: Then::Publish { channel, data },
+        })
+    }
+
+    /// Asks the app and resumes the op with its answer. Shutdown does not
+    /// wait for the app. `Some(end)` ends the session.
+    pub(super) async fn ask(
+        &mut self,
+        pending: Box<Pending>,
+        shutdown: &CancellationToken,
+    ) -> Option<End> {
+        let Pending {
+            id,
+            hook,
+            body,
+            then,
+        } = *pending;
+        let proxy = self.st.ws.proxy.clone();
+        let answer = tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => return Some(End::Disconnect(DisconnectCode::Shutdown)),
+            answer = proxy.call(hook, body) => answer,
+        };
+        self.resume(&id, then, answer)
+    }
+
+    fn resume(&mut self, id: &Value, then: Then, answer: Result<Answer, Failure>) -> Option<End> {
+        let connect = matches!(then, Then::Connect);
+        let accepted = match answer {
+            Err(failure) => {
+                // Never allowed: refused with its own code, so clients and
+                // operators tell "the app is down" from "the app said no".
+                self.error(
+                    id,
+                    ErrorCode::BackendUnavailable,
+                    &format!(
+                        "the app's backend could not decide ({}); retry later",
+                        failure.reason()
+                    ),
+                );
+                return connect.then_some(End::Disconnect(DisconnectCode::BackendUnavailable));
+            }
+            Ok(Answer::Disconnect(d)) => return Some(End::App(Box::new(d))),
+            Ok(Answer::Refuse(e)) => {
+                Stats::add(&self.st.hub.stats().auth_failures, 1);
+                let (code, end) = if connect {
+                    // As a refused token: the connection ends.
+                    (
+                        ErrorCode::Unauthorized,
+                        Some(End::Disconnect(DisconnectCode::Unauthorized)),
+                    )
+                } else {
+                    (ErrorCode::PermissionDenied, None)
+                };
+                let message = match e.message.is_empty() {
+                    true => "refused by the app",
+                    false => e.message.as_str(),
+                };
+                self.send(proto::error_code(
+                    id,
+                    e.code.unwrap_or(code as u16),
+                    message,
+                ));
+                return end;
+            }
+            Ok(Answer::Accept(a)) => a,
+        };
+        match (then, accepted) {
+            (Then::Connect, Accepted::Connect(r)) => return self.accept_connect(id, r),
+            (Then::Subscribe { channel, since }, Accepted::Subscribe) => {
+                self.enter(Some(id), channel, false, since);
+            }
+            (Then::Publish { channel, data }, Accepted::Publish(replaced)) => {
+                self.publish_now(id, &channel, replaced.as_ref().unwrap_or(&data));
+            }
+            // The answer is read for the hook that was called.
+            _ => self.error(id, ErrorCode::Internal, "answer for another hook"),
+        }
+        None
+    }
+
+    /// The connect hook accepted: the session becomes its user (as a token
+    /// without `subscribe`/`publish` claims would make it), replies, then
+    /// enters the channels the app named, with presence, before reading on.
+    fn accept_connect(&mut self, id: &Value, r: ConnectResult) -> Option<End> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let leeway = self.st.cfg.jwt_leeway;
+        if r.expire_at
+            .is_some_and(|e| std::time::Duration::from_secs(e).saturating_add(leeway) <= now)
+        {
+            Stats::add(&self.st.hub.stats().auth_failures, 1);
+            self.error(
+                id,
+                ErrorCode::TokenExpired,
+                "the app's session has expired (expire_at)",
+            );
+            return Some(End::Disconnect(DisconnectCode::TokenExpired));
+        }
+        let mut claims = Claims::new(r.user, r.expire_at.unwrap_or(u64::MAX), None, None);
+        claims.info = r.info;
+        self.set_identity(Some(Arc::new(claims)));
+        self.connected = true;
+        self.send(proto::reply(
+            id,
+            json!({
+                "client": self.id.to_string(),
+                "user": self.identity.user(),
+                "expires": r.expire_at,
+                "ping_interval": self.st.cfg.ws_ping_interval.as_secs_f64(),
+                "version": env!("CARGO_PKG_VERSION"),
+                "channels": r.channels,
+            }),
+        ));
+        let max = self.st.cfg.max_subscriptions;
+        for channel in r.channels {
+            if self.channels.contains(&channel) {
+                continue;
+            }
+            if self.total_subscriptions() >= max {
+                tracing::warn!(client = self.id, max, "connect hook named more channels than the subscription limit; the rest are skipped");
+                break;
+            }
+            self.enter(None, channel, false, None);
+        }
+        None
+    }
+}
