@@ -429,3 +429,369 @@ fn plain_channels_have_no_order_across_publishers() {
         assert_eq!(*s.payloads.lock().unwrap(), first, "one order for all");
     }
 }
+
+// ---- front ends over an engine that refuses --------------------------------
+
+use herald::hub::engine::{
+    Broker, BrokerHandler, Engine, EngineError, Interest, Pending, PresenceStore, Published,
+};
+use herald::hub::Publication;
+
+/// The memory engine's broker, refusing everything while `refuse` is set
+/// (a networked engine whose backend is down).
+struct Refusing {
+    inner: Arc<dyn Broker>,
+    refuse: Arc<AtomicBool>,
+}
+
+impl Refusing {
+    fn no<T>(&self) -> Option<Pending<'_, Result<T, EngineError>>> {
+        self.refuse
+            .load(Ordering::SeqCst)
+            .then(|| Pending::ready(Err(EngineError::Unavailable("backend down".into()))))
+    }
+}
+
+impl Broker for Refusing {
+    fn start(&self, handler: Arc<dyn BrokerHandler>) {
+        self.inner.start(handler)
+    }
+    fn publish(
+        &self,
+        channel: Bytes,
+        payload: Bytes,
+        history: Option<HistoryOptions>,
+    ) -> Pending<'_, Result<Published, EngineError>> {
+        self.no()
+            .unwrap_or_else(|| self.inner.publish(channel, payload, history))
+    }
+    fn publish_batch(
+        &self,
+        channel: Bytes,
+        payloads: Vec<Bytes>,
+    ) -> Pending<'_, Result<Vec<usize>, EngineError>> {
+        self.no()
+            .unwrap_or_else(|| self.inner.publish_batch(channel, payloads))
+    }
+    fn spublish(&self, channel: Bytes, payload: Bytes) -> Pending<'_, Result<usize, EngineError>> {
+        self.no()
+            .unwrap_or_else(|| self.inner.spublish(channel, payload))
+    }
+    fn deliver_appended(&self, p: Publication) -> Pending<'_, Result<usize, EngineError>> {
+        self.no().unwrap_or_else(|| self.inner.deliver_appended(p))
+    }
+    fn publish_presence(
+        &self,
+        channel: Bytes,
+        event: PresenceEvent,
+    ) -> Pending<'_, Result<(), EngineError>> {
+        self.no()
+            .unwrap_or_else(|| self.inner.publish_presence(channel, event))
+    }
+    fn subscribed(&self, interest: Interest<'_>) -> Pending<'_, Result<(), EngineError>> {
+        self.no().unwrap_or_else(|| self.inner.subscribed(interest))
+    }
+    fn unsubscribed(&self, interest: Interest<'_>) -> Pending<'_, Result<(), EngineError>> {
+        self.inner.unsubscribed(interest)
+    }
+}
+
+/// RESP and HTTP listeners around a hub built on `engine`, in this
+/// process (the server's own `start` always builds the memory engine).
+async fn serve_on(
+    config: &str,
+    engine: impl FnOnce(Arc<herald::hub::Keyspace>, usize) -> Engine,
+) -> (
+    std::net::SocketAddr,
+    std::net::SocketAddr,
+    tokio_util::sync::CancellationToken,
+) {
+    use herald::config::{Config, Options};
+    let (_dir, file) = temp_config("review3-engine", config);
+    let opts = <Options as clap::Parser>::parse_from(["herald", "--config", &file]);
+    let cfg = Config::from_options(opts).unwrap();
+    let auth = herald::auth::Authenticator::from_config(&cfg).unwrap();
+    let cfg = Arc::new(cfg);
+    let max = cfg.history_max_memory;
+    let hub = Arc::new(Hub::with_engine(cfg.hub_config(), |ks| engine(ks, max)));
+    let metrics = Arc::new(herald::metrics::Metrics::new(&hub));
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let resp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (resp_addr, http_addr) = (resp.local_addr().unwrap(), http.local_addr().unwrap());
+    let resp_server = herald::resp::RespServer::new(
+        hub.clone(),
+        cfg.clone(),
+        auth.clone(),
+        metrics.clone(),
+        resp_addr,
+    );
+    let state = herald::http::AppState {
+        hub,
+        cfg: cfg.clone(),
+        auth,
+        ws: herald::ws::WsServer::new(&cfg, shutdown.clone()),
+        resp: resp_server.clone(),
+        metrics,
+    };
+    tokio::spawn(herald::resp::run(resp, resp_server, shutdown.clone()));
+    tokio::spawn(herald::http::run(http, state, shutdown.clone()));
+    (resp_addr, http_addr, shutdown)
+}
+
+fn refusing(refuse: Arc<AtomicBool>) -> impl FnOnce(Arc<herald::hub::Keyspace>, usize) -> Engine {
+    move |ks, max| {
+        let mem = herald::hub::engine::memory::engine(ks, max);
+        Engine {
+            broker: Arc::new(Refusing {
+                inner: mem.broker.clone(),
+                refuse,
+            }),
+            ..mem
+        }
+    }
+}
+
+const HIST: &str = "[namespaces.hist]\nhistory_size = 10\nallow_publish = true\n";
+
+/// Every frame the socket sends within `wait`.
+async fn frames_for(ws: &mut Ws, wait: Duration) -> Vec<serde_json::Value> {
+    use futures_util::StreamExt;
+    let mut out = Vec::new();
+    let end = tokio::time::Instant::now() + wait;
+    while let Ok(Some(Ok(m))) = tokio::time::timeout_at(end, ws.next()).await {
+        if let tokio_tungstenite::tungstenite::Message::Text(t) = m {
+            out.push(serde_json::from_str(&t).unwrap());
+        }
+    }
+    out
+}
+
+/// An engine refusal reaches RESP and HTTP clients as an error and
+/// nothing is published or registered (protocol.md: "nothing was
+/// published or registered").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn engine_refusals_reach_resp_and_http_clients_as_errors() {
+    let refuse = Arc::new(AtomicBool::new(true));
+    let (resp, http, stop) = serve_on(HIST, refusing(refuse.clone())).await;
+    let (r, h) = tokio::task::spawn_blocking(move || {
+        let mut c = Raw::connect(resp);
+        let publish = show(&c.cmd(&[b"PUBLISH", b"x", b"y"]));
+        let hist = show(&c.cmd(&[b"PUBLISH", b"hist:1", b"y"]));
+        let xlen = show(&c.cmd(&[b"XLEN", b"hist:1"]));
+        let mut h = std::net::TcpStream::connect(http).unwrap();
+        use std::io::{Read, Write};
+        let body = r#"{"channel":"hist:1","data":1}"#;
+        write!(
+            h,
+            "POST /api/publish HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut resp = String::new();
+        h.read_to_string(&mut resp).unwrap();
+        ((publish, hist, xlen), resp)
+    })
+    .await
+    .unwrap();
+    assert_eq!(r.0, "-ERR engine unavailable: backend down\\r\\n");
+    assert_eq!(r.1, "-ERR engine unavailable: backend down\\r\\n");
+    assert_eq!(r.2, ":0\\r\\n", "nothing appended");
+    assert!(h.starts_with("HTTP/1.1 503"), "{h}");
+    assert!(h.contains(r#""code":500"#), "{h}");
+    stop.cancel();
+}
+
+/// A WebSocket `subscribe` the engine refuses gets a success reply and
+/// then, with the same id, error 500: two answers to one command, the
+/// first one false. On a history channel the success reply (with its
+/// offset and epoch) is queued inside the position callback before the
+/// registration is tried; on other channels it is queued first so that it
+/// precedes the first message, and the registration can only fail after.
+///
+/// Expected (protocol.md: "a subscribe … refused by the engine: nothing
+/// was … registered", and one reply per id): only the error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "not fixed here: a refusal can only come before the reply if the hub asks the engine \
+            before registering (under the name's stripe) and lets the front end queue its reply \
+            in between; unreachable with the memory engine, which never refuses"]
+async fn a_websocket_subscribe_the_engine_refuses_gets_one_reply() {
+    let refuse = Arc::new(AtomicBool::new(true));
+    let (_resp, http, stop) = serve_on(HIST, refusing(refuse)).await;
+    let mut ws = ws_connect(http, None).await;
+    for (id, channel) in [(1, "hist:1"), (2, "plain")] {
+        ws_send(
+            &mut ws,
+            json!({"id": id, "op": "subscribe", "channel": channel}),
+        )
+        .await;
+        let replies: Vec<_> = frames_for(&mut ws, Duration::from_millis(300))
+            .await
+            .into_iter()
+            .filter(|f| f["id"] == json!(id))
+            .collect();
+        assert_eq!(replies.len(), 1, "{channel}: {replies:?}");
+        assert_eq!(replies[0]["error"]["code"], 500, "{channel}: {replies:?}");
+    }
+    stop.cancel();
+}
+
+/// The hub says every publish path goes through the engine, and the
+/// contract that the broker owns offsets and epochs. An XADD to a channel
+/// with history does not: `Hub::after_xadd` trims and accounts it with the
+/// memory engine's own `MemoryHistory::after_append` on the node's
+/// keyspace, whatever the engine, and delivers it with the offset and
+/// epoch of the node's local stream. On any engine whose history is not
+/// the node's keyspace (here: the memory engine over a keyspace of its
+/// own, as a shared store would be), subscribers get offset 1 twice and
+/// the engine's history never has the entry. Under two epochs a WebSocket
+/// subscriber is disconnected (3004); under one (here both keyspaces drew
+/// the same epoch, see `two_keyspaces_draw_different_epochs`) the sink
+/// drops the XADD's entry as already queued (`offset <= last`), silently.
+#[test]
+#[ignore = "not fixed here: XADD to a history channel must append through HistoryStore (with its \
+            fields) and deliver what the engine returns; a seam change, not a small fix"]
+fn xadd_to_a_history_channel_goes_through_the_engine() {
+    let external = Arc::new(herald::hub::Keyspace::default());
+    let hub = Hub::with_engine(stress_hub_config(), |_node_keyspace| {
+        herald::hub::engine::memory::engine(external, 1 << 20)
+    });
+    let r = Arc::new(OffsetRecorder::default());
+    hub.subscribe(Subscription {
+        space: Space::Global,
+        channel: b("hist:x"),
+        client: 1,
+        sink: r.clone(),
+        presence: None,
+    })
+    .unwrap();
+    let first = hub.publish(b("hist:x"), b("published")).unwrap();
+    let add = herald::hub::data::XAdd {
+        id: herald::hub::NewId::Auto,
+        trim: None,
+        nomkstream: false,
+    };
+    hub.xadd(&b("hist:x"), &add, vec![(b("data"), b("added"))])
+        .unwrap();
+    let seen = r.0.lock().unwrap().clone();
+    let epoch = first.position.unwrap().epoch;
+    assert_eq!(
+        seen,
+        vec![(1, epoch), (2, epoch)],
+        "one sequence, one epoch"
+    );
+    let page = hub.history(b"hist:x", None, usize::MAX, false).unwrap();
+    assert_eq!(page.entries.len(), 2, "the engine's history has both");
+}
+
+#[derive(Default)]
+struct OffsetRecorder(Mutex<Vec<(u64, u64)>>);
+
+impl Subscriber for OffsetRecorder {
+    fn deliver(&self, d: &Delivery<'_>) {
+        let p = d.publication;
+        if let (Some(o), Some(e)) = (p.offset, p.epoch) {
+            self.0.lock().unwrap().push((o, e));
+        }
+    }
+}
+
+fn stress_hub_config() -> HubConfig {
+    HubConfig {
+        history_max_memory: 1 << 20,
+        rules: Arc::new(|ch: &[u8]| ChannelRules {
+            history: ch.starts_with(b"hist:").then_some(HistoryOptions {
+                size: 50,
+                ttl_ms: 0,
+            }),
+            presence: ch.starts_with(b"hist:") || ch.starts_with(b"room:"),
+            join_leave: true,
+        }),
+    }
+}
+
+/// The presence contract: "Entries of a node that stops refreshing go
+/// after a store-defined time", and `PresenceStore::refresh` says "the
+/// hub calls it periodically". Nothing calls it: neither the hub nor the
+/// server's ticks. A networked presence store relying on it would drop
+/// every live client of the node.
+#[test]
+#[ignore = "not fixed here: the hub needs a refresh tick at the store's own cadence (an API \
+            decision: who sets the interval); the memory store never expires entries"]
+fn the_hub_refreshes_presence() {
+    #[derive(Default)]
+    struct Counting {
+        inner: herald::hub::presence::Presence,
+        refreshed: AtomicUsize,
+    }
+    impl PresenceStore for Counting {
+        fn join(
+            &self,
+            channel: &Bytes,
+            entry: PresenceEntry,
+        ) -> Pending<'_, Result<bool, EngineError>> {
+            PresenceStore::join(&self.inner, channel, entry)
+        }
+        fn leave(
+            &self,
+            channel: &[u8],
+            client: u64,
+        ) -> Pending<'_, Result<Option<(PresenceEntry, bool)>, EngineError>> {
+            PresenceStore::leave(&self.inner, channel, client)
+        }
+        fn clients(&self, channel: &[u8]) -> Pending<'_, Result<Vec<PresenceEntry>, EngineError>> {
+            PresenceStore::clients(&self.inner, channel)
+        }
+        fn users(&self, channel: &[u8]) -> Pending<'_, Result<Vec<String>, EngineError>> {
+            PresenceStore::users(&self.inner, channel)
+        }
+        fn stats(&self, channel: &[u8]) -> Pending<'_, Result<(usize, usize), EngineError>> {
+            PresenceStore::stats(&self.inner, channel)
+        }
+        fn refresh(&self) -> Pending<'_, Result<(), EngineError>> {
+            self.refreshed.fetch_add(1, Ordering::SeqCst);
+            Pending::ready(Ok(()))
+        }
+    }
+    let store = Arc::new(Counting::default());
+    let s = store.clone();
+    let hub = Hub::with_engine(stress_hub_config(), move |ks| Engine {
+        presence: s,
+        ..herald::hub::engine::memory::engine(ks, 1 << 20)
+    });
+    hub.subscribe(Subscription {
+        space: Space::Global,
+        channel: b("room:1"),
+        client: 1,
+        sink: Arc::new(Recorder::default()),
+        presence: Some(entry(1, "ann")),
+    })
+    .unwrap();
+    // What the server runs periodically, for a while.
+    for _ in 0..50 {
+        hub.reclaim_expired();
+        hub.leaderboard_tick(10);
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(
+        store.refreshed.load(Ordering::SeqCst) > 0,
+        "never refreshed"
+    );
+}
+
+/// Epochs are "a per-stream random number" (ARCHITECTURE.md), so a
+/// position from one history never passes for another. They were drawn
+/// from a seed hashed with fixed keys from the time in milliseconds and the
+/// process id: predictable, and the same for every keyspace made in one
+/// millisecond of one process (two hubs, or a hub and an engine's store,
+/// as the engine seam now allows) — their streams then share epochs.
+#[test]
+fn two_keyspaces_draw_different_epochs() {
+    for _ in 0..100 {
+        let a = herald::hub::Keyspace::default();
+        let b = herald::hub::Keyspace::default();
+        let (ea, eb) = (a.lock().new_epoch(), b.lock().new_epoch());
+        assert_ne!(ea, eb);
+    }
+}
