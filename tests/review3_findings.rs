@@ -795,3 +795,79 @@ fn two_keyspaces_draw_different_epochs() {
         assert_ne!(ea, eb);
     }
 }
+
+/// Engine calls may do I/O, so the hub makes none while it holds the
+/// node's keyspace lock (every keyspace command of every client waits on
+/// it). `EXISTS __presence__:C` asked the engine's presence store with the
+/// lock held.
+#[test]
+fn exists_reads_presence_outside_the_keyspace_lock() {
+    struct Probe {
+        inner: herald::hub::presence::Presence,
+        keyspace: Arc<herald::hub::Keyspace>,
+        under_lock: AtomicUsize,
+    }
+    impl Probe {
+        /// Whether another thread can take the keyspace lock now.
+        fn check(&self) {
+            let ks = self.keyspace.clone();
+            let (tx, rx) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                drop(ks.lock());
+                let _ = tx.send(());
+            });
+            if rx.recv_timeout(Duration::from_millis(500)).is_err() {
+                self.under_lock.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+    }
+    impl PresenceStore for Probe {
+        fn join(
+            &self,
+            channel: &Bytes,
+            entry: PresenceEntry,
+        ) -> Pending<'_, Result<bool, EngineError>> {
+            PresenceStore::join(&self.inner, channel, entry)
+        }
+        fn leave(
+            &self,
+            channel: &[u8],
+            client: u64,
+        ) -> Pending<'_, Result<Option<(PresenceEntry, bool)>, EngineError>> {
+            PresenceStore::leave(&self.inner, channel, client)
+        }
+        fn clients(&self, channel: &[u8]) -> Pending<'_, Result<Vec<PresenceEntry>, EngineError>> {
+            self.check();
+            PresenceStore::clients(&self.inner, channel)
+        }
+        fn users(&self, channel: &[u8]) -> Pending<'_, Result<Vec<String>, EngineError>> {
+            self.check();
+            PresenceStore::users(&self.inner, channel)
+        }
+        fn stats(&self, channel: &[u8]) -> Pending<'_, Result<(usize, usize), EngineError>> {
+            self.check();
+            PresenceStore::stats(&self.inner, channel)
+        }
+    }
+    let probe: Arc<std::sync::OnceLock<Arc<Probe>>> = Default::default();
+    let p = probe.clone();
+    let hub = Hub::with_engine(stress_hub_config(), move |ks| {
+        let store = Arc::new(Probe {
+            inner: Default::default(),
+            keyspace: ks.clone(),
+            under_lock: AtomicUsize::new(0),
+        });
+        let _ = p.set(store.clone());
+        Engine {
+            presence: store,
+            ..herald::hub::engine::memory::engine(ks, 1 << 20)
+        }
+    });
+    hub.presence_join(&b("room:1"), entry(1, "ann"));
+    let key = b("__presence__:room:1");
+    assert_eq!(hub.exists(&[key.clone(), b("nope")]), 1);
+    assert_eq!(hub.key_type(&key), "set");
+    assert_eq!(hub.scard(&key), Ok(1));
+    let probe = probe.get().unwrap();
+    assert_eq!(probe.under_lock.load(Ordering::SeqCst), 0);
+}
