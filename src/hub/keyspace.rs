@@ -252,8 +252,12 @@ pub struct Keyspace {
 
 impl Default for Keyspace {
     fn default() -> Self {
+        // Random keys (std's per-instance hasher keys): epochs nobody can
+        // predict, different for every keyspace, also two made in one
+        // millisecond of one process (two hubs, a hub and an engine's store).
         let seed = {
-            let mut h = std::collections::hash_map::DefaultHasher::new();
+            use std::hash::BuildHasher;
+            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
             now_ms().hash(&mut h);
             std::process::id().hash(&mut h);
             h.finish()

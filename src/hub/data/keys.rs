@@ -76,10 +76,14 @@ impl Hub {
     }
 
     /// EXISTS: how many of `keys` exist, a key named twice counting twice.
+    /// Presence views are asked of the engine first, outside the keyspace
+    /// lock (an engine call may do I/O).
     pub fn exists(&self, keys: &[Bytes]) -> usize {
+        let views: Vec<bool> = keys.iter().map(|k| self.presence_view_exists(k)).collect();
         let mut db = self.keyspace.lock();
         keys.iter()
-            .filter(|k| db.exists(k) || self.presence_view_exists(k))
+            .zip(views)
+            .filter(|(k, view)| *view || db.exists(k))
             .count()
     }
 

@@ -12,8 +12,10 @@
 //!
 //! Every method returns [`Pending`]: the memory engine answers at once (no
 //! allocation, nothing to await), an engine doing I/O returns a future.
-//! WebSocket and HTTP handlers await it; RESP commands, which run
-//! synchronously, use [`Pending::wait`].
+//! The hub's own methods are synchronous, for every front end: they take
+//! the value with [`Pending::wait`], which parks the calling thread (after
+//! `block_in_place` hands its runtime worker's tasks on) while a future
+//! runs. None of them is awaited yet.
 //!
 //! # Contracts
 //!
@@ -21,9 +23,12 @@
 //! history it appends the payload (taking the next offset of the channel's
 //! current epoch), and it delivers the publication to the subscribers of
 //! every node, this one included through its [`BrokerHandler`]. Two
-//! publishes to one channel reach every subscriber on every node in one
-//! order, the order of their offsets; one publisher's publishes keep their
-//! order. A publish that returns `Ok` is delivered to every subscriber
+//! publishes to one channel with history reach every subscriber on every
+//! node in one order, the order of their offsets; one publisher's
+//! publishes keep their order on any channel. On a channel without
+//! history, concurrent publishers' messages may reach two subscribers
+//! interleaved differently (the memory engine delivers them side by side,
+//! under shared guards). A publish that returns `Ok` is delivered to every subscriber
 //! whose node is connected to the engine; an `Err` means nothing was
 //! appended or delivered (a client's publish is then refused, never
 //! acknowledged and dropped). [`Broker::subscribed`] and
@@ -255,7 +260,11 @@ pub trait Broker: Send + Sync + 'static {
     fn spublish(&self, channel: Bytes, payload: Bytes) -> Pending<'_, Result<usize, EngineError>>;
 
     /// Delivers an entry a data command already appended to a channel's
-    /// history (XADD), as [`Broker::publish`] would have delivered it.
+    /// history (XADD), as [`Broker::publish`] would have delivered it. The
+    /// entry was appended to this node's keyspace, not through
+    /// [`HistoryStore::append`], and carries the offset and epoch of the
+    /// node's own stream: right for the memory engine only (an engine with
+    /// its own history would see the two sequences collide).
     fn deliver_appended(&self, publication: Publication)
         -> Pending<'_, Result<usize, EngineError>>;
 
@@ -380,8 +389,10 @@ pub trait PresenceStore: Send + Sync + 'static {
     /// (clients, distinct users).
     fn stats(&self, channel: &[u8]) -> Pending<'_, Result<(usize, usize), EngineError>>;
 
-    /// Keeps this node's entries alive where entries expire; the hub calls
-    /// it periodically. The memory store's entries never expire.
+    /// Keeps this node's entries alive where entries expire. The hub does
+    /// not call it yet (nothing sets its cadence): a store whose entries
+    /// expire must keep them alive itself meanwhile. The memory store's
+    /// entries never expire.
     fn refresh(&self) -> Pending<'_, Result<(), EngineError>> {
         Pending::ready(Ok(()))
     }

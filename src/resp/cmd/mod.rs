@@ -436,7 +436,9 @@ pub fn dispatch(conn: &mut Conn, args: &[Bytes]) {
     if conn.identity.is_none() && !top.no_auth {
         return reject(conn, top, "NOAUTH Authentication required.");
     }
-    if !conn.resp3 && conn.total_subscriptions() > 0 && !top.pubsub_ok {
+    // Checked as a command arrives, not as EXEC runs it (a SUBSCRIBE
+    // earlier in the transaction does not stop the rest), as in Redis.
+    if !conn.resp3 && !conn.in_exec && conn.total_subscriptions() > 0 && !top.pubsub_ok {
         let msg = format!(
             "ERR Can't execute '{fullname}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context"
         );

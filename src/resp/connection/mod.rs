@@ -385,7 +385,19 @@ impl Conn {
         let deferred = std::mem::take(&mut x.deferred);
         self.flush_replies();
         for d in deferred {
-            self.register(d.space, d.name);
+            // Only what the connection still holds: an UNSUBSCRIBE (or a
+            // kill) later in the same EXEC dropped the name already, and
+            // registering it now would leave a subscription, and a presence
+            // entry, nothing ever removes. A name subscribed twice (left
+            // and taken again in between) registers once.
+            let held = match d.space {
+                Some(Space::Global) => self.channels.contains(&d.name),
+                Some(Space::Shard) => self.shard_channels.contains(&d.name),
+                None => self.patterns.contains(&d.name),
+            };
+            if held {
+                self.register(d.space, d.name);
+            }
         }
     }
 
