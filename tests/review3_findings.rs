@@ -619,9 +619,6 @@ async fn engine_refusals_reach_resp_and_http_clients_as_errors() {
 /// Expected (protocol.md: "a subscribe … refused by the engine: nothing
 /// was … registered", and one reply per id): only the error.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "not fixed here: a refusal can only come before the reply if the hub asks the engine \
-            before registering (under the name's stripe) and lets the front end queue its reply \
-            in between; unreachable with the memory engine, which never refuses"]
 async fn a_websocket_subscribe_the_engine_refuses_gets_one_reply() {
     let refuse = Arc::new(AtomicBool::new(true));
     let (_resp, http, stop) = serve_on(HIST, refusing(refuse)).await;

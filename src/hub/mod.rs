@@ -357,6 +357,32 @@ impl Hub {
         Ok(())
     }
 
+    /// Makes sure the engine carries `name` (a channel of `space`, or a
+    /// pattern when `space` is `None`) to this node before a front end
+    /// confirms a subscription to it: an engine that cannot is refused
+    /// here, before anything is confirmed or registered. A no-op where
+    /// this node already has a subscriber of it.
+    pub fn prepare_subscribe(&self, space: Option<Space>, name: &Bytes) -> Result<(), EngineError> {
+        let _stripe = self.interest_lock(name);
+        let (present, interest) = match space {
+            Some(space) => (
+                self.registry.numsub(space, name) > 0,
+                match space {
+                    Space::Global => engine::Interest::Channel(name),
+                    Space::Shard => engine::Interest::Shard(name),
+                },
+            ),
+            None => (
+                self.registry.has_pattern(name),
+                engine::Interest::Pattern(name),
+            ),
+        };
+        if present {
+            return Ok(());
+        }
+        self.engine.broker.subscribed(interest).wait()
+    }
+
     /// Enters a pattern subscription; false when it was there already.
     pub fn psubscribe(
         &self,

@@ -620,6 +620,15 @@ impl Registry {
         p.subs.len()
     }
 
+    /// Whether `pattern` has a subscriber here.
+    pub fn has_pattern(&self, pattern: &[u8]) -> bool {
+        let glob = Glob::new(pattern);
+        let idx = self.patterns_read();
+        idx.root
+            .find(index_key(&glob))
+            .is_some_and(|node| node.patterns.position(pattern).is_some())
+    }
+
     /// How many deliveries a publish on `channel` would make here now
     /// (exact subscribers plus matching subscriber-pattern pairs).
     pub fn receivers(&self, channel: &[u8]) -> usize {

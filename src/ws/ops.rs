@@ -510,6 +510,9 @@ impl Session {
                     Some(Ok(())) | None => {}
                 }
             }
+            if let Err(e) = self.st.hub.prepare_subscribe(Some(Space::Global), &key) {
+                return self.error_or_log(id, ErrorCode::Internal, &e.to_string());
+            }
             let hub = self.st.hub.clone();
             let cap = cfg.recovery_max_messages;
             let registered = hub.with_history_position(&key, pos, cap, |at| {
@@ -557,6 +560,14 @@ impl Session {
                 );
             }
         }
+        // The engine before the reply: a refusal is the only answer.
+        let space = (!pattern).then_some(Space::Global);
+        if let Err(e) = self.st.hub.prepare_subscribe(space, &key) {
+            if pattern {
+                self.give_patterns(1);
+            }
+            return self.error_or_log(id, ErrorCode::Internal, &e.to_string());
+        }
         // Reply first: it must precede the first message.
         if let Some(id) = id {
             self.send(proto::reply(id, json!({})));
@@ -568,6 +579,9 @@ impl Session {
             hub.subscribe(self.subscription(&key, true))
         };
         if let Err(e) = entered {
+            if pattern {
+                self.give_patterns(1);
+            }
             return self.error_or_log(id, ErrorCode::Internal, &e.to_string());
         }
         if pattern {

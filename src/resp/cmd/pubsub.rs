@@ -369,6 +369,17 @@ fn subscribe_kind(conn: &mut Conn, args: &[Bytes], kind: Kind) {
         if kind == Kind::Pattern && !(patterns_fit(conn, name) && pattern_quota_ok(conn)) {
             continue;
         }
+        let space = match kind {
+            Kind::Channel => Some(Space::Global),
+            Kind::Shard => Some(Space::Shard),
+            Kind::Pattern => None,
+        };
+        // The engine before the confirmation: a refusal is the only answer.
+        if let Err(e) = conn.server.hub.prepare_subscribe(space, name) {
+            conn.reply().error(&format!("ERR {e}"));
+            conn.settle_pattern_quota();
+            continue;
+        }
         // A copy of its own: the argument is a slice of the whole request,
         // which it would keep alive for as long as the subscription lasts.
         kind.set(conn).insert(Bytes::copy_from_slice(name));
@@ -377,11 +388,6 @@ fn subscribe_kind(conn: &mut Conn, args: &[Bytes], kind: Kind) {
         // The confirmation must reach the outbox before the registry can
         // deliver the first message on this channel.
         conn.flush_replies();
-        let space = match kind {
-            Kind::Channel => Some(Space::Global),
-            Kind::Shard => Some(Space::Shard),
-            Kind::Pattern => None,
-        };
         conn.register(space, name.clone());
     }
     conn.sync_counts();
