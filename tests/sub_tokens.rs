@@ -291,3 +291,44 @@ async fn no_refresh_unsubscribes_with_3006() {
     .await;
     assert_eq!(r["result"], json!({}));
 }
+
+#[tokio::test]
+async fn a_grant_is_not_sent_to_the_subscribe_hook() {
+    // The hook's URL answers nothing: a subscribe sent there is refused
+    // with 112; one with a subscription token is granted without asking.
+    let (dir, file) = temp_config(
+        "subtok-hook",
+        "[namespaces.hooked]\nsubscribe_proxy = true\n",
+    );
+    let dead = format!("http://127.0.0.1:{}/subscribe", free_port());
+    let h = Herald::start(&[
+        "--config",
+        &file,
+        "--jwt-hmac-secret",
+        SECRET,
+        "--proxy-subscribe-url",
+        &dead,
+        "--proxy-timeout",
+        "500ms",
+    ]);
+    let mut ws = ws_connect(h.http, None).await;
+    let plain = hs256(json!({"sub": "alice", "exp": unix_now() + 600}), SECRET);
+    let r = ws_call(&mut ws, 1, json!({"op": "connect", "token": plain})).await;
+    assert_eq!(r["result"]["user"], "alice", "{r}");
+    let r = ws_call(
+        &mut ws,
+        2,
+        json!({"op": "subscribe", "channel": "hooked:1"}),
+    )
+    .await;
+    assert_eq!(code(&r), 112, "{r}");
+    let t = sub_token("alice", "hooked:1", unix_now() + 600);
+    let r = ws_call(
+        &mut ws,
+        3,
+        json!({"op": "subscribe", "channel": "hooked:1", "token": t}),
+    )
+    .await;
+    assert_eq!(r["result"], json!({}), "{r}");
+    let _ = std::fs::remove_dir_all(dir);
+}
