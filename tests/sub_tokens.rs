@@ -332,3 +332,25 @@ async fn a_grant_is_not_sent_to_the_subscribe_hook() {
     assert_eq!(r["result"], json!({}), "{r}");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[tokio::test]
+async fn an_open_server_needs_no_token_and_checks_none() {
+    // No authentication configured: every client has full access, and a
+    // token given with subscribe is not checked (there is no key to).
+    let h = Herald::start(&[]);
+    let mut ws = ws_connect(h.http, None).await;
+    let r = ws_call(
+        &mut ws,
+        1,
+        json!({"op": "subscribe", "channel": "private:o", "token": "anything"}),
+    )
+    .await;
+    assert_eq!(r["result"], json!({}), "{r}");
+    let r = ws_call(
+        &mut ws,
+        2,
+        json!({"op": "sub_refresh", "channel": "private:o", "token": "anything"}),
+    )
+    .await;
+    assert_eq!(r["result"], json!({}), "{r}");
+}
