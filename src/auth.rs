@@ -31,6 +31,10 @@ pub struct Claims {
     /// Globs the holder may publish to; absent: the namespace decides.
     #[serde(default)]
     pub publish: Option<Vec<String>>,
+    /// Set only in a subscription token: the one channel it grants. A
+    /// token that has it cannot authenticate a connection.
+    #[serde(default)]
+    pub channel: Option<String>,
     /// `subscribe` and `publish` compiled once, on first use: a permission
     /// check runs per key and per channel, and DBSIZE or PUBSUB CHANNELS
     /// run it for every key or channel.
@@ -46,7 +50,8 @@ impl PartialEq for Claims {
             &self.info,
             &self.subscribe,
             &self.publish,
-        ) == (&o.sub, o.exp, &o.info, &o.subscribe, &o.publish)
+            &self.channel,
+        ) == (&o.sub, o.exp, &o.info, &o.subscribe, &o.publish, &o.channel)
     }
 }
 
@@ -64,6 +69,7 @@ impl Claims {
             info: None,
             subscribe,
             publish,
+            channel: None,
             compiled: std::sync::OnceLock::new(),
         }
     }
@@ -261,8 +267,45 @@ impl Authenticator {
             .and_then(|j| j.validation.algorithms.first().copied())
     }
 
-    /// Verifies a JWT into claims.
+    /// Verifies a connection's JWT into claims. A subscription token (one
+    /// with a `channel` claim) is refused: it grants one channel, and must
+    /// not open a connection with whatever the namespaces give a user.
     pub fn verify_token(&self, token: &str) -> Result<Arc<Claims>, TokenError> {
+        let claims = self.decode(token)?;
+        if claims.channel.is_some() {
+            return Err(TokenError::Invalid(
+                "a subscription token (with a channel claim) cannot authenticate a connection"
+                    .into(),
+            ));
+        }
+        Ok(claims)
+    }
+
+    /// Verifies a subscription token for `channel`, presented by the
+    /// connection of `user`: the same keys and checks as a connection's
+    /// token, plus a `channel` claim equal to `channel` and a `sub` equal
+    /// to `user`. Returns the token's claims (its `exp` bounds the grant).
+    pub fn verify_subscription_token(
+        &self,
+        token: &str,
+        channel: &str,
+        user: &str,
+    ) -> Result<Arc<Claims>, TokenError> {
+        let claims = self.decode(token)?;
+        match &claims.channel {
+            None => Err(TokenError::Invalid("no channel claim".into())),
+            Some(c) if c != channel => Err(TokenError::Invalid(
+                "the token is for another channel".into(),
+            )),
+            Some(_) if claims.sub != user => {
+                Err(TokenError::Invalid("the token is for another user".into()))
+            }
+            Some(_) => Ok(claims),
+        }
+    }
+
+    /// Verifies a JWT's signature, algorithm and times into claims.
+    fn decode(&self, token: &str) -> Result<Arc<Claims>, TokenError> {
         let Some(jwt) = &self.jwt else {
             return Err(TokenError::NotConfigured);
         };
@@ -629,6 +672,43 @@ mod tests {
             parts[2]
         );
         assert_eq!(a.verify_token(&forged), Err(TokenError::BadSignature));
+    }
+
+    #[test]
+    fn subscription_tokens() {
+        let a = hs_auth();
+        let t = token(
+            serde_json::json!({"sub": "u1", "channel": "c", "exp": now() + 60}),
+            "s3cret",
+        );
+        assert_eq!(
+            a.verify_subscription_token(&t, "c", "u1").unwrap().channel,
+            Some("c".into())
+        );
+        let invalid = |ch, user| match a.verify_subscription_token(&t, ch, user) {
+            Err(TokenError::Invalid(m)) => m,
+            other => panic!("{other:?}"),
+        };
+        assert!(invalid("d", "u1").contains("another channel"));
+        assert!(invalid("c", "u2").contains("another user"));
+        // Never a connection's token, and a connection's token never grants.
+        assert!(matches!(a.verify_token(&t), Err(TokenError::Invalid(_))));
+        let conn = token(
+            serde_json::json!({"sub": "u1", "exp": now() + 60}),
+            "s3cret",
+        );
+        assert!(matches!(
+            a.verify_subscription_token(&conn, "c", "u1"),
+            Err(TokenError::Invalid(m)) if m.contains("no channel")
+        ));
+        let old = token(
+            serde_json::json!({"sub": "u1", "channel": "c", "exp": now() - 60}),
+            "s3cret",
+        );
+        assert_eq!(
+            a.verify_subscription_token(&old, "c", "u1"),
+            Err(TokenError::Expired)
+        );
     }
 
     #[test]

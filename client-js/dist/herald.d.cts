@@ -30,6 +30,19 @@ export interface StreamPosition {
 }
 
 export type ClientState = 'disconnected' | 'connecting' | 'connected';
+/** What `getToken` of a private channel's subscribe() is called with. */
+export interface SubscriptionTokenContext {
+  channel: string;
+}
+
+/** The options of subscribe(). */
+export interface SubscribeOptions {
+  /** Replay from this position (a Subscription's `position` saved earlier). */
+  since?: StreamPosition;
+  /** A subscription token for a private channel. */
+  getToken?: (ctx: SubscriptionTokenContext) => Promise<string> | string;
+}
+
 export type SubscriptionState = 'unsubscribed' | 'subscribing' | 'subscribed';
 
 /**
@@ -314,10 +327,16 @@ export declare class Herald {
   /** Closes and stops reconnecting; subscriptions are kept for the next connect(). */
   disconnect(): void;
 
+  /**
+   * `opts.getToken` makes the channel private: called with `{channel}` on
+   * each subscribe (reconnects included), on the server's `sub_refresh`,
+   * and again after a refusal for expiry (104); it resolves with a
+   * subscription token (a JWT with `sub`, `channel`, `exp`).
+   */
   subscribe<T = any>(
     channel: string,
     onMessage?: (data: T, meta: MessageMeta) => void,
-    opts?: { since?: StreamPosition },
+    opts?: SubscribeOptions,
   ): Subscription;
   psubscribe<T = any>(pattern: string, onMessage?: (data: T, meta: PatternMessageMeta) => void): Subscription;
   /** `onUpdate(entries, update)`: the first call (the subscribe reply) and every push alike. */

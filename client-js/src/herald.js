@@ -155,6 +155,8 @@ class ServerSubscription {
     this.epoch = undefined;
     /** Leaderboards: the largest `top` any handle asked for. */
     this.top = 0;
+    /** Channels: `getToken({channel})` for a subscription token, from the first handle that gave one. */
+    this.getToken = undefined;
   }
 
   subscribeArgs() {
@@ -711,6 +713,32 @@ export class Herald extends Emitter {
         }
         return;
       }
+      case 'sub_refresh': {
+        const shared = this._subs.channel.get(msg.channel);
+        if (shared?.getToken && shared.server === 'live') this._subRefresh(shared);
+        return;
+      }
+      case 'unsubscribe': {
+        // The server ended a subscription (3006: its token expired without
+        // a refresh): with getToken, subscribe again with a new token.
+        const shared = this._subs.channel.get(msg.channel);
+        if (!shared || shared.server !== 'live') return;
+        shared.server = 'none';
+        for (const sub of [...shared.handles]) sub._setState('subscribing');
+        if (shared.getToken) {
+          this._serverSubscribe(shared);
+          return;
+        }
+        const err = new HeraldError(msg.code, msg.reason ?? 'unsubscribed by the server');
+        this._subs.channel.delete(msg.channel);
+        for (const sub of [...shared.handles]) {
+          sub.error = err;
+          sub._emit('error', err);
+          sub._setState('unsubscribed');
+        }
+        shared.handles.clear();
+        return;
+      }
       case 'disconnect':
         this._onDisconnect({ code: msg.code, reason: msg.reason, reconnect: msg.reconnect !== false && !isTerminal(msg.code) });
         return;
@@ -725,6 +753,9 @@ export class Herald extends Emitter {
    * Subscribes to a channel. `onMessage(data, {channel, offset, encoding})`
    * is called for each message. `opts.since` ({offset, epoch}) asks the
    * server to replay from a position saved earlier (sub.position).
+   * `opts.getToken({channel})` resolves with a subscription token for a
+   * private channel: called on each subscribe (reconnects included), on
+   * the server's `sub_refresh`, and again after a refusal for expiry.
    */
   subscribe(channel, onMessage, opts = {}) {
     return this._hold('channel', channel, onMessage, opts);
@@ -759,6 +790,10 @@ export class Herald extends Emitter {
       map.set(name, shared);
       if (opts.since) ({ offset: shared.offset, epoch: shared.epoch } = opts.since);
     }
+    if (kind === 'channel' && opts.getToken !== undefined) {
+      if (typeof opts.getToken !== 'function') throw new TypeError('@heraldhub/client: getToken must be a function');
+      shared.getToken ??= opts.getToken;
+    }
     const sub = new Subscription(this, shared, callback, opts.top);
     shared.handles.add(sub);
     sub._setState('subscribing');
@@ -787,7 +822,18 @@ export class Herald extends Emitter {
     shared.server = 'pending';
     let result;
     try {
-      result = await this._request(KINDS[kind].subscribe, args, this.options.timeout);
+      // A private channel: a subscription token with each subscribe, and
+      // once more (a fresh one) when the server says it expired.
+      for (let attempt = 0; ; attempt++) {
+        if (shared.getToken) args.token = await this._subToken(shared);
+        if (!current()) return;
+        try {
+          result = await this._request(KINDS[kind].subscribe, args, this.options.timeout);
+          break;
+        } catch (err) {
+          if (!(shared.getToken && err.code === TOKEN_EXPIRED_ERROR && attempt === 0)) throw err;
+        }
+      }
     } catch (err) {
       // Lost the connection (re-sent on the next one) or dropped by the app.
       if (!current()) return;
@@ -825,6 +871,38 @@ export class Herald extends Emitter {
     if (kind === 'leaderboard' && result && Array.isArray(result.entries)) {
       for (const sub of [...shared.handles]) {
         if (sub._callback) invoke(sub._callback, result.entries.slice(0, sub.top), { push: 'leaderboard', ...result });
+      }
+    }
+  }
+
+  /** A subscription token from the channel's `getToken`; a failure is a refusal (code 102). */
+  async _subToken(shared) {
+    let token;
+    try {
+      token = await shared.getToken({ channel: shared.name });
+    } catch (err) {
+      throw new HeraldError(102, `getToken failed: ${err?.message ?? err}`);
+    }
+    if (typeof token !== 'string' || token === '') throw new HeraldError(102, 'getToken returned no token');
+    return token;
+  }
+
+  /** The server's `sub_refresh` push: a new token before the current one ends (retried once if it had expired). */
+  async _subRefresh(shared) {
+    const ws = this._ws;
+    for (let attempt = 0; ; attempt++) {
+      try {
+        const token = await this._subToken(shared);
+        if (this._ws !== ws || this._subs.channel.get(shared.name) !== shared) return;
+        await this._request('sub_refresh', { channel: shared.name, token }, this.options.timeout);
+        return;
+      } catch (err) {
+        if (err.code === TOKEN_EXPIRED_ERROR && attempt === 0) continue;
+        // The server unsubscribes the channel when the grant ends (push
+        // `unsubscribe` 3006), and the client subscribes it again then.
+        for (const sub of [...shared.handles]) sub._emit('error', err);
+        this._emit('error', err);
+        return;
       }
     }
   }

@@ -19,6 +19,8 @@ import Herald, {
   type Publication,
   type PublishResult,
   type StreamPosition,
+  type SubscribeOptions,
+  type SubscriptionTokenContext,
 } from '@heraldhub/client';
 
 const version: string = VERSION;
@@ -81,6 +83,14 @@ sub.on('join', (p) => p.user);
 const pos: StreamPosition | undefined = sub.position;
 const ready: Promise<void> = sub.ready(1000);
 sub.unsubscribe();
+// A private channel: a subscription token from the app.
+const privateOpts: SubscribeOptions = {
+  getToken: async ({ channel }: SubscriptionTokenContext) => `token-for-${channel}`,
+};
+herald.subscribe<Msg>('private:1', (msg) => msg.text, privateOpts);
+herald.subscribe('private:2', undefined, { getToken: () => 'jwt', since: { offset: 1, epoch: '2' } });
+// @ts-expect-error getToken resolves with a string
+herald.subscribe('private:3', undefined, { getToken: async () => 42 });
 herald.psubscribe<Json>('news.*', (data, { channel, pattern }) => [data, channel, pattern]);
 
 // The leaderboard's callback: the same types on the first call and later.

@@ -77,6 +77,11 @@ pub struct TokenArgs {
     /// Globs the holder may publish to (claim `publish`), as --subscribe.
     #[arg(long, value_name = "GLOB", num_args = 0.., action = clap::ArgAction::Append)]
     pub publish: Option<Vec<String>>,
+    /// Mint a subscription token instead: it grants this one channel to
+    /// the WebSocket connection of --sub (claim `channel`), and cannot
+    /// open a connection.
+    #[arg(long, value_name = "CHANNEL")]
+    pub channel: Option<String>,
     /// Lifetime of the token (claim `exp` = now + ttl).
     #[arg(long, value_name = "DURATION", default_value = "1h")]
     pub ttl: Dur,
@@ -180,6 +185,7 @@ impl Invocation {
                     info,
                     subscribe: a.subscribe,
                     publish: a.publish,
+                    channel: a.channel,
                     ttl: a.ttl.0,
                 };
                 writeln!(out, "{}", mint_token(&cfg, &req)?)?;

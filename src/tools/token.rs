@@ -22,6 +22,8 @@ pub struct TokenRequest {
     pub info: Option<Value>,
     pub subscribe: Option<Vec<String>>,
     pub publish: Option<Vec<String>>,
+    /// A subscription token for this channel (claim `channel`).
+    pub channel: Option<String>,
     pub ttl: Duration,
 }
 
@@ -66,15 +68,24 @@ pub fn mint_token(cfg: &Config, req: &TokenRequest) -> Result<String, ToolError>
     if let Some(globs) = &req.publish {
         claims["publish"] = json!(globs);
     }
+    if let Some(channel) = &req.channel {
+        if channel.is_empty() {
+            return Err(ToolError::Invalid("--channel must not be empty".into()));
+        }
+        claims["channel"] = json!(channel);
+    }
     let token = jsonwebtoken::encode(
         &Header::new(Algorithm::HS256),
         &claims,
         &EncodingKey::from_secret(secret.as_bytes()),
     )
     .map_err(|e| ToolError::Invalid(format!("cannot sign the token: {e}")))?;
-    Authenticator::from_config(cfg)?
-        .verify_token(&token)
-        .map_err(|e| ToolError::Invalid(format!("the minted token is refused: {e}")))?;
+    let auth = Authenticator::from_config(cfg)?;
+    match &req.channel {
+        Some(ch) => auth.verify_subscription_token(&token, ch, &req.sub),
+        None => auth.verify_token(&token),
+    }
+    .map_err(|e| ToolError::Invalid(format!("the minted token is refused: {e}")))?;
     Ok(token)
 }
 
@@ -166,7 +177,12 @@ pub fn check_token(cfg: &Config, token: &str, out: &mut dyn Write) -> Result<boo
         }
         None => writeln!(out, "claims: (not base64url JSON)")?,
     }
-    let verdict = auth.verify_token(token);
+    // A subscription token is checked as one: for its own channel and user.
+    let claim = |name: &str| claims.as_ref().and_then(|c| c.get(name)?.as_str());
+    let verdict = match (claim("channel"), claim("sub")) {
+        (Some(ch), Some(sub)) => auth.verify_subscription_token(token, ch, sub),
+        _ => auth.verify_token(token),
+    };
     let reason = match &verdict {
         Ok(c) => {
             let until = if c.exp > 253_402_300_799 {
@@ -174,7 +190,14 @@ pub fn check_token(cfg: &Config, token: &str, out: &mut dyn Write) -> Result<boo
             } else {
                 format!("until {}", utc(c.exp))
             };
-            writeln!(out, "accepted: yes (user {:?}, {until})", c.sub)?;
+            match &c.channel {
+                Some(ch) => writeln!(
+                    out,
+                    "accepted: yes (subscription token for channel {ch:?}, user {:?}, {until})",
+                    c.sub
+                )?,
+                None => writeln!(out, "accepted: yes (user {:?}, {until})", c.sub)?,
+            }
             return Ok(true);
         }
         Err(TokenError::Expired) => {
@@ -227,8 +250,33 @@ mod tests {
             info: Some(json!({"name": "Alice"})),
             subscribe: Some(vec!["chat:*".into()]),
             publish: None,
+            channel: None,
             ttl: Duration::from_secs(3600),
         }
+    }
+
+    #[test]
+    fn subscription_tokens_are_minted_and_checked_as_such() {
+        let c = cfg(Some("s3cret"));
+        let t = mint_token(
+            &c,
+            &TokenRequest {
+                channel: Some("private:1".into()),
+                ..req()
+            },
+        )
+        .unwrap();
+        let a = Authenticator::from_config(&c).unwrap();
+        assert!(a
+            .verify_subscription_token(&t, "private:1", "alice")
+            .is_ok());
+        assert!(a.verify_token(&t).is_err());
+        let (ok, text) = check(&c, &t);
+        assert!(ok, "{text}");
+        assert!(
+            text.contains("subscription token for channel \"private:1\""),
+            "{text}"
+        );
     }
 
     fn check(cfg: &Config, token: &str) -> (bool, String) {

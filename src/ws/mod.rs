@@ -13,12 +13,14 @@
 //! - `session`: the task that owns one socket, its loop and closing handshake.
 //! - `ops`: the ops a session answers (subscribe, publish, history, …).
 //! - `recovery`: the subscriber side, lag catch-up and recovery from history.
+//! - `subtokens`: subscription tokens' grants, refresh and expiry.
 
 mod hooks;
 mod ops;
 pub mod protocol;
 mod recovery;
 pub mod session;
+mod subtokens;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;

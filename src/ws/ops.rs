@@ -15,6 +15,7 @@ use serde_json::{json, Value};
 
 use super::protocol::{self as proto, Command, DisconnectCode, ErrorCode, Op};
 use super::session::{expiry_instant, End, Session, Step};
+use super::subtokens::TokenCheck;
 use crate::auth::{Identity, Rule, TokenError};
 use crate::hub::presence::PresenceEntry;
 use crate::hub::{HistoryError, Space, Stats, Subscription};
@@ -171,7 +172,7 @@ impl Session {
         }
     }
 
-    fn token_error(&self, id: &Value, e: &TokenError) {
+    pub(super) fn token_error(&self, id: &Value, e: &TokenError) {
         Stats::add(&self.st.hub.stats().auth_failures, 1);
         let code = match e {
             TokenError::Expired => ErrorCode::TokenExpired,
@@ -275,20 +276,17 @@ impl Session {
                 }
             }
             Op::Ping => self.send(proto::reply(id, json!({}))),
+            Op::SubRefresh(a) => self.sub_refresh(id, a),
             Op::Subscribe(a) => {
-                return self.subscribe(id, a.channel, false, a.since, a.data);
+                let (since, data, token) = (a.since, a.data, a.token);
+                return self.subscribe(id, a.channel, false, since, data, token);
             }
             Op::Psubscribe(a) => {
-                return self.subscribe(id, a.pattern, true, None, None);
+                return self.subscribe(id, a.pattern, true, None, None, None);
             }
             Op::Unsubscribe(a) => {
-                if self.channels.remove(&a.channel) {
-                    self.st
-                        .hub
-                        .unsubscribe(Space::Global, a.channel.as_bytes(), self.id);
-                    self.sink.lag().forget(a.channel.as_bytes());
-                    self.st.ws.subscriptions.fetch_sub(1, Ordering::Relaxed);
-                }
+                self.forget_grant(&a.channel);
+                self.leave_channel(&a.channel);
                 self.send(proto::reply(id, json!({})));
             }
             Op::Punsubscribe(a) => {
@@ -354,11 +352,28 @@ impl Session {
         Step::Read
     }
 
+    /// Leaves `channel` if subscribed; true if it was.
+    pub(super) fn leave_channel(&mut self, channel: &str) -> bool {
+        if !self.channels.remove(channel) {
+            return false;
+        }
+        self.st
+            .hub
+            .unsubscribe(Space::Global, channel.as_bytes(), self.id);
+        self.sink.lag().forget(channel.as_bytes());
+        self.st.ws.subscriptions.fetch_sub(1, Ordering::Relaxed);
+        true
+    }
+
     /// May this session read `channel` (its presence, history, or the
     /// leaderboard of that key)? Where the namespace asks the app about
     /// subscribes, only once the app let it subscribe (or the connect
-    /// hook subscribed it): reading needs what subscribing needs.
+    /// hook subscribed it): reading needs what subscribing needs. A
+    /// subscription token's grant allows it.
     fn may_read(&self, channel: &str) -> bool {
+        if self.granted(channel) {
+            return true;
+        }
         let ch = channel.as_bytes();
         match self.identity.subscribe_rule(ch, self.st.cfg.namespace(ch)) {
             Rule::Allow => true,
@@ -394,9 +409,20 @@ impl Session {
         pattern: bool,
         since: Option<proto::StreamPosition>,
         data: Option<Value>,
+        token: Option<String>,
     ) -> Step {
         if !self.check_name(id, &name) {
             return Step::Read;
+        }
+        // A subscription token grants the channel whatever the rules below
+        // say, and the app's subscribe hook is not asked (the app signed it).
+        let mut grant = None;
+        if let Some(token) = token {
+            match self.check_sub_token(id, &name, &token) {
+                TokenCheck::Refused => return Step::Read,
+                TokenCheck::Ignored => {}
+                TokenCheck::Granted(at, _) => grant = Some(at),
+            }
         }
         let cfg = self.st.cfg.clone();
         let cfg = &*cfg;
@@ -412,7 +438,9 @@ impl Session {
         }
         // Herald's own channels (__presence__:C, __leaderboard__:K) are
         // decided by what they report on.
-        let rule = if pattern {
+        let rule = if grant.is_some() {
+            Rule::Allow
+        } else if pattern {
             match self.identity.may_psubscribe(name.as_bytes(), cfg) {
                 true => Rule::Allow,
                 false => Rule::Deny,
@@ -431,6 +459,9 @@ impl Session {
             &self.channels
         };
         if set.contains(&name) {
+            if let Some(at) = grant {
+                self.grant(name, at);
+            }
             self.send(proto::reply(id, json!({})));
             return Step::Read;
         }
@@ -470,7 +501,15 @@ impl Session {
                 return Step::Read;
             }
         }
-        self.enter(Some(id), name, pattern, since);
+        match grant {
+            Some(at) => {
+                self.enter(Some(id), name.clone(), pattern, since);
+                if self.channels.contains(&name) {
+                    self.grant(name, at);
+                }
+            }
+            None => self.enter(Some(id), name, pattern, since),
+        }
         Step::Read
     }
 

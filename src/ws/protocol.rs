@@ -102,6 +102,7 @@ pub struct Command {
 pub enum Op {
     Connect(ConnectArgs),
     Refresh(TokenArgs),
+    SubRefresh(SubRefreshArgs),
     Ping,
     Subscribe(SubscribeArgs),
     Psubscribe(PatternArgs),
@@ -126,6 +127,7 @@ impl Op {
         match self {
             Op::Connect(_) => "connect",
             Op::Refresh(_) => "refresh",
+            Op::SubRefresh(_) => "sub_refresh",
             Op::Ping => "ping",
             Op::Subscribe(_) => "subscribe",
             Op::Psubscribe(_) => "psubscribe",
@@ -223,6 +225,17 @@ pub struct SubscribeArgs {
     /// Passed to the subscribe hook, when one is asked.
     #[serde(default)]
     pub data: Option<Value>,
+    /// A subscription token granting this channel (`ws::subtokens`).
+    #[serde(default)]
+    pub token: Option<String>,
+}
+
+/// `sub_refresh`: a new subscription token for a channel subscribed with one.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubRefreshArgs {
+    pub channel: String,
+    pub token: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -447,7 +460,12 @@ mod tests {
         let Op::Subscribe(a) = c.op else {
             panic!("{c:?}")
         };
-        assert_eq!((a.channel.as_str(), a.since), ("a", None));
+        assert_eq!((a.channel.as_str(), a.since, a.token), ("a", None, None));
+        let c = parse_command(r#"{"op":"sub_refresh","channel":"a","token":"t"}"#).unwrap();
+        let Op::SubRefresh(a) = c.op else {
+            panic!("{c:?}")
+        };
+        assert_eq!((a.channel.as_str(), a.token.as_str()), ("a", "t"));
         // `ping` takes no fields and ignores any.
         let c = parse_command(r#"{"id":"p","op":"ping","x":[1]}"#).unwrap();
         assert!(matches!(c.op, Op::Ping));
@@ -496,7 +514,7 @@ mod tests {
             (r#"{"id":2,"op":"subscribe"}"#, "missing field `channel`"),
             (
                 r#"{"id":2,"op":"subscribe","chanel":"a"}"#,
-                "unknown field `chanel`, expected one of `channel`, `since`, `data`",
+                "unknown field `chanel`, expected one of `channel`, `since`, `data`, `token`",
             ),
             (
                 r#"{"id":2,"op":"subscribe","channel":5}"#,

@@ -120,6 +120,9 @@ pub(super) struct Session {
     /// sessions without them pay one pointer) only where a connect hook is
     /// configured and the URL held no token, until `connect`.
     pub(super) handshake: Option<Box<ConnectHeaders>>,
+    /// Channels granted by subscription tokens (`subtokens`): allocated
+    /// only by sessions that use them.
+    pub(super) sub_tokens: Option<Box<super::subtokens::SubTokens>>,
 }
 
 /// How far ahead any deadline is set at most. Deadlines come from a
@@ -341,6 +344,7 @@ pub fn run(
             publishes: VecDeque::new(),
             subscribe_rate: crate::rate::TokenBucket::default(),
             handshake: None,
+            sub_tokens: None,
             st,
         };
         let url_token = match credentials {
@@ -494,6 +498,7 @@ async fn serve(socket: &mut WebSocket, s: &mut Session, out: &mut Outgoing) -> E
         let ping_due = awaiting_pong.map_or(next_ping, |t| later(t, cfg.ws_pong_timeout));
         let deadline = s.expires_at.map_or(ping_due, |e| e.min(ping_due));
         let deadline = auth_deadline.map_or(deadline, |a| a.min(deadline));
+        let deadline = s.sub_deadline().map_or(deadline, |t| t.min(deadline));
         if deadline != armed {
             timer.as_mut().reset(deadline);
             armed = deadline;
@@ -514,6 +519,7 @@ async fn serve(socket: &mut WebSocket, s: &mut Session, out: &mut Outgoing) -> E
                 if s.expires_at.is_some_and(|e| now >= e) {
                     return End::Disconnect(DisconnectCode::TokenExpired);
                 }
+                s.sub_tokens_due(now);
                 if auth_deadline.is_some_and(|a| now >= a) {
                     auth_deadline = None;
                     let idle = s.channels.is_empty() && s.patterns.is_empty() && s.leaderboards.is_empty();
