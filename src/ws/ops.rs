@@ -512,6 +512,10 @@ impl Session {
             hub.subscribe(self.subscription(&key, true))
         };
         if let Err(e) = entered {
+            if pattern {
+                // Taken above: a refused pattern must not keep its place.
+                self.give_patterns(1);
+            }
             return self.error(id, ErrorCode::Internal, &e.to_string());
         }
         if pattern {

@@ -429,7 +429,15 @@ async fn serve(socket: &mut WebSocket, s: &mut Session, out: &mut Outgoing) -> E
             // phase early) but reads nothing is still cut off.
             let deadline = *stall_deadline.get_or_insert_with(|| later(TInstant::now(), stall));
             let read = parked.is_none();
-            let write = write_phase(socket, out, &mut unflushed, outbox, &shutdown, deadline, read);
+            let write = write_phase(
+                socket,
+                out,
+                &mut unflushed,
+                outbox,
+                &shutdown,
+                deadline,
+                read,
+            );
             match Box::pin(write).await {
                 Written::Done => stall_deadline = None,
                 Written::Incoming(Some(Ok(Message::Text(text))))
