@@ -492,3 +492,29 @@ fn an_open_loopback_server_refuses_rebound_host_names() {
     let line = status_with_host(h.http, "/healthz", "herald.example.com");
     assert!(line.contains(" 200 "), "{line}");
 }
+
+/// Finding 9. A header sent as several lines (RFC 9110 §5.3: a list may
+/// be split across lines, and a proxy may add `Connection: keep-alive` as
+/// its own line) was read from its first line only: the upgrade got 400.
+#[test]
+fn handshake_headers_split_across_lines_are_read_whole() {
+    let h = Herald::start(&[]);
+    let head = handshake(h.http, &["Connection: keep-alive", "Connection: Upgrade"]);
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    let head = handshake(h.http, &["Upgrade: h2c", "Upgrade: websocket"]);
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    let head = handshake(
+        h.http,
+        &["Sec-WebSocket-Version: 8", "Sec-WebSocket-Version: 13"],
+    );
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    // Two keys are not one key.
+    let head = handshake(
+        h.http,
+        &[
+            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+            "Sec-WebSocket-Key: AAAAAAAAAAAAAAAAAAAAAA==",
+        ],
+    );
+    assert!(head.starts_with("HTTP/1.1 400"), "{head}");
+}
