@@ -126,11 +126,12 @@ pub fn origin_allowed(headers: &HeaderMap, cfg: &Config) -> bool {
 fn handshake_key(req: &Request) -> Result<axum::http::HeaderValue, Response> {
     let bad = |status, msg: &'static str| Err(ApiError::Handshake { status, msg }.into_response());
     let headers = req.headers();
+    // A list header may come as several lines (RFC 9110 §5.3).
     let has = |name: header::HeaderName, word: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(word)))
+        headers.get_all(name).iter().any(|v| {
+            v.to_str()
+                .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(word)))
+        })
     };
     if req.version() > Version::HTTP_11 {
         return bad(
@@ -167,7 +168,12 @@ fn handshake_key(req: &Request) -> Result<axum::http::HeaderValue, Response> {
         );
         return Err(r);
     }
-    match headers.get(header::SEC_WEBSOCKET_KEY) {
+    let mut keys = headers.get_all(header::SEC_WEBSOCKET_KEY).iter();
+    match keys.next() {
+        Some(_) if keys.next().is_some() => bad(
+            StatusCode::BAD_REQUEST,
+            "Sec-WebSocket-Key header sent twice",
+        ),
         Some(key) if key_ok(key.as_bytes()) => Ok(key.clone()),
         Some(_) => bad(
             StatusCode::BAD_REQUEST,
