@@ -518,3 +518,68 @@ fn handshake_headers_split_across_lines_are_read_whole() {
     );
     assert!(head.starts_with("HTTP/1.1 400"), "{head}");
 }
+
+// ---- the global output budget and deliveries ---------------------------------------
+
+/// Finding 10. Deliveries were counted in the global budget but never held
+/// to it: 50 token RESP subscribers of one channel that read nothing,
+/// and one publish of 7 MB in 200-byte messages, grew RSS from 7 to 247
+/// MiB under a 32 MiB budget (release build; each subscriber stays under
+/// the 8 MiB soft limit, so none is cut off), the publisher paying for
+/// 7 MB once. A delivery that would pass the budget now closes its
+/// subscriber, as the hard limit does.
+#[test]
+fn deliveries_to_subscribers_that_never_read_are_held_to_the_budget() {
+    let (dir, cfg) = temp_config(
+        "a12deliv",
+        "[namespaces.pub]\nallow_anonymous = true\nallow_publish = true\n",
+    );
+    let h = Herald::start(&[
+        "--config",
+        &cfg,
+        "--jwt-hmac-secret",
+        SECRET,
+        "--requirepass",
+        "pw",
+        "--output-buffer-global-limit",
+        "16mb",
+    ]);
+    let tok = token("m");
+    let mut subs = Vec::new();
+    for _ in 0..24 {
+        let sock =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        sock.set_recv_buffer_size(4096).unwrap();
+        sock.connect(&h.resp.into()).unwrap();
+        let mut s: TcpStream = sock.into();
+        s.write_all(&encode(&[b"AUTH", tok.as_bytes()])).unwrap();
+        s.write_all(&encode(&[b"SUBSCRIBE", b"pub:flood"])).unwrap();
+        subs.push(s);
+    }
+    let mut backend = Raw::backend(h.resp, "pw");
+    let deadline = Instant::now() + TIMEOUT;
+    while backend.cmd(&[b"PUBSUB", b"NUMSUB", b"pub:flood"]) != b"*2\r\n$9\r\npub:flood\r\n:24\r\n"
+    {
+        assert!(Instant::now() < deadline, "subscribers not in");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let before = rss_mib(h.pid());
+    // 6 MB once, under each subscriber's 8 MiB soft limit.
+    let msg = vec![b'x'; 200];
+    let mut batch = Vec::new();
+    for _ in 0..1000 {
+        batch.extend(encode(&[b"PUBLISH", b"pub:flood", &msg]));
+    }
+    for _ in 0..27 {
+        backend.send_raw(&batch);
+        for _ in 0..1000 {
+            backend.frame();
+        }
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let grown = rss_mib(h.pid()).saturating_sub(before);
+    println!("24 unread subscribers, 6 MB published once: RSS +{grown} MiB");
+    assert!(grown < 40, "RSS grew by {grown} MiB under a 16 MiB budget");
+    drop(subs);
+    let _ = std::fs::remove_dir_all(dir);
+}
