@@ -955,7 +955,7 @@ fn malformed_websocket_handshakes_are_refused() {
             "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 8\r\n\r\n"
                 .to_string(),
-            "400",
+            "426",
             "13",
         ),
     ] {

@@ -26,6 +26,10 @@ pub enum ApiError {
     /// 403, code 103: a WebSocket upgrade from an origin not allowed.
     #[error("origin not allowed")]
     OriginNotAllowed,
+    /// 403, code 103: an open server on loopback asked for by a host name
+    /// that DNS could point elsewhere (DNS rebinding).
+    #[error("an open server answers only IP addresses, localhost and names without a dot; configure authentication to serve other host names")]
+    HostNotAllowed,
     /// 503, code 106: a WebSocket upgrade past `--max-connections`.
     #[error("max number of clients reached")]
     TooManyClients,
@@ -91,9 +95,10 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::WrongKey => StatusCode::UNAUTHORIZED,
-            ApiError::ApiDisabled | ApiError::StatsNeedKey | ApiError::OriginNotAllowed => {
-                StatusCode::FORBIDDEN
-            }
+            ApiError::ApiDisabled
+            | ApiError::StatsNeedKey
+            | ApiError::OriginNotAllowed
+            | ApiError::HostNotAllowed => StatusCode::FORBIDDEN,
             ApiError::Handshake { status, .. } => *status,
             ApiError::TooManyClients | ApiError::Busy | ApiError::Engine(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -120,7 +125,10 @@ impl ApiError {
     pub fn code(&self) -> u16 {
         match self {
             ApiError::WrongKey => 102,
-            ApiError::ApiDisabled | ApiError::StatsNeedKey | ApiError::OriginNotAllowed => 103,
+            ApiError::ApiDisabled
+            | ApiError::StatsNeedKey
+            | ApiError::OriginNotAllowed
+            | ApiError::HostNotAllowed => 103,
             ApiError::TooManyClients => 106,
             ApiError::Body(_)
             | ApiError::BodyTooLarge

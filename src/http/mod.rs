@@ -45,7 +45,11 @@ pub struct AppState {
 pub fn router(st: AppState, conns: Arc<listener::ConnTable>) -> Router {
     let stats_once = Arc::new(Coalesced::default());
     let metrics_once = Arc::new(Coalesced::default());
-    Router::new()
+    // An open server gives every client full access, and is allowed on
+    // loopback only; a web page whose host name its attacker then points
+    // at 127.0.0.1 (DNS rebinding) would be same-origin with it.
+    let local_hosts_only = !st.cfg.has_auth() && st.cfg.http_addr.ip().is_loopback();
+    let router = Router::new()
         .route("/", get(index))
         .route("/client/herald.js", get(client_js))
         .route("/client/herald.min.js", get(client_min_js))
@@ -107,7 +111,48 @@ pub fn router(st: AppState, conns: Arc<listener::ConnTable>) -> Router {
         .layer(axum::extract::DefaultBodyLimit::max(
             st.cfg.http_max_body_size,
         ))
-        .with_state(st)
+        .with_state(st);
+    if local_hosts_only {
+        router.layer(axum::middleware::from_fn(refuse_rebound_hosts))
+    } else {
+        router
+    }
+}
+
+/// Answers 403 to a request whose Host header names a host that an
+/// attacker's DNS could point here: only IP addresses, names without a dot
+/// (`localhost`, a machine's own name: no public zone answers for them)
+/// and `*.localhost` (which browsers resolve to loopback themselves) pass.
+/// Requests without a Host (HTTP/1.0 tools) pass too: browsers always send
+/// one.
+async fn refuse_rebound_hosts(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let local = req
+        .headers()
+        .get(header::HOST)
+        .is_none_or(|h| h.to_str().is_ok_and(host_is_local));
+    if !local {
+        tracing::info!(host = ?req.headers().get(header::HOST), "open server: request for a host name refused");
+        return ApiError::HostNotAllowed.into_response();
+    }
+    next.run(req).await
+}
+
+/// True for a Host (with or without a port) that no DNS answer decides.
+fn host_is_local(host: &str) -> bool {
+    if let Some(v6) = host.strip_prefix('[') {
+        return v6
+            .split_once(']')
+            .is_some_and(|(ip, _)| ip.parse::<std::net::Ipv6Addr>().is_ok());
+    }
+    let name = host.rsplit_once(':').map_or(host, |(name, _)| name);
+    let name = name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase();
+    !name.is_empty()
+        && (name.parse::<std::net::Ipv4Addr>().is_ok()
+            || !name.contains('.')
+            || name.ends_with(".localhost"))
 }
 
 /// Serves HTTP on an already-bound listener until `shutdown`, then waits for
@@ -247,5 +292,42 @@ impl Coalesced {
         let body = render();
         *last = Some((started, body.clone()));
         body
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::host_is_local;
+
+    #[test]
+    fn hosts_no_dns_answer_decides() {
+        for ok in [
+            "127.0.0.1",
+            "127.0.0.1:8080",
+            "10.1.2.3:80",
+            "[::1]:8080",
+            "[::1]",
+            "localhost",
+            "LOCALHOST:8080",
+            "localhost.:8080",
+            "app.localhost:3000",
+            "x",
+            "herald:8080",
+        ] {
+            assert!(host_is_local(ok), "{ok}");
+        }
+        for bad in [
+            "evil.example",
+            "evil.example:8080",
+            "localhost.evil.example",
+            "127.0.0.1.evil.example",
+            "[::1",
+            "[evil]:80",
+            "",
+            ":8080",
+            "127.0.0.1.nip.io:8080",
+        ] {
+            assert!(!host_is_local(bad), "{bad}");
+        }
     }
 }

@@ -185,8 +185,8 @@ impl Drop for BudgetHold {
 pub enum Overflow {
     Hard,
     Soft,
-    /// A reply would have pushed the server-wide output past
-    /// `--output-buffer-global-limit` (byte-stream outboxes only).
+    /// A reply or delivery would have pushed the server-wide output past
+    /// `--output-buffer-global-limit`.
     Global,
 }
 
@@ -355,7 +355,10 @@ impl Outbox {
     }
 
     /// Admits `len` more bytes under the limits, then queues them with
-    /// `enqueue` and wakes the owner if it had nothing queued.
+    /// `enqueue` and wakes the owner if it had nothing queued. Past the
+    /// global budget the outbox closes as past the hard limit: without
+    /// that, N subscribers of one channel that read nothing held N times
+    /// what its publisher sent, under each one's soft limit.
     fn push_with(self: &Arc<Self>, len: usize, enqueue: impl FnOnce(&mut State)) -> bool {
         let mut st = self.lock();
         if st.closed {
@@ -379,6 +382,10 @@ impl Outbox {
             }
         } else {
             st.soft_since = None;
+        }
+        if !self.budget_fits(&st, 0) {
+            st.pending -= len;
+            return self.overflow(st, Overflow::Global);
         }
         let was_empty = st.is_empty();
         enqueue(&mut st);
@@ -755,11 +762,18 @@ mod tests {
         assert_eq!(o.overflowed(), Some(Overflow::Global));
         assert!(!o.push_ref(&b(1)), "closed");
         assert_eq!(budget.used(), 3 * S);
-        // Deliveries are counted but not refused by the budget: the
-        // connection limits decide for them.
+        // Deliveries too: one past the budget closes its subscriber, as
+        // the hard limit does; within a step they always go.
         let s = Arc::new(Outbox::stream_with_budget(limits, budget.clone()));
-        assert!(s.push_ref(&b(2 * S)));
-        assert_eq!(budget.used(), 5 * S);
+        assert!(s.push_ref(&b(S - 1)));
+        assert!(!s.push_ref(&b(2 * S)));
+        assert_eq!(s.overflowed(), Some(Overflow::Global));
+        assert_eq!(budget.used(), 3 * S);
+        let s = Arc::new(Outbox::with_budget(limits, budget.clone()));
+        assert!(s.push(b(S)));
+        assert_eq!(budget.used(), 4 * S);
+        assert!(!s.push(b(S)));
+        assert_eq!(budget.used(), 3 * S);
         drop(other);
         drop(s);
         assert_eq!(budget.used(), 0);

@@ -137,11 +137,12 @@ pub fn origin_allowed(headers: &HeaderMap, cfg: &Config) -> bool {
 fn handshake_key(req: &Request) -> Result<axum::http::HeaderValue, Response> {
     let bad = |status, msg: &'static str| Err(ApiError::Handshake { status, msg }.into_response());
     let headers = req.headers();
+    // A list header may come as several lines (RFC 9110 §5.3).
     let has = |name: header::HeaderName, word: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(word)))
+        headers.get_all(name).iter().any(|v| {
+            v.to_str()
+                .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(word)))
+        })
     };
     if req.version() > Version::HTTP_11 {
         return bad(
@@ -165,15 +166,41 @@ fn handshake_key(req: &Request) -> Result<axum::http::HeaderValue, Response> {
         );
     }
     if !has(header::SEC_WEBSOCKET_VERSION, "13") {
-        return bad(
-            StatusCode::BAD_REQUEST,
-            "Sec-WebSocket-Version header did not include '13'",
+        // §4.2.2: 426 and the version this server speaks, so that a client
+        // may retry with it.
+        let mut r = ApiError::Handshake {
+            status: StatusCode::UPGRADE_REQUIRED,
+            msg: "Sec-WebSocket-Version header did not include '13'",
+        }
+        .into_response();
+        r.headers_mut().insert(
+            header::SEC_WEBSOCKET_VERSION,
+            axum::http::HeaderValue::from_static("13"),
         );
+        return Err(r);
     }
-    match headers.get(header::SEC_WEBSOCKET_KEY) {
-        Some(key) => Ok(key.clone()),
+    let mut keys = headers.get_all(header::SEC_WEBSOCKET_KEY).iter();
+    match keys.next() {
+        Some(_) if keys.next().is_some() => bad(
+            StatusCode::BAD_REQUEST,
+            "Sec-WebSocket-Key header sent twice",
+        ),
+        Some(key) if key_ok(key.as_bytes()) => Ok(key.clone()),
+        Some(_) => bad(
+            StatusCode::BAD_REQUEST,
+            "Sec-WebSocket-Key must be 16 bytes in base64",
+        ),
         None => bad(StatusCode::BAD_REQUEST, "Sec-WebSocket-Key header missing"),
     }
+}
+
+/// A `Sec-WebSocket-Key` as §4.2.1 (5) asks: 16 bytes, base64-encoded.
+fn key_ok(key: &[u8]) -> bool {
+    use base64::Engine;
+    key.len() == 24
+        && base64::engine::general_purpose::STANDARD
+            .decode(key)
+            .is_ok_and(|k| k.len() == 16)
 }
 
 /// The stream settings of every session.

@@ -48,6 +48,14 @@ const FRAGMENT: usize = 8 * 1024;
 /// A frame read from the socket, or the end of the stream.
 type Incoming = Option<Result<Message, WsError>>;
 
+/// Pending output past which a request is held back, and the socket no
+/// longer read, until the client has read its output down below this: a
+/// client that sends requests and reads nothing would otherwise have every
+/// reply queued, up to the hard limit, and small replies are not held to
+/// the global budget (20 such clients held 700 MiB under a 32 MiB budget).
+/// The reply loses no time: it would have been queued behind that output.
+const READ_PAUSE_BYTES: usize = 64 * 1024;
+
 /// Frames taken from the outbox and not yet handed to the socket.
 #[derive(Default)]
 pub(super) struct Outgoing {
@@ -435,6 +443,9 @@ async fn serve(socket: &mut WebSocket, s: &mut Session, out: &mut Outgoing) -> E
     // large reply handed over is still memory held for this client.
     let mut unflushed = 0usize;
     let mut stall_deadline: Option<TInstant> = None;
+    // A request read while output was past READ_PAUSE_BYTES: answered once
+    // it is not (boxed: most sessions never hold one).
+    let mut parked: Option<Box<Utf8Bytes>> = None;
     // Once authentication is configured, a session that holds no token and
     // nothing an open namespace gave it is closed after --auth-timeout, as
     // RESP connections are: idle anonymous sockets must not hold the slots.
@@ -459,7 +470,17 @@ async fn serve(socket: &mut WebSocket, s: &mut Session, out: &mut Outgoing) -> E
         if broken {
             return End::Disconnect(DisconnectCode::InsufficientState);
         }
-        if behind && outbox.pending_bytes() < sink.lag_bytes / 2 {
+        if let Some(text) = parked.take_if(|_| outbox.pending_bytes() < READ_PAUSE_BYTES) {
+            match Session::settle(s.receive(Some(Ok(Message::Text(*text))))) {
+                Ok(p) => asking = p,
+                Err(end) => return end,
+            }
+            if asking.is_some() {
+                continue;
+            }
+        }
+        // A held request goes before more of the replay.
+        if behind && parked.is_none() && outbox.pending_bytes() < sink.lag_bytes / 2 {
             match s.catch_up() {
                 Err(code) => return End::Disconnect(code),
                 // A long replay is encoding work on this thread: let the
@@ -481,9 +502,24 @@ async fn serve(socket: &mut WebSocket, s: &mut Session, out: &mut Outgoing) -> E
             // each phase: a client that keeps sending (each frame ends a
             // phase early) but reads nothing is still cut off.
             let deadline = *stall_deadline.get_or_insert_with(|| later(TInstant::now(), stall));
-            let write = write_phase(socket, out, &mut unflushed, outbox, &shutdown, deadline);
+            let read = parked.is_none();
+            let write = write_phase(
+                socket,
+                out,
+                &mut unflushed,
+                outbox,
+                &shutdown,
+                deadline,
+                read,
+            );
             match Box::pin(write).await {
                 Written::Done => stall_deadline = None,
+                Written::Incoming(Some(Ok(Message::Text(text))))
+                    if outbox.pending_bytes() >= READ_PAUSE_BYTES =>
+                {
+                    awaiting_pong = None;
+                    parked = Some(Box::new(text));
+                }
                 Written::Incoming(msg) => {
                     awaiting_pong = None;
                     match Session::settle(s.receive(msg)) {
@@ -507,7 +543,7 @@ async fn serve(socket: &mut WebSocket, s: &mut Session, out: &mut Outgoing) -> E
             biased;
             _ = shutdown.cancelled() => return End::Disconnect(DisconnectCode::Shutdown),
             _ = outbox.ready() => {}
-            msg = socket.next() => {
+            msg = socket.next(), if parked.is_none() => {
                 awaiting_pong = None;
                 match Session::settle(s.receive(msg)) {
                     Ok(p) => asking = p,
@@ -569,7 +605,7 @@ enum Written {
 }
 
 /// Writes the batch, watching for shutdown, overflow, a stalled socket and
-/// the client's own frames.
+/// (when `read`) the client's own frames.
 async fn write_phase(
     socket: &mut WebSocket,
     out: &mut Outgoing,
@@ -577,18 +613,19 @@ async fn write_phase(
     outbox: &Outbox,
     shutdown: &tokio_util::sync::CancellationToken,
     stall: TInstant,
+    read: bool,
 ) -> Written {
     tokio::select! {
         biased;
         _ = shutdown.cancelled() => Written::End(End::Disconnect(DisconnectCode::Shutdown)),
         _ = wait_overflow(outbox) => Written::End(End::Disconnect(DisconnectCode::Slow)),
         _ = tokio::time::sleep_until(stall) => Written::End(End::Disconnect(DisconnectCode::Slow)),
-        w = write_or_read(socket, out, unflushed, outbox) => w,
+        w = write_or_read(socket, out, unflushed, outbox, read) => w,
     }
 }
 
 /// Feeds the batch to the socket and flushes it, reporting the bytes to the
-/// outbox once flushed, and returns early when a frame arrives. Reading while
+/// outbox once flushed, and returns early when a frame arrives (if `read`). Reading while
 /// writing is what lets a client's Close be answered at once under a flood
 /// of messages (without it the Close waits behind every queued message,
 /// and a client that has stopped reading never gets an answer); one poll
@@ -599,10 +636,13 @@ fn write_or_read<'a>(
     out: &'a mut Outgoing,
     unflushed: &'a mut usize,
     outbox: &'a Outbox,
+    read: bool,
 ) -> impl std::future::Future<Output = Written> + 'a {
     std::future::poll_fn(move |cx| {
-        if let Poll::Ready(msg) = socket.poll_next_unpin(cx) {
-            return Poll::Ready(Written::Incoming(msg));
+        if read {
+            if let Poll::Ready(msg) = socket.poll_next_unpin(cx) {
+                return Poll::Ready(Written::Incoming(msg));
+            }
         }
         loop {
             match socket.poll_ready_unpin(cx) {

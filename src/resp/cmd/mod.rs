@@ -403,6 +403,18 @@ pub fn dispatch(conn: &mut Conn, args: &[Bytes]) {
     if !conn.continues_staged(args) {
         conn.publish_staged();
     }
+    if args[0].eq_ignore_ascii_case(b"post") || args[0].eq_ignore_ascii_case(b"host:") {
+        // An HTTP request (a web page's POST or GET to this port): its body
+        // lines would run as inline commands. Closed without a reply, as
+        // Redis does since its cross-protocol scripting fix.
+        tracing::warn!(
+            client = conn.handle.id,
+            addr = %conn.handle.addr,
+            "possible security attack: an HTTP request on the RESP port (POST or Host:); connection closed"
+        );
+        conn.close_after_reply();
+        return;
+    }
     let Some(top) = lookup(&args[0]) else {
         let msg = unknown_command(args);
         conn.doom_multi();

@@ -372,6 +372,9 @@ impl Conn {
                 Some(Space::Shard) => self.shard_channels.remove(&name),
                 None => self.patterns.remove(&name),
             };
+            // What the refused pattern took of the quota goes back now, not
+            // when the connection ends.
+            self.settle_pattern_quota();
             self.reply().error(&format!("ERR {e}"));
             self.sync_counts();
         }
