@@ -752,3 +752,46 @@ async fn hook_latency() {
     eprintln!("subscribe round trip p50/p99: without hook {plain:?}, through the hook {hooked:?}");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// An SSE stream authenticates through the connect hook with its cookie:
+/// the stream opens with the accepted `connect` reply (and the hook's
+/// channels); a refused cookie gets the error, then the end of the stream.
+#[tokio::test]
+async fn sse_connects_through_the_hook() {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    let (app, addr) = Backend::start().await;
+    let (h, dir) = herald(addr, "1s");
+    async fn events(http: SocketAddr, cookie: &str) -> Vec<Value> {
+        let mut s = tokio::net::TcpStream::connect(http).await.unwrap();
+        let req = format!("GET /sse HTTP/1.0\r\nHost: {http}\r\nCookie: {cookie}\r\n\r\n");
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut lines = tokio::io::BufReader::new(s).lines();
+        let mut out = Vec::new();
+        while let Ok(Ok(Some(line))) = tokio::time::timeout(TIMEOUT, lines.next_line()).await {
+            if let Some(data) = line.strip_prefix("data: ") {
+                out.push(serde_json::from_str::<Value>(data).unwrap());
+                // The connect reply is enough for an accepted session.
+                if out.len() == 1 && out[0]["result"].is_object() {
+                    break;
+                }
+            }
+        }
+        out
+    }
+    let ok = events(h.http, "session=alice").await;
+    assert_eq!(ok[0]["result"]["user"], "alice", "{ok:?}");
+    assert_eq!(
+        ok[0]["result"]["channels"],
+        json!(["priv:alice", "news:alice"])
+    );
+    assert_eq!(ok[0]["result"]["session"].as_str().map(str::len), Some(32));
+    let seen = app.seen("connect");
+    assert_eq!(seen[0]["transport"], "sse");
+    assert_eq!(seen[0]["headers"]["Cookie"], "session=alice");
+
+    let refused = events(h.http, "session=nobody").await;
+    assert_eq!(refused[0]["error"]["code"], 1001, "{refused:?}");
+    assert_eq!(refused[1]["push"], "disconnect", "{refused:?}");
+    assert_eq!(refused.len(), 2, "{refused:?}");
+    drop(dir);
+}
