@@ -434,3 +434,17 @@ async fn slow_sse_consumer_is_cut_off() {
     assert_eq!(status, 404);
     while slow.event().await.is_some() {}
 }
+
+/// An idle stream outlives the HTTP listener's stall check (no byte moved
+/// through two checks closes a connection): heartbeats come often enough,
+/// even with the default 25 s ping interval.
+#[tokio::test]
+async fn an_idle_stream_outlives_the_http_stall_check() {
+    let h = Herald::start(&["--http-header-timeout", "1s", "--http-body-timeout", "1s"]);
+    let mut sse = Sse::open(h.http, "").await;
+    let (session, _) = sse.connected().await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    post(h.http, &session, json!({"id": 1, "op": "ping"})).await;
+    let (r, _) = sse.reply(1).await;
+    assert_eq!(r["result"], json!({}), "{r}");
+}

@@ -207,6 +207,17 @@ fn with_session(frame: &[u8], key: String) -> Option<Vec<u8>> {
     serde_json::to_vec(&v).ok()
 }
 
+/// How often an idle stream gets a heartbeat: `--ws-ping-interval`, or
+/// more often where the HTTP listener would otherwise close the connection
+/// as stalled (no byte moved through two of its checks, every
+/// `--http-header-timeout` or `--http-body-timeout`, the longer).
+fn heartbeat_interval(cfg: &crate::config::Config) -> Duration {
+    let stall_check = cfg.http_header_timeout.max(cfg.http_body_timeout);
+    cfg.ws_ping_interval
+        .min(stall_check / 2)
+        .max(Duration::from_millis(100))
+}
+
 /// Runs one SSE session to its end.
 async fn run(
     st: AppState,
@@ -253,7 +264,8 @@ async fn serve(
     // A stream that takes nothing for this long has a client that stopped
     // reading (as a WebSocket that accepts nothing).
     let stall = cfg.ws_ping_interval.saturating_add(cfg.ws_pong_timeout);
-    let mut next_beat = later(TInstant::now(), cfg.ws_ping_interval);
+    let beat_every = heartbeat_interval(&cfg);
+    let mut next_beat = later(TInstant::now(), beat_every);
     let mut auth_deadline = s.auth_deadline();
     let mut queue: VecDeque<String> = VecDeque::new();
     // The stream opens with the `connect` reply (the URL's token, or the
@@ -302,7 +314,7 @@ async fn serve(
             }
             // Handed to the response body: hyper writes it next.
             outbox.written(n);
-            next_beat = later(TInstant::now(), cfg.ws_ping_interval);
+            next_beat = later(TInstant::now(), beat_every);
             continue;
         }
         let deadline = s.expires_at.map_or(next_beat, |e| e.min(next_beat));
@@ -322,7 +334,7 @@ async fn serve(
                     return end;
                 }
                 if now >= next_beat {
-                    next_beat = later(now, cfg.ws_ping_interval);
+                    next_beat = later(now, beat_every);
                     // A heartbeat the stream cannot take within the pong
                     // timeout: the client is not reading.
                     let beat = body.send(Bytes::from_static(b":\n\n"));
