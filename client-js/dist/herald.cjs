@@ -1,6 +1,7 @@
 'use strict';
 // @heraldhub/client: the JavaScript client of Herald's WebSocket protocol
-// (docs/protocol.md in the Herald repository is the reference).
+// (docs/protocol.md in the Herald repository is the reference), with its
+// SSE transport as the fallback where WebSocket is blocked.
 //
 // This one file is the whole client, on purpose: an ES module with no
 // imports, so that a browser loads it as is and Herald can embed it in its
