@@ -15,6 +15,8 @@
 use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::io::Read;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
@@ -45,17 +47,15 @@ type Batch = Vec<String>;
 /// The open SSE sessions by id: where their POSTs go.
 #[derive(Default)]
 pub struct Registry {
-    sessions: dashmap::DashMap<String, mpsc::Sender<Batch>>,
+    sessions: dashmap::DashMap<String, Inbox>,
 }
 
-impl Registry {
-    pub fn len(&self) -> usize {
-        self.sessions.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.sessions.is_empty()
-    }
+/// A session's POSTs not yet read, bounded in number and in bytes (at
+/// most `--http-max-body-size` in all: one full POST).
+#[derive(Clone)]
+struct Inbox {
+    tx: mpsc::Sender<Batch>,
+    bytes: Arc<AtomicUsize>,
 }
 
 /// Removes a session's entry when its task ends, however it ends.
@@ -112,18 +112,23 @@ pub async fn open(
     if let Credentials::Headers(h) = &mut credentials {
         h.transport = Some("sse");
     }
-    let (ops_tx, ops_rx) = mpsc::channel::<Batch>(QUEUED_POSTS);
+    let (tx, ops_rx) = mpsc::channel::<Batch>(QUEUED_POSTS);
+    let queued = Arc::new(AtomicUsize::new(0));
+    let inbox = Inbox {
+        tx,
+        bytes: queued.clone(),
+    };
     // One chunk in flight: a client that stops reading stops the session's
     // writes, and its outbox fills as a WebSocket's would.
     let (body_tx, body_rx) = mpsc::channel::<Bytes>(1);
-    st.ws.sse.sessions.insert(key.clone(), ops_tx);
+    st.ws.sse.sessions.insert(key.clone(), inbox);
     let entry = Entry {
         st: st.clone(),
         key,
     };
     let tracker = st.ws.tracker.clone();
     tokio::spawn(tracker.track_future(async move {
-        run(st, credentials, entry, ops_rx, body_tx).await;
+        run(st, credentials, entry, (ops_rx, queued), body_tx).await;
         drop(permit);
     }));
     let stream = futures_util::stream::unfold(body_rx, |mut rx| async move {
@@ -153,7 +158,7 @@ pub async fn post(
     if !origin_allowed(&headers, &st.cfg) {
         return ApiError::OriginNotAllowed.into_response();
     }
-    let Some(tx) = st.ws.sse.sessions.get(&key).map(|e| e.value().clone()) else {
+    let Some(inbox) = st.ws.sse.sessions.get(&key).map(|e| e.value().clone()) else {
         return ApiError::NotFound.into_response();
     };
     let ops = match serde_json::from_slice::<Value>(&body) {
@@ -172,10 +177,22 @@ pub async fn post(
     if batch.iter().any(|t| t.len() > max) {
         return ApiError::BodyTooLarge.into_response();
     }
-    let mut resp = match tx.try_send(batch) {
-        Ok(()) => StatusCode::ACCEPTED.into_response(),
-        Err(mpsc::error::TrySendError::Full(_)) => ApiError::Busy.into_response(),
-        Err(mpsc::error::TrySendError::Closed(_)) => ApiError::NotFound.into_response(),
+    let n: usize = batch.iter().map(String::len).sum();
+    let before = inbox.bytes.fetch_add(n, Ordering::AcqRel);
+    let mut resp = if before > 0 && before + n > st.cfg.http_max_body_size {
+        inbox.bytes.fetch_sub(n, Ordering::AcqRel);
+        ApiError::Busy.into_response()
+    } else {
+        match inbox.tx.try_send(batch) {
+            Ok(()) => StatusCode::ACCEPTED.into_response(),
+            Err(e) => {
+                inbox.bytes.fetch_sub(n, Ordering::AcqRel);
+                match e {
+                    mpsc::error::TrySendError::Full(_) => ApiError::Busy.into_response(),
+                    mpsc::error::TrySendError::Closed(_) => ApiError::NotFound.into_response(),
+                }
+            }
+        }
     };
     cors(&headers, &mut resp);
     resp
@@ -223,7 +240,7 @@ async fn run(
     st: AppState,
     credentials: Credentials,
     entry: Entry,
-    mut ops: mpsc::Receiver<Batch>,
+    mut ops: (mpsc::Receiver<Batch>, Arc<AtomicUsize>),
     body: mpsc::Sender<Bytes>,
 ) {
     let (mut s, refused) = Session::open(st, credentials);
@@ -254,7 +271,7 @@ async fn run(
 async fn serve(
     s: &mut Session,
     mut session: Option<String>,
-    ops: &mut mpsc::Receiver<Batch>,
+    (ops, queued): &mut (mpsc::Receiver<Batch>, Arc<AtomicUsize>),
     body: &mpsc::Sender<Bytes>,
 ) -> End {
     let sink = s.sink.clone();
@@ -325,7 +342,11 @@ async fn serve(
             _ = body.closed() => return End::Gone,
             _ = outbox.ready() => {}
             batch = ops.recv() => match batch {
-                Some(batch) => queue.extend(batch),
+                Some(batch) => {
+                    let n: usize = batch.iter().map(String::len).sum();
+                    queued.fetch_sub(n, Ordering::AcqRel);
+                    queue.extend(batch);
+                }
                 None => return End::Gone,
             },
             _ = tokio::time::sleep_until(deadline) => {
