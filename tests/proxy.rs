@@ -752,3 +752,116 @@ async fn hook_latency() {
     eprintln!("subscribe round trip p50/p99: without hook {plain:?}, through the hook {hooked:?}");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// An SSE stream authenticates through the connect hook with its cookie:
+/// the stream opens with the accepted `connect` reply (and the hook's
+/// channels); a refused cookie gets the error, then the end of the stream.
+#[tokio::test]
+async fn sse_connects_through_the_hook() {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    let (app, addr) = Backend::start().await;
+    let (h, dir) = herald(addr, "1s");
+    async fn events(http: SocketAddr, cookie: &str) -> Vec<Value> {
+        let mut s = tokio::net::TcpStream::connect(http).await.unwrap();
+        let req = format!("GET /sse HTTP/1.0\r\nHost: {http}\r\nCookie: {cookie}\r\n\r\n");
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut lines = tokio::io::BufReader::new(s).lines();
+        let mut out = Vec::new();
+        while let Ok(Ok(Some(line))) = tokio::time::timeout(TIMEOUT, lines.next_line()).await {
+            if let Some(data) = line.strip_prefix("data: ") {
+                out.push(serde_json::from_str::<Value>(data).unwrap());
+                // The connect reply is enough for an accepted session.
+                if out.len() == 1 && out[0]["result"].is_object() {
+                    break;
+                }
+            }
+        }
+        out
+    }
+    let ok = events(h.http, "session=alice").await;
+    assert_eq!(ok[0]["result"]["user"], "alice", "{ok:?}");
+    assert_eq!(
+        ok[0]["result"]["channels"],
+        json!(["priv:alice", "news:alice"])
+    );
+    assert_eq!(ok[0]["result"]["session"].as_str().map(str::len), Some(32));
+    let seen = app.seen("connect");
+    assert_eq!(seen[0]["transport"], "sse");
+    assert_eq!(seen[0]["headers"]["Cookie"], "session=alice");
+
+    let refused = events(h.http, "session=nobody").await;
+    assert_eq!(refused[0]["error"]["code"], 1001, "{refused:?}");
+    assert_eq!(refused[1]["push"], "disconnect", "{refused:?}");
+    assert_eq!(refused.len(), 2, "{refused:?}");
+    drop(dir);
+}
+
+/// While an SSE session waits for the app (a slow subscribe hook), its
+/// POSTs queue, bounded: past 16 unread ones a POST gets 503 (109); the
+/// queued ones run, in order, once the app answers (here: times out).
+#[tokio::test]
+async fn sse_posts_queue_bounded_while_the_app_decides() {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+    let (_app, addr) = Backend::start().await;
+    let (h, dir) = herald(addr, "1s");
+    let http = h.http;
+    let mut s = tokio::net::TcpStream::connect(http).await.unwrap();
+    let req = format!("GET /sse HTTP/1.0\r\nHost: {http}\r\nCookie: session=alice\r\n\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut lines = tokio::io::BufReader::new(s).lines();
+    type Lines = tokio::io::Lines<tokio::io::BufReader<tokio::net::TcpStream>>;
+    async fn next(lines: &mut Lines) -> Value {
+        loop {
+            let line = tokio::time::timeout(TIMEOUT, lines.next_line())
+                .await
+                .expect("stream silent")
+                .unwrap()
+                .expect("stream ended");
+            if let Some(d) = line.strip_prefix("data: ") {
+                return serde_json::from_str::<Value>(d).unwrap();
+            }
+        }
+    }
+    let hello = next(&mut lines).await;
+    let session = hello["result"]["session"].as_str().unwrap().to_string();
+    let post = |body: String| async move {
+        let mut c = tokio::net::TcpStream::connect(http).await.unwrap();
+        let req = format!(
+            "POST /sse/{session} HTTP/1.0\r\nHost: {http}\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        c.write_all(req.as_bytes()).await.unwrap();
+        let mut out = String::new();
+        c.read_to_string(&mut out).await.unwrap();
+        out.split_whitespace().nth(1).unwrap_or("").to_string()
+    };
+    let slow = json!({"id": 1, "op": "subscribe", "channel": "priv:slow"});
+    assert_eq!(post.clone()(slow.to_string()).await, "202");
+    // Let the session take that POST and start asking the app.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut statuses = Vec::new();
+    for i in 0..20 {
+        statuses.push(post.clone()(json!({"id": 100 + i, "op": "ping"}).to_string()).await);
+    }
+    assert_eq!(
+        statuses.iter().filter(|s| *s == "202").count(),
+        16,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| *s == "503").count(),
+        4,
+        "{statuses:?}"
+    );
+    let r = next(&mut lines).await;
+    assert_eq!(
+        (r["id"].clone(), r["error"]["code"].clone()),
+        (json!(1), json!(112)),
+        "{r}"
+    );
+    for i in 0..16 {
+        let r = next(&mut lines).await;
+        assert_eq!(r["id"], 100 + i, "{r}");
+    }
+    drop(dir);
+}

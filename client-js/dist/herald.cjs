@@ -1,6 +1,7 @@
 'use strict';
 // @heraldhub/client: the JavaScript client of Herald's WebSocket protocol
-// (docs/protocol.md in the Herald repository is the reference).
+// (docs/protocol.md in the Herald repository is the reference), with its
+// SSE transport as the fallback where WebSocket is blocked.
 //
 // This one file is the whole client, on purpose: an ES module with no
 // imports, so that a browser loads it as is and Herald can embed it in its
@@ -21,6 +22,108 @@
 //   the last seen stream position so that the server can fill the gap.
 
 const VERSION = '0.1.0';
+
+/**
+ * The SSE transport (docs/protocol.md, "SSE") behind the WebSocket
+ * interface the client uses (onopen, onmessage, onerror, onclose, send,
+ * close): events in from `GET /sse`, ops out as `POST /sse/{session}`, one
+ * POST at a time so that they keep their order. The stream's first event
+ * is the connect reply: it opens the transport, and answers the client's
+ * own `connect` op (the token travels on the URL).
+ */
+class SseSocket {
+  constructor(url, EventSourceImpl, fetchImpl) {
+    this.onopen = this.onmessage = this.onerror = this.onclose = noop;
+    this._url = url;
+    this._fetch = fetchImpl;
+    this._hello = null;
+    this._postUrl = null;
+    this._pending = [];
+    this._posting = false;
+    this._closed = false;
+    this._es = new EventSourceImpl(url);
+    this._es.onmessage = (ev) => this._event(ev.data);
+    // EventSource would reconnect by itself, as a new session: the client
+    // reconnects instead, with its backoff, token and recovery.
+    this._es.onerror = () => this._fail('event stream closed');
+  }
+
+  _event(data) {
+    if (this._closed) return;
+    if (!this._hello) {
+      let msg;
+      try {
+        msg = JSON.parse(data);
+      } catch {
+        msg = null;
+      }
+      const session = msg?.id === 0 ? msg.result?.session : undefined;
+      if (typeof session === 'string') {
+        this._hello = msg.result;
+        const u = new URL(this._url);
+        u.pathname = `${u.pathname.replace(/\/$/, '')}/${encodeURIComponent(session)}`;
+        u.search = '';
+        this._postUrl = u.toString();
+        this.onopen({});
+        return;
+      }
+    }
+    this.onmessage({ data });
+  }
+
+  send(text) {
+    if (this._closed) throw new Error('sse transport closed');
+    const msg = JSON.parse(text);
+    if (msg.op === 'connect') {
+      const reply = JSON.stringify({ id: msg.id, result: this._hello });
+      Promise.resolve().then(() => this._closed || this.onmessage({ data: reply }));
+      return;
+    }
+    this._pending.push(text);
+    this._flush();
+  }
+
+  async _flush() {
+    if (this._posting || this._closed || this._pending.length === 0) return;
+    this._posting = true;
+    const batch = this._pending.splice(0, 100);
+    try {
+      const res = await this._fetch(this._postUrl, {
+        method: 'POST',
+        headers: { 'Content-Type': 'text/plain' },
+        body: `[${batch.join(',')}]`,
+      });
+      if (res.status !== 202) throw new Error(`POST answered ${res.status}`);
+    } catch (err) {
+      this._fail(`sse post failed: ${err?.message ?? err}`);
+      return;
+    } finally {
+      this._posting = false;
+    }
+    this._flush();
+  }
+
+  _fail(reason) {
+    if (this._closed) return;
+    this.close();
+    this.onclose({ code: 1006, reason });
+  }
+
+  close() {
+    this._closed = true;
+    this._pending = [];
+    this._es.close();
+  }
+}
+
+/** The SSE URL of a WebSocket URL: ws→http, wss→https, a last `/ws` → `/sse`. */
+function sseUrlOf(wsUrl) {
+  const u = new URL(wsUrl);
+  u.protocol = u.protocol === 'wss:' ? 'https:' : u.protocol === 'ws:' ? 'http:' : u.protocol;
+  u.pathname = u.pathname.replace(/\/ws\/?$/, '') + '/sse';
+  u.search = '';
+  return u.toString();
+}
 
 /**
  * An error from Herald (the protocol's codes, 100 and up, and disconnect
@@ -76,6 +179,8 @@ const DEFAULTS = {
   pingInterval: undefined, // ms; undefined: the server's ping_interval
   pongTimeout: 10000,
   name: undefined,
+  transports: ['websocket', 'sse'], // tried in turn while one cannot open
+  sseUrl: undefined, // default: the WebSocket URL with http(s) and /sse for /ws
 };
 
 // Disconnect codes at and above this one are terminal (docs/protocol.md).
@@ -258,7 +363,7 @@ const unsubscribedError = () => new HeraldError(HeraldError.UNSUBSCRIBED, 'unsub
 class Herald extends Emitter {
   constructor(url, options = {}) {
     super();
-    const { token, getToken, websocket, ...rest } = options;
+    const { token, getToken, websocket, eventsource, ...rest } = options;
     this.url = url;
     this.options = { ...DEFAULTS };
     for (const [k, v] of Object.entries(rest)) if (v !== undefined) this.options[k] = v;
@@ -269,6 +374,9 @@ class Herald extends Emitter {
     this._token = token;
     this._getToken = getToken;
     this._WebSocket = websocket ?? globalThis.WebSocket;
+    this._EventSource = eventsource ?? globalThis.EventSource;
+    this._transport = 0; // index in options.transports of the one to try next
+    this._opened = false; // the current transport got its connect reply
     this._needFreshToken = false;
 
     this._ws = null; // the current transport; events from older ones are ignored
@@ -302,7 +410,7 @@ class Herald extends Emitter {
    */
   connect() {
     if (this.state === 'connected') return Promise.resolve(this.connection);
-    if (!this._WebSocket) {
+    if (!this._transports().length) {
       return Promise.reject(
         new TypeError('@heraldhub/client: no WebSocket here; pass one as the `websocket` option (e.g. the ws package)'),
       );
@@ -352,8 +460,11 @@ class Herald extends Emitter {
     }
 
     let ws;
+    const kinds = this._transports();
+    const kind = kinds[this._transport % kinds.length];
+    this._opened = false;
     try {
-      ws = new this._WebSocket(this.url);
+      ws = kind === 'sse' ? this._openSse() : new this._WebSocket(this.url);
     } catch (err) {
       // A malformed URL or a blocked port: retrying cannot help.
       this._emit('error', err);
@@ -372,6 +483,9 @@ class Herald extends Emitter {
     };
     ws.onclose = (ev) => {
       if (this._ws !== ws) return;
+      // A transport that never got to a connect reply: the next attempt
+      // tries the next one.
+      if (!this._opened) this._transport++;
       const code = ev?.code ?? 1006;
       this._onDisconnect({ code, reason: ev?.reason || 'connection closed', reconnect: !isTerminal(code) });
     };
@@ -379,10 +493,25 @@ class Herald extends Emitter {
     // half-open network could otherwise leave the client connecting forever.
     this._timers.handshake = setTimeout(() => {
       if (this._ws !== ws) return;
+      if (!this._opened) this._transport++;
       const err = new HeraldError(HeraldError.TIMEOUT, `connect timed out after ${this.options.timeout} ms`);
       this._emit('error', err);
       this._reconnect({ code: err.code, reason: err.message });
     }, this.options.timeout);
+  }
+
+  /** The transports of `options.transports` this environment has. */
+  _transports() {
+    return (this.options.transports ?? []).filter((t) =>
+      t === 'websocket' ? !!this._WebSocket : t === 'sse' ? !!this._EventSource && typeof fetch === 'function' : false,
+    );
+  }
+
+  /** An SSE transport; the token goes on the URL (the stream's connect reply answers `connect`). */
+  _openSse() {
+    const u = new URL(this.options.sseUrl ?? sseUrlOf(this.url));
+    if (this._token) u.searchParams.set('token', this._token);
+    return new SseSocket(u.toString(), this._EventSource, (...a) => fetch(...a));
   }
 
   _handshake(ws) {
@@ -402,6 +531,7 @@ class Herald extends Emitter {
 
   _onConnected(result) {
     const ws = this._ws;
+    this._opened = true;
     clearTimeout(this._timers.handshake);
     this._attempt = 0;
     this.connection = result;

@@ -91,6 +91,15 @@ export interface WebSocketLike {
   close(code?: number, reason?: string): void;
 }
 
+/** An EventSource constructor: the browser's, or a package's in Node. */
+export interface EventSourceConstructor {
+  new (url: string): {
+    onmessage: ((ev: any) => void) | null;
+    onerror: ((ev: any) => void) | null;
+    close(): void;
+  };
+}
+
 export interface HeraldOptions {
   /** A JWT sent with `connect`. */
   token?: string;
@@ -103,6 +112,15 @@ export interface HeraldOptions {
   getToken?: () => string | null | undefined | Promise<string | null | undefined>;
   /** The WebSocket constructor; default `globalThis.WebSocket`. */
   websocket?: WebSocketConstructor;
+  /**
+   * The transports to try, in turn while one cannot open; default
+   * `['websocket', 'sse']`. Once one opens, reconnects keep it.
+   */
+  transports?: Array<'websocket' | 'sse'>;
+  /** The EventSource constructor for the SSE transport; default `globalThis.EventSource`. */
+  eventsource?: EventSourceConstructor;
+  /** The SSE URL; default the WebSocket URL with `http(s):` and `/sse` for a last `/ws`. */
+  sseUrl?: string;
   /** Milliseconds a call (and the connect handshake) may take; default 10000. */
   timeout?: number;
   /** Milliseconds a durable publish may take in all, queued and in flight; default 60000. */
@@ -310,8 +328,10 @@ export interface HistoryOptions {
 export declare class Herald {
   constructor(url: string, options?: HeraldOptions);
   readonly url: string;
-  readonly options: Required<Omit<HeraldOptions, 'token' | 'getToken' | 'websocket' | 'pingInterval' | 'name'>> &
-    Pick<HeraldOptions, 'pingInterval' | 'name'>;
+  readonly options: Required<
+    Omit<HeraldOptions, 'token' | 'getToken' | 'websocket' | 'eventsource' | 'pingInterval' | 'name' | 'sseUrl'>
+  > &
+    Pick<HeraldOptions, 'pingInterval' | 'name' | 'sseUrl'>;
   readonly state: ClientState;
   /** The last successful connect result. */
   readonly connection: ConnectResult | undefined;

@@ -100,6 +100,8 @@ pub fn router(st: AppState, conns: Arc<listener::ConnTable>) -> Router {
             ),
         )
         .route("/ws", get(crate::ws::upgrade))
+        .route("/sse", get(crate::ws::sse::open))
+        .route("/sse/{session}", post(crate::ws::sse::post))
         .route("/api/publish", post(api::publish))
         .route("/api/broadcast", post(api::broadcast))
         .route("/api/channels", get(api::channels))

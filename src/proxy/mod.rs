@@ -167,6 +167,8 @@ pub struct ConnectHeaders {
     pub cookie: Option<String>,
     pub authorization: Option<String>,
     pub origin: Option<String>,
+    /// The connect hook's `transport`: `None` for `websocket`.
+    pub transport: Option<&'static str>,
 }
 
 impl ConnectHeaders {
@@ -184,6 +186,7 @@ impl ConnectHeaders {
             cookie: (!cookies.is_empty()).then(|| cookies.join("; ")),
             authorization: headers.get(hyper::header::AUTHORIZATION).map(text),
             origin: headers.get(hyper::header::ORIGIN).map(text),
+            transport: None,
         }
     }
 }
@@ -542,6 +545,7 @@ mod tests {
             cookie: Some("session=a".into()),
             authorization: None,
             origin: Some("https://app".into()),
+            transport: None,
         };
         let v: Value = serde_json::from_slice(&connect_request(
             "7",

@@ -48,7 +48,7 @@ impl Session {
             hook: Hook::Connect,
             body: proxy::connect_request(
                 &self.id.to_string(),
-                "websocket",
+                headers.transport.unwrap_or("websocket"),
                 &headers,
                 data.as_ref(),
             ),

@@ -14,12 +14,15 @@
 //! - `ops`: the ops a session answers (subscribe, publish, history, …).
 //! - `recovery`: the subscriber side, lag catch-up and recovery from history.
 //! - `subtokens`: subscription tokens' grants, refresh and expiry.
+//! - `sse`: the same sessions over `GET /sse` (events) and `POST /sse/{id}`
+//!   (ops), for networks that block WebSocket.
 
 mod hooks;
 mod ops;
 pub mod protocol;
 mod recovery;
 pub mod session;
+pub mod sse;
 mod subtokens;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -50,6 +53,8 @@ pub struct WsServer {
     /// The app's backend hooks (`--proxy-*-url`; inert when none is set).
     /// Here rather than in `AppState`, which every session keeps twice.
     pub proxy: Arc<crate::proxy::Proxy>,
+    /// Open SSE sessions, where their POSTed ops go.
+    pub sse: sse::Registry,
 }
 
 impl WsServer {
@@ -65,6 +70,7 @@ impl WsServer {
             open: AtomicUsize::new(0),
             subscriptions: AtomicUsize::new(0),
             proxy,
+            sse: sse::Registry::default(),
         })
     }
 
@@ -224,6 +230,19 @@ fn socket_config(cfg: &Config) -> WebSocketConfig {
         .max_frame_size(Some(max))
 }
 
+/// What a session's opening request authenticates with. The connect hook
+/// sees the request's cookies: kept only when it will be asked (no token
+/// on the URL).
+fn credentials(q: WsQuery, headers: &HeaderMap, st: &AppState) -> session::Credentials {
+    match q.token {
+        Some(t) => session::Credentials::Token(t),
+        None if st.ws.proxy.connects() => session::Credentials::Headers(Box::new(
+            crate::proxy::ConnectHeaders::from_request(headers),
+        )),
+        None => session::Credentials::None,
+    }
+}
+
 /// `GET /ws`: upgrades to a WebSocket session.
 pub async fn upgrade(
     State(st): State<AppState>,
@@ -249,15 +268,7 @@ pub async fn upgrade(
         Stats::add(&st.hub.stats().rejected_connections, 1);
         return ApiError::TooManyClients.into_response();
     };
-    // The connect hook sees the upgrade's cookies: kept only when it will
-    // be asked (no token on the URL).
-    let credentials = match q.token {
-        Some(t) => session::Credentials::Token(t),
-        None if st.ws.proxy.connects() => session::Credentials::Headers(Box::new(
-            crate::proxy::ConnectHeaders::from_request(req.headers()),
-        )),
-        None => session::Credentials::None,
-    };
+    let credentials = credentials(q, req.headers(), &st);
     let config = socket_config(&st.cfg);
     let tracker = st.ws.tracker.clone();
     tokio::spawn(tracker.track_future(async move {

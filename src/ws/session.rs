@@ -330,6 +330,36 @@ pub fn run(
     credentials: Credentials,
 ) -> impl std::future::Future<Output = ()> + Send {
     async move {
+        let (mut s, refused) = Session::open(st, credentials);
+        let mut out = Outgoing::default();
+        // One await of the session loop (each await point is space in this
+        // future, which every idle connection keeps).
+        let end = match refused {
+            Some(code) => End::Disconnect(code),
+            None => serve(&mut socket, &mut s, &mut out).await,
+        };
+        let cut = match s.flushes_on(&end) {
+            // Replies still queued go out before the disconnect, in order
+            // (a refused `connect` has its error reply there).
+            true => {
+                s.sink.outbox.take(&mut out.frames);
+                false
+            }
+            false => out.abandon(),
+        };
+        s.ended(&end);
+        // Boxed: the closing handshake takes space only while it runs.
+        Box::pin(finish(&mut socket, end, out, cut)).await;
+    }
+}
+
+impl Session {
+    /// A new session of either transport, its URL credentials checked: a
+    /// refused token is the code the session ends with at once.
+    pub(super) fn open(
+        st: AppState,
+        credentials: Credentials,
+    ) -> (Session, Option<DisconnectCode>) {
         let id = st.hub.next_client_id();
         Stats::add(&st.hub.stats().connections_total, 1);
         st.ws.open.fetch_add(1, Ordering::Relaxed);
@@ -366,7 +396,7 @@ pub fn run(
         let refused = match url_token.map(|t| s.st.auth.verify_token(&t)) {
             Some(Err(e)) => {
                 Stats::add(&s.st.hub.stats().auth_failures, 1);
-                tracing::debug!(client = id, error = %e, "websocket token refused");
+                tracing::debug!(client = id, error = %e, "session token refused");
                 Some(match e {
                     TokenError::Expired => DisconnectCode::TokenExpired,
                     _ => DisconnectCode::Unauthorized,
@@ -378,39 +408,85 @@ pub fn run(
             }
             None => None,
         };
-        let mut out = Outgoing::default();
-        // One await of the session loop (each await point is space in this
-        // future, which every idle connection keeps).
-        let end = match refused {
-            Some(code) => End::Disconnect(code),
-            None => serve(&mut socket, &mut s, &mut out).await,
+        (s, refused)
+    }
+
+    /// The outbox's side of a loop turn, for either transport: ends a
+    /// session whose recovery broke or whose output overflowed, replays
+    /// what a lagging subscriber missed, and moves the queued frames to
+    /// `frames`. `Ok(true)` after a replay step (yield to other tasks).
+    pub(super) fn pump(&mut self, frames: &mut VecDeque<Bytes>, held: bool) -> Result<bool, End> {
+        let sink = self.sink.clone();
+        let (broken, behind) = {
+            let lag = sink.lag();
+            (lag.broken, lag.behind > 0)
         };
-        let cut = match end {
-            // Replies still queued go out before the disconnect, in order
-            // (a refused `connect` has its error reply there), except to a
-            // client that is not reading anyway.
-            End::Disconnect(code)
-                if !matches!(code, DisconnectCode::Slow | DisconnectCode::NoPong) =>
-            {
-                s.sink.outbox.take(&mut out.frames);
-                false
+        if broken {
+            return Err(End::Disconnect(DisconnectCode::InsufficientState));
+        }
+        let mut replayed = false;
+        // A request held back (past READ_PAUSE_BYTES) goes before more of
+        // the replay.
+        if behind && !held && sink.outbox.pending_bytes() < sink.lag_bytes / 2 {
+            replayed = self.catch_up().map_err(End::Disconnect)?;
+        }
+        sink.outbox.take(frames);
+        if sink.outbox.overflowed().is_some() {
+            return Err(End::Disconnect(DisconnectCode::Slow));
+        }
+        Ok(replayed)
+    }
+
+    /// Once authentication is configured, a session that holds no token
+    /// and nothing an open namespace gave it is closed after
+    /// --auth-timeout, as RESP connections are: idle anonymous sessions
+    /// must not hold the slots.
+    pub(super) fn auth_deadline(&self) -> Option<TInstant> {
+        let cfg = &self.st.cfg;
+        (cfg.has_auth() && !cfg.auth_timeout.is_zero() && self.identity == Identity::Anonymous)
+            .then(|| later(TInstant::now(), cfg.auth_timeout))
+    }
+
+    /// The token and authentication deadlines at `now`: `Some` ends the
+    /// session; a passed `auth` deadline is cleared.
+    pub(super) fn overdue(&mut self, now: TInstant, auth: &mut Option<TInstant>) -> Option<End> {
+        if self.expires_at.is_some_and(|e| now >= e) {
+            return Some(End::Disconnect(DisconnectCode::TokenExpired));
+        }
+        // Subscription tokens past their end unsubscribe their channels.
+        self.sub_tokens_due(now);
+        if auth.is_some_and(|a| now >= a) {
+            *auth = None;
+            let idle = self.channels.is_empty()
+                && self.patterns.is_empty()
+                && self.leaderboards.is_empty();
+            if self.identity == Identity::Anonymous && idle {
+                return Some(End::Disconnect(DisconnectCode::Unauthorized));
             }
-            End::App(_) => {
-                s.sink.outbox.take(&mut out.frames);
-                false
-            }
-            _ => out.abandon(),
-        };
-        s.cleanup();
-        if end == End::Disconnect(DisconnectCode::Slow) {
-            Stats::add(&s.st.hub.stats().slow_disconnects, 1);
+        }
+        None
+    }
+
+    /// Whether replies still queued go out before `end`: not to a client
+    /// that is not reading anyway, nor after the stream is gone.
+    pub(super) fn flushes_on(&self, end: &End) -> bool {
+        match end {
+            End::Disconnect(code) => !matches!(code, DisconnectCode::Slow | DisconnectCode::NoPong),
+            End::App(_) => true,
+            _ => false,
+        }
+    }
+
+    /// Leaves everything the session held, and counts a slow consumer.
+    pub(super) fn ended(&mut self, end: &End) {
+        self.cleanup();
+        if *end == End::Disconnect(DisconnectCode::Slow) {
+            Stats::add(&self.st.hub.stats().slow_disconnects, 1);
             tracing::warn!(
-                client = id,
-                "websocket client closed for overcoming of output buffer limits"
+                client = self.id,
+                "client closed for overcoming of output buffer limits"
             );
         }
-        // Boxed: the closing handshake takes space only while it runs.
-        Box::pin(finish(&mut socket, end, out, cut)).await;
     }
 }
 
@@ -446,12 +522,7 @@ async fn serve(socket: &mut WebSocket, s: &mut Session, out: &mut Outgoing) -> E
     // A request read while output was past READ_PAUSE_BYTES: answered once
     // it is not (boxed: most sessions never hold one).
     let mut parked: Option<Box<Utf8Bytes>> = None;
-    // Once authentication is configured, a session that holds no token and
-    // nothing an open namespace gave it is closed after --auth-timeout, as
-    // RESP connections are: idle anonymous sockets must not hold the slots.
-    let mut auth_deadline =
-        (cfg.has_auth() && !cfg.auth_timeout.is_zero() && s.identity == Identity::Anonymous)
-            .then(|| later(TInstant::now(), cfg.auth_timeout));
+    let mut auth_deadline = s.auth_deadline();
     // An op waiting for the app's backend: awaited at one place, the top
     // of the loop, before anything else is read (each await point of this
     // loop is space that every idle session keeps).
@@ -463,13 +534,6 @@ async fn serve(socket: &mut WebSocket, s: &mut Session, out: &mut Outgoing) -> E
                 return end;
             }
         }
-        let (broken, behind) = {
-            let lag = sink.lag();
-            (lag.broken, lag.behind > 0)
-        };
-        if broken {
-            return End::Disconnect(DisconnectCode::InsufficientState);
-        }
         if let Some(text) = parked.take_if(|_| outbox.pending_bytes() < READ_PAUSE_BYTES) {
             match Session::settle(s.receive(Some(Ok(Message::Text(*text))))) {
                 Ok(p) => asking = p,
@@ -480,18 +544,12 @@ async fn serve(socket: &mut WebSocket, s: &mut Session, out: &mut Outgoing) -> E
             }
         }
         // A held request goes before more of the replay.
-        if behind && parked.is_none() && outbox.pending_bytes() < sink.lag_bytes / 2 {
-            match s.catch_up() {
-                Err(code) => return End::Disconnect(code),
-                // A long replay is encoding work on this thread: let the
-                // other clients' tasks run between its steps.
-                Ok(true) => tokio::task::yield_now().await,
-                Ok(false) => {}
-            }
-        }
-        outbox.take(&mut out.frames);
-        if outbox.overflowed().is_some() {
-            return End::Disconnect(DisconnectCode::Slow);
+        match s.pump(&mut out.frames, parked.is_some()) {
+            Err(end) => return end,
+            // A long replay is encoding work on this thread: let the
+            // other clients' tasks run between its steps.
+            Ok(true) => tokio::task::yield_now().await,
+            Ok(false) => {}
         }
         // A phase cut short by an incoming frame may have fed everything
         // but not flushed it yet: finishing that is a write phase too.
@@ -552,16 +610,8 @@ async fn serve(socket: &mut WebSocket, s: &mut Session, out: &mut Outgoing) -> E
             }
             _ = &mut timer => {
                 let now = TInstant::now();
-                if s.expires_at.is_some_and(|e| now >= e) {
-                    return End::Disconnect(DisconnectCode::TokenExpired);
-                }
-                s.sub_tokens_due(now);
-                if auth_deadline.is_some_and(|a| now >= a) {
-                    auth_deadline = None;
-                    let idle = s.channels.is_empty() && s.patterns.is_empty() && s.leaderboards.is_empty();
-                    if s.identity == Identity::Anonymous && idle {
-                        return End::Disconnect(DisconnectCode::Unauthorized);
-                    }
+                if let Some(end) = s.overdue(now, &mut auth_deadline) {
+                    return end;
                 }
                 match awaiting_pong {
                     Some(t) if now >= later(t, cfg.ws_pong_timeout) => {
@@ -677,7 +727,7 @@ fn write_or_read<'a>(
 }
 
 /// Resolves when the outbox overflows (used while a write is in flight).
-async fn wait_overflow(outbox: &Outbox) {
+pub(super) async fn wait_overflow(outbox: &Outbox) {
     loop {
         if outbox.overflowed().is_some() {
             return;
