@@ -9,8 +9,8 @@
 //! between, a push of three elements serves three waiters, and a waiter
 //! blocked on several keys is served from the first that gets elements.
 //!
-//! The connection parks with a [`ListWaitGuard`] and waits for
-//! [`ListWaitGuard::served`]; at its deadline it [cancels](ListWaitGuard::cancel)
+//! The connection parks with a [`ListWaitGuard`] and waits for its
+//! [signal](ListWaitGuard::signal); at its deadline it [cancels](ListWaitGuard::cancel)
 //! (getting the element anyway if it was served meanwhile), and dropping
 //! the guard (a client that leaves, is killed, or whose token expires)
 //! takes it out of every queue.
@@ -266,20 +266,10 @@ pub struct ListWaitGuard {
 }
 
 impl ListWaitGuard {
-    /// Completes once the pop was served (then [`ListWaitGuard::take`]
-    /// has its outcome).
-    pub async fn served(&self) {
-        loop {
-            let notified = self.wait.done.notified();
-            tokio::pin!(notified);
-            // Registered before the check, so a service in between is
-            // not missed.
-            notified.as_mut().enable();
-            if !matches!(*self.wait.state(), State::Waiting) {
-                return;
-            }
-            notified.await;
-        }
+    /// A handle that tells when the pop was served (then
+    /// [`ListWaitGuard::take`] has its outcome), without owning the pop.
+    pub fn signal(&self) -> ListServed {
+        ListServed(self.wait.clone())
     }
 
     /// The outcome of a pop that was served (once).
@@ -311,6 +301,26 @@ impl ListWaitGuard {
         if matches!(*s, State::Waiting) {
             *s = State::Over;
             db.list_waits.unlink(&self.wait);
+        }
+    }
+}
+
+/// See [`ListWaitGuard::signal`].
+pub struct ListServed(Arc<ListWait>);
+
+impl ListServed {
+    /// Completes once the pop was served (or withdrawn).
+    pub async fn served(&self) {
+        loop {
+            let notified = self.0.done.notified();
+            tokio::pin!(notified);
+            // Registered before the check, so a service in between is
+            // not missed.
+            notified.as_mut().enable();
+            if !matches!(*self.0.state(), State::Waiting) {
+                return;
+            }
+            notified.await;
         }
     }
 }
@@ -350,7 +360,7 @@ mod tests {
         let second = park(&h, &["other", "q"], PopTo::Client);
         let third = park(&h, &["q"], PopTo::Client);
         assert_eq!(h.push(&b("q"), End::Right, &[b("a"), b("b")], false), Ok(2));
-        tokio::time::timeout(Duration::from_secs(1), first.served())
+        tokio::time::timeout(Duration::from_secs(1), first.signal().served())
             .await
             .unwrap();
         assert_eq!(got(&first), Some((b("q"), b("a"))));

@@ -48,6 +48,16 @@ impl Default for Lpos {
     }
 }
 
+/// A blocking command's timeout in seconds (fractions allowed), read as
+/// Redis 7.0 reads it: milliseconds rounded up, 0 for none; its errors.
+pub fn blocking_timeout(arg: &[u8]) -> Result<u64, DataError> {
+    let secs = super::longdouble::parse(arg).ok_or(DataError::Other(
+        "ERR timeout is not a float or out of range".into(),
+    ))?;
+    u64::try_from(super::longdouble::mul_ceil_i64(secs, 1000))
+        .map_err(|_| DataError::Other("ERR timeout is negative".into()))
+}
+
 /// The list at `key`: `Ok(None)` when absent, WRONGTYPE for another type.
 pub(super) fn list_mut<'a>(
     db: &'a mut Db,

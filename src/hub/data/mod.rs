@@ -50,8 +50,8 @@ mod lists;
 mod longdouble;
 mod strings;
 pub use hashes::{FieldValue, INCR_NAN_OR_INFINITY, NOT_FLOAT_FIELD, NOT_INTEGER_FIELD};
-pub use list_waits::{BlockingPop, ListWaitGuard, ListWaits, PopTo, Popped};
-pub use lists::{Lpos, INDEX_OUT_OF_RANGE, NO_SUCH_KEY};
+pub use list_waits::{BlockingPop, ListServed, ListWaitGuard, ListWaits, PopTo, Popped};
+pub use lists::{blocking_timeout, Lpos, INDEX_OUT_OF_RANGE, NO_SUCH_KEY};
 pub use strings::{
     substring, Expiry, SetCondition, SetOptions, SetOutcome, NAN_OR_INFINITY, NOT_FLOAT,
     NOT_INTEGER, OVERFLOW, TOO_LONG,
