@@ -377,7 +377,10 @@ fn read_only_tokens_cannot_write_and_write_only_tokens_cannot_read() {
     assert_eq!(w.cmd(&[b"LPOP", b"chat:l"]), noperm, "LPOP reads");
     assert_eq!(w.cmd(&[b"BRPOP", b"chat:l", b"1"]), noperm, "BRPOP reads");
     assert_eq!(w.cmd(&[b"LRANGE", b"chat:l", b"0", b"0"]), noperm);
-    assert_eq!(r.cmd(&[b"LRANGE", b"chat:l", b"0", b"0"]), b"*1\r\n$1\r\na\r\n");
+    assert_eq!(
+        r.cmd(&[b"LRANGE", b"chat:l", b"0", b"0"]),
+        b"*1\r\n$1\r\na\r\n"
+    );
     assert_eq!(r.cmd(&[b"RPUSH", b"chat:l", b"e"]), noperm);
     assert_eq!(r.cmd(&[b"BLPOP", b"chat:l", b"1"]), noperm, "BLPOP writes");
     assert_eq!(
