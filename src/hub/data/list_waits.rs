@@ -215,7 +215,7 @@ impl Hub {
     ) -> Result<BlockingPop, DataError> {
         let mut db = self.keyspace.lock();
         for k in keys {
-            if !list_mut(&mut db, k)?.is_some_and(|l| !l.is_empty()) {
+            if list_mut(&mut db, k)?.is_none_or(|l| l.is_empty()) {
                 continue;
             }
             let value = match &to {

@@ -136,7 +136,7 @@ pub(super) fn move_one(
     from: End,
     to: End,
 ) -> Result<Option<Bytes>, WrongType> {
-    if !list_mut(db, src)?.is_some_and(|l| !l.is_empty()) {
+    if list_mut(db, src)?.is_none_or(|l| l.is_empty()) {
         return Ok(None);
     }
     if src == dst {
