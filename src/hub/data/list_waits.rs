@@ -16,7 +16,7 @@
 //! takes it out of every queue.
 
 use std::cell::Cell;
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -89,21 +89,28 @@ pub struct ListWaits {
     /// Per key, its waiters by arrival.
     queues: HashMap<Bytes, BTreeMap<u64, Arc<ListWait>>>,
     /// Keys that got elements since their waiters were last served, in
-    /// that order, each once.
+    /// that order, each once (`ready_set`: which are there).
     ready: VecDeque<Bytes>,
+    ready_set: HashSet<Bytes>,
     next_seq: u64,
 }
 
 impl ListWaits {
     /// Notes that the list at `key` got elements.
     pub(super) fn pushed(&mut self, key: &[u8]) {
-        if self.queues.is_empty()
-            || !self.queues.contains_key(key)
-            || self.ready.iter().any(|k| k == key)
+        if self.queues.is_empty() || !self.queues.contains_key(key) || self.ready_set.contains(key)
         {
             return;
         }
-        self.ready.push_back(Bytes::copy_from_slice(key));
+        let key = Bytes::copy_from_slice(key);
+        self.ready_set.insert(key.clone());
+        self.ready.push_back(key);
+    }
+
+    fn next_ready(&mut self) -> Option<Bytes> {
+        let key = self.ready.pop_front()?;
+        self.ready_set.remove(&key);
+        Some(key)
     }
 
     fn enqueue(&mut self, w: &Arc<ListWait>) {
@@ -153,7 +160,7 @@ pub(super) fn serve_now(db: &mut Db) {
 /// Serves waiters, first come first served per key, while their lists
 /// have elements; a move may make its destination ready in turn.
 fn serve_ready(db: &mut Db) {
-    while let Some(key) = db.list_waits.ready.pop_front() {
+    while let Some(key) = db.list_waits.next_ready() {
         while let Some(w) = db.list_waits.first(&key) {
             if !has_elements(db, &key) {
                 break;
@@ -234,12 +241,13 @@ impl Hub {
         if !may_block {
             return Ok(BlockingPop::Empty);
         }
-        let mut unique: Vec<Bytes> = Vec::with_capacity(keys.len());
-        for k in keys {
-            if !unique.contains(k) {
-                unique.push(Bytes::copy_from_slice(k));
-            }
-        }
+        // A key named twice waits once (a set: a request may name many).
+        let mut seen = HashSet::with_capacity(keys.len());
+        let unique: Vec<Bytes> = keys
+            .iter()
+            .filter(|k| seen.insert(&k[..]))
+            .map(|k| Bytes::copy_from_slice(k))
+            .collect();
         let seq = db.list_waits.next_seq;
         db.list_waits.next_seq += 1;
         let wait = Arc::new(ListWait {
