@@ -367,7 +367,10 @@ mod tests {
         let first = park(&h, &["q"], PopTo::Client);
         let second = park(&h, &["other", "q"], PopTo::Client);
         let third = park(&h, &["q"], PopTo::Client);
-        assert_eq!(h.push(&b("q"), End::Right, &[b("a"), b("b")], false), Ok(2));
+        assert_eq!(
+            h.list_push(&b("q"), End::Right, &[b("a"), b("b")], false),
+            Ok(2)
+        );
         tokio::time::timeout(Duration::from_secs(1), first.signal().served())
             .await
             .unwrap();
@@ -386,7 +389,7 @@ mod tests {
         let h = Arc::new(Hub::default());
         let w = park(&h, &["q"], PopTo::Client);
         let len = h.deferring_list_service(|| {
-            h.push(&b("q"), End::Left, &[b("x")], false).unwrap();
+            h.list_push(&b("q"), End::Left, &[b("x")], false).unwrap();
             h.llen(b"q").unwrap()
         });
         assert_eq!(len, 1);
@@ -415,7 +418,7 @@ mod tests {
             },
         );
         let popper = park(&h, &["d"], PopTo::Client);
-        h.push(&b("q"), End::Left, &[b("x")], false).unwrap();
+        h.list_push(&b("q"), End::Left, &[b("x")], false).unwrap();
         assert_eq!(bad.take(), Some(Err(DataError::WrongType)));
         assert_eq!(got(&mover), Some((b("q"), b("x"))));
         assert_eq!(got(&popper), Some((b("d"), b("x"))));
@@ -426,7 +429,7 @@ mod tests {
     fn a_cancelled_wait_keeps_what_it_was_given() {
         let h = Arc::new(Hub::default());
         let w = park(&h, &["q"], PopTo::Client);
-        h.push(&b("q"), End::Left, &[b("x")], false).unwrap();
+        h.list_push(&b("q"), End::Left, &[b("x")], false).unwrap();
         assert_eq!(
             w.cancel(),
             Some(Ok(Popped {
@@ -437,7 +440,7 @@ mod tests {
         let w = park(&h, &["q"], PopTo::Client);
         assert_eq!(w.cancel(), None);
         assert_eq!(h.keyspace.lock().list_waits.keys_waited_on(), 0);
-        h.push(&b("q"), End::Left, &[b("y")], false).unwrap();
+        h.list_push(&b("q"), End::Left, &[b("y")], false).unwrap();
         assert_eq!(h.llen(b"q"), Ok(1));
     }
 }

@@ -200,7 +200,7 @@ impl Hub {
     /// LPUSH, RPUSH (`only_existing`: LPUSHX, RPUSHX, which answer 0 for a
     /// missing key): the length after the push. Blocked pops on the key
     /// are served afterwards.
-    pub fn push(
+    pub fn list_push(
         &self,
         key: &Bytes,
         side: End,
@@ -215,7 +215,7 @@ impl Hub {
 
     /// LPOP, RPOP: with no count, at most one element; with a count, up to
     /// that many. `None`: no such key.
-    pub fn pop(
+    pub fn list_pop(
         &self,
         key: &Bytes,
         side: End,
@@ -422,16 +422,16 @@ mod tests {
     fn a_list_lives_while_it_has_elements() {
         let h = Hub::default();
         let k = b("l");
-        assert_eq!(h.push(&k, End::Right, &[b("a"), b("b")], true), Ok(0));
-        assert_eq!(h.push(&k, End::Right, &[b("a"), b("b")], false), Ok(2));
+        assert_eq!(h.list_push(&k, End::Right, &[b("a"), b("b")], true), Ok(0));
+        assert_eq!(h.list_push(&k, End::Right, &[b("a"), b("b")], false), Ok(2));
         assert_eq!(h.key_type(b"l"), "list");
         assert_eq!(h.lrange(b"l", 0, -1), Ok(vec![b("a"), b("b")]));
         assert_eq!(
-            h.pop(&k, End::Left, Some(5)),
+            h.list_pop(&k, End::Left, Some(5)),
             Ok(Some(vec![b("a"), b("b")]))
         );
         assert_eq!(h.key_type(b"l"), "none");
-        assert_eq!(h.pop(&k, End::Left, None), Ok(None));
+        assert_eq!(h.list_pop(&k, End::Left, None), Ok(None));
         h.sadd(&b("s"), &[b("m")]).unwrap();
         assert_eq!(h.llen(b"s"), Err(DataError::WrongType));
         assert_eq!(
@@ -444,7 +444,7 @@ mod tests {
     fn a_list_moved_onto_itself_keeps_its_deadline() {
         let h = Hub::default();
         let k = b("l");
-        h.push(&k, End::Right, &[b("a")], false).unwrap();
+        h.list_push(&k, End::Right, &[b("a")], false).unwrap();
         h.expire(
             b"l",
             crate::hub::now_ms() as i64 + 100_000,

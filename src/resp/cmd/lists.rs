@@ -211,7 +211,7 @@ fn push(conn: &mut Conn, args: &[Bytes], side: End, only_existing: bool) {
     let r = conn
         .server
         .hub
-        .push(&args[1], side, &args[2..], only_existing);
+        .list_push(&args[1], side, &args[2..], only_existing);
     reply_int(conn, r);
 }
 
@@ -249,7 +249,7 @@ fn pop(conn: &mut Conn, args: &[Bytes], side: End) {
             }
         },
     };
-    match conn.server.hub.pop(&args[1], side, count) {
+    match conn.server.hub.list_pop(&args[1], side, count) {
         Err(e) => fail(conn, e),
         Ok(None) if count.is_some() => conn.reply().null_array(),
         Ok(None) => conn.reply().null(),
