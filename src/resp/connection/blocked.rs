@@ -104,9 +104,9 @@ pub(super) async fn serve_blocked(
     scratch: &mut Vec<u8>,
 ) -> std::io::Result<bool> {
     // A parked command is not retried (nor its pop left queued) after
-    // the token's `exp`.
+    // the token's `exp`; an element already served to it is answered.
     if conn.token_expired() {
-        conn.blocked = None;
+        withdraw(conn);
         conn.expire();
         conn.flush_replies();
         return Ok(true);
@@ -178,6 +178,23 @@ pub(super) async fn serve_blocked(
     Ok(true)
 }
 
+/// Ends the parked command; for a list pop, withdraws its place and
+/// answers the element if the hub served it meanwhile (true then), so an
+/// element popped for this client is never dropped.
+fn withdraw(conn: &mut Conn) -> bool {
+    let Some(park) = conn.blocked.take().and_then(|b| b.list) else {
+        return false;
+    };
+    let with_key = park.with_key;
+    match park.guard.cancel() {
+        Some(p) => {
+            conn.reply_popped(p, with_key);
+            true
+        }
+        None => false,
+    }
+}
+
 /// Replies queued while a command was parked, then the requests that piled
 /// up behind it.
 fn finish(conn: &mut Conn, rbuf: &mut BytesMut) {
@@ -214,27 +231,12 @@ async fn serve_list_pop(
     }
     let far = tokio::time::Instant::now() + std::time::Duration::from_secs(86400 * 365);
     let max_query = conn.server.cfg.max_query_buffer;
-    // Takes the park and answers: what the hub gave it (`cancel`: after
-    // withdrawing it), or the timeout's null.
-    let answer = |conn: &mut Conn, cancel: bool| {
-        let Some(park) = conn.blocked.take().and_then(|b| b.list) else {
-            return;
-        };
-        let with_key = park.with_key;
-        let popped = if cancel {
-            park.guard.cancel()
-        } else {
-            park.guard.take()
-        };
-        match popped {
-            Some(p) => conn.reply_popped(p, with_key),
-            None => conn.reply().null_array(),
-        }
-    };
     tokio::select! {
         biased;
         _ = signal.served() => {
-            answer(conn, false);
+            if !withdraw(conn) {
+                conn.reply().null_array();
+            }
             finish(conn, rbuf);
         }
         _ = handle.sink.outbox.ready() => {
@@ -243,11 +245,13 @@ async fn serve_list_pop(
             }
         }
         _ = tokio::time::sleep_until(deadline.unwrap_or(far)) => {
-            answer(conn, true);
+            if !withdraw(conn) {
+                conn.reply().null_array();
+            }
             finish(conn, rbuf);
         }
         _ = deadline_passed(&mut conn.deadline) => {
-            conn.blocked = None;
+            withdraw(conn);
             conn.on_deadline();
             conn.flush_replies();
         }
