@@ -393,6 +393,10 @@ fn kv_memory_reports_per_entry_costs() {
         "2000",
         "--fields",
         "10",
+        "--lists",
+        "2000",
+        "--elements",
+        "10",
         "--herald",
         env!("CARGO_BIN_EXE_herald"),
         "--redis-server",
@@ -407,6 +411,9 @@ fn kv_memory_reports_per_entry_costs() {
         "redis_rss_per_hash_field_bytes",
         "string_key_ratio_herald_to_redis",
         "hash_field_ratio_herald_to_redis",
+        "herald_rss_per_list_element_bytes",
+        "redis_rss_per_list_element_bytes",
+        "list_element_ratio_herald_to_redis",
     ] {
         assert!(v[f].is_number(), "{f} missing in {v}");
     }

@@ -135,6 +135,30 @@ const SAMPLES: &[&str] = &[
     "HINCRBYFLOAT @:h n 1.5",
     "HRANDFIELD @:h",
     "HSCAN @:h 0",
+    "LPUSH @:l v",
+    "RPUSH @:l v",
+    "LPUSHX @:l v",
+    "RPUSHX @:l v",
+    "LPOP @:l",
+    "RPOP @:l 2",
+    "LLEN @:l",
+    "LRANGE @:l 0 -1",
+    "LINDEX @:l 0",
+    "LSET @:l 0 v",
+    "LINSERT @:l BEFORE a v",
+    "LREM @:l 0 a",
+    "LTRIM @:l 0 0",
+    "LPOS @:l a",
+    "LMOVE @:l chat:dst LEFT RIGHT",
+    "LMOVE chat:l @:l LEFT RIGHT",
+    "RPOPLPUSH @:l chat:dst",
+    "RPOPLPUSH chat:l @:l",
+    "BLPOP @:l 1",
+    "BRPOP chat:empty @:l 1",
+    "BLMOVE @:l chat:dst RIGHT LEFT 1",
+    "BLMOVE chat:l @:l RIGHT LEFT 1",
+    "BRPOPLPUSH @:l chat:dst 1",
+    "BRPOPLPUSH chat:l @:l 1",
     // Channels: refused with the channel form of NOPERM.
     "PUBLISH @:c m",
     "SPUBLISH @:c m",
@@ -200,6 +224,7 @@ fn setup(admin: &mut Raw, ns: &str) {
         "SET @:str v",
         "SET @:n 1",
         "HSET @:h f v n 1",
+        "RPUSH @:l a b c",
     ] {
         let r = run(admin, &words_for(line, ns));
         assert!(!r.starts_with(b"-"), "{line}: {}", show(&r));
@@ -264,6 +289,10 @@ fn every_command_checks_the_keys_its_grammar_names() {
             (
                 "HGETALL secret:h",
                 "*4\r\n$1\r\nf\r\n$1\r\nv\r\n$1\r\nn\r\n$1\r\n1",
+            ),
+            (
+                "LRANGE secret:l 0 -1",
+                "*3\r\n$1\r\na\r\n$1\r\nb\r\n$1\r\nc",
             ),
             ("EXISTS secret:leak chat:leak", ":0"),
         ] {
@@ -343,6 +372,17 @@ fn read_only_tokens_cannot_write_and_write_only_tokens_cannot_read() {
     assert_eq!(r.cmd(&[b"HGET", b"chat:h", b"f"]), b"$1\r\nv\r\n");
     assert_eq!(r.cmd(&[b"SET", b"chat:str", b"v", b"GET"]), noperm);
     assert_eq!(r.cmd(&[b"GETDEL", b"chat:str"]), noperm, "GETDEL writes");
+    // Lists: pushes only write; pops and moves also read.
+    assert_eq!(w.cmd(&[b"RPUSH", b"chat:l", b"d"]), b":4\r\n");
+    assert_eq!(w.cmd(&[b"LPOP", b"chat:l"]), noperm, "LPOP reads");
+    assert_eq!(w.cmd(&[b"BRPOP", b"chat:l", b"1"]), noperm, "BRPOP reads");
+    assert_eq!(w.cmd(&[b"LRANGE", b"chat:l", b"0", b"0"]), noperm);
+    assert_eq!(
+        r.cmd(&[b"LRANGE", b"chat:l", b"0", b"0"]),
+        b"*1\r\n$1\r\na\r\n"
+    );
+    assert_eq!(r.cmd(&[b"RPUSH", b"chat:l", b"e"]), noperm);
+    assert_eq!(r.cmd(&[b"BLPOP", b"chat:l", b"1"]), noperm, "BLPOP writes");
     assert_eq!(
         r.cmd(&[
             b"XREADGROUP",
@@ -385,9 +425,9 @@ fn introspection_shows_only_what_the_token_may_subscribe_to() {
         b"*4\r\n$9\r\nchat:room\r\n:1\r\n$11\r\nsecret:room\r\n:0\r\n"
     );
     assert_eq!(c.cmd(&[b"PUBSUB", b"NUMPAT"]), b":1\r\n");
-    // chat: s, dst, z, x, x2, str, n, h — the secret keys are not counted.
-    assert_eq!(c.cmd(&[b"DBSIZE"]), b":8\r\n");
-    assert_eq!(admin.cmd(&[b"DBSIZE"]), b":16\r\n");
+    // chat: s, dst, z, x, x2, str, n, h, l — the secret keys are not counted.
+    assert_eq!(c.cmd(&[b"DBSIZE"]), b":9\r\n");
+    assert_eq!(admin.cmd(&[b"DBSIZE"]), b":18\r\n");
     assert_eq!(admin.cmd(&[b"PUBSUB", b"NUMPAT"]), b":2\r\n");
 }
 
@@ -445,6 +485,9 @@ fn presence_keys_are_read_only_for_every_command() {
             "XADD __presence__:chat:p * f v",
             "ZADD __presence__:chat:p 1 m",
             "SADD __presence__:chat:p m",
+            "RPUSH __presence__:chat:p m",
+            "BLPOP __presence__:chat:p 1",
+            "LMOVE chat:l __presence__:chat:p LEFT LEFT",
             "ZUNIONSTORE __presence__:chat:p 1 chat:z",
             "EXPIRE __presence__:chat:p 10",
             "DEL __presence__:chat:p",

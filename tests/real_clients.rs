@@ -1,5 +1,6 @@
 //! Real Redis clients against Herald, unchanged: the `redis` crate (RESP2
-//! and RESP3), `redis-cli` and redis-py.
+//! and RESP3), `redis-cli` and redis-py (the seed article's cache, session,
+//! lock and job-queue snippets included).
 
 mod common;
 
@@ -166,4 +167,10 @@ fn redis_py_resp2_and_resp3() {
 fn redis_py_article_cache_session_and_lock() {
     let herald = Herald::start(&[]);
     run_redis_py("redis_py_strings_hashes.py", &herald);
+}
+
+#[test]
+fn redis_py_article_job_queue() {
+    let herald = Herald::start(&[]);
+    run_redis_py("redis_py_job_queue.py", &herald);
 }

@@ -35,7 +35,7 @@ pub fn now_ms() -> u64 {
 
 /// A value in the keyspace: 24 bytes, so an entry with its key is a 72-byte
 /// slot (sets, sorted sets and streams are boxed; a string of up to 22
-/// bytes is inline, and so is a hash's own 16 bytes).
+/// bytes is inline, and so are a hash's and a list's own 16 bytes).
 #[derive(Debug, Clone)]
 pub enum Value {
     Stream(Box<Stream>),
@@ -43,6 +43,7 @@ pub enum Value {
     ZSet(Box<super::zset::ZSet>),
     String(Compact),
     Hash(HashValue),
+    List(super::list::ListValue),
 }
 
 /// How long an epoch promised to subscribers of a channel with no history
@@ -177,6 +178,7 @@ impl Value {
             Value::ZSet(_) => "zset",
             Value::String(_) => "string",
             Value::Hash(_) => "hash",
+            Value::List(_) => "list",
         }
     }
 }
@@ -203,6 +205,8 @@ pub struct Db {
     /// right when a removal moves a slot: see [`Db::map_remove`]).
     expires: BTreeSet<(u64, u32)>,
     waiters: HashMap<Bytes, Arc<Notify>>,
+    /// Blocked list pops, first come first served (`data::list_waits`).
+    pub list_waits: super::data::ListWaits,
     /// Bytes held by history streams.
     pub history_bytes: usize,
     /// History entries in append order, for oldest-first eviction.

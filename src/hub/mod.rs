@@ -9,6 +9,7 @@ pub mod hash;
 pub mod keymap;
 pub mod keyspace;
 pub mod leaderboard;
+pub mod list;
 pub mod outbox;
 pub mod payload;
 pub mod presence;

@@ -74,10 +74,11 @@ impl Hub {
     /// command or history append (a publish to a channel with history, on
     /// any front end) runs until `f` returns. `f` must not wait on another
     /// client. Commands and publishes `f` makes itself do not take the gate
-    /// again.
+    /// again. Blocked list pops its pushes serve are served when it
+    /// returns, still exclusively, as Redis serves them after EXEC.
     pub fn exclusive<R>(&self, f: impl FnOnce() -> R) -> R {
         let _gate = self.gate_exclusive();
-        f()
+        self.deferring_list_service(f)
     }
 
     /// WATCH: starts watching each of `keys`; returns each key with its

@@ -1,4 +1,4 @@
-//! `kv-memory`: memory per entry of strings and hashes, Herald beside a
+//! `kv-memory`: memory per entry of strings, hashes and lists, Herald beside a
 //! real `redis-server` in one run. For each server and each shape a fresh
 //! process is started (free ports), its RSS read, then loaded over one
 //! pipelined connection:
@@ -8,9 +8,12 @@
 //!   pattern), for the cost of the deadline index;
 //! - hashes: `HSET h:<i> field:0 <16 bytes> … field:<F-1> <16 bytes>` for
 //!   H hashes of F fields (small hashes: Redis keeps them as listpacks);
+//! - lists: `RPUSH l:<i> <16 bytes> …` for L lists of E elements (a queue
+//!   or a recent-items list: Redis keeps each in one quicklist node);
 //!
 //! then, once the server settled, its RSS again. Reported: (RSS after − RSS
-//! before) per key (strings) and per field (hashes), for each server, and
+//! before) per key (strings), per field (hashes) and per element (lists),
+//! for each server, and
 //! Herald/Redis.
 
 use std::net::SocketAddr;
@@ -33,6 +36,9 @@ pub struct KvMemoryOpts {
     /// Hashes, and fields in each.
     pub hashes: u64,
     pub fields: u64,
+    /// Lists, and elements in each.
+    pub lists: u64,
+    pub elements: u64,
 }
 
 /// What is loaded.
@@ -41,6 +47,7 @@ enum Shape {
     Strings,
     StringsWithTtl,
     Hashes,
+    Lists,
 }
 
 /// A 16-byte value for entry `i`.
@@ -69,6 +76,13 @@ fn command(out: &mut Vec<u8>, shape: Shape, i: u64, fields: u64) {
                 args.push(f.as_bytes());
                 args.push(v.as_bytes());
             }
+            resp::encode(out, &args);
+        }
+        Shape::Lists => {
+            let k = format!("l:{i}");
+            let values: Vec<String> = (0..fields).map(|j| value(i * fields + j)).collect();
+            let mut args: Vec<&[u8]> = vec![b"RPUSH", k.as_bytes()];
+            args.extend(values.iter().map(|v| v.as_bytes()));
             resp::encode(out, &args);
         }
     }
@@ -136,6 +150,8 @@ pub async fn run(o: &KvMemoryOpts) -> Result<Report> {
     rep.set("strings", o.strings)
         .set("hashes", o.hashes)
         .set("fields_per_hash", o.fields)
+        .set("lists", o.lists)
+        .set("elements_per_list", o.elements)
         .set("value_bytes", 16);
     for (shape, name, n, entries) in [
         (Shape::Strings, "string_key", o.strings, o.strings),
@@ -146,16 +162,23 @@ pub async fn run(o: &KvMemoryOpts) -> Result<Report> {
             o.strings,
         ),
         (Shape::Hashes, "hash_field", o.hashes, o.hashes * o.fields),
+        (Shape::Lists, "list_element", o.lists, o.lists * o.elements),
     ] {
+        // Per item: fields of a hash, elements of a list.
+        let per_item = if shape == Shape::Lists {
+            o.elements
+        } else {
+            o.fields
+        };
         if n == 0 {
             continue;
         }
         let herald = crate::compare::start_herald(&o.herald, &config)?;
-        let h = measure(herald.resp, herald.child.id(), shape, n, o.fields).await;
+        let h = measure(herald.resp, herald.child.id(), shape, n, per_item).await;
         drop(herald);
         let (hb, ha, hs) = h?;
         let redis = crate::compare::start_redis(&o.redis_server, &[])?;
-        let (rb, ra, rs) = measure(redis.resp, redis.child.id(), shape, n, o.fields).await?;
+        let (rb, ra, rs) = measure(redis.resp, redis.child.id(), shape, n, per_item).await?;
         drop(redis);
         let per = |b: u64, a: u64| report::round(a.saturating_sub(b) as f64 / entries as f64, 1);
         let (hp, rp) = (per(hb, ha), per(rb, ra));

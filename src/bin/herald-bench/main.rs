@@ -17,8 +17,8 @@
 //!   allocation-free WebSocket client of the `ws-fanout` subscribers.
 //! - `resp_idle`: memory per idle RESP subscriber, Herald beside Redis.
 //! - `zset`: ZINCRBY / ZREVRANK on a large sorted set.
-//! - `kv_memory`: memory per string key and per hash field, Herald beside
-//!   Redis.
+//! - `kv_memory`: memory per string key, per hash field and per list
+//!   element, Herald beside Redis.
 //! - `compare`: starts Herald, Redis and nginx + nchan, runs rounds,
 //!   prints the table; `nchan`: the temporary nginx configuration.
 //! - `sys`: open-files limit, signals and `/proc` readings (memory, CPU,
@@ -83,8 +83,8 @@ enum Cmd {
     Recovery(RecoveryArgs),
     /// ZINCRBY, then ZREVRANK, on random members of a large sorted set (RESP).
     Zset(ZsetArgs),
-    /// Memory per string key and per hash field: Herald and redis-server,
-    /// one run.
+    /// Memory per string key, per hash field and per list element: Herald
+    /// and redis-server, one run.
     KvMemory(KvMemoryArgs),
     /// Run every scenario against Herald and its peers (redis-server,
     /// nginx + nchan) and print a table of medians and ratios.
@@ -310,6 +310,12 @@ struct KvMemoryArgs {
     /// Fields per hash.
     #[arg(long, default_value_t = 10)]
     fields: u64,
+    /// Lists (RPUSH l:<i> <16 bytes> ...).
+    #[arg(long, default_value_t = 100_000)]
+    lists: u64,
+    /// Elements per list.
+    #[arg(long, default_value_t = 10)]
+    elements: u64,
 }
 
 #[derive(Args)]
@@ -464,6 +470,8 @@ async fn run(cmd: Cmd) -> Result<()> {
                 strings: a.strings,
                 hashes: a.hashes,
                 fields: a.fields,
+                lists: a.lists,
+                elements: a.elements,
             })
             .await?
         }

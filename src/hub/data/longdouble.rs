@@ -497,6 +497,42 @@ pub fn add(a: LongDouble, b: LongDouble) -> LongDouble {
     round(neg, &n, e, false)
 }
 
+/// `(long long) ceill(v * k)` as x86-64 computes it, as Redis reads a
+/// blocking command's timeout in seconds (`k` = 1000): the product
+/// rounded once to a long double, its ceiling, and `i64::MIN` (x87's
+/// "integer indefinite") when that is out of range or infinite.
+pub fn mul_ceil_i64(v: LongDouble, k: u64) -> i64 {
+    let LongDouble::Finite { neg, mant, exp } = v else {
+        return i64::MIN;
+    };
+    let p = round(
+        neg,
+        &mul(&Big::from_u64(mant), &Big::from_u64(k)),
+        exp,
+        false,
+    );
+    let LongDouble::Finite { neg, mant, exp } = p else {
+        return i64::MIN;
+    };
+    // The magnitude's integer part, and whether a fraction is left.
+    let (int, frac) = match exp {
+        _ if mant == 0 => (0u128, false),
+        64.. => return i64::MIN,
+        0.. => ((mant as u128) << exp, false),
+        ..=-64 => (0, true),
+        _ => {
+            let s = exp.unsigned_abs() as u32;
+            ((mant >> s) as u128, mant & ((1u64 << s) - 1) != 0)
+        }
+    };
+    let ceil = if neg {
+        -(int as i128)
+    } else {
+        int as i128 + i128::from(frac)
+    };
+    i64::try_from(ceil).unwrap_or(i64::MIN)
+}
+
 /// Whether it is finite (neither infinity nor NaN).
 pub fn is_finite(v: LongDouble) -> bool {
     matches!(v, LongDouble::Finite { .. })
@@ -621,6 +657,27 @@ mod tests {
         );
         assert!(parse(b"4e-4951").is_some(), "a subnormal is fine");
         assert_eq!(parse(&[b'1'; 5120]), None, "too long");
+    }
+
+    #[test]
+    fn timeouts_are_read_as_redis_reads_them() {
+        let ms = |s: &str| mul_ceil_i64(parse(s.as_bytes()).unwrap(), 1000);
+        assert_eq!(ms("1"), 1000);
+        assert_eq!(ms("0.0005"), 1);
+        assert_eq!(ms(".5e-3"), 1);
+        assert_eq!(ms("1e-300"), 1);
+        assert_eq!(ms("-0.0001"), 0);
+        assert_eq!(ms("-0"), 0);
+        // Redis blocks forever on these: 0.001 is a little under, in binary.
+        assert_eq!(ms("-0.001"), 0);
+        assert_eq!(ms("0.001"), 1);
+        assert_eq!(ms("-1.5"), -1500);
+        assert_eq!(ms("0x10"), 16000);
+        assert_eq!(ms("9223372036854775.807"), i64::MAX);
+        assert_eq!(ms("9223372036854776"), i64::MIN);
+        assert_eq!(ms("1e16"), i64::MIN);
+        assert_eq!(ms("inf"), i64::MIN);
+        assert_eq!(ms("-inf"), i64::MIN);
     }
 
     #[test]

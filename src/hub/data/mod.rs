@@ -45,9 +45,13 @@ pub use sets::{rand_index, random_picks, RandomPick, SetOp, PRESENCE_READ_ONLY};
 mod blocking;
 pub use self::blocking::KeyWakeups;
 mod hashes;
+mod list_waits;
+mod lists;
 mod longdouble;
 mod strings;
 pub use hashes::{FieldValue, INCR_NAN_OR_INFINITY, NOT_FLOAT_FIELD, NOT_INTEGER_FIELD};
+pub use list_waits::{BlockingPop, ListServed, ListWaitGuard, ListWaits, PopTo, Popped};
+pub use lists::{blocking_timeout, Lpos, INDEX_OUT_OF_RANGE, NO_SUCH_KEY};
 pub use strings::{
     substring, Expiry, SetCondition, SetOptions, SetOutcome, NAN_OR_INFINITY, NOT_FLOAT,
     NOT_INTEGER, OVERFLOW, TOO_LONG,

@@ -12,6 +12,7 @@ mod connection;
 mod hashes;
 mod info;
 mod keys;
+mod lists;
 mod pubsub;
 mod sets;
 mod streams;
@@ -355,6 +356,26 @@ pub static COMMANDS: &[Command] = &[
     hashes::HINCRBYFLOAT,
     hashes::HRANDFIELD,
     hashes::HSCAN,
+    lists::LPUSH,
+    lists::RPUSH,
+    lists::LPUSHX,
+    lists::RPUSHX,
+    lists::LPOP,
+    lists::RPOP,
+    lists::LLEN,
+    lists::LRANGE,
+    lists::LINDEX,
+    lists::LSET,
+    lists::LINSERT,
+    lists::LREM,
+    lists::LTRIM,
+    lists::LPOS,
+    lists::LMOVE,
+    lists::RPOPLPUSH,
+    lists::BLPOP,
+    lists::BRPOP,
+    lists::BLMOVE,
+    lists::BRPOPLPUSH,
 ];
 
 /// Finds a top-level command by name, case-insensitively.

@@ -7,8 +7,10 @@
 //! of the first message and `unsubscribe` confirmations behind the last.
 
 mod auth;
+mod blocked;
 
 pub use auth::token_left;
+pub use blocked::Blocked;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -156,27 +158,6 @@ pub struct Deferred {
     pub name: Bytes,
 }
 
-/// A command parked until one of its keys gets new data or it times out.
-pub struct Blocked {
-    /// The command to retry (with `$` already resolved to concrete ids).
-    pub args: Vec<Bytes>,
-    pub keys: Vec<Bytes>,
-    timeout_ms: u64,
-    deadline: Option<tokio::time::Instant>,
-}
-
-impl Blocked {
-    /// `timeout_ms` 0 blocks without a deadline.
-    pub fn new(args: Vec<Bytes>, keys: Vec<Bytes>, timeout_ms: u64) -> Blocked {
-        Blocked {
-            args,
-            keys,
-            timeout_ms,
-            deadline: None,
-        }
-    }
-}
-
 impl Conn {
     /// A reply writer for this client's protocol.
     pub fn reply(&mut self) -> Out<'_> {
@@ -254,24 +235,6 @@ impl Conn {
             }
             self.handle.sink.outbox.push_reply(chunk);
         }
-    }
-
-    /// Parks the current command; the connection retries it when one of its
-    /// keys is written, and replies a null array at its deadline.
-    pub fn block(&mut self, mut b: Blocked) {
-        // A timeout past what an `Instant` can hold (BLOCK up to i64::MAX
-        // ms is valid, as in Redis) waits without a deadline instead of
-        // overflowing.
-        let kept = self.extra.as_ref().and_then(|x| x.block_deadline);
-        b.deadline = kept.or_else(|| {
-            (b.timeout_ms > 0)
-                .then(|| {
-                    tokio::time::Instant::now()
-                        .checked_add(std::time::Duration::from_millis(b.timeout_ms))
-                })
-                .flatten()
-        });
-        self.blocked = Some(Box::new(b));
     }
 
     /// Inside MULTI/EXEC (commands are queued or run, never blocked).
@@ -623,7 +586,7 @@ async fn run_loop(stream: &mut TcpStream, conn: &mut Conn) -> std::io::Result<()
         if conn.blocked.is_some() {
             // Boxed: its state (wake-up futures, a timer) would otherwise
             // be part of every connection's task, blocked or not.
-            match Box::pin(serve_blocked(
+            match Box::pin(blocked::serve_blocked(
                 conn,
                 &mut rd,
                 &mut wr,
@@ -701,95 +664,6 @@ async fn run_loop(stream: &mut TcpStream, conn: &mut Conn) -> std::io::Result<()
             }
         }
     }
-}
-
-/// Serves a parked command: retries it once its wake-ups are armed (so no
-/// write in between is missed), then waits for a key to change, the
-/// deadline, or the client to go. Keeps writing queued output meanwhile.
-/// Returns false when the connection must end.
-#[allow(clippy::too_many_arguments)] // the connection loop's own state, lent
-async fn serve_blocked(
-    conn: &mut Conn,
-    rd: &mut tokio::net::tcp::ReadHalf<'_>,
-    wr: &mut tokio::net::tcp::WriteHalf<'_>,
-    rbuf: &mut BytesMut,
-    batch: &mut VecDeque<Bytes>,
-    front_off: &mut usize,
-    scratch: &mut Vec<u8>,
-) -> std::io::Result<bool> {
-    let Some(b) = conn.blocked.take() else {
-        return Ok(true);
-    };
-    // A parked command is not retried after the token's `exp`.
-    if conn.token_expired() {
-        conn.expire();
-        conn.flush_replies();
-        return Ok(true);
-    }
-    let hub = conn.server.hub.clone();
-    let handle = conn.handle.clone();
-    let mut wakeups = hub.wait_for_writes(&b.keys);
-    conn.extra().wait_keys = b.keys.clone();
-    conn.extra().block_deadline = b.deadline;
-    cmd::dispatch(conn, &b.args);
-    conn.extra().block_deadline = None;
-    let finish = |conn: &mut Conn, rbuf: &mut BytesMut| {
-        conn.flush_replies();
-        process(conn, rbuf);
-        conn.flush_replies();
-    };
-    let Some(still) = conn.blocked.as_ref() else {
-        hub.stop_waiting(wakeups, &b.keys);
-        conn.extra().wait_keys = Vec::new();
-        finish(conn, rbuf);
-        return Ok(true);
-    };
-    let deadline = still.deadline;
-    conn.flush_replies();
-    if batch.is_empty() {
-        handle.sink.outbox.take(batch);
-    }
-    let far = tokio::time::Instant::now() + std::time::Duration::from_secs(86400 * 365);
-    let max_query = conn.server.cfg.max_query_buffer;
-    tokio::select! {
-        biased;
-        _ = wakeups.changed() => {}
-        // Pushes (RESP3 pub/sub) keep flowing, and an overflow or a kill
-        // is noticed, while a command is parked.
-        _ = handle.sink.outbox.ready() => {
-            if handle.is_killed() {
-                return Ok(false);
-            }
-        }
-        _ = tokio::time::sleep_until(deadline.unwrap_or(far)) => {
-            conn.blocked = None;
-            hub.stop_waiting(wakeups, &b.keys);
-            conn.extra().wait_keys = Vec::new();
-            conn.reply().null_array();
-            finish(conn, rbuf);
-        }
-        // The token expired (or, unlikely here, the time to authenticate
-        // ended) while the command waited: it ends with the error.
-        _ = deadline_passed(&mut conn.deadline) => {
-            conn.blocked = None;
-            hub.stop_waiting(wakeups, &b.keys);
-            conn.extra().wait_keys = Vec::new();
-            conn.on_deadline();
-            conn.flush_replies();
-        }
-        r = write_batch(wr, batch, *front_off, scratch), if !batch.is_empty() => {
-            let n = r?;
-            handle.sink.outbox.written(n);
-            advance(batch, front_off, n);
-        }
-        r = read_some(rd.as_ref(), rbuf), if rbuf.len() < max_query => {
-            // Requests pile up behind the blocked one; EOF ends it all.
-            if r? == 0 {
-                return Ok(false);
-            }
-        }
-    }
-    Ok(true)
 }
 
 /// Waits for the connection's deadline; never, when it has none.
