@@ -370,25 +370,9 @@ fn hscan(conn: &mut Conn, args: &[Bytes]) {
         Ok(0) => return super::empty_scan(conn),
         Ok(_) => {}
     }
-    let (mut count, mut pattern) = (10usize, None);
-    let mut i = 3;
-    while i < args.len() {
-        if i + 1 >= args.len() {
-            return conn.reply().error("ERR syntax error");
-        }
-        if args[i].eq_ignore_ascii_case(b"COUNT") {
-            match int_arg(conn, &args[i + 1]) {
-                Some(n) if n >= 1 => count = n as usize,
-                Some(_) => return conn.reply().error("ERR syntax error"),
-                None => return,
-            }
-        } else if args[i].eq_ignore_ascii_case(b"MATCH") {
-            pattern = Some(&args[i + 1][..]);
-        } else {
-            return conn.reply().error("ERR syntax error");
-        }
-        i += 2;
-    }
+    let Some((count, pattern)) = super::member_scan_options(conn, args) else {
+        return;
+    };
     let (next, page) = match conn.server.hub.hscan(&args[1], cursor, count, pattern) {
         Err(e) => return fail(conn, e),
         Ok(p) => p,

@@ -654,6 +654,39 @@ pub(crate) fn scan_cursor(conn: &mut Conn, arg: &[u8]) -> Option<u64> {
 }
 
 /// Redis's reply to SSCAN/ZSCAN of a missing key: cursor 0, no elements.
+/// The options of SSCAN, HSCAN and ZSCAN (`COUNT n`, `MATCH pattern`,
+/// from `args[3]` on): `None` when an error was replied, in Redis's words.
+pub(crate) fn member_scan_options<'a>(
+    conn: &mut Conn,
+    args: &'a [Bytes],
+) -> Option<(usize, Option<&'a [u8]>)> {
+    let (mut count, mut pattern) = (10usize, None);
+    let mut i = 3;
+    while i < args.len() {
+        if i + 1 >= args.len() {
+            conn.reply().error("ERR syntax error");
+            return None;
+        }
+        if args[i].eq_ignore_ascii_case(b"COUNT") {
+            match int_arg(conn, &args[i + 1]) {
+                Some(n) if n >= 1 => count = n as usize,
+                Some(_) => {
+                    conn.reply().error("ERR syntax error");
+                    return None;
+                }
+                None => return None,
+            }
+        } else if args[i].eq_ignore_ascii_case(b"MATCH") {
+            pattern = Some(&args[i + 1][..]);
+        } else {
+            conn.reply().error("ERR syntax error");
+            return None;
+        }
+        i += 2;
+    }
+    Some((count, pattern))
+}
+
 pub(crate) fn empty_scan(conn: &mut Conn) {
     let mut out = conn.reply();
     out.array(2);

@@ -125,25 +125,10 @@ pub(super) fn zscan(conn: &mut Conn, args: &[Bytes]) {
         Some(0) => return crate::resp::cmd::empty_scan(conn),
         Some(_) => {}
     }
-    let (mut count, mut pattern) = (10usize, None);
-    let mut i = 3;
-    while i < args.len() {
-        if i + 1 >= args.len() {
-            return err(conn, SYNTAX);
-        }
-        if args[i].eq_ignore_ascii_case(b"COUNT") {
-            match parse_i64(&args[i + 1]) {
-                Some(n) if n >= 1 => count = n as usize,
-                Some(_) => return err(conn, SYNTAX),
-                None => return err(conn, NOT_INT),
-            }
-        } else if args[i].eq_ignore_ascii_case(b"MATCH") {
-            pattern = Some(crate::hub::glob::Glob::new(&args[i + 1]));
-        } else {
-            return err(conn, SYNTAX);
-        }
-        i += 2;
-    }
+    let Some((count, pattern)) = crate::resp::cmd::member_scan_options(conn, args) else {
+        return;
+    };
+    let pattern = pattern.map(crate::hub::glob::Glob::new);
     let r = conn.server.hub.zscan(&args[1], cursor, count);
     let Some((next, page)) = answer(conn, r) else {
         return;
