@@ -1,0 +1,218 @@
+//! Hostile-client findings against SSE, the app-backend hooks and
+//! subscription tokens (attack3). Each test states the attack; a test that
+//! fails on HEAD documents a finding.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::*;
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+const WAIT: Duration = Duration::from_secs(10);
+const ORIGIN: &str = "http://app.example";
+
+/// A raw HTTP/1.0 exchange: status, head and body.
+async fn request(http: SocketAddr, head: &str, body: &str) -> (u16, String, String) {
+    let mut s = TcpStream::connect(http).await.unwrap();
+    let req = format!(
+        "{head}\r\nHost: {http}\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut out = String::new();
+    tokio::time::timeout(WAIT, s.read_to_string(&mut out))
+        .await
+        .expect("no answer")
+        .unwrap();
+    let status = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let (h, b) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
+    (status, h.to_ascii_lowercase(), b.to_string())
+}
+
+/// Opens `GET /sse` and returns the stream after its response head.
+async fn open_sse(http: SocketAddr, extra: &str) -> (TcpStream, String) {
+    let mut s = TcpStream::connect(http).await.unwrap();
+    let req = format!("GET /sse HTTP/1.0\r\nHost: {http}\r\n{extra}\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        let n = tokio::time::timeout(WAIT, s.read(&mut b))
+            .await
+            .expect("no head")
+            .unwrap();
+        if n == 0 {
+            break;
+        }
+        head.push(b[0]);
+    }
+    (s, String::from_utf8_lossy(&head).to_ascii_lowercase())
+}
+
+/// A fake app that answers every request with `answer` (raw HTTP bytes),
+/// or never answers when `answer` is `None`.
+async fn fake_app(answer: Option<&'static [u8]>) -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = l.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                match answer {
+                    Some(a) => {
+                        let _ = s.write_all(a).await;
+                        // Hold the connection open (a chunked body that never ends).
+                        tokio::time::sleep(Duration::from_secs(30)).await;
+                    }
+                    None => tokio::time::sleep(Duration::from_secs(30)).await,
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// Finding (low): `POST /sse/{session}` refusals (404 unknown session, 400
+/// bad body) carried no `Access-Control-Allow-Origin`, so a page on an
+/// allowed origin could not read why its POST failed (an opaque network
+/// error instead of the 404 that says "open a new stream").
+#[tokio::test]
+async fn sse_post_errors_carry_cors_for_allowed_origins() {
+    let h = Herald::start(&["--allowed-origins", ORIGIN]);
+    let origin = format!("Origin: {ORIGIN}\r\nContent-Type: text/plain");
+    for (path, body, want) in [
+        ("/sse/00000000000000000000000000000000", r#"{"op":"ping"}"#, 404),
+        ("/sse/nope", "[[[[", 404),
+    ] {
+        let (status, head, _) =
+            request(h.http, &format!("POST {path} HTTP/1.0\r\n{origin}"), body).await;
+        assert_eq!(status, want, "{head}");
+        assert!(
+            head.contains(&format!("access-control-allow-origin: {ORIGIN}")),
+            "no CORS on a {status}: {head}"
+        );
+    }
+    // A real session's bad body (400) too.
+    let (mut s, head) = open_sse(h.http, &format!("Origin: {ORIGIN}\r\n")).await;
+    assert!(head.contains("200"), "{head}");
+    let mut first = vec![0u8; 4096];
+    let n = tokio::time::timeout(WAIT, s.read(&mut first))
+        .await
+        .unwrap()
+        .unwrap();
+    let text = String::from_utf8_lossy(&first[..n]).to_string();
+    let v: serde_json::Value =
+        serde_json::from_str(text.trim().strip_prefix("data: ").unwrap()).unwrap();
+    let key = v["result"]["session"].as_str().unwrap().to_string();
+    let deep = "[".repeat(100_000);
+    for body in [deep.as_str(), "42", "[]"] {
+        let (status, head, _) = request(
+            h.http,
+            &format!("POST /sse/{key} HTTP/1.0\r\n{origin}"),
+            body,
+        )
+        .await;
+        assert!((400..500).contains(&status), "{status} {head}");
+        assert!(
+            head.contains("access-control-allow-origin"),
+            "no CORS on a {status}: {head}"
+        );
+    }
+    // A disallowed origin still gets nothing (and no CORS).
+    let (status, head, _) = request(
+        h.http,
+        &format!("POST /sse/{key} HTTP/1.0\r\nOrigin: http://evil.example\r\nContent-Type: text/plain"),
+        r#"{"op":"ping","id":1}"#,
+    )
+    .await;
+    assert_eq!(status, 403, "{head}");
+    assert!(!head.contains("access-control-allow-origin"), "{head}");
+}
+
+/// Finding (low): `GET /sse` past `--max-connections` answered 503 without
+/// CORS, so client-js on an allowed origin saw a network error, not "full".
+#[tokio::test]
+async fn sse_full_server_refusal_carries_cors() {
+    let h = Herald::start(&["--allowed-origins", ORIGIN, "--max-connections", "1"]);
+    let origin = format!("Origin: {ORIGIN}\r\n");
+    let (_held, head) = open_sse(h.http, &origin).await;
+    assert!(head.contains(" 200 "), "{head}");
+    let (_s, head) = open_sse(h.http, &origin).await;
+    assert!(head.contains(" 503 "), "{head}");
+    assert!(
+        head.contains(&format!("access-control-allow-origin: {ORIGIN}")),
+        "{head}"
+    );
+}
+
+/// Attack: the app answers the connect hook with a redirect, a 200 of
+/// garbage, or a chunked 200 that never ends. Each must refuse (112, then
+/// disconnect), never allow.
+#[tokio::test]
+async fn connect_hook_failure_modes_never_allow() {
+    let answers: [&'static [u8]; 4] = [
+        b"HTTP/1.1 302 Found\r\nLocation: http://127.0.0.1:1/\r\nContent-Length: 0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 16\r\n\r\n{\"result\":{}}xx",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n10\r\n{\"result\":{\"user",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 40\r\n\r\n{\"result\":{\"user\":\"x\"}}",
+    ];
+    for answer in answers {
+        let app = fake_app(Some(answer)).await;
+        let url = format!("http://{app}/connect");
+        let h = Herald::start(&[
+            "--proxy-connect-url",
+            &url,
+            "--proxy-timeout",
+            "500ms",
+            "--jwt-hmac-secret",
+            "s",
+            "--requirepass",
+            "pw",
+        ]);
+        let mut ws = ws_connect(h.http, None).await;
+        let r = ws_call(&mut ws, 1, json!({"op": "connect"})).await;
+        assert_eq!(r["error"]["code"], 112, "{}: {r}", String::from_utf8_lossy(answer));
+    }
+}
+
+/// Finding (medium): a client that opens `GET /sse` (or a WebSocket) and
+/// hangs up while the connect hook is pending leaves Herald waiting for the
+/// app for the whole `--proxy-timeout`, holding a `--max-connections` slot
+/// and an in-flight hook slot. A few cheap requests per timeout fill the
+/// server: no client is connected, yet newcomers get 503.
+#[tokio::test]
+async fn abandoned_sse_streams_do_not_hold_slots_while_the_hook_is_pending() {
+    let app = fake_app(None).await;
+    let url = format!("http://{app}/connect");
+    let h = Herald::start(&[
+        "--proxy-connect-url",
+        &url,
+        "--proxy-timeout",
+        "20s",
+        "--max-connections",
+        "4",
+    ]);
+    for _ in 0..4 {
+        let (s, head) = open_sse(h.http, "").await;
+        assert!(head.contains(" 200 "), "{head}");
+        drop(s);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (_s, head) = open_sse(h.http, "").await;
+    assert!(
+        head.contains(" 200 "),
+        "four abandoned streams keep the server full: {head}"
+    );
+}
