@@ -93,7 +93,11 @@ async fn sse_post_errors_carry_cors_for_allowed_origins() {
     let h = Herald::start(&["--allowed-origins", ORIGIN]);
     let origin = format!("Origin: {ORIGIN}\r\nContent-Type: text/plain");
     for (path, body, want) in [
-        ("/sse/00000000000000000000000000000000", r#"{"op":"ping"}"#, 404),
+        (
+            "/sse/00000000000000000000000000000000",
+            r#"{"op":"ping"}"#,
+            404,
+        ),
         ("/sse/nope", "[[[[", 404),
     ] {
         let (status, head, _) =
@@ -133,7 +137,9 @@ async fn sse_post_errors_carry_cors_for_allowed_origins() {
     // A disallowed origin still gets nothing (and no CORS).
     let (status, head, _) = request(
         h.http,
-        &format!("POST /sse/{key} HTTP/1.0\r\nOrigin: http://evil.example\r\nContent-Type: text/plain"),
+        &format!(
+            "POST /sse/{key} HTTP/1.0\r\nOrigin: http://evil.example\r\nContent-Type: text/plain"
+        ),
         r#"{"op":"ping","id":1}"#,
     )
     .await;
@@ -183,7 +189,12 @@ async fn connect_hook_failure_modes_never_allow() {
         ]);
         let mut ws = ws_connect(h.http, None).await;
         let r = ws_call(&mut ws, 1, json!({"op": "connect"})).await;
-        assert_eq!(r["error"]["code"], 112, "{}: {r}", String::from_utf8_lossy(answer));
+        assert_eq!(
+            r["error"]["code"],
+            112,
+            "{}: {r}",
+            String::from_utf8_lossy(answer)
+        );
     }
 }
 

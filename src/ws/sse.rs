@@ -91,6 +91,8 @@ fn cors(headers: &HeaderMap, resp: &mut Response) {
 }
 
 /// `GET /sse`: opens a session whose output is this response's body.
+/// Every answer of an allowed origin carries CORS headers, refusals too
+/// (a page must tell "full" from a network error).
 pub async fn open(
     State(st): State<AppState>,
     Query(q): Query<WsQuery>,
@@ -100,6 +102,12 @@ pub async fn open(
         tracing::info!(origin = ?headers.get(header::ORIGIN), "sse origin refused");
         return ApiError::OriginNotAllowed.into_response();
     }
+    let mut resp = open_stream(st, q, &headers);
+    cors(&headers, &mut resp);
+    resp
+}
+
+fn open_stream(st: AppState, q: WsQuery, headers: &HeaderMap) -> Response {
     let Ok(permit) = st.ws.limit.clone().try_acquire_owned() else {
         Stats::add(&st.hub.stats().rejected_connections, 1);
         return ApiError::TooManyClients.into_response();
@@ -108,7 +116,7 @@ pub async fn open(
         tracing::error!("no random bytes for an sse session id");
         return StatusCode::INTERNAL_SERVER_ERROR.into_response();
     };
-    let mut credentials = super::credentials(q, &headers, &st);
+    let mut credentials = super::credentials(q, headers, &st);
     if let Credentials::Headers(h) = &mut credentials {
         h.transport = Some("sse");
     }
@@ -143,7 +151,6 @@ pub async fn open(
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     // Proxies (nginx) must not buffer the stream.
     h.insert("x-accel-buffering", HeaderValue::from_static("no"));
-    cors(&headers, &mut resp);
     resp
 }
 
@@ -158,10 +165,17 @@ pub async fn post(
     if !origin_allowed(&headers, &st.cfg) {
         return ApiError::OriginNotAllowed.into_response();
     }
-    let Some(inbox) = st.ws.sse.sessions.get(&key).map(|e| e.value().clone()) else {
+    let mut resp = take_post(&st, &key, &body);
+    cors(&headers, &mut resp);
+    resp
+}
+
+/// Queues a POST's ops on its session: 202, or the refusal.
+fn take_post(st: &AppState, key: &str, body: &Bytes) -> Response {
+    let Some(inbox) = st.ws.sse.sessions.get(key).map(|e| e.value().clone()) else {
         return ApiError::NotFound.into_response();
     };
-    let ops = match serde_json::from_slice::<Value>(&body) {
+    let ops = match serde_json::from_slice::<Value>(body) {
         Ok(Value::Array(ops)) if !ops.is_empty() && ops.len() <= MAX_BATCH => ops,
         Ok(op @ Value::Object(_)) => vec![op],
         Ok(_) => {
@@ -179,7 +193,7 @@ pub async fn post(
     }
     let n: usize = batch.iter().map(String::len).sum();
     let before = inbox.bytes.fetch_add(n, Ordering::AcqRel);
-    let mut resp = if before > 0 && before + n > st.cfg.http_max_body_size {
+    if before > 0 && before + n > st.cfg.http_max_body_size {
         inbox.bytes.fetch_sub(n, Ordering::AcqRel);
         ApiError::Busy.into_response()
     } else {
@@ -193,9 +207,7 @@ pub async fn post(
                 }
             }
         }
-    };
-    cors(&headers, &mut resp);
-    resp
+    }
 }
 
 /// One `data:` event per frame, as one chunk, with its payload bytes.
@@ -295,8 +307,13 @@ async fn serve(
     let mut frames = VecDeque::new();
     loop {
         if let Some(pending) = asking.take() {
-            if let Some(end) = Box::pin(s.ask(pending, &shutdown)).await {
-                return end;
+            // A reader that hangs up while the app decides ends the call
+            // too: it must not hold its connection slot for the timeout.
+            tokio::select! {
+                end = Box::pin(s.ask(pending, &shutdown)) => if let Some(end) = end {
+                    return end;
+                },
+                _ = body.closed() => return End::Gone,
             }
         }
         // The ops of a POST, in order; one that asks the app's backend
