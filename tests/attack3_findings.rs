@@ -227,3 +227,37 @@ async fn abandoned_sse_streams_do_not_hold_slots_while_the_hook_is_pending() {
         "four abandoned streams keep the server full: {head}"
     );
 }
+
+/// Finding (medium): the same over WebSocket. A client that upgrades,
+/// sends `connect` (no token: the hook is asked) and hangs up held its
+/// `--max-connections` slot until `--proxy-timeout`: the session loop did
+/// not read the socket while it awaited the app, so it missed the EOF.
+#[tokio::test]
+async fn abandoned_websockets_do_not_hold_slots_while_the_hook_is_pending() {
+    let app = fake_app(None).await;
+    let url = format!("http://{app}/connect");
+    let h = Herald::start(&[
+        "--proxy-connect-url",
+        &url,
+        "--proxy-timeout",
+        "20s",
+        "--max-connections",
+        "4",
+    ]);
+    for _ in 0..4 {
+        use futures_util::SinkExt;
+        let mut ws = ws_connect(h.http, None).await;
+        ws.send(tokio_tungstenite::tungstenite::Message::Text(
+            json!({"id": 1, "op": "connect"}).to_string().into(),
+        ))
+        .await
+        .unwrap();
+        drop(ws);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (_s, head) = open_sse(h.http, "").await;
+    assert!(
+        head.contains(" 200 "),
+        "four abandoned WebSockets keep the server full: {head}"
+    );
+}

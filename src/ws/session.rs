@@ -529,9 +529,31 @@ async fn serve(socket: &mut WebSocket, s: &mut Session, out: &mut Outgoing) -> E
     let mut asking: Option<Box<Pending>> = None;
     loop {
         if let Some(pending) = asking.take() {
-            // Boxed: the call takes space only while it runs.
-            if let Some(end) = Box::pin(s.ask(pending, &shutdown)).await {
-                return end;
+            // Boxed: the call takes space only while it runs. The socket is
+            // read meanwhile: a request is parked, and a client that hangs
+            // up ends the call, not holding its slot for --proxy-timeout.
+            let mut call = Box::pin(s.ask(pending, &shutdown));
+            let early = loop {
+                tokio::select! {
+                    end = &mut call => match end {
+                        Some(end) => return end,
+                        None => break None,
+                    },
+                    msg = socket.next(), if parked.is_none() => match msg {
+                        Some(Ok(Message::Text(text))) => parked = Some(Box::new(text)),
+                        Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {
+                            awaiting_pong = None;
+                        }
+                        other => break Some(other),
+                    },
+                }
+            };
+            drop(call);
+            // A close, an error or a binary frame: the session ends.
+            if let Some(msg) = early {
+                if let Err(end) = Session::settle(s.receive(msg)) {
+                    return end;
+                }
             }
         }
         if let Some(text) = parked.take_if(|_| outbox.pending_bytes() < READ_PAUSE_BYTES) {
