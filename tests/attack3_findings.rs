@@ -261,3 +261,100 @@ async fn abandoned_websockets_do_not_hold_slots_while_the_hook_is_pending() {
         "four abandoned WebSockets keep the server full: {head}"
     );
 }
+
+const SUB_SECRET: &str = "attack3-secret";
+
+/// Attack: subscription-token edges. `exp` = u64::MAX (no overflow, no
+/// panic), `exp` just past within `--jwt-leeway` (granted), past the
+/// leeway (104); a grant does not outlive its unsubscribe (history is
+/// refused again), and a token for one channel reads no other.
+#[tokio::test]
+async fn sub_token_expiry_edges_and_replay() {
+    let (_dir, file) = temp_config(
+        "attack3",
+        "[namespaces.private]\nhistory_size = 10\nhistory_ttl = \"10m\"\npresence = true\n",
+    );
+    let h = Herald::start(&[
+        "--config",
+        &file,
+        "--jwt-hmac-secret",
+        SUB_SECRET,
+        "--jwt-leeway",
+        "30s",
+        "--requirepass",
+        "pw",
+    ]);
+    let conn = hs256(
+        json!({"sub": "alice", "exp": unix_now() + 600, "subscribe": ["public:*"]}),
+        SUB_SECRET,
+    );
+    let mut ws = ws_connect(h.http, None).await;
+    let r = ws_call(&mut ws, 1, json!({"op": "connect", "token": conn})).await;
+    assert_eq!(r["result"]["user"], "alice", "{r}");
+    let tok = |ch: &str, exp: u64| {
+        hs256(
+            json!({"sub": "alice", "channel": ch, "exp": exp}),
+            SUB_SECRET,
+        )
+    };
+    let code = |r: &serde_json::Value| r["error"]["code"].as_u64().unwrap_or(0);
+    let r = ws_call(
+        &mut ws,
+        2,
+        json!({"op": "subscribe", "channel": "private:max", "token": tok("private:max", u64::MAX)}),
+    )
+    .await;
+    assert!(r["result"]["epoch"].is_string(), "{r}");
+    let r = ws_call(
+        &mut ws,
+        3,
+        json!({"op": "subscribe", "channel": "private:lee", "token": tok("private:lee", unix_now() - 10)}),
+    )
+    .await;
+    assert!(r["result"]["epoch"].is_string(), "{r}");
+    let r = ws_call(
+        &mut ws,
+        4,
+        json!({"op": "subscribe", "channel": "private:old", "token": tok("private:old", unix_now() - 120)}),
+    )
+    .await;
+    assert_eq!(code(&r), 104, "{r}");
+    // A grant of private:max reads nothing else.
+    for op in ["history", "presence"] {
+        let r = ws_call(&mut ws, 5, json!({"op": op, "channel": "private:other"})).await;
+        assert_eq!(code(&r), 103, "{op}: {r}");
+    }
+    // After unsubscribe, the grant is gone: no reads without the token.
+    let r = ws_call(
+        &mut ws,
+        6,
+        json!({"op": "history", "channel": "private:max"}),
+    )
+    .await;
+    assert!(r["error"].is_null(), "{r}");
+    let r = ws_call(
+        &mut ws,
+        7,
+        json!({"op": "unsubscribe", "channel": "private:max"}),
+    )
+    .await;
+    assert!(r["error"].is_null(), "{r}");
+    let r = ws_call(
+        &mut ws,
+        8,
+        json!({"op": "history", "channel": "private:max"}),
+    )
+    .await;
+    assert_eq!(code(&r), 103, "{r}");
+    // sub_refresh for a channel not subscribed is refused.
+    let r = ws_call(
+        &mut ws,
+        9,
+        json!({"op": "sub_refresh", "channel": "private:max", "token": tok("private:max", u64::MAX)}),
+    )
+    .await;
+    assert_eq!(code(&r), 100, "{r}");
+    // The session is alive.
+    let r = ws_call(&mut ws, 10, json!({"op": "ping"})).await;
+    assert!(r["error"].is_null(), "{r}");
+}
