@@ -358,3 +358,27 @@ async fn sub_token_expiry_edges_and_replay() {
     let r = ws_call(&mut ws, 10, json!({"op": "ping"})).await;
     assert!(r["error"].is_null(), "{r}");
 }
+
+/// Attack: a subscription token (with a `channel` claim) as the connection
+/// token of an SSE stream (`?token=`): refused like on `connect`.
+#[tokio::test]
+async fn sub_token_does_not_open_an_sse_session() {
+    let h = Herald::start(&["--jwt-hmac-secret", SUB_SECRET, "--requirepass", "pw"]);
+    let t = hs256(
+        json!({"sub": "alice", "channel": "private:a", "exp": unix_now() + 600}),
+        SUB_SECRET,
+    );
+    let mut sock = TcpStream::connect(h.http).await.unwrap();
+    let req = format!("GET /sse?token={t} HTTP/1.0\r\nHost: {}\r\n\r\n", h.http);
+    sock.write_all(req.as_bytes()).await.unwrap();
+    let mut out = String::new();
+    tokio::time::timeout(WAIT, sock.read_to_string(&mut out))
+        .await
+        .expect("the stream of a refused token must end")
+        .unwrap();
+    assert!(
+        out.contains("\"code\":102") || out.contains("\"code\":3500"),
+        "{out}"
+    );
+    assert!(!out.contains("\"user\":\"alice\""), "{out}");
+}
