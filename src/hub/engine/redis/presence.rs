@@ -1,0 +1,319 @@
+//! The Redis engine's presence: entries per node and client, connections
+//! per user, and an expiry index refreshed by each node.
+
+use bytes::Bytes;
+
+use super::RedisEngine;
+use crate::hub::engine::{EngineError, Pending, PresenceStore};
+use crate::hub::presence::{PresenceEntry, PresenceEvent, PresenceEventKind};
+use crate::hub::ClientId;
+
+/// Joins a client. KEYS: entries, users, expiry. ARGV: member, entry JSON,
+/// user, expiry ms (absolute), key ttl ms. Returns 1 when the user's
+/// first connection, 0 otherwise, -1 when already present.
+pub(super) const JOIN_SCRIPT: &str = r#"
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then
+  redis.call('ZADD', KEYS[3], ARGV[4], ARGV[1])
+  return -1
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('ZADD', KEYS[3], ARGV[4], ARGV[1])
+local n = redis.call('HINCRBY', KEYS[2], ARGV[3], 1)
+for _, k in ipairs(KEYS) do redis.call('PEXPIRE', k, ARGV[5]) end
+if n == 1 then return 1 end
+return 0
+"#;
+
+/// Removes clients. KEYS: entries, users, expiry. ARGV: members. Returns a
+/// flat list of {entry JSON, last (1/0)} for those that were present.
+pub(super) const LEAVE_SCRIPT: &str = r#"
+local out = {}
+for _, m in ipairs(ARGV) do
+  local e = redis.call('HGET', KEYS[1], m)
+  if e then
+    redis.call('HDEL', KEYS[1], m)
+    redis.call('ZREM', KEYS[3], m)
+    local user = cjson.decode(e)['user']
+    local n = redis.call('HINCRBY', KEYS[2], user, -1)
+    local last = 0
+    if n <= 0 then redis.call('HDEL', KEYS[2], user); last = 1 end
+    table.insert(out, e)
+    table.insert(out, last)
+  end
+end
+return out
+"#;
+
+/// Expired members of a channel. KEYS: expiry. ARGV: now ms.
+pub(super) const EXPIRED_SCRIPT: &str = r#"
+return redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+"#;
+
+impl RedisEngine {
+    fn presence_keys(&self, channel: &[u8]) -> [Vec<u8>; 3] {
+        [
+            self.key("presence", channel),
+            self.key("presence-users", channel),
+            self.key("presence-exp", channel),
+        ]
+    }
+
+    pub(super) fn member(&self, client: ClientId) -> String {
+        format!("{}:{client}", self.opts.node)
+    }
+
+    /// Keeps this node's presence entries alive and removes entries whose
+    /// node stopped refreshing them, pushing their leaves.
+    pub(super) async fn refresh_presence(&self) -> Result<(), EngineError> {
+        let joined: Vec<(Bytes, Vec<ClientId>)> = self
+            .joined
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(c, set)| (c.clone(), set.iter().copied().collect()))
+            .collect();
+        let now = crate::hub::now_ms();
+        let ttl = self.opts.presence_ttl.as_millis() as u64;
+        for (channel, clients) in joined {
+            let keys = self.presence_keys(&channel);
+            let mut pipe = redis::pipe();
+            for c in &clients {
+                pipe.cmd("ZADD")
+                    .arg(&keys[2])
+                    .arg("XX")
+                    .arg(now + ttl)
+                    .arg(self.member(*c))
+                    .ignore();
+            }
+            for k in &keys {
+                pipe.cmd("PEXPIRE").arg(k).arg(ttl).ignore();
+            }
+            pipe.query_async::<()>(&mut self.conn())
+                .await
+                .map_err(|e| self.failed(e))?;
+            let expired: Vec<String> = self
+                .expired
+                .key(&keys[2])
+                .arg(now)
+                .invoke_async(&mut self.conn())
+                .await
+                .map_err(|e| self.failed(e))?;
+            if !expired.is_empty() {
+                let left = self.leave_members(&channel, &expired).await?;
+                for (entry, last) in left {
+                    if last {
+                        let ev = PresenceEvent {
+                            kind: PresenceEventKind::Leave,
+                            user: entry.user,
+                            client: entry.client,
+                            info: entry.info,
+                        };
+                        self.send_event(channel.clone(), ev).await?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) async fn leave_members(
+        &self,
+        channel: &[u8],
+        members: &[String],
+    ) -> Result<Vec<(PresenceEntry, bool)>, EngineError> {
+        let keys = self.presence_keys(channel);
+        let mut inv = self.leave.prepare_invoke();
+        for k in &keys {
+            inv.key(k);
+        }
+        for m in members {
+            inv.arg(m);
+        }
+        let flat: Vec<redis::Value> = inv
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(|e| self.failed(e))?;
+        let mut out = Vec::new();
+        for pair in flat.chunks(2) {
+            if let [redis::Value::BulkString(e), redis::Value::Int(last)] = pair {
+                if let Some(entry) = decode_entry(e) {
+                    out.push((entry, *last == 1));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    pub(super) async fn send_event(
+        &self,
+        channel: Bytes,
+        ev: PresenceEvent,
+    ) -> Result<(), EngineError> {
+        let mut frame = vec![b'p'];
+        frame.extend_from_slice(encode_event(&ev).as_bytes());
+        self.publish_plain(self.key("ch", &channel), frame).await
+    }
+}
+
+pub(super) fn encode_entry(e: &PresenceEntry) -> String {
+    serde_json::json!({
+        "client": e.client, "user": e.user, "info": e.info, "joined": e.joined,
+    })
+    .to_string()
+}
+
+pub(super) fn decode_entry(b: &[u8]) -> Option<PresenceEntry> {
+    let v: serde_json::Value = serde_json::from_slice(b).ok()?;
+    Some(PresenceEntry {
+        client: v["client"].as_u64()?,
+        user: v["user"].as_str()?.to_string(),
+        info: match &v["info"] {
+            serde_json::Value::Null => None,
+            i => Some(i.clone()),
+        },
+        joined: v["joined"].as_u64().unwrap_or(0),
+    })
+}
+
+pub(super) fn encode_event(ev: &PresenceEvent) -> String {
+    serde_json::json!({
+        "kind": ev.name(), "user": ev.user, "client": ev.client, "info": ev.info,
+    })
+    .to_string()
+}
+
+pub(super) fn decode_event(b: &[u8]) -> Option<PresenceEvent> {
+    let v: serde_json::Value = serde_json::from_slice(b).ok()?;
+    Some(PresenceEvent {
+        kind: match v["kind"].as_str()? {
+            "join" => PresenceEventKind::Join,
+            "leave" => PresenceEventKind::Leave,
+            _ => return None,
+        },
+        user: v["user"].as_str()?.to_string(),
+        client: v["client"].as_u64()?,
+        info: match &v["info"] {
+            serde_json::Value::Null => None,
+            i => Some(i.clone()),
+        },
+    })
+}
+
+impl PresenceStore for RedisEngine {
+    fn join(
+        &self,
+        channel: &Bytes,
+        entry: PresenceEntry,
+    ) -> Pending<'_, Result<bool, EngineError>> {
+        let channel = channel.clone();
+        Pending::boxed(async move {
+            let keys = self.presence_keys(&channel);
+            let ttl = self.opts.presence_ttl.as_millis() as u64;
+            let client = entry.client;
+            let r: i64 = self
+                .join
+                .key(&keys[0])
+                .key(&keys[1])
+                .key(&keys[2])
+                .arg(self.member(client))
+                .arg(encode_entry(&entry))
+                .arg(&entry.user)
+                .arg(crate::hub::now_ms() + ttl)
+                .arg(ttl)
+                .invoke_async(&mut self.conn())
+                .await
+                .map_err(|e| self.failed(e))?;
+            self.joined
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .entry(channel)
+                .or_default()
+                .insert(client);
+            Ok(r == 1)
+        })
+    }
+
+    fn leave(
+        &self,
+        channel: &[u8],
+        client: ClientId,
+    ) -> Pending<'_, Result<Option<(PresenceEntry, bool)>, EngineError>> {
+        let channel = Bytes::copy_from_slice(channel);
+        Pending::boxed(async move {
+            {
+                let mut joined = self.joined.lock().unwrap_or_else(|e| e.into_inner());
+                if let Some(set) = joined.get_mut(&channel) {
+                    set.remove(&client);
+                    if set.is_empty() {
+                        joined.remove(&channel);
+                    }
+                }
+            }
+            let left = self.leave_members(&channel, &[self.member(client)]).await?;
+            Ok(left.into_iter().next())
+        })
+    }
+
+    fn clients(&self, channel: &[u8]) -> Pending<'_, Result<Vec<PresenceEntry>, EngineError>> {
+        let key = self.key("presence", channel);
+        Pending::boxed(async move {
+            let all: Vec<(String, Vec<u8>)> = redis::cmd("HGETALL")
+                .arg(key)
+                .query_async(&mut self.conn())
+                .await
+                .map_err(|e| self.failed(e))?;
+            let mut v: Vec<PresenceEntry> =
+                all.iter().filter_map(|(_, e)| decode_entry(e)).collect();
+            v.sort_by_key(|e| (e.joined, e.client));
+            Ok(v)
+        })
+    }
+
+    fn users(&self, channel: &[u8]) -> Pending<'_, Result<Vec<String>, EngineError>> {
+        let key = self.key("presence-users", channel);
+        Pending::boxed(async move {
+            let mut users: Vec<String> = redis::cmd("HKEYS")
+                .arg(key)
+                .query_async(&mut self.conn())
+                .await
+                .map_err(|e| self.failed(e))?;
+            users.sort();
+            Ok(users)
+        })
+    }
+
+    fn stats(&self, channel: &[u8]) -> Pending<'_, Result<(usize, usize), EngineError>> {
+        let keys = self.presence_keys(channel);
+        Pending::boxed(async move {
+            let (c, u): (usize, usize) = redis::pipe()
+                .cmd("HLEN")
+                .arg(&keys[0])
+                .cmd("HLEN")
+                .arg(&keys[1])
+                .query_async(&mut self.conn())
+                .await
+                .map_err(|e| self.failed(e))?;
+            Ok((c, u))
+        })
+    }
+
+    fn refresh(&self) -> Pending<'_, Result<(), EngineError>> {
+        Pending::boxed(self.refresh_presence())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_round_trip() {
+        let ev = PresenceEvent {
+            kind: PresenceEventKind::Leave,
+            user: "ann".into(),
+            client: 7,
+            info: Some(serde_json::json!({"a": 1})),
+        };
+        assert_eq!(decode_event(encode_event(&ev).as_bytes()), Some(ev));
+    }
+}
