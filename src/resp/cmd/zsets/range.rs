@@ -119,12 +119,11 @@ pub(super) fn zrange(conn: &mut Conn, args: &[Bytes]) {
     }
     // ZRANGE ... REV takes max then min for BYSCORE/BYLEX, like the old
     // ZREV* commands: range_generic swaps them back.
-    let (lo, hi) = (args[2].clone(), args[3].clone());
     range_generic(
         conn,
-        &args[1].clone(),
-        &lo,
-        &hi,
+        &args[1],
+        &args[2],
+        &args[3],
         RangeReq {
             by,
             rev,
@@ -134,94 +133,45 @@ pub(super) fn zrange(conn: &mut Conn, args: &[Bytes]) {
     );
 }
 
-pub(super) fn zrevrange(conn: &mut Conn, args: &[Bytes]) {
-    let Some((withscores, _)) = parse_opts(conn, args, 4, true, false) else {
+/// The older range commands: ZREVRANGE (by rank, WITHSCORES), ZRANGEBYSCORE
+/// and ZREVRANGEBYSCORE (WITHSCORES, LIMIT), ZRANGEBYLEX and ZREVRANGEBYLEX
+/// (LIMIT); the `REV` forms take max before min.
+fn range_by(conn: &mut Conn, args: &[Bytes], by: By, rev: bool) {
+    let Some((withscores, limit)) = parse_opts(conn, args, 4, by != By::Lex, by != By::Rank) else {
         return;
     };
     range_generic(
         conn,
-        &args[1].clone(),
-        &args[2].clone(),
-        &args[3].clone(),
+        &args[1],
+        &args[2],
+        &args[3],
         RangeReq {
-            by: By::Rank,
-            rev: true,
-            limit: None,
-            withscores,
+            by,
+            rev,
+            limit,
+            withscores: withscores && by != By::Lex,
         },
     );
+}
+
+pub(super) fn zrevrange(conn: &mut Conn, args: &[Bytes]) {
+    range_by(conn, args, By::Rank, true)
 }
 
 pub(super) fn zrangebyscore(conn: &mut Conn, args: &[Bytes]) {
-    let Some((withscores, limit)) = parse_opts(conn, args, 4, true, true) else {
-        return;
-    };
-    range_generic(
-        conn,
-        &args[1].clone(),
-        &args[2].clone(),
-        &args[3].clone(),
-        RangeReq {
-            by: By::Score,
-            rev: false,
-            limit,
-            withscores,
-        },
-    );
+    range_by(conn, args, By::Score, false)
 }
 
 pub(super) fn zrevrangebyscore(conn: &mut Conn, args: &[Bytes]) {
-    let Some((withscores, limit)) = parse_opts(conn, args, 4, true, true) else {
-        return;
-    };
-    range_generic(
-        conn,
-        &args[1].clone(),
-        &args[2].clone(),
-        &args[3].clone(),
-        RangeReq {
-            by: By::Score,
-            rev: true,
-            limit,
-            withscores,
-        },
-    );
+    range_by(conn, args, By::Score, true)
 }
 
 pub(super) fn zrangebylex(conn: &mut Conn, args: &[Bytes]) {
-    let Some((_, limit)) = parse_opts(conn, args, 4, false, true) else {
-        return;
-    };
-    range_generic(
-        conn,
-        &args[1].clone(),
-        &args[2].clone(),
-        &args[3].clone(),
-        RangeReq {
-            by: By::Lex,
-            rev: false,
-            limit,
-            withscores: false,
-        },
-    );
+    range_by(conn, args, By::Lex, false)
 }
 
 pub(super) fn zrevrangebylex(conn: &mut Conn, args: &[Bytes]) {
-    let Some((_, limit)) = parse_opts(conn, args, 4, false, true) else {
-        return;
-    };
-    range_generic(
-        conn,
-        &args[1].clone(),
-        &args[2].clone(),
-        &args[3].clone(),
-        RangeReq {
-            by: By::Lex,
-            rev: true,
-            limit,
-            withscores: false,
-        },
-    );
+    range_by(conn, args, By::Lex, true)
 }
 
 /// ZCOUNT and ZLEXCOUNT: the size of a span.
