@@ -420,7 +420,10 @@ impl Hub {
             self.forget(interest);
         }
         drop(stripe);
-        if space == Space::Global {
+        // Presence is entered only with a registered subscription: a client
+        // that was not subscribed has no entry to remove (and an engine
+        // doing I/O is not asked).
+        if space == Space::Global && change.changed() {
             self.presence_leave(channel, client);
         }
         change.changed()
