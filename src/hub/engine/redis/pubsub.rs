@@ -196,6 +196,11 @@ impl RedisEngine {
                 None => return,
             },
             b'p' => {
+                // Presence travels on the channel's own name: a node holding
+                // a matching pattern gets it a second time as a pmessage.
+                if msg.from_pattern() {
+                    return;
+                }
                 if let Some(ev) = decode_event(body) {
                     handler.on_presence(&channel, &ev);
                 }
