@@ -52,10 +52,17 @@ fn a_pattern_on_the_node_does_not_double_presence_pushes() {
     rt.block_on(async {
         let tok = |u: &str| hs256(json!({"sub": u, "exp": unix_now() + 600}), SECRET);
         let mut watcher = ws_connect(nodes[1].http, Some(&tok("watcher"))).await;
-        ws_call(&mut watcher, 1, json!({"op": "subscribe", "channel": "room:1"})).await;
+        ws_call(
+            &mut watcher,
+            1,
+            json!({"op": "subscribe", "channel": "room:1"}),
+        )
+        .await;
         // Its own join(s): drain whatever comes.
         let mut own = 0;
-        while let Ok(v) = tokio::time::timeout(Duration::from_millis(500), ws_recv(&mut watcher)).await {
+        while let Ok(v) =
+            tokio::time::timeout(Duration::from_millis(500), ws_recv(&mut watcher)).await
+        {
             if v["push"] == "join" && v["user"] == "watcher" {
                 own += 1;
             }
@@ -63,7 +70,9 @@ fn a_pattern_on_the_node_does_not_double_presence_pushes() {
         let mut ann = ws_connect(nodes[0].http, Some(&tok("ann"))).await;
         ws_call(&mut ann, 1, json!({"op": "subscribe", "channel": "room:1"})).await;
         let mut joins = 0;
-        while let Ok(v) = tokio::time::timeout(Duration::from_millis(1000), ws_recv(&mut watcher)).await {
+        while let Ok(v) =
+            tokio::time::timeout(Duration::from_millis(1000), ws_recv(&mut watcher)).await
+        {
             if v["push"] == "join" && v["user"] == "ann" {
                 joins += 1;
             }
@@ -150,7 +159,10 @@ fn a_paused_redis_does_not_stall_local_commands() {
     assert_eq!(local.cmd(&[b"PING"]), b"+PONG\r\n");
     assert_eq!(local.cmd(&[b"SET", b"k", b"v"]), b"+OK\r\n");
     let took = t.elapsed();
-    assert!(took < Duration::from_millis(1000), "local commands took {took:?}");
+    assert!(
+        took < Duration::from_millis(1000),
+        "local commands took {took:?}"
+    );
     // Every publish is answered: an offset or an error, none lost silently.
     let mut ok = 0;
     for mut p in stuck.into_iter().chain(stuck2) {
@@ -163,11 +175,18 @@ fn a_paused_redis_does_not_stall_local_commands() {
     }
     let mut h = Raw::connect(redis.addr);
     let len = h.cmd(&[b"XLEN", b"herald:history:chat:1"]);
-    assert_eq!(len, format!(":{ok}\r\n").as_bytes(), "acknowledged = stored");
+    assert_eq!(
+        len,
+        format!(":{ok}\r\n").as_bytes(),
+        "acknowledged = stored"
+    );
 }
 
 fn int(f: &[u8]) -> i64 {
-    std::str::from_utf8(&f[1..f.len() - 2]).unwrap().parse().unwrap()
+    std::str::from_utf8(&f[1..f.len() - 2])
+        .unwrap()
+        .parse()
+        .unwrap()
 }
 
 /// One client floods a history channel: the stream holds exactly the
@@ -206,9 +225,17 @@ fn history_flood_is_trimmed_exactly_and_odd_names_stay_apart() {
         let r = p.cmd(&[b"PUBLISH", n, b"hi"]);
         assert!(r.starts_with(b":"), "{}", show(&r));
         let f = s.frame();
-        assert!(f.ends_with(b"$2\r\nhi\r\n"), "{}", show(&f[..f.len().min(200)]));
+        assert!(
+            f.ends_with(b"$2\r\nhi\r\n"),
+            "{}",
+            show(&f[..f.len().min(200)])
+        );
         let f = ps.frame();
-        assert!(f.starts_with(b"*4\r\n$8\r\npmessage"), "{}", show(&f[..f.len().min(200)]));
+        assert!(
+            f.starts_with(b"*4\r\n$8\r\npmessage"),
+            "{}",
+            show(&f[..f.len().min(200)])
+        );
     }
     // The pattern `*` saw nothing else: no probes, no other kinds.
     assert!(ps.try_frame(Duration::from_millis(1500)).is_none());
@@ -237,7 +264,11 @@ fn history_max_memory_bounds_redis() {
     let payload = vec![b'x'; 2048];
     let mut batch = Vec::new();
     for i in 0..2000 {
-        batch.extend(encode(&[b"PUBLISH", format!("chat:{i}").as_bytes(), &payload]));
+        batch.extend(encode(&[
+            b"PUBLISH",
+            format!("chat:{i}").as_bytes(),
+            &payload,
+        ]));
     }
     p.send_raw(&batch);
     for _ in 0..2000 {
@@ -277,7 +308,10 @@ fn a_killed_nodes_members_leave_redis() {
         tokio::time::sleep(Duration::from_millis(500)).await;
         assert_eq!(int(&r.cmd(&[b"HLEN", b"herald:presence:room:1"])), 45);
         let pid = nodes[0].pid();
-        std::process::Command::new("kill").args(["-9", &pid.to_string()]).status().unwrap();
+        std::process::Command::new("kill")
+            .args(["-9", &pid.to_string()])
+            .status()
+            .unwrap();
         let _ = nodes[0].child.wait();
         let deadline = Instant::now() + Duration::from_secs(6);
         loop {
@@ -286,7 +320,10 @@ fn a_killed_nodes_members_leave_redis() {
             if n == 15 && e == 15 {
                 break;
             }
-            assert!(Instant::now() < deadline, "ghosts: {n} entries, {e} expiries");
+            assert!(
+                Instant::now() < deadline,
+                "ghosts: {n} entries, {e} expiries"
+            );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         drop(tabs);
