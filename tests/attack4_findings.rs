@@ -432,3 +432,26 @@ fn subscribes_during_a_pause_leave_redis_exact() {
     p.cmd(&[b"PUBLISH", b"after", b"x"]);
     assert!(s.try_frame(Duration::from_secs(3)).is_some());
 }
+
+/// Every node killed: nobody is left to expire the entries, so Redis's
+/// presence keys must expire themselves.
+#[test]
+fn with_every_node_dead_presence_keys_expire() {
+    let redis = Redis::start(&[]);
+    let (_d, mut nodes) = nodes(&redis, 1);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let ws = rt.block_on(async {
+        let tok = hs256(json!({"sub": "ghost", "exp": unix_now() + 600}), SECRET);
+        let mut ws = ws_connect(nodes[0].http, Some(&tok)).await;
+        ws_call(&mut ws, 1, json!({"op": "subscribe", "channel": "room:1"})).await;
+        ws
+    });
+    let pid = nodes[0].pid();
+    std::process::Command::new("kill").args(["-9", &pid.to_string()]).status().unwrap();
+    let _ = nodes[0].child.wait();
+    drop(ws);
+    std::thread::sleep(Duration::from_secs(5));
+    let mut r = Raw::connect(redis.addr);
+    let keys = r.cmd(&[b"KEYS", b"herald:presence*"]);
+    assert_eq!(keys, b"*0\r\n", "ghosts past --presence-ttl 2s: {}", show(&keys));
+}
