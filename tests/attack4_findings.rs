@@ -447,11 +447,19 @@ fn with_every_node_dead_presence_keys_expire() {
         ws
     });
     let pid = nodes[0].pid();
-    std::process::Command::new("kill").args(["-9", &pid.to_string()]).status().unwrap();
+    std::process::Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .unwrap();
     let _ = nodes[0].child.wait();
     drop(ws);
     std::thread::sleep(Duration::from_secs(5));
     let mut r = Raw::connect(redis.addr);
     let keys = r.cmd(&[b"KEYS", b"herald:presence*"]);
-    assert_eq!(keys, b"*0\r\n", "ghosts past --presence-ttl 2s: {}", show(&keys));
+    assert_eq!(
+        keys,
+        b"*0\r\n",
+        "ghosts past --presence-ttl 2s: {}",
+        show(&keys)
+    );
 }
