@@ -196,6 +196,11 @@ impl RedisEngine {
                 None => return,
             },
             b'p' => {
+                // Presence travels on the channel's own name: a node holding
+                // a matching pattern gets it a second time as a pmessage.
+                if msg.from_pattern() {
+                    return;
+                }
                 if let Some(ev) = decode_event(body) {
                     handler.on_presence(&channel, &ev);
                 }
@@ -371,10 +376,18 @@ impl Broker for RedisEngine {
             Interest::Pattern(p) => Wanted::Pattern(p.clone()),
         };
         Pending::boxed(async move {
-            self.wanted
+            // Already wanted (a front end's `prepare_subscribe`, then the
+            // hub's own call on registering): held in Redis, or resubscribed
+            // by the reconnect. Asking again would only let a link that just
+            // went down undo a subscription already confirmed to a client.
+            if !self
+                .wanted
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .insert(w.clone());
+                .insert(w.clone())
+            {
+                return Ok(());
+            }
             let sink = self.sink.lock().unwrap_or_else(|e| e.into_inner()).clone();
             let r = match sink {
                 Some(mut sink) => self
