@@ -140,6 +140,13 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
         cfg.clone(),
         shutdown.clone(),
     ));
+    {
+        let (hub, stop) = (hub.clone(), shutdown.clone());
+        tasks.spawn(async move {
+            hub.presence_refreshes(stop.cancelled_owned()).await;
+            Ok(())
+        });
+    }
     tasks.spawn(crate::resp::run(resp, resp_server, shutdown.clone()));
     tasks.spawn(crate::http::run(http, state, shutdown.clone()));
     Ok(Running {
@@ -186,8 +193,7 @@ async fn build_hub(cfg: &Arc<Config>) -> Result<Hub, StartError> {
         })
         .await
         .map_err(|e| StartError::Engine(e.to_string()))?;
-    let max = cfg.history_max_memory;
-    let hub = Hub::with_engine(cfg.hub_config(), |ks| redis.engine(ks, max));
+    let hub = Hub::with_engine(cfg.hub_config(), |_| redis.engine());
     crate::hub::engine::redis::spawn_background(&redis, std::time::Duration::from_secs(2)).await;
     tracing::info!(node = %cfg.node_name, "engine: redis");
     Ok(hub)

@@ -362,8 +362,7 @@ async fn redis_engine_keeps_the_contract_across_two_nodes() {
         })
         .await
         .expect("redis");
-        let max = cfg.history_max_memory;
-        let hub = Hub::with_engine(cfg.hub_config(), |ks| engine.engine(ks, max));
+        let hub = Hub::with_engine(cfg.hub_config(), |_| engine.engine());
         spawn_background(&engine, Duration::from_secs(2)).await;
         hubs.push(Arc::new(hub));
     }

@@ -323,3 +323,90 @@ fn a_killed_pubsub_link_is_replaced_and_history_channels_replay_the_gap() {
         }
     });
 }
+
+/// Sorted sets live in Redis: a write made straight to Redis (by another
+/// application) reaches `leaderboard` watchers on every node within two
+/// ticks, and a RESP subscriber of `__leaderboard__:K` hears it once, from
+/// its own node, not once per node.
+#[test]
+fn leaderboards_follow_sorted_sets_in_redis() {
+    let redis = Redis::start(&[]);
+    let (_d, nodes) = nodes(&redis, 2);
+    let mut direct = Raw::connect(redis.addr);
+    direct.cmd(&[b"ZADD", b"game", b"100", b"ann", b"50", b"bob"]);
+    let mut resp_sub = backend(&nodes[0]);
+    resp_sub.cmd(&[b"SUBSCRIBE", b"__leaderboard__:game"]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let tok = hs256(json!({"sub": "bob", "exp": unix_now() + 600}), SECRET);
+        let mut ws = ws_connect(nodes[1].http, Some(&tok)).await;
+        let r = ws_call(
+            &mut ws,
+            1,
+            json!({"op": "leaderboard_subscribe", "key": "game", "top": 2}),
+        )
+        .await;
+        assert_eq!(
+            r["result"]["entries"],
+            json!([{"member": "ann", "score": 100.0}, {"member": "bob", "score": 50.0}]),
+            "{r}"
+        );
+        assert_eq!(
+            (&r["result"]["rank"], &r["result"]["score"]),
+            (&json!(1), &json!(50.0))
+        );
+        let t = Instant::now();
+        direct.cmd(&[b"ZINCRBY", b"game", b"75", b"bob"]);
+        let p = loop {
+            let v = tokio::time::timeout(Duration::from_secs(2), ws_recv(&mut ws))
+                .await
+                .expect("no leaderboard push for a write made straight to Redis");
+            if v["push"] == "leaderboard" {
+                break v;
+            }
+        };
+        // Two ticks of 100 ms, with room for a loaded machine.
+        assert!(
+            t.elapsed() < Duration::from_millis(1000),
+            "{:?}",
+            t.elapsed()
+        );
+        assert_eq!(
+            p["entries"][0],
+            json!({"member": "bob", "score": 125.0}),
+            "{p}"
+        );
+        assert_eq!(p["rank"], 0, "{p}");
+    });
+    let seen: Vec<String> = std::iter::from_fn(|| resp_sub.try_frame(Duration::from_millis(800)))
+        .map(|f| show(&f))
+        .collect();
+    let with_bob = seen.iter().filter(|m| m.contains("125")).count();
+    assert_eq!(
+        with_bob, 1,
+        "one message per change on the RESP channel: {seen:?}"
+    );
+}
+
+/// The hub keeps this node's presence entries alive (`--presence-ttl 2s`):
+/// a client still connected after several TTLs is still present.
+#[test]
+fn live_presence_outlasts_the_ttl() {
+    let redis = Redis::start(&[]);
+    let (_d, nodes) = nodes(&redis, 2);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let tok = |u: &str| hs256(json!({"sub": u, "exp": unix_now() + 600}), SECRET);
+        let mut ann = ws_connect(nodes[0].http, Some(&tok("ann"))).await;
+        ws_call(&mut ann, 1, json!({"op": "subscribe", "channel": "room:9"})).await;
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let mut ws = ws_connect(nodes[1].http, Some(&tok("x"))).await;
+        let r = ws_call(
+            &mut ws,
+            2,
+            json!({"op": "presence_stats", "channel": "room:9"}),
+        )
+        .await;
+        assert_eq!(r["result"], json!({"clients": 1, "users": 1}), "{r}");
+    });
+}

@@ -60,6 +60,15 @@ impl Leaderboards {
         self.lock().dirty.insert(key.clone());
     }
 
+    /// Marks every watched key as changed (for a source that cannot say
+    /// what changed: its boards are re-read each tick, and `deliver`
+    /// pushes only views that really changed).
+    pub fn mark_watched(&self) {
+        let mut st = self.lock();
+        let keys: Vec<Bytes> = st.watchers.keys().cloned().collect();
+        st.dirty.extend(keys);
+    }
+
     /// Adds (or replaces) a watcher, remembering `initial` as what it has.
     pub fn watch(
         &self,

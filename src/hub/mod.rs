@@ -637,6 +637,28 @@ impl Hub {
         self.engine.presence.stats(channel).wait()
     }
 
+    /// Keeps this node's presence entries alive, at the store's own cadence
+    /// ([`engine::PresenceStore::refresh_every`]), until `stop` resolves.
+    /// Returns at once for a store whose entries never expire.
+    pub async fn presence_refreshes(&self, stop: impl std::future::Future<Output = ()>) {
+        let Some(every) = self.engine.presence.refresh_every() else {
+            return;
+        };
+        let mut tick = tokio::time::interval(every.max(std::time::Duration::from_millis(10)));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tokio::pin!(stop);
+        loop {
+            tokio::select! {
+                _ = &mut stop => return,
+                _ = tick.tick() => {
+                    if let Err(e) = self.engine.presence.refresh().await {
+                        tracing::warn!(error = %e, "presence refresh failed");
+                    }
+                }
+            }
+        }
+    }
+
     // ---- history -----------------------------------------------------------
 
     /// Reserves the history position of `channel` for a subscription and
@@ -777,6 +799,17 @@ impl Hub {
         for key in self.engine.leaderboards.take_changed() {
             self.watchers.mark(&key);
         }
+        let polled = self.engine.leaderboards.polled();
+        if polled {
+            self.watchers.mark_watched();
+            for channel in self
+                .registry
+                .channels(Space::Global, Some(b"__leaderboard__:*"))
+            {
+                self.watchers
+                    .mark(&channel.slice(leaderboard::leaderboard_channel(b"").len()..));
+            }
+        }
         for (key, watch_top) in self.watchers.take_dirty() {
             let channel = leaderboard::leaderboard_channel(&key);
             let resp_listeners =
@@ -800,7 +833,13 @@ impl Hub {
                         .map(|(m, s)| serde_json::json!({"member": String::from_utf8_lossy(m), "score": s}))
                         .collect::<Vec<_>>(),
                 });
-                if let Err(e) = self.publish(channel, Bytes::from(json.to_string())) {
+                let payload = Bytes::from(json.to_string());
+                if polled {
+                    // Every node reads the board and publishes its top
+                    // itself: to this node's subscribers only.
+                    let n = self.registry.publish(&Publication::new(channel, payload));
+                    self.count(n);
+                } else if let Err(e) = self.publish(channel, payload) {
                     tracing::warn!(error = %e, "leaderboard publish failed");
                 }
             }

@@ -389,12 +389,19 @@ pub trait PresenceStore: Send + Sync + 'static {
     /// (clients, distinct users).
     fn stats(&self, channel: &[u8]) -> Pending<'_, Result<(usize, usize), EngineError>>;
 
-    /// Keeps this node's entries alive where entries expire. The hub does
-    /// not call it yet (nothing sets its cadence): a store whose entries
-    /// expire must keep them alive itself meanwhile. The memory store's
-    /// entries never expire.
+    /// Keeps this node's entries alive where entries expire. The server
+    /// calls it every [`PresenceStore::refresh_every`] (through
+    /// [`crate::hub::Hub::presence_refreshes`]) for as long as the hub
+    /// runs; a node that stops calling it loses its entries after a
+    /// store-defined time.
     fn refresh(&self) -> Pending<'_, Result<(), EngineError>> {
         Pending::ready(Ok(()))
+    }
+
+    /// How often `refresh` must run; `None` (the memory store, whose
+    /// entries never expire): never.
+    fn refresh_every(&self) -> Option<std::time::Duration> {
+        None
     }
 }
 
@@ -407,6 +414,15 @@ pub trait LeaderboardSource: Send + Sync + 'static {
     /// The keys whose sorted set was written or removed since the last
     /// call.
     fn take_changed(&self) -> Vec<Bytes>;
+
+    /// True for a source that cannot tell what changed (sorted sets kept
+    /// elsewhere, written by other nodes or other applications): the hub
+    /// then re-reads every board this node follows on each tick (those
+    /// watched over WebSocket and those with a RESP subscriber on
+    /// `__leaderboard__:K`) and pushes only views that changed.
+    fn polled(&self) -> bool {
+        false
+    }
 }
 
 /// One engine: the four parts a hub runs on.

@@ -20,11 +20,15 @@
 //!   the entry, `{prefix}:presence-users:{channel}` counts each user's
 //!   connections (tabs on several nodes count once), and
 //!   `{prefix}:presence-exp:{channel}` orders entries by expiry: each node
-//!   refreshes its own every third of `--presence-ttl`, and entries past
+//!   refreshes its own every third of `--presence-ttl` (the hub calls
+//!   `PresenceStore::refresh`), and entries past
 //!   their expiry (a node that died) are removed, with their leave pushed.
-//! - **Leaderboards** stay on each node's keyspace in this step.
+//! - **Leaderboards** are read from sorted sets in Redis
+//!   (`leaderboards.rs`): each node re-reads the boards its clients follow
+//!   on every tick.
 
 mod history;
+mod leaderboards;
 mod presence;
 mod pubsub;
 
@@ -134,18 +138,15 @@ impl RedisEngine {
         Ok(engine)
     }
 
-    /// The engine's parts; leaderboards from the node's own keyspace.
-    pub fn engine(
-        self: &Arc<Self>,
-        keyspace: Arc<crate::hub::Keyspace>,
-        max: usize,
-    ) -> super::Engine {
-        let memory = super::memory::engine(keyspace, max);
+    /// The engine's parts; leaderboards read from sorted sets in Redis.
+    pub fn engine(self: &Arc<Self>) -> super::Engine {
         super::Engine {
             broker: self.clone(),
             history: self.clone(),
             presence: self.clone(),
-            leaderboards: memory.leaderboards,
+            leaderboards: Arc::new(leaderboards::RedisLeaderboards {
+                engine: self.clone(),
+            }),
         }
     }
 
@@ -212,25 +213,17 @@ impl RedisEngine {
         (r.hash_one(crate::hub::now_ms()) >> 11).max(1)
     }
 
-    /// Runs the presence refresh and the Redis run-id check for as long as
-    /// the engine lives.
+    /// Runs the Redis run-id check and the pub/sub probe for as long as the
+    /// engine lives (the hub drives the presence refresh).
     async fn housekeeping(self: Arc<Self>) {
         let every = (self.opts.presence_ttl / 3).max(Duration::from_millis(100));
         let mut tick = tokio::time::interval(every.min(Duration::from_secs(1)));
-        let mut since_refresh = Duration::ZERO;
         loop {
             tick.tick().await;
             if self.check_run_id().await.is_err() {
                 continue;
             }
             self.probe().await;
-            since_refresh += every.min(Duration::from_secs(1));
-            if since_refresh >= every {
-                since_refresh = Duration::ZERO;
-                if let Err(e) = self.refresh_presence().await {
-                    tracing::warn!(error = %e, "engine presence refresh failed");
-                }
-            }
         }
     }
 }

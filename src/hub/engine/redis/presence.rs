@@ -300,6 +300,10 @@ impl PresenceStore for RedisEngine {
     fn refresh(&self) -> Pending<'_, Result<(), EngineError>> {
         Pending::boxed(self.refresh_presence())
     }
+
+    fn refresh_every(&self) -> Option<std::time::Duration> {
+        Some((self.opts.presence_ttl / 3).max(std::time::Duration::from_millis(100)))
+    }
 }
 
 #[cfg(test)]
