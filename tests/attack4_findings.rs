@@ -127,12 +127,13 @@ fn churn_leaves_no_redis_subscription_behind() {
 }
 
 /// While Redis is paused, a RESP client of the node doing local work
-/// (PING, SET/GET) is not stalled behind the engine calls (holds); but a
-/// publish that timed out (2 s response timeout vs `CLIENT PAUSE 3000`) is
-/// answered `-ERR engine unavailable` and was stored and delivered anyway:
-/// measured 16 stored, 6-7 acknowledged. A client that retries duplicates.
+/// (PING, SET/GET) is not stalled behind the engine calls (holds). A
+/// publish that timed out (then 2 s response timeout vs `CLIENT PAUSE
+/// 3000`) was answered `-ERR engine unavailable` and stored and delivered
+/// anyway: measured 16 stored, 6-7 acknowledged. Now the response timeout
+/// (5 s) rides out a 3 s pause, and a write whose answer never came says
+/// "outcome unknown", never "unavailable": a refusal means not applied.
 #[test]
-#[ignore = "attack4: timed-out publishes are refused yet applied (16 stored, ~7 acknowledged); needs an idempotency key or an 'outcome unknown' error, not a small fix"]
 fn a_paused_redis_does_not_stall_local_commands() {
     let redis = Redis::start(&[]);
     let (_d, nodes) = nodes(&redis, 2);
@@ -163,23 +164,26 @@ fn a_paused_redis_does_not_stall_local_commands() {
         took < Duration::from_millis(1000),
         "local commands took {took:?}"
     );
-    // Every publish is answered: an offset or an error, none lost silently.
-    let mut ok = 0;
+    // Every publish is answered: an offset or an error, none lost silently;
+    // a refused one was not applied.
+    let (mut ok, mut unknown) = (0, 0);
     for mut p in stuck.into_iter().chain(stuck2) {
         let f = p.frame();
         if f.starts_with(b":") {
             ok += 1;
+        } else if f.starts_with(b"-ERR engine outcome unknown") {
+            unknown += 1;
         } else {
-            assert!(f.starts_with(b"-ERR engine"), "{}", show(&f));
+            assert!(f.starts_with(b"-ERR engine unavailable"), "{}", show(&f));
         }
     }
     let mut h = Raw::connect(redis.addr);
-    let len = h.cmd(&[b"XLEN", b"herald:history:chat:1"]);
-    assert_eq!(
-        len,
-        format!(":{ok}\r\n").as_bytes(),
-        "acknowledged = stored"
+    let stored = int(&h.cmd(&[b"XLEN", b"herald:history:chat:1"]));
+    assert!(
+        (ok..=ok + unknown).contains(&stored),
+        "acknowledged {ok}, unknown {unknown}, stored {stored}"
     );
+    assert_eq!(ok, 16, "a 3 s pause is ridden out ({unknown} unknown)");
 }
 
 fn int(f: &[u8]) -> i64 {

@@ -152,6 +152,11 @@ pub enum EngineError {
     /// The engine's backend cannot be reached; try again later.
     #[error("engine unavailable: {0}")]
     Unavailable(String),
+    /// A write was sent but its answer never came (a timeout, or the
+    /// connection broke after sending): it may or may not have been
+    /// applied. A client that retries may duplicate it.
+    #[error("engine outcome unknown (the write may have been applied): {0}")]
+    Unknown(String),
 }
 
 /// How a channel keeps history: its namespace's bounds.

@@ -56,6 +56,11 @@ pub struct RedisOptions {
     pub presence_ttl: Duration,
 }
 
+/// How long a command waits for Redis's answer: long enough to ride out a
+/// short stall (a `CLIENT PAUSE`, a fork on a large dataset) rather than
+/// turn it into "outcome unknown" errors.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// How long a node's own probes may stay unanswered before its pub/sub
 /// connection is replaced.
 const PROBE_SILENCE: Duration = Duration::from_secs(3);
@@ -110,7 +115,7 @@ impl RedisEngine {
         let client = redis::Client::open(opts.url.as_str()).map_err(unavailable)?;
         let cfg = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(2)))
-            .set_response_timeout(Some(Duration::from_secs(2)))
+            .set_response_timeout(Some(RESPONSE_TIMEOUT))
             .set_number_of_retries(1);
         let conn = client
             .get_connection_manager_with_config(cfg)
@@ -204,6 +209,21 @@ impl RedisEngine {
     fn failed(&self, e: impl std::fmt::Display) -> EngineError {
         self.healthy.store(false, Ordering::Relaxed);
         unavailable(e)
+    }
+
+    /// A failed write: refused when it certainly did not run (no
+    /// connection, or Redis answered with an error), unknown when it was
+    /// sent and no answer came.
+    fn failed_write(&self, e: redis::RedisError) -> EngineError {
+        self.healthy.store(false, Ordering::Relaxed);
+        let known = e.is_connection_refusal()
+            || matches!(e.kind(), redis::ErrorKind::Server(_))
+            || !(e.is_timeout() || e.is_connection_dropped() || e.is_io_error());
+        if known {
+            unavailable(e)
+        } else {
+            EngineError::Unknown(e.to_string())
+        }
     }
 
     fn new_epoch() -> u64 {

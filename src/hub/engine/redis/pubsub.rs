@@ -232,7 +232,7 @@ impl RedisEngine {
             .query_async::<i64>(&mut self.conn())
             .await
             .map(drop)
-            .map_err(|e| self.failed(e))
+            .map_err(|e| self.failed_write(e))
     }
 
     pub(super) async fn publish_one(
@@ -265,7 +265,7 @@ impl RedisEngine {
                     .arg(name)
                     .invoke_async(&mut self.conn())
                     .await
-                    .map_err(|e| self.failed(e))?;
+                    .map_err(|e| self.failed_write(e))?;
                 Some(Position {
                     offset: top,
                     epoch: epoch.parse().unwrap_or(0),
@@ -329,7 +329,7 @@ impl Broker for RedisEngine {
             }
             pipe.query_async::<()>(&mut self.conn())
                 .await
-                .map_err(|e| self.failed(e))?;
+                .map_err(|e| self.failed_write(e))?;
             Ok(vec![receivers; payloads.len()])
         })
     }
