@@ -410,3 +410,50 @@ fn live_presence_outlasts_the_ttl() {
         assert_eq!(r["result"], json!({"clients": 1, "users": 1}), "{r}");
     });
 }
+
+/// A client pipelining PUBLISHes to several channels (with and without
+/// history) waits for Redis about once per batch: replies come back in
+/// order, every channel's messages reach a subscriber on another node in
+/// order, and the history channel's offsets stay one gapless sequence.
+#[test]
+fn pipelined_publishes_to_many_channels_keep_each_channels_order() {
+    let redis = Redis::start(&[]);
+    let (_d, nodes) = nodes(&redis, 2);
+    let mut sub = backend(&nodes[1]);
+    let channels: [&[u8]; 3] = [b"chat:p", b"plain:a", b"plain:b"];
+    for c in channels {
+        sub.cmd(&[b"SUBSCRIBE", c]);
+    }
+    let mut p = backend(&nodes[0]);
+    let mut batch = Vec::new();
+    for i in 0..300 {
+        let c = channels[i % 3];
+        batch.extend(encode(&[b"PUBLISH", c, format!("{i}").as_bytes()]));
+    }
+    p.send_raw(&batch);
+    for i in 0..300 {
+        // This node's receivers (none here), as Redis Cluster counts.
+        assert_eq!(p.frame(), b":0\r\n", "reply {i}");
+    }
+    let mut next = [0usize, 1, 2];
+    for _ in 0..300 {
+        let f = sub.frame();
+        let k = channels
+            .iter()
+            .position(|c| f.windows(c.len()).any(|w| w == *c))
+            .expect("a message of one of the channels");
+        let want = format!("\r\n{}\r\n", next[k]);
+        assert!(
+            f.ends_with(want.as_bytes()),
+            "channel {k}: wanted {} in {}",
+            next[k],
+            show(&f)
+        );
+        next[k] += 3;
+    }
+    let mut r = Raw::connect(redis.addr);
+    let ids = show(&r.cmd(&[b"XRANGE", b"herald:history:chat:p", b"-", b"+"]));
+    for o in 1..=100 {
+        assert!(ids.contains(&format!("{o}-0")), "offset {o} missing");
+    }
+}

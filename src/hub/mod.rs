@@ -489,6 +489,59 @@ impl Hub {
         Ok(p)
     }
 
+    /// Whether [`Hub::publish_pipelined`] overlaps publishes to distinct
+    /// channels (the engine's calls are round trips).
+    pub fn publishes_pipeline(&self) -> bool {
+        self.engine.broker.pipelines()
+    }
+
+    /// Publishes a client's pipelined `(channel, payload)`s: each channel's
+    /// in order, one after another; distinct channels overlapping, so a
+    /// remote engine is waited for about once, not once per publish.
+    /// Returns each one's outcome, in the order given.
+    pub fn publish_pipelined(
+        &self,
+        items: Vec<(Bytes, Bytes)>,
+    ) -> Vec<Result<Published, EngineError>> {
+        // Group by channel, keeping each channel's order.
+        let mut groups: Vec<(Bytes, Vec<(usize, Bytes)>)> = Vec::new();
+        for (i, (channel, payload)) in items.into_iter().enumerate() {
+            match groups.iter_mut().find(|(c, _)| *c == channel) {
+                Some((_, g)) => g.push((i, payload)),
+                None => groups.push((channel, vec![(i, payload)])),
+            }
+        }
+        let n: usize = groups.iter().map(|(_, g)| g.len()).sum();
+        let chains = groups.into_iter().map(|(channel, group)| {
+            let history = self.history_options(&channel);
+            async move {
+                let mut out = Vec::with_capacity(group.len());
+                for (i, payload) in group {
+                    let r = self
+                        .engine
+                        .broker
+                        .publish(channel.clone(), payload, history)
+                        .await;
+                    out.push((i, r));
+                }
+                out
+            }
+        });
+        let done = engine::Pending::boxed(futures_util::future::join_all(chains)).wait();
+        let mut results: Vec<Option<Result<Published, EngineError>>> =
+            (0..n).map(|_| None).collect();
+        for (i, r) in done.into_iter().flatten() {
+            if let Ok(p) = &r {
+                self.count(p.receivers);
+            }
+            results[i] = Some(r);
+        }
+        results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(EngineError::Unavailable("publish lost".into()))))
+            .collect()
+    }
+
     /// Publishes `payloads` on `channel` in order, as one step (a client's
     /// pipelined PUBLISHes to one channel); returns each one's receivers.
     /// Channels with history go one by one (each takes its offset).

@@ -195,6 +195,11 @@ fn log_field(line: &str, name: &str) -> Option<SocketAddr> {
 }
 
 pub fn start_herald(bin: &Path, config: &Path) -> Result<Server> {
+    start_herald_with(bin, config, &[])
+}
+
+/// Starts Herald with `extra` arguments (an engine, a node name).
+pub fn start_herald_with(bin: &Path, config: &Path, extra: &[&str]) -> Result<Server> {
     // `herald=info` keeps the "herald listening" line (logged at info) while
     // everything else stays at warn.
     let mut child = Command::new(bin)
@@ -208,6 +213,7 @@ pub fn start_herald(bin: &Path, config: &Path) -> Result<Server> {
             "--config",
         ])
         .arg(config)
+        .args(extra)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -382,6 +388,7 @@ async fn record(
 fn fanout_opts(a: &CompareArgs, s: &Sizes, addr: SocketAddr, prefix: &str) -> FanoutOpts {
     FanoutOpts {
         addr,
+        sub_addrs: Vec::new(),
         subscribers: s.subscribers,
         publishers: a.publishers,
         payload: a.payload,

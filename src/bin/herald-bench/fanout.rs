@@ -27,7 +27,11 @@ use crate::{stamp, TIMEOUT};
 /// Options of a fanout run (also used by `patterns`).
 #[derive(Clone, Debug)]
 pub struct FanoutOpts {
+    /// Where publishers (and, unless `sub_addrs` is given, subscribers)
+    /// connect.
     pub addr: SocketAddr,
+    /// Subscribers spread round-robin over these (other nodes of one hub).
+    pub sub_addrs: Vec<SocketAddr>,
     pub subscribers: usize,
     pub publishers: usize,
     pub payload: usize,
@@ -222,7 +226,10 @@ pub async fn run(opts: &FanoutOpts, scenario: &str) -> Result<Report> {
     for i in 0..opts.subscribers {
         let gate = gate.clone();
         let ch = channels[i % opts.channels].clone();
-        let addr = opts.addr;
+        let addr = match opts.sub_addrs.len() {
+            0 => opts.addr,
+            n => opts.sub_addrs[i % n],
+        };
         connecting.spawn(async move {
             let _p = gate.acquire().await;
             subscriber(addr, &ch).await

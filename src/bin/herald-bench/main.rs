@@ -17,6 +17,9 @@
 //!   allocation-free WebSocket client of the `ws-fanout` subscribers.
 //! - `resp_idle`: memory per idle RESP subscriber, Herald beside Redis.
 //! - `zset`: ZINCRBY / ZREVRANK on a large sorted set.
+//! - `engine`: nodes on one `redis-server` (the Redis engine) beside a
+//!   single node: cross-node deliveries and latency, history publishes
+//!   beside the engine's script run straight against Redis.
 //! - `kv_memory`: memory per string key, per hash field and per list
 //!   element, Herald beside Redis.
 //! - `compare`: starts Herald, Redis and nginx + nchan, runs rounds,
@@ -26,6 +29,7 @@
 //! - `report`: the JSON result line.
 
 mod compare;
+mod engine;
 mod fanout;
 mod hist;
 mod http;
@@ -45,7 +49,7 @@ mod zset;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 
 /// Bound on every single wait (connect, reply, drain, shutdown).
@@ -86,6 +90,10 @@ enum Cmd {
     /// Memory per string key, per hash field and per list element: Herald
     /// and redis-server, one run.
     KvMemory(KvMemoryArgs),
+    /// Herald nodes on one redis-server (the Redis engine) beside one node:
+    /// cross-node deliveries/s, p50/p99 at a fixed load, and history
+    /// publishes/s beside the engine's script run straight on Redis.
+    Engine(EngineArgs),
     /// Run every scenario against Herald and its peers (redis-server,
     /// nginx + nchan) and print a table of medians and ratios.
     Compare(compare::CompareArgs),
@@ -319,6 +327,43 @@ struct KvMemoryArgs {
 }
 
 #[derive(Args)]
+struct EngineArgs {
+    /// The herald binary to start (default: beside herald-bench).
+    #[arg(long)]
+    herald: Option<std::path::PathBuf>,
+    /// The redis-server binary to start.
+    #[arg(long, default_value = "redis-server")]
+    redis_server: std::path::PathBuf,
+    /// Herald nodes on the one Redis (publishers on the first).
+    #[arg(long, default_value_t = 3)]
+    nodes: usize,
+    /// Subscriber connections, spread over the other nodes.
+    #[arg(long, default_value_t = 200)]
+    subscribers: usize,
+    /// Channels the subscribers spread over.
+    #[arg(long, default_value_t = 20)]
+    channels: usize,
+    /// Publisher connections.
+    #[arg(long, default_value_t = 4)]
+    publishers: usize,
+    /// Payload size in bytes.
+    #[arg(long, default_value_t = 64)]
+    payload: usize,
+    /// Seconds per measurement.
+    #[arg(long, value_parser = secs, default_value = "5")]
+    duration: Duration,
+    /// Commands in flight per publisher.
+    #[arg(long, default_value_t = 64)]
+    pipeline: usize,
+    /// Offered publishes/s for the latency runs.
+    #[arg(long, default_value_t = 2000.0)]
+    rate: f64,
+    /// Channels with history the history runs spread over.
+    #[arg(long, default_value_t = 100)]
+    history_channels: usize,
+}
+
+#[derive(Args)]
 struct RecoveryArgs {
     /// Herald WebSocket URL (ws://HOST:PORT/ws).
     #[arg(long)]
@@ -341,6 +386,7 @@ impl FanoutArgs {
     fn opts(&self) -> fanout::FanoutOpts {
         fanout::FanoutOpts {
             addr: self.resp,
+            sub_addrs: Vec::new(),
             subscribers: self.subscribers,
             publishers: self.publishers,
             payload: self.payload,
@@ -361,6 +407,7 @@ async fn run(cmd: Cmd) -> Result<()> {
         Cmd::Patterns(a) => {
             let o = fanout::FanoutOpts {
                 addr: a.resp,
+                sub_addrs: Vec::new(),
                 subscribers: 1,
                 publishers: a.publishers,
                 payload: a.payload,
@@ -474,6 +521,34 @@ async fn run(cmd: Cmd) -> Result<()> {
                 elements: a.elements,
             })
             .await?
+        }
+        Cmd::Engine(a) => {
+            let herald = match a.herald {
+                Some(p) => p,
+                None => std::env::current_exe()?
+                    .parent()
+                    .context("herald-bench has no directory")?
+                    .join("herald"),
+            };
+            let reps = engine::run(&engine::EngineOpts {
+                herald,
+                redis_server: a.redis_server,
+                nodes: a.nodes,
+                subscribers: a.subscribers,
+                channels: a.channels,
+                publishers: a.publishers,
+                payload: a.payload,
+                duration: a.duration,
+                pipeline: a.pipeline,
+                rate: a.rate,
+                history_channels: a.history_channels,
+            })
+            .await?;
+            let (last, rest) = reps.split_last().context("no reports")?;
+            for r in rest {
+                println!("{}", r.line());
+            }
+            last.clone()
         }
         Cmd::Compare(a) => {
             // Dropping the future on Ctrl-C stops the servers it started.

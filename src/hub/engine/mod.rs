@@ -261,6 +261,15 @@ pub trait Broker: Send + Sync + 'static {
         payloads: Vec<Bytes>,
     ) -> Pending<'_, Result<Vec<usize>, EngineError>>;
 
+    /// True when publishes to distinct channels may be in flight together
+    /// (a broker over a network, whose calls are round trips): the hub then
+    /// overlaps a client's pipelined publishes to several channels instead
+    /// of waiting for each in turn. Publishes to one channel still go one
+    /// after another, in order.
+    fn pipelines(&self) -> bool {
+        false
+    }
+
     /// Publishes on a shard channel (SPUBLISH): no history, no patterns.
     fn spublish(&self, channel: Bytes, payload: Bytes) -> Pending<'_, Result<usize, EngineError>>;
 

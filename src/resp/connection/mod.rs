@@ -143,8 +143,13 @@ enum Deadline {
 
 /// Consecutive PUBLISHes of one channel, delivered as one step.
 pub struct StagedPublish {
+    /// The first channel; with a pipelining engine, later PUBLISHes may
+    /// name others (`mixed`).
     pub channel: Bytes,
     pub payloads: Vec<Bytes>,
+    /// Channels of `payloads` past the first channel's run, when mixed
+    /// (`channels[i]` is the channel of `payloads[i]`; empty otherwise).
+    channels: Vec<Bytes>,
     bytes: usize,
 }
 
@@ -176,17 +181,30 @@ impl Conn {
     /// likewise runs a client's pipelined commands without interleaving
     /// other clients', so subscribers see the same messages in the same
     /// order, and each PUBLISH still gets its own reply, in place.
+    ///
+    /// With an engine whose publishes are round trips
+    /// ([`crate::hub::Hub::publishes_pipeline`]), PUBLISHes to other
+    /// channels join the batch too, so a pipelining client waits for the
+    /// engine about once per batch instead of once per PUBLISH.
     pub fn stage_publish(&mut self, channel: Bytes, payload: Bytes) {
-        if self.staged.as_ref().is_some_and(|s| s.channel != channel) {
+        let mix = self.server.hub.publishes_pipeline();
+        if !mix && self.staged.as_ref().is_some_and(|s| s.channel != channel) {
             self.publish_staged();
         }
         let s = self.staged.get_or_insert_with(|| {
             Box::new(StagedPublish {
-                channel,
+                channel: channel.clone(),
                 payloads: Vec::new(),
+                channels: Vec::new(),
                 bytes: 0,
             })
         });
+        if s.channels.is_empty() && channel != s.channel {
+            s.channels = vec![s.channel.clone(); s.payloads.len()];
+        }
+        if !s.channels.is_empty() {
+            s.channels.push(channel);
+        }
         s.bytes += payload.len();
         s.payloads.push(payload);
         if s.payloads.len() >= STAGE_MAX || s.bytes >= STAGE_MAX_BYTES {
@@ -197,7 +215,9 @@ impl Conn {
     /// Whether `args` is a PUBLISH that joins the staged ones.
     pub fn continues_staged(&self, args: &[Bytes]) -> bool {
         self.staged.as_ref().is_some_and(|s| {
-            args.len() == 3 && args[0].eq_ignore_ascii_case(b"publish") && args[1] == s.channel
+            args.len() == 3
+                && args[0].eq_ignore_ascii_case(b"publish")
+                && (args[1] == s.channel || self.server.hub.publishes_pipeline())
         })
     }
 
@@ -208,6 +228,16 @@ impl Conn {
         };
         let s = *s;
         let n = s.payloads.len();
+        if !s.channels.is_empty() {
+            let items = s.channels.into_iter().zip(s.payloads).collect();
+            for r in self.server.hub.publish_pipelined(items) {
+                match r {
+                    Ok(p) => self.reply().int(p.receivers as i64),
+                    Err(e) => self.reply().error(&format!("ERR {e}")),
+                }
+            }
+            return;
+        }
         match self.server.hub.publish_batch(s.channel, s.payloads) {
             Ok(counts) => {
                 for n in counts {

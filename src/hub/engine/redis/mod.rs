@@ -161,13 +161,7 @@ impl RedisEngine {
     }
 
     fn key(&self, kind: &str, name: &[u8]) -> Vec<u8> {
-        let mut k = Vec::with_capacity(self.opts.prefix.len() + kind.len() + name.len() + 2);
-        k.extend_from_slice(self.opts.prefix.as_bytes());
-        k.push(b':');
-        k.extend_from_slice(kind.as_bytes());
-        k.push(b':');
-        k.extend_from_slice(name);
-        k
+        key_of(&self.opts.prefix, kind, name)
     }
 
     fn redis_name(&self, w: &Wanted) -> Vec<u8> {
@@ -211,18 +205,17 @@ impl RedisEngine {
         unavailable(e)
     }
 
-    /// A failed write: refused when it certainly did not run (no
-    /// connection, or Redis answered with an error), unknown when it was
-    /// sent and no answer came.
+    /// A failed write: unknown when it was sent and no answer came in
+    /// time (Redis may still run it); refused otherwise (no connection, the
+    /// write itself failed, or Redis answered with an error). A write in
+    /// flight at the very moment the connection broke is reported refused
+    /// too, though Redis may have run it just before (docs/engine.md).
     fn failed_write(&self, e: redis::RedisError) -> EngineError {
         self.healthy.store(false, Ordering::Relaxed);
-        let known = e.is_connection_refusal()
-            || matches!(e.kind(), redis::ErrorKind::Server(_))
-            || !(e.is_timeout() || e.is_connection_dropped() || e.is_io_error());
-        if known {
-            unavailable(e)
-        } else {
+        if e.is_timeout() {
             EngineError::Unknown(e.to_string())
+        } else {
+            unavailable(e)
         }
     }
 
@@ -264,4 +257,41 @@ pub async fn spawn_background(engine: &Arc<RedisEngine>, wait: Duration) {
     {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+/// Herald's key (or pub/sub channel) of `kind` for `name`.
+fn key_of(prefix: &str, kind: &str, name: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(prefix.len() + kind.len() + name.len() + 2);
+    k.extend_from_slice(prefix.as_bytes());
+    k.push(b':');
+    k.extend_from_slice(kind.as_bytes());
+    k.push(b':');
+    k.extend_from_slice(name);
+    k
+}
+
+/// One history publish as this engine sends it to Redis: `SCRIPT LOAD`'s
+/// argument and the `EVALSHA` arguments after the digest, for `herald-bench
+/// engine`, which runs the same script straight against Redis beside
+/// Herald. `run` stands for the Redis run id (any constant keeps one
+/// epoch).
+pub fn history_publish_command(
+    prefix: &str,
+    channel: &[u8],
+    payload: &[u8],
+    size: u64,
+    run: &str,
+) -> (&'static str, Vec<Vec<u8>>) {
+    let args = vec![
+        b"2".to_vec(),
+        key_of(prefix, "history", channel),
+        key_of(prefix, "meta", channel),
+        payload.to_vec(),
+        size.to_string().into_bytes(),
+        b"0".to_vec(),
+        RedisEngine::new_epoch().to_string().into_bytes(),
+        run.as_bytes().to_vec(),
+        key_of(prefix, "ch", channel),
+    ];
+    (pubsub::PUBLISH_SCRIPT, args)
 }

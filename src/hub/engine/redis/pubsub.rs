@@ -311,6 +311,10 @@ impl Broker for RedisEngine {
         Pending::boxed(self.publish_one(channel, payload, history))
     }
 
+    fn pipelines(&self) -> bool {
+        true
+    }
+
     fn publish_batch(
         &self,
         channel: Bytes,
