@@ -35,6 +35,17 @@ impl Herald {
     }
 
     pub fn start_with_env(extra: &[&str], env: &[(&str, &str)]) -> Herald {
+        Self::start_in(&[], "127.0.0.1:0", extra, env)
+    }
+
+    /// Starts Herald through `wrapper` (e.g. `ip netns exec NS`: another
+    /// host's network), listening on `ip` (`IP:0`).
+    pub fn start_in(
+        wrapper: &[&str],
+        listen: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Herald {
         static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let ready = std::env::temp_dir().join(format!(
             "herald-ready-{}-{}.json",
@@ -42,8 +53,15 @@ impl Herald {
             SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
         ));
         let _ = std::fs::remove_file(&ready);
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_herald"));
-        cmd.args(["--resp-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
+        let mut cmd = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(env!("CARGO_BIN_EXE_herald"));
+                c
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_herald")),
+        };
+        cmd.args(["--resp-addr", listen, "--http-addr", listen])
             .arg("--ready-file")
             .arg(&ready)
             .args(extra)
@@ -255,6 +273,29 @@ pub struct Raw {
 impl Raw {
     pub fn connect(addr: SocketAddr) -> Raw {
         let stream = TcpStream::connect(addr).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        stream.set_nodelay(true).unwrap();
+        Raw {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
+    /// Connects from source address `from` (a client on another host's
+    /// address, in partition tests).
+    pub fn connect_from(addr: SocketAddr, from: std::net::IpAddr) -> Raw {
+        let sock = socket2::Socket::new(
+            socket2::Domain::for_address(addr),
+            socket2::Type::STREAM,
+            None,
+        )
+        .expect("socket");
+        sock.bind(&SocketAddr::new(from, 0).into()).expect("bind");
+        sock.connect_timeout(&addr.into(), TIMEOUT)
+            .expect("connect");
+        let stream: TcpStream = sock.into();
         stream
             .set_read_timeout(Some(Duration::from_millis(200)))
             .unwrap();
