@@ -24,6 +24,7 @@
 //!   their expiry (a node that died) are removed, with their leave pushed.
 //! - **Leaderboards** stay on each node's keyspace in this step.
 
+mod control;
 mod history;
 mod presence;
 mod pubsub;
@@ -93,6 +94,8 @@ pub struct RedisEngine {
     join: redis::Script,
     leave: redis::Script,
     expired: redis::Script,
+    /// Heartbeats and surveys between nodes (control.rs).
+    control: control::Control,
 }
 
 impl RedisEngine {
@@ -129,6 +132,7 @@ impl RedisEngine {
             join: redis::Script::new(presence::JOIN_SCRIPT),
             leave: redis::Script::new(presence::LEAVE_SCRIPT),
             expired: redis::Script::new(presence::EXPIRED_SCRIPT),
+            control: control::Control::new(),
         });
         engine.check_run_id().await?;
         Ok(engine)
@@ -141,6 +145,7 @@ impl RedisEngine {
         max: usize,
     ) -> super::Engine {
         let memory = super::memory::engine(keyspace, max);
+        let _ = self.control.me.set(Arc::downgrade(self));
         super::Engine {
             broker: self.clone(),
             history: self.clone(),
