@@ -346,3 +346,92 @@ fn memory_mode_lists_this_node_alone() {
     assert_eq!(v["node"]["name"], json!("solo"));
     assert_eq!(v["connections"]["resp"], json!(1));
 }
+
+/// Whatever else publishes on the control channels (any Redis client can)
+/// is read within bounds: malformed and oversized frames are dropped, at
+/// most 1,024 other nodes are tracked, answers nobody asked for are
+/// ignored, and a node that heartbeats but never answers costs a survey
+/// 500 ms and is named in `missing`.
+#[test]
+fn hostile_control_frames_are_bounded() {
+    let redis = Redis::start(&[]);
+    let nodes = start_nodes(&redis, 2);
+    let mut s1 = Raw::backend(nodes[1].resp, "pw");
+    s1.cmd(&[b"SUBSCRIBE", b"theirs"]);
+    until(Duration::from_secs(5), "both nodes live", || {
+        names(&get(nodes[0].http, "/api/nodes")).len() == 2
+    });
+    let mut r = Raw::connect(redis.addr);
+    let huge_name = "n".repeat(300);
+    let big = format!("H{{\"name\":\"big\",\"version\":\"{}\"}}", "v".repeat(9000));
+    for frame in [
+        b"".to_vec(),
+        b"H".to_vec(),
+        b"Hnot json".to_vec(),
+        format!("H{{\"name\":\"{huge_name}\"}}").into_bytes(),
+        big.into_bytes(),
+        b"Q\x00\x00\x00\xffshort".to_vec(),
+        b"Q\x00\x00\x00\x01x".to_vec(),
+        b"A\x00\x00\x00\x05node1\x00\x00\x00\x0299\x00\x00\x00\x00".to_vec(),
+        b"Zwhat".to_vec(),
+    ] {
+        r.cmd(&[b"PUBLISH", b"herald:control", &frame]);
+        r.cmd(&[b"PUBLISH", b"herald:control:node0", &frame]);
+    }
+    // A heartbeat of a node that never answers.
+    r.cmd(&[
+        b"PUBLISH",
+        b"herald:control",
+        br#"H{"name":"ghost","connections":{"resp":7}}"#,
+    ]);
+    until(Duration::from_secs(2), "ghost listed", || {
+        names(&get(nodes[0].http, "/api/nodes")).len() == 3
+    });
+    let v = get(nodes[0].http, "/api/nodes");
+    assert_eq!(names(&v), ["node0", "ghost", "node1"], "{v}");
+    assert_eq!(v["nodes"][1]["connections"]["resp"], json!(7));
+    let started = Instant::now();
+    let v = get(nodes[0].http, "/api/channels");
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(450) && took < Duration::from_millis(1500),
+        "{took:?}"
+    );
+    assert_eq!(
+        v["channels"],
+        json!([{"channel": "theirs", "subscribers": 1}]),
+        "{v}"
+    );
+    assert_eq!(
+        v["cluster"],
+        json!({"nodes": 2, "partial": true, "missing": ["ghost"]}),
+        "{v}"
+    );
+    // Two thousand made-up nodes: 1,024 are tracked.
+    let mut pipe = Vec::new();
+    for i in 0..2000 {
+        let hb = format!("H{{\"name\":\"fake{i}\"}}");
+        pipe.extend(encode(&[b"PUBLISH", b"herald:control", hb.as_bytes()]));
+    }
+    r.send_raw(&pipe);
+    for _ in 0..2000 {
+        r.frame();
+    }
+    until(Duration::from_secs(3), "fakes tracked", || {
+        names(&get(nodes[0].http, "/api/nodes")).len() >= 1 + 1024
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    let v = get(nodes[0].http, "/api/nodes");
+    let n = v["nodes"].as_array().unwrap().len();
+    assert_eq!(n, 1 + 1024, "this node and 1,024 others");
+    assert!(names(&v).contains(&"node1".to_string()));
+    // The node still answers its clients.
+    let mut c = Raw::backend(nodes[0].resp, "pw");
+    assert_eq!(c.cmd(&[b"PING"]), b"+PONG\r\n");
+    // Once the made-up nodes age out, surveys are whole again.
+    until(Duration::from_secs(6), "fakes aged out", || {
+        names(&get(nodes[0].http, "/api/nodes")).len() == 2
+    });
+    let v = get(nodes[0].http, "/api/channels");
+    assert_eq!(v["cluster"], json!({"nodes": 2, "partial": false}), "{v}");
+}

@@ -24,6 +24,7 @@ pub const QUESTION_MAX_BYTES: usize = 64 << 10;
 
 /// A node's client connections, as `/stats` counts them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Connections {
     pub resp: u64,
     pub ws: u64,
@@ -38,8 +39,10 @@ pub struct NodeLoad {
     pub subscriptions: u64,
 }
 
-/// A node's heartbeat: who it is, its load and its counters.
+/// A node's heartbeat: who it is, its load and its counters. Fields a
+/// node of another version leaves out read as 0 (or empty).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct NodeReport {
     pub name: String,
     pub version: String,

@@ -271,7 +271,7 @@ impl RedisEngine {
             .peers
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .retain(|_, (_, at)| at.elapsed() < LIVE_FOR * 4);
+            .retain(|_, (_, at)| at.elapsed() < LIVE_FOR);
         let Some(source) = self.control.source.get() else {
             return;
         };
@@ -316,6 +316,9 @@ impl RedisEngine {
                     return;
                 }
                 let mut peers = self.control.peers.lock().unwrap_or_else(|e| e.into_inner());
+                if peers.len() >= MAX_PEERS && !peers.contains_key(&r.name) {
+                    peers.retain(|_, (_, at)| at.elapsed() < LIVE_FOR);
+                }
                 if peers.len() < MAX_PEERS || peers.contains_key(&r.name) {
                     peers.insert(r.name.clone(), (r, Instant::now()));
                 }
