@@ -229,6 +229,13 @@ fn pubsub_channels_and_stats_cover_every_node() {
     }
     assert_eq!(all[0]["node"]["channels"], json!(2));
     assert_eq!(all[2]["node"]["patterns"], json!(2));
+    // Inside EXEC (which holds the keyspace) PUBSUB answers for this node
+    // alone, never waiting on the others.
+    let mut m = Raw::backend(nodes[0].resp, "pw");
+    assert_eq!(m.cmd(&[b"MULTI"]), b"+OK\r\n");
+    assert_eq!(m.cmd(&[b"PUBSUB", b"NUMSUB", b"news"]), b"+QUEUED\r\n");
+    assert_eq!(m.cmd(&[b"PUBSUB", b"NUMPAT"]), b"+QUEUED\r\n");
+    assert_eq!(m.cmd(&[b"EXEC"]), b"*2\r\n*2\r\n$4\r\nnews\r\n:2\r\n:0\r\n");
 }
 
 #[test]

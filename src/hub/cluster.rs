@@ -198,10 +198,15 @@ impl Hub {
         out
     }
 
-    /// This node's answer and the other nodes', as they came.
-    fn ask(&self, q: Question) -> (Answer, ClusterView<Vec<(String, Answer)>>) {
+    /// This node's answer and, when `others`, the other nodes', as they
+    /// came.
+    fn ask(&self, q: Question, others: bool) -> (Answer, ClusterView<Vec<(String, Answer)>>) {
         let local = self.local_answer(&q, false);
-        let survey: Survey = self.engine.broker.cluster().survey(q).wait();
+        let survey: Survey = if others {
+            self.engine.broker.cluster().survey(q).wait()
+        } else {
+            Survey::default()
+        };
         let truncated = survey.answers.iter().any(|(_, a)| a.truncated);
         let view = ClusterView {
             nodes: 1 + survey.answers.len(),
@@ -214,17 +219,20 @@ impl Hub {
     }
 
     /// Channels with a subscriber on any node (matching `pattern`), with
-    /// their subscribers summed over the nodes. Unordered.
+    /// their subscribers summed over the nodes. Unordered. Without
+    /// `others`, this node's alone (nothing waits on other nodes: a
+    /// transaction holding the keyspace).
     pub fn cluster_channels(
         &self,
         space: Space,
         pattern: Option<&[u8]>,
+        others: bool,
     ) -> ClusterView<Vec<(Bytes, u64)>> {
         let q = Question::Channels {
             space,
             pattern: pattern.map(Bytes::copy_from_slice),
         };
-        let (local, view) = self.ask(q);
+        let (local, view) = self.ask(q, others);
         if view.value.is_empty() {
             return view.with(local.counts);
         }
@@ -240,18 +248,19 @@ impl Hub {
     /// The subscribers of each of `channels` summed over the nodes. The
     /// other nodes are asked about at most [`QUESTION_MAX_NAMES`] channels
     /// ([`QUESTION_MAX_BYTES`] of names) at once: more is refused while
-    /// there are other nodes.
+    /// there are other nodes. Without `others`, this node's alone.
     pub fn cluster_numsub(
         &self,
         space: Space,
         channels: &[Bytes],
+        others: bool,
     ) -> Result<ClusterView<Vec<u64>>, TooManyNames> {
         let bytes: usize = channels.iter().map(|c| c.len()).sum();
         let too_many = channels.len() > QUESTION_MAX_NAMES || bytes > QUESTION_MAX_BYTES;
-        if too_many && !self.engine.broker.cluster().peers().peers.is_empty() {
+        if too_many && others && !self.engine.broker.cluster().peers().peers.is_empty() {
             return Err(TooManyNames);
         }
-        if too_many || channels.is_empty() {
+        if too_many || channels.is_empty() || !others {
             let counts = channels
                 .iter()
                 .map(|c| self.registry.numsub(space, c) as u64)
@@ -266,7 +275,7 @@ impl Hub {
             space,
             channels: channels.to_vec(),
         };
-        let (local, view) = self.ask(q);
+        let (local, view) = self.ask(q, true);
         let mut counts: Vec<u64> = local.counts.iter().map(|(_, n)| *n).collect();
         for (_, a) in &view.value {
             // An answer names the channels it counts: match them by name,
@@ -279,9 +288,10 @@ impl Hub {
         Ok(view.with(counts))
     }
 
-    /// The distinct patterns subscribed on any node. Unordered.
-    pub fn cluster_patterns(&self) -> ClusterView<Vec<Bytes>> {
-        let (local, view) = self.ask(Question::Patterns);
+    /// The distinct patterns subscribed on any node. Unordered. Without
+    /// `others`, this node's alone.
+    pub fn cluster_patterns(&self, others: bool) -> ClusterView<Vec<Bytes>> {
+        let (local, view) = self.ask(Question::Patterns, others);
         if view.value.is_empty() {
             return view.with(local.counts.into_iter().map(|(p, _)| p).collect());
         }
@@ -346,8 +356,8 @@ impl Hub {
                 patterns,
             });
         }
-        let channels = self.cluster_channels(Space::Global, None);
-        let patterns = self.cluster_patterns();
+        let channels = self.cluster_channels(Space::Global, None, true);
+        let patterns = self.cluster_patterns(true);
         let mut missing = channels.missing.clone();
         for m in &patterns.missing {
             if !missing.contains(m) {

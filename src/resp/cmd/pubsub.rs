@@ -453,11 +453,13 @@ fn list_channels(conn: &mut Conn, args: &[Bytes], space: Space) {
     }
     // Every node's channels: in engine mode a survey of the other nodes,
     // waited for here (at most `SURVEY_TIMEOUT`); what did not arrive in
-    // time is left out (docs/engine.md).
+    // time is left out (docs/engine.md). Inside EXEC, which holds the
+    // keyspace, this node's alone: a transaction never waits on others.
+    let others = !conn.in_exec;
     let mut list: Vec<Bytes> = conn
         .server
         .hub
-        .cluster_channels(space, args.get(2).map(|p| &p[..]))
+        .cluster_channels(space, args.get(2).map(|p| &p[..]), others)
         .value
         .into_iter()
         .map(|(c, _)| c)
@@ -494,7 +496,8 @@ fn count_subs(conn: &mut Conn, args: &[Bytes], space: Space) {
         .filter(|(_, s)| **s)
         .map(|(c, _)| c.clone())
         .collect();
-    let counts = match conn.server.hub.cluster_numsub(space, &asked) {
+    let others = !conn.in_exec;
+    let counts = match conn.server.hub.cluster_numsub(space, &asked, others) {
         Ok(view) => view.value,
         Err(e) => {
             conn.reply().error(&format!("ERR {e}"));
@@ -520,11 +523,12 @@ fn shardnumsub(conn: &mut Conn, args: &[Bytes]) {
 
 fn numpat(conn: &mut Conn, _args: &[Bytes]) {
     let hub = &conn.server.hub;
+    let others = !conn.in_exec;
     let n = match &conn.identity {
-        Some(crate::auth::Identity::Password) => hub.cluster_patterns().value.len(),
+        Some(crate::auth::Identity::Password) => hub.cluster_patterns(others).value.len(),
         Some(id) => {
             let cfg = &conn.server.cfg;
-            hub.cluster_patterns()
+            hub.cluster_patterns(others)
                 .value
                 .iter()
                 .filter(|p| id.may_psubscribe(p, cfg))
