@@ -255,7 +255,10 @@ async fn http_api_keys_and_errors() {
     assert_eq!(st, 200);
     assert_eq!(
         serde_json::from_str::<serde_json::Value>(&b).unwrap(),
-        json!({"channels": [{"channel": "room:1", "subscribers": 1}]})
+        json!({
+            "channels": [{"channel": "room:1", "subscribers": 1}],
+            "cluster": {"nodes": 1, "partial": false},
+        })
     );
     let (st, b) = http_get(h.http, "/api/presence/room:1", Some("k1"), "").await;
     assert_eq!((st, b.contains("\"code\":108")), (501, true));

@@ -45,15 +45,15 @@ herald_bin() {
 }
 
 # start_herald [HERALD OPTIONS...]: starts Herald on RESP_PORT and HTTP_PORT
-# and waits until it listens. Its log goes to $work/herald.log.
+# and waits until it listens. Its log goes to $work/${LOG_NAME:-herald}.log.
 start_herald() {
-  local bin
+  local bin log="$work/${LOG_NAME:-herald}.log"
   bin="$(herald_bin)" || exit 1
-  "$bin" --resp-addr "127.0.0.1:$RESP_PORT" --http-addr "127.0.0.1:$HTTP_PORT" "$@" >"$work/herald.log" 2>&1 &
+  "$bin" --resp-addr "127.0.0.1:$RESP_PORT" --http-addr "127.0.0.1:$HTTP_PORT" "$@" >"$log" 2>&1 &
   pids+=($!)
   local i
   for i in $(seq 100); do
-    if grep -q 'herald listening' "$work/herald.log"; then
+    if grep -q 'herald listening' "$log"; then
       echo "Herald: RESP on 127.0.0.1:$RESP_PORT, HTTP on http://127.0.0.1:$HTTP_PORT ($bin)"
       return 0
     fi
@@ -61,7 +61,7 @@ start_herald() {
     sleep 0.1
   done
   echo "Herald did not start:" >&2
-  cat "$work/herald.log" >&2
+  cat "$log" >&2
   exit 1
 }
 

@@ -191,19 +191,52 @@ pub async fn channels(
             max: st.cfg.max_pattern_length,
         });
     }
-    let hub = &st.hub;
-    let mut names = hub.channels(Space::Global, q.pattern.as_deref().map(str::as_bytes));
-    names.sort();
-    let list: Vec<Value> = names
+    // Every node's channels (a survey, see docs/engine.md), with their
+    // subscribers summed; `cluster` says whether some node did not answer.
+    let view =
+        st.hub
+            .cluster_channels(Space::Global, q.pattern.as_deref().map(str::as_bytes), true);
+    let mut counts = view.value.clone();
+    counts.sort();
+    let list: Vec<Value> = counts
         .iter()
-        .map(|c| {
+        .map(|(c, n)| {
             json!({
                 "channel": String::from_utf8_lossy(c),
-                "subscribers": hub.numsub(Space::Global, c),
+                "subscribers": n,
             })
         })
         .collect();
-    Ok(Json(json!({ "channels": list })).into_response())
+    Ok(Json(json!({ "channels": list, "cluster": view.status_json() })).into_response())
+}
+
+/// `GET /api/nodes` → `{"nodes": [{"name", "version", "this",
+/// "uptime_seconds", "heartbeat_age_ms", "connections": {"resp", "ws",
+/// "http"}, "subscriptions", "channels", "patterns"}], "cluster"}`: the live
+/// nodes, this one first. In memory mode, this node alone.
+pub async fn nodes(State(st): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
+    authorize(&st, &headers)?;
+    let view = st.hub.nodes();
+    let list: Vec<Value> = view
+        .value
+        .iter()
+        .map(|n| {
+            let r = &n.report;
+            let age = n.age.as_millis() as u64;
+            json!({
+                "name": r.name,
+                "version": r.version,
+                "this": n.this,
+                "uptime_seconds": (r.uptime_ms + age) / 1000,
+                "heartbeat_age_ms": age,
+                "connections": r.connections,
+                "subscriptions": r.subscriptions,
+                "channels": r.channels,
+                "patterns": r.patterns,
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "nodes": list, "cluster": view.status_json() })).into_response())
 }
 
 /// `GET /api/presence/{channel}` → `{"clients": [{client, user, info,

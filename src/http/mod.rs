@@ -105,6 +105,7 @@ pub fn router(st: AppState, conns: Arc<listener::ConnTable>) -> Router {
         .route("/api/publish", post(api::publish))
         .route("/api/broadcast", post(api::broadcast))
         .route("/api/channels", get(api::channels))
+        .route("/api/nodes", get(api::nodes))
         .route("/api/presence/{channel}", get(api::presence))
         .route("/api/history/{channel}", get(api::history))
         .route("/api/openapi.json", get(openapi))
@@ -169,10 +170,41 @@ pub async fn run(
     let hub = st.hub.clone();
     let cfg = st.cfg.clone();
     let table = listener::ConnTable::new(cfg.http_max_connections);
+    start_cluster(&st, &table);
     let app = router(st, table.clone());
     listener::serve(listener, app, &cfg, table, hub, shutdown).await;
     ws.drain().await;
     Ok(())
+}
+
+/// Starts the engine's heartbeats with this node's load as `/stats`
+/// counts it (in memory mode nothing is sent).
+fn start_cluster(st: &AppState, table: &Arc<listener::ConnTable>) {
+    let (resp, ws, table) = (st.resp.clone(), st.ws.clone(), table.clone());
+    st.hub.start_cluster(
+        st.cfg.node_name.clone(),
+        Arc::new(move || crate::hub::engine::NodeLoad {
+            connections: crate::hub::engine::Connections {
+                resp: resp.clients.len() as u64,
+                ws: ws.open_sessions() as u64,
+                http: table.open() as u64,
+            },
+            subscriptions: subscriptions(&resp, &ws) as u64,
+        }),
+    );
+}
+
+/// Every client's subscriptions (channels, patterns, shard channels).
+fn subscriptions(resp: &RespServer, ws: &WsServer) -> usize {
+    let resp_subs: usize = resp
+        .clients
+        .iter()
+        .map(|h| {
+            let m = h.meta();
+            m.sub + m.psub + m.ssub
+        })
+        .sum();
+    resp_subs + ws.subscriptions.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 /// The demo page, embedded at build time.
@@ -218,31 +250,56 @@ async fn client_min_js() -> impl IntoResponse {
 }
 
 /// `GET /stats`: a JSON snapshot of Herald's own state for dashboards (the
-/// demo page polls it): connections, channels, patterns, counters.
+/// demo page polls it): connections, channels, patterns, counters. The
+/// counts cover every live node (their heartbeats, and a survey for the
+/// distinct channels and patterns); `node` holds this node's own, and
+/// `cluster` says how many nodes answered and whether some did not.
+/// `keys`, `history_bytes`, `rss_bytes` and `uptime_seconds` are this
+/// node's.
 fn stats(st: &AppState, conns: &listener::ConnTable) -> Bytes {
     use crate::hub::Stats;
     let hub = &st.hub;
     let s = hub.stats();
     let ks = hub.keyspace_stats();
+    let cluster = hub.cluster_stats();
+    let t = &cluster.value.total;
+    let this = hub.this_node();
     let snapshot = json!({
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_seconds": hub.uptime().as_secs(),
         // `http`: every TCP connection on the HTTP listener, WebSockets
-        // included; `http_evicted`: idle ones closed to make room.
+        // included; `http_evicted`: idle ones closed to make room (this
+        // node's).
         "connections": {
-            "resp": st.resp.clients.len(),
-            "ws": st.ws.open_sessions(),
-            "http": conns.open(),
+            "resp": t.connections.resp,
+            "ws": t.connections.ws,
+            "http": t.connections.http,
             "http_evicted": conns.evicted(),
         },
-        "channels": hub.channel_count(),
-        "patterns": hub.numpat(),
+        "channels": cluster.value.channels,
+        "patterns": cluster.value.patterns,
+        "subscriptions": t.subscriptions,
         "keys": ks.keys,
         "history_bytes": ks.history_bytes,
-        "messages_published": Stats::get(&s.published),
-        "messages_delivered": Stats::get(&s.delivered),
-        "slow_consumer_disconnects": Stats::get(&s.slow_disconnects),
+        "messages_published": t.published,
+        "messages_delivered": t.delivered,
+        "slow_consumer_disconnects": t.slow_disconnects,
         "rss_bytes": crate::rss_bytes().unwrap_or(0),
+        "node": {
+            "name": st.cfg.node_name,
+            "connections": {
+                "resp": st.resp.clients.len(),
+                "ws": st.ws.open_sessions(),
+                "http": conns.open(),
+            },
+            "subscriptions": this.subscriptions,
+            "channels": hub.channel_count(),
+            "patterns": hub.numpat(),
+            "messages_published": Stats::get(&s.published),
+            "messages_delivered": Stats::get(&s.delivered),
+            "slow_consumer_disconnects": Stats::get(&s.slow_disconnects),
+        },
+        "cluster": cluster.status_json(),
     });
     Bytes::from(snapshot.to_string())
 }

@@ -1,6 +1,7 @@
 //! The core: channel registry, fan-out and counters. No sockets, no wire
 //! formats beyond the encode cache the front ends fill.
 
+mod cluster;
 pub mod data;
 pub mod engine;
 mod gate;
@@ -26,6 +27,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use prometheus_client::metrics::counter::Counter;
 
+pub use cluster::{ClusterStats, ClusterView, NodeInfo, TooManyNames};
 pub use gate::GateGuard;
 pub use keyspace::{now_ms, Db, Keyspace};
 pub use outbox::{Outbox, OutputLimits, Overflow};
@@ -146,6 +148,8 @@ pub struct Hub {
     cfg: HubConfig,
     next_client_id: AtomicU64,
     started: Instant,
+    /// This node as the engine reports it (`Hub::start_cluster`).
+    node: std::sync::OnceLock<Arc<dyn engine::NodeSource>>,
 }
 
 impl Default for Hub {
@@ -238,6 +242,7 @@ impl Hub {
             cfg,
             next_client_id: AtomicU64::new(1),
             started: Instant::now(),
+            node: std::sync::OnceLock::new(),
         }
     }
 

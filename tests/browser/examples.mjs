@@ -108,3 +108,13 @@ export async function examplePorts(binary) {
   const env = { ...Object.fromEntries(Object.entries(ports).map(([k, v]) => [k, String(v)])), HERALD_BIN: binary };
   return { ...ports, env };
 }
+
+/** Ports for examples/cluster/run.sh (Redis and three nodes), and its environment. */
+export async function clusterPorts(binary) {
+  const ports = { REDIS_PORT: await freePort() };
+  for (const n of [1, 2, 3]) {
+    for (const kind of ['RESP', 'HTTP', 'WEB']) ports[`${kind}_PORT_${n}`] = await freePort();
+  }
+  const env = { ...Object.fromEntries(Object.entries(ports).map(([k, v]) => [k, String(v)])), HERALD_BIN: binary };
+  return { ...ports, env };
+}

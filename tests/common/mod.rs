@@ -165,7 +165,7 @@ impl Redis {
         Self::start_with(port, &[])
     }
 
-    fn start_with(port: u16, extra: &[&str]) -> Redis {
+    pub fn start_with(port: u16, extra: &[&str]) -> Redis {
         let mut child = Command::new("redis-server")
             .args([
                 "--port",

@@ -55,7 +55,25 @@
 //!
 //! **Leaderboards.** The top N of a sorted set, and the keys changed since
 //! the last look, which the hub's tick turns into pushes.
+//!
+//! **Cluster** ([`Cluster`], reached through [`Broker::cluster`]). A node
+//! is *live* while its heartbeats arrive: a networked engine sends this
+//! node's [`NodeReport`] about once a second and forgets a node whose last
+//! heartbeat is older than about three periods. [`Cluster::peers`] lists
+//! the other live nodes with the age of their last heartbeat, and says
+//! when it cannot hear them (`problem`). [`Cluster::survey`] asks every
+//! live peer a [`Question`] about its own subscribers and returns, within
+//! [`cluster::SURVEY_TIMEOUT`], the answers that arrived, the live nodes
+//! that did not answer, and why nothing could be asked when that is so; it
+//! never fails, it answers with less. A node's answer to another is
+//! bounded ([`cluster::ANSWER_MAX_NAMES`], [`cluster::ANSWER_MAX_BYTES`],
+//! marked `truncated` past them), and so is a question
+//! ([`cluster::QUESTION_MAX_NAMES`], [`cluster::QUESTION_MAX_BYTES`]: the
+//! hub never asks more). The hub adds its own node's answer. A single
+//! node (the memory engine) has no peers and every survey comes back
+//! empty at once ([`SingleNode`]).
 
+pub mod cluster;
 pub mod memory;
 pub mod redis;
 
@@ -65,6 +83,11 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
+
+pub use cluster::{
+    Answer, Cluster, Connections, NodeLoad, NodeReport, NodeSource, Peer, Peers, Question,
+    SingleNode, Survey,
+};
 
 use super::leaderboard::{Entry, Own};
 use super::presence::{PresenceEntry, PresenceEvent};
@@ -298,6 +321,12 @@ pub trait Broker: Send + Sync + 'static {
     /// Whether the broker can publish and deliver right now (`/healthz`).
     fn healthy(&self) -> bool {
         true
+    }
+
+    /// The nodes this broker connects, for cluster-wide questions: by
+    /// default this node alone.
+    fn cluster(&self) -> &dyn Cluster {
+        &SingleNode
     }
 }
 

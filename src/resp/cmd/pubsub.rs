@@ -451,7 +451,19 @@ fn list_channels(conn: &mut Conn, args: &[Bytes], space: Space) {
         conn.reply().error_bytes(&msg);
         return;
     }
-    let mut list = conn.server.hub.channels(space, args.get(2).map(|p| &p[..]));
+    // Every node's channels: in engine mode a survey of the other nodes,
+    // waited for here (at most `SURVEY_TIMEOUT`); what did not arrive in
+    // time is left out (docs/engine.md). Inside EXEC, which holds the
+    // keyspace, this node's alone: a transaction never waits on others.
+    let others = !conn.in_exec;
+    let mut list: Vec<Bytes> = conn
+        .server
+        .hub
+        .cluster_channels(space, args.get(2).map(|p| &p[..]), others)
+        .value
+        .into_iter()
+        .map(|(c, _)| c)
+        .collect();
     list.retain(|c| visible(conn, c));
     conn.reply().bulks(list.iter());
 }
@@ -475,24 +487,29 @@ fn shardchannels(conn: &mut Conn, args: &[Bytes]) {
 }
 
 fn count_subs(conn: &mut Conn, args: &[Bytes], space: Space) {
-    let hub = &conn.server.hub;
-    let counts: Vec<(Bytes, usize)> = args[2..]
+    // Only the channels this client may see are asked about (in engine
+    // mode, of every node: a survey): the others count 0.
+    let shown: Vec<bool> = args[2..].iter().map(|c| visible(conn, c)).collect();
+    let asked: Vec<Bytes> = args[2..]
         .iter()
-        .map(|c| {
-            (
-                c.clone(),
-                if visible(conn, c) {
-                    hub.numsub(space, c)
-                } else {
-                    0
-                },
-            )
-        })
+        .zip(&shown)
+        .filter(|(_, s)| **s)
+        .map(|(c, _)| c.clone())
         .collect();
+    let others = !conn.in_exec;
+    let counts = match conn.server.hub.cluster_numsub(space, &asked, others) {
+        Ok(view) => view.value,
+        Err(e) => {
+            conn.reply().error(&format!("ERR {e}"));
+            return;
+        }
+    };
+    let mut counts = counts.into_iter();
     let mut out = conn.reply();
-    out.array(counts.len() * 2);
-    for (c, n) in counts {
-        out.bulk(&c);
+    out.array((args.len() - 2) * 2);
+    for (c, s) in args[2..].iter().zip(&shown) {
+        out.bulk(c);
+        let n = if *s { counts.next().unwrap_or(0) } else { 0 };
         out.int(n as i64);
     }
 }
@@ -506,11 +523,13 @@ fn shardnumsub(conn: &mut Conn, args: &[Bytes]) {
 
 fn numpat(conn: &mut Conn, _args: &[Bytes]) {
     let hub = &conn.server.hub;
+    let others = !conn.in_exec;
     let n = match &conn.identity {
-        Some(crate::auth::Identity::Password) => hub.numpat(),
+        Some(crate::auth::Identity::Password) => hub.cluster_patterns(others).value.len(),
         Some(id) => {
             let cfg = &conn.server.cfg;
-            hub.patterns()
+            hub.cluster_patterns(others)
+                .value
                 .iter()
                 .filter(|p| id.may_psubscribe(p, cfg))
                 .count()

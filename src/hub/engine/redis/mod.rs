@@ -27,6 +27,7 @@
 //!   (`leaderboards.rs`): each node re-reads the boards its clients follow
 //!   on every tick.
 
+mod control;
 mod history;
 mod leaderboards;
 mod presence;
@@ -102,6 +103,8 @@ pub struct RedisEngine {
     join: redis::Script,
     leave: redis::Script,
     expired: redis::Script,
+    /// Heartbeats and surveys between nodes (control.rs).
+    control: control::Control,
 }
 
 impl RedisEngine {
@@ -138,6 +141,7 @@ impl RedisEngine {
             join: redis::Script::new(presence::JOIN_SCRIPT),
             leave: redis::Script::new(presence::LEAVE_SCRIPT),
             expired: redis::Script::new(presence::EXPIRED_SCRIPT),
+            control: control::Control::new(),
         });
         engine.check_run_id().await?;
         Ok(engine)
@@ -145,6 +149,7 @@ impl RedisEngine {
 
     /// The engine's parts; leaderboards read from sorted sets in Redis.
     pub fn engine(self: &Arc<Self>) -> super::Engine {
+        let _ = self.control.me.set(Arc::downgrade(self));
         super::Engine {
             broker: self.clone(),
             history: self.clone(),

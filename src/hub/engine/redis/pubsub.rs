@@ -293,6 +293,10 @@ impl Broker for RedisEngine {
         let _ = self.handler.set(handler);
     }
 
+    fn cluster(&self) -> &dyn crate::hub::engine::Cluster {
+        self
+    }
+
     fn healthy(&self) -> bool {
         RedisEngine::healthy(self)
             && self

@@ -1,0 +1,379 @@
+//! Cluster-wide introspection: the live nodes, and channels, subscriber
+//! counts and patterns over every node. This node answers from its
+//! registry; the engine's [`Cluster`](super::engine::Cluster) part brings
+//! the other nodes' heartbeats and answers (none in memory mode).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use super::engine::cluster::{ANSWER_MAX_BYTES, ANSWER_MAX_NAMES};
+use super::engine::cluster::{QUESTION_MAX_BYTES, QUESTION_MAX_NAMES};
+use super::engine::{Answer, NodeLoad, NodeReport, NodeSource, Question, Survey};
+use super::{Hub, Space, Stats};
+
+/// A cluster-wide answer and how complete it is.
+#[derive(Debug, Clone, Default)]
+pub struct ClusterView<T> {
+    pub value: T,
+    /// Nodes whose data it holds, this one included.
+    pub nodes: usize,
+    /// Live nodes that did not answer in time.
+    pub missing: Vec<String>,
+    /// Some node left names out (its answer was at the size cap).
+    pub truncated: bool,
+    /// Why the other nodes could not be asked (Redis unreachable, too many
+    /// surveys in flight).
+    pub problem: Option<String>,
+}
+
+impl<T> ClusterView<T> {
+    /// Whether some live node's data may be missing.
+    pub fn partial(&self) -> bool {
+        !self.missing.is_empty() || self.truncated || self.problem.is_some()
+    }
+
+    /// `{"nodes", "partial"[, "missing", "truncated", "problem"]}` for the
+    /// HTTP API.
+    pub fn status_json(&self) -> serde_json::Value {
+        let mut v = serde_json::json!({ "nodes": self.nodes, "partial": self.partial() });
+        if !self.missing.is_empty() {
+            v["missing"] = serde_json::json!(self.missing);
+        }
+        if self.truncated {
+            v["truncated"] = serde_json::json!(true);
+        }
+        if let Some(p) = &self.problem {
+            v["problem"] = serde_json::json!(p);
+        }
+        v
+    }
+
+    fn with<U>(self, value: U) -> ClusterView<U> {
+        ClusterView {
+            value,
+            nodes: self.nodes,
+            missing: self.missing,
+            truncated: self.truncated,
+            problem: self.problem,
+        }
+    }
+}
+
+/// A node as `/api/nodes` lists it.
+#[derive(Debug, Clone)]
+pub struct NodeInfo {
+    pub report: NodeReport,
+    /// Time since its last heartbeat arrived (zero for this node).
+    pub age: Duration,
+    /// This node.
+    pub this: bool,
+}
+
+/// `/stats` over every live node.
+#[derive(Debug, Clone, Default)]
+pub struct ClusterStats {
+    /// Every live node's heartbeat figures added up (this node's current).
+    pub total: NodeReport,
+    /// Distinct channels with a subscriber somewhere.
+    pub channels: u64,
+    /// Distinct patterns subscribed somewhere.
+    pub patterns: u64,
+}
+
+/// A NUMSUB too large to ask the other nodes about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("PUBSUB NUMSUB asks the other nodes about at most {QUESTION_MAX_NAMES} channels ({QUESTION_MAX_BYTES} bytes of names) at once")]
+pub struct TooManyNames;
+
+/// This node for the engine: its heartbeat and its answers.
+struct HubNode {
+    hub: Weak<Hub>,
+    name: String,
+    load: Arc<dyn Fn() -> NodeLoad + Send + Sync>,
+}
+
+impl NodeSource for HubNode {
+    fn report(&self) -> NodeReport {
+        match self.hub.upgrade() {
+            Some(hub) => hub.report(&self.name, (self.load)()),
+            None => NodeReport::default(),
+        }
+    }
+
+    fn answer(&self, q: &Question) -> Answer {
+        match self.hub.upgrade() {
+            Some(hub) => hub.local_answer(q, true),
+            None => Answer::default(),
+        }
+    }
+}
+
+impl Hub {
+    /// Names this node and tells the engine how to report its load: the
+    /// engine starts its heartbeats and answers the other nodes' surveys.
+    /// Called once by the server (later calls do nothing).
+    pub fn start_cluster(
+        self: &Arc<Self>,
+        name: String,
+        load: Arc<dyn Fn() -> NodeLoad + Send + Sync>,
+    ) {
+        let node: Arc<dyn NodeSource> = Arc::new(HubNode {
+            hub: Arc::downgrade(self),
+            name,
+            load,
+        });
+        if self.node.set(node.clone()).is_ok() {
+            self.engine.broker.cluster().start(node);
+        }
+    }
+
+    fn report(&self, name: &str, load: NodeLoad) -> NodeReport {
+        let s = &self.stats;
+        NodeReport {
+            name: name.to_string(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            uptime_ms: self.uptime().as_millis() as u64,
+            connections: load.connections,
+            subscriptions: load.subscriptions,
+            channels: self.registry.channel_count() as u64,
+            patterns: self.registry.numpat() as u64,
+            published: Stats::get(&s.published),
+            delivered: Stats::get(&s.delivered),
+            slow_disconnects: Stats::get(&s.slow_disconnects),
+        }
+    }
+
+    /// This node's heartbeat as it would be sent now.
+    pub fn this_node(&self) -> NodeReport {
+        match self.node.get() {
+            Some(n) => n.report(),
+            None => self.report("", NodeLoad::default()),
+        }
+    }
+
+    /// This node's own answer; within the caps when `capped` (answers to
+    /// other nodes).
+    fn local_answer(&self, q: &Question, capped: bool) -> Answer {
+        let mut out = Answer::default();
+        let mut bytes = 0usize;
+        let mut push = |out: &mut Answer, name: Bytes, n: u64| -> bool {
+            if capped {
+                bytes += name.len();
+                if out.counts.len() >= ANSWER_MAX_NAMES || bytes > ANSWER_MAX_BYTES {
+                    out.truncated = true;
+                    return false;
+                }
+            }
+            out.counts.push((name, n));
+            true
+        };
+        match q {
+            Question::Channels { space, pattern } => {
+                for c in self.registry.channels(*space, pattern.as_deref()) {
+                    let n = self.registry.numsub(*space, &c) as u64;
+                    if n > 0 && !push(&mut out, c, n) {
+                        break;
+                    }
+                }
+            }
+            Question::NumSub { space, channels } => {
+                for c in channels.iter().take(QUESTION_MAX_NAMES) {
+                    let n = self.registry.numsub(*space, c) as u64;
+                    if !push(&mut out, c.clone(), n) {
+                        break;
+                    }
+                }
+            }
+            Question::Patterns => {
+                for p in self.registry.patterns() {
+                    if !push(&mut out, p, 1) {
+                        break;
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// This node's answer and, when `others`, the other nodes', as they
+    /// came.
+    fn ask(&self, q: Question, others: bool) -> (Answer, ClusterView<Vec<(String, Answer)>>) {
+        let local = self.local_answer(&q, false);
+        let survey: Survey = if others {
+            self.engine.broker.cluster().survey(q).wait()
+        } else {
+            Survey::default()
+        };
+        let truncated = survey.answers.iter().any(|(_, a)| a.truncated);
+        let view = ClusterView {
+            nodes: 1 + survey.answers.len(),
+            value: survey.answers,
+            missing: survey.missing,
+            truncated,
+            problem: survey.problem,
+        };
+        (local, view)
+    }
+
+    /// Channels with a subscriber on any node (matching `pattern`), with
+    /// their subscribers summed over the nodes. Unordered. Without
+    /// `others`, this node's alone (nothing waits on other nodes: a
+    /// transaction holding the keyspace).
+    pub fn cluster_channels(
+        &self,
+        space: Space,
+        pattern: Option<&[u8]>,
+        others: bool,
+    ) -> ClusterView<Vec<(Bytes, u64)>> {
+        let q = Question::Channels {
+            space,
+            pattern: pattern.map(Bytes::copy_from_slice),
+        };
+        let (local, view) = self.ask(q, others);
+        if view.value.is_empty() {
+            return view.with(local.counts);
+        }
+        let mut sum: HashMap<Bytes, u64> = local.counts.into_iter().collect();
+        for (_, a) in &view.value {
+            for (c, n) in &a.counts {
+                *sum.entry(c.clone()).or_default() += n;
+            }
+        }
+        view.with(sum.into_iter().collect())
+    }
+
+    /// The subscribers of each of `channels` summed over the nodes. The
+    /// other nodes are asked about at most [`QUESTION_MAX_NAMES`] channels
+    /// ([`QUESTION_MAX_BYTES`] of names) at once: more is refused while
+    /// there are other nodes. Without `others`, this node's alone.
+    pub fn cluster_numsub(
+        &self,
+        space: Space,
+        channels: &[Bytes],
+        others: bool,
+    ) -> Result<ClusterView<Vec<u64>>, TooManyNames> {
+        let bytes: usize = channels.iter().map(|c| c.len()).sum();
+        let too_many = channels.len() > QUESTION_MAX_NAMES || bytes > QUESTION_MAX_BYTES;
+        if too_many && others && !self.engine.broker.cluster().peers().peers.is_empty() {
+            return Err(TooManyNames);
+        }
+        if too_many || channels.is_empty() || !others {
+            let counts = channels
+                .iter()
+                .map(|c| self.registry.numsub(space, c) as u64)
+                .collect();
+            return Ok(ClusterView {
+                value: counts,
+                nodes: 1,
+                ..Default::default()
+            });
+        }
+        let q = Question::NumSub {
+            space,
+            channels: channels.to_vec(),
+        };
+        let (local, view) = self.ask(q, true);
+        let mut counts: Vec<u64> = local.counts.iter().map(|(_, n)| *n).collect();
+        for (_, a) in &view.value {
+            // An answer names the channels it counts: match them by name,
+            // so a short or reordered answer cannot shift the counts.
+            let theirs: HashMap<&Bytes, u64> = a.counts.iter().map(|(c, n)| (c, *n)).collect();
+            for (i, c) in channels.iter().enumerate() {
+                counts[i] += theirs.get(c).copied().unwrap_or(0);
+            }
+        }
+        Ok(view.with(counts))
+    }
+
+    /// The distinct patterns subscribed on any node. Unordered. Without
+    /// `others`, this node's alone.
+    pub fn cluster_patterns(&self, others: bool) -> ClusterView<Vec<Bytes>> {
+        let (local, view) = self.ask(Question::Patterns, others);
+        if view.value.is_empty() {
+            return view.with(local.counts.into_iter().map(|(p, _)| p).collect());
+        }
+        let mut all: std::collections::HashSet<Bytes> =
+            local.counts.into_iter().map(|(p, _)| p).collect();
+        for (_, a) in &view.value {
+            all.extend(a.counts.iter().map(|(p, _)| p.clone()));
+        }
+        view.with(all.into_iter().collect())
+    }
+
+    /// The live nodes: this one first, then the others by name.
+    pub fn nodes(&self) -> ClusterView<Vec<NodeInfo>> {
+        let peers = self.engine.broker.cluster().peers();
+        let mut list = vec![NodeInfo {
+            report: self.this_node(),
+            age: Duration::ZERO,
+            this: true,
+        }];
+        let mut others: Vec<NodeInfo> = peers
+            .peers
+            .into_iter()
+            .map(|p| NodeInfo {
+                report: p.report,
+                age: p.age,
+                this: false,
+            })
+            .collect();
+        others.sort_by(|a, b| a.report.name.cmp(&b.report.name));
+        list.extend(others);
+        ClusterView {
+            nodes: list.len(),
+            value: list,
+            missing: Vec::new(),
+            truncated: false,
+            problem: peers.problem,
+        }
+    }
+
+    /// `/stats` over every live node: their heartbeat figures added up,
+    /// and the distinct channels and patterns (two surveys).
+    pub fn cluster_stats(&self) -> ClusterView<ClusterStats> {
+        let nodes = self.nodes();
+        let mut total = NodeReport::default();
+        for n in &nodes.value {
+            let r = &n.report;
+            total.connections.resp += r.connections.resp;
+            total.connections.ws += r.connections.ws;
+            total.connections.http += r.connections.http;
+            total.subscriptions += r.subscriptions;
+            total.channels += r.channels;
+            total.patterns += r.patterns;
+            total.published += r.published;
+            total.delivered += r.delivered;
+            total.slow_disconnects += r.slow_disconnects;
+        }
+        if nodes.value.len() == 1 {
+            let (channels, patterns) = (total.channels, total.patterns);
+            return nodes.with(ClusterStats {
+                total,
+                channels,
+                patterns,
+            });
+        }
+        let channels = self.cluster_channels(Space::Global, None, true);
+        let patterns = self.cluster_patterns(true);
+        let mut missing = channels.missing.clone();
+        for m in &patterns.missing {
+            if !missing.contains(m) {
+                missing.push(m.clone());
+            }
+        }
+        ClusterView {
+            value: ClusterStats {
+                total,
+                channels: channels.value.len() as u64,
+                patterns: patterns.value.len() as u64,
+            },
+            nodes: nodes.value.len(),
+            missing,
+            truncated: channels.truncated || patterns.truncated,
+            problem: nodes.problem.or(channels.problem).or(patterns.problem),
+        }
+    }
+}

@@ -1,0 +1,522 @@
+//! The control channel between nodes: heartbeats, and surveys that ask
+//! every live node about its own subscribers (cluster-wide `PUBSUB`,
+//! `/api/channels`, `/stats`).
+//!
+//! Plain pub/sub on its own connection (plain `PUBLISH` reaches every node
+//! of a Redis Cluster too):
+//!
+//! - `{prefix}:control`: every node's heartbeat (`H` + JSON
+//!   [`NodeReport`], every [`HEARTBEAT`]) and survey questions (`Q`);
+//! - `{prefix}:control:{node}`: the answers to that node's questions (`A`).
+//!
+//! Questions and answers are fields of bytes, each a 4-byte big-endian
+//! length and the bytes: `Q` from, id, kind, arguments; `A` from, id,
+//! `t` when truncated, then name and count pairs. Everything read is
+//! bounded: frames past their kind's size are dropped unread, at most
+//! [`MAX_PEERS`] nodes are tracked, answers are taken only for surveys in
+//! flight from the nodes asked. A node sends at most [`SURVEYS_IN_FLIGHT`]
+//! surveys at once, each holding its slot at least [`SURVEY_SPACING`].
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+
+use super::RedisEngine;
+use crate::hub::engine::cluster::{
+    Answer, Cluster, NodeReport, NodeSource, Peer, Peers, Question, Survey, ANSWER_MAX_BYTES,
+    ANSWER_MAX_NAMES, QUESTION_MAX_BYTES, QUESTION_MAX_NAMES, SURVEY_TIMEOUT,
+};
+use crate::hub::engine::Pending;
+use crate::hub::Space;
+
+/// How often a node sends its heartbeat.
+pub const HEARTBEAT: Duration = Duration::from_secs(1);
+/// A node is live while its last heartbeat is younger than this (three
+/// missed heartbeats and a half).
+pub const LIVE_FOR: Duration = Duration::from_millis(3500);
+/// Most other nodes tracked.
+pub const MAX_PEERS: usize = 1024;
+/// Surveys one node has in flight at most.
+pub const SURVEYS_IN_FLIGHT: usize = 4;
+/// Least time a survey holds its slot: a node sends at most
+/// `SURVEYS_IN_FLIGHT / SURVEY_SPACING` (400) surveys a second.
+pub const SURVEY_SPACING: Duration = Duration::from_millis(10);
+/// Answers to other nodes being sent at once; past it, questions go
+/// unanswered (the asker counts this node as missing).
+const REPLIES_IN_FLIGHT: usize = 16;
+const MAX_NAME: usize = 256;
+const MAX_HEARTBEAT: usize = 8 << 10;
+const MAX_QUESTION: usize = QUESTION_MAX_BYTES + 4 * QUESTION_MAX_NAMES + 1024;
+const MAX_ANSWER: usize =
+    ANSWER_MAX_BYTES + 2 * 4 * ANSWER_MAX_NAMES + 20 * ANSWER_MAX_NAMES + 1024;
+
+/// The control channel's state, one per engine.
+pub(super) struct Control {
+    source: OnceLock<Arc<dyn NodeSource>>,
+    peers: Mutex<HashMap<String, (NodeReport, Instant)>>,
+    pending: Mutex<HashMap<u64, Waiting>>,
+    next_id: AtomicU64,
+    surveys: Arc<tokio::sync::Semaphore>,
+    replies: Arc<tokio::sync::Semaphore>,
+    /// The control subscription is up.
+    linked: AtomicBool,
+    /// The engine itself, for the tasks `start` spawns.
+    pub(super) me: OnceLock<Weak<RedisEngine>>,
+}
+
+struct Waiting {
+    left: HashSet<String>,
+    answers: Vec<(String, Answer)>,
+    done: Arc<tokio::sync::Notify>,
+}
+
+impl Control {
+    pub(super) fn new() -> Control {
+        Control {
+            source: OnceLock::new(),
+            peers: Mutex::new(HashMap::new()),
+            pending: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+            surveys: Arc::new(tokio::sync::Semaphore::new(SURVEYS_IN_FLIGHT)),
+            replies: Arc::new(tokio::sync::Semaphore::new(REPLIES_IN_FLIGHT)),
+            linked: AtomicBool::new(false),
+            me: OnceLock::new(),
+        }
+    }
+
+    fn live(&self) -> Vec<Peer> {
+        self.peers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .filter(|(_, at)| at.elapsed() < LIVE_FOR)
+            .map(|(r, at)| Peer {
+                report: r.clone(),
+                age: at.elapsed(),
+            })
+            .collect()
+    }
+
+    fn problem(&self) -> Option<String> {
+        (!self.linked.load(Ordering::Relaxed))
+            .then(|| "engine unavailable: the control channel is down".to_string())
+    }
+}
+
+/// `len(4 bytes, big-endian) bytes` per field, after a tag byte.
+fn encode(tag: u8, fields: &[&[u8]]) -> Vec<u8> {
+    let len = 1 + fields.iter().map(|f| 4 + f.len()).sum::<usize>();
+    let mut out = Vec::with_capacity(len);
+    out.push(tag);
+    for f in fields {
+        out.extend_from_slice(&(f.len() as u32).to_be_bytes());
+        out.extend_from_slice(f);
+    }
+    out
+}
+
+/// The fields of a frame; `None` when malformed.
+fn decode(mut body: &[u8]) -> Option<Vec<&[u8]>> {
+    let mut out = Vec::new();
+    while !body.is_empty() {
+        let (len, rest) = body.split_first_chunk::<4>()?;
+        let len = u32::from_be_bytes(*len) as usize;
+        if rest.len() < len {
+            return None;
+        }
+        out.push(&rest[..len]);
+        body = &rest[len..];
+    }
+    Some(out)
+}
+
+fn kind_of(q: &Question) -> &'static [u8] {
+    match q {
+        Question::Channels {
+            space: Space::Global,
+            ..
+        } => b"channels",
+        Question::Channels {
+            space: Space::Shard,
+            ..
+        } => b"shardchannels",
+        Question::NumSub {
+            space: Space::Global,
+            ..
+        } => b"numsub",
+        Question::NumSub {
+            space: Space::Shard,
+            ..
+        } => b"shardnumsub",
+        Question::Patterns => b"patterns",
+    }
+}
+
+fn question_frame(from: &str, id: u64, q: &Question) -> Vec<u8> {
+    let id = id.to_string();
+    let mut fields: Vec<&[u8]> = vec![from.as_bytes(), id.as_bytes(), kind_of(q)];
+    match q {
+        Question::Channels {
+            pattern: Some(p), ..
+        } => fields.push(p),
+        Question::NumSub { channels, .. } => fields.extend(channels.iter().map(|c| &c[..])),
+        _ => {}
+    }
+    encode(b'Q', &fields)
+}
+
+fn parse_question(fields: &[&[u8]]) -> Option<Question> {
+    let args = &fields[3..];
+    let space = |b: &[u8]| {
+        if b.starts_with(b"shard") {
+            Space::Shard
+        } else {
+            Space::Global
+        }
+    };
+    match fields[2] {
+        k @ (b"channels" | b"shardchannels") if args.len() <= 1 => Some(Question::Channels {
+            space: space(k),
+            pattern: args.first().map(|p| Bytes::copy_from_slice(p)),
+        }),
+        k @ (b"numsub" | b"shardnumsub") if args.len() <= QUESTION_MAX_NAMES => {
+            Some(Question::NumSub {
+                space: space(k),
+                channels: args.iter().map(|c| Bytes::copy_from_slice(c)).collect(),
+            })
+        }
+        b"patterns" if args.is_empty() => Some(Question::Patterns),
+        _ => None,
+    }
+}
+
+fn answer_frame(from: &str, id: &[u8], a: &Answer) -> Vec<u8> {
+    let counts: Vec<String> = a.counts.iter().map(|(_, n)| n.to_string()).collect();
+    let mut fields: Vec<&[u8]> = vec![from.as_bytes(), id, if a.truncated { b"t" } else { b"" }];
+    for ((name, _), n) in a.counts.iter().zip(&counts) {
+        fields.push(name);
+        fields.push(n.as_bytes());
+    }
+    encode(b'A', &fields)
+}
+
+fn parse_answer(fields: &[&[u8]]) -> Option<Answer> {
+    let pairs = &fields[3..];
+    if !pairs.len().is_multiple_of(2) || pairs.len() / 2 > ANSWER_MAX_NAMES {
+        return None;
+    }
+    let mut counts = Vec::with_capacity(pairs.len() / 2);
+    for p in pairs.chunks(2) {
+        let n: u64 = std::str::from_utf8(p[1]).ok()?.parse().ok()?;
+        counts.push((Bytes::copy_from_slice(p[0]), n));
+    }
+    Some(Answer {
+        counts,
+        truncated: fields[2] == b"t",
+    })
+}
+
+impl RedisEngine {
+    fn control_channel(&self) -> Vec<u8> {
+        let mut k = self.opts.prefix.as_bytes().to_vec();
+        k.extend_from_slice(b":control");
+        k
+    }
+
+    fn reply_channel(&self, node: &[u8]) -> Vec<u8> {
+        let mut k = self.control_channel();
+        k.push(b':');
+        k.extend_from_slice(node);
+        k
+    }
+
+    /// Keeps the control subscription up, sends heartbeats and answers
+    /// surveys, for as long as the engine lives.
+    async fn control_loop(self: Arc<Self>) {
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            if let Ok(ps) = self.client.get_async_pubsub().await {
+                let (mut sink, mut stream) = ps.split();
+                let mine = self.reply_channel(self.opts.node.as_bytes());
+                if sink.subscribe(self.control_channel()).await.is_ok()
+                    && sink.subscribe(mine).await.is_ok()
+                {
+                    self.control.linked.store(true, Ordering::Relaxed);
+                    backoff = Duration::from_millis(50);
+                    let mut tick = tokio::time::interval(HEARTBEAT);
+                    loop {
+                        tokio::select! {
+                            msg = stream.next() => match msg {
+                                Some(msg) => self.on_control(&msg),
+                                None => break,
+                            },
+                            _ = tick.tick() => self.heartbeat(),
+                        }
+                    }
+                }
+                self.control.linked.store(false, Ordering::Relaxed);
+                tracing::warn!("engine control channel lost; reconnecting");
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(2));
+        }
+    }
+
+    fn heartbeat(self: &Arc<Self>) {
+        self.control
+            .peers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|_, (_, at)| at.elapsed() < LIVE_FOR);
+        let Some(source) = self.control.source.get() else {
+            return;
+        };
+        let mut frame = vec![b'H'];
+        frame.extend_from_slice(
+            serde_json::to_string(&source.report())
+                .unwrap_or_default()
+                .as_bytes(),
+        );
+        self.send(self.control_channel(), frame, None);
+    }
+
+    /// Publishes in the background (the control loop never waits on Redis).
+    fn send(
+        self: &Arc<Self>,
+        channel: Vec<u8>,
+        frame: Vec<u8>,
+        permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    ) {
+        let me = self.clone();
+        tokio::spawn(async move {
+            let _ = redis::cmd("PUBLISH")
+                .arg(channel)
+                .arg(frame)
+                .query_async::<i64>(&mut me.conn())
+                .await;
+            drop(permit);
+        });
+    }
+
+    fn on_control(self: &Arc<Self>, msg: &redis::Msg) {
+        let payload = msg.get_payload_bytes();
+        let Some((&tag, body)) = payload.split_first() else {
+            return;
+        };
+        match tag {
+            b'H' if body.len() <= MAX_HEARTBEAT => {
+                let Ok(r) = serde_json::from_slice::<NodeReport>(body) else {
+                    return;
+                };
+                if r.name == self.opts.node || r.name.is_empty() || r.name.len() > MAX_NAME {
+                    return;
+                }
+                let mut peers = self.control.peers.lock().unwrap_or_else(|e| e.into_inner());
+                if peers.len() >= MAX_PEERS && !peers.contains_key(&r.name) {
+                    peers.retain(|_, (_, at)| at.elapsed() < LIVE_FOR);
+                }
+                if peers.len() < MAX_PEERS || peers.contains_key(&r.name) {
+                    peers.insert(r.name.clone(), (r, Instant::now()));
+                }
+            }
+            b'Q' if body.len() <= MAX_QUESTION => self.on_question(body),
+            b'A' if body.len() <= MAX_ANSWER => self.on_answer(body),
+            _ => {}
+        }
+    }
+
+    fn on_question(self: &Arc<Self>, body: &[u8]) {
+        let Some(fields) = decode(body) else {
+            return;
+        };
+        if fields.len() < 3 || fields[0] == self.opts.node.as_bytes() || fields[0].len() > MAX_NAME
+        {
+            return;
+        }
+        let (Some(q), Some(source)) = (parse_question(&fields), self.control.source.get()) else {
+            return;
+        };
+        let Ok(permit) = self.control.replies.clone().try_acquire_owned() else {
+            return;
+        };
+        let frame = answer_frame(&self.opts.node, fields[1], &source.answer(&q));
+        self.send(self.reply_channel(fields[0]), frame, Some(permit));
+    }
+
+    fn on_answer(&self, body: &[u8]) {
+        let Some(fields) = decode(body) else {
+            return;
+        };
+        if fields.len() < 3 {
+            return;
+        }
+        let Some(id) = std::str::from_utf8(fields[1])
+            .ok()
+            .and_then(|s| s.parse::<u64>().ok())
+        else {
+            return;
+        };
+        let Ok(from) = std::str::from_utf8(fields[0]) else {
+            return;
+        };
+        let mut pending = self
+            .control
+            .pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let Some(w) = pending.get_mut(&id) else {
+            return;
+        };
+        if !w.left.remove(from) {
+            return;
+        }
+        if let Some(a) = parse_answer(&fields) {
+            w.answers.push((from.to_string(), a));
+        } else {
+            w.left.insert(from.to_string());
+        }
+        if w.left.is_empty() {
+            w.done.notify_one();
+        }
+    }
+
+    async fn run_survey(&self, q: Question, live: Vec<String>) -> Survey {
+        let unasked = |problem: String| Survey {
+            answers: Vec::new(),
+            missing: live.clone(),
+            problem: Some(problem),
+        };
+        let permit = match tokio::time::timeout(
+            SURVEY_TIMEOUT,
+            self.control.surveys.clone().acquire_owned(),
+        )
+        .await
+        {
+            Ok(Ok(p)) => p,
+            _ => return unasked("too many surveys in flight on this node".into()),
+        };
+        let started = tokio::time::Instant::now();
+        let id = self.control.next_id.fetch_add(1, Ordering::Relaxed);
+        let done = Arc::new(tokio::sync::Notify::new());
+        self.control
+            .pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(
+                id,
+                Waiting {
+                    left: live.iter().cloned().collect(),
+                    answers: Vec::new(),
+                    done: done.clone(),
+                },
+            );
+        let sent = redis::cmd("PUBLISH")
+            .arg(self.control_channel())
+            .arg(question_frame(&self.opts.node, id, &q))
+            .query_async::<i64>(&mut self.conn())
+            .await;
+        if sent.is_ok() {
+            let _ = tokio::time::timeout(SURVEY_TIMEOUT, done.notified()).await;
+        }
+        let w = self
+            .control
+            .pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id);
+        // The slot stays taken for at least SURVEY_SPACING.
+        tokio::spawn(async move {
+            tokio::time::sleep_until(started + SURVEY_SPACING).await;
+            drop(permit);
+        });
+        if let Err(e) = sent {
+            return unasked(self.failed(e).to_string());
+        }
+        let Some(w) = w else {
+            return unasked("survey lost".into());
+        };
+        let mut missing: Vec<String> = w.left.into_iter().collect();
+        missing.sort();
+        Survey {
+            answers: w.answers,
+            missing,
+            problem: None,
+        }
+    }
+}
+
+impl Cluster for RedisEngine {
+    fn start(&self, node: Arc<dyn NodeSource>) {
+        let me = self.control.me.get().and_then(Weak::upgrade);
+        if let (Some(me), Ok(())) = (me, self.control.source.set(node)) {
+            tokio::spawn(me.control_loop());
+        }
+    }
+
+    fn peers(&self) -> Peers {
+        Peers {
+            peers: self.control.live(),
+            problem: self.control.problem(),
+        }
+    }
+
+    fn survey(&self, q: Question) -> Pending<'_, Survey> {
+        let live: Vec<String> = self
+            .control
+            .live()
+            .into_iter()
+            .map(|p| p.report.name)
+            .collect();
+        if let Some(problem) = self.control.problem() {
+            return Pending::ready(Survey {
+                answers: Vec::new(),
+                missing: live,
+                problem: Some(problem),
+            });
+        }
+        if live.is_empty() {
+            return Pending::ready(Survey::default());
+        }
+        Pending::boxed(self.run_survey(q, live))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_round_trip() {
+        let q = Question::NumSub {
+            space: Space::Shard,
+            channels: vec![Bytes::from_static(b"a\r\nb"), Bytes::new()],
+        };
+        let f = question_frame("n1", 7, &q);
+        let fields = decode(&f[1..]).unwrap();
+        assert_eq!(fields[0], b"n1");
+        assert_eq!(fields[1], b"7");
+        assert_eq!(parse_question(&fields), Some(q));
+        let a = Answer {
+            counts: vec![(Bytes::from_static(b"x"), 3)],
+            truncated: true,
+        };
+        let f = answer_frame("n2", b"7", &a);
+        assert_eq!(parse_answer(&decode(&f[1..]).unwrap()), Some(a));
+    }
+
+    #[test]
+    fn malformed_frames_are_refused() {
+        assert_eq!(decode(&[0, 0, 0, 5, b'a']), None);
+        assert_eq!(decode(&[0, 0]), None);
+        let f = encode(b'A', &[b"n", b"1", b"", b"x"]);
+        assert_eq!(parse_answer(&decode(&f[1..]).unwrap()), None);
+        let f = encode(b'A', &[b"n", b"1", b"", b"x", b"-1"]);
+        assert_eq!(parse_answer(&decode(&f[1..]).unwrap()), None);
+        let f = encode(b'Q', &[b"n", b"1", b"bogus"]);
+        assert_eq!(parse_question(&decode(&f[1..]).unwrap()), None);
+    }
+}
