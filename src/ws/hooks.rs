@@ -39,6 +39,21 @@ enum Then {
 }
 
 impl Session {
+    /// Takes one connect hook call from the client address's
+    /// `--proxy-connect-rate` bucket; else how long until one passes. An
+    /// SSE session's call was taken with its `GET /sse` (refused there
+    /// with 429).
+    pub(super) fn take_connect_call(&self) -> Result<(), std::time::Duration> {
+        if self
+            .handshake
+            .as_ref()
+            .is_some_and(|h| h.transport == Some("sse"))
+        {
+            return Ok(());
+        }
+        self.client.take_connect(self.st.cfg.proxy_connect_limit)
+    }
+
     /// `connect` without a token: the upgrade's headers and the client's
     /// `data` go to the connect hook.
     pub(super) fn connect_pending(&mut self, id: &Value, data: Option<Value>) -> Box<Pending> {

@@ -243,6 +243,23 @@ fn credentials(q: WsQuery, headers: &HeaderMap, st: &AppState) -> session::Crede
     }
 }
 
+/// The limits' state of a request's client (`crate::rate::Clients`): its
+/// TCP peer's address, or the one `--trusted-proxies` vouch for in
+/// `X-Forwarded-For` when the peer is one of them.
+pub fn client_of(
+    st: &AppState,
+    peer: Option<&crate::http::listener::PeerAddr>,
+    headers: &HeaderMap,
+) -> Arc<crate::rate::Client> {
+    let peer = peer.map_or(std::net::Ipv6Addr::UNSPECIFIED.into(), |p| p.0.ip());
+    let forwarded = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok());
+    let ip = crate::rate::client_ip(peer, forwarded, &st.cfg.trusted_proxies);
+    st.hub.client(ip)
+}
+
 /// `GET /ws`: upgrades to a WebSocket session.
 pub async fn upgrade(
     State(st): State<AppState>,
@@ -269,6 +286,7 @@ pub async fn upgrade(
         return ApiError::TooManyClients.into_response();
     };
     let credentials = credentials(q, req.headers(), &st);
+    let client = client_of(&st, req.extensions().get(), req.headers());
     let config = socket_config(&st.cfg);
     let tracker = st.ws.tracker.clone();
     tokio::spawn(tracker.track_future(async move {
@@ -280,7 +298,7 @@ pub async fn upgrade(
         let socket =
             tokio_tungstenite::WebSocketStream::from_raw_socket(io, Role::Server, Some(config))
                 .await;
-        session::run(socket, st, credentials).await;
+        session::run(socket, st, credentials, client).await;
         drop(permit);
     }));
     let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
