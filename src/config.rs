@@ -287,7 +287,11 @@ pub struct Options {
     /// The share of `--max-untrusted-patterns` one client address (an
     /// IPv4 address or an IPv6 /64) may hold, all its connections
     /// together (0 = no share). [default: 100]
-    #[arg(long, env = "HERALD_MAX_UNTRUSTED_PATTERNS_PER_CLIENT", value_name = "N")]
+    #[arg(
+        long,
+        env = "HERALD_MAX_UNTRUSTED_PATTERNS_PER_CLIENT",
+        value_name = "N"
+    )]
     pub max_untrusted_patterns_per_client: Option<u32>,
 
     /// Pending output past which a subscriber is cut off at once. [default: 32mb]

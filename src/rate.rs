@@ -355,11 +355,10 @@ pub fn client_ip<'a>(
     for line in forwarded_for.rev() {
         for hop in line.rsplit(',') {
             let hop = hop.trim();
-            let ip = hop.parse::<IpAddr>().ok().or_else(|| {
-                hop.parse::<std::net::SocketAddr>()
-                    .ok()
-                    .map(|a| a.ip())
-            });
+            let ip = hop
+                .parse::<IpAddr>()
+                .ok()
+                .or_else(|| hop.parse::<std::net::SocketAddr>().ok().map(|a| a.ip()));
             let Some(ip) = ip else {
                 return client;
             };
@@ -457,7 +456,10 @@ mod client_tests {
         let m: IpAddr = "::ffff:127.0.0.2".parse().unwrap();
         let p: IpAddr = "127.0.0.2".parse().unwrap();
         assert_eq!(ClientKey::of(m), ClientKey::of(p));
-        assert_ne!(ClientKey::of(p), ClientKey::of("127.0.0.1".parse().unwrap()));
+        assert_ne!(
+            ClientKey::of(p),
+            ClientKey::of("127.0.0.1".parse().unwrap())
+        );
     }
 
     #[test]
@@ -484,7 +486,10 @@ mod client_tests {
     #[test]
     fn a_forgotten_entry_is_one_that_was_as_good_as_new() {
         let clients = Clients::with_exact_cap(4);
-        let lim = RateLimit { rate: 10, burst: 10 };
+        let lim = RateLimit {
+            rate: 10,
+            burst: 10,
+        };
         let t0 = 10 * SEC;
         let a = clients.get_at(v4(1), t0);
         assert!(a.state().subscribe.take_at(lim, 10, t0));
@@ -556,7 +561,10 @@ mod client_tests {
         assert!(c.take_connect(lim).is_ok());
         assert!(c.take_connect(lim).is_ok());
         let wait = c.take_connect(lim).unwrap_err();
-        assert!(wait > Duration::ZERO && wait <= Duration::from_millis(500), "{wait:?}");
+        assert!(
+            wait > Duration::ZERO && wait <= Duration::from_millis(500),
+            "{wait:?}"
+        );
         let off = RateLimit { rate: 0, burst: 0 };
         assert!(c.take_connect(off).is_ok());
     }
@@ -569,19 +577,37 @@ mod client_tests {
             .collect();
         let ip = |s: &str| s.parse::<IpAddr>().unwrap();
         // Not from a trusted proxy: the header is the client's own words.
-        assert_eq!(client_ip(ip("203.0.113.5"), ["1.2.3.4"].into_iter(), &t), ip("203.0.113.5"));
-        assert_eq!(client_ip(ip("10.1.1.1"), [].into_iter(), &t), ip("10.1.1.1"));
+        assert_eq!(
+            client_ip(ip("203.0.113.5"), ["1.2.3.4"].into_iter(), &t),
+            ip("203.0.113.5")
+        );
+        assert_eq!(
+            client_ip(ip("10.1.1.1"), [].into_iter(), &t),
+            ip("10.1.1.1")
+        );
         // The client may prepend anything: only the last untrusted counts.
         let lines = ["6.6.6.6, 1.2.3.4", "10.9.9.9, 192.0.2.7"];
-        assert_eq!(client_ip(ip("10.1.1.1"), lines.into_iter(), &t), ip("1.2.3.4"));
+        assert_eq!(
+            client_ip(ip("10.1.1.1"), lines.into_iter(), &t),
+            ip("1.2.3.4")
+        );
         assert_eq!(
             client_ip(ip("fd00::1"), ["2001:db8::9 , 10.0.0.3"].into_iter(), &t),
             ip("2001:db8::9")
         );
         // Garbage stops at the last hop a proxy vouched for.
-        assert_eq!(client_ip(ip("10.1.1.1"), ["1.2.3.4, junk"].into_iter(), &t), ip("10.1.1.1"));
-        assert_eq!(client_ip(ip("10.1.1.1"), ["1.2.3.4:555"].into_iter(), &t), ip("1.2.3.4"));
-        assert_eq!(client_ip(ip("10.1.1.1"), ["10.2.2.2"].into_iter(), &t), ip("10.2.2.2"));
+        assert_eq!(
+            client_ip(ip("10.1.1.1"), ["1.2.3.4, junk"].into_iter(), &t),
+            ip("10.1.1.1")
+        );
+        assert_eq!(
+            client_ip(ip("10.1.1.1"), ["1.2.3.4:555"].into_iter(), &t),
+            ip("1.2.3.4")
+        );
+        assert_eq!(
+            client_ip(ip("10.1.1.1"), ["10.2.2.2"].into_iter(), &t),
+            ip("10.2.2.2")
+        );
         assert!(t[0].contains(ip("::ffff:10.3.3.3")));
         assert!("0.0.0.0/0".parse::<Cidr>().unwrap().contains(ip("8.8.8.8")));
         assert!(!"::/0".parse::<Cidr>().unwrap().contains(ip("8.8.8.8")));

@@ -386,7 +386,8 @@ pub async fn ws_connect(http: SocketAddr, token: Option<&str>) -> Ws {
 /// A TCP connection to `addr` from the loopback address `src`.
 pub fn tcp_from(addr: SocketAddr, src: [u8; 4]) -> TcpStream {
     let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    s.bind(&SocketAddr::from((src, 0)).into()).expect("bind source");
+    s.bind(&SocketAddr::from((src, 0)).into())
+        .expect("bind source");
     s.connect(&addr.into()).expect("connect");
     s.into()
 }
