@@ -354,6 +354,14 @@ pub struct Options {
     #[arg(long, env = "HERALD_PROXY_CONNECT_BURST", value_name = "N")]
     pub proxy_connect_burst: Option<u32>,
 
+    /// WebSocket and SSE sessions one client address may have open at
+    /// once, once authentication is configured; past it the upgrade or
+    /// `GET /sse` gets 429 (code 106). Without `--trusted-proxies`, all
+    /// clients behind a reverse proxy share its address. 0 = unlimited.
+    /// [default: 0]
+    #[arg(long, env = "HERALD_MAX_CONNECTIONS_PER_CLIENT", value_name = "N")]
+    pub max_connections_per_client: Option<u32>,
+
     /// Reverse proxies (IP addresses or CIDR networks, comma-separated)
     /// whose `X-Forwarded-For` names the client of an HTTP request: its
     /// last address that is not one of them. Without them every client
@@ -528,6 +536,8 @@ pub struct Config {
     /// Connect hook calls per client address (`--proxy-connect-rate`,
     /// `--proxy-connect-burst`).
     pub proxy_connect_limit: crate::rate::RateLimit,
+    /// `--max-connections-per-client` (0: no limit).
+    pub max_connections_per_client: u32,
     /// `--trusted-proxies`.
     pub trusted_proxies: Vec<crate::rate::Cidr>,
     pub history_max_memory: usize,
@@ -756,6 +766,7 @@ impl Options {
             subscribe_burst,
             proxy_connect_rate,
             proxy_connect_burst,
+            max_connections_per_client,
             trusted_proxies,
             history_max_memory,
             recovery_max_messages,
@@ -837,6 +848,7 @@ impl Options {
                 rate: self.proxy_connect_rate.unwrap_or(10),
                 burst: self.proxy_connect_burst.unwrap_or(100),
             },
+            max_connections_per_client: self.max_connections_per_client.unwrap_or(0),
             trusted_proxies: self
                 .trusted_proxies
                 .unwrap_or_default()

@@ -124,6 +124,8 @@ struct ClientState {
     publish: TokenBucket,
     /// Patterns held (`--max-untrusted-patterns-per-client`).
     patterns: u32,
+    /// WebSocket and SSE sessions open (`--max-connections-per-client`).
+    sessions: u32,
 }
 
 impl Client {
@@ -169,6 +171,18 @@ impl Client {
         st.patterns = st.patterns.saturating_sub(n);
     }
 
+    /// Counts one more open session, unless the address has `max` open
+    /// already (0: no limit); the session is counted until the guard
+    /// drops.
+    pub fn open_session(self: &Arc<Self>, max: u32) -> Option<SessionSlot> {
+        let mut st = self.state();
+        if max > 0 && st.sessions >= max {
+            return None;
+        }
+        st.sessions = st.sessions.saturating_add(1);
+        Some(SessionSlot(self.clone()))
+    }
+
     /// Patterns the address holds now.
     pub fn patterns(&self) -> u32 {
         self.state().patterns
@@ -179,9 +193,20 @@ impl Client {
     fn is_idle_at(&self, now: u64) -> bool {
         let st = self.state();
         st.patterns == 0
+            && st.sessions == 0
             && st.subscribe.is_full_at(now)
             && st.connect.is_full_at(now)
             && st.publish.is_full_at(now)
+    }
+}
+
+/// One open session of a client address (see [`Client::open_session`]).
+pub struct SessionSlot(Arc<Client>);
+
+impl Drop for SessionSlot {
+    fn drop(&mut self) {
+        let mut st = self.0.state();
+        st.sessions = st.sessions.saturating_sub(1);
     }
 }
 
@@ -552,6 +577,19 @@ mod client_tests {
         drop(clients.get_at(v4(2), t0 + 10 * SEC));
         drop(clients.get_at(v4(3), t0 + 20 * SEC));
         assert!(weak.upgrade().is_some_and(|a| a.patterns() == 1));
+    }
+
+    #[test]
+    fn sessions_are_counted_until_their_slot_drops() {
+        let c = Arc::new(Client::default());
+        let a = c.open_session(2).unwrap();
+        let b = c.open_session(2).unwrap();
+        assert!(c.open_session(2).is_none());
+        assert!(c.open_session(0).is_some(), "0: no limit");
+        drop(a);
+        let _c = c.open_session(2).unwrap();
+        drop(b);
+        assert!(!c.is_idle_at(u64::MAX), "a slot is held");
     }
 
     #[test]

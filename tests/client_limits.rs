@@ -371,3 +371,47 @@ async fn the_websocket_publish_rate_is_shared_by_an_address() {
     .await;
     assert_eq!(r["result"], json!({}), "{r}");
 }
+
+/// The status a WebSocket upgrade from `src` gets.
+async fn upgrade_status(http: SocketAddr, src: [u8; 4], token: &str) -> u16 {
+    let tcp = tcp_from(http, src);
+    tcp.set_nonblocking(true).unwrap();
+    let tcp = tokio::net::TcpStream::from_std(tcp).unwrap();
+    let url = format!("ws://{http}/ws?token={token}");
+    match tokio_tungstenite::client_async(url, tcp).await {
+        Ok(_) => 101,
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => r.status().as_u16(),
+        Err(e) => panic!("{e}"),
+    }
+}
+
+#[tokio::test]
+async fn one_address_holds_at_most_its_sessions_when_capped() {
+    let h = Herald::start(&[
+        "--jwt-hmac-secret",
+        SECRET,
+        "--max-connections-per-client",
+        "3",
+    ]);
+    let tok = token("u");
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(ws_connect(h.http, Some(&tok)).await);
+    }
+    assert_eq!(upgrade_status(h.http, [127, 0, 0, 1], &tok).await, 429);
+    let (status, head) = sse_status(h.http, [127, 0, 0, 1], "");
+    assert_eq!(status, 429, "{head}");
+    // Another address is unaffected.
+    assert_eq!(upgrade_status(h.http, OTHER, &tok).await, 101);
+    // A session that ends gives its place back.
+    drop(held.pop());
+    let deadline = Instant::now() + TIMEOUT;
+    while upgrade_status(h.http, [127, 0, 0, 1], &tok).await != 101 {
+        assert!(Instant::now() < deadline, "place not given back");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // An open server (no authentication: full access) is not capped.
+    let open = Herald::start(&["--max-connections-per-client", "1"]);
+    let _a = ws_connect(open.http, None).await;
+    let _b = ws_connect(open.http, None).await;
+}

@@ -76,6 +76,10 @@ pub enum ApiError {
     /// this client address (`--proxy-connect-rate`).
     #[error("too many connects from this address; retry in {retry_after} s")]
     RateLimited { retry_after: u64 },
+    /// 429, code 106: a WebSocket upgrade or `GET /sse` past
+    /// `--max-connections-per-client`.
+    #[error("max connections per client address reached ({max})")]
+    TooManyFromAddress { max: u32 },
     /// 503, code 109: the global output budget is spent; retry later.
     #[error("server output budget exhausted; retry later")]
     Busy,
@@ -122,7 +126,9 @@ impl ApiError {
             ApiError::History(HistoryError::Unavailable) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::History(_) => StatusCode::NOT_IMPLEMENTED,
             ApiError::NotFound => StatusCode::NOT_FOUND,
-            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::RateLimited { .. } | ApiError::TooManyFromAddress { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
         }
     }
 
@@ -134,7 +140,7 @@ impl ApiError {
             | ApiError::StatsNeedKey
             | ApiError::OriginNotAllowed
             | ApiError::HostNotAllowed => 103,
-            ApiError::TooManyClients => 106,
+            ApiError::TooManyClients | ApiError::TooManyFromAddress { .. } => 106,
             ApiError::Body(_)
             | ApiError::BodyTooLarge
             | ApiError::BodyTimeout

@@ -260,6 +260,27 @@ pub fn client_of(
     st.hub.client(ip)
 }
 
+/// A session's place among its address's `--max-connections-per-client`
+/// (once authentication is configured: an open server's clients have full
+/// access); else the refusal, 429.
+#[allow(clippy::result_large_err)] // axum's Response, as its extractors return
+pub fn session_slot(
+    st: &AppState,
+    client: &Arc<crate::rate::Client>,
+) -> Result<Option<crate::rate::SessionSlot>, Response> {
+    let max = st.cfg.max_connections_per_client;
+    if max == 0 || !st.cfg.has_auth() {
+        return Ok(None);
+    }
+    match client.open_session(max) {
+        Some(slot) => Ok(Some(slot)),
+        None => {
+            Stats::add(&st.hub.stats().rejected_connections, 1);
+            Err(ApiError::TooManyFromAddress { max }.into_response())
+        }
+    }
+}
+
 /// `GET /ws`: upgrades to a WebSocket session.
 pub async fn upgrade(
     State(st): State<AppState>,
@@ -281,12 +302,16 @@ pub async fn upgrade(
         }
         .into_response();
     };
+    let client = client_of(&st, req.extensions().get(), req.headers());
+    let slot = match session_slot(&st, &client) {
+        Ok(slot) => slot,
+        Err(refused) => return refused,
+    };
     let Ok(permit) = st.ws.limit.clone().try_acquire_owned() else {
         Stats::add(&st.hub.stats().rejected_connections, 1);
         return ApiError::TooManyClients.into_response();
     };
     let credentials = credentials(q, req.headers(), &st);
-    let client = client_of(&st, req.extensions().get(), req.headers());
     let config = socket_config(&st.cfg);
     let tracker = st.ws.tracker.clone();
     tokio::spawn(tracker.track_future(async move {
@@ -300,6 +325,7 @@ pub async fn upgrade(
                 .await;
         session::run(socket, st, credentials, client).await;
         drop(permit);
+        drop(slot);
     }));
     let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
     Response::builder()

@@ -115,6 +115,14 @@ fn open_stream(
     headers: &HeaderMap,
     client: Arc<crate::rate::Client>,
 ) -> Response {
+    let slot = match super::session_slot(&st, &client) {
+        Ok(slot) => slot,
+        Err(refused) => return refused,
+    };
+    let Ok(permit) = st.ws.limit.clone().try_acquire_owned() else {
+        Stats::add(&st.hub.stats().rejected_connections, 1);
+        return ApiError::TooManyClients.into_response();
+    };
     let mut credentials = super::credentials(q, headers, &st);
     // A stream without a token asks the connect hook as it opens: that
     // call counts against the address's --proxy-connect-rate here, and a
@@ -128,10 +136,6 @@ fn open_stream(
             .into_response();
         }
     }
-    let Ok(permit) = st.ws.limit.clone().try_acquire_owned() else {
-        Stats::add(&st.hub.stats().rejected_connections, 1);
-        return ApiError::TooManyClients.into_response();
-    };
     let Some(key) = session_key() else {
         tracing::error!("no random bytes for an sse session id");
         return StatusCode::INTERNAL_SERVER_ERROR.into_response();
@@ -154,6 +158,7 @@ fn open_stream(
     tokio::spawn(tracker.track_future(async move {
         run(st, credentials, client, entry, (ops_rx, queued), body_tx).await;
         drop(permit);
+        drop(slot);
     }));
     let stream = futures_util::stream::unfold(body_rx, |mut rx| async move {
         rx.recv().await.map(|b| (Ok::<_, Infallible>(b), rx))
