@@ -41,6 +41,40 @@ fn subscribe_rate_from_file_flag_and_default() {
 }
 
 #[test]
+fn per_client_limits_from_file_flag_and_default() {
+    let d = Config::default();
+    assert_eq!(
+        (d.proxy_connect_limit.rate, d.proxy_connect_limit.burst),
+        (10, 100)
+    );
+    assert_eq!(d.max_untrusted_patterns_per_client, 100);
+    assert_eq!(d.max_connections_per_client, 0);
+    assert!(d.trusted_proxies.is_empty());
+    let file: Options = toml::from_str(
+        "proxy_connect_rate = 2\nproxy_connect_burst = 9\n\
+         max_untrusted_patterns_per_client = 7\n\
+         trusted_proxies = [\"10.0.0.0/8\", \"fd00::1\"]\n",
+    )
+    .unwrap();
+    let cli = Options::parse_from(["herald", "--proxy-connect-rate", "3"]);
+    let cfg = cli.merge_over(file).resolve().unwrap();
+    assert_eq!(
+        (cfg.proxy_connect_limit.rate, cfg.proxy_connect_limit.burst),
+        (3, 9)
+    );
+    assert_eq!(cfg.max_untrusted_patterns_per_client, 7);
+    let shown: Vec<String> = cfg.trusted_proxies.iter().map(|c| c.to_string()).collect();
+    assert_eq!(shown, ["10.0.0.0/8", "fd00::1/128"]);
+    let cli = Options::parse_from(["herald", "--trusted-proxies", "127.0.0.1,192.168.0.0/16"]);
+    assert_eq!(cli.resolve().unwrap().trusted_proxies.len(), 2);
+    for bad in ["10.0.0.0/33", "proxy.example", "10.0.0.0/"] {
+        let cli = Options::parse_from(["herald", "--trusted-proxies", bad]);
+        let err = cli.resolve().unwrap_err().to_string();
+        assert!(err.contains("trusted_proxies"), "{bad}: {err}");
+    }
+}
+
+#[test]
 fn unknown_keys_are_named() {
     let err = toml::from_str::<Options>("resp_adr = \"x\"").unwrap_err();
     assert!(err.to_string().contains("resp_adr"), "{err}");
