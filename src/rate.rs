@@ -92,6 +92,11 @@ impl TokenBucket {
     }
 }
 
+/// Whole seconds to wait (`Retry-After`): rounded up, at least 1.
+pub fn retry_secs(wait: Duration) -> u64 {
+    (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)
+}
+
 /// A client address as the per-client limits group them: an IPv4 address
 /// (IPv4-mapped IPv6 included), or the /64 an IPv6 address is in (one
 /// host, or one home or phone, is usually given a whole /64).
@@ -605,6 +610,9 @@ mod client_tests {
         );
         let off = RateLimit { rate: 0, burst: 0 };
         assert!(c.take_connect(off).is_ok());
+        assert_eq!(retry_secs(Duration::ZERO), 1);
+        assert_eq!(retry_secs(Duration::from_millis(1500)), 2);
+        assert_eq!(retry_secs(Duration::from_secs(3)), 3);
     }
 
     #[test]

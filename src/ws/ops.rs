@@ -247,7 +247,7 @@ impl Session {
                             ErrorCode::RateLimited,
                             &format!(
                                 "too many connects from this address; retry in {} s",
-                                wait.as_secs().max(1)
+                                crate::rate::retry_secs(wait)
                             ),
                         );
                         return end(DisconnectCode::ConnectRateLimited);
