@@ -131,6 +131,8 @@ struct ClientState {
     patterns: u32,
     /// WebSocket and SSE sessions open (`--max-connections-per-client`).
     sessions: u32,
+    /// Calls to the app's hooks in flight.
+    calls: u32,
 }
 
 impl Client {
@@ -179,13 +181,24 @@ impl Client {
     /// Counts one more open session, unless the address has `max` open
     /// already (0: no limit); the session is counted until the guard
     /// drops.
-    pub fn open_session(self: &Arc<Self>, max: u32) -> Option<SessionSlot> {
+    pub fn open_session(self: &Arc<Self>, max: u32) -> Option<Slot> {
+        self.slot(Held::Session, max)
+    }
+
+    /// Counts one more call to the app's hooks in flight, unless the
+    /// address has `max` in flight already; counted until the guard drops.
+    pub fn start_call(self: &Arc<Self>, max: u32) -> Option<Slot> {
+        self.slot(Held::Call, max)
+    }
+
+    fn slot(self: &Arc<Self>, what: Held, max: u32) -> Option<Slot> {
         let mut st = self.state();
-        if max > 0 && st.sessions >= max {
+        let n = st.held(what);
+        if max > 0 && *n >= max {
             return None;
         }
-        st.sessions = st.sessions.saturating_add(1);
-        Some(SessionSlot(self.clone()))
+        *n = n.saturating_add(1);
+        Some(Slot(self.clone(), what))
     }
 
     /// Patterns the address holds now.
@@ -199,19 +212,37 @@ impl Client {
         let st = self.state();
         st.patterns == 0
             && st.sessions == 0
+            && st.calls == 0
             && st.subscribe.is_full_at(now)
             && st.connect.is_full_at(now)
             && st.publish.is_full_at(now)
     }
 }
 
-/// One open session of a client address (see [`Client::open_session`]).
-pub struct SessionSlot(Arc<Client>);
+impl ClientState {
+    fn held(&mut self, what: Held) -> &mut u32 {
+        match what {
+            Held::Session => &mut self.sessions,
+            Held::Call => &mut self.calls,
+        }
+    }
+}
 
-impl Drop for SessionSlot {
+#[derive(Debug, Clone, Copy)]
+enum Held {
+    Session,
+    Call,
+}
+
+/// One open session, or one hook call in flight, of a client address
+/// (see [`Client::open_session`], [`Client::start_call`]).
+pub struct Slot(Arc<Client>, Held);
+
+impl Drop for Slot {
     fn drop(&mut self) {
         let mut st = self.0.state();
-        st.sessions = st.sessions.saturating_sub(1);
+        let n = st.held(self.1);
+        *n = n.saturating_sub(1);
     }
 }
 
@@ -595,6 +626,14 @@ mod client_tests {
         let _c = c.open_session(2).unwrap();
         drop(b);
         assert!(!c.is_idle_at(u64::MAX), "a slot is held");
+        drop(_c);
+        // Calls are counted apart.
+        let calls: Vec<_> = (0..3).map(|_| c.start_call(3).unwrap()).collect();
+        assert!(c.start_call(3).is_none());
+        assert!(c.open_session(1).is_some());
+        drop(calls);
+        assert!(c.start_call(3).is_some());
+        assert!(c.is_idle_at(u64::MAX));
     }
 
     #[test]

@@ -415,3 +415,68 @@ async fn one_address_holds_at_most_its_sessions_when_capped() {
     let _a = ws_connect(open.http, None).await;
     let _b = ws_connect(open.http, None).await;
 }
+
+/// A fake app that counts requests and never answers.
+async fn silent_app() -> (SocketAddr, Arc<AtomicUsize>) {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let app = l.local_addr().unwrap();
+    let c = calls.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = l.accept().await else {
+                return;
+            };
+            let c = c.clone();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 8192];
+                while let Ok(n) = s.read(&mut buf).await {
+                    if n == 0 {
+                        return;
+                    }
+                    c.fetch_add(1, Ordering::Relaxed);
+                }
+            });
+        }
+    });
+    (app, calls)
+}
+
+/// All sessions together have at most 256 hook calls in flight; one
+/// address may hold an eighth of them (32), so its many connections
+/// waiting on a slow app cannot make every other client's call wait.
+#[tokio::test]
+async fn one_address_holds_only_a_share_of_the_hook_calls_in_flight() {
+    let (app, calls) = silent_app().await;
+    let url = format!("http://{app}/connect");
+    let h = Herald::start(&["--proxy-connect-url", &url, "--proxy-timeout", "5s"]);
+    let mut waiting = Vec::new();
+    for i in 0..32u64 {
+        let mut ws = ws_connect(h.http, None).await;
+        ws_send(&mut ws, json!({"id": i, "op": "connect"})).await;
+        waiting.push(ws);
+    }
+    let deadline = Instant::now() + TIMEOUT;
+    while calls.load(Ordering::Relaxed) < 32 {
+        assert!(
+            Instant::now() < deadline,
+            "calls: {}",
+            calls.load(Ordering::Relaxed)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The 33rd of this address: refused at once, the app not asked.
+    let mut ws = ws_connect(h.http, None).await;
+    let r = ws_call(&mut ws, 1, json!({"op": "connect"})).await;
+    assert_eq!(r["error"]["code"], 107, "{r}");
+    assert_eq!(ws_until_close(&mut ws).await.1, Some(3007));
+    // Another address's call goes to the app.
+    let mut other = ws_connect_from(h.http, None, OTHER).await;
+    ws_send(&mut other, json!({"id": 1, "op": "connect"})).await;
+    let deadline = Instant::now() + TIMEOUT;
+    while calls.load(Ordering::Relaxed) < 33 {
+        assert!(Instant::now() < deadline, "the other address was not asked");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(calls.load(Ordering::Relaxed), 33);
+}

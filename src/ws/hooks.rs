@@ -16,6 +16,9 @@ use crate::auth::Claims;
 use crate::hub::Stats;
 use crate::proxy::{self, Accepted, Answer, ConnectResult, Failure, Hook};
 
+/// Hook calls one client address may have in flight: an eighth of all.
+pub(super) const CALLS_PER_CLIENT: u32 = (crate::proxy::MAX_IN_FLIGHT / 8) as u32;
+
 /// An op waiting for the app's answer.
 pub(super) struct Pending {
     id: Value,
@@ -122,6 +125,22 @@ impl Session {
             body,
             then,
         } = *pending;
+        // One address may hold only a share of the calls in flight (all
+        // sessions together hold at most proxy::MAX_IN_FLIGHT, 256):
+        // its many connections, each waiting on a slow app, would
+        // otherwise take every slot, and every other client's call would
+        // time out waiting.
+        let Some(_call) = self.client.start_call(CALLS_PER_CLIENT) else {
+            self.error(
+                &id,
+                ErrorCode::RateLimited,
+                &format!(
+                    "{CALLS_PER_CLIENT} calls to the app in flight from this address; retry later"
+                ),
+            );
+            return matches!(then, Then::Connect)
+                .then_some(End::Disconnect(DisconnectCode::ConnectRateLimited));
+        };
         let proxy = self.st.ws.proxy.clone();
         let answer = tokio::select! {
             biased;

@@ -267,7 +267,7 @@ pub fn client_of(
 pub fn session_slot(
     st: &AppState,
     client: &Arc<crate::rate::Client>,
-) -> Result<Option<crate::rate::SessionSlot>, Response> {
+) -> Result<Option<crate::rate::Slot>, Response> {
     let max = st.cfg.max_connections_per_client;
     if max == 0 || !st.cfg.has_auth() {
         return Ok(None);
