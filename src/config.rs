@@ -284,6 +284,16 @@ pub struct Options {
     #[arg(long, env = "HERALD_MAX_UNTRUSTED_PATTERNS", value_name = "N")]
     pub max_untrusted_patterns: Option<usize>,
 
+    /// The share of `--max-untrusted-patterns` one client address (an
+    /// IPv4 address or an IPv6 /64) may hold, all its connections
+    /// together (0 = no share). [default: 100]
+    #[arg(
+        long,
+        env = "HERALD_MAX_UNTRUSTED_PATTERNS_PER_CLIENT",
+        value_name = "N"
+    )]
+    pub max_untrusted_patterns_per_client: Option<u32>,
+
     /// Pending output past which a subscriber is cut off at once. [default: 32mb]
     #[arg(long, env = "HERALD_OUTPUT_BUFFER_HARD_LIMIT", value_name = "SIZE")]
     pub output_buffer_hard_limit: Option<ByteSize>,
@@ -312,16 +322,17 @@ pub struct Options {
     #[arg(long, env = "HERALD_WS_MAX_MESSAGE_SIZE", value_name = "SIZE")]
     pub ws_max_message_size: Option<ByteSize>,
 
-    /// Publishes a WebSocket connection may make per second (sliding
-    /// window; 0 = unlimited). [default: 100]
+    /// Publishes WebSocket and SSE sessions may make per second, per
+    /// client address (all its sessions together; at most as many at
+    /// once; 0 = unlimited). [default: 100]
     #[arg(long, env = "HERALD_WS_PUBLISH_RATE", value_name = "N")]
     pub ws_publish_rate: Option<u32>,
 
-    /// Subscriptions a client without the password (JWT or anonymous,
-    /// RESP or WebSocket) may add per second, each channel or pattern
-    /// counting one; leaving is never limited. Past it a subscribe is
-    /// refused (RESP `-ERR`, WebSocket error 107). 0 = unlimited.
-    /// [default: 100]
+    /// Subscriptions clients without the password (JWT or anonymous,
+    /// RESP, WebSocket or SSE) may add per second per client address (all
+    /// its connections together), each channel or pattern counting one;
+    /// leaving is never limited. Past it a subscribe is refused (RESP
+    /// `-ERR`, WebSocket error 107). 0 = unlimited. [default: 100]
     #[arg(long, env = "HERALD_SUBSCRIBE_RATE", value_name = "N")]
     pub subscribe_rate: Option<u32>,
 
@@ -330,6 +341,39 @@ pub struct Options {
     /// everything it held). [default: 1000]
     #[arg(long, env = "HERALD_SUBSCRIBE_BURST", value_name = "N")]
     pub subscribe_burst: Option<u32>,
+
+    /// Calls of the connect hook (`GET /sse`, or a WebSocket `connect`,
+    /// without a token) one client address may cause per second; past it
+    /// SSE gets 429 with Retry-After, WebSocket error 107 then 3007.
+    /// 0 = unlimited. [default: 10]
+    #[arg(long, env = "HERALD_PROXY_CONNECT_RATE", value_name = "N")]
+    pub proxy_connect_rate: Option<u32>,
+
+    /// Connect hook calls one client address may cause at once before
+    /// `--proxy-connect-rate` applies. [default: 100]
+    #[arg(long, env = "HERALD_PROXY_CONNECT_BURST", value_name = "N")]
+    pub proxy_connect_burst: Option<u32>,
+
+    /// WebSocket and SSE sessions one client address may have open at
+    /// once, once authentication is configured; past it the upgrade or
+    /// `GET /sse` gets 429 (code 106). Without `--trusted-proxies`, all
+    /// clients behind a reverse proxy share its address. 0 = unlimited.
+    /// [default: 0]
+    #[arg(long, env = "HERALD_MAX_CONNECTIONS_PER_CLIENT", value_name = "N")]
+    pub max_connections_per_client: Option<u32>,
+
+    /// Reverse proxies (IP addresses or CIDR networks, comma-separated)
+    /// whose `X-Forwarded-For` names the client of an HTTP request: its
+    /// last address that is not one of them. Without them every client
+    /// behind a proxy shares the proxy's address and its limits. [default:
+    /// none]
+    #[arg(
+        long,
+        env = "HERALD_TRUSTED_PROXIES",
+        value_delimiter = ',',
+        value_name = "CIDRS"
+    )]
+    pub trusted_proxies: Option<Vec<String>>,
 
     /// Global cap on history memory; past it the oldest history entries
     /// across all channels are evicted first. [default: 256mb]
@@ -479,6 +523,8 @@ pub struct Config {
     pub anonymous_max_subscriptions: usize,
     pub max_pattern_length: usize,
     pub max_untrusted_patterns: usize,
+    /// `--max-untrusted-patterns-per-client` (0: no share).
+    pub max_untrusted_patterns_per_client: u32,
     pub output_limits: OutputLimits,
     pub ws_ping_interval: Duration,
     pub ws_pong_timeout: Duration,
@@ -487,6 +533,13 @@ pub struct Config {
     /// Subscriptions per second (and at once) for clients without the
     /// password (`--subscribe-rate`, `--subscribe-burst`).
     pub subscribe_limit: crate::rate::RateLimit,
+    /// Connect hook calls per client address (`--proxy-connect-rate`,
+    /// `--proxy-connect-burst`).
+    pub proxy_connect_limit: crate::rate::RateLimit,
+    /// `--max-connections-per-client` (0: no limit).
+    pub max_connections_per_client: u32,
+    /// `--trusted-proxies`.
+    pub trusted_proxies: Vec<crate::rate::Cidr>,
     pub history_max_memory: usize,
     pub recovery_max_messages: usize,
     pub leaderboard_interval: Duration,
@@ -560,6 +613,11 @@ impl Config {
             history_max_memory: self.history_max_memory,
             output_buffer_global_limit: self.output_buffer_global_limit,
             max_untrusted_patterns: self.max_untrusted_patterns,
+            // Room for every connection the server admits, and more.
+            client_addresses: self
+                .max_connections
+                .saturating_mul(2)
+                .saturating_add(self.http_max_connections),
             rules: Arc::new(move |channel| {
                 let ns = cfg.namespace(channel);
                 crate::hub::ChannelRules {
@@ -696,6 +754,7 @@ impl Options {
             anonymous_max_subscriptions,
             max_pattern_length,
             max_untrusted_patterns,
+            max_untrusted_patterns_per_client,
             output_buffer_hard_limit,
             output_buffer_soft_limit,
             output_buffer_soft_seconds,
@@ -705,6 +764,10 @@ impl Options {
             ws_publish_rate,
             subscribe_rate,
             subscribe_burst,
+            proxy_connect_rate,
+            proxy_connect_burst,
+            max_connections_per_client,
+            trusted_proxies,
             history_max_memory,
             recovery_max_messages,
             leaderboard_interval,
@@ -759,6 +822,9 @@ impl Options {
             anonymous_max_subscriptions: self.anonymous_max_subscriptions.unwrap_or(1000),
             max_pattern_length: size(self.max_pattern_length, 1 << 10)?,
             max_untrusted_patterns: self.max_untrusted_patterns.unwrap_or(1000),
+            max_untrusted_patterns_per_client: self
+                .max_untrusted_patterns_per_client
+                .unwrap_or(100),
             output_limits: OutputLimits {
                 hard_bytes: size(self.output_buffer_hard_limit, 32 << 20)?,
                 soft_bytes: size(self.output_buffer_soft_limit, 8 << 20)?,
@@ -778,6 +844,19 @@ impl Options {
                 rate: self.subscribe_rate.unwrap_or(100),
                 burst: self.subscribe_burst.unwrap_or(1000),
             },
+            proxy_connect_limit: crate::rate::RateLimit {
+                rate: self.proxy_connect_rate.unwrap_or(10),
+                burst: self.proxy_connect_burst.unwrap_or(100),
+            },
+            max_connections_per_client: self.max_connections_per_client.unwrap_or(0),
+            trusted_proxies: self
+                .trusted_proxies
+                .unwrap_or_default()
+                .iter()
+                .filter(|s| !s.trim().is_empty())
+                .map(|s| s.parse())
+                .collect::<Result<_, String>>()
+                .map_err(|e| ConfigError::Invalid(format!("trusted_proxies: {e}")))?,
             history_max_memory: size(self.history_max_memory, 256 << 20)?,
             recovery_max_messages: self.recovery_max_messages.unwrap_or(100_000),
             leaderboard_interval: self
@@ -883,90 +962,5 @@ fn default_node_name() -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sizes_and_durations() {
-        assert_eq!("32mb".parse::<ByteSize>().unwrap().0, 32 << 20);
-        assert_eq!("1024".parse::<ByteSize>().unwrap().0, 1024);
-        assert!("12xb".parse::<ByteSize>().is_err());
-        assert_eq!("10m".parse::<Dur>().unwrap().0, Duration::from_secs(600));
-        assert_eq!(
-            "250ms".parse::<Dur>().unwrap().0,
-            Duration::from_millis(250)
-        );
-    }
-
-    #[test]
-    fn precedence_flag_over_file() {
-        let file: Options = toml::from_str(
-            "resp_addr = \"127.0.0.1:7000\"\nhttp_addr = \"127.0.0.1:7001\"\nmax_bulk_len = \"1mb\"\n",
-        )
-        .unwrap();
-        let cli = Options::parse_from(["herald", "--resp-addr", "127.0.0.1:9000"]);
-        let cfg = cli.merge_over(file).resolve().unwrap();
-        assert_eq!(cfg.resp_addr.port(), 9000);
-        assert_eq!(cfg.http_addr.port(), 7001);
-        assert_eq!(cfg.max_bulk_len, 1 << 20);
-    }
-
-    #[test]
-    fn subscribe_rate_from_file_flag_and_default() {
-        let d = Config::default().subscribe_limit;
-        assert_eq!((d.rate, d.burst), (100, 1000));
-        let file: Options = toml::from_str("subscribe_rate = 5\nsubscribe_burst = 50\n").unwrap();
-        let cli = Options::parse_from(["herald", "--subscribe-rate", "7"]);
-        let cfg = cli.merge_over(file).resolve().unwrap();
-        assert_eq!(
-            (cfg.subscribe_limit.rate, cfg.subscribe_limit.burst),
-            (7, 50)
-        );
-    }
-
-    #[test]
-    fn unknown_keys_are_named() {
-        let err = toml::from_str::<Options>("resp_adr = \"x\"").unwrap_err();
-        assert!(err.to_string().contains("resp_adr"), "{err}");
-        let err = toml::from_str::<Options>("[namespaces.chat]\nhistory_sise = 3\n").unwrap_err();
-        assert!(err.to_string().contains("history_sise"), "{err}");
-    }
-
-    #[test]
-    fn namespaces_select_by_prefix() {
-        let file: Options = toml::from_str(
-            "[namespaces.chat]\nhistory_size = 100\nhistory_ttl = \"10m\"\npresence = true\n",
-        )
-        .unwrap();
-        let cfg = file.resolve().unwrap();
-        assert_eq!(cfg.namespace(b"chat:room1").history_size, 100);
-        assert_eq!(
-            cfg.namespace(b"chat:room1").history_ttl.0,
-            Duration::from_secs(600)
-        );
-        assert_eq!(cfg.namespace(b"news").history_size, 0);
-    }
-
-    #[test]
-    fn anonymous_access_defaults_to_closed_once_auth_is_configured() {
-        let toml = "[namespaces.chat]\npresence = true\n[namespaces.pub]\nallow_anonymous = true\n";
-        let open = toml::from_str::<Options>(toml).unwrap().resolve().unwrap();
-        assert!(open.namespace(b"chat:x").allow_anonymous);
-        assert!(open.namespace(b"news:today").allow_anonymous);
-        let mut with_jwt = toml::from_str::<Options>(toml).unwrap();
-        with_jwt.jwt_hmac_secret = Some("s".into());
-        let cfg = with_jwt.resolve().unwrap();
-        assert!(!cfg.namespace(b"chat:x").allow_anonymous);
-        assert!(!cfg.namespace(b"news:today").allow_anonymous);
-        assert!(!cfg.namespace(b"nocolon").allow_anonymous);
-        assert!(
-            cfg.namespace(b"pub:x").allow_anonymous,
-            "explicit true stays"
-        );
-        let pass = Options {
-            requirepass: Some("p".into()),
-            ..Default::default()
-        };
-        assert!(!pass.resolve().unwrap().namespace(b"x").allow_anonymous);
-    }
-}
+#[path = "config_tests.rs"]
+mod tests;

@@ -9,9 +9,15 @@
 //! `min(cost, burst)`: a request larger than the whole burst still passes on
 //! a full bucket and leaves it in debt, so the client then waits as long as
 //! that many tokens take to refill, and no request is impossible.
+//!
+//! [`Clients`] keeps such buckets per client address (see its docs), so a
+//! client that reconnects, or opens many connections, keeps one set of
+//! limits.
 
-use std::sync::OnceLock;
-use std::time::Instant;
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 /// The clock's origin: the first use in this process.
 fn epoch() -> Instant {
@@ -67,6 +73,363 @@ impl TokenBucket {
             .saturating_add(u64::from(cost).saturating_mul(per_token));
         true
     }
+
+    /// How long until a request of one token would pass.
+    fn wait_at(&self, limit: RateLimit, now: u64) -> Duration {
+        if limit.rate == 0 {
+            return Duration::ZERO;
+        }
+        let per_token = 1_000_000_000 / u64::from(limit.rate);
+        let burst = u64::from(limit.burst.max(1));
+        let missing = self.full_at.saturating_sub(now);
+        let room = burst.saturating_sub(1).saturating_mul(per_token);
+        Duration::from_nanos(missing.saturating_sub(room))
+    }
+
+    /// Full again (as a new bucket) at `now`.
+    fn is_full_at(&self, now: u64) -> bool {
+        self.full_at <= now
+    }
+}
+
+/// Whole seconds to wait (`Retry-After`): rounded up, at least 1.
+pub fn retry_secs(wait: Duration) -> u64 {
+    (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)
+}
+
+/// A client address as the per-client limits group them: an IPv4 address
+/// (IPv4-mapped IPv6 included), or the /64 an IPv6 address is in (one
+/// host, or one home or phone, is usually given a whole /64).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ClientKey(u128);
+
+impl ClientKey {
+    pub fn of(ip: IpAddr) -> ClientKey {
+        match ip.to_canonical() {
+            IpAddr::V4(v4) => ClientKey(u128::from(v4.to_ipv6_mapped())),
+            IpAddr::V6(v6) => ClientKey(u128::from(v6) & !u128::from(u64::MAX)),
+        }
+    }
+}
+
+/// What one client address has used of its limits: shared by all its
+/// connections, whatever their protocol.
+#[derive(Debug, Default)]
+pub struct Client {
+    state: Mutex<ClientState>,
+}
+
+#[derive(Debug, Default)]
+struct ClientState {
+    /// Subscriptions added (`--subscribe-rate`).
+    subscribe: TokenBucket,
+    /// Calls of the app's connect hook (`--proxy-connect-rate`).
+    connect: TokenBucket,
+    /// WebSocket and SSE publishes (`--ws-publish-rate`).
+    publish: TokenBucket,
+    /// Patterns held (`--max-untrusted-patterns-per-client`).
+    patterns: u32,
+    /// WebSocket and SSE sessions open (`--max-connections-per-client`).
+    sessions: u32,
+    /// Calls to the app's hooks in flight.
+    calls: u32,
+}
+
+impl Client {
+    fn state(&self) -> std::sync::MutexGuard<'_, ClientState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Takes `n` subscriptions from the address's subscribe bucket.
+    pub fn take_subscribes(&self, limit: RateLimit, n: u32) -> bool {
+        self.state().subscribe.take(limit, n)
+    }
+
+    /// Takes one publish from the address's publish bucket.
+    pub fn take_publish(&self, limit: RateLimit) -> bool {
+        self.state().publish.take(limit, 1)
+    }
+
+    /// Takes one connect hook call; else how long until one would pass.
+    pub fn take_connect(&self, limit: RateLimit) -> Result<(), Duration> {
+        let now = now_ns();
+        let mut st = self.state();
+        if st.connect.take_at(limit, 1, now) {
+            Ok(())
+        } else {
+            Err(st.connect.wait_at(limit, now))
+        }
+    }
+
+    /// Counts one more pattern held, unless the address holds `max`
+    /// already (0: no limit).
+    pub fn take_pattern(&self, max: u32) -> bool {
+        let mut st = self.state();
+        if max > 0 && st.patterns >= max {
+            return false;
+        }
+        st.patterns = st.patterns.saturating_add(1);
+        true
+    }
+
+    /// Gives back `n` patterns counted before.
+    pub fn give_patterns(&self, n: u32) {
+        let mut st = self.state();
+        st.patterns = st.patterns.saturating_sub(n);
+    }
+
+    /// Counts one more open session, unless the address has `max` open
+    /// already (0: no limit); the session is counted until the guard
+    /// drops.
+    pub fn open_session(self: &Arc<Self>, max: u32) -> Option<Slot> {
+        self.slot(Held::Session, max)
+    }
+
+    /// Counts one more call to the app's hooks in flight, unless the
+    /// address has `max` in flight already; counted until the guard drops.
+    pub fn start_call(self: &Arc<Self>, max: u32) -> Option<Slot> {
+        self.slot(Held::Call, max)
+    }
+
+    fn slot(self: &Arc<Self>, what: Held, max: u32) -> Option<Slot> {
+        let mut st = self.state();
+        let n = st.held(what);
+        if max > 0 && *n >= max {
+            return None;
+        }
+        *n = n.saturating_add(1);
+        Some(Slot(self.clone(), what))
+    }
+
+    /// Patterns the address holds now.
+    pub fn patterns(&self) -> u32 {
+        self.state().patterns
+    }
+
+    /// As good as new: every bucket full, no pattern held. Forgetting such
+    /// an address loses nothing.
+    fn is_idle_at(&self, now: u64) -> bool {
+        let st = self.state();
+        st.patterns == 0
+            && st.sessions == 0
+            && st.calls == 0
+            && st.subscribe.is_full_at(now)
+            && st.connect.is_full_at(now)
+            && st.publish.is_full_at(now)
+    }
+}
+
+impl ClientState {
+    fn held(&mut self, what: Held) -> &mut u32 {
+        match what {
+            Held::Session => &mut self.sessions,
+            Held::Call => &mut self.calls,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Held {
+    Session,
+    Call,
+}
+
+/// One open session, or one hook call in flight, of a client address
+/// (see [`Client::open_session`], [`Client::start_call`]).
+pub struct Slot(Arc<Client>, Held);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut st = self.0.state();
+        let n = st.held(self.1);
+        *n = n.saturating_sub(1);
+    }
+}
+
+/// The smallest number of addresses [`Clients`] keeps apart.
+pub const MIN_ADDRESSES: usize = 65_536;
+
+/// How often, at most, a full map is swept before its cost is paid back
+/// by inserts.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+
+/// The per-address state of every client, bounded.
+///
+/// A connection looks its address up once, when it arrives, and keeps the
+/// [`Client`] for its life: its limits then cost no lookup. An entry is
+/// forgotten once no connection holds it and it is as good as new (every
+/// bucket full again, no pattern held): a new entry for that address then
+/// starts where the old one would have been anyway, so forgetting lets no
+/// one past a limit.
+///
+/// The map holds at most `cap` addresses (at least [`MIN_ADDRESSES`], and
+/// room for every connection the server admits). Forgotten entries are
+/// swept when inserts since the last sweep reach the map's size (so a
+/// sweep costs O(1) per insert), and at most once a second when it is
+/// full. An address that arrives while the map is full of entries still
+/// in use shares one overflow [`Client`] with every other such address:
+/// a flood of distinct addresses (an IPv6 /48 holds 65,536 /64s) can
+/// neither grow the map nor get fresh buckets by evicting, and the price
+/// is that new addresses share one set of limits until entries expire
+/// (within `burst / rate` seconds of their last use: 10 s by default).
+pub struct Clients {
+    cap: usize,
+    inner: Mutex<Inner>,
+    overflow: Arc<Client>,
+}
+
+#[derive(Default)]
+struct Inner {
+    map: HashMap<ClientKey, Arc<Client>>,
+    inserts: usize,
+    swept_at: u64,
+}
+
+impl Clients {
+    /// At most `cap` addresses (at least [`MIN_ADDRESSES`]).
+    pub fn new(cap: usize) -> Clients {
+        Clients::with_exact_cap(cap.max(MIN_ADDRESSES))
+    }
+
+    fn with_exact_cap(cap: usize) -> Clients {
+        Clients {
+            cap: cap.max(1),
+            inner: Mutex::new(Inner::default()),
+            overflow: Arc::new(Client::default()),
+        }
+    }
+
+    /// The state of the client at `ip`.
+    pub fn get(&self, ip: IpAddr) -> Arc<Client> {
+        self.get_at(ClientKey::of(ip), now_ns())
+    }
+
+    fn get_at(&self, key: ClientKey, now: u64) -> Arc<Client> {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = inner.map.get(&key) {
+            return c.clone();
+        }
+        inner.inserts += 1;
+        let len = inner.map.len();
+        let full = len >= self.cap;
+        let waited = now.saturating_sub(inner.swept_at) >= SWEEP_EVERY.as_nanos() as u64;
+        if inner.inserts >= len.max(1024) || (full && waited) {
+            inner
+                .map
+                .retain(|_, c| Arc::strong_count(c) > 1 || !c.is_idle_at(now));
+            inner.inserts = 0;
+            inner.swept_at = now;
+        }
+        if inner.map.len() >= self.cap {
+            return self.overflow.clone();
+        }
+        inner.map.entry(key).or_default().clone()
+    }
+
+    /// Addresses kept now.
+    pub fn len(&self) -> usize {
+        self.inner.lock().map(|i| i.map.len()).unwrap_or(0)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl Default for Clients {
+    fn default() -> Self {
+        Clients::new(MIN_ADDRESSES)
+    }
+}
+
+/// An IP network (`10.0.0.0/8`, `fd00::/8`, or one address), for
+/// `--trusted-proxies`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    net: IpAddr,
+    bits: u8,
+}
+
+impl std::str::FromStr for Cidr {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Cidr, String> {
+        let (ip, bits) = match s.trim().split_once('/') {
+            Some((ip, bits)) => (ip, Some(bits)),
+            None => (s.trim(), None),
+        };
+        let net: IpAddr = ip
+            .parse()
+            .map_err(|_| format!("{s:?} is not an IP address or network"))?;
+        let net = net.to_canonical();
+        let max = if net.is_ipv4() { 32 } else { 128 };
+        let bits = match bits {
+            None => max,
+            Some(b) => b
+                .parse::<u8>()
+                .ok()
+                .filter(|&b| b <= max)
+                .ok_or_else(|| format!("{s:?}: the prefix length must be 0 to {max}"))?,
+        };
+        Ok(Cidr { net, bits })
+    }
+}
+
+impl std::fmt::Display for Cidr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.net, self.bits)
+    }
+}
+
+impl Cidr {
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let prefix = |a: u128, b: u128, bits: u8, width: u8| {
+            let shift = u32::from(width - bits);
+            bits == 0 || (a >> shift) == (b >> shift)
+        };
+        match (self.net, ip.to_canonical()) {
+            (IpAddr::V4(n), IpAddr::V4(a)) => {
+                prefix(u32::from(n).into(), u32::from(a).into(), self.bits, 32)
+            }
+            (IpAddr::V6(n), IpAddr::V6(a)) => prefix(n.into(), a.into(), self.bits, 128),
+            _ => false,
+        }
+    }
+}
+
+/// The address a request comes from: the peer's, or, when the peer is one
+/// of `trusted` proxies, the last address in `X-Forwarded-For` (all its
+/// lines, in order) that is not a trusted proxy, read from the right. A
+/// hop that does not parse ends the walk at the hop before it (the last
+/// one a trusted proxy vouched for); a list of trusted proxies only gives
+/// its first.
+pub fn client_ip<'a>(
+    peer: IpAddr,
+    forwarded_for: impl DoubleEndedIterator<Item = &'a str>,
+    trusted: &[Cidr],
+) -> IpAddr {
+    let is_trusted = |ip: IpAddr| trusted.iter().any(|c| c.contains(ip));
+    if !is_trusted(peer) {
+        return peer;
+    }
+    let mut client = peer;
+    for line in forwarded_for.rev() {
+        for hop in line.rsplit(',') {
+            let hop = hop.trim();
+            let ip = hop
+                .parse::<IpAddr>()
+                .ok()
+                .or_else(|| hop.parse::<std::net::SocketAddr>().ok().map(|a| a.ip()));
+            let Some(ip) = ip else {
+                return client;
+            };
+            client = ip.to_canonical();
+            if !is_trusted(client) {
+                return client;
+            }
+        }
+    }
+    client
 }
 
 #[cfg(test)]
@@ -130,5 +493,212 @@ mod tests {
         assert!(b.take_at(lim, u32::MAX, 0), "a burst of 0 counts as 1");
         assert!(!b.take_at(lim, 1, 0));
         assert!(b.take(lim, 0));
+    }
+}
+
+#[cfg(test)]
+mod client_tests {
+    use super::*;
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    const SEC: u64 = 1_000_000_000;
+
+    fn v4(n: u32) -> ClientKey {
+        ClientKey::of(IpAddr::V4(Ipv4Addr::from(n)))
+    }
+
+    #[test]
+    fn keys_group_ipv6_by_64_and_ipv4_mapped_as_ipv4() {
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:ffff:1:2:3".parse().unwrap();
+        let c: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(ClientKey::of(a), ClientKey::of(b));
+        assert_ne!(ClientKey::of(a), ClientKey::of(c));
+        let m: IpAddr = "::ffff:127.0.0.2".parse().unwrap();
+        let p: IpAddr = "127.0.0.2".parse().unwrap();
+        assert_eq!(ClientKey::of(m), ClientKey::of(p));
+        assert_ne!(
+            ClientKey::of(p),
+            ClientKey::of("127.0.0.1".parse().unwrap())
+        );
+    }
+
+    #[test]
+    fn one_address_shares_its_buckets_and_another_does_not() {
+        let clients = Clients::with_exact_cap(16);
+        let lim = RateLimit { rate: 1, burst: 3 };
+        let a1 = clients.get_at(v4(1), SEC);
+        let a2 = clients.get_at(v4(1), SEC);
+        assert!(Arc::ptr_eq(&a1, &a2));
+        assert!(a1.take_subscribes(lim, 2));
+        assert!(a2.take_subscribes(lim, 1));
+        assert!(!a1.take_subscribes(lim, 1), "the address's burst is spent");
+        let b = clients.get_at(v4(2), SEC);
+        assert!(b.take_subscribes(lim, 3), "another address is unaffected");
+        // Patterns: a share per address.
+        assert!(a1.take_pattern(2) && a2.take_pattern(2));
+        assert!(!a1.take_pattern(2));
+        assert!(b.take_pattern(2));
+        a2.give_patterns(1);
+        assert!(a1.take_pattern(2));
+        assert!(a1.take_pattern(0), "0: no limit");
+    }
+
+    #[test]
+    fn a_forgotten_entry_is_one_that_was_as_good_as_new() {
+        let clients = Clients::with_exact_cap(4);
+        let lim = RateLimit {
+            rate: 10,
+            burst: 10,
+        };
+        let t0 = 10 * SEC;
+        let a = clients.get_at(v4(1), t0);
+        assert!(a.state().subscribe.take_at(lim, 10, t0));
+        drop(a);
+        // Fill the map; its sweep (when full, once a second) keeps the
+        // spent bucket: a reconnect finds it still spent.
+        for i in 2..=4 {
+            drop(clients.get_at(v4(i), t0));
+        }
+        let a = clients.get_at(v4(1), t0 + SEC / 20);
+        assert!(!a.state().subscribe.take_at(lim, 1, t0 + SEC / 20));
+        drop(a);
+        // Once full again it may be forgotten: nothing is lost.
+        let later = t0 + 5 * SEC;
+        drop(clients.get_at(v4(9), later));
+        assert!(clients.len() <= 4);
+        let a = clients.get_at(v4(1), later);
+        assert!(a.state().subscribe.take_at(lim, 10, later));
+    }
+
+    #[test]
+    fn a_flood_of_addresses_neither_grows_the_map_nor_gets_fresh_buckets() {
+        let clients = Clients::with_exact_cap(100);
+        let lim = RateLimit { rate: 1, burst: 1 };
+        let t0 = 10 * SEC;
+        let mut spent = 0;
+        // 10,000 distinct addresses within the same second, each taking
+        // its one token and going away.
+        for i in 0..10_000u32 {
+            let c = clients.get_at(v4(i), t0);
+            if c.state().subscribe.take_at(lim, 1, t0) {
+                spent += 1;
+            }
+            assert!(clients.len() <= 100);
+        }
+        // The first 100 got their own buckets, the rest shared one.
+        assert_eq!(spent, 101);
+        // Entries held by connections are never swept, even when idle.
+        let held: Vec<_> = (0..100).map(|i| clients.get_at(v4(i), t0)).collect();
+        let t1 = t0 + 60 * SEC;
+        let other = clients.get_at(v4(5_000), t1);
+        assert!(Arc::ptr_eq(&other, &clients.overflow), "all held: overflow");
+        drop(held);
+        let t2 = t1 + 2 * SEC;
+        let other = clients.get_at(v4(5_000), t2);
+        assert!(!Arc::ptr_eq(&other, &clients.overflow), "swept once idle");
+        assert!(clients.len() <= 100);
+    }
+
+    #[test]
+    fn a_pattern_pins_its_entry() {
+        let clients = Clients::with_exact_cap(2);
+        let t0 = 10 * SEC;
+        let a = clients.get_at(v4(1), t0);
+        assert!(a.take_pattern(5));
+        // A pattern outlives no connection, but a count must never be
+        // forgotten while it is held: keep the entry.
+        let weak = Arc::downgrade(&a);
+        drop(a);
+        drop(clients.get_at(v4(2), t0 + 10 * SEC));
+        drop(clients.get_at(v4(3), t0 + 20 * SEC));
+        assert!(weak.upgrade().is_some_and(|a| a.patterns() == 1));
+    }
+
+    #[test]
+    fn sessions_are_counted_until_their_slot_drops() {
+        let c = Arc::new(Client::default());
+        let a = c.open_session(2).unwrap();
+        let b = c.open_session(2).unwrap();
+        assert!(c.open_session(2).is_none());
+        assert!(c.open_session(0).is_some(), "0: no limit");
+        drop(a);
+        let _c = c.open_session(2).unwrap();
+        drop(b);
+        assert!(!c.is_idle_at(u64::MAX), "a slot is held");
+        drop(_c);
+        // Calls are counted apart.
+        let calls: Vec<_> = (0..3).map(|_| c.start_call(3).unwrap()).collect();
+        assert!(c.start_call(3).is_none());
+        assert!(c.open_session(1).is_some());
+        drop(calls);
+        assert!(c.start_call(3).is_some());
+        assert!(c.is_idle_at(u64::MAX));
+    }
+
+    #[test]
+    fn connect_refusal_says_when_to_retry() {
+        let c = Client::default();
+        let lim = RateLimit { rate: 2, burst: 2 };
+        assert!(c.take_connect(lim).is_ok());
+        assert!(c.take_connect(lim).is_ok());
+        let wait = c.take_connect(lim).unwrap_err();
+        assert!(
+            wait > Duration::ZERO && wait <= Duration::from_millis(500),
+            "{wait:?}"
+        );
+        let off = RateLimit { rate: 0, burst: 0 };
+        assert!(c.take_connect(off).is_ok());
+        assert_eq!(retry_secs(Duration::ZERO), 1);
+        assert_eq!(retry_secs(Duration::from_millis(1500)), 2);
+        assert_eq!(retry_secs(Duration::from_secs(3)), 3);
+    }
+
+    #[test]
+    fn trusted_proxies_yield_the_last_untrusted_hop() {
+        let t: Vec<Cidr> = ["10.0.0.0/8", "fd00::/8", "192.0.2.7"]
+            .iter()
+            .map(|s| s.parse().unwrap())
+            .collect();
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        // Not from a trusted proxy: the header is the client's own words.
+        assert_eq!(
+            client_ip(ip("203.0.113.5"), ["1.2.3.4"].into_iter(), &t),
+            ip("203.0.113.5")
+        );
+        assert_eq!(
+            client_ip(ip("10.1.1.1"), [].into_iter(), &t),
+            ip("10.1.1.1")
+        );
+        // The client may prepend anything: only the last untrusted counts.
+        let lines = ["6.6.6.6, 1.2.3.4", "10.9.9.9, 192.0.2.7"];
+        assert_eq!(
+            client_ip(ip("10.1.1.1"), lines.into_iter(), &t),
+            ip("1.2.3.4")
+        );
+        assert_eq!(
+            client_ip(ip("fd00::1"), ["2001:db8::9 , 10.0.0.3"].into_iter(), &t),
+            ip("2001:db8::9")
+        );
+        // Garbage stops at the last hop a proxy vouched for.
+        assert_eq!(
+            client_ip(ip("10.1.1.1"), ["1.2.3.4, junk"].into_iter(), &t),
+            ip("10.1.1.1")
+        );
+        assert_eq!(
+            client_ip(ip("10.1.1.1"), ["1.2.3.4:555"].into_iter(), &t),
+            ip("1.2.3.4")
+        );
+        assert_eq!(
+            client_ip(ip("10.1.1.1"), ["10.2.2.2"].into_iter(), &t),
+            ip("10.2.2.2")
+        );
+        assert!(t[0].contains(ip("::ffff:10.3.3.3")));
+        assert!("0.0.0.0/0".parse::<Cidr>().unwrap().contains(ip("8.8.8.8")));
+        assert!(!"::/0".parse::<Cidr>().unwrap().contains(ip("8.8.8.8")));
+        for bad in ["10.0.0.0/33", "x", "fd00::/129", "1.2.3.4/"] {
+            assert!(bad.parse::<Cidr>().is_err(), "{bad}");
+        }
+        let _ = Ipv6Addr::LOCALHOST;
     }
 }

@@ -81,6 +81,10 @@ impl Host {
         format!("10.201.{}.{last}", self.net).parse().unwrap()
     }
 
+    fn octets(&self, last: u8) -> [u8; 4] {
+        [10, 201, self.net as u8, last]
+    }
+
     /// Cuts (or restores) the namespace's way to `.1`.
     fn partition(&self, cut: bool) {
         let dst = format!("10.201.{}.1/32", self.net);
@@ -98,7 +102,7 @@ impl Drop for Host {
     }
 }
 
-fn healthz_from(http: SocketAddr, from: IpAddr) -> u16 {
+fn healthz_from(http: SocketAddr, from: [u8; 4]) -> u16 {
     use std::io::{Read, Write};
     let mut r = Raw::connect_from(http, from);
     r.stream
@@ -113,18 +117,6 @@ fn healthz_from(http: SocketAddr, from: IpAddr) -> u16 {
         .nth(1)
         .and_then(|c| c.parse().ok())
         .unwrap_or(0)
-}
-
-async fn ws_from(http: SocketAddr, from: IpAddr, token: &str) -> Ws {
-    let sock = tokio::net::TcpSocket::new_v4().unwrap();
-    sock.bind(SocketAddr::new(from, 0)).unwrap();
-    let tcp = sock.connect(http).await.unwrap();
-    let url = format!("ws://{http}/ws?token={token}");
-    let (ws, _) =
-        tokio_tungstenite::client_async(url, tokio_tungstenite::MaybeTlsStream::Plain(tcp))
-            .await
-            .expect("ws handshake");
-    ws
 }
 
 #[test]
@@ -172,7 +164,7 @@ fn a_node_cut_off_from_redis_refuses_drains_and_recovers() {
         &[],
     );
     let b = Herald::start(&strs(&b_args));
-    let client = host.addr(3);
+    let client = host.octets(3);
     let auth = |r: &mut Raw| assert_eq!(r.cmd(&[b"AUTH", b"pw"]), b"+OK\r\n");
 
     let mut sub_a = Raw::connect_from(a.resp, client);
@@ -187,7 +179,7 @@ fn a_node_cut_off_from_redis_refuses_drains_and_recovers() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let tok = hs256(json!({"sub": "u", "exp": unix_now() + 600}), SECRET);
-        let mut ws = ws_from(a.http, client, &tok).await;
+        let mut ws = ws_connect_from(a.http, Some(&tok), client).await;
         let r = ws_call(&mut ws, 1, json!({"op": "subscribe", "channel": "chat:p"})).await;
         assert!(r["result"].is_object(), "{r}");
 

@@ -63,7 +63,9 @@ async fn subscription_churn_is_rate_limited_over_websocket() {
     )
     .await;
     assert_eq!(r["result"], json!({}), "{r}");
-    let mut churn = ws_connect(h.http, Some(&token("churner"))).await;
+    // From another address: the bucket is the address's, and the
+    // watcher's subscribe took one of 127.0.0.1's tokens.
+    let mut churn = ws_connect_from(h.http, Some(&token("churner")), [127, 0, 0, 2]).await;
     let started = Instant::now();
     let (mut ok, mut limited) = (0u32, 0u32);
     for i in 0..100u64 {
@@ -214,8 +216,9 @@ fn a_resp_subscribe_is_refused_whole_and_a_large_one_passes_on_a_full_bucket() {
     assert!(r.starts_with(b"*3\r\n"), "{}", show(&r));
     anon.frame();
     // A token client with a full bucket may subscribe to more names in one
-    // command than the burst holds (a reconnecting client), then waits.
-    let mut user = Raw::connect(h.resp);
+    // command than the burst holds (a reconnecting client), then waits
+    // (from another address: the bucket is the address's).
+    let mut user = Raw::connect_from(h.resp, [127, 0, 0, 2]);
     assert_eq!(user.cmd(&[b"AUTH", token("u").as_bytes()]), b"+OK\r\n");
     let names: Vec<Vec<u8>> = (0..10).map(|i| format!("c{i}").into_bytes()).collect();
     let mut args: Vec<&[u8]> = vec![b"SUBSCRIBE"];
@@ -361,7 +364,13 @@ async fn patterns_of_clients_without_the_password_are_bounded_globally() {
 
 #[test]
 fn the_default_bound_on_untrusted_patterns_is_a_thousand() {
-    let h = Herald::start(&["--jwt-hmac-secret", SECRET]);
+    // Without the per-address share (tests/client_limits.rs has it).
+    let h = Herald::start(&[
+        "--jwt-hmac-secret",
+        SECRET,
+        "--max-untrusted-patterns-per-client",
+        "0",
+    ]);
     let mut c = Raw::connect(h.resp);
     assert_eq!(c.cmd(&[b"AUTH", token("u").as_bytes()]), b"+OK\r\n");
     // One command (it passes the subscribe rate on a full bucket).
@@ -372,8 +381,9 @@ fn the_default_bound_on_untrusted_patterns_is_a_thousand() {
     let (errors, last) = errors_among(&mut c, 1001);
     assert_eq!(errors, 1, "{last}");
     assert!(last.contains("(1000)"), "{last}");
-    // Another connection gets none, until this one leaves one.
-    let mut d = Raw::connect(h.resp);
+    // Another client gets none, until this one leaves one (from another
+    // address: this one's subscribe bucket is in debt).
+    let mut d = Raw::connect_from(h.resp, [127, 0, 0, 2]);
     assert_eq!(d.cmd(&[b"AUTH", token("v").as_bytes()]), b"+OK\r\n");
     assert!(psubscribe_reply(&mut d, "x*").starts_with("-ERR max patterns"));
     c.send(&[b"PUNSUBSCRIBE", b"*7"]);

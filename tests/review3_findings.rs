@@ -204,6 +204,7 @@ fn stress_hub() -> Arc<Hub> {
         history_max_memory: 1 << 20,
         output_buffer_global_limit: 512 << 20,
         max_untrusted_patterns: 1000,
+        client_addresses: 0,
         rules: Arc::new(move |ch: &[u8]| {
             let ns = ch.split(|c| *c == b':').next().unwrap_or(b"");
             match ns {
@@ -705,6 +706,7 @@ fn stress_hub_config() -> HubConfig {
         history_max_memory: 1 << 20,
         output_buffer_global_limit: 512 << 20,
         max_untrusted_patterns: 1000,
+        client_addresses: 0,
         rules: Arc::new(|ch: &[u8]| ChannelRules {
             history: ch.starts_with(b"hist:").then_some(HistoryOptions {
                 size: 50,

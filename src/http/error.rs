@@ -72,6 +72,14 @@ pub enum ApiError {
     /// 108 otherwise (no history in the namespace, or another key type).
     #[error(transparent)]
     History(#[from] HistoryError),
+    /// 429, code 107, with `Retry-After`: too many connect hook calls from
+    /// this client address (`--proxy-connect-rate`).
+    #[error("too many connects from this address; retry in {retry_after} s")]
+    RateLimited { retry_after: u64 },
+    /// 429, code 106: a WebSocket upgrade or `GET /sse` past
+    /// `--max-connections-per-client`.
+    #[error("max connections per client address reached ({max})")]
+    TooManyFromAddress { max: u32 },
     /// 503, code 109: the global output budget is spent; retry later.
     #[error("server output budget exhausted; retry later")]
     Busy,
@@ -118,6 +126,9 @@ impl ApiError {
             ApiError::History(HistoryError::Unavailable) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::History(_) => StatusCode::NOT_IMPLEMENTED,
             ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::RateLimited { .. } | ApiError::TooManyFromAddress { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
         }
     }
 
@@ -129,7 +140,7 @@ impl ApiError {
             | ApiError::StatsNeedKey
             | ApiError::OriginNotAllowed
             | ApiError::HostNotAllowed => 103,
-            ApiError::TooManyClients => 106,
+            ApiError::TooManyClients | ApiError::TooManyFromAddress { .. } => 106,
             ApiError::Body(_)
             | ApiError::BodyTooLarge
             | ApiError::BodyTimeout
@@ -145,6 +156,7 @@ impl ApiError {
             ApiError::History(HistoryError::Unavailable) => 500,
             ApiError::History(_) => 108,
             ApiError::Busy => 109,
+            ApiError::RateLimited { .. } => 107,
             ApiError::NotFound => 404,
             ApiError::Engine(_) => 500,
         }
@@ -154,7 +166,12 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = json!({ "error": { "code": self.code(), "message": self.to_string() } });
-        (self.status(), Json(body)).into_response()
+        let mut r = (self.status(), Json(body)).into_response();
+        if let ApiError::RateLimited { retry_after } = self {
+            r.headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, retry_after.into());
+        }
+        r
     }
 }
 

@@ -341,13 +341,13 @@ pub async fn serve(
             _ = shutdown.cancelled() => break,
             r = listener.accept() => r,
         };
-        let tcp = match accepted {
-            Ok((tcp, _)) => {
+        let (tcp, peer) = match accepted {
+            Ok((tcp, peer)) => {
                 if failing {
                     tracing::info!("http accept works again");
                     failing = false;
                 }
-                tcp
+                (tcp, peer)
             }
             Err(e) => {
                 // A reset before accept is the peer's business, not ours.
@@ -393,6 +393,7 @@ pub async fn serve(
         let service = RequestService {
             router: router.clone(),
             conn: slot.clone(),
+            peer: PeerAddr(peer),
             body_timeout,
             max_body,
         };
@@ -440,12 +441,18 @@ pub async fn serve(
     tracker.wait().await;
 }
 
+/// The TCP peer of a request (a request extension): the client, or the
+/// reverse proxy in front of it (see `--trusted-proxies`).
+#[derive(Debug, Clone, Copy)]
+pub struct PeerAddr(pub std::net::SocketAddr);
+
 /// One connection's service: marks the connection busy while a request is
 /// in flight and bounds the time to receive its body.
 #[derive(Clone)]
 struct RequestService {
     router: Router,
     conn: Arc<Conn>,
+    peer: PeerAddr,
     body_timeout: Duration,
     max_body: u64,
 }
@@ -456,7 +463,8 @@ impl hyper::service::Service<Request<Incoming>> for RequestService {
     type Future =
         Pin<Box<dyn std::future::Future<Output = Result<Response<Body>, Infallible>> + Send>>;
 
-    fn call(&self, req: Request<Incoming>) -> Self::Future {
+    fn call(&self, mut req: Request<Incoming>) -> Self::Future {
+        req.extensions_mut().insert(self.peer);
         let mut router = self.router.clone();
         let conn = self.conn.clone();
         let body_timeout = self.body_timeout;

@@ -141,6 +141,9 @@ pub struct Hub {
     /// Patterns held by clients without the password, all front ends
     /// together (`--max-untrusted-patterns`).
     untrusted_patterns: PatternQuota,
+    /// What each client address has used of its limits, all front ends
+    /// together (`crate::rate::Clients`).
+    clients: crate::rate::Clients,
     /// See [`Hub::interest_lock`].
     interest_stripes: [std::sync::Mutex<()>; INTEREST_STRIPES],
     stripe_hasher: std::collections::hash_map::RandomState,
@@ -183,6 +186,9 @@ pub struct HubConfig {
     pub output_buffer_global_limit: usize,
     /// Patterns clients without the password may hold, all together.
     pub max_untrusted_patterns: usize,
+    /// Client addresses whose limits are kept apart (see
+    /// `crate::rate::Clients`).
+    pub client_addresses: usize,
     /// The rules of a channel (its namespace's).
     pub rules: RulesFn,
 }
@@ -194,6 +200,7 @@ impl Default for HubConfig {
             history_max_memory: 256 << 20,
             output_buffer_global_limit: 512 << 20,
             max_untrusted_patterns: 1000,
+            client_addresses: crate::rate::MIN_ADDRESSES,
             rules: Arc::new(|_| ChannelRules::default()),
         }
     }
@@ -236,6 +243,7 @@ impl Hub {
             watchers: leaderboard::Leaderboards::default(),
             output: outbox::OutputBudget::new(cfg.output_buffer_global_limit),
             untrusted_patterns: PatternQuota::new(cfg.max_untrusted_patterns),
+            clients: crate::rate::Clients::new(cfg.client_addresses),
             interest_stripes: std::array::from_fn(|_| std::sync::Mutex::new(())),
             stripe_hasher: Default::default(),
             stats: Stats::default(),
@@ -266,6 +274,16 @@ impl Hub {
     /// The patterns clients without the password hold, all together.
     pub fn untrusted_patterns(&self) -> &PatternQuota {
         &self.untrusted_patterns
+    }
+
+    /// The limits' state of the client at `ip` (see `crate::rate::Clients`).
+    pub fn client(&self, ip: std::net::IpAddr) -> Arc<crate::rate::Client> {
+        self.clients.get(ip)
+    }
+
+    /// Client addresses whose limits are kept now.
+    pub fn client_addresses(&self) -> usize {
+        self.clients.len()
     }
 
     /// Whether the engine can publish and deliver right now.

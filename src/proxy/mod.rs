@@ -12,7 +12,7 @@
 
 mod client;
 
-pub use client::Proxy;
+pub use client::{Proxy, MAX_IN_FLIGHT};
 
 use serde::Deserialize;
 use serde_json::{json, Map, Value};

@@ -168,6 +168,11 @@ fn value_of(cfg: &Config, key: &str) -> Option<Option<Value>> {
         "max_untrusted_patterns" => int(cfg.max_untrusted_patterns),
         "subscribe_rate" => int(cfg.subscribe_limit.rate),
         "subscribe_burst" => int(cfg.subscribe_limit.burst),
+        "max_untrusted_patterns_per_client" => int(cfg.max_untrusted_patterns_per_client),
+        "proxy_connect_rate" => int(cfg.proxy_connect_limit.rate),
+        "proxy_connect_burst" => int(cfg.proxy_connect_limit.burst),
+        "max_connections_per_client" => int(cfg.max_connections_per_client),
+        "trusted_proxies" => Value::Array(cfg.trusted_proxies.iter().map(string).collect()),
         // A Redis URL may carry a password.
         "engine" => return Some(Some(string(mask_url(&cfg.engine)))),
         "node_name" => string(&cfg.node_name),

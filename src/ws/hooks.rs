@@ -16,6 +16,9 @@ use crate::auth::Claims;
 use crate::hub::Stats;
 use crate::proxy::{self, Accepted, Answer, ConnectResult, Failure, Hook};
 
+/// Hook calls one client address may have in flight: an eighth of all.
+pub(super) const CALLS_PER_CLIENT: u32 = (crate::proxy::MAX_IN_FLIGHT / 8) as u32;
+
 /// An op waiting for the app's answer.
 pub(super) struct Pending {
     id: Value,
@@ -39,6 +42,21 @@ enum Then {
 }
 
 impl Session {
+    /// Takes one connect hook call from the client address's
+    /// `--proxy-connect-rate` bucket; else how long until one passes. An
+    /// SSE session's call was taken with its `GET /sse` (refused there
+    /// with 429).
+    pub(super) fn take_connect_call(&self) -> Result<(), std::time::Duration> {
+        if self
+            .handshake
+            .as_ref()
+            .is_some_and(|h| h.transport == Some("sse"))
+        {
+            return Ok(());
+        }
+        self.client.take_connect(self.st.cfg.proxy_connect_limit)
+    }
+
     /// `connect` without a token: the upgrade's headers and the client's
     /// `data` go to the connect hook.
     pub(super) fn connect_pending(&mut self, id: &Value, data: Option<Value>) -> Box<Pending> {
@@ -107,6 +125,22 @@ impl Session {
             body,
             then,
         } = *pending;
+        // One address may hold only a share of the calls in flight (all
+        // sessions together hold at most proxy::MAX_IN_FLIGHT, 256):
+        // its many connections, each waiting on a slow app, would
+        // otherwise take every slot, and every other client's call would
+        // time out waiting.
+        let Some(_call) = self.client.start_call(CALLS_PER_CLIENT) else {
+            self.error(
+                &id,
+                ErrorCode::RateLimited,
+                &format!(
+                    "{CALLS_PER_CLIENT} calls to the app in flight from this address; retry later"
+                ),
+            );
+            return matches!(then, Then::Connect)
+                .then_some(End::Disconnect(DisconnectCode::ConnectRateLimited));
+        };
         let proxy = self.st.ws.proxy.clone();
         let answer = tokio::select! {
             biased;

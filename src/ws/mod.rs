@@ -243,6 +243,44 @@ fn credentials(q: WsQuery, headers: &HeaderMap, st: &AppState) -> session::Crede
     }
 }
 
+/// The limits' state of a request's client (`crate::rate::Clients`): its
+/// TCP peer's address, or the one `--trusted-proxies` vouch for in
+/// `X-Forwarded-For` when the peer is one of them.
+pub fn client_of(
+    st: &AppState,
+    peer: Option<&crate::http::listener::PeerAddr>,
+    headers: &HeaderMap,
+) -> Arc<crate::rate::Client> {
+    let peer = peer.map_or(std::net::Ipv6Addr::UNSPECIFIED.into(), |p| p.0.ip());
+    let forwarded = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok());
+    let ip = crate::rate::client_ip(peer, forwarded, &st.cfg.trusted_proxies);
+    st.hub.client(ip)
+}
+
+/// A session's place among its address's `--max-connections-per-client`
+/// (once authentication is configured: an open server's clients have full
+/// access); else the refusal, 429.
+#[allow(clippy::result_large_err)] // axum's Response, as its extractors return
+pub fn session_slot(
+    st: &AppState,
+    client: &Arc<crate::rate::Client>,
+) -> Result<Option<crate::rate::Slot>, Response> {
+    let max = st.cfg.max_connections_per_client;
+    if max == 0 || !st.cfg.has_auth() {
+        return Ok(None);
+    }
+    match client.open_session(max) {
+        Some(slot) => Ok(Some(slot)),
+        None => {
+            Stats::add(&st.hub.stats().rejected_connections, 1);
+            Err(ApiError::TooManyFromAddress { max }.into_response())
+        }
+    }
+}
+
 /// `GET /ws`: upgrades to a WebSocket session.
 pub async fn upgrade(
     State(st): State<AppState>,
@@ -264,6 +302,11 @@ pub async fn upgrade(
         }
         .into_response();
     };
+    let client = client_of(&st, req.extensions().get(), req.headers());
+    let slot = match session_slot(&st, &client) {
+        Ok(slot) => slot,
+        Err(refused) => return refused,
+    };
     let Ok(permit) = st.ws.limit.clone().try_acquire_owned() else {
         Stats::add(&st.hub.stats().rejected_connections, 1);
         return ApiError::TooManyClients.into_response();
@@ -280,8 +323,9 @@ pub async fn upgrade(
         let socket =
             tokio_tungstenite::WebSocketStream::from_raw_socket(io, Role::Server, Some(config))
                 .await;
-        session::run(socket, st, credentials).await;
+        session::run(socket, st, credentials, client).await;
         drop(permit);
+        drop(slot);
     }));
     let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
     Response::builder()

@@ -8,7 +8,7 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use serde_json::{json, Value};
@@ -136,7 +136,7 @@ impl Session {
             return true;
         }
         let limit = self.st.cfg.subscribe_limit;
-        if self.subscribe_rate.take(limit, 1) {
+        if self.client.take_subscribes(limit, 1) {
             return true;
         }
         self.error(
@@ -156,7 +156,34 @@ impl Session {
     pub(super) fn give_patterns(&self, n: usize) {
         if self.identity != Identity::Password {
             self.st.hub.untrusted_patterns().give(n);
+            self.client
+                .give_patterns(u32::try_from(n).unwrap_or(u32::MAX));
         }
+    }
+
+    /// Takes one pattern from the address's share and the global quota,
+    /// or answers 106 and returns false.
+    fn take_pattern(&mut self, id: &Value) -> bool {
+        let share = self.st.cfg.max_untrusted_patterns_per_client;
+        if !self.client.take_pattern(share) {
+            self.error(
+                id,
+                ErrorCode::LimitExceeded,
+                &format!("max patterns per client address reached ({share}); retry later"),
+            );
+            return false;
+        }
+        if self.st.hub.untrusted_patterns().take() {
+            return true;
+        }
+        self.client.give_patterns(1);
+        let max = self.st.hub.untrusted_patterns().limit();
+        self.error(
+            id,
+            ErrorCode::LimitExceeded,
+            &format!("max patterns of clients without the password reached ({max}); retry later"),
+        );
+        false
     }
 
     pub(super) fn set_identity(&mut self, claims: Option<Arc<crate::auth::Claims>>) {
@@ -214,6 +241,17 @@ impl Session {
                     && self.identity == Identity::Anonymous
                     && self.st.ws.proxy.connects()
                 {
+                    if let Err(wait) = self.take_connect_call() {
+                        self.error(
+                            id,
+                            ErrorCode::RateLimited,
+                            &format!(
+                                "too many connects from this address; retry in {} s",
+                                crate::rate::retry_secs(wait)
+                            ),
+                        );
+                        return end(DisconnectCode::ConnectRateLimited);
+                    }
                     return Step::Ask(self.connect_pending(id, a.data));
                 }
                 if let Some(token) = &a.token {
@@ -488,16 +526,9 @@ impl Session {
                 return Step::Read;
             }
             // And all connections without the password together hold at
-            // most --max-untrusted-patterns (given back as they leave).
-            if self.identity != Identity::Password && !self.st.hub.untrusted_patterns().take() {
-                let max = self.st.hub.untrusted_patterns().limit();
-                self.error(
-                    id,
-                    ErrorCode::LimitExceeded,
-                    &format!(
-                        "max patterns of clients without the password reached ({max}); retry later"
-                    ),
-                );
+            // most --max-untrusted-patterns, each client address at most
+            // its share of them (given back as they leave).
+            if self.identity != Identity::Password && !self.take_pattern(id) {
                 return Step::Read;
             }
         }
@@ -772,25 +803,17 @@ impl Session {
             self.error(id, ErrorCode::PermissionDenied, "permission denied");
             return Step::Read;
         }
-        let rate = self.st.cfg.ws_publish_rate as usize;
-        if rate > 0 {
-            let now = Instant::now();
-            while self
-                .publishes
-                .front()
-                .is_some_and(|t| now.duration_since(*t) >= Duration::from_secs(1))
-            {
-                self.publishes.pop_front();
-            }
-            if self.publishes.len() >= rate {
-                self.error(
-                    id,
-                    ErrorCode::RateLimited,
-                    &format!("rate limit: {rate} publishes per second"),
-                );
-                return Step::Read;
-            }
-            self.publishes.push_back(now);
+        // Per client address, all its sessions together: a reconnect or a
+        // second session gets no fresh second's worth.
+        let rate = self.st.cfg.ws_publish_rate;
+        let limit = crate::rate::RateLimit { rate, burst: rate };
+        if !self.client.take_publish(limit) {
+            self.error(
+                id,
+                ErrorCode::RateLimited,
+                &format!("rate limit: {rate} publishes per second"),
+            );
+            return Step::Read;
         }
         if rule == Rule::App {
             return Step::Ask(self.publish_pending(id, a.channel, a.data));

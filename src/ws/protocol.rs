@@ -46,6 +46,9 @@ pub enum DisconnectCode {
     /// The connect hook failed (down, slow, garbage): refused, reconnect
     /// later.
     BackendUnavailable = 3005,
+    /// Too many connect hook calls from this client address
+    /// (`--proxy-connect-rate`): reconnect later.
+    ConnectRateLimited = 3007,
     Unauthorized = 3500,
     BadRequest = 3501,
     MessageTooBig = 3502,
@@ -64,6 +67,7 @@ impl DisconnectCode {
             DisconnectCode::NoPong => "no pong",
             DisconnectCode::InsufficientState => "insufficient state",
             DisconnectCode::BackendUnavailable => "backend unavailable",
+            DisconnectCode::ConnectRateLimited => "too many connects from this address",
             DisconnectCode::Unauthorized => "unauthorized",
             DisconnectCode::BadRequest => "bad request",
             DisconnectCode::MessageTooBig => "message too big",

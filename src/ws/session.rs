@@ -15,7 +15,7 @@ use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::task::Poll;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
@@ -121,9 +121,10 @@ pub(super) struct Session {
     pub(super) patterns: HashSet<String>,
     pub(super) leaderboards: HashSet<String>,
     pub(super) expires_at: Option<tokio::time::Instant>,
-    pub(super) publishes: VecDeque<Instant>,
-    /// Subscriptions added (`--subscribe-rate`).
-    pub(super) subscribe_rate: crate::rate::TokenBucket,
+    /// What the session's client address has used of its limits, shared
+    /// with its other connections (`--subscribe-rate`, `--ws-publish-rate`,
+    /// `--proxy-connect-rate`, `--max-untrusted-patterns-per-client`).
+    pub(super) client: Arc<crate::rate::Client>,
     /// The upgrade's headers for the connect hook: kept (boxed, so
     /// sessions without them pay one pointer) only where a connect hook is
     /// configured and the URL held no token, until `connect`.
@@ -328,9 +329,10 @@ pub fn run(
     mut socket: WebSocket,
     st: AppState,
     credentials: Credentials,
+    client: Arc<crate::rate::Client>,
 ) -> impl std::future::Future<Output = ()> + Send {
     async move {
-        let (mut s, refused) = Session::open(st, credentials);
+        let (mut s, refused) = Session::open(st, credentials, client);
         let mut out = Outgoing::default();
         // One await of the session loop (each await point is space in this
         // future, which every idle connection keeps).
@@ -359,6 +361,7 @@ impl Session {
     pub(super) fn open(
         st: AppState,
         credentials: Credentials,
+        client: Arc<crate::rate::Client>,
     ) -> (Session, Option<DisconnectCode>) {
         let id = st.hub.next_client_id();
         Stats::add(&st.hub.stats().connections_total, 1);
@@ -379,8 +382,7 @@ impl Session {
             patterns: HashSet::new(),
             leaderboards: HashSet::new(),
             expires_at: None,
-            publishes: VecDeque::new(),
-            subscribe_rate: crate::rate::TokenBucket::default(),
+            client,
             handshake: None,
             sub_tokens: None,
             st,

@@ -96,30 +96,50 @@ fn cors(headers: &HeaderMap, resp: &mut Response) {
 pub async fn open(
     State(st): State<AppState>,
     Query(q): Query<WsQuery>,
+    peer: Option<axum::Extension<crate::http::listener::PeerAddr>>,
     headers: HeaderMap,
 ) -> Response {
     if !origin_allowed(&headers, &st.cfg) {
         tracing::info!(origin = ?headers.get(header::ORIGIN), "sse origin refused");
         return ApiError::OriginNotAllowed.into_response();
     }
-    let mut resp = open_stream(st, q, &headers);
+    let client = super::client_of(&st, peer.as_deref(), &headers);
+    let mut resp = open_stream(st, q, &headers, client);
     cors(&headers, &mut resp);
     resp
 }
 
-fn open_stream(st: AppState, q: WsQuery, headers: &HeaderMap) -> Response {
+fn open_stream(
+    st: AppState,
+    q: WsQuery,
+    headers: &HeaderMap,
+    client: Arc<crate::rate::Client>,
+) -> Response {
+    let slot = match super::session_slot(&st, &client) {
+        Ok(slot) => slot,
+        Err(refused) => return refused,
+    };
     let Ok(permit) = st.ws.limit.clone().try_acquire_owned() else {
         Stats::add(&st.hub.stats().rejected_connections, 1);
         return ApiError::TooManyClients.into_response();
     };
+    let mut credentials = super::credentials(q, headers, &st);
+    // A stream without a token asks the connect hook as it opens: that
+    // call counts against the address's --proxy-connect-rate here, and a
+    // refusal costs no session.
+    if let Credentials::Headers(h) = &mut credentials {
+        h.transport = Some("sse");
+        if let Err(wait) = client.take_connect(st.cfg.proxy_connect_limit) {
+            return ApiError::RateLimited {
+                retry_after: crate::rate::retry_secs(wait),
+            }
+            .into_response();
+        }
+    }
     let Some(key) = session_key() else {
         tracing::error!("no random bytes for an sse session id");
         return StatusCode::INTERNAL_SERVER_ERROR.into_response();
     };
-    let mut credentials = super::credentials(q, headers, &st);
-    if let Credentials::Headers(h) = &mut credentials {
-        h.transport = Some("sse");
-    }
     let (tx, ops_rx) = mpsc::channel::<Batch>(QUEUED_POSTS);
     let queued = Arc::new(AtomicUsize::new(0));
     let inbox = Inbox {
@@ -136,8 +156,9 @@ fn open_stream(st: AppState, q: WsQuery, headers: &HeaderMap) -> Response {
     };
     let tracker = st.ws.tracker.clone();
     tokio::spawn(tracker.track_future(async move {
-        run(st, credentials, entry, (ops_rx, queued), body_tx).await;
+        run(st, credentials, client, entry, (ops_rx, queued), body_tx).await;
         drop(permit);
+        drop(slot);
     }));
     let stream = futures_util::stream::unfold(body_rx, |mut rx| async move {
         rx.recv().await.map(|b| (Ok::<_, Infallible>(b), rx))
@@ -251,11 +272,12 @@ fn heartbeat_interval(cfg: &crate::config::Config) -> Duration {
 async fn run(
     st: AppState,
     credentials: Credentials,
+    client: Arc<crate::rate::Client>,
     entry: Entry,
     mut ops: (mpsc::Receiver<Batch>, Arc<AtomicUsize>),
     body: mpsc::Sender<Bytes>,
 ) {
-    let (mut s, refused) = Session::open(st, credentials);
+    let (mut s, refused) = Session::open(st, credentials, client);
     let end = match refused {
         Some(code) => End::Disconnect(code),
         None => serve(&mut s, Some(entry.key.clone()), &mut ops, &body).await,

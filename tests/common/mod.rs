@@ -283,19 +283,10 @@ impl Raw {
         }
     }
 
-    /// Connects from source address `from` (a client on another host's
-    /// address, in partition tests).
-    pub fn connect_from(addr: SocketAddr, from: std::net::IpAddr) -> Raw {
-        let sock = socket2::Socket::new(
-            socket2::Domain::for_address(addr),
-            socket2::Type::STREAM,
-            None,
-        )
-        .expect("socket");
-        sock.bind(&SocketAddr::new(from, 0).into()).expect("bind");
-        sock.connect_timeout(&addr.into(), TIMEOUT)
-            .expect("connect");
-        let stream: TcpStream = sock.into();
+    /// Connects from the loopback address `src` (`127.0.0.2`, …: Linux
+    /// answers all of 127/8), so the server sees another client address.
+    pub fn connect_from(addr: SocketAddr, src: [u8; 4]) -> Raw {
+        let stream = tcp_from(addr, src);
         stream
             .set_read_timeout(Some(Duration::from_millis(200)))
             .unwrap();
@@ -404,6 +395,32 @@ pub async fn ws_connect(http: SocketAddr, token: Option<&str>) -> Ws {
         None => format!("ws://{http}/ws"),
     };
     let (ws, _) = tokio::time::timeout(TIMEOUT, tokio_tungstenite::connect_async(url))
+        .await
+        .expect("ws connect timed out")
+        .expect("ws connect failed");
+    ws
+}
+
+/// A TCP connection to `addr` from the loopback address `src`.
+pub fn tcp_from(addr: SocketAddr, src: [u8; 4]) -> TcpStream {
+    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    s.bind(&SocketAddr::from((src, 0)).into())
+        .expect("bind source");
+    s.connect(&addr.into()).expect("connect");
+    s.into()
+}
+
+/// [`ws_connect`] from the loopback address `src` (another client address).
+pub async fn ws_connect_from(http: SocketAddr, token: Option<&str>, src: [u8; 4]) -> Ws {
+    let url = match token {
+        Some(t) => format!("ws://{http}/ws?token={t}"),
+        None => format!("ws://{http}/ws"),
+    };
+    let tcp = tcp_from(http, src);
+    tcp.set_nonblocking(true).unwrap();
+    let tcp = tokio::net::TcpStream::from_std(tcp).unwrap();
+    let stream = tokio_tungstenite::MaybeTlsStream::Plain(tcp);
+    let (ws, _) = tokio::time::timeout(TIMEOUT, tokio_tungstenite::client_async(url, stream))
         .await
         .expect("ws connect timed out")
         .expect("ws connect failed");

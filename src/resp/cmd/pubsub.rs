@@ -281,18 +281,28 @@ fn patterns_fit(conn: &mut Conn, name: &[u8]) -> bool {
     true
 }
 
-/// A client without the password takes each pattern from the global
-/// `--max-untrusted-patterns` quota: the bound above is per connection, and
-/// many connections would multiply it.
+/// A client without the password takes each pattern from its address's
+/// share (`--max-untrusted-patterns-per-client`) and from the global
+/// `--max-untrusted-patterns` quota: the bound above is per connection,
+/// and many connections would multiply it; the share keeps one address
+/// from taking the whole quota.
 fn pattern_quota_ok(conn: &mut Conn) -> bool {
     if matches!(conn.identity, Some(crate::auth::Identity::Password)) {
         return true;
+    }
+    let share = conn.server.cfg.max_untrusted_patterns_per_client;
+    if !conn.client.take_pattern(share) {
+        conn.reply().error(&format!(
+            "ERR max patterns per client address reached ({share}); retry later"
+        ));
+        return false;
     }
     let quota = conn.server.hub.untrusted_patterns();
     if quota.take() {
         conn.counted_patterns += 1;
         return true;
     }
+    conn.client.give_patterns(1);
     let max = quota.limit();
     conn.reply().error(&format!(
         "ERR max patterns of clients without the password reached ({max}); retry later"
@@ -335,7 +345,7 @@ fn subscribe_rate_ok(conn: &mut Conn, names: &[Bytes], kind: Kind) -> bool {
     let new = names.iter().filter(|n| !held.contains(n)).count();
     let limit = conn.server.cfg.subscribe_limit;
     let cost = u32::try_from(new).unwrap_or(u32::MAX);
-    if conn.subscribe_rate.take(limit, cost) {
+    if conn.client.take_subscribes(limit, cost) {
         return true;
     }
     conn.reply().error(&format!(

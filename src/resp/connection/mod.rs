@@ -81,12 +81,14 @@ pub struct Conn {
     /// Transaction and blocking state, allocated on first use and let go
     /// of once it is empty again (see [`Conn::tidy`]).
     pub extra: Option<Box<Extra>>,
-    /// Subscriptions added (`--subscribe-rate`, clients without the
+    /// What this connection's address has used of its limits, shared with
+    /// its other connections (`--subscribe-rate`,
+    /// `--max-untrusted-patterns-per-client`; clients without the
     /// password).
-    pub subscribe_rate: crate::rate::TokenBucket,
+    pub client: Arc<crate::rate::Client>,
     /// Patterns this connection took from the hub's untrusted-pattern quota
-    /// (`--max-untrusted-patterns`); never more than it holds (see
-    /// [`Conn::settle_pattern_quota`]).
+    /// (`--max-untrusted-patterns`) and from its address's share; never
+    /// more than it holds (see [`Conn::settle_pattern_quota`]).
     pub counted_patterns: u32,
     /// What has been validated of a request that is still arriving.
     parser: parse::Parser,
@@ -429,6 +431,7 @@ impl Conn {
         if self.counted_patterns > held {
             let extra = self.counted_patterns - held;
             self.server.hub.untrusted_patterns().give(extra as usize);
+            self.client.give_patterns(extra);
             self.counted_patterns = held;
         }
     }
@@ -530,7 +533,7 @@ pub fn serve(
             blocked: None,
             staged: None,
             extra: None,
-            subscribe_rate: crate::rate::TokenBucket::default(),
+            client: server.hub.client(addr.ip()),
             counted_patterns: 0,
             parser: parse::Parser::default(),
             deadline: None,
