@@ -7,9 +7,11 @@
 //! of the first message and `unsubscribe` confirmations behind the last.
 
 mod auth;
+mod awaiting;
 mod blocked;
 
 pub use auth::token_left;
+pub use awaiting::{Awaiting, Then};
 pub use blocked::Blocked;
 
 use std::collections::VecDeque;
@@ -119,6 +121,13 @@ pub struct Extra {
     block_deadline: Option<tokio::time::Instant>,
     /// Keys this connection last waited on, released when it leaves.
     wait_keys: Vec<Bytes>,
+    /// Engine mode: the dedicated engine connection holding this client's
+    /// WATCHes (dropped, so closed, by UNWATCH, DISCARD, RESET or leaving).
+    pub remote_tx: Option<Box<dyn crate::hub::engine::Dedicated>>,
+    /// A command forwarded to the engine, waiting for its answer (engine
+    /// mode only; see `awaiting`). Here rather than in `Conn`, so an idle
+    /// connection carries no room for it.
+    awaiting: Option<Awaiting>,
 }
 
 impl Extra {
@@ -129,6 +138,8 @@ impl Extra {
             && self.deferred.is_empty()
             && self.block_deadline.is_none()
             && self.wait_keys.is_empty()
+            && self.remote_tx.is_none()
+            && self.awaiting.is_none()
     }
 }
 
@@ -245,6 +256,11 @@ impl Conn {
     /// Between MULTI and EXEC: commands are queued.
     pub fn queuing(&self) -> bool {
         self.extra.as_ref().is_some_and(|x| x.multi.is_some())
+    }
+
+    /// Waiting for the engine's answer to a forwarded command.
+    pub fn is_awaiting(&self) -> bool {
+        self.extra.as_ref().is_some_and(|x| x.awaiting.is_some())
     }
 
     /// The transaction and blocking state, allocated on first use.
@@ -583,6 +599,23 @@ async fn run_loop(stream: &mut TcpStream, conn: &mut Conn) -> std::io::Result<()
             let _ = Box::pin(wr.shutdown()).await;
             return Ok(());
         }
+        if conn.is_awaiting() {
+            // Boxed, as below.
+            match Box::pin(awaiting::serve_awaiting(
+                conn,
+                &mut rd,
+                &mut wr,
+                &mut rbuf,
+                &mut batch,
+                &mut front_off,
+                &mut scratch,
+            ))
+            .await?
+            {
+                true => continue,
+                false => return Ok(()),
+            }
+        }
         if conn.blocked.is_some() {
             // Boxed: its state (wake-up futures, a timer) would otherwise
             // be part of every connection's task, blocked or not.
@@ -607,7 +640,7 @@ async fn run_loop(stream: &mut TcpStream, conn: &mut Conn) -> std::io::Result<()
                 process(conn, &mut rbuf);
                 conn.flush_replies();
             });
-            if conn.blocked.is_some() || conn.closing {
+            if conn.blocked.is_some() || conn.is_awaiting() || conn.closing {
                 continue;
             }
         }
@@ -804,7 +837,7 @@ fn run_requests(conn: &mut Conn, rbuf: &mut BytesMut) {
                     return;
                 }
                 cmd::dispatch(conn, &args);
-                if conn.blocked.is_some() {
+                if conn.blocked.is_some() || conn.is_awaiting() {
                     return;
                 }
                 // Bound the output a pipeline can build up: move replies to

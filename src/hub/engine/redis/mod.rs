@@ -22,9 +22,13 @@
 //!   `{prefix}:presence-exp:{channel}` orders entries by expiry: each node
 //!   refreshes its own every third of `--presence-ttl`, and entries past
 //!   their expiry (a node that died) are removed, with their leave pushed.
+//! - **Data commands** (strings, hashes, lists, sets, sorted sets, streams,
+//!   key commands, transactions) are served from Redis too
+//!   ([`RedisKeyspace`], `keyspace.rs`), so every node gives one answer.
 //! - **Leaderboards** stay on each node's keyspace in this step.
 
 mod history;
+mod keyspace;
 mod presence;
 mod pubsub;
 
@@ -38,6 +42,7 @@ use redis::aio::{ConnectionManager, PubSubSink};
 
 use super::{BrokerHandler, EngineError};
 use crate::hub::ClientId;
+pub use keyspace::RedisKeyspace;
 
 /// How a node reaches Redis.
 #[derive(Debug, Clone)]
