@@ -610,3 +610,120 @@ fn redis_down_is_an_error_never_a_hang() {
     assert!(r.starts_with(b"-ERR engine unavailable"), "{}", show(&r));
     assert_eq!(c.cmd(&[b"PING"]), b"+PONG\r\n");
 }
+
+/// xorshift, for reproducible random sequences.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+
+    fn pick<'a>(&mut self, from: &[&'a str]) -> &'a str {
+        from[self.below(from.len() as u64) as usize]
+    }
+}
+
+/// One random operation over a few keys of every type (wrong types
+/// included), as a step on connection `c`.
+fn random_step(r: &mut Rng, c: usize) -> Step {
+    let k = r.pick(&["k0", "k1", "k2", "k3", "k4"]).to_string();
+    let k2 = r.pick(&["k0", "k1", "k2", "k3", "k4"]).to_string();
+    let v = r.pick(&["a", "b", "c", "10", "-3", "2.5", ""]).to_string();
+    let n = (r.below(7) as i64 - 2).to_string();
+    let id = format!("{}-{}", r.below(5) + 1, r.below(3));
+    let words: Vec<String> = match r.below(44) {
+        0 => vec!["SET".into(), k, v],
+        1 => vec!["GET".into(), k],
+        2 => vec!["APPEND".into(), k, v],
+        3 => vec!["INCRBY".into(), k, n],
+        4 => vec!["GETRANGE".into(), k, n.clone(), "-1".into()],
+        5 => vec!["MGET".into(), k, k2],
+        6 => vec!["LPUSH".into(), k, v.clone(), v],
+        7 => vec!["RPUSH".into(), k, v],
+        8 => vec!["LPOP".into(), k],
+        9 => vec!["RPOP".into(), k, n],
+        10 => vec!["LRANGE".into(), k, n, "-1".into()],
+        11 => vec!["LREM".into(), k, n, v],
+        12 => vec!["LINSERT".into(), k, "BEFORE".into(), v.clone(), v],
+        13 => vec!["LPOS".into(), k, v],
+        14 => vec!["HSET".into(), k, v.clone(), n],
+        15 => vec!["HGET".into(), k, v],
+        16 => vec!["HINCRBY".into(), k, v, n],
+        17 => return Step::Sorted(c, vec![b"HGETALL".to_vec(), k.into_bytes()]),
+        18 => vec!["HDEL".into(), k, v],
+        19 => vec!["SADD".into(), k, v.clone(), n],
+        20 => vec!["SREM".into(), k, v],
+        21 => return Step::Sorted(c, vec![b"SMEMBERS".to_vec(), k.into_bytes()]),
+        22 => vec!["SISMEMBER".into(), k, v],
+        23 => vec!["SINTERSTORE".into(), k, k2, "k1".into()],
+        24 => vec!["ZADD".into(), k, n, v],
+        25 => vec!["ZINCRBY".into(), k, "1.5".into(), v],
+        26 => vec![
+            "ZRANGE".into(),
+            k,
+            "0".into(),
+            "-1".into(),
+            "WITHSCORES".into(),
+        ],
+        27 => vec!["ZSCORE".into(), k, v],
+        28 => vec!["ZPOPMIN".into(), k, n],
+        29 => vec![
+            "ZRANGEBYSCORE".into(),
+            k,
+            "-inf".into(),
+            "+inf".into(),
+            "WITHSCORES".into(),
+        ],
+        30 => vec!["ZRANK".into(), k, v],
+        31 => vec!["XADD".into(), k, id, "f".into(), v],
+        32 => vec!["XRANGE".into(), k, "-".into(), "+".into()],
+        33 => vec!["XDEL".into(), k, id],
+        34 => vec!["XTRIM".into(), k, "MAXLEN".into(), n],
+        35 => vec!["XLEN".into(), k],
+        36 => vec!["DEL".into(), k],
+        37 => vec!["EXISTS".into(), k, k2],
+        38 => vec!["TYPE".into(), k],
+        39 => vec!["EXPIRE".into(), k, "100".into()],
+        40 => vec!["TTL".into(), k],
+        41 => vec!["PERSIST".into(), k],
+        42 => vec!["INCRBYFLOAT".into(), k, "0.1".into()],
+        _ => vec!["ZREVRANGE".into(), k, "0".into(), n, "WITHSCORES".into()],
+    };
+    Step::Cmd(c, words.into_iter().map(String::into_bytes).collect(), 1)
+}
+
+#[test]
+fn random_operations_agree_across_three_nodes() {
+    let reference = Redis::start(&[]);
+    let engine = Redis::start(&[]);
+    let (_d, nodes) = nodes(&engine, 3, &[]);
+    let addrs: Vec<SocketAddr> = nodes.iter().map(|h| h.resp).collect();
+    let mut r = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut steps = vec![Step::Cmd(0, vec![b"FLUSHALL".to_vec()], 1)];
+    // RESP2: one connection whose commands go round-robin over the nodes.
+    for _ in 0..1500 {
+        steps.push(random_step(&mut r, 0));
+    }
+    steps.push(Step::Cmd(0, vec![b"FLUSHALL".to_vec()], 1));
+    // RESP3: three connections (one per node after HELLO), in turn.
+    for c in 1..=3 {
+        steps.push(Step::Cmd(c, vec![b"HELLO".to_vec(), b"3".to_vec()], 1));
+    }
+    for i in 0..1500 {
+        steps.push(random_step(&mut r, 1 + i % 3));
+    }
+    let want = run_spread(&[reference.addr; 3], reference.addr, &steps);
+    let got = run_spread(&addrs, engine.addr, &steps);
+    assert!(
+        want.len() > 3000 && want.iter().filter(|l| l.contains("WRONGTYPE")).count() > 10,
+        "{:?}",
+        &want[..20]
+    );
+    if let Some(f) = compare("random", &want, &got) {
+        panic!("{f}");
+    }
+}
