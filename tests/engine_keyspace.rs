@@ -727,3 +727,38 @@ fn random_operations_agree_across_three_nodes() {
         panic!("{f}");
     }
 }
+
+/// A pipeline of data commands goes to Redis back to back and is
+/// answered in order; an error of Herald's own checks and a command the
+/// node runs itself keep their places.
+#[test]
+fn pipelined_commands_keep_their_order() {
+    let engine = Redis::start(&[]);
+    let (_d, n) = nodes(&engine, 2, &[]);
+    let mut c = Raw::connect(n[0].resp);
+    let mut bytes = Vec::new();
+    let mut want = Vec::new();
+    for i in 0..500 {
+        bytes.extend(encode(&[b"RPUSH", b"l", i.to_string().as_bytes()]));
+        want.extend(format!(":{}\r\n", i + 1).into_bytes());
+        if i % 50 == 7 {
+            bytes.extend(encode(&[b"GET"]));
+            want.extend(b"-ERR wrong number of arguments for 'get' command\r\n");
+            bytes.extend(encode(&[b"PING"]));
+            want.extend(b"+PONG\r\n");
+            bytes.extend(encode(&[b"LLEN", b"l"]));
+            want.extend(format!(":{}\r\n", i + 1).into_bytes());
+        }
+    }
+    c.send_raw(&bytes);
+    let mut got = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while got.len() < want.len() && Instant::now() < deadline {
+        if let Some(f) = c.try_frame(Duration::from_millis(200)) {
+            got.extend(f);
+        }
+    }
+    assert_eq!(show(&got), show(&want));
+    let r = Raw::connect(n[1].resp).cmd(&[b"LINDEX", b"l", b"499"]);
+    assert_eq!(r, b"$3\r\n499\r\n");
+}

@@ -379,6 +379,8 @@ pub static COMMANDS: &[Command] = &[
     lists::BRPOPLPUSH,
 ];
 
+pub use remote::pipelinable;
+
 /// Finds a top-level command by name, case-insensitively.
 pub fn lookup(name: &[u8]) -> Option<&'static Command> {
     static INDEX: std::sync::OnceLock<std::collections::HashMap<&'static [u8], &'static Command>> =

@@ -38,6 +38,36 @@ pub(super) fn forwarded(top: &Command, cmd: &Command) -> bool {
         )
 }
 
+/// Whether `args` may be sent while this client's earlier forwarded
+/// commands are under way: a plain data command on the shared connection
+/// (not blocking, not transactional, not DBSIZE, not an XADD to a history
+/// channel, no presence view), outside MULTI. Its checks may still refuse
+/// it (an error answered in its place).
+pub fn pipelinable(conn: &Conn, args: &[Bytes]) -> bool {
+    let Some(remote) = conn.server.hub.remote_keyspace() else {
+        return false;
+    };
+    if conn.queuing() || conn.in_exec || args.is_empty() {
+        return false;
+    }
+    let Some((top, cmd)) = resolve(args) else {
+        return false;
+    };
+    if !cmd.arity_ok(args.len())
+        || !forwarded(top, cmd)
+        || matches!(top.name, "dbsize" | "flushall" | "flushdb")
+        || blocking(args)
+    {
+        return false;
+    }
+    let keys = super::command_keys(cmd, args);
+    !keys.iter().any(|(k, _)| {
+        crate::hub::presence::presence_channel(k).is_some()
+            || remote.is_engine_key(k)
+            || (top.name == "xadd" && conn.server.hub.rules(k).history.is_some())
+    })
+}
+
 /// Whether the command waits for data (needs a dedicated connection).
 fn blocking(args: &[Bytes]) -> bool {
     let name = &args[0];

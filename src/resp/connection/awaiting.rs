@@ -13,17 +13,25 @@ use std::future::Future;
 use std::pin::Pin;
 
 use bytes::{Bytes, BytesMut};
+use futures_util::stream::{FuturesOrdered, StreamExt};
 
 use super::{advance, deadline_passed, process, read_some, write_batch, Conn};
 
 /// What to do on the connection once the engine answered.
 pub type Then = Box<dyn FnOnce(&mut Conn) + Send>;
 
-/// A forwarded command under way.
+/// Most forwarded commands of one connection under way at once.
+const PIPELINE_MAX: usize = 64;
+
+type Step = Pin<Box<dyn Future<Output = Then> + Send>>;
+
+/// Forwarded commands under way, answered in order (all polled at once,
+/// so pipelined commands reach Redis back to back).
 pub struct Awaiting {
-    fut: Pin<Box<dyn Future<Output = Then> + Send>>,
-    /// A blocking command: the client leaving ends it (dropping the
-    /// future drops its dedicated connection, and Redis unblocks it).
+    queue: FuturesOrdered<Step>,
+    /// A blocking command (alone in the queue): the client leaving ends it
+    /// (dropping the future drops its dedicated connection, and Redis
+    /// unblocks it).
     blocking: bool,
     /// The client closed its side: answer, then close.
     eof: bool,
@@ -32,12 +40,32 @@ pub struct Awaiting {
 impl Conn {
     /// Parks the connection on `fut`: no further request runs until it is
     /// done and its continuation has run.
+    /// Behind any command already under way (pipelined), answered after
+    /// it.
     pub fn await_then(&mut self, blocking: bool, fut: impl Future<Output = Then> + Send + 'static) {
-        self.extra().awaiting = Some(Awaiting {
-            fut: Box::pin(fut),
-            blocking,
+        let x = self.extra();
+        let aw = x.awaiting.get_or_insert_with(|| Awaiting {
+            queue: FuturesOrdered::new(),
+            blocking: false,
             eof: false,
         });
+        aw.blocking |= blocking;
+        aw.queue.push_back(Box::pin(fut));
+    }
+
+    /// Queues a reply made at once, behind the commands under way.
+    pub fn await_ready(&mut self, frame: Bytes) {
+        self.await_then(false, async move {
+            Box::new(move |conn: &mut Conn| conn.reply_frame(&frame)) as Then
+        });
+    }
+
+    /// Whether another forwarded command may join those under way.
+    pub fn may_pipeline(&self) -> bool {
+        self.extra
+            .as_ref()
+            .and_then(|x| x.awaiting.as_ref())
+            .is_some_and(|a| !a.blocking && a.queue.len() < PIPELINE_MAX)
     }
 
     /// Parks the connection until `frame` (an engine reply, already
@@ -82,10 +110,18 @@ pub(super) async fn serve_awaiting(
     let max_query = conn.server.cfg.max_query_buffer;
     tokio::select! {
         biased;
-        then = aw.fut.as_mut() => {
+        then = aw.queue.next(), if !aw.queue.is_empty() => {
+            if let Some(then) = then {
+                then(conn);
+            }
+            if !aw.queue.is_empty() {
+                // More under way: this answer goes out meanwhile.
+                conn.flush_replies();
+                conn.extra().awaiting = Some(aw);
+                return Ok(true);
+            }
             let eof = aw.eof;
             drop(aw);
-            then(conn);
             conn.flush_replies();
             crate::hub::outbox::defer_wakes(|| {
                 process(conn, rbuf);

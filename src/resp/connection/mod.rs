@@ -821,13 +821,22 @@ fn run_requests(conn: &mut Conn, rbuf: &mut BytesMut) {
                 // Copied out: arguments that outlive the command (keys,
                 // members, payloads) then pin only their own request, never
                 // the whole read buffer.
-                let frame = Bytes::copy_from_slice(&rbuf[..req.consumed]);
-                let _ = rbuf.split_to(req.consumed);
+                let consumed = req.consumed;
+                let frame = Bytes::copy_from_slice(&rbuf[..consumed]);
                 conn.parser.reset();
                 let args: Vec<Bytes> = match req.owned {
                     Some(words) => words.into_iter().map(Bytes::from).collect(),
                     None => req.args.iter().map(|&(a, b)| frame.slice(a..b)).collect(),
                 };
+                // Engine mode: while forwarded commands are under way, only
+                // more of them join (pipelined to Redis, answered in
+                // order); anything else waits in the buffer until they are
+                // done, so no command's effect comes before an earlier one's.
+                let pending = conn.is_awaiting();
+                if pending && (conn.token_expired() || !cmd::pipelinable(conn, &args)) {
+                    return;
+                }
+                let _ = rbuf.split_to(consumed);
                 if args.is_empty() {
                     continue;
                 }
@@ -836,8 +845,15 @@ fn run_requests(conn: &mut Conn, rbuf: &mut BytesMut) {
                     rbuf.clear();
                     return;
                 }
+                let mark = conn.out.len();
                 cmd::dispatch(conn, &args);
-                if conn.blocked.is_some() || conn.is_awaiting() {
+                if pending && conn.out.len() > mark {
+                    // Answered at once (an error of the checks): in its
+                    // place behind the pending answers.
+                    let now = conn.out.split_off(mark).freeze();
+                    conn.await_ready(now);
+                }
+                if conn.blocked.is_some() || (conn.is_awaiting() && !conn.may_pipeline()) {
                     return;
                 }
                 // Bound the output a pipeline can build up: move replies to
