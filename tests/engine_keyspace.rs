@@ -582,6 +582,12 @@ fn redis_down_is_an_error_never_a_hang() {
     let (_d, n) = nodes(&engine, 1, &[]);
     let mut c = Raw::connect(n[0].resp);
     assert_eq!(c.cmd(&[b"SET", b"k", b"v"]), b"+OK\r\n");
+    // Dedicated connections in the pool, closed by the restart below.
+    assert_eq!(c.cmd(&[b"BLPOP", b"q", b"0.05"]), b"*-1\r\n");
+    c.cmd(&[b"MULTI"]);
+    c.cmd(&[b"GET", b"k"]);
+    assert_eq!(c.cmd(&[b"EXEC"]), b"*1\r\n$1\r\nv\r\n");
+    let port = engine.addr.port();
     let _ = engine.child.kill();
     let _ = engine.child.wait();
     for cmd in [
@@ -609,6 +615,24 @@ fn redis_down_is_an_error_never_a_hang() {
     let r = c.cmd(&[b"EXEC"]);
     assert!(r.starts_with(b"-ERR engine unavailable"), "{}", show(&r));
     assert_eq!(c.cmd(&[b"PING"]), b"+PONG\r\n");
+    // Redis back (empty): data commands, blocking ones and transactions
+    // work again, on fresh connections.
+    let _engine = Redis::start_on(port);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while c.cmd(&[b"SET", b"k", b"w"]) != b"+OK\r\n" {
+        assert!(Instant::now() < deadline, "SET never worked again");
+        sleep(100);
+    }
+    // At once (before the node noticed the new run id, the pooled
+    // connections are found closed and replaced), then after it did.
+    for _ in 0..2 {
+        assert_eq!(c.cmd(&[b"BLPOP", b"q", b"0.05"]), b"*-1\r\n");
+        sleep(1500);
+    }
+    assert_eq!(c.cmd(&[b"WATCH", b"k"]), b"+OK\r\n");
+    c.cmd(&[b"MULTI"]);
+    c.cmd(&[b"GET", b"k"]);
+    assert_eq!(c.cmd(&[b"EXEC"]), b"*1\r\n$1\r\nw\r\n");
 }
 
 /// xorshift, for reproducible random sequences.

@@ -114,7 +114,7 @@ pub(super) fn run(
         }
         "dbsize" => {
             let filter = readable_filter(conn);
-            conn.await_reply(false, remote.dbsize(filter));
+            await_observed(conn, top.name, false, remote.dbsize(filter));
             return true;
         }
         _ => {}
@@ -130,7 +130,7 @@ pub(super) fn run(
             .map(|(r, a)| (bulk(r), bulk(a)))
             .collect();
         let fut = run_one(remote, rewritten, resp3, blocking(args));
-        conn.await_reply(blocking(args), async move {
+        await_observed(conn, top.name, blocking(args), async move {
             let f = fut.await;
             names
                 .iter()
@@ -141,13 +141,33 @@ pub(super) fn run(
     let args = rewritten;
     if let Some(channel) = history_xadd(conn, top, &args, keys) {
         if let Some(fut) = xadd_history(conn, &args, channel, &*remote) {
-            conn.await_reply(false, fut);
+            await_observed(conn, top.name, false, fut);
         }
         return true;
     }
     let block = blocking(&args);
-    conn.await_reply(block, run_one(remote, args, resp3, block));
+    await_observed(conn, top.name, block, run_one(remote, args, resp3, block));
     true
+}
+
+/// Waits for `frame`, replies it and counts the command's time (from
+/// dispatch to the answer) in the command metrics.
+fn await_observed(
+    conn: &mut Conn,
+    name: &'static str,
+    block: bool,
+    frame: impl std::future::Future<Output = Frame> + Send + 'static,
+) {
+    let started = std::time::Instant::now();
+    conn.await_then(block, async move {
+        let f = frame.await;
+        Box::new(move |conn: &mut Conn| {
+            conn.reply_frame(&f);
+            conn.server
+                .metrics
+                .observe_command("resp", name, started.elapsed());
+        }) as Then
+    });
 }
 
 /// One command on the engine: on a dedicated connection when it blocks.

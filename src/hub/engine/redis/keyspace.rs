@@ -71,6 +71,8 @@ redis.call('PUBLISH', ARGV[6], 'h' .. top .. ':' .. epoch .. ':' .. ARGV[1])
 return {top, epoch}
 "#;
 
+type Idle = (MultiplexedConnection, OwnedSemaphorePermit, String);
+
 /// The Redis engine's keyspace part.
 #[derive(Clone)]
 pub struct RedisKeyspace {
@@ -85,7 +87,9 @@ struct Inner {
     client3: redis::Client,
     permits: Arc<Semaphore>,
     max: usize,
-    idle: Mutex<[Vec<(MultiplexedConnection, OwnedSemaphorePermit)>; 2]>,
+    /// Clean connections for reuse, with the Redis run id they were made
+    /// under (a restarted Redis closed them).
+    idle: Mutex<[Vec<Idle>; 2]>,
     xadd: redis::Script,
 }
 
@@ -367,7 +371,12 @@ impl Inner {
     }
 
     fn take_idle(&self, resp3: bool) -> Option<(MultiplexedConnection, OwnedSemaphorePermit)> {
-        self.idle.lock().unwrap_or_else(|e| e.into_inner())[resp3 as usize].pop()
+        let run = self.engine.run_id();
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let list = &mut idle[resp3 as usize];
+        // Connections made before Redis restarted are closed: let them go.
+        list.retain(|(_, _, r)| *r == run);
+        list.pop().map(|(c, p, _)| (c, p))
     }
 
     /// A permit for a new dedicated connection: a free one, or one an
@@ -377,39 +386,69 @@ impl Inner {
             return Some(p);
         }
         let other = self.idle.lock().unwrap_or_else(|e| e.into_inner())[!resp3 as usize].pop();
-        other.map(|(_conn, p)| p)
+        other.map(|(_conn, p, _)| p)
     }
 }
 
 /// One dedicated connection: closed when dropped, unless released.
 struct DedicatedConn {
     inner: Arc<Inner>,
-    conn: MultiplexedConnection,
+    /// Replaced once when a reused connection turns out dead.
+    conn: Arc<Mutex<MultiplexedConnection>>,
     permit: Option<OwnedSemaphorePermit>,
     resp3: bool,
     /// An I/O error or timeout happened: never reused.
     broken: Arc<AtomicBool>,
+    /// Taken from the idle pool and not used yet: Redis may have closed
+    /// it meanwhile (a restart, a `CLIENT KILL`), so a first command that
+    /// finds it gone runs again on a fresh connection.
+    reused: Arc<AtomicBool>,
+}
+
+impl Inner {
+    async fn connect_dedicated(&self, resp3: bool) -> redis::RedisResult<MultiplexedConnection> {
+        let client = if resp3 { &self.client3 } else { &self.client2 };
+        let cfg = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(2)))
+            .set_response_timeout(None);
+        client
+            .get_multiplexed_async_connection_with_config(&cfg)
+            .await
+    }
 }
 
 impl Dedicated for DedicatedConn {
     fn command(&self, args: Vec<Bytes>, in_exec: bool) -> Pending<'static, Frame> {
-        let mut conn = self.conn.clone();
+        let slot = self.conn.clone();
         let resp3 = self.resp3;
         let broken = self.broken.clone();
-        let engine = self.inner.engine.clone();
+        let reused = self.reused.clone();
+        let inner = self.inner.clone();
         Pending::boxed(async move {
             let nulls = Nulls::of(&args, in_exec);
-            let (f, bad) = frame_of(conn.send_packed_command(&packed(&args)).await, resp3, nulls);
+            let cmd = packed(&args);
+            let mut conn = slot.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            let mut r = conn.send_packed_command(&cmd).await;
+            let gone = |r: &redis::RedisResult<Value>| matches!(r, Err(e) if e.is_connection_dropped() || e.is_io_error());
+            if reused.swap(false, Ordering::Relaxed) && gone(&r) {
+                if let Ok(fresh) = inner.connect_dedicated(resp3).await {
+                    *slot.lock().unwrap_or_else(|e| e.into_inner()) = fresh.clone();
+                    conn = fresh;
+                    r = conn.send_packed_command(&cmd).await;
+                }
+            }
+            let (f, bad) = frame_of(r, resp3, nulls);
             if bad {
                 broken.store(true, Ordering::Relaxed);
-                engine.healthy.store(false, Ordering::Relaxed);
+                inner.engine.healthy.store(false, Ordering::Relaxed);
             }
             f
         })
     }
 
     fn transaction(&self, cmds: Vec<Vec<Bytes>>) -> Pending<'static, TxOutcome> {
-        let conn = self.conn.clone();
+        self.reused.store(false, Ordering::Relaxed);
+        let conn = self.conn.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let resp3 = self.resp3;
         let broken = self.broken.clone();
         Pending::boxed(async move {
@@ -484,7 +523,8 @@ impl Dedicated for DedicatedConn {
         let mut idle = self.inner.idle.lock().unwrap_or_else(|e| e.into_inner());
         let list = &mut idle[self.resp3 as usize];
         if list.len() < IDLE_KEPT {
-            list.push((self.conn.clone(), permit));
+            let conn = self.conn.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            list.push((conn, permit, self.inner.engine.run_id()));
         }
     }
 }
@@ -530,7 +570,9 @@ impl RemoteKeyspace for RedisKeyspace {
     fn dedicated(&self, resp3: bool) -> Pending<'static, Result<Box<dyn Dedicated>, Frame>> {
         let inner = self.inner.clone();
         Pending::boxed(async move {
-            let (conn, permit) = match inner.take_idle(resp3) {
+            let idle = inner.take_idle(resp3);
+            let reused = idle.is_some();
+            let (conn, permit) = match idle {
                 Some(idle) => idle,
                 None => {
                     let Some(permit) = inner.permit(resp3) else {
@@ -539,18 +581,7 @@ impl RemoteKeyspace for RedisKeyspace {
                             inner.max
                         )));
                     };
-                    let client = if resp3 {
-                        &inner.client3
-                    } else {
-                        &inner.client2
-                    };
-                    let cfg = redis::AsyncConnectionConfig::new()
-                        .set_connection_timeout(Some(Duration::from_secs(2)))
-                        .set_response_timeout(None);
-                    match client
-                        .get_multiplexed_async_connection_with_config(&cfg)
-                        .await
-                    {
+                    match inner.connect_dedicated(resp3).await {
                         Ok(c) => (c, permit),
                         Err(e) => {
                             inner.engine.healthy.store(false, Ordering::Relaxed);
@@ -561,10 +592,11 @@ impl RemoteKeyspace for RedisKeyspace {
             };
             Ok(Box::new(DedicatedConn {
                 inner,
-                conn,
+                conn: Arc::new(Mutex::new(conn)),
                 permit: Some(permit),
                 resp3,
                 broken: Arc::new(AtomicBool::new(false)),
+                reused: Arc::new(AtomicBool::new(reused)),
             }) as Box<dyn Dedicated>)
         })
     }
