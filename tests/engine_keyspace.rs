@@ -786,3 +786,41 @@ fn pipelined_commands_keep_their_order() {
     let r = Raw::connect(n[1].resp).cmd(&[b"LINDEX", b"l", b"499"]);
     assert_eq!(r, b"$3\r\n499\r\n");
 }
+
+/// A token that expires while its client is blocked ends the wait: the
+/// client gets `-NOPERM token expired`, and Redis no longer holds it.
+#[test]
+fn a_token_expiring_while_blocked_releases_the_wait() {
+    let engine = Redis::start(&[]);
+    let (_d, n) = nodes(
+        &engine,
+        1,
+        &[
+            "--requirepass",
+            "pw",
+            "--jwt-hmac-secret",
+            SECRET,
+            "--jwt-leeway",
+            "0s",
+        ],
+    );
+    let tok = hs256(
+        serde_json::json!({"sub": "u", "exp": unix_now() + 2, "subscribe": ["chat:*"], "publish": ["chat:*"]}),
+        SECRET,
+    );
+    let mut c = Raw::connect(n[0].resp);
+    assert_eq!(c.cmd(&[b"AUTH", tok.as_bytes()]), b"+OK\r\n");
+    c.send(&[b"BLPOP", b"chat:q", b"0"]);
+    sleep(300);
+    assert_eq!(blocked_clients(&engine), 1);
+    let f = c
+        .try_frame(Duration::from_secs(5))
+        .expect("an answer at exp");
+    assert_eq!(f, b"-NOPERM token expired\r\n");
+    assert!(c.closed());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while blocked_clients(&engine) != 0 {
+        assert!(Instant::now() < deadline, "still blocked in Redis");
+        sleep(20);
+    }
+}

@@ -140,13 +140,16 @@ pub(super) async fn serve_awaiting(
                 return Ok(false);
             }
         }
-        // The token expired (or the time to authenticate ended): the
-        // command is abandoned (its dedicated connection closed).
+        // The token expired (or the time to authenticate ended): when that
+        // ends the connection, the commands under way are abandoned (a
+        // dedicated connection closed, so Redis unblocks it).
         _ = deadline_passed(&mut conn.deadline) => {
-            drop(aw);
             conn.on_deadline();
             conn.flush_replies();
-            return Ok(true);
+            if conn.closing {
+                drop(aw);
+                return Ok(true);
+            }
         }
         r = write_batch(wr, batch, *front_off, scratch), if !batch.is_empty() => {
             let n = r?;
