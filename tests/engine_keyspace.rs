@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use common::diff::{normalise, script, sorted_frame, Step};
 use common::*;
 
-const CONFIG: &str = "[namespaces.chat]\nhistory_size = 100\n";
+const CONFIG: &str = "[namespaces.chat]\nhistory_size = 100\nallow_anonymous = true\n";
 const SECRET: &str = "engine-keyspace-secret";
 
 /// `n` nodes on `redis`, with the given extra flags.
@@ -515,6 +515,31 @@ fn xadd_to_a_history_channel_goes_through_the_engine() {
         r.starts_with(b"-ERR on the Redis engine, XADD"),
         "{}",
         show(&r)
+    );
+    // History (and so recovery) on any node turns an entry's fields into
+    // its payload as memory mode does: `data`, else a JSON object.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let http = n[1].http;
+    let datas = rt.block_on(async move {
+        let mut ws = ws_connect(http, None).await;
+        let r = ws_call(
+            &mut ws,
+            1,
+            serde_json::json!({"op": "history", "channel": "chat:room"}),
+        )
+        .await;
+        r["result"]["publications"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{r}"))
+            .iter()
+            .map(|p| p["data"].to_string())
+            .collect::<Vec<_>>()
+    });
+    assert_eq!(datas.len(), 3, "{datas:?}");
+    assert_eq!(&datas[..2], &["\"first\"", "\"second\""], "{datas:?}");
+    assert!(
+        datas[2].contains("ann") && datas[2].contains("hi"),
+        "{datas:?}"
     );
     // A plain Redis client sees the same stream under the engine's key.
     let r = Raw::connect(engine.addr).cmd(&[b"XLEN", b"herald:history:chat:room"]);
