@@ -509,6 +509,20 @@ fn xadd_to_a_history_channel_goes_through_the_engine() {
         "{}",
         show(&r)
     );
+    // Inside MULTI too, in the transaction's order.
+    a.cmd(&[b"MULTI"]);
+    a.cmd(&[b"XADD", b"chat:room", b"*", b"data", b"fourth"]);
+    a.cmd(&[b"XLEN", b"chat:room"]);
+    a.cmd(&[b"XADD", b"chat:room", b"7-0", b"data", b"x"]);
+    let r = a.cmd(&[b"EXEC"]);
+    assert!(
+        r.starts_with(b"*3\r\n$3\r\n4-0\r\n:4\r\n-ERR on the Redis engine, XADD"),
+        "{}",
+        show(&r)
+    );
+    let f = sub.frame();
+    assert!(f.ends_with(b"fourth\r\n"), "{}", show(&f));
+    assert_eq!(a.cmd(&[b"XDEL", b"chat:room", b"4-0"]), b":1\r\n");
     // Explicit ids are refused: the channel's offsets number its entries.
     let r = a.cmd(&[b"XADD", b"chat:room", b"9-0", b"f", b"v"]);
     assert!(

@@ -468,6 +468,16 @@ pub trait RemoteKeyspace: Send + Sync + 'static {
         shard: bool,
     ) -> Vec<Vec<Bytes>>;
 
+    /// The store commands [`RemoteKeyspace::append_entry`] is, for a
+    /// transaction; their reply is `[offset, epoch]`.
+    fn append_commands(
+        &self,
+        channel: &[u8],
+        fields: &[Bytes],
+        payload: &[u8],
+        opts: HistoryOptions,
+    ) -> Vec<Vec<Bytes>>;
+
     /// Appends a stream entry with the given fields to `channel`'s history
     /// and publishes it (`entry_payload` of the fields), as one step: an
     /// XADD to a channel with history. The reply is the new entry's id

@@ -285,25 +285,43 @@ fn xadd_history(
     channel: Bytes,
     remote: &dyn RemoteKeyspace,
 ) -> Option<crate::hub::engine::Pending<'static, Frame>> {
+    match xadd_parts(conn, args, &channel) {
+        Ok((fields, payload, opts)) => {
+            Some(remote.append_entry(channel, fields, payload, opts, conn.resp3))
+        }
+        Err(msg) => {
+            conn.reply().error(msg);
+            None
+        }
+    }
+}
+
+/// An XADD to a history channel's fields, payload and bounds, or why it
+/// is refused.
+fn xadd_parts(
+    conn: &Conn,
+    args: &[Bytes],
+    channel: &[u8],
+) -> Result<(Vec<Bytes>, Bytes, crate::hub::engine::HistoryOptions), &'static str> {
     if args[2][..] != b"*"[..] {
-        conn.reply().error(
-            "ERR on the Redis engine, XADD to a channel with history takes the id * only (the channel's offsets number its entries): XADD key * field value [field value ...]",
-        );
-        return None;
+        return Err("ERR on the Redis engine, XADD to a channel with history takes the id * only (the channel's offsets number its entries): XADD key * field value [field value ...]");
     }
     let fields = &args[3..];
     if fields.is_empty() || !fields.len().is_multiple_of(2) {
-        conn.reply()
-            .error("ERR wrong number of arguments for 'xadd' command");
-        return None;
+        return Err("ERR wrong number of arguments for 'xadd' command");
     }
     let pairs: Vec<(Bytes, Bytes)> = fields
         .chunks(2)
         .map(|c| (c[0].clone(), c[1].clone()))
         .collect();
     let payload = crate::hub::entry_payload(&pairs);
-    let opts = conn.server.hub.rules(&channel).history?;
-    Some(remote.append_entry(channel, fields.to_vec(), payload, opts, conn.resp3))
+    let opts = conn
+        .server
+        .hub
+        .rules(channel)
+        .history
+        .ok_or("ERR not a channel with history")?;
+    Ok((fields.to_vec(), payload, opts))
 }
 
 /// WATCH on the engine: the client's dedicated connection (taken on its
@@ -346,6 +364,9 @@ enum Item {
     Local(Vec<Bytes>),
     /// Refused before the transaction (a publish without permission).
     Refused(Bytes),
+    /// An XADD to a history channel: the engine's append step, answered
+    /// with the entry's id (`{offset}-0`).
+    HistoryAdd,
 }
 
 fn resolve(args: &[Bytes]) -> Option<(&'static Command, &'static Command)> {
@@ -391,9 +412,17 @@ pub(super) fn exec(conn: &mut Conn, queue: Vec<Vec<Bytes>>, remote: Arc<dyn Remo
             continue;
         }
         let keys = super::command_keys(cmd, &args);
-        if matches!(top.name, "dbsize" | "flushall" | "flushdb")
-            || (top.name == "xadd" && history_xadd(conn, top, &args, &keys).is_some())
-        {
+        if let Some(channel) = history_xadd(conn, top, &args, &keys) {
+            match xadd_parts(conn, &args, &channel) {
+                Ok((fields, payload, opts)) => {
+                    cmds.extend(remote.append_commands(&channel, &fields, &payload, opts));
+                    items.push(Item::HistoryAdd);
+                }
+                Err(msg) => items.push(Item::Refused(Bytes::from(format!("-{msg}\r\n")))),
+            }
+            continue;
+        }
+        if matches!(top.name, "dbsize" | "flushall" | "flushdb") {
             items.push(Item::Refused(Bytes::from(format!(
                 "-ERR {} inside MULTI is not served on the Redis engine\r\n",
                 top.name.to_ascii_uppercase()
@@ -471,9 +500,25 @@ fn finish_exec(conn: &mut Conn, items: Vec<Item>, out: crate::hub::engine::TxOut
                 conn.in_exec = false;
             }
             Item::Refused(f) => conn.reply_frame(&f),
+            Item::HistoryAdd => match replies.next() {
+                Some(f) if f.first() == Some(&b'-') => conn.reply_frame(&f),
+                // The script's reply: `[offset, epoch]`.
+                Some(f) => match appended_offset(&f) {
+                    Some(top) => conn.reply().bulk(format!("{top}-0").as_bytes()),
+                    None => conn.reply().error("ERR engine: unexpected append reply"),
+                },
+                None => conn.reply().error("ERR engine: missing reply in EXEC"),
+            },
         }
     }
     conn.register_deferred();
+}
+
+/// The offset in the append script's encoded reply (`*2\r\n:N\r\n…`).
+fn appended_offset(frame: &[u8]) -> Option<u64> {
+    let rest = frame.strip_prefix(b"*2\r\n:")?;
+    let end = rest.iter().position(|b| *b == b'\r')?;
+    std::str::from_utf8(&rest[..end]).ok()?.parse().ok()
 }
 
 /// Drops the client's dedicated connection (its WATCHes go with it).

@@ -682,6 +682,32 @@ impl RemoteKeyspace for RedisKeyspace {
         }
     }
 
+    fn append_commands(
+        &self,
+        channel: &[u8],
+        fields: &[Bytes],
+        payload: &[u8],
+        opts: HistoryOptions,
+    ) -> Vec<Vec<Bytes>> {
+        let e = &self.inner.engine;
+        let b = |v: Vec<u8>| Bytes::from(v);
+        let mut cmd = vec![
+            Bytes::from_static(b"EVAL"),
+            Bytes::from_static(XADD_SCRIPT.as_bytes()),
+            Bytes::from_static(b"2"),
+            b(e.key("history", channel)),
+            b(e.key("meta", channel)),
+            Bytes::copy_from_slice(payload),
+            b(opts.size.to_string().into_bytes()),
+            b(opts.ttl_ms.to_string().into_bytes()),
+            b(RedisEngine::new_epoch().to_string().into_bytes()),
+            b(e.run_id().into_bytes()),
+            b(e.key("ch", channel)),
+        ];
+        cmd.extend(fields.iter().cloned());
+        vec![cmd]
+    }
+
     fn append_entry(
         &self,
         channel: Bytes,
