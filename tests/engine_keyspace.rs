@@ -435,6 +435,13 @@ fn set_and_publish_in_one_multi_reach_another_node() {
         r,
         b"*1\r\n*2\r\n$3\r\n1-0\r\n*2\r\n$4\r\ndata\r\n$6\r\nuser:1\r\n"
     );
+    // WATCH of a history channel watches its history: a publish on
+    // another node aborts the transaction, as in memory mode.
+    assert_eq!(w.cmd(&[b"WATCH", b"chat:inv"]), b"+OK\r\n");
+    Raw::connect(n[2].resp).cmd(&[b"PUBLISH", b"chat:inv", b"again"]);
+    w.cmd(&[b"MULTI"]);
+    w.cmd(&[b"GET", b"user:1"]);
+    assert_eq!(w.cmd(&[b"EXEC"]), b"*-1\r\n");
 }
 
 #[test]

@@ -333,7 +333,17 @@ pub(super) fn watch(conn: &mut Conn, args: &[Bytes], remote: Arc<dyn RemoteKeysp
     }
     let resp3 = conn.resp3;
     let held = conn.extra.as_mut().and_then(|x| x.remote_tx.take());
-    let args = args.to_vec();
+    // A channel with history is its history stream, as in memory mode: a
+    // publish to it touches the watched key.
+    let hub = conn.server.hub.clone();
+    let args: Vec<Bytes> = args
+        .iter()
+        .enumerate()
+        .map(|(i, k)| match i > 0 && hub.rules(k).history.is_some() {
+            true => Bytes::from(remote.history_key(k)),
+            false => k.clone(),
+        })
+        .collect();
     conn.await_then(false, async move {
         let d = match held {
             Some(d) => d,
