@@ -296,6 +296,18 @@ fn sleep(ms: u64) {
     std::thread::sleep(Duration::from_millis(ms));
 }
 
+/// The engine's key of `kind` for `channel`, as found in Redis (its exact
+/// form, hash tags included, is the engine's business).
+fn engine_key(redis: &Redis, kind: &str, channel: &str) -> String {
+    let pattern = format!("herald:{kind}:*");
+    let r = Raw::connect(redis.addr).cmd(&[b"KEYS", pattern.as_bytes()]);
+    let text = String::from_utf8_lossy(&r).into_owned();
+    text.split("\r\n")
+        .find(|l| l.starts_with("herald:") && l.contains(channel))
+        .unwrap_or_else(|| panic!("no {kind} key of {channel} in {text:?}"))
+        .to_string()
+}
+
 /// `INFO clients`' `blocked_clients` of a Redis.
 fn blocked_clients(redis: &Redis) -> u64 {
     let info = Raw::connect(redis.addr).cmd(&[b"INFO", b"clients"]);
@@ -563,7 +575,9 @@ fn xadd_to_a_history_channel_goes_through_the_engine() {
         "{datas:?}"
     );
     // A plain Redis client sees the same stream under the engine's key.
-    let r = Raw::connect(engine.addr).cmd(&[b"XLEN", b"herald:history:chat:room"]);
+    // (The key's name is the engine's: found, not built here.)
+    let key = engine_key(&engine, "history", "chat:room");
+    let r = Raw::connect(engine.addr).cmd(&[b"XLEN", key.as_bytes()]);
     assert_eq!(r, b":3\r\n");
 }
 
@@ -591,13 +605,15 @@ fn engine_keys_are_hidden_and_tokens_count_their_own_keys() {
     assert!(keys.starts_with(b"*3\r\n"), "{}", show(&keys));
     let scan = other.cmd(&[b"SCAN", b"0", b"COUNT", b"1000"]);
     assert!(!show(&scan).contains("herald:"), "{}", show(&scan));
-    let r = other.cmd(&[b"GET", b"herald:meta:chat:1"]);
+    let meta = engine_key(&engine, "meta", "chat:1");
+    let r = other.cmd(&[b"GET", meta.as_bytes()]);
     assert!(
         r.starts_with(b"-ERR this key belongs to Herald's engine"),
         "{}",
         show(&r)
     );
-    let r = other.cmd(&[b"DEL", b"herald:history:chat:1"]);
+    let history = engine_key(&engine, "history", "chat:1");
+    let r = other.cmd(&[b"DEL", history.as_bytes()]);
     assert!(r.starts_with(b"-ERR this key belongs"), "{}", show(&r));
     let r = other.cmd(&[b"FLUSHALL"]);
     assert!(
