@@ -426,6 +426,11 @@ pub struct Options {
     /// refresh (a node that dies leaves within it). [default: 60s]
     #[arg(long, env = "HERALD_PRESENCE_TTL", value_name = "DURATION")]
     pub presence_ttl: Option<Dur>,
+    /// Connections of their own to the engine's Redis that blocking
+    /// commands (BLPOP, XREAD BLOCK, …) and WATCH/MULTI may hold at once;
+    /// past it such a command is answered an error at once. [default: 256]
+    #[arg(long, env = "HERALD_ENGINE_DEDICATED_CONNECTIONS", value_name = "N")]
+    pub engine_dedicated_connections: Option<usize>,
     /// Close RESP connections that have not authenticated this long after
     /// connecting (when a password or JWT key is configured; an anonymous
     /// client holding subscriptions a namespace allows stays; 0 = never).
@@ -559,6 +564,8 @@ pub struct Config {
     pub node_name: String,
     pub engine_prefix: String,
     pub presence_ttl: Duration,
+    /// Dedicated engine connections (blocking commands, WATCH/MULTI).
+    pub engine_dedicated_connections: usize,
     pub http_max_connections: usize,
     pub http_header_timeout: Duration,
     pub http_body_timeout: Duration,
@@ -788,7 +795,8 @@ impl Options {
             engine,
             node_name,
             engine_prefix,
-            presence_ttl
+            presence_ttl,
+            engine_dedicated_connections
         )
     }
 
@@ -872,6 +880,7 @@ impl Options {
             node_name: self.node_name.unwrap_or_else(default_node_name),
             engine_prefix: self.engine_prefix.unwrap_or_else(|| "herald".into()),
             presence_ttl: self.presence_ttl.map_or(Duration::from_secs(60), |d| d.0),
+            engine_dedicated_connections: self.engine_dedicated_connections.unwrap_or(256),
             // Room for API calls and health checks beside a full house of
             // WebSockets (`max_connections` caps those on their own).
             http_max_connections: self

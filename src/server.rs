@@ -193,7 +193,14 @@ async fn build_hub(cfg: &Arc<Config>) -> Result<Hub, StartError> {
         })
         .await
         .map_err(|e| StartError::Engine(e.to_string()))?;
-    let hub = Hub::with_engine(cfg.hub_config(), |_| redis.engine());
+    let remote = crate::hub::engine::redis::RedisKeyspace::connect(
+        redis.clone(),
+        cfg.engine_dedicated_connections,
+    )
+    .await
+    .map_err(|e| StartError::Engine(e.to_string()))?;
+    let hub = Hub::with_engine(cfg.hub_config(), |_| redis.engine())
+        .with_remote_keyspace(Arc::new(remote));
     crate::hub::engine::redis::spawn_background(&redis, std::time::Duration::from_secs(2)).await;
     tracing::info!(node = %cfg.node_name, "engine: redis");
     Ok(hub)

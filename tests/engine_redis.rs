@@ -377,11 +377,30 @@ fn leaderboards_follow_sorted_sets_in_redis() {
             "{p}"
         );
         assert_eq!(p["rank"], 0, "{p}");
+        // A write through another node (served from Redis) too.
+        backend(&nodes[0]).cmd(&[b"ZINCRBY", b"game", b"100", b"ann"]);
+        let p = loop {
+            let v = tokio::time::timeout(Duration::from_secs(2), ws_recv(&mut ws))
+                .await
+                .expect("no leaderboard push for a ZINCRBY through another node");
+            if v["push"] == "leaderboard" {
+                break v;
+            }
+        };
+        assert_eq!(
+            p["entries"][0],
+            json!({"member": "ann", "score": 200.0}),
+            "{p}"
+        );
+        assert_eq!(p["rank"], 1, "{p}");
     });
     let seen: Vec<String> = std::iter::from_fn(|| resp_sub.try_frame(Duration::from_millis(800)))
         .map(|f| show(&f))
         .collect();
-    let with_bob = seen.iter().filter(|m| m.contains("125")).count();
+    let with_bob = seen
+        .iter()
+        .filter(|m| m.contains("125") && !m.contains("200"))
+        .count();
     assert_eq!(
         with_bob, 1,
         "one message per change on the RESP channel: {seen:?}"

@@ -131,6 +131,9 @@ pub(crate) fn acquire<G>(
 pub struct Hub {
     registry: Arc<Registry>,
     engine: engine::Engine,
+    /// Where data commands run when not in this node's keyspace (the Redis
+    /// engine); `None` in memory mode.
+    remote: Option<Arc<dyn engine::RemoteKeyspace>>,
     /// The keyspace's own commands (sets, sorted sets, streams) go through
     /// `hub::data`.
     keyspace: Arc<Keyspace>,
@@ -239,6 +242,7 @@ impl Hub {
         Hub {
             registry,
             engine,
+            remote: None,
             keyspace,
             watchers: leaderboard::Leaderboards::default(),
             output: outbox::OutputBudget::new(cfg.output_buffer_global_limit),
@@ -284,6 +288,29 @@ impl Hub {
     /// Client addresses whose limits are kept now.
     pub fn client_addresses(&self) -> usize {
         self.clients.len()
+    }
+
+    /// Serves data commands from `remote` (an engine's store) instead of
+    /// this node's keyspace.
+    pub fn with_remote_keyspace(mut self, remote: Arc<dyn engine::RemoteKeyspace>) -> Hub {
+        self.remote = Some(remote);
+        self
+    }
+
+    /// The engine's store for data commands; `None` in memory mode, where
+    /// this node's keyspace serves them.
+    pub fn remote_keyspace(&self) -> Option<&Arc<dyn engine::RemoteKeyspace>> {
+        self.remote.as_ref()
+    }
+
+    /// This node's receivers of a publish on `channel` (a shard channel
+    /// when `shard`), as PUBLISH answers them.
+    pub fn local_receivers(&self, channel: &[u8], shard: bool) -> usize {
+        if shard {
+            self.registry.numsub(Space::Shard, channel)
+        } else {
+            self.registry.receivers(channel)
+        }
     }
 
     /// Whether the engine can publish and deliver right now.

@@ -178,6 +178,7 @@ fn value_of(cfg: &Config, key: &str) -> Option<Option<Value>> {
         "node_name" => string(&cfg.node_name),
         "engine_prefix" => string(&cfg.engine_prefix),
         "presence_ttl" => duration(cfg.presence_ttl),
+        "engine_dedicated_connections" => int(cfg.engine_dedicated_connections),
         // A hook's URL may carry a password too.
         "proxy_connect_url" => {
             return Some(

@@ -72,6 +72,21 @@
 //! hub never asks more). The hub adds its own node's answer. A single
 //! node (the memory engine) has no peers and every survey comes back
 //! empty at once ([`SingleNode`]).
+//!
+//! **Remote keyspace.** An engine whose store holds the data commands'
+//! keys ([`RemoteKeyspace`]; the memory engine has none: the node's own
+//! keyspace serves them) runs a command as the store does and answers the
+//! store's reply byte for byte, encoded in the client's protocol (RESP2 or
+//! RESP3), errors included; a store it cannot reach is an error reply
+//! (`-ERR engine unavailable: …`), never a hang. Commands that block or
+//! span several requests (a blocking pop, `WATCH`…`EXEC`) run on a
+//! [`Dedicated`] connection, of which there are at most a configured
+//! number: past it [`RemoteKeyspace::dedicated`] fails at once. Dropping a
+//! dedicated connection closes it (the store forgets its WATCHes and stops
+//! a blocked command); [`Dedicated::release`] hands a clean one back.
+//! Key names of the engine's own (history, presence, meta) come from the
+//! engine ([`RemoteKeyspace::history_key`], [`RemoteKeyspace::is_engine_key`]),
+//! never built by front ends.
 
 pub mod cluster;
 pub mod memory;
@@ -466,6 +481,88 @@ pub trait LeaderboardSource: Send + Sync + 'static {
     fn polled(&self) -> bool {
         false
     }
+}
+
+/// One reply frame, encoded in the client's protocol.
+pub type Frame = Bytes;
+
+/// The outcome of a transaction: each command's reply, or `None` where a
+/// WATCHed key changed (nothing ran); `Err` is an error frame for EXEC.
+pub type TxOutcome = Result<Option<Vec<Frame>>, Frame>;
+
+/// Data commands served from the engine's store (see the module's
+/// contract).
+pub trait RemoteKeyspace: Send + Sync + 'static {
+    /// Runs one (non-blocking) command on the shared connection.
+    fn command(&self, args: Vec<Bytes>, resp3: bool) -> Pending<'static, Frame>;
+
+    /// A dedicated connection from the bounded pool; `Err` (an error
+    /// frame) when every one is in use or the store is unreachable.
+    fn dedicated(&self, resp3: bool) -> Pending<'static, Result<Box<dyn Dedicated>, Frame>>;
+
+    /// DBSIZE without the engine's own keys, counting only the keys
+    /// `readable` allows where given; an error frame past a bound on the
+    /// keys it will visit.
+    #[allow(clippy::type_complexity)]
+    fn dbsize(
+        &self,
+        readable: Option<Arc<dyn Fn(&[u8]) -> bool + Send + Sync>>,
+    ) -> Pending<'static, Frame>;
+
+    /// Whether `key` is one of the engine's own keys (hidden from clients,
+    /// refused to their commands).
+    fn is_engine_key(&self, key: &[u8]) -> bool;
+
+    /// The key of the stream holding `channel`'s history.
+    fn history_key(&self, channel: &[u8]) -> Vec<u8>;
+
+    /// The store commands a publish is, for a transaction: run inside it,
+    /// they publish (and, with `history`, append) as [`Broker::publish`]
+    /// does. `shard` for SPUBLISH.
+    fn publish_commands(
+        &self,
+        channel: &[u8],
+        payload: &[u8],
+        history: Option<HistoryOptions>,
+        shard: bool,
+    ) -> Vec<Vec<Bytes>>;
+
+    /// The store commands [`RemoteKeyspace::append_entry`] is, for a
+    /// transaction; their reply is `[offset, epoch]`.
+    fn append_commands(
+        &self,
+        channel: &[u8],
+        fields: &[Bytes],
+        payload: &[u8],
+        opts: HistoryOptions,
+    ) -> Vec<Vec<Bytes>>;
+
+    /// Appends a stream entry with the given fields to `channel`'s history
+    /// and publishes it (`entry_payload` of the fields), as one step: an
+    /// XADD to a channel with history. The reply is the new entry's id
+    /// (`{offset}-0`) as a bulk string frame.
+    fn append_entry(
+        &self,
+        channel: Bytes,
+        fields: Vec<Bytes>,
+        payload: Bytes,
+        opts: HistoryOptions,
+        resp3: bool,
+    ) -> Pending<'static, Frame>;
+}
+
+/// A connection of its own to the engine's store (see the module's
+/// contract).
+pub trait Dedicated: Send + Sync {
+    /// Runs one command (a blocking one may wait as long as it says).
+    fn command(&self, args: Vec<Bytes>, in_exec: bool) -> Pending<'static, Frame>;
+
+    /// `MULTI`, the commands, `EXEC`.
+    fn transaction(&self, cmds: Vec<Vec<Bytes>>) -> Pending<'static, TxOutcome>;
+
+    /// Hands the connection back for reuse (after EXEC or a completed
+    /// command: nothing watched, nothing queued).
+    fn release(self: Box<Self>);
 }
 
 /// One engine: the four parts a hub runs on.

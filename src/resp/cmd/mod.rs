@@ -14,6 +14,7 @@ mod info;
 mod keys;
 mod lists;
 mod pubsub;
+mod remote;
 mod sets;
 mod streams;
 mod strings;
@@ -378,6 +379,8 @@ pub static COMMANDS: &[Command] = &[
     lists::BRPOPLPUSH,
 ];
 
+pub use remote::pipelinable;
+
 /// Finds a top-level command by name, case-insensitively.
 pub fn lookup(name: &[u8]) -> Option<&'static Command> {
     static INDEX: std::sync::OnceLock<std::collections::HashMap<&'static [u8], &'static Command>> =
@@ -533,6 +536,20 @@ pub fn dispatch(conn: &mut Conn, args: &[Bytes]) {
         }
         conn.reply().simple("QUEUED");
         return;
+    }
+    // Engine mode: data commands are served from the engine's store.
+    if let Some(remote) = conn.server.hub.remote_keyspace() {
+        if !conn.in_exec && remote::forwarded(top, cmd) {
+            let remote = remote.clone();
+            {
+                let mut m = conn.handle.meta();
+                m.last_cmd = (top.name, (!std::ptr::eq(cmd, top)).then_some(cmd.name));
+                m.last_active = Some(std::time::Instant::now());
+            }
+            if remote::run(conn, top, args, &keys, remote) {
+                return;
+            }
+        }
     }
     let started = std::time::Instant::now();
     {

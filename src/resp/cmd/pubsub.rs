@@ -198,6 +198,13 @@ fn publish(conn: &mut Conn, args: &[Bytes]) {
     conn.stage_publish(args[1].clone(), args[2].clone());
 }
 
+/// The checks PUBLISH (or SPUBLISH, `shard`) makes before publishing;
+/// false when one refused (its error replied).
+pub(super) fn publish_allowed(conn: &mut Conn, args: &[Bytes], shard: bool) -> bool {
+    let kind = if shard { Kind::Shard } else { Kind::Channel };
+    allowed(conn, &args[1..2], kind, true) && publish_name_ok(conn, &args[1])
+}
+
 fn spublish(conn: &mut Conn, args: &[Bytes]) {
     if !allowed(conn, &args[1..2], Kind::Shard, true) || !publish_name_ok(conn, &args[1]) {
         return;

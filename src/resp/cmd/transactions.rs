@@ -75,6 +75,9 @@ fn watch(conn: &mut Conn, args: &[Bytes]) {
     if conn.queuing() {
         return conn.reply().error("ERR WATCH inside MULTI is not allowed");
     }
+    if let Some(remote) = conn.server.hub.remote_keyspace().cloned() {
+        return super::remote::watch(conn, args, remote);
+    }
     let hub = conn.server.hub.clone();
     let mut seen: std::collections::HashSet<&Bytes> =
         conn.watched().iter().map(|(k, _)| k).collect();
@@ -95,6 +98,7 @@ fn unwatch(conn: &mut Conn, _args: &[Bytes]) {
 
 /// Forgets every WATCH of this client.
 pub fn unwatch_all(conn: &mut Conn) {
+    super::remote::drop_watches(conn);
     if conn.watched().is_empty() {
         return;
     }
@@ -112,6 +116,9 @@ fn exec(conn: &mut Conn, _args: &[Bytes]) {
         return conn
             .reply()
             .error("EXECABORT Transaction discarded because of previous errors.");
+    }
+    if let Some(remote) = conn.server.hub.remote_keyspace().cloned() {
+        return super::remote::exec(conn, queue, remote);
     }
     let hub = conn.server.hub.clone();
     // No other client's command between the WATCH check and the last

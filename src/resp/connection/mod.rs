@@ -7,9 +7,11 @@
 //! of the first message and `unsubscribe` confirmations behind the last.
 
 mod auth;
+mod awaiting;
 mod blocked;
 
 pub use auth::token_left;
+pub use awaiting::{Awaiting, Then};
 pub use blocked::Blocked;
 
 use std::collections::VecDeque;
@@ -121,6 +123,13 @@ pub struct Extra {
     block_deadline: Option<tokio::time::Instant>,
     /// Keys this connection last waited on, released when it leaves.
     wait_keys: Vec<Bytes>,
+    /// Engine mode: the dedicated engine connection holding this client's
+    /// WATCHes (dropped, so closed, by UNWATCH, DISCARD, RESET or leaving).
+    pub remote_tx: Option<Box<dyn crate::hub::engine::Dedicated>>,
+    /// A command forwarded to the engine, waiting for its answer (engine
+    /// mode only; see `awaiting`). Here rather than in `Conn`, so an idle
+    /// connection carries no room for it.
+    awaiting: Option<Awaiting>,
 }
 
 impl Extra {
@@ -131,6 +140,8 @@ impl Extra {
             && self.deferred.is_empty()
             && self.block_deadline.is_none()
             && self.wait_keys.is_empty()
+            && self.remote_tx.is_none()
+            && self.awaiting.is_none()
     }
 }
 
@@ -277,6 +288,11 @@ impl Conn {
     /// Between MULTI and EXEC: commands are queued.
     pub fn queuing(&self) -> bool {
         self.extra.as_ref().is_some_and(|x| x.multi.is_some())
+    }
+
+    /// Waiting for the engine's answer to a forwarded command.
+    pub fn is_awaiting(&self) -> bool {
+        self.extra.as_ref().is_some_and(|x| x.awaiting.is_some())
     }
 
     /// The transaction and blocking state, allocated on first use.
@@ -616,6 +632,23 @@ async fn run_loop(stream: &mut TcpStream, conn: &mut Conn) -> std::io::Result<()
             let _ = Box::pin(wr.shutdown()).await;
             return Ok(());
         }
+        if conn.is_awaiting() {
+            // Boxed, as below.
+            match Box::pin(awaiting::serve_awaiting(
+                conn,
+                &mut rd,
+                &mut wr,
+                &mut rbuf,
+                &mut batch,
+                &mut front_off,
+                &mut scratch,
+            ))
+            .await?
+            {
+                true => continue,
+                false => return Ok(()),
+            }
+        }
         if conn.blocked.is_some() {
             // Boxed: its state (wake-up futures, a timer) would otherwise
             // be part of every connection's task, blocked or not.
@@ -640,7 +673,7 @@ async fn run_loop(stream: &mut TcpStream, conn: &mut Conn) -> std::io::Result<()
                 process(conn, &mut rbuf);
                 conn.flush_replies();
             });
-            if conn.blocked.is_some() || conn.closing {
+            if conn.blocked.is_some() || conn.is_awaiting() || conn.closing {
                 continue;
             }
         }
@@ -821,13 +854,22 @@ fn run_requests(conn: &mut Conn, rbuf: &mut BytesMut) {
                 // Copied out: arguments that outlive the command (keys,
                 // members, payloads) then pin only their own request, never
                 // the whole read buffer.
-                let frame = Bytes::copy_from_slice(&rbuf[..req.consumed]);
-                let _ = rbuf.split_to(req.consumed);
+                let consumed = req.consumed;
+                let frame = Bytes::copy_from_slice(&rbuf[..consumed]);
                 conn.parser.reset();
                 let args: Vec<Bytes> = match req.owned {
                     Some(words) => words.into_iter().map(Bytes::from).collect(),
                     None => req.args.iter().map(|&(a, b)| frame.slice(a..b)).collect(),
                 };
+                // Engine mode: while forwarded commands are under way, only
+                // more of them join (pipelined to Redis, answered in
+                // order); anything else waits in the buffer until they are
+                // done, so no command's effect comes before an earlier one's.
+                let pending = conn.is_awaiting();
+                if pending && (conn.token_expired() || !cmd::pipelinable(conn, &args)) {
+                    return;
+                }
+                let _ = rbuf.split_to(consumed);
                 if args.is_empty() {
                     continue;
                 }
@@ -836,8 +878,15 @@ fn run_requests(conn: &mut Conn, rbuf: &mut BytesMut) {
                     rbuf.clear();
                     return;
                 }
+                let mark = conn.out.len();
                 cmd::dispatch(conn, &args);
-                if conn.blocked.is_some() {
+                if pending && conn.out.len() > mark {
+                    // Answered at once (an error of the checks): in its
+                    // place behind the pending answers.
+                    let now = conn.out.split_off(mark).freeze();
+                    conn.await_ready(now);
+                }
+                if conn.blocked.is_some() || (conn.is_awaiting() && !conn.may_pipeline()) {
                     return;
                 }
                 // Bound the output a pipeline can build up: move replies to

@@ -28,6 +28,17 @@ return {0, '0'}
 /// An entry as XRANGE returns it: id and field-value pairs.
 type StreamRow = (String, Vec<(Vec<u8>, Vec<u8>)>);
 
+/// A history entry's payload: its `data` field, or (an entry a client
+/// added with XADD and other fields) the JSON object of its fields, as
+/// memory mode makes it (`hub::entry_payload`).
+fn row_payload(fields: Vec<(Vec<u8>, Vec<u8>)>) -> Bytes {
+    let pairs: Vec<(Bytes, Bytes)> = fields
+        .into_iter()
+        .map(|(f, v)| (Bytes::from(f), Bytes::from(v)))
+        .collect();
+    crate::hub::entry_payload(&pairs)
+}
+
 impl RedisEngine {
     pub(super) async fn read_position(
         &self,
@@ -83,12 +94,7 @@ impl RedisEngine {
                 .next()
                 .and_then(|o| o.parse().ok())
                 .ok_or(HistoryError::Unrecoverable)?;
-            let data = fields
-                .into_iter()
-                .find(|(f, _)| f == b"data")
-                .map(|(_, v)| Bytes::from(v))
-                .unwrap_or_default();
-            out.push((offset, data));
+            out.push((offset, row_payload(fields)));
         }
         // The first entry must follow `after` directly, or some are gone.
         if out.first().is_none_or(|e| e.0 != after + 1) {
@@ -166,8 +172,7 @@ impl HistoryStore for RedisEngine {
                     rows.into_iter()
                         .filter_map(|(id, fields)| {
                             let o = id.split('-').next()?.parse().ok()?;
-                            let d = fields.into_iter().find(|(f, _)| f == b"data")?.1;
-                            Some((o, Bytes::from(d)))
+                            Some((o, row_payload(fields)))
                         })
                         .collect()
                 }

@@ -23,12 +23,16 @@
 //!   refreshes its own every third of `--presence-ttl` (the hub calls
 //!   `PresenceStore::refresh`), and entries past
 //!   their expiry (a node that died) are removed, with their leave pushed.
+//! - **Data commands** (strings, hashes, lists, sets, sorted sets, streams,
+//!   key commands, transactions) are served from Redis too
+//!   ([`RedisKeyspace`], `keyspace.rs`), so every node gives one answer.
 //! - **Leaderboards** are read from sorted sets in Redis
 //!   (`leaderboards.rs`): each node re-reads the boards its clients follow
 //!   on every tick.
 
 mod control;
 mod history;
+mod keyspace;
 mod leaderboards;
 mod presence;
 mod pubsub;
@@ -43,6 +47,7 @@ use redis::aio::{ConnectionManager, PubSubSink};
 
 use super::{BrokerHandler, EngineError};
 use crate::hub::ClientId;
+pub use keyspace::RedisKeyspace;
 
 /// How a node reaches Redis.
 #[derive(Debug, Clone)]
