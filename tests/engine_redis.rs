@@ -96,7 +96,7 @@ fn history_is_one_sequence_across_nodes_and_recovers_anywhere() {
     }
     // A plain Redis client reads the history.
     let mut r = Raw::connect(redis.addr);
-    let len = r.cmd(&[b"XLEN", b"herald:history:chat:1"]);
+    let len = r.cmd(&[b"XLEN", b"herald:history:{chat:1}"]);
     assert_eq!(len, b":10\r\n", "{}", show(&len));
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {

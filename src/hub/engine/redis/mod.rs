@@ -24,7 +24,9 @@
 //!   their expiry (a node that died) are removed, with their leave pushed.
 //! - **Leaderboards** stay on each node's keyspace in this step.
 
+mod cluster;
 mod history;
+pub mod link;
 mod presence;
 mod pubsub;
 
@@ -34,7 +36,6 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
-use redis::aio::{ConnectionManager, PubSubSink};
 
 use super::{BrokerHandler, EngineError};
 use crate::hub::ClientId;
@@ -42,9 +43,12 @@ use crate::hub::ClientId;
 /// How a node reaches Redis.
 #[derive(Debug, Clone)]
 pub struct RedisOptions {
-    /// `redis://[user:password@]host:port[/db]` or `rediss://…`.
+    /// `redis://[user:password@]host:port[/db]`,
+    /// `redis+sentinel://[password@]host:port[,host:port…]/MASTER_NAME` or
+    /// `redis+cluster://host:port[,host:port…]`.
     pub url: String,
-    /// Namespaces Herald's keys and channels in Redis (no glob characters).
+    /// Namespaces Herald's keys and channels in Redis (no glob characters,
+    /// no braces).
     pub prefix: String,
     /// This node's name (presence entries are keyed by it).
     pub node: String,
@@ -71,21 +75,28 @@ enum Wanted {
 /// One node's connection to Redis: all four engine parts but leaderboards.
 pub struct RedisEngine {
     opts: RedisOptions,
-    client: redis::Client,
-    conn: ConnectionManager,
+    /// The way to Redis, whatever its topology: `link.shared()` for
+    /// commands, `link.dedicated(key)` for a connection of one's own.
+    pub link: link::Link,
     handler: OnceLock<Arc<dyn BrokerHandler>>,
     /// What this node wants from Redis pub/sub (resubscribed after a
     /// reconnect).
     wanted: Mutex<HashSet<Wanted>>,
     /// The live pub/sub connection's sink, if connected.
-    sink: Mutex<Option<PubSubSink>>,
-    /// Redis's run id as this node last saw it.
-    run_id: Mutex<String>,
+    sink: Mutex<Option<pubsub::Sink>>,
+    /// Redis's run id as this node last saw it, per master (`""`: the one
+    /// master when not a cluster).
+    run_ids: Mutex<HashMap<String, String>>,
     /// Presence entries this node holds: channel → clients (refreshed).
     joined: Mutex<HashMap<Bytes, HashSet<ClientId>>>,
     healthy: AtomicBool,
-    /// When this node last saw its own probe come back.
-    probe_at: Mutex<std::time::Instant>,
+    /// Cluster: every node's registered patterns, as last read.
+    patterns: Mutex<Vec<Vec<u8>>>,
+    /// Cluster: subscriptions to make again (master down, slot moved).
+    retry: Mutex<HashSet<Wanted>>,
+    retry_soon: tokio::sync::Notify,
+    /// This node's probe channels, and when each last came back.
+    probes: Mutex<HashMap<Vec<u8>, std::time::Instant>>,
     /// Asks the pub/sub loop to start a new connection.
     reconnect: tokio::sync::Notify,
     publish: redis::Script,
@@ -98,31 +109,25 @@ pub struct RedisEngine {
 impl RedisEngine {
     /// Connects to Redis (failing fast when it is unreachable at start).
     pub async fn connect(opts: RedisOptions) -> Result<Arc<RedisEngine>, EngineError> {
-        if opts.prefix.bytes().any(|b| b"*?[]\\".contains(&b)) {
+        if opts.prefix.bytes().any(|b| b"*?[]\\{}".contains(&b)) {
             return Err(EngineError::Unavailable(
-                "--engine-prefix must not contain glob characters".into(),
+                "--engine-prefix must not contain glob characters or braces".into(),
             ));
         }
-        let client = redis::Client::open(opts.url.as_str()).map_err(unavailable)?;
-        let cfg = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(2)))
-            .set_response_timeout(Some(Duration::from_secs(2)))
-            .set_number_of_retries(1);
-        let conn = client
-            .get_connection_manager_with_config(cfg)
-            .await
-            .map_err(unavailable)?;
+        let link = link::Link::connect(&opts.url).await?;
         let engine = Arc::new(RedisEngine {
             opts,
-            client,
-            conn,
+            link,
             handler: OnceLock::new(),
             wanted: Mutex::new(HashSet::new()),
             sink: Mutex::new(None),
-            run_id: Mutex::new(String::new()),
+            run_ids: Mutex::new(HashMap::new()),
             joined: Mutex::new(HashMap::new()),
             healthy: AtomicBool::new(true),
-            probe_at: Mutex::new(std::time::Instant::now()),
+            probes: Mutex::new(HashMap::new()),
+            patterns: Mutex::new(Vec::new()),
+            retry: Mutex::new(HashSet::new()),
+            retry_soon: tokio::sync::Notify::new(),
             reconnect: tokio::sync::Notify::new(),
             publish: redis::Script::new(pubsub::PUBLISH_SCRIPT),
             position: redis::Script::new(history::POSITION_SCRIPT),
@@ -154,7 +159,30 @@ impl RedisEngine {
         self.healthy.load(Ordering::Relaxed)
     }
 
+    /// A key of `name`'s: `{prefix}:{kind}:{TAG}`, where all of one
+    /// channel's keys share the hash tag (one Cluster slot). See [`tag`].
     fn key(&self, kind: &str, name: &[u8]) -> Vec<u8> {
+        let mut k = Vec::with_capacity(self.opts.prefix.len() + kind.len() + 2 * name.len() + 5);
+        k.extend_from_slice(self.opts.prefix.as_bytes());
+        k.push(b':');
+        k.extend_from_slice(kind.as_bytes());
+        k.push(b':');
+        tag(name, &mut k);
+        k
+    }
+
+    /// A pub/sub channel of Herald's: on Cluster a shard channel in the
+    /// slot of the channel's keys (`{prefix}:{kind}:{TAG}`); elsewhere the
+    /// plain `{prefix}:{kind}:{name}`, which patterns can match.
+    fn channel_name(&self, kind: &str, name: &[u8]) -> Vec<u8> {
+        if self.link.is_cluster() {
+            return self.key(kind, name);
+        }
+        self.plain_name(kind, name)
+    }
+
+    /// `{prefix}:{kind}:{name}`: a classic pub/sub channel (or pattern).
+    fn plain_name(&self, kind: &str, name: &[u8]) -> Vec<u8> {
         let mut k = Vec::with_capacity(self.opts.prefix.len() + kind.len() + name.len() + 2);
         k.extend_from_slice(self.opts.prefix.as_bytes());
         k.push(b':');
@@ -166,36 +194,34 @@ impl RedisEngine {
 
     fn redis_name(&self, w: &Wanted) -> Vec<u8> {
         match w {
-            Wanted::Channel(c) | Wanted::Pattern(c) => self.key("ch", c),
-            Wanted::Shard(c) => self.key("sh", c),
+            Wanted::Channel(c) => self.channel_name("ch", c),
+            Wanted::Pattern(c) => self.plain_name("ch", c),
+            Wanted::Shard(c) => self.channel_name("sh", c),
         }
     }
 
-    fn conn(&self) -> ConnectionManager {
-        self.conn.clone()
+    fn conn(&self) -> link::Shared {
+        self.link.shared()
     }
 
-    fn run_id(&self) -> String {
-        self.run_id
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+    /// The run id of the master holding `key`, as this node last saw it.
+    fn run_id(&self, key: &[u8]) -> String {
+        let ids = self.run_ids.lock().unwrap_or_else(|e| e.into_inner());
+        let master = if self.link.is_cluster() {
+            self.link
+                .master_for_slot(link::slot(key))
+                .unwrap_or_default()
+        } else {
+            String::new()
+        };
+        ids.get(&master).cloned().unwrap_or_default()
     }
 
-    /// Reads Redis's run id; a change means Redis restarted.
+    /// Reads the masters' run ids; a change means a master restarted (or,
+    /// on Sentinel, another one took over).
     async fn check_run_id(&self) -> Result<(), EngineError> {
-        let info: String = redis::cmd("INFO")
-            .arg("server")
-            .query_async(&mut self.conn())
-            .await
-            .map_err(|e| self.failed(e))?;
-        let id = info
-            .lines()
-            .find_map(|l| l.strip_prefix("run_id:"))
-            .unwrap_or_default()
-            .trim()
-            .to_string();
-        *self.run_id.lock().unwrap_or_else(|e| e.into_inner()) = id;
+        let ids = self.link.run_ids().await.map_err(|e| self.failed(e))?;
+        *self.run_ids.lock().unwrap_or_else(|e| e.into_inner()) = ids;
         self.healthy.store(true, Ordering::Relaxed);
         Ok(())
     }
@@ -220,6 +246,14 @@ impl RedisEngine {
         let mut since_refresh = Duration::ZERO;
         loop {
             tick.tick().await;
+            if self.link.watch().await && !self.link.is_cluster() {
+                // Another master (Sentinel): the pub/sub loop reconnects.
+                self.reconnect.notify_one();
+            }
+            if self.link.is_cluster() {
+                self.sync_patterns().await;
+                self.retry_subscriptions().await;
+            }
             if self.check_run_id().await.is_err() {
                 continue;
             }
@@ -235,11 +269,57 @@ impl RedisEngine {
     }
 }
 
+/// Writes a channel name as a hash tag: `{name}`, so that Redis hashes
+/// the name alone and all of a channel's keys land in one Cluster slot. A
+/// name that is empty, holds a `}` or starts with `%` would not survive as
+/// a tag (Redis ends the tag at the first `}`, and an empty tag hashes the
+/// whole key), so it is written `{%HEX}` (its bytes in hex) instead: the
+/// mapping stays one-to-one.
+fn tag(name: &[u8], out: &mut Vec<u8>) {
+    out.push(b'{');
+    if name.is_empty() || name[0] == b'%' || name.contains(&b'}') {
+        out.push(b'%');
+        for b in name {
+            out.extend_from_slice(format!("{b:02x}").as_bytes());
+        }
+    } else {
+        out.extend_from_slice(name);
+    }
+    out.push(b'}');
+}
+
+/// The name a [`tag`] was written from.
+fn untag(t: &[u8]) -> Option<Vec<u8>> {
+    let inner = t.strip_prefix(b"{")?.strip_suffix(b"}")?;
+    let Some(hex) = inner.strip_prefix(b"%") else {
+        return Some(inner.to_vec());
+    };
+    if hex.len() % 2 != 0 {
+        return None;
+    }
+    hex.chunks(2)
+        .map(|p| u8::from_str_radix(std::str::from_utf8(p).ok()?, 16).ok())
+        .collect()
+}
+
 /// Starts the engine's background work (pub/sub and housekeeping) once the
 /// hub is built, and waits (up to `wait`) for the pub/sub connection, so
 /// the first subscribers find it.
 pub async fn spawn_background(engine: &Arc<RedisEngine>, wait: Duration) {
-    tokio::spawn(engine.clone().pubsub_loop());
+    if engine.link.is_cluster() {
+        tokio::spawn(engine.clone().cluster_loop());
+        let e = engine.clone();
+        tokio::spawn(async move {
+            loop {
+                e.retry_soon.notified().await;
+                // Let the cluster settle the slot's new owner first.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                e.retry_subscriptions().await;
+            }
+        });
+    } else {
+        tokio::spawn(engine.clone().pubsub_loop());
+    }
     tokio::spawn(engine.clone().housekeeping());
     let deadline = tokio::time::Instant::now() + wait;
     while engine
@@ -250,5 +330,45 @@ pub async fn spawn_background(engine: &Arc<RedisEngine>, wait: Duration) {
         && tokio::time::Instant::now() < deadline
     {
         tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tags_round_trip_and_share_a_slot() {
+        for name in [
+            &b"news"[..],
+            b"",
+            b"}",
+            b"a}b",
+            b"{x}",
+            b"%41",
+            b"%",
+            b"chat:1",
+            b"{",
+        ] {
+            let mut t = Vec::new();
+            tag(name, &mut t);
+            assert_eq!(untag(&t).as_deref(), Some(name), "{t:?}");
+            let mut a = b"herald:history:".to_vec();
+            tag(name, &mut a);
+            let mut b = b"herald:presence-users:".to_vec();
+            tag(name, &mut b);
+            assert_eq!(link::slot(&a), link::slot(&b), "{name:?}");
+            assert_eq!(link::slot(&a), link::slot(&t));
+        }
+        let mut t = Vec::new();
+        tag(b"news", &mut t);
+        assert_eq!(t, b"{news}");
+        // Distinct names, distinct tags.
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        tag(b"}", &mut a);
+        tag(b"%7d", &mut b);
+        assert_ne!(a, b);
+        assert_eq!(untag(b"{%zz}"), None);
+        assert_eq!(untag(b"{%a}"), None);
     }
 }

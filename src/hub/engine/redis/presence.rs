@@ -151,7 +151,8 @@ impl RedisEngine {
     ) -> Result<(), EngineError> {
         let mut frame = vec![b'p'];
         frame.extend_from_slice(encode_event(&ev).as_bytes());
-        self.publish_plain(self.key("ch", &channel), frame).await
+        self.publish_plain(self.channel_name("ch", &channel), frame)
+            .await
     }
 }
 
