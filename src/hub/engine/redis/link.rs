@@ -223,6 +223,11 @@ impl Link {
         matches!(self.topology, Topology::Cluster { .. })
     }
 
+    /// Whether the master is found through Sentinel.
+    pub fn is_sentinel(&self) -> bool {
+        matches!(self.topology, Topology::Sentinel { .. })
+    }
+
     /// The shared command connection.
     pub fn shared(&self) -> Shared {
         self.shared

@@ -100,6 +100,7 @@ pub struct RedisEngine {
     /// Asks the pub/sub loop to start a new connection.
     reconnect: tokio::sync::Notify,
     publish: redis::Script,
+    plain: redis::Script,
     position: redis::Script,
     join: redis::Script,
     leave: redis::Script,
@@ -130,6 +131,7 @@ impl RedisEngine {
             retry_soon: tokio::sync::Notify::new(),
             reconnect: tokio::sync::Notify::new(),
             publish: redis::Script::new(pubsub::PUBLISH_SCRIPT),
+            plain: redis::Script::new(pubsub::PLAIN_SCRIPT),
             position: redis::Script::new(history::POSITION_SCRIPT),
             join: redis::Script::new(presence::JOIN_SCRIPT),
             leave: redis::Script::new(presence::LEAVE_SCRIPT),

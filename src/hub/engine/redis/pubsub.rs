@@ -59,6 +59,12 @@ pub(super) enum Sink {
     Cluster(ClusterConnection),
 }
 
+/// A plain publish that a replica refuses (`#!lua` without `no-writes`
+/// declares it a write): on Sentinel, a demoted master answers `-READONLY`
+/// instead of acknowledging a publish only its own subscribers would see.
+/// ARGV: channel, frame.
+pub(super) const PLAIN_SCRIPT: &str = "#!lua\nreturn redis.call('PUBLISH', ARGV[1], ARGV[2])\n";
+
 impl RedisEngine {
     /// Subscribes one of this node's own channels (probes).
     pub(super) async fn redis_subscribe_raw(
@@ -370,6 +376,16 @@ impl RedisEngine {
         name: Vec<u8>,
         frame: Vec<u8>,
     ) -> Result<(), EngineError> {
+        if self.link.is_sentinel() {
+            return self
+                .plain
+                .arg(name)
+                .arg(frame)
+                .invoke_async::<i64>(&mut self.conn())
+                .await
+                .map(drop)
+                .map_err(|e| self.failed(e));
+        }
         redis::cmd(self.publish_cmd())
             .arg(name)
             .arg(frame)
@@ -477,7 +493,16 @@ impl Broker for RedisEngine {
                 let mut frame = Vec::with_capacity(p.len() + 1);
                 frame.push(b'm');
                 frame.extend_from_slice(p);
-                pipe.cmd(self.publish_cmd()).arg(&name).arg(&frame).ignore();
+                if self.link.is_sentinel() {
+                    pipe.cmd("EVAL")
+                        .arg(PLAIN_SCRIPT)
+                        .arg(0)
+                        .arg(&name)
+                        .arg(&frame)
+                        .ignore();
+                } else {
+                    pipe.cmd(self.publish_cmd()).arg(&name).arg(&frame).ignore();
+                }
             }
             if let Some(plain) = &plain {
                 // On Cluster the pattern copies are classic publishes, sent
