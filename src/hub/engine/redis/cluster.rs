@@ -203,7 +203,11 @@ impl RedisEngine {
                     tracing::warn!(error = %e, "engine cluster pub/sub connect failed");
                 }
             }
-            tokio::time::sleep(backoff).await;
+            // A new master (Sentinel) or a silent probe cuts the wait short.
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                _ = self.reconnect.notified() => {}
+            }
             backoff = (backoff * 2).min(Duration::from_secs(2));
         }
     }

@@ -30,6 +30,11 @@ use crate::hub::engine::EngineError;
 /// How long a connect, or one command, may take.
 pub(super) const TIMEOUT: Duration = Duration::from_secs(2);
 
+/// How long publishes are refused after a Sentinel master switch: nodes
+/// look for a new master every second (and at once on the sentinels'
+/// `+promoted-slave`), so by then all of them listen on the new one.
+const SWITCH_FENCE: Duration = Duration::from_millis(1200);
+
 /// The command connection all engine calls share. Implements
 /// `redis::aio::ConnectionLike`, so `query_async(&mut link.shared())` and
 /// `script.invoke_async(&mut link.shared())` work in every topology.
@@ -97,6 +102,11 @@ pub struct Link {
     /// Cluster: slot ranges and the master serving each, from the last
     /// `CLUSTER SLOTS`.
     slots: Mutex<Vec<(u16, u16, String)>>,
+    /// Until when publishes are refused after a master switch, so that
+    /// every node's pub/sub is on the new master before anything is
+    /// published there (no publish acknowledged by the new master while
+    /// another node still listens on the old one).
+    fence: Mutex<Option<std::time::Instant>>,
     /// Serialises Sentinel lookups.
     watching: tokio::sync::Mutex<()>,
 }
@@ -204,6 +214,7 @@ impl Link {
             client: Mutex::new(client),
             generation: AtomicU64::new(0),
             slots: Mutex::new(Vec::new()),
+            fence: Mutex::new(None),
             watching: tokio::sync::Mutex::new(()),
         }
     }
@@ -306,6 +317,16 @@ impl Link {
             })?
     }
 
+    /// Refuses while the master is switching (see `fence`).
+    pub fn fenced(&self) -> Result<(), EngineError> {
+        match *self.fence.lock().unwrap_or_else(|e| e.into_inner()) {
+            Some(t) if std::time::Instant::now() < t => Err(EngineError::Unavailable(
+                "Redis master switching (Sentinel failover); try again".into(),
+            )),
+            _ => Ok(()),
+        }
+    }
+
     /// Bumped whenever the master changed (the pub/sub loop reconnects).
     pub fn generation(&self) -> u64 {
         self.generation.load(Ordering::Relaxed)
@@ -323,9 +344,7 @@ impl Link {
                 *self.slots.lock().unwrap_or_else(|e| e.into_inner()) != before
             }
             Topology::Sentinel { .. } => {
-                let Ok(_guard) = self.watching.try_lock() else {
-                    return false;
-                };
+                let _guard = self.watching.lock().await;
                 let Ok(client) = Self::discover(&self.topology).await else {
                     return false;
                 };
@@ -337,6 +356,8 @@ impl Link {
                     return false;
                 };
                 tracing::warn!(master = %addr, "engine: Sentinel names a new master; switching");
+                *self.fence.lock().unwrap_or_else(|e| e.into_inner()) =
+                    Some(std::time::Instant::now() + SWITCH_FENCE);
                 *self.master.lock().unwrap_or_else(|e| e.into_inner()) = addr;
                 *self.client.lock().unwrap_or_else(|e| e.into_inner()) = Some(client);
                 *self.shared.lock().unwrap_or_else(|e| e.into_inner()) = Shared::Single(conn);
@@ -344,6 +365,38 @@ impl Link {
                 true
             }
         }
+    }
+
+    /// Waits for a sentinel to announce a failover (`+promoted-slave`,
+    /// `+switch-master`), so that every node switches at once rather than
+    /// at its next look. Returns when one was seen, or when no sentinel
+    /// can be followed (the caller waits a little and calls again).
+    pub async fn failover_announced(&self) {
+        use futures_util::StreamExt;
+        let Topology::Sentinel { sentinels, .. } = &self.topology else {
+            return std::future::pending().await;
+        };
+        for s in sentinels {
+            let Ok(client) = redis::Client::open(format!("redis://{s}")) else {
+                continue;
+            };
+            let Ok(Ok(mut ps)) = tokio::time::timeout(TIMEOUT, client.get_async_pubsub()).await
+            else {
+                continue;
+            };
+            if ps
+                .subscribe(&["+promoted-slave", "+switch-master"])
+                .await
+                .is_err()
+            {
+                continue;
+            }
+            let mut stream = ps.into_on_message();
+            if stream.next().await.is_some() {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
 
     /// Asks each sentinel in turn for the master, and checks that it says

@@ -322,6 +322,17 @@ pub async fn spawn_background(engine: &Arc<RedisEngine>, wait: Duration) {
     } else {
         tokio::spawn(engine.clone().pubsub_loop());
     }
+    if engine.link.is_sentinel() {
+        let e = engine.clone();
+        tokio::spawn(async move {
+            loop {
+                e.link.failover_announced().await;
+                if e.link.watch().await {
+                    e.reconnect.notify_one();
+                }
+            }
+        });
+    }
     tokio::spawn(engine.clone().housekeeping());
     let deadline = tokio::time::Instant::now() + wait;
     while engine

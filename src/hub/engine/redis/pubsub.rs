@@ -157,7 +157,11 @@ impl RedisEngine {
                     }
                 }
             }
-            tokio::time::sleep(backoff).await;
+            // A new master (Sentinel) or a silent probe cuts the wait short.
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                _ = self.reconnect.notified() => {}
+            }
             backoff = (backoff * 2).min(Duration::from_secs(2));
         }
     }
@@ -376,6 +380,7 @@ impl RedisEngine {
         name: Vec<u8>,
         frame: Vec<u8>,
     ) -> Result<(), EngineError> {
+        self.link.fenced()?;
         if self.link.is_sentinel() {
             return self
                 .plain
@@ -401,6 +406,7 @@ impl RedisEngine {
         payload: Bytes,
         history: Option<HistoryOptions>,
     ) -> Result<Published, EngineError> {
+        self.link.fenced()?;
         let handler = self.handler.get().cloned();
         let receivers = handler.as_ref().map_or(0, |h| h.receivers(&channel));
         let name = self.channel_name("ch", &channel);
@@ -485,6 +491,7 @@ impl Broker for RedisEngine {
     ) -> Pending<'_, Result<Vec<usize>, EngineError>> {
         Pending::boxed(async move {
             // One pipeline, one round trip, in order.
+            self.link.fenced()?;
             let receivers = self.handler.get().map_or(0, |h| h.receivers(&channel));
             let name = self.channel_name("ch", &channel);
             let plain = self.pattern_copy(&channel);
