@@ -233,6 +233,23 @@ impl RedisEngine {
         unavailable(e)
     }
 
+    /// On Cluster, names the master that failed `channel`'s call.
+    fn failed_on(&self, channel: &[u8], e: impl std::fmt::Display) -> EngineError {
+        if !self.link.is_cluster() {
+            return unavailable(e);
+        }
+        let slot = link::slot(&self.key("ch", channel));
+        let master = self
+            .link
+            .master_for_slot(slot)
+            .unwrap_or_else(|| "none".into());
+        let e = e.to_string();
+        let e = e.strip_prefix("engine unavailable: ").unwrap_or(&e);
+        unavailable(format!(
+            "Redis Cluster slot {slot} (master {master}) unreachable: {e}"
+        ))
+    }
+
     fn new_epoch() -> u64 {
         // Below 2^53, so Lua's numbers carry it exactly; never 0.
         let r = std::collections::hash_map::RandomState::new();
@@ -314,8 +331,6 @@ pub async fn spawn_background(engine: &Arc<RedisEngine>, wait: Duration) {
         tokio::spawn(async move {
             loop {
                 e.retry_soon.notified().await;
-                // Let the cluster settle the slot's new owner first.
-                tokio::time::sleep(Duration::from_millis(100)).await;
                 e.retry_subscriptions().await;
             }
         });

@@ -246,11 +246,16 @@ impl RedisEngine {
             return;
         }
         for c in channels {
-            let _ = redis::cmd(self.publish_cmd())
-                .arg(c)
+            let sent = redis::cmd(self.publish_cmd())
+                .arg(&c)
                 .arg("probe")
                 .query_async::<i64>(&mut self.conn())
                 .await;
+            if sent.is_err() {
+                // Its master is unreachable (a dead shard): that is not the
+                // pub/sub connection going silent.
+                self.probe_seen_on(&c);
+            }
         }
     }
 
@@ -415,7 +420,9 @@ impl RedisEngine {
                 let mut frame = Vec::with_capacity(payload.len() + 1);
                 frame.push(b'm');
                 frame.extend_from_slice(&payload);
-                self.publish_plain(name, frame.clone()).await?;
+                self.publish_plain(name, frame.clone())
+                    .await
+                    .map_err(|e| self.failed_on(&channel, e))?;
                 if let Some(plain) = self.pattern_copy(&channel) {
                     self.publish_classic(plain, frame).await?;
                 }
@@ -438,7 +445,7 @@ impl RedisEngine {
                     .arg(self.pattern_copy(&channel).unwrap_or_default())
                     .invoke_async(&mut self.conn())
                     .await
-                    .map_err(|e| self.failed(e))?;
+                    .map_err(|e| self.failed_on(&channel, e))?;
                 Some(Position {
                     offset: top,
                     epoch: epoch.parse().unwrap_or(0),
