@@ -73,7 +73,7 @@ impl RedisEngine {
     }
 
     fn patterns_key(&self) -> Vec<u8> {
-        self.plain_name("patterns", b"")
+        self.key("patterns", b"")
     }
 
     /// Registers patterns this node holds (refreshing their expiry).

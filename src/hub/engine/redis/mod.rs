@@ -1,25 +1,32 @@
 //! The Redis engine: several Herald nodes on one Redis behave as one hub.
+//! One Redis, Sentinel's master, or a Redis Cluster: [`link::Link`] hides
+//! which (docs/engine.md has the layout and the failure behaviour).
 //!
-//! - **Broker.** Every publication goes through Redis pub/sub on
-//!   `{prefix}:ch:{channel}` (shard channels on `{prefix}:sh:{channel}`).
+//! - **Keys.** Every key of a channel carries the channel as its hash tag,
+//!   `{prefix}:{kind}:{TAG}` (see [`tag`]), so on Cluster they share a slot.
+//! - **Broker.** Every publication goes through Redis pub/sub: the classic
+//!   channel `{prefix}:ch:{channel}` (client shard channels on
+//!   `{prefix}:sh:{channel}`), or on Cluster the shard channel
+//!   `{prefix}:ch:{TAG}` in the slot of the channel's keys (`cluster.rs`).
 //!   A node subscribes a channel when its first local subscriber arrives
 //!   and unsubscribes after the last leaves; a pattern is one `PSUBSCRIBE`
 //!   of `{prefix}:ch:{pattern}` per node. Every node, the publishing one
 //!   included, delivers what Redis sends it, so all subscribers see one
-//!   order. The pub/sub connection reconnects by itself and resubscribes
-//!   everything.
-//! - **History.** A channel's history is the stream `{prefix}:history:{channel}`
+//!   order. The pub/sub connection reconnects by itself, resubscribes
+//!   everything, and is replaced when its probes stop coming back.
+//! - **History.** A channel's history is the stream `{prefix}:history:{TAG}`
 //!   whose entry ids are `{offset}-0` and whose field `data` is the payload
-//!   (`XRANGE` reads it); `{prefix}:meta:{channel}` holds its `epoch`, the
+//!   (`XRANGE` reads it); `{prefix}:meta:{TAG}` holds its `epoch`, the
 //!   last `top` offset and the Redis `run` id it was written under. One
 //!   script appends, takes the offset and publishes, atomically. A new
-//!   history, or one found under another Redis run id (Redis restarted,
-//!   perhaps from an older snapshot), starts a new epoch on a fresh stream:
-//!   an `(offset, epoch)` pair is never reused.
-//! - **Presence.** `{prefix}:presence:{channel}` maps `{node}:{client}` to
-//!   the entry, `{prefix}:presence-users:{channel}` counts each user's
+//!   history, or one found under another run id (Redis restarted, perhaps
+//!   from an older snapshot; another master after a failover or a slot
+//!   move), starts a new epoch on a fresh stream: an `(offset, epoch)` pair
+//!   is never reused.
+//! - **Presence.** `{prefix}:presence:{TAG}` maps `{node}:{client}` to
+//!   the entry, `{prefix}:presence-users:{TAG}` counts each user's
 //!   connections (tabs on several nodes count once), and
-//!   `{prefix}:presence-exp:{channel}` orders entries by expiry: each node
+//!   `{prefix}:presence-exp:{TAG}` orders entries by expiry: each node
 //!   refreshes its own every third of `--presence-ttl`, and entries past
 //!   their expiry (a node that died) are removed, with their leave pushed.
 //! - **Leaderboards** stay on each node's keyspace in this step.
