@@ -8,117 +8,14 @@
 mod common;
 
 use std::collections::HashMap;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::cluster::*;
 use common::*;
 use serde_json::json;
 
 const CONFIG: &str = "[namespaces.chat]\nhistory_size = 1000\n\n[namespaces.room]\npresence = true\njoin_leave = true\n";
 const SECRET: &str = "engine-test-secret";
-
-struct Master {
-    child: Child,
-    addr: std::net::SocketAddr,
-}
-
-/// Three cluster masters (stopped on drop) and their scratch directory.
-struct Cluster {
-    masters: Vec<Master>,
-    dir: std::path::PathBuf,
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        for m in &mut self.masters {
-            let _ = m.child.kill();
-            let _ = m.child.wait();
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// A free port whose cluster bus port (+10000) is valid too.
-fn low_port() -> u16 {
-    loop {
-        let p = free_port();
-        if p < 55535 && std::net::TcpListener::bind(("127.0.0.1", p + 10000)).is_ok() {
-            return p;
-        }
-    }
-}
-
-fn start_cluster() -> Cluster {
-    let dir = std::env::temp_dir().join(format!(
-        "herald-cluster-{}-{}",
-        std::process::id(),
-        free_port()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    let mut masters = Vec::new();
-    for _ in 0..3 {
-        let port = low_port();
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                dir.to_str().unwrap(),
-                "--cluster-enabled",
-                "yes",
-                "--cluster-config-file",
-                &format!("nodes-{port}.conf"),
-                "--cluster-node-timeout",
-                "1000",
-                "--cluster-require-full-coverage",
-                "no",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server");
-        let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let deadline = Instant::now() + TIMEOUT;
-        while std::net::TcpStream::connect(addr).is_err() {
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        masters.push(Master { child, addr });
-    }
-    let cluster = Cluster { masters, dir };
-    let mut create = Command::new("redis-cli");
-    create.arg("--cluster").arg("create");
-    for m in &cluster.masters {
-        create.arg(m.addr.to_string());
-    }
-    let out = create
-        .args(["--cluster-replicas", "0", "--cluster-yes"])
-        .output()
-        .expect("redis-cli");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    let deadline = Instant::now() + Duration::from_secs(20);
-    for m in &cluster.masters {
-        loop {
-            let info = Raw::connect(m.addr).cmd(&[b"CLUSTER", b"INFO"]);
-            if show(&info).contains("cluster_state:ok") {
-                break;
-            }
-            assert!(Instant::now() < deadline, "cluster not ok");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-    cluster
-}
 
 fn nodes(c: &Cluster, n: usize) -> (std::path::PathBuf, Vec<Herald>) {
     let (dir, cfg) = temp_config("cluster", CONFIG);

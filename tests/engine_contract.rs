@@ -348,6 +348,32 @@ async fn memory_engine_keeps_the_contract() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_engine_keeps_the_contract_on_a_cluster() {
+    use herald::hub::engine::redis::{spawn_background, RedisEngine, RedisOptions};
+    let cluster = tokio::task::spawn_blocking(common::cluster::start_cluster)
+        .await
+        .unwrap();
+    let hosts: Vec<String> = cluster.masters.iter().map(|m| m.addr.to_string()).collect();
+    let cfg = config();
+    let mut hubs = Vec::new();
+    for node in ["a", "b"] {
+        let engine = RedisEngine::connect(RedisOptions {
+            url: format!("redis+cluster://{}", hosts.join(",")),
+            prefix: "contract".into(),
+            node: node.into(),
+            presence_ttl: Duration::from_secs(60),
+        })
+        .await
+        .expect("redis cluster");
+        let max = cfg.history_max_memory;
+        let hub = Hub::with_engine(cfg.hub_config(), |ks| engine.engine(ks, max));
+        spawn_background(&engine, Duration::from_secs(2)).await;
+        hubs.push(Arc::new(hub));
+    }
+    contract(&hubs).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_engine_keeps_the_contract_across_two_nodes() {
     use herald::hub::engine::redis::{spawn_background, RedisEngine, RedisOptions};
     let redis = common::Redis::start(&[]);

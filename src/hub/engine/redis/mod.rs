@@ -3,7 +3,7 @@
 //! which (docs/engine.md has the layout and the failure behaviour).
 //!
 //! - **Keys.** Every key of a channel carries the channel as its hash tag,
-//!   `{prefix}:{kind}:{TAG}` (see [`tag`]), so on Cluster they share a slot.
+//!   `{prefix}:{kind}:{TAG}` (see `tag`), so on Cluster they share a slot.
 //! - **Broker.** Every publication goes through Redis pub/sub: the classic
 //!   channel `{prefix}:ch:{channel}` (client shard channels on
 //!   `{prefix}:sh:{channel}`), or on Cluster the shard channel
