@@ -376,3 +376,58 @@ fn killing_one_master_refuses_its_shard_only() {
         "the shard pub/sub connection was replaced"
     );
 }
+
+#[test]
+fn killed_connections_on_every_master_resume_delivery() {
+    let cluster = start_cluster();
+    let (_d, nodes) = nodes(&cluster, 2);
+    let channels: Vec<String> = (0..12).map(|i| format!("c{i}")).collect();
+    let mut sub = backend(&nodes[1]);
+    for c in &channels {
+        sub.cmd(&[b"SUBSCRIBE", c.as_bytes()]);
+    }
+    let mut p = backend(&nodes[0]);
+    for c in &channels {
+        p.cmd(&[b"PUBLISH", c.as_bytes(), b"before"]);
+    }
+    read_messages(&mut sub, channels.len());
+    // The nodes' shard subscriptions are RESP3 connections, which Redis
+    // counts as normal clients (CLIENT KILL TYPE pubsub is RESP2 only).
+    let t0 = Instant::now();
+    for m in &cluster.masters {
+        let r = Raw::connect(m.addr).cmd(&[b"CLIENT", b"KILL", b"TYPE", b"normal"]);
+        assert!(r.starts_with(b":"), "{}", show(&r));
+    }
+    // Publish rounds until one reaches the subscriber on every channel.
+    let mut round = 0;
+    let resumed = loop {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "delivery did not resume"
+        );
+        round += 1;
+        let tag = format!("r{round}");
+        for c in &channels {
+            p.cmd(&[b"PUBLISH", c.as_bytes(), tag.as_bytes()]);
+        }
+        let mut seen = std::collections::HashSet::new();
+        let until = Instant::now() + Duration::from_millis(300);
+        while Instant::now() < until && seen.len() < channels.len() {
+            let Some(f) = sub.try_frame(Duration::from_millis(50)) else {
+                continue;
+            };
+            let t = String::from_utf8_lossy(&f).to_string();
+            let w: Vec<&str> = t.split("\r\n").collect();
+            if w.get(2) == Some(&"message") && w.get(6) == Some(&tag.as_str()) {
+                seen.insert(w[4].to_string());
+            }
+        }
+        if seen.len() == channels.len() {
+            break t0.elapsed();
+        }
+    };
+    eprintln!(
+        "connections killed on every master: delivery on all channels again after {:.2}s",
+        resumed.as_secs_f64()
+    );
+}

@@ -290,16 +290,22 @@ impl RedisEngine {
                     self.reconnect.notify_one();
                     return;
                 }
-                let wanted = self
+                let w = if let Some(t) = ch.strip_prefix(&self.plain_name("ch", b"")[..]) {
+                    super::untag(t).map(|c| Wanted::Channel(c.into()))
+                } else if let Some(t) = ch.strip_prefix(&self.plain_name("sh", b"")[..]) {
+                    super::untag(t).map(|c| Wanted::Shard(c.into()))
+                } else {
+                    None
+                };
+                let Some(w) = w else { return };
+                let still = self
                     .wanted
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
-                    .clone();
-                for w in wanted {
-                    if !matches!(w, Wanted::Pattern(_)) && self.redis_name(&w) == ch {
-                        tracing::info!("engine shard subscription moved; resubscribing");
-                        self.retry_later(w);
-                    }
+                    .contains(&w);
+                if still {
+                    tracing::info!("engine shard subscription moved; resubscribing");
+                    self.retry_later(w);
                 }
                 self.retry_soon.notify_one();
             }

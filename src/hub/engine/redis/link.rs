@@ -551,6 +551,9 @@ impl Link {
                 }
             }
         }
+        if out.is_empty() {
+            return Err(unavailable("no cluster master answered"));
+        }
         Ok(out)
     }
 }
