@@ -89,7 +89,11 @@ fn owner<'a>(c: &'a Cluster, channel: &str) -> &'a Master {
 fn channels_spread_over_the_masters_and_reach_every_node_in_order() {
     let cluster = start_cluster();
     let (_d, nodes) = nodes(&cluster, 3);
-    let channels: Vec<String> = (0..24).map(|i| format!("c{i}")).collect();
+    // Names that cannot be hash tags as they are ride as {%HEX}.
+    let channels: Vec<String> = (0..24)
+        .map(|i| format!("c{i}"))
+        .chain(["a}b", "{x}", "%41", "}"].map(String::from))
+        .collect();
     let mut subs: Vec<Raw> = nodes.iter().map(backend).collect();
     for s in &mut subs {
         s.send(

@@ -365,6 +365,23 @@ async fn redis_engine_keeps_the_contract_on_a_cluster() {
         })
         .await
         .expect("redis cluster");
+        // The link's connections: a dedicated one reaches the master of
+        // its key's slot, the shared one routes there too.
+        for k in ["{a}x", "{b}y", "{c}z", "plain"] {
+            let mut d = engine.link.dedicated(Some(k.as_bytes())).await.unwrap();
+            let _: () = redis::cmd("SET")
+                .arg(k)
+                .arg(node)
+                .query_async(&mut d)
+                .await
+                .unwrap();
+            let v: String = redis::cmd("GET")
+                .arg(k)
+                .query_async(&mut engine.link.shared())
+                .await
+                .unwrap();
+            assert_eq!(v, node);
+        }
         let max = cfg.history_max_memory;
         let hub = Hub::with_engine(cfg.hub_config(), |ks| engine.engine(ks, max));
         spawn_background(&engine, Duration::from_secs(2)).await;

@@ -225,7 +225,7 @@ fn killing_the_master_resumes_delivery_within_10s() {
 }
 
 #[test]
-fn a_bad_sentinel_url_is_refused_at_start() {
+fn bad_engine_settings_are_refused_at_start() {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_herald"))
         .args([
             "--engine",
@@ -240,6 +240,25 @@ fn a_bad_sentinel_url_is_refused_at_start() {
     assert!(!out.status.success());
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("MASTER_NAME"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_herald"))
+        .args([
+            "--engine",
+            "redis://127.0.0.1:1",
+            "--engine-prefix",
+            "a{b}",
+            "--resp-addr",
+            "127.0.0.1:0",
+            "--http-addr",
+            "127.0.0.1:0",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("braces"),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
