@@ -182,7 +182,9 @@ impl Link {
                 master,
                 password,
             };
-            let client = Self::discover(&topology).await?;
+            let client = Self::discover(&topology, "")
+                .await?
+                .ok_or_else(|| unavailable("no master"))?;
             let conn = manager(&client).await.map_err(unavailable)?;
             return Ok(Link::new(topology, Shared::Single(conn), Some(client)));
         }
@@ -345,13 +347,11 @@ impl Link {
             }
             Topology::Sentinel { .. } => {
                 let _guard = self.watching.lock().await;
-                let Ok(client) = Self::discover(&self.topology).await else {
+                let known = self.master();
+                let Ok(Some(client)) = Self::discover(&self.topology, &known).await else {
                     return false;
                 };
                 let addr = addr_of(&client);
-                if *self.master.lock().unwrap_or_else(|e| e.into_inner()) == addr {
-                    return false;
-                }
                 let Ok(conn) = manager(&client).await else {
                     return false;
                 };
@@ -401,7 +401,11 @@ impl Link {
 
     /// Asks each sentinel in turn for the master, and checks that it says
     /// it is one (`ROLE`): a demoted master is not taken.
-    async fn discover(topology: &Topology) -> Result<redis::Client, EngineError> {
+    /// `None` when the sentinel names the `known` master again.
+    async fn discover(
+        topology: &Topology,
+        known: &str,
+    ) -> Result<Option<redis::Client>, EngineError> {
         let Topology::Sentinel {
             sentinels,
             master,
@@ -412,7 +416,7 @@ impl Link {
         };
         let mut last = String::from("no sentinel answered");
         for s in sentinels {
-            match Self::ask_sentinel(s, master, password.as_deref()).await {
+            match Self::ask_sentinel(s, master, password.as_deref(), known).await {
                 Ok(c) => return Ok(c),
                 Err(e) => last = format!("sentinel {s}: {e}"),
             }
@@ -424,7 +428,8 @@ impl Link {
         sentinel: &str,
         master: &str,
         password: Option<&str>,
-    ) -> RedisResult<redis::Client> {
+        known: &str,
+    ) -> RedisResult<Option<redis::Client>> {
         let cfg = redis::AsyncConnectionConfig::new()
             .set_connection_timeout(Some(TIMEOUT / 2))
             .set_response_timeout(Some(TIMEOUT / 2));
@@ -443,12 +448,16 @@ impl Link {
             None => format!("redis://{host}:{port}"),
         };
         let client = redis::Client::open(url)?;
+        if addr_of(&client) == known {
+            // Unchanged: no need to ask the master again.
+            return Ok(None);
+        }
         let mut m = client
             .get_multiplexed_async_connection_with_config(&cfg)
             .await?;
         let role: Vec<Value> = redis::cmd("ROLE").query_async(&mut m).await?;
         match role.first() {
-            Some(Value::BulkString(r)) if r == b"master" => Ok(client),
+            Some(Value::BulkString(r)) if r == b"master" => Ok(Some(client)),
             _ => Err((
                 redis::ErrorKind::Client,
                 "named master is not a master (yet)",
