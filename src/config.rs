@@ -369,7 +369,7 @@ pub struct Options {
     /// process), or Redis to run several nodes as one hub:
     /// `redis://[user:password@]host:port[/db]`,
     /// `redis+sentinel://[password@]host:port[,host:port…]/MASTER_NAME` or
-    /// `redis+cluster://host:port[,host:port…]` (`rediss://` is refused:
+    /// `redis+cluster://[password@]host:port[,host:port…]` (`rediss://` is refused:
     /// this build has no TLS client). [default: memory]
     #[arg(long, env = "HERALD_ENGINE", value_name = "URL")]
     pub engine: Option<String>,

@@ -435,3 +435,39 @@ fn killed_connections_on_every_master_resume_delivery() {
         resumed.as_secs_f64()
     );
 }
+
+#[test]
+fn a_password_protected_cluster_serves_every_part() {
+    let cluster = start_cluster_with(Some("s3cret"));
+    let (dir, cfg) = temp_config("cluster-pw", CONFIG);
+    let hosts: Vec<String> = cluster.masters.iter().map(|m| m.addr.to_string()).collect();
+    let url = format!("redis+cluster://s3cret@{}", hosts.join(","));
+    let nodes: Vec<Herald> = (0..2)
+        .map(|i| {
+            Herald::start(&[
+                "--config",
+                &cfg,
+                "--engine",
+                &url,
+                "--node-name",
+                &format!("pw{i}"),
+                "--requirepass",
+                "pw",
+            ])
+        })
+        .collect();
+    let mut sub = backend(&nodes[1]);
+    let channels: Vec<String> = (0..9).map(|i| format!("chat:{i}")).collect();
+    for c in &channels {
+        sub.cmd(&[b"SUBSCRIBE", c.as_bytes()]);
+    }
+    let mut p = backend(&nodes[0]);
+    for c in &channels {
+        let r = p.cmd(&[b"PUBLISH", c.as_bytes(), b"hi"]);
+        assert_eq!(r, b":0\r\n", "{}", show(&r));
+    }
+    let got = read_messages(&mut sub, channels.len());
+    assert_eq!(got.len(), channels.len(), "{got:?}");
+    drop(nodes);
+    let _ = std::fs::remove_dir_all(dir);
+}

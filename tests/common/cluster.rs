@@ -38,6 +38,11 @@ pub fn low_port() -> u16 {
 }
 
 pub fn start_cluster() -> Cluster {
+    start_cluster_with(None)
+}
+
+/// A cluster whose masters require `password` (when given).
+pub fn start_cluster_with(password: Option<&str>) -> Cluster {
     let dir = std::env::temp_dir().join(format!(
         "herald-cluster-{}-{}",
         std::process::id(),
@@ -68,6 +73,7 @@ pub fn start_cluster() -> Cluster {
                 "--cluster-require-full-coverage",
                 "no",
             ])
+            .args(password.map_or(Vec::new(), |p| vec!["--requirepass", p, "--masterauth", p]))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -82,6 +88,9 @@ pub fn start_cluster() -> Cluster {
     }
     let cluster = Cluster { masters, dir };
     let mut create = Command::new("redis-cli");
+    if let Some(p) = password {
+        create.args(["-a", p, "--no-auth-warning"]);
+    }
     create.arg("--cluster").arg("create");
     for m in &cluster.masters {
         create.arg(m.addr.to_string());
@@ -98,7 +107,11 @@ pub fn start_cluster() -> Cluster {
     let deadline = Instant::now() + Duration::from_secs(20);
     for m in &cluster.masters {
         loop {
-            let info = Raw::connect(m.addr).cmd(&[b"CLUSTER", b"INFO"]);
+            let mut r = Raw::connect(m.addr);
+            if let Some(p) = password {
+                r.cmd(&[b"AUTH", p.as_bytes()]);
+            }
+            let info = r.cmd(&[b"CLUSTER", b"INFO"]);
             if show(&info).contains("cluster_state:ok") {
                 break;
             }

@@ -84,6 +84,7 @@ enum Topology {
     },
     Cluster {
         nodes: Vec<String>,
+        password: Option<String>,
     },
 }
 
@@ -107,6 +108,9 @@ pub struct Link {
     /// published there (no publish acknowledged by the new master while
     /// another node still listens on the old one).
     fence: Mutex<Option<std::time::Instant>>,
+    /// Asks for a look at the sentinels now (an engine call failed: the
+    /// master may be gone or demoted).
+    nudge: tokio::sync::Notify,
     /// Serialises Sentinel lookups.
     watching: tokio::sync::Mutex<()>,
 }
@@ -136,21 +140,30 @@ fn parse_sentinel(url: &str) -> Result<(Vec<String>, String, Option<String>), En
     Ok((sentinels, name.to_string(), password))
 }
 
-/// The `host:port` list of `redis+cluster://host:port[,host:port…]`.
-fn parse_cluster(url: &str) -> Result<Vec<String>, EngineError> {
+/// The node URLs of `redis+cluster://[password@]host:port[,host:port…]`,
+/// and the password.
+fn parse_cluster(url: &str) -> Result<(Vec<String>, Option<String>), EngineError> {
     let rest = url.strip_prefix("redis+cluster://").unwrap_or_default();
     let rest = rest.trim_end_matches('/');
-    let nodes: Vec<String> = rest
+    let (password, hosts) = match rest.rsplit_once('@') {
+        Some((p, h)) => (Some(p.to_string()).filter(|p| !p.is_empty()), h),
+        None => (None, rest),
+    };
+    let auth = password
+        .as_deref()
+        .map(|p| format!(":{}@", urlencode(p)))
+        .unwrap_or_default();
+    let nodes: Vec<String> = hosts
         .split(',')
         .filter(|h| !h.is_empty())
-        .map(|h| format!("redis://{h}"))
+        .map(|h| format!("redis://{auth}{h}"))
         .collect();
-    if nodes.is_empty() || rest.contains(['/', '?', '#']) {
+    if nodes.is_empty() || hosts.contains(['/', '?', '#']) {
         return Err(EngineError::Unavailable(
-            "--engine redis+cluster:// needs host:port[,host:port…]".into(),
+            "--engine redis+cluster:// needs [password@]host:port[,host:port…]".into(),
         ));
     }
-    Ok(nodes)
+    Ok((nodes, password))
 }
 
 async fn manager(client: &redis::Client) -> RedisResult<ConnectionManager> {
@@ -189,13 +202,17 @@ impl Link {
             return Ok(Link::new(topology, Shared::Single(conn), Some(client)));
         }
         if url.starts_with("redis+cluster://") {
-            let nodes = parse_cluster(url)?;
+            let (nodes, password) = parse_cluster(url)?;
             let client = Self::cluster_builder(&nodes).build().map_err(unavailable)?;
             let conn = tokio::time::timeout(TIMEOUT * 2, client.get_async_connection())
                 .await
                 .map_err(|_| unavailable("timed out connecting to the cluster"))?
                 .map_err(unavailable)?;
-            let link = Link::new(Topology::Cluster { nodes }, Shared::Cluster(conn), None);
+            let link = Link::new(
+                Topology::Cluster { nodes, password },
+                Shared::Cluster(conn),
+                None,
+            );
             link.refresh_slots().await?;
             return Ok(link);
         }
@@ -217,6 +234,7 @@ impl Link {
             generation: AtomicU64::new(0),
             slots: Mutex::new(Vec::new()),
             fence: Mutex::new(None),
+            nudge: tokio::sync::Notify::new(),
             watching: tokio::sync::Mutex::new(()),
         }
     }
@@ -254,7 +272,7 @@ impl Link {
     /// master owning `key`'s slot (any master without a key).
     pub async fn dedicated(&self, key: Option<&[u8]>) -> RedisResult<MultiplexedConnection> {
         let client = match &self.topology {
-            Topology::Cluster { .. } => {
+            Topology::Cluster { password, .. } => {
                 let addr = match key {
                     Some(k) => self.master_for_slot(slot(k)),
                     None => self.masters().into_iter().next(),
@@ -265,7 +283,11 @@ impl Link {
                         "no master serves this key's slot",
                     ))
                 })?;
-                redis::Client::open(format!("redis://{addr}"))?
+                let auth = password
+                    .as_deref()
+                    .map(|p| format!(":{}@", urlencode(p)))
+                    .unwrap_or_default();
+                redis::Client::open(format!("redis://{auth}{addr}"))?
             }
             _ => self.client().ok_or_else(|| {
                 redis::RedisError::from((redis::ErrorKind::Io, "no master known"))
@@ -317,6 +339,19 @@ impl Link {
             .map_err(|_| {
                 redis::RedisError::from((redis::ErrorKind::Io, "cluster connect timed out"))
             })?
+    }
+
+    /// After a failed call on Sentinel (a connection error, `-READONLY`
+    /// from a demoted master): look for the master now.
+    pub fn nudge(&self) {
+        if self.is_sentinel() {
+            self.nudge.notify_one();
+        }
+    }
+
+    /// Waits for a [`Link::nudge`].
+    pub async fn nudged(&self) {
+        self.nudge.notified().await
     }
 
     /// Refuses while the master is switching (see `fence`).
@@ -644,7 +679,17 @@ mod tests {
         assert!(parse_sentinel("redis+sentinel:///m").is_err());
         assert_eq!(
             parse_cluster("redis+cluster://a:1,b:2").unwrap(),
-            vec!["redis://a:1", "redis://b:2"]
+            (
+                vec!["redis://a:1".to_string(), "redis://b:2".to_string()],
+                None
+            )
+        );
+        assert_eq!(
+            parse_cluster("redis+cluster://p@ss@a:1").unwrap(),
+            (
+                vec!["redis://:p%40ss@a:1".to_string()],
+                Some("p@ss".to_string())
+            )
         );
         assert!(parse_cluster("redis+cluster://").is_err());
     }

@@ -52,7 +52,7 @@ use crate::hub::ClientId;
 pub struct RedisOptions {
     /// `redis://[user:password@]host:port[/db]`,
     /// `redis+sentinel://[password@]host:port[,host:port…]/MASTER_NAME` or
-    /// `redis+cluster://host:port[,host:port…]`.
+    /// `redis+cluster://[password@]host:port[,host:port…]`.
     pub url: String,
     /// Namespaces Herald's keys and channels in Redis (no glob characters,
     /// no braces).
@@ -237,6 +237,7 @@ impl RedisEngine {
 
     fn failed(&self, e: impl std::fmt::Display) -> EngineError {
         self.healthy.store(false, Ordering::Relaxed);
+        self.link.nudge();
         unavailable(e)
     }
 
@@ -345,6 +346,16 @@ pub async fn spawn_background(engine: &Arc<RedisEngine>, wait: Duration) {
         tokio::spawn(engine.clone().pubsub_loop());
     }
     if engine.link.is_sentinel() {
+        let e = engine.clone();
+        tokio::spawn(async move {
+            loop {
+                e.link.nudged().await;
+                if e.link.watch().await {
+                    e.reconnect.notify_one();
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        });
         let e = engine.clone();
         tokio::spawn(async move {
             loop {
