@@ -10,10 +10,10 @@
 //!   now lives. A changed slot map (read every second) also replaces the
 //!   pub/sub connection.
 //! - Shard channels cannot be matched by patterns. A node holding a Herald
-//!   pattern registers it in the sorted set `{prefix}:patterns` (score: its
-//!   expiry, refreshed every second) and `PSUBSCRIBE`s the plain
+//!   pattern registers it in the sorted set `{prefix}:patterns:{%}` (score:
+//!   its expiry, refreshed every 500 ms) and `PSUBSCRIBE`s the plain
 //!   `{prefix}:ch:{pattern}` on any node. Every node reads the registered
-//!   patterns every second, and a publish to a channel that one of them
+//!   patterns every 500 ms, and a publish to a channel that one of them
 //!   matches is also sent as a classic `PUBLISH` to `{prefix}:ch:{channel}`
 //!   (inside the history script, so in the same order), which Redis Cluster
 //!   broadcasts to every node over the cluster bus. A new pattern's
@@ -32,8 +32,11 @@ use super::pubsub::Sink;
 use super::{RedisEngine, Wanted};
 use crate::hub::engine::EngineError;
 
+/// How often each node refreshes its patterns and reads everyone's.
+pub(super) const PATTERN_SYNC: Duration = Duration::from_millis(500);
+
 /// How long a new pattern's subscribe waits for every node to have read
-/// the pattern registry (they read it every second).
+/// the pattern registry (three of their reads).
 pub(super) const PATTERN_SETTLE: Duration = Duration::from_millis(1500);
 
 /// How long a registered pattern lives without a refresh.

@@ -278,7 +278,6 @@ impl RedisEngine {
                 self.reconnect.notify_one();
             }
             if self.link.is_cluster() {
-                self.sync_patterns().await;
                 self.retry_subscriptions().await;
             }
             if self.check_run_id().await.is_err() {
@@ -335,6 +334,17 @@ fn untag(t: &[u8]) -> Option<Vec<u8>> {
 pub async fn spawn_background(engine: &Arc<RedisEngine>, wait: Duration) {
     if engine.link.is_cluster() {
         tokio::spawn(engine.clone().cluster_loop());
+        // Its own loop, so a slow housekeeping round (a dead shard's
+        // timeouts) never delays it past `cluster::PATTERN_SETTLE`.
+        let e = engine.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(cluster::PATTERN_SYNC);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                e.sync_patterns().await;
+            }
+        });
         let e = engine.clone();
         tokio::spawn(async move {
             loop {
