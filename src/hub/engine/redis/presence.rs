@@ -92,7 +92,7 @@ impl RedisEngine {
         now: u64,
         ttl: u64,
     ) -> Result<(), EngineError> {
-        let keys = self.presence_keys(&channel);
+        let keys = self.presence_keys(channel);
         let mut pipe = redis::pipe();
         for c in clients {
             pipe.cmd("ZADD")
@@ -116,7 +116,7 @@ impl RedisEngine {
             .await
             .map_err(|e| self.failed(e))?;
         if !expired.is_empty() {
-            let left = self.leave_members(&channel, &expired).await?;
+            let left = self.leave_members(channel, &expired).await?;
             for (entry, last) in left {
                 if last {
                     let ev = PresenceEvent {
