@@ -55,10 +55,21 @@ fn start_sentinel(master: u16) -> Sentinel {
     }
 }
 
-/// A master, its replica (in sync) and a sentinel that knows both.
+/// A master, its replica (in sync) and a sentinel that knows both; their
+/// files (replication writes an RDB) go to a scratch directory.
 fn setup() -> (Redis, Redis, Sentinel) {
-    let master = Redis::start(&[]);
-    let replica = Redis::start(&["--replicaof", "127.0.0.1", &master.addr.port().to_string()]);
+    let (dir, _) = temp_config("sentinel-data", "");
+    let dir = dir.to_str().unwrap().to_string();
+    let master = Redis::start(&["--dir", &dir, "--dbfilename", "master.rdb"]);
+    let replica = Redis::start(&[
+        "--dir",
+        &dir,
+        "--dbfilename",
+        "replica.rdb",
+        "--replicaof",
+        "127.0.0.1",
+        &master.addr.port().to_string(),
+    ]);
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         let info = Raw::connect(replica.addr).cmd(&[b"INFO", b"replication"]);

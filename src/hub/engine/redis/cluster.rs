@@ -6,9 +6,8 @@
 //!   handled by the one master that owns the channel. Nodes `SSUBSCRIBE` it
 //!   there (redis-rs routes by slot and follows `MOVED`).
 //! - When a slot moves, Redis ends the shard subscriptions it held with a
-//!   `sunsubscribe` push; the node subscribes them again, where the slot
-//!   now lives. A changed slot map (read every second) also replaces the
-//!   pub/sub connection.
+//!   `sunsubscribe` push; the node subscribes them again at once, where the
+//!   slot now lives (a probe channel moving replaces the connection).
 //! - Shard channels cannot be matched by patterns. A node holding a Herald
 //!   pattern registers it in the sorted set `{prefix}:patterns:{%}` (score:
 //!   its expiry, refreshed every 500 ms) and `PSUBSCRIBE`s the plain
