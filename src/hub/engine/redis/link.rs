@@ -11,9 +11,18 @@
 //!   connection whose pushes go to a channel: sharded pub/sub).
 //!
 //! On Sentinel the link follows the master: [`Link::watch`] asks the
-//! sentinels every second and, when they name another master (a failover),
-//! replaces the shared connection and bumps [`Link::generation`], which
-//! tells the pub/sub loop to reconnect.
+//! sentinels (every second, at once when a sentinel announces a failover,
+//! and after a failed call: [`Link::nudge`]) and, when they name another
+//! master, replaces the shared connection, refuses publishes for a moment
+//! ([`Link::fenced`]) and bumps [`Link::generation`], which tells the
+//! pub/sub loop to reconnect.
+//!
+//! For code forwarding data commands: send through `link.shared()`
+//! (`req_packed_command`; on Cluster a command routes by its first key, so
+//! check `CROSSSLOT` first), and keep `WATCH`/`MULTI` and blocking reads on
+//! `link.dedicated(Some(first_key))`. A dedicated connection stays on the
+//! master it was opened to: after a slot move it answers `-MOVED`, after a
+//! Sentinel failover `-READONLY` or a closed connection; open another.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
