@@ -471,3 +471,59 @@ fn a_password_protected_cluster_serves_every_part() {
     drop(nodes);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// One master's shard subscriptions go silent (the connection stays open,
+/// nothing comes through): the node's probe on that master stops coming
+/// back and the pub/sub connection is replaced.
+#[test]
+fn a_silent_shard_connection_is_replaced() {
+    let (real, announced) = loop {
+        let (r, a) = (low_port(), low_port());
+        if r != a && std::net::TcpListener::bind(("127.0.0.1", a + 10000)).is_ok() {
+            break (r, a);
+        }
+    };
+    let proxy = Proxy::start(announced, real);
+    let _bus = Proxy::start(announced + 10000, real + 10000);
+    let cluster = start_cluster_opts(None, Some((real, announced)));
+    let (_d, nodes) = nodes(&cluster, 2);
+    // A channel served by the proxied master.
+    let channel = (0..500)
+        .map(|i| format!("q{i}"))
+        .find(|c| owner(&cluster, c).addr == cluster.masters[0].addr)
+        .unwrap();
+    let mut sub = backend(&nodes[1]);
+    sub.cmd(&[b"SUBSCRIBE", channel.as_bytes()]);
+    let mut p = backend(&nodes[0]);
+    p.cmd(&[b"PUBLISH", channel.as_bytes(), b"m0"]);
+    read_messages(&mut sub, 1);
+    assert!(
+        proxy.silence_subscribers() > 0,
+        "no subscribed connection seen"
+    );
+    let t0 = Instant::now();
+    let mut i = 1;
+    let resumed = loop {
+        assert!(
+            t0.elapsed() < Duration::from_secs(15),
+            "delivery did not resume"
+        );
+        p.cmd(&[b"PUBLISH", channel.as_bytes(), format!("m{i}").as_bytes()]);
+        i += 1;
+        if let Some(f) = sub.try_frame(Duration::from_millis(200)) {
+            if String::from_utf8_lossy(&f).contains("message") {
+                break t0.elapsed();
+            }
+        }
+    };
+    eprintln!(
+        "silent shard connection: delivery again after {:.2}s",
+        resumed.as_secs_f64()
+    );
+    assert!(resumed < Duration::from_secs(10));
+    let replaced = nodes[1]
+        .log
+        .try_iter()
+        .any(|l| l.contains("shard pub/sub replaced"));
+    assert!(replaced, "the probe did not replace the connection");
+}

@@ -43,6 +43,13 @@ pub fn start_cluster() -> Cluster {
 
 /// A cluster whose masters require `password` (when given).
 pub fn start_cluster_with(password: Option<&str>) -> Cluster {
+    start_cluster_opts(password, None)
+}
+
+/// A cluster; with `first = Some((port, announced))` the first master
+/// listens on `port` but tells clients and peers it is at `announced`
+/// (and its bus at `announced + 10000`): a [`Proxy`] sits there.
+pub fn start_cluster_opts(password: Option<&str>, first: Option<(u16, u16)>) -> Cluster {
     let dir = std::env::temp_dir().join(format!(
         "herald-cluster-{}-{}",
         std::process::id(),
@@ -50,8 +57,11 @@ pub fn start_cluster_with(password: Option<&str>) -> Cluster {
     ));
     std::fs::create_dir_all(&dir).unwrap();
     let mut masters = Vec::new();
-    for _ in 0..3 {
-        let port = low_port();
+    for i in 0..3 {
+        let (port, announced) = match (i, first) {
+            (0, Some((p, a))) => (p, Some(a)),
+            _ => (low_port(), None),
+        };
         let child = Command::new("redis-server")
             .args([
                 "--port",
@@ -74,6 +84,14 @@ pub fn start_cluster_with(password: Option<&str>) -> Cluster {
                 "no",
             ])
             .args(password.map_or(Vec::new(), |p| vec!["--requirepass", p, "--masterauth", p]))
+            .args(announced.map_or(Vec::new(), |a| {
+                vec![
+                    "--cluster-announce-port".to_string(),
+                    a.to_string(),
+                    "--cluster-announce-bus-port".to_string(),
+                    (a + 10000).to_string(),
+                ]
+            }))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -84,6 +102,11 @@ pub fn start_cluster_with(password: Option<&str>) -> Cluster {
             assert!(Instant::now() < deadline, "redis-server did not start");
             std::thread::sleep(Duration::from_millis(20));
         }
+        // Clients (and redis-cli) reach it where it says it is.
+        let addr = match announced {
+            Some(a) => format!("127.0.0.1:{a}").parse().unwrap(),
+            None => addr,
+        };
         masters.push(Master { child, addr });
     }
     let cluster = Cluster { masters, dir };
@@ -120,4 +143,98 @@ pub fn start_cluster_with(password: Option<&str>) -> Cluster {
         }
     }
     cluster
+}
+
+/// A TCP proxy on loopback that can make the connections that subscribed
+/// (sent `SSUBSCRIBE`) silent: they stay open, but what the server sends
+/// them is dropped.
+pub struct Proxy {
+    conns: std::sync::Arc<std::sync::Mutex<Vec<std::sync::Arc<ProxyConn>>>>,
+}
+
+pub struct ProxyConn {
+    subscribed: std::sync::atomic::AtomicBool,
+    silent: std::sync::atomic::AtomicBool,
+}
+
+impl Proxy {
+    /// Forwards `listen` to `upstream` (both loopback ports), until the
+    /// test process ends.
+    pub fn start(listen: u16, upstream: u16) -> Proxy {
+        use std::io::{Read, Write};
+        use std::sync::atomic::Ordering;
+        use std::sync::Arc;
+        let l = std::net::TcpListener::bind(("127.0.0.1", listen)).expect("proxy bind");
+        let conns: Arc<std::sync::Mutex<Vec<Arc<ProxyConn>>>> = Arc::default();
+        let registry = conns.clone();
+        std::thread::spawn(move || {
+            for c in l.incoming() {
+                let Ok(c) = c else { continue };
+                let Ok(s) = std::net::TcpStream::connect(("127.0.0.1", upstream)) else {
+                    continue;
+                };
+                let state = Arc::new(ProxyConn {
+                    subscribed: false.into(),
+                    silent: false.into(),
+                });
+                registry.lock().unwrap().push(state.clone());
+                let (mut c2, mut s2) = (c.try_clone().unwrap(), s.try_clone().unwrap());
+                let st = state.clone();
+                std::thread::spawn(move || {
+                    let (mut c, mut s) = (c, s);
+                    let mut buf = [0u8; 16384];
+                    loop {
+                        let n = match c.read(&mut buf) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => n,
+                        };
+                        if buf[..n]
+                            .windows(10)
+                            .any(|w| w.eq_ignore_ascii_case(b"SSUBSCRIBE"))
+                        {
+                            st.subscribed.store(true, Ordering::Relaxed);
+                        }
+                        if s.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                    let _ = s.shutdown(std::net::Shutdown::Both);
+                    let _ = c.shutdown(std::net::Shutdown::Both);
+                });
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 16384];
+                    loop {
+                        let n = match s2.read(&mut buf) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => n,
+                        };
+                        if state.silent.load(Ordering::Relaxed) {
+                            continue;
+                        }
+                        if c2.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                    let _ = c2.shutdown(std::net::Shutdown::Both);
+                    let _ = s2.shutdown(std::net::Shutdown::Both);
+                });
+            }
+        });
+        Proxy { conns }
+    }
+
+    /// Silences every connection that has subscribed so far; returns how
+    /// many.
+    pub fn silence_subscribers(&self) -> usize {
+        use std::sync::atomic::Ordering;
+        let conns = self.conns.lock().unwrap();
+        let mut n = 0;
+        for c in conns.iter() {
+            if c.subscribed.load(Ordering::Relaxed) {
+                c.silent.store(true, Ordering::Relaxed);
+                n += 1;
+            }
+        }
+        n
+    }
 }
