@@ -379,6 +379,14 @@ fn killing_one_master_refuses_its_shard_only() {
         !nodes[1].log.try_iter().any(|l| l.contains("replaced")),
         "the shard pub/sub connection was replaced"
     );
+    // One dead shard does not drain the node.
+    let mut h = std::net::TcpStream::connect(nodes[0].http).unwrap();
+    use std::io::{Read, Write};
+    h.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut resp = String::new();
+    let _ = h.read_to_string(&mut resp);
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
 }
 
 #[test]

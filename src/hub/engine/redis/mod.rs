@@ -236,7 +236,11 @@ impl RedisEngine {
     }
 
     fn failed(&self, e: impl std::fmt::Display) -> EngineError {
-        self.healthy.store(false, Ordering::Relaxed);
+        // On Cluster one dead shard must not drain the node: health is
+        // whether any master answers (`check_run_id`).
+        if !self.link.is_cluster() {
+            self.healthy.store(false, Ordering::Relaxed);
+        }
         self.link.nudge();
         unavailable(e)
     }
