@@ -97,9 +97,12 @@ fn setup() -> (Redis, Redis, Sentinel) {
 
 fn nodes(s: &Sentinel) -> Vec<Herald> {
     let url = format!("redis+sentinel://127.0.0.1:{}/mymaster", s.port);
+    let (_dir, cfg) = temp_config("sentinel-nodes", "[namespaces.chat]\nhistory_size = 100\n");
     (0..2)
         .map(|i| {
             Herald::start(&[
+                "--config",
+                &cfg,
                 "--engine",
                 &url,
                 "--node-name",
@@ -212,9 +215,20 @@ fn measure(nodes: &[Herald], fault: impl FnOnce()) -> (f64, usize, usize, usize)
 
 #[test]
 fn sentinel_failover_resumes_delivery_within_10s() {
-    let (_master, _replica, s) = setup();
+    let (master, _replica, s) = setup();
     let nodes = nodes(&s);
     let sa: std::net::SocketAddr = format!("127.0.0.1:{}", s.port).parse().unwrap();
+    // A history before the failover, and its epoch.
+    let mut p = Raw::backend(nodes[0].resp, "pw");
+    for _ in 0..3 {
+        p.cmd(&[b"PUBLISH", b"chat:1", b"old"]);
+    }
+    let meta = |addr: std::net::SocketAddr| {
+        let r = Raw::connect(addr).cmd(&[b"HMGET", b"herald:meta:{chat:1}", b"epoch", b"top"]);
+        String::from_utf8_lossy(&r).to_string()
+    };
+    let before = meta(master.addr);
+    assert!(before.contains("$1\r\n3\r\n"), "{before}");
     let (secs, lost, acked, _) = measure(&nodes, || {
         let r = Raw::connect(sa).cmd(&[b"SENTINEL", b"FAILOVER", b"mymaster"]);
         assert_eq!(r, b"+OK\r\n", "{}", show(&r));
@@ -222,6 +236,20 @@ fn sentinel_failover_resumes_delivery_within_10s() {
     assert!(secs < 8.0, "took {secs:.2}s");
     assert_eq!(lost, 0, "acknowledged publishes were lost");
     assert!(acked > 50);
+    // On the new master the history starts a new epoch: the replica may
+    // have missed the last entries, so no (offset, epoch) pair is reused.
+    let r = p.cmd(&[b"PUBLISH", b"chat:1", b"new"]);
+    assert!(r.starts_with(b":"), "{}", show(&r));
+    let named = Raw::connect(sa).cmd(&[b"SENTINEL", b"get-master-addr-by-name", b"mymaster"]);
+    let named = String::from_utf8_lossy(&named).to_string();
+    let port = named.split("\r\n").nth(4).unwrap();
+    let after = meta(format!("127.0.0.1:{port}").parse().unwrap());
+    assert_ne!(
+        after.split("\r\n").nth(2),
+        before.split("\r\n").nth(2),
+        "{before} / {after}"
+    );
+    assert!(after.contains("$1\r\n1\r\n"), "a fresh stream: {after}");
 }
 
 #[test]
