@@ -410,16 +410,19 @@ pub struct Options {
     #[arg(long, env = "HERALD_OUTPUT_BUFFER_GLOBAL_LIMIT", value_name = "SIZE")]
     pub output_buffer_global_limit: Option<ByteSize>,
     /// Where publications, history and presence live: `memory` (this
-    /// process), or `redis://[user:password@]host:port[/db]` (`rediss://`
-    /// for TLS) to run several nodes as one hub. [default: memory]
+    /// process), or Redis to run several nodes as one hub:
+    /// `redis://[user:password@]host:port[/db]`,
+    /// `redis+sentinel://[password@]host:port[,host:port…]/MASTER_NAME` or
+    /// `redis+cluster://[password@]host:port[,host:port…]` (`rediss://` is refused:
+    /// this build has no TLS client). [default: memory]
     #[arg(long, env = "HERALD_ENGINE", value_name = "URL")]
     pub engine: Option<String>,
     /// This node's name in the engine (presence entries are keyed by it).
     /// [default: host name plus a random suffix]
     #[arg(long, env = "HERALD_NODE_NAME", value_name = "NAME")]
     pub node_name: Option<String>,
-    /// Prefix of Herald's keys and channels in the engine's Redis.
-    /// [default: herald]
+    /// Prefix of Herald's keys and channels in the engine's Redis (no glob
+    /// characters, no braces). [default: herald]
     #[arg(long, env = "HERALD_ENGINE_PREFIX", value_name = "PREFIX")]
     pub engine_prefix: Option<String>,
     /// How long a node's presence entries live in the engine without a

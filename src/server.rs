@@ -179,9 +179,16 @@ async fn build_hub(cfg: &Arc<Config>) -> Result<Hub, StartError> {
     if engine == "memory" {
         return Ok(Hub::with_config(cfg.hub_config()));
     }
-    if !(engine.starts_with("redis://") || engine.starts_with("rediss://")) {
+    let schemes = [
+        "redis://",
+        "rediss://",
+        "redis+sentinel://",
+        "redis+cluster://",
+    ];
+    if !schemes.iter().any(|s| engine.starts_with(s)) {
         return Err(StartError::Engine(format!(
-            "unsupported --engine {engine:?}: use memory or redis://host:port"
+            "unsupported --engine {engine:?}: use memory, redis://host:port, \
+             redis+sentinel://host:port[,…]/MASTER or redis+cluster://host:port[,…]"
         )));
     }
     let redis =

@@ -179,7 +179,7 @@ fn a_paused_redis_does_not_stall_local_commands() {
         }
     }
     let mut h = Raw::connect(redis.addr);
-    let stored = int(&h.cmd(&[b"XLEN", b"herald:history:chat:1"]));
+    let stored = int(&h.cmd(&[b"XLEN", b"herald:history:{chat:1}"]));
     assert!(
         (ok..=ok + unknown).contains(&stored),
         "acknowledged {ok}, unknown {unknown}, stored {stored}"
@@ -211,7 +211,7 @@ fn history_flood_is_trimmed_exactly_and_odd_names_stay_apart() {
         assert!(p.frame().starts_with(b":"));
     }
     let mut r = Raw::connect(redis.addr);
-    assert_eq!(int(&r.cmd(&[b"XLEN", b"herald:history:chat:1"])), 100);
+    assert_eq!(int(&r.cmd(&[b"XLEN", b"herald:history:{chat:1}"])), 100);
     // Names shaped like Herald's keys, globs, binary, 64 KiB.
     let long = vec![b'z'; 65536];
     let mut s = backend(&nodes[1]);
@@ -282,7 +282,7 @@ fn history_max_memory_bounds_redis() {
     let mut r = Raw::connect(redis.addr);
     let mut kept = 0;
     for i in 0..2000 {
-        kept += int(&r.cmd(&[b"XLEN", format!("herald:history:chat:{i}").as_bytes()]));
+        kept += int(&r.cmd(&[b"XLEN", format!("herald:history:{{chat:{i}}}").as_bytes()]));
     }
     assert!(
         kept * 2048 <= 1 << 20,
@@ -311,7 +311,7 @@ fn a_killed_nodes_members_leave_redis() {
             let _ = tabs[i].close(None).await;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
-        assert_eq!(int(&r.cmd(&[b"HLEN", b"herald:presence:room:1"])), 45);
+        assert_eq!(int(&r.cmd(&[b"HLEN", b"herald:presence:{room:1}"])), 45);
         let pid = nodes[0].pid();
         std::process::Command::new("kill")
             .args(["-9", &pid.to_string()])
@@ -320,8 +320,8 @@ fn a_killed_nodes_members_leave_redis() {
         let _ = nodes[0].child.wait();
         let deadline = Instant::now() + Duration::from_secs(6);
         loop {
-            let n = int(&r.cmd(&[b"HLEN", b"herald:presence:room:1"]));
-            let e = int(&r.cmd(&[b"ZCARD", b"herald:presence-exp:room:1"]));
+            let n = int(&r.cmd(&[b"HLEN", b"herald:presence:{room:1}"]));
+            let e = int(&r.cmd(&[b"ZCARD", b"herald:presence-exp:{room:1}"]));
             if n == 15 && e == 15 {
                 break;
             }

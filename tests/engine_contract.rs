@@ -348,6 +348,48 @@ async fn memory_engine_keeps_the_contract() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_engine_keeps_the_contract_on_a_cluster() {
+    use herald::hub::engine::redis::{spawn_background, RedisEngine, RedisOptions};
+    let cluster = tokio::task::spawn_blocking(common::cluster::start_cluster)
+        .await
+        .unwrap();
+    let hosts: Vec<String> = cluster.masters.iter().map(|m| m.addr.to_string()).collect();
+    let cfg = config();
+    let mut hubs = Vec::new();
+    for node in ["a", "b"] {
+        let engine = RedisEngine::connect(RedisOptions {
+            url: format!("redis+cluster://{}", hosts.join(",")),
+            prefix: "contract".into(),
+            node: node.into(),
+            presence_ttl: Duration::from_secs(60),
+        })
+        .await
+        .expect("redis cluster");
+        // The link's connections: a dedicated one reaches the master of
+        // its key's slot, the shared one routes there too.
+        for k in ["{a}x", "{b}y", "{c}z", "plain"] {
+            let mut d = engine.link.dedicated(Some(k.as_bytes())).await.unwrap();
+            let _: () = redis::cmd("SET")
+                .arg(k)
+                .arg(node)
+                .query_async(&mut d)
+                .await
+                .unwrap();
+            let v: String = redis::cmd("GET")
+                .arg(k)
+                .query_async(&mut engine.link.shared())
+                .await
+                .unwrap();
+            assert_eq!(v, node);
+        }
+        let hub = Hub::with_engine(cfg.hub_config(), |_| engine.engine());
+        spawn_background(&engine, Duration::from_secs(2)).await;
+        hubs.push(Arc::new(hub));
+    }
+    contract(&hubs).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_engine_keeps_the_contract_across_two_nodes() {
     use herald::hub::engine::redis::{spawn_background, RedisEngine, RedisOptions};
     let redis = common::Redis::start(&[]);

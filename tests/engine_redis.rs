@@ -96,7 +96,7 @@ fn history_is_one_sequence_across_nodes_and_recovers_anywhere() {
     }
     // A plain Redis client reads the history.
     let mut r = Raw::connect(redis.addr);
-    let len = r.cmd(&[b"XLEN", b"herald:history:chat:1"]);
+    let len = r.cmd(&[b"XLEN", b"herald:history:{chat:1}"]);
     assert_eq!(len, b":10\r\n", "{}", show(&len));
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
@@ -471,7 +471,7 @@ fn pipelined_publishes_to_many_channels_keep_each_channels_order() {
         next[k] += 3;
     }
     let mut r = Raw::connect(redis.addr);
-    let ids = show(&r.cmd(&[b"XRANGE", b"herald:history:chat:p", b"-", b"+"]));
+    let ids = show(&r.cmd(&[b"XRANGE", b"herald:history:{chat:p}", b"-", b"+"]));
     for o in 1..=100 {
         assert!(ids.contains(&format!("{o}-0")), "offset {o} missing");
     }

@@ -3,6 +3,7 @@
 //! Every read has a timeout, so a failure fails instead of hanging.
 #![allow(dead_code)]
 
+pub mod cluster;
 pub mod diff;
 
 use std::io::{BufRead, BufReader, Read, Write};

@@ -239,7 +239,7 @@ impl RedisEngine {
     async fn control_loop(self: Arc<Self>) {
         let mut backoff = Duration::from_millis(50);
         loop {
-            if let Ok(ps) = self.client.get_async_pubsub().await {
+            if let Ok(ps) = self.link.any_pubsub().await {
                 let (mut sink, mut stream) = ps.split();
                 let mine = self.reply_channel(self.opts.node.as_bytes());
                 if sink.subscribe(self.control_channel()).await.is_ok()

@@ -50,7 +50,7 @@ impl RedisEngine {
             .key(self.key("history", channel))
             .key(self.key("meta", channel))
             .arg(Self::new_epoch())
-            .arg(self.run_id())
+            .arg(self.run_id(&self.key("history", channel)))
             .arg(if reserve { "1" } else { "0" })
             .arg(86_400_000u64)
             .invoke_async(&mut self.conn())

@@ -26,7 +26,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use redis::aio::{ConnectionManager, MultiplexedConnection};
+use redis::aio::{ConnectionLike, MultiplexedConnection};
+
+use super::link::Shared;
 use redis::Value;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -58,7 +60,7 @@ if (not epoch) or (run ~= ARGV[5]) then
 end
 local top = redis.call('HINCRBY', KEYS[2], 'top', 1)
 local fields = {}
-for i = 7, #ARGV do fields[#fields + 1] = ARGV[i] end
+for i = 9, #ARGV do fields[#fields + 1] = ARGV[i] end
 redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[2], tostring(top) .. '-0', unpack(fields))
 local ttl = tonumber(ARGV[3])
 if ttl > 0 then
@@ -67,7 +69,11 @@ if ttl > 0 then
 else
   redis.call('PERSIST', KEYS[2])
 end
-redis.call('PUBLISH', ARGV[6], 'h' .. top .. ':' .. epoch .. ':' .. ARGV[1])
+local frame = 'h' .. top .. ':' .. epoch .. ':' .. ARGV[1]
+redis.call(ARGV[7], ARGV[6], frame)
+if ARGV[8] ~= '' then
+  redis.call('PUBLISH', ARGV[8], frame)
+end
 return {top, epoch}
 "#;
 
@@ -81,10 +87,6 @@ pub struct RedisKeyspace {
 
 struct Inner {
     engine: Arc<RedisEngine>,
-    shared2: ConnectionManager,
-    shared3: ConnectionManager,
-    client2: redis::Client,
-    client3: redis::Client,
     permits: Arc<Semaphore>,
     max: usize,
     /// Clean connections for reuse, with the Redis run id they were made
@@ -100,25 +102,10 @@ impl RedisKeyspace {
         engine: Arc<RedisEngine>,
         dedicated: usize,
     ) -> Result<RedisKeyspace, crate::hub::EngineError> {
-        let url = &engine.opts.url;
-        let sep = if url.contains('?') { '&' } else { '?' };
-        let client3 = redis::Client::open(format!("{url}{sep}protocol=resp3").as_str())
-            .map_err(super::unavailable)?;
-        let cfg = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(2)))
-            .set_response_timeout(Some(Duration::from_secs(2)))
-            .set_number_of_retries(1);
-        let shared3 = client3
-            .get_connection_manager_with_config(cfg)
-            .await
-            .map_err(super::unavailable)?;
+        engine.link.shared3().await.map_err(super::unavailable)?;
         Ok(RedisKeyspace {
             inner: Arc::new(Inner {
-                shared2: engine.conn(),
-                client2: engine.client.clone(),
                 engine,
-                shared3,
-                client3,
                 permits: Arc::new(Semaphore::new(dedicated)),
                 max: dedicated,
                 idle: Mutex::new([Vec::new(), Vec::new()]),
@@ -362,16 +349,20 @@ fn frame_of(r: redis::RedisResult<Value>, resp3: bool, nulls: Nulls) -> (Frame, 
 }
 
 impl Inner {
-    fn shared(&self, resp3: bool) -> ConnectionManager {
-        if resp3 {
-            self.shared3.clone()
-        } else {
-            self.shared2.clone()
+    /// The shared connection of a protocol (the link's: it follows a
+    /// Sentinel failover, and routes by slot on Cluster).
+    async fn shared(&self, resp3: bool) -> Result<Shared, Frame> {
+        if !resp3 {
+            return Ok(self.engine.link.shared());
         }
+        self.engine.link.shared3().await.map_err(|e| {
+            self.engine.mark_failed();
+            unavailable_frame(&e.to_string())
+        })
     }
 
     fn take_idle(&self, resp3: bool) -> Option<(MultiplexedConnection, OwnedSemaphorePermit)> {
-        let run = self.engine.run_id();
+        let run = self.engine.run_id(b"");
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         let list = &mut idle[resp3 as usize];
         // Connections made before Redis restarted are closed: let them go.
@@ -407,13 +398,7 @@ struct DedicatedConn {
 
 impl Inner {
     async fn connect_dedicated(&self, resp3: bool) -> redis::RedisResult<MultiplexedConnection> {
-        let client = if resp3 { &self.client3 } else { &self.client2 };
-        let cfg = redis::AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(2)))
-            .set_response_timeout(None);
-        client
-            .get_multiplexed_async_connection_with_config(&cfg)
-            .await
+        self.engine.link.dedicated_in(None, resp3).await
     }
 }
 
@@ -440,7 +425,7 @@ impl Dedicated for DedicatedConn {
             let (f, bad) = frame_of(r, resp3, nulls);
             if bad {
                 broken.store(true, Ordering::Relaxed);
-                inner.engine.healthy.store(false, Ordering::Relaxed);
+                inner.engine.mark_failed();
             }
             f
         })
@@ -524,7 +509,7 @@ impl Dedicated for DedicatedConn {
         let list = &mut idle[self.resp3 as usize];
         if list.len() < IDLE_KEPT {
             let conn = self.conn.lock().unwrap_or_else(|e| e.into_inner()).clone();
-            list.push((conn, permit, self.inner.engine.run_id()));
+            list.push((conn, permit, self.inner.engine.run_id(b"")));
         }
     }
 }
@@ -549,9 +534,12 @@ impl RemoteKeyspace for RedisKeyspace {
         let this = self.clone();
         Pending::boxed(async move {
             let inner = &this.inner;
-            let mut conn = inner.shared(resp3);
+            let mut conn = match inner.shared(resp3).await {
+                Ok(c) => c,
+                Err(f) => return f,
+            };
             let nulls = Nulls::of(&args, false);
-            let mut r = conn.send_packed_command(&packed(&args)).await;
+            let mut r = conn.req_packed_command(&packed(&args)).await;
             let (keys, scan) = (
                 args[0].eq_ignore_ascii_case(b"keys"),
                 args[0].eq_ignore_ascii_case(b"scan"),
@@ -561,7 +549,7 @@ impl RemoteKeyspace for RedisKeyspace {
             }
             let (f, bad) = frame_of(r, resp3, nulls);
             if bad {
-                inner.engine.healthy.store(false, Ordering::Relaxed);
+                inner.engine.mark_failed();
             }
             f
         })
@@ -584,7 +572,7 @@ impl RemoteKeyspace for RedisKeyspace {
                     match inner.connect_dedicated(resp3).await {
                         Ok(c) => (c, permit),
                         Err(e) => {
-                            inner.engine.healthy.store(false, Ordering::Relaxed);
+                            inner.engine.mark_failed();
                             return Err(unavailable_frame(&e.to_string()));
                         }
                     }
@@ -607,7 +595,7 @@ impl RemoteKeyspace for RedisKeyspace {
     ) -> Pending<'static, Frame> {
         let this = self.clone();
         Pending::boxed(async move {
-            let mut conn = this.inner.shared(false);
+            let mut conn = this.inner.engine.link.shared();
             let (mut cursor, mut seen, mut n) = (0u64, 0usize, 0i64);
             loop {
                 let r: redis::RedisResult<(u64, Vec<Vec<u8>>)> = redis::cmd("SCAN")
@@ -660,12 +648,19 @@ impl RemoteKeyspace for RedisKeyspace {
         frame.push(b'm');
         frame.extend_from_slice(payload);
         let b = |v: Vec<u8>| Bytes::from(v);
+        let copy = if shard { None } else { e.pattern_copy(channel) };
         match (shard, history) {
-            (true, _) | (false, None) => vec![vec![
-                Bytes::from_static(b"PUBLISH"),
-                b(e.key(if shard { "sh" } else { "ch" }, channel)),
-                b(frame),
-            ]],
+            (true, _) | (false, None) => {
+                let mut cmds = vec![vec![
+                    Bytes::from_static(e.publish_cmd().as_bytes()),
+                    b(e.channel_name(if shard { "sh" } else { "ch" }, channel)),
+                    b(frame.clone()),
+                ]];
+                if let Some(plain) = copy {
+                    cmds.push(vec![Bytes::from_static(b"PUBLISH"), b(plain), b(frame)]);
+                }
+                cmds
+            }
             (false, Some(opts)) => vec![vec![
                 Bytes::from_static(b"EVAL"),
                 Bytes::from_static(super::pubsub::PUBLISH_SCRIPT.as_bytes()),
@@ -676,8 +671,10 @@ impl RemoteKeyspace for RedisKeyspace {
                 b(opts.size.to_string().into_bytes()),
                 b(opts.ttl_ms.to_string().into_bytes()),
                 b(RedisEngine::new_epoch().to_string().into_bytes()),
-                b(e.run_id().into_bytes()),
-                b(e.key("ch", channel)),
+                b(e.run_id(&e.key("history", channel)).into_bytes()),
+                b(e.channel_name("ch", channel)),
+                Bytes::from_static(e.publish_cmd().as_bytes()),
+                b(copy.unwrap_or_default()),
             ]],
         }
     }
@@ -701,8 +698,10 @@ impl RemoteKeyspace for RedisKeyspace {
             b(opts.size.to_string().into_bytes()),
             b(opts.ttl_ms.to_string().into_bytes()),
             b(RedisEngine::new_epoch().to_string().into_bytes()),
-            b(e.run_id().into_bytes()),
-            b(e.key("ch", channel)),
+            b(e.run_id(&e.key("history", channel)).into_bytes()),
+            b(e.channel_name("ch", channel)),
+            Bytes::from_static(e.publish_cmd().as_bytes()),
+            b(e.pattern_copy(channel).unwrap_or_default()),
         ];
         cmd.extend(fields.iter().cloned());
         vec![cmd]
@@ -726,12 +725,17 @@ impl RemoteKeyspace for RedisKeyspace {
                 .arg(opts.size)
                 .arg(opts.ttl_ms)
                 .arg(RedisEngine::new_epoch())
-                .arg(e.run_id())
-                .arg(e.key("ch", &channel));
+                .arg(e.run_id(&e.key("history", &channel)))
+                .arg(e.channel_name("ch", &channel))
+                .arg(e.publish_cmd())
+                .arg(e.pattern_copy(&channel).unwrap_or_default());
             for f in &fields {
                 inv.arg(&f[..]);
             }
-            let mut conn = inner.shared(resp3);
+            let mut conn = match inner.shared(resp3).await {
+                Ok(c) => c,
+                Err(f) => return f,
+            };
             match inv.invoke_async::<(u64, String)>(&mut conn).await {
                 Ok((top, _epoch)) => {
                     let mut out = BytesMut::new();
@@ -741,7 +745,7 @@ impl RemoteKeyspace for RedisKeyspace {
                 Err(err) => {
                     let (f, bad) = error_frame(err);
                     if bad {
-                        e.healthy.store(false, Ordering::Relaxed);
+                        e.mark_failed();
                     }
                     f
                 }

@@ -1,25 +1,32 @@
 //! The Redis engine: several Herald nodes on one Redis behave as one hub.
+//! One Redis, Sentinel's master, or a Redis Cluster: [`link::Link`] hides
+//! which (docs/engine.md has the layout and the failure behaviour).
 //!
-//! - **Broker.** Every publication goes through Redis pub/sub on
-//!   `{prefix}:ch:{channel}` (shard channels on `{prefix}:sh:{channel}`).
+//! - **Keys.** Every key of a channel carries the channel as its hash tag,
+//!   `{prefix}:{kind}:{TAG}` (see `tag`), so on Cluster they share a slot.
+//! - **Broker.** Every publication goes through Redis pub/sub: the classic
+//!   channel `{prefix}:ch:{channel}` (client shard channels on
+//!   `{prefix}:sh:{channel}`), or on Cluster the shard channel
+//!   `{prefix}:ch:{TAG}` in the slot of the channel's keys (`cluster.rs`).
 //!   A node subscribes a channel when its first local subscriber arrives
 //!   and unsubscribes after the last leaves; a pattern is one `PSUBSCRIBE`
 //!   of `{prefix}:ch:{pattern}` per node. Every node, the publishing one
 //!   included, delivers what Redis sends it, so all subscribers see one
-//!   order. The pub/sub connection reconnects by itself and resubscribes
-//!   everything.
-//! - **History.** A channel's history is the stream `{prefix}:history:{channel}`
+//!   order. The pub/sub connection reconnects by itself, resubscribes
+//!   everything, and is replaced when its probes stop coming back.
+//! - **History.** A channel's history is the stream `{prefix}:history:{TAG}`
 //!   whose entry ids are `{offset}-0` and whose field `data` is the payload
-//!   (`XRANGE` reads it); `{prefix}:meta:{channel}` holds its `epoch`, the
+//!   (`XRANGE` reads it); `{prefix}:meta:{TAG}` holds its `epoch`, the
 //!   last `top` offset and the Redis `run` id it was written under. One
 //!   script appends, takes the offset and publishes, atomically. A new
-//!   history, or one found under another Redis run id (Redis restarted,
-//!   perhaps from an older snapshot), starts a new epoch on a fresh stream:
-//!   an `(offset, epoch)` pair is never reused.
-//! - **Presence.** `{prefix}:presence:{channel}` maps `{node}:{client}` to
-//!   the entry, `{prefix}:presence-users:{channel}` counts each user's
+//!   history, or one found under another run id (Redis restarted, perhaps
+//!   from an older snapshot; another master after a failover or a slot
+//!   move), starts a new epoch on a fresh stream: an `(offset, epoch)` pair
+//!   is never reused.
+//! - **Presence.** `{prefix}:presence:{TAG}` maps `{node}:{client}` to
+//!   the entry, `{prefix}:presence-users:{TAG}` counts each user's
 //!   connections (tabs on several nodes count once), and
-//!   `{prefix}:presence-exp:{channel}` orders entries by expiry: each node
+//!   `{prefix}:presence-exp:{TAG}` orders entries by expiry: each node
 //!   refreshes its own every third of `--presence-ttl` (the hub calls
 //!   `PresenceStore::refresh`), and entries past
 //!   their expiry (a node that died) are removed, with their leave pushed.
@@ -30,10 +37,12 @@
 //!   (`leaderboards.rs`): each node re-reads the boards its clients follow
 //!   on every tick.
 
+mod cluster;
 mod control;
 mod history;
 mod keyspace;
 mod leaderboards;
+pub mod link;
 mod presence;
 mod pubsub;
 
@@ -43,7 +52,6 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
-use redis::aio::{ConnectionManager, PubSubSink};
 
 use super::{BrokerHandler, EngineError};
 use crate::hub::ClientId;
@@ -52,20 +60,18 @@ pub use keyspace::RedisKeyspace;
 /// How a node reaches Redis.
 #[derive(Debug, Clone)]
 pub struct RedisOptions {
-    /// `redis://[user:password@]host:port[/db]` or `rediss://…`.
+    /// `redis://[user:password@]host:port[/db]`,
+    /// `redis+sentinel://[password@]host:port[,host:port…]/MASTER_NAME` or
+    /// `redis+cluster://[password@]host:port[,host:port…]`.
     pub url: String,
-    /// Namespaces Herald's keys and channels in Redis (no glob characters).
+    /// Namespaces Herald's keys and channels in Redis (no glob characters,
+    /// no braces).
     pub prefix: String,
     /// This node's name (presence entries are keyed by it).
     pub node: String,
     /// How long a node's presence entries live without a refresh.
     pub presence_ttl: Duration,
 }
-
-/// How long a command waits for Redis's answer: long enough to ride out a
-/// short stall (a `CLIENT PAUSE`, a fork on a large dataset) rather than
-/// turn it into "outcome unknown" errors.
-const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How long a node's own probes may stay unanswered before its pub/sub
 /// connection is replaced.
@@ -86,24 +92,32 @@ enum Wanted {
 /// One node's connection to Redis: all four engine parts but leaderboards.
 pub struct RedisEngine {
     opts: RedisOptions,
-    client: redis::Client,
-    conn: ConnectionManager,
+    /// The way to Redis, whatever its topology: `link.shared()` for
+    /// commands, `link.dedicated(key)` for a connection of one's own.
+    pub link: link::Link,
     handler: OnceLock<Arc<dyn BrokerHandler>>,
     /// What this node wants from Redis pub/sub (resubscribed after a
     /// reconnect).
     wanted: Mutex<HashSet<Wanted>>,
     /// The live pub/sub connection's sink, if connected.
-    sink: Mutex<Option<PubSubSink>>,
-    /// Redis's run id as this node last saw it.
-    run_id: Mutex<String>,
+    sink: Mutex<Option<pubsub::Sink>>,
+    /// Redis's run id as this node last saw it, per master (`""`: the one
+    /// master when not a cluster).
+    run_ids: Mutex<HashMap<String, String>>,
     /// Presence entries this node holds: channel → clients (refreshed).
     joined: Mutex<HashMap<Bytes, HashSet<ClientId>>>,
     healthy: AtomicBool,
-    /// When this node last saw its own probe come back.
-    probe_at: Mutex<std::time::Instant>,
+    /// Cluster: every node's registered patterns, as last read.
+    patterns: Mutex<Vec<Vec<u8>>>,
+    /// Cluster: subscriptions to make again (master down, slot moved).
+    retry: Mutex<HashSet<Wanted>>,
+    retry_soon: tokio::sync::Notify,
+    /// This node's probe channels, and when each last came back.
+    probes: Mutex<HashMap<Vec<u8>, std::time::Instant>>,
     /// Asks the pub/sub loop to start a new connection.
     reconnect: tokio::sync::Notify,
     publish: redis::Script,
+    plain: redis::Script,
     position: redis::Script,
     join: redis::Script,
     leave: redis::Script,
@@ -115,33 +129,28 @@ pub struct RedisEngine {
 impl RedisEngine {
     /// Connects to Redis (failing fast when it is unreachable at start).
     pub async fn connect(opts: RedisOptions) -> Result<Arc<RedisEngine>, EngineError> {
-        if opts.prefix.bytes().any(|b| b"*?[]\\".contains(&b)) {
+        if opts.prefix.bytes().any(|b| b"*?[]\\{}".contains(&b)) {
             return Err(EngineError::Unavailable(
-                "--engine-prefix must not contain glob characters".into(),
+                "--engine-prefix must not contain glob characters or braces".into(),
             ));
         }
-        let client = redis::Client::open(opts.url.as_str()).map_err(unavailable)?;
-        let cfg = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(2)))
-            .set_response_timeout(Some(RESPONSE_TIMEOUT))
-            .set_number_of_retries(1);
-        let conn = client
-            .get_connection_manager_with_config(cfg)
-            .await
-            .map_err(unavailable)?;
+        let link = link::Link::connect(&opts.url).await?;
         let engine = Arc::new(RedisEngine {
             opts,
-            client,
-            conn,
+            link,
             handler: OnceLock::new(),
             wanted: Mutex::new(HashSet::new()),
             sink: Mutex::new(None),
-            run_id: Mutex::new(String::new()),
+            run_ids: Mutex::new(HashMap::new()),
             joined: Mutex::new(HashMap::new()),
             healthy: AtomicBool::new(true),
-            probe_at: Mutex::new(std::time::Instant::now()),
+            probes: Mutex::new(HashMap::new()),
+            patterns: Mutex::new(Vec::new()),
+            retry: Mutex::new(HashSet::new()),
+            retry_soon: tokio::sync::Notify::new(),
             reconnect: tokio::sync::Notify::new(),
             publish: redis::Script::new(pubsub::PUBLISH_SCRIPT),
+            plain: redis::Script::new(pubsub::PLAIN_SCRIPT),
             position: redis::Script::new(history::POSITION_SCRIPT),
             join: redis::Script::new(presence::JOIN_SCRIPT),
             leave: redis::Script::new(presence::LEAVE_SCRIPT),
@@ -170,49 +179,75 @@ impl RedisEngine {
         self.healthy.load(Ordering::Relaxed)
     }
 
+    /// A key of `name`'s: `{prefix}:{kind}:{TAG}`, where all of one
+    /// channel's keys share the hash tag (one Cluster slot). See [`tag`].
     fn key(&self, kind: &str, name: &[u8]) -> Vec<u8> {
         key_of(&self.opts.prefix, kind, name)
     }
 
+    /// A pub/sub channel of Herald's: on Cluster a shard channel in the
+    /// slot of the channel's keys (`{prefix}:{kind}:{TAG}`); elsewhere the
+    /// plain `{prefix}:{kind}:{name}`, which patterns can match.
+    fn channel_name(&self, kind: &str, name: &[u8]) -> Vec<u8> {
+        if self.link.is_cluster() {
+            return self.key(kind, name);
+        }
+        self.plain_name(kind, name)
+    }
+
+    /// `{prefix}:{kind}:{name}`: a classic pub/sub channel (or pattern).
+    fn plain_name(&self, kind: &str, name: &[u8]) -> Vec<u8> {
+        plain_of(&self.opts.prefix, kind, name)
+    }
+
     fn redis_name(&self, w: &Wanted) -> Vec<u8> {
         match w {
-            Wanted::Channel(c) | Wanted::Pattern(c) => self.key("ch", c),
-            Wanted::Shard(c) => self.key("sh", c),
+            Wanted::Channel(c) => self.channel_name("ch", c),
+            Wanted::Pattern(c) => self.plain_name("ch", c),
+            Wanted::Shard(c) => self.channel_name("sh", c),
         }
     }
 
-    fn conn(&self) -> ConnectionManager {
-        self.conn.clone()
+    fn conn(&self) -> link::Shared {
+        self.link.shared()
     }
 
-    fn run_id(&self) -> String {
-        self.run_id
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+    /// The run id of the master holding `key`, as this node last saw it.
+    fn run_id(&self, key: &[u8]) -> String {
+        let ids = self.run_ids.lock().unwrap_or_else(|e| e.into_inner());
+        let master = if self.link.is_cluster() {
+            self.link
+                .master_for_slot(link::slot(key))
+                .unwrap_or_default()
+        } else {
+            String::new()
+        };
+        ids.get(&master).cloned().unwrap_or_default()
     }
 
-    /// Reads Redis's run id; a change means Redis restarted.
+    /// Reads the masters' run ids; a change means a master restarted (or,
+    /// on Sentinel, another one took over).
     async fn check_run_id(&self) -> Result<(), EngineError> {
-        let info: String = redis::cmd("INFO")
-            .arg("server")
-            .query_async(&mut self.conn())
-            .await
-            .map_err(|e| self.failed(e))?;
-        let id = info
-            .lines()
-            .find_map(|l| l.strip_prefix("run_id:"))
-            .unwrap_or_default()
-            .trim()
-            .to_string();
-        *self.run_id.lock().unwrap_or_else(|e| e.into_inner()) = id;
+        let ids = self.link.run_ids().await.map_err(|e| self.failed(e))?;
+        *self.run_ids.lock().unwrap_or_else(|e| e.into_inner()) = ids;
         self.healthy.store(true, Ordering::Relaxed);
         Ok(())
     }
 
     fn failed(&self, e: impl std::fmt::Display) -> EngineError {
-        self.healthy.store(false, Ordering::Relaxed);
+        self.mark_failed();
         unavailable(e)
+    }
+
+    /// A call to Redis failed: the node may be unhealthy (not on Cluster,
+    /// where one dead shard must not drain the node: health is whether any
+    /// master answers, `check_run_id`), and on Sentinel the master may
+    /// have changed.
+    fn mark_failed(&self) {
+        if !self.link.is_cluster() {
+            self.healthy.store(false, Ordering::Relaxed);
+        }
+        self.link.nudge();
     }
 
     /// A failed write: unknown when it was sent and no answer came in
@@ -221,12 +256,30 @@ impl RedisEngine {
     /// flight at the very moment the connection broke is reported refused
     /// too, though Redis may have run it just before (docs/engine.md).
     fn failed_write(&self, e: redis::RedisError) -> EngineError {
-        self.healthy.store(false, Ordering::Relaxed);
+        self.mark_failed();
         if e.is_timeout() {
             EngineError::Unknown(e.to_string())
         } else {
             unavailable(e)
         }
+    }
+
+    /// On Cluster, names the master that failed `channel`'s call (an
+    /// "outcome unknown" stays one).
+    fn failed_on(&self, channel: &[u8], e: EngineError) -> EngineError {
+        if !self.link.is_cluster() || matches!(e, EngineError::Unknown(_)) {
+            return e;
+        }
+        let slot = link::slot(&self.key("ch", channel));
+        let master = self
+            .link
+            .master_for_slot(slot)
+            .unwrap_or_else(|| "none".into());
+        let e = e.to_string();
+        let e = e.strip_prefix("engine unavailable: ").unwrap_or(&e);
+        unavailable(format!(
+            "Redis Cluster slot {slot} (master {master}) unreachable: {e}"
+        ))
     }
 
     fn new_epoch() -> u64 {
@@ -243,6 +296,13 @@ impl RedisEngine {
         let mut tick = tokio::time::interval(every.min(Duration::from_secs(1)));
         loop {
             tick.tick().await;
+            if self.link.watch().await && !self.link.is_cluster() {
+                // Another master (Sentinel): the pub/sub loop reconnects.
+                self.reconnect.notify_one();
+            }
+            if self.link.is_cluster() {
+                self.retry_subscriptions().await;
+            }
             if self.check_run_id().await.is_err() {
                 continue;
             }
@@ -251,11 +311,87 @@ impl RedisEngine {
     }
 }
 
+/// Writes a channel name as a hash tag: `{name}`, so that Redis hashes
+/// the name alone and all of a channel's keys land in one Cluster slot. A
+/// name that is empty, holds a `}` or starts with `%` would not survive as
+/// a tag (Redis ends the tag at the first `}`, and an empty tag hashes the
+/// whole key), so it is written `{%HEX}` (its bytes in hex) instead: the
+/// mapping stays one-to-one.
+fn tag(name: &[u8], out: &mut Vec<u8>) {
+    out.push(b'{');
+    if name.is_empty() || name[0] == b'%' || name.contains(&b'}') {
+        out.push(b'%');
+        for b in name {
+            out.extend_from_slice(format!("{b:02x}").as_bytes());
+        }
+    } else {
+        out.extend_from_slice(name);
+    }
+    out.push(b'}');
+}
+
+/// The name a [`tag`] was written from.
+fn untag(t: &[u8]) -> Option<Vec<u8>> {
+    let inner = t.strip_prefix(b"{")?.strip_suffix(b"}")?;
+    let Some(hex) = inner.strip_prefix(b"%") else {
+        return Some(inner.to_vec());
+    };
+    if hex.len() % 2 != 0 {
+        return None;
+    }
+    hex.chunks(2)
+        .map(|p| u8::from_str_radix(std::str::from_utf8(p).ok()?, 16).ok())
+        .collect()
+}
+
 /// Starts the engine's background work (pub/sub and housekeeping) once the
 /// hub is built, and waits (up to `wait`) for the pub/sub connection, so
 /// the first subscribers find it.
 pub async fn spawn_background(engine: &Arc<RedisEngine>, wait: Duration) {
-    tokio::spawn(engine.clone().pubsub_loop());
+    if engine.link.is_cluster() {
+        tokio::spawn(engine.clone().cluster_loop());
+        // Its own loop, so a slow housekeeping round (a dead shard's
+        // timeouts) never delays it past `cluster::PATTERN_SETTLE`.
+        let e = engine.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(cluster::PATTERN_SYNC);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                e.sync_patterns().await;
+            }
+        });
+        let e = engine.clone();
+        tokio::spawn(async move {
+            loop {
+                e.retry_soon.notified().await;
+                e.retry_subscriptions().await;
+            }
+        });
+    } else {
+        tokio::spawn(engine.clone().pubsub_loop());
+    }
+    if engine.link.is_sentinel() {
+        let e = engine.clone();
+        tokio::spawn(async move {
+            loop {
+                e.link.nudged().await;
+                if e.link.watch().await {
+                    e.reconnect.notify_one();
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        });
+        let e = engine.clone();
+        tokio::spawn(async move {
+            loop {
+                e.link.failover_announced().await;
+                if e.link.watch().await {
+                    e.reconnect.notify_one();
+                }
+            }
+        });
+    }
     tokio::spawn(engine.clone().housekeeping());
     let deadline = tokio::time::Instant::now() + wait;
     while engine
@@ -269,8 +405,19 @@ pub async fn spawn_background(engine: &Arc<RedisEngine>, wait: Duration) {
     }
 }
 
-/// Herald's key (or pub/sub channel) of `kind` for `name`.
+/// Herald's key of `kind` for `name`: `{prefix}:{kind}:{TAG}` (see [`tag`]).
 fn key_of(prefix: &str, kind: &str, name: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(prefix.len() + kind.len() + 2 * name.len() + 5);
+    k.extend_from_slice(prefix.as_bytes());
+    k.push(b':');
+    k.extend_from_slice(kind.as_bytes());
+    k.push(b':');
+    tag(name, &mut k);
+    k
+}
+
+/// `{prefix}:{kind}:{name}`: a classic pub/sub channel (or pattern).
+fn plain_of(prefix: &str, kind: &str, name: &[u8]) -> Vec<u8> {
     let mut k = Vec::with_capacity(prefix.len() + kind.len() + name.len() + 2);
     k.extend_from_slice(prefix.as_bytes());
     k.push(b':');
@@ -280,11 +427,11 @@ fn key_of(prefix: &str, kind: &str, name: &[u8]) -> Vec<u8> {
     k
 }
 
-/// One history publish as this engine sends it to Redis: `SCRIPT LOAD`'s
-/// argument and the `EVALSHA` arguments after the digest, for `herald-bench
-/// engine`, which runs the same script straight against Redis beside
-/// Herald. `run` stands for the Redis run id (any constant keeps one
-/// epoch).
+/// One history publish as this engine sends it to a standalone Redis:
+/// `SCRIPT LOAD`'s argument and the `EVALSHA` arguments after the digest,
+/// for `herald-bench engine`, which runs the same script straight against
+/// Redis beside Herald. `run` stands for the Redis run id (any constant
+/// keeps one epoch).
 pub fn history_publish_command(
     prefix: &str,
     channel: &[u8],
@@ -301,7 +448,49 @@ pub fn history_publish_command(
         b"0".to_vec(),
         RedisEngine::new_epoch().to_string().into_bytes(),
         run.as_bytes().to_vec(),
-        key_of(prefix, "ch", channel),
+        plain_of(prefix, "ch", channel),
+        b"PUBLISH".to_vec(),
+        Vec::new(),
     ];
     (pubsub::PUBLISH_SCRIPT, args)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tags_round_trip_and_share_a_slot() {
+        for name in [
+            &b"news"[..],
+            b"",
+            b"}",
+            b"a}b",
+            b"{x}",
+            b"%41",
+            b"%",
+            b"chat:1",
+            b"{",
+        ] {
+            let mut t = Vec::new();
+            tag(name, &mut t);
+            assert_eq!(untag(&t).as_deref(), Some(name), "{t:?}");
+            let mut a = b"herald:history:".to_vec();
+            tag(name, &mut a);
+            let mut b = b"herald:presence-users:".to_vec();
+            tag(name, &mut b);
+            assert_eq!(link::slot(&a), link::slot(&b), "{name:?}");
+            assert_eq!(link::slot(&a), link::slot(&t));
+        }
+        let mut t = Vec::new();
+        tag(b"news", &mut t);
+        assert_eq!(t, b"{news}");
+        // Distinct names, distinct tags.
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        tag(b"}", &mut a);
+        tag(b"%7d", &mut b);
+        assert_ne!(a, b);
+        assert_eq!(untag(b"{%zz}"), None);
+        assert_eq!(untag(b"{%a}"), None);
+    }
 }

@@ -74,42 +74,58 @@ impl RedisEngine {
             .collect();
         let now = crate::hub::now_ms();
         let ttl = self.opts.presence_ttl.as_millis() as u64;
+        // A channel whose master is unreachable (a dead Cluster shard) does
+        // not keep the others from being refreshed.
+        let mut first_err = None;
         for (channel, clients) in joined {
-            let keys = self.presence_keys(&channel);
-            let mut pipe = redis::pipe();
-            for c in &clients {
-                pipe.cmd("ZADD")
-                    .arg(&keys[2])
-                    .arg("XX")
-                    .arg(now + ttl)
-                    .arg(self.member(*c))
-                    .ignore();
+            if let Err(e) = self.refresh_channel(&channel, &clients, now, ttl).await {
+                first_err.get_or_insert(e);
             }
-            for k in &keys {
-                pipe.cmd("PEXPIRE").arg(k).arg(ttl).ignore();
-            }
-            pipe.query_async::<()>(&mut self.conn())
-                .await
-                .map_err(|e| self.failed(e))?;
-            let expired: Vec<String> = self
-                .expired
-                .key(&keys[2])
-                .arg(now)
-                .invoke_async(&mut self.conn())
-                .await
-                .map_err(|e| self.failed(e))?;
-            if !expired.is_empty() {
-                let left = self.leave_members(&channel, &expired).await?;
-                for (entry, last) in left {
-                    if last {
-                        let ev = PresenceEvent {
-                            kind: PresenceEventKind::Leave,
-                            user: entry.user,
-                            client: entry.client,
-                            info: entry.info,
-                        };
-                        self.send_event(channel.clone(), ev).await?;
-                    }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+
+    async fn refresh_channel(
+        &self,
+        channel: &Bytes,
+        clients: &[ClientId],
+        now: u64,
+        ttl: u64,
+    ) -> Result<(), EngineError> {
+        let keys = self.presence_keys(channel);
+        let mut pipe = redis::pipe();
+        for c in clients {
+            pipe.cmd("ZADD")
+                .arg(&keys[2])
+                .arg("XX")
+                .arg(now + ttl)
+                .arg(self.member(*c))
+                .ignore();
+        }
+        for k in &keys {
+            pipe.cmd("PEXPIRE").arg(k).arg(ttl).ignore();
+        }
+        pipe.query_async::<()>(&mut self.conn())
+            .await
+            .map_err(|e| self.failed(e))?;
+        let expired: Vec<String> = self
+            .expired
+            .key(&keys[2])
+            .arg(now)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(|e| self.failed(e))?;
+        if !expired.is_empty() {
+            let left = self.leave_members(channel, &expired).await?;
+            for (entry, last) in left {
+                if last {
+                    let ev = PresenceEvent {
+                        kind: PresenceEventKind::Leave,
+                        user: entry.user,
+                        client: entry.client,
+                        info: entry.info,
+                    };
+                    self.send_event(channel.clone(), ev).await?;
                 }
             }
         }
@@ -151,7 +167,8 @@ impl RedisEngine {
     ) -> Result<(), EngineError> {
         let mut frame = vec![b'p'];
         frame.extend_from_slice(encode_event(&ev).as_bytes());
-        self.publish_plain(self.key("ch", &channel), frame).await
+        self.publish_plain(self.channel_name("ch", &channel), frame)
+            .await
     }
 }
 

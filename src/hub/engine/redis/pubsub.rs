@@ -9,6 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use redis::aio::PubSubSink;
+use redis::cluster_async::ClusterConnection;
 
 use super::presence::decode_event;
 use super::{RedisEngine, Wanted, PROBE_SILENCE};
@@ -21,7 +22,9 @@ use crate::hub::publication::Publication;
 /// Appends to a channel's history, takes the offset and publishes, as one
 /// step. KEYS: stream, meta. ARGV: payload, max length, ttl ms, epoch if a
 /// new one is needed, this node's view of the Redis run id, the pub/sub
-/// channel. Returns {offset, epoch}.
+/// channel, the publish command (`PUBLISH`, or `SPUBLISH` on Cluster), and
+/// a classic channel to `PUBLISH` to as well, or "" (on Cluster, for the
+/// nodes holding a pattern that matches). Returns {offset, epoch}.
 pub(super) const PUBLISH_SCRIPT: &str = r#"
 local epoch = redis.call('HGET', KEYS[2], 'epoch')
 local run = redis.call('HGET', KEYS[2], 'run')
@@ -39,20 +42,54 @@ if ttl > 0 then
 else
   redis.call('PERSIST', KEYS[2])
 end
-redis.call('PUBLISH', ARGV[6], 'h' .. top .. ':' .. epoch .. ':' .. ARGV[1])
+local frame = 'h' .. top .. ':' .. epoch .. ':' .. ARGV[1]
+redis.call(ARGV[7], ARGV[6], frame)
+if ARGV[8] ~= '' then
+  redis.call('PUBLISH', ARGV[8], frame)
+end
 return {top, epoch}
 "#;
 
+/// The subscribing side of the live pub/sub connection.
+#[derive(Clone)]
+pub(super) enum Sink {
+    /// Classic pub/sub on the one master.
+    Single(PubSubSink),
+    /// Sharded pub/sub on a Redis Cluster (patterns: classic, any node).
+    Cluster(ClusterConnection),
+}
+
+/// A plain publish that a replica refuses (`#!lua` without `no-writes`
+/// declares it a write): on Sentinel, a demoted master answers `-READONLY`
+/// instead of acknowledging a publish only its own subscribers would see.
+/// ARGV: channel, frame.
+pub(super) const PLAIN_SCRIPT: &str = "#!lua\nreturn redis.call('PUBLISH', ARGV[1], ARGV[2])\n";
+
 impl RedisEngine {
+    /// Subscribes one of this node's own channels (probes).
+    pub(super) async fn redis_subscribe_raw(
+        &self,
+        sink: &mut Sink,
+        name: &[u8],
+    ) -> redis::RedisResult<()> {
+        match sink {
+            Sink::Single(s) => s.subscribe(name).await,
+            Sink::Cluster(c) => c.ssubscribe(name).await,
+        }
+    }
+
     /// The pub/sub loop: connect, resubscribe everything wanted, deliver,
     /// and start again after a disconnection.
     pub(super) async fn pubsub_loop(self: Arc<Self>) {
         let mut backoff = Duration::from_millis(50);
         let mut first = true;
         loop {
-            match self.client.get_async_pubsub().await {
+            let generation = self.link.generation();
+            match self.link.pubsub().await {
                 Ok(ps) => {
-                    let (mut sink, mut stream) = ps.split();
+                    let (sink, mut stream) = ps.split();
+                    let mut sink = Sink::Single(sink);
+                    let probes = self.probe_channels();
                     let wanted: Vec<Wanted> = self
                         .wanted
                         .lock()
@@ -60,17 +97,24 @@ impl RedisEngine {
                         .iter()
                         .cloned()
                         .collect();
-                    let mut ok = sink.subscribe(self.probe_channel()).await.is_ok();
+                    let mut ok = true;
+                    for p in &probes {
+                        ok = ok && self.redis_subscribe_raw(&mut sink, p).await.is_ok();
+                    }
                     for w in &wanted {
                         if !ok || self.redis_subscribe(&mut sink, w).await.is_err() {
                             ok = false;
                             break;
                         }
                     }
+                    if ok && generation != self.link.generation() {
+                        // The master changed meanwhile: start over on it.
+                        ok = false;
+                    }
                     if ok {
                         *self.sink.lock().unwrap_or_else(|e| e.into_inner()) = Some(sink);
                         let _ = self.check_run_id().await;
-                        self.probe_seen();
+                        self.probes_reset(&probes);
                         backoff = Duration::from_millis(50);
                         if !first {
                             // What was published while the link was down
@@ -106,81 +150,198 @@ impl RedisEngine {
                 Err(e) => {
                     self.healthy.store(false, Ordering::Relaxed);
                     tracing::warn!(error = %e, "engine pub/sub connect failed");
+                    // Perhaps the master is gone (Sentinel): look again.
+                    if self.link.watch().await {
+                        backoff = Duration::from_millis(50);
+                        continue;
+                    }
                 }
             }
-            tokio::time::sleep(backoff).await;
+            // A new master (Sentinel) or a silent probe cuts the wait short.
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                _ = self.reconnect.notified() => {}
+            }
             backoff = (backoff * 2).min(Duration::from_secs(2));
         }
     }
 
-    /// The channel this node publishes its liveness probes on, and
+    /// The channels this node publishes its liveness probes on, and
     /// subscribes to: a pub/sub link that silently stopped delivering (seen
-    /// after failovers) is noticed when the probes stop coming back.
-    pub(super) fn probe_channel(&self) -> Vec<u8> {
-        self.key("probe", self.opts.node.as_bytes())
+    /// after failovers) is noticed when the probes stop coming back. One
+    /// channel, or on Cluster one shard channel per master (each in a slot
+    /// that master serves), so every shard connection is probed.
+    pub(super) fn probe_channels(&self) -> Vec<Vec<u8>> {
+        if !self.link.is_cluster() {
+            return vec![self.plain_name("probe", self.opts.node.as_bytes())];
+        }
+        let mut out = Vec::new();
+        for master in self.link.masters() {
+            for n in 0..100_000u32 {
+                let name = self.key("probe", format!("{}-{n}", self.opts.node).as_bytes());
+                if self
+                    .link
+                    .master_for_slot(super::link::slot(&name))
+                    .as_deref()
+                    == Some(master.as_str())
+                {
+                    out.push(name);
+                    break;
+                }
+            }
+        }
+        out
     }
 
-    pub(super) fn probe_seen(&self) {
-        *self.probe_at.lock().unwrap_or_else(|e| e.into_inner()) = std::time::Instant::now();
+    /// Starts probing `channels` afresh (a new pub/sub connection).
+    pub(super) fn probes_reset(&self, channels: &[Vec<u8>]) {
+        let now = std::time::Instant::now();
+        *self.probes.lock().unwrap_or_else(|e| e.into_inner()) =
+            channels.iter().map(|c| (c.clone(), now)).collect();
     }
 
-    /// Sends a probe; asks for a reconnect when none came back for a while.
-    pub(super) async fn probe(&self) {
-        let silent = self
-            .probe_at
+    pub(super) fn is_probe(&self, raw: &[u8]) -> bool {
+        self.probes
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .elapsed();
+            .contains_key(raw)
+    }
+
+    pub(super) fn probe_seen_on(&self, raw: &[u8]) {
+        if let Some(t) = self
+            .probes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_mut(raw)
+        {
+            *t = std::time::Instant::now();
+        }
+    }
+
+    /// The command that publishes to Herald's channels.
+    pub(super) fn publish_cmd(&self) -> &'static str {
+        if self.link.is_cluster() {
+            "SPUBLISH"
+        } else {
+            "PUBLISH"
+        }
+    }
+
+    /// Sends the probes; asks for a reconnect when one of them did not
+    /// come back for a while.
+    pub(super) async fn probe(&self) {
         let connected = self
             .sink
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .is_some();
-        if connected && silent > PROBE_SILENCE {
+        let (silent, channels) = {
+            let probes = self.probes.lock().unwrap_or_else(|e| e.into_inner());
+            let silent = probes.values().any(|t| t.elapsed() > PROBE_SILENCE);
+            (silent, probes.keys().cloned().collect::<Vec<_>>())
+        };
+        if connected && silent {
             self.reconnect.notify_one();
-            self.probe_seen();
+            self.probes_reset(&channels);
             return;
         }
-        let _ = redis::cmd("PUBLISH")
-            .arg(self.probe_channel())
-            .arg("probe")
-            .query_async::<i64>(&mut self.conn())
-            .await;
+        for c in channels {
+            let sent = redis::cmd(self.publish_cmd())
+                .arg(&c)
+                .arg("probe")
+                .query_async::<i64>(&mut self.conn())
+                .await;
+            if sent.is_err() {
+                // Its master is unreachable (a dead shard): that is not the
+                // pub/sub connection going silent.
+                self.probe_seen_on(&c);
+            }
+        }
     }
 
     pub(super) async fn redis_subscribe(
         &self,
-        sink: &mut PubSubSink,
+        sink: &mut Sink,
         w: &Wanted,
     ) -> redis::RedisResult<()> {
         let name = self.redis_name(w);
-        match w {
-            Wanted::Pattern(_) => sink.psubscribe(name).await,
-            _ => sink.subscribe(name).await,
+        match (sink, w) {
+            (Sink::Single(s), Wanted::Pattern(_)) => s.psubscribe(name).await,
+            (Sink::Single(s), _) => s.subscribe(name).await,
+            (Sink::Cluster(c), Wanted::Pattern(_)) => c.psubscribe(name).await,
+            (Sink::Cluster(c), _) => c.ssubscribe(name).await,
         }
     }
 
+    pub(super) async fn redis_unsubscribe(
+        &self,
+        sink: &mut Sink,
+        w: &Wanted,
+    ) -> redis::RedisResult<()> {
+        let name = self.redis_name(w);
+        match (sink, w) {
+            (Sink::Single(s), Wanted::Pattern(_)) => s.punsubscribe(name).await,
+            (Sink::Single(s), _) => s.unsubscribe(name).await,
+            (Sink::Cluster(c), Wanted::Pattern(_)) => c.punsubscribe(name).await,
+            (Sink::Cluster(c), _) => c.sunsubscribe(name).await,
+        }
+    }
+
+    /// A message from the classic pub/sub connection.
     pub(super) fn on_message(&self, msg: &redis::Msg) {
-        let Some(handler) = self.handler.get() else {
-            return;
-        };
         let Ok(raw) = msg.get_channel::<Vec<u8>>() else {
             return;
         };
-        if raw == self.probe_channel() {
-            self.probe_seen();
+        let pattern = if msg.from_pattern() {
+            match msg.get_pattern::<Vec<u8>>() {
+                Ok(p) => Some(p),
+                Err(_) => return,
+            }
+        } else {
+            None
+        };
+        self.on_delivery(&raw, msg.get_payload_bytes(), pattern.as_deref(), false);
+    }
+
+    /// One delivery from Redis: `raw` is the Redis channel, `pattern` the
+    /// Redis pattern when it came through one, `sharded` whether it came
+    /// through sharded pub/sub (names written as hash tags).
+    pub(super) fn on_delivery(
+        &self,
+        raw: &[u8],
+        payload: &[u8],
+        pattern: Option<&[u8]>,
+        sharded: bool,
+    ) {
+        let Some(handler) = self.handler.get() else {
+            return;
+        };
+        if self.is_probe(raw) {
+            self.probe_seen_on(raw);
             return;
         }
-        let ch_prefix = self.key("ch", b"");
-        let sh_prefix = self.key("sh", b"");
+        let ch_prefix = self.plain_name("ch", b"");
+        let sh_prefix = self.plain_name("sh", b"");
+        let name = |rest: &[u8]| -> Option<Bytes> {
+            if sharded {
+                super::untag(rest).map(Bytes::from)
+            } else {
+                Some(Bytes::copy_from_slice(rest))
+            }
+        };
         let (channel, shard) = if let Some(c) = raw.strip_prefix(&ch_prefix[..]) {
-            (Bytes::copy_from_slice(c), false)
+            match name(c) {
+                Some(c) => (c, false),
+                None => return,
+            }
         } else if let Some(c) = raw.strip_prefix(&sh_prefix[..]) {
-            (Bytes::copy_from_slice(c), true)
+            match name(c) {
+                Some(c) => (c, true),
+                None => return,
+            }
         } else {
             return;
         };
-        let payload = msg.get_payload_bytes();
         let Some((&tag, body)) = payload.split_first() else {
             return;
         };
@@ -198,7 +359,7 @@ impl RedisEngine {
             b'p' => {
                 // Presence travels on the channel's own name: a node holding
                 // a matching pattern gets it a second time as a pmessage.
-                if msg.from_pattern() {
+                if pattern.is_some() {
                     return;
                 }
                 if let Some(ev) = decode_event(body) {
@@ -210,11 +371,9 @@ impl RedisEngine {
         };
         if shard {
             handler.on_shard_publication(&publication);
-        } else if msg.from_pattern() {
-            if let Ok(p) = msg.get_pattern::<Vec<u8>>() {
-                if let Some(pattern) = p.strip_prefix(&ch_prefix[..]) {
-                    handler.on_pattern(pattern, &publication);
-                }
+        } else if let Some(p) = pattern {
+            if let Some(pattern) = p.strip_prefix(&ch_prefix[..]) {
+                handler.on_pattern(pattern, &publication);
             }
         } else {
             handler.on_exact(&publication);
@@ -226,7 +385,18 @@ impl RedisEngine {
         name: Vec<u8>,
         frame: Vec<u8>,
     ) -> Result<(), EngineError> {
-        redis::cmd("PUBLISH")
+        self.link.fenced()?;
+        if self.link.is_sentinel() {
+            return self
+                .plain
+                .arg(name)
+                .arg(frame)
+                .invoke_async::<i64>(&mut self.conn())
+                .await
+                .map(drop)
+                .map_err(|e| self.failed(e));
+        }
+        redis::cmd(self.publish_cmd())
             .arg(name)
             .arg(frame)
             .query_async::<i64>(&mut self.conn())
@@ -241,31 +411,41 @@ impl RedisEngine {
         payload: Bytes,
         history: Option<HistoryOptions>,
     ) -> Result<Published, EngineError> {
+        self.link.fenced()?;
         let handler = self.handler.get().cloned();
         let receivers = handler.as_ref().map_or(0, |h| h.receivers(&channel));
-        let name = self.key("ch", &channel);
+        let name = self.channel_name("ch", &channel);
         let position = match history {
             None => {
                 let mut frame = Vec::with_capacity(payload.len() + 1);
                 frame.push(b'm');
                 frame.extend_from_slice(&payload);
-                self.publish_plain(name, frame).await?;
+                self.publish_plain(name, frame.clone())
+                    .await
+                    .map_err(|e| self.failed_on(&channel, e))?;
+                if let Some(plain) = self.pattern_copy(&channel) {
+                    self.publish_classic(plain, frame).await?;
+                }
                 None
             }
             Some(opts) => {
+                let stream = self.key("history", &channel);
+                let run = self.run_id(&stream);
                 let (top, epoch): (u64, String) = self
                     .publish
-                    .key(self.key("history", &channel))
+                    .key(stream)
                     .key(self.key("meta", &channel))
                     .arg(&payload[..])
                     .arg(opts.size)
                     .arg(opts.ttl_ms)
                     .arg(Self::new_epoch())
-                    .arg(self.run_id())
+                    .arg(run)
                     .arg(name)
+                    .arg(self.publish_cmd())
+                    .arg(self.pattern_copy(&channel).unwrap_or_default())
                     .invoke_async(&mut self.conn())
                     .await
-                    .map_err(|e| self.failed_write(e))?;
+                    .map_err(|e| self.failed_on(&channel, self.failed_write(e)))?;
                 Some(Position {
                     offset: top,
                     epoch: epoch.parse().unwrap_or(0),
@@ -326,14 +506,40 @@ impl Broker for RedisEngine {
     ) -> Pending<'_, Result<Vec<usize>, EngineError>> {
         Pending::boxed(async move {
             // One pipeline, one round trip, in order.
+            self.link.fenced()?;
             let receivers = self.handler.get().map_or(0, |h| h.receivers(&channel));
-            let name = self.key("ch", &channel);
+            let name = self.channel_name("ch", &channel);
+            let plain = self.pattern_copy(&channel);
             let mut pipe = redis::pipe();
             for p in &payloads {
                 let mut frame = Vec::with_capacity(p.len() + 1);
                 frame.push(b'm');
                 frame.extend_from_slice(p);
-                pipe.cmd("PUBLISH").arg(&name).arg(frame).ignore();
+                if self.link.is_sentinel() {
+                    pipe.cmd("EVAL")
+                        .arg(PLAIN_SCRIPT)
+                        .arg(0)
+                        .arg(&name)
+                        .arg(&frame)
+                        .ignore();
+                } else {
+                    pipe.cmd(self.publish_cmd()).arg(&name).arg(&frame).ignore();
+                }
+            }
+            if let Some(plain) = &plain {
+                // On Cluster the pattern copies are classic publishes, sent
+                // to another node: a pipeline of their own, after.
+                let mut copies = redis::pipe();
+                for p in &payloads {
+                    let mut frame = Vec::with_capacity(p.len() + 1);
+                    frame.push(b'm');
+                    frame.extend_from_slice(p);
+                    copies.cmd("PUBLISH").arg(plain).arg(frame).ignore();
+                }
+                pipe.query_async::<()>(&mut self.conn())
+                    .await
+                    .map_err(|e| self.failed(e))?;
+                pipe = copies;
             }
             pipe.query_async::<()>(&mut self.conn())
                 .await
@@ -351,7 +557,8 @@ impl Broker for RedisEngine {
             let mut frame = Vec::with_capacity(payload.len() + 1);
             frame.push(b'm');
             frame.extend_from_slice(&payload);
-            self.publish_plain(self.key("sh", &channel), frame).await?;
+            self.publish_plain(self.channel_name("sh", &channel), frame)
+                .await?;
             Ok(receivers)
         })
     }
@@ -398,10 +605,23 @@ impl Broker for RedisEngine {
             }
             let sink = self.sink.lock().unwrap_or_else(|e| e.into_inner()).clone();
             let r = match sink {
-                Some(mut sink) => self
-                    .redis_subscribe(&mut sink, &w)
-                    .await
-                    .map_err(|e| self.failed(e)),
+                Some(mut sink) => {
+                    let mut r = Ok(());
+                    if let (Wanted::Pattern(p), true) = (&w, self.link.is_cluster()) {
+                        // Publishers learn of the pattern within a second.
+                        r = self.register_patterns(&[p.to_vec()]).await;
+                    }
+                    if r.is_ok() {
+                        r = self
+                            .redis_subscribe(&mut sink, &w)
+                            .await
+                            .map_err(|e| self.failed(e));
+                    }
+                    if r.is_ok() && matches!(w, Wanted::Pattern(_)) && self.link.is_cluster() {
+                        tokio::time::sleep(super::cluster::PATTERN_SETTLE).await;
+                    }
+                    r
+                }
                 None => Err(EngineError::Unavailable("pub/sub connection down".into())),
             };
             if r.is_err() {
@@ -428,12 +648,9 @@ impl Broker for RedisEngine {
                 .remove(&w);
             let sink = self.sink.lock().unwrap_or_else(|e| e.into_inner()).clone();
             if let Some(mut sink) = sink {
-                let name = self.redis_name(&w);
-                let r = match w {
-                    Wanted::Pattern(_) => sink.punsubscribe(name).await,
-                    _ => sink.unsubscribe(name).await,
-                };
-                r.map_err(|e| self.failed(e))?;
+                self.redis_unsubscribe(&mut sink, &w)
+                    .await
+                    .map_err(|e| self.failed(e))?;
             }
             Ok(())
         })
