@@ -45,6 +45,9 @@ impl RedisEngine {
         channel: &[u8],
         reserve: bool,
     ) -> Result<Position, HistoryError> {
+        self.verify_run()
+            .await
+            .map_err(|_| HistoryError::Unavailable)?;
         let (top, epoch): (u64, String) = self
             .position
             .key(self.key("history", channel))

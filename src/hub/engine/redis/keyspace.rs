@@ -718,6 +718,9 @@ impl RemoteKeyspace for RedisKeyspace {
         let inner = self.inner.clone();
         Pending::boxed(async move {
             let e = &inner.engine;
+            if let Err(err) = e.verify_run().await {
+                return unavailable_frame(&err.to_string());
+            }
             let mut inv = inner.xadd.prepare_invoke();
             inv.key(e.key("history", &channel))
                 .key(e.key("meta", &channel))

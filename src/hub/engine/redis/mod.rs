@@ -104,6 +104,10 @@ pub struct RedisEngine {
     /// Redis's run id as this node last saw it, per master (`""`: the one
     /// master when not a cluster).
     run_ids: Mutex<HashMap<String, String>>,
+    /// A connection to Redis broke since the run ids were last read: Redis
+    /// may have restarted (perhaps from an older snapshot), so the next
+    /// history write reads them first ([`RedisEngine::verify_run`]).
+    run_unverified: AtomicBool,
     /// Presence entries this node holds: channel → clients (refreshed).
     joined: Mutex<HashMap<Bytes, HashSet<ClientId>>>,
     healthy: AtomicBool,
@@ -142,6 +146,7 @@ impl RedisEngine {
             wanted: Mutex::new(HashSet::new()),
             sink: Mutex::new(None),
             run_ids: Mutex::new(HashMap::new()),
+            run_unverified: AtomicBool::new(false),
             joined: Mutex::new(HashMap::new()),
             healthy: AtomicBool::new(true),
             probes: Mutex::new(HashMap::new()),
@@ -247,7 +252,23 @@ impl RedisEngine {
         if !self.link.is_cluster() {
             self.healthy.store(false, Ordering::Relaxed);
         }
+        self.run_unverified.store(true, Ordering::Relaxed);
         self.link.nudge();
+    }
+
+    /// Reads the run ids again when a connection broke since they were
+    /// last read, before a history write passes them to its script: a
+    /// Redis that restarted from an older snapshot is then noticed by the
+    /// very first write, which starts a new epoch instead of reusing the
+    /// lost publications' offsets.
+    async fn verify_run(&self) -> Result<(), EngineError> {
+        if self.run_unverified.swap(false, Ordering::Relaxed) {
+            if let Err(e) = self.check_run_id().await {
+                self.run_unverified.store(true, Ordering::Relaxed);
+                return Err(e);
+            }
+        }
+        Ok(())
     }
 
     /// A failed write: unknown when it was sent and no answer came in

@@ -145,6 +145,7 @@ impl RedisEngine {
                     }
                     *self.sink.lock().unwrap_or_else(|e| e.into_inner()) = None;
                     self.healthy.store(false, Ordering::Relaxed);
+                    self.run_unverified.store(true, Ordering::Relaxed);
                     tracing::warn!("engine pub/sub connection lost; reconnecting");
                 }
                 Err(e) => {
@@ -429,6 +430,7 @@ impl RedisEngine {
                 None
             }
             Some(opts) => {
+                self.verify_run().await?;
                 let stream = self.key("history", &channel);
                 let run = self.run_id(&stream);
                 let (top, epoch): (u64, String) = self
