@@ -535,3 +535,76 @@ fn a_silent_shard_connection_is_replaced() {
         .any(|l| l.contains("shard pub/sub replaced"));
     assert!(replaced, "the probe did not replace the connection");
 }
+
+/// Data commands on a Redis Cluster: keys spread over the masters and
+/// every node gives the same answers; a command whose keys span slots is
+/// answered `CROSSSLOT`, byte for byte as a Cluster master answers it;
+/// keys sharing a hash tag work together; a blocking pop on one node is
+/// woken by a push through another, for keys on every master; the
+/// article's lock (WATCH/MULTI) works across nodes.
+#[test]
+fn data_commands_are_served_from_the_cluster() {
+    let cluster = start_cluster();
+    let (_d, nodes) = nodes(&cluster, 2);
+    let mut a = backend(&nodes[0]);
+    let mut b = backend(&nodes[1]);
+    for i in 0..30 {
+        let k = format!("user:{i}");
+        assert_eq!(
+            a.cmd(&[b"SET", k.as_bytes(), format!("v{i}").as_bytes()]),
+            b"+OK\r\n"
+        );
+    }
+    for i in 0..30 {
+        let k = format!("user:{i}");
+        let want = format!("$2\r\nv{i}\r\n");
+        let want = if i >= 10 {
+            format!("$3\r\nv{i}\r\n")
+        } else {
+            want
+        };
+        assert_eq!(b.cmd(&[b"GET", k.as_bytes()]), want.as_bytes(), "{k}");
+    }
+    // Across slots: CROSSSLOT, as a master answers it.
+    let mut master = Raw::connect(cluster.masters[0].addr);
+    let want = master.cmd(&[b"MGET", b"user:1", b"user:2"]);
+    assert!(want.starts_with(b"-CROSSSLOT"), "{}", show(&want));
+    assert_eq!(a.cmd(&[b"MGET", b"user:1", b"user:2"]), want);
+    // One hash tag, one slot: fine.
+    assert_eq!(
+        a.cmd(&[b"MSET", b"{u}:a", b"1", b"{u}:b", b"2"]),
+        b"+OK\r\n"
+    );
+    assert_eq!(
+        b.cmd(&[b"MGET", b"{u}:a", b"{u}:b"]),
+        b"*2\r\n$1\r\n1\r\n$1\r\n2\r\n"
+    );
+    // Blocking pops on keys of every master, woken through the other node.
+    for i in 0..6 {
+        let q = format!("jobs:{i}");
+        let mut w = backend(&nodes[0]);
+        w.send(&[b"BRPOP", q.as_bytes(), b"5"]);
+        std::thread::sleep(Duration::from_millis(100));
+        b.cmd(&[b"LPUSH", q.as_bytes(), b"job"]);
+        w.stream
+            .set_read_timeout(Some(Duration::from_secs(6)))
+            .unwrap();
+        let got = w.frame();
+        let want = format!("*2\r\n${}\r\n{q}\r\n$3\r\njob\r\n", q.len());
+        assert_eq!(show(&got), show(want.as_bytes()), "{q}");
+    }
+    // The lock: SET NX EX, then a WATCH/MULTI release on the other node.
+    for i in 0..4 {
+        let lock = format!("lock:{i}");
+        assert_eq!(
+            a.cmd(&[b"SET", lock.as_bytes(), b"tok", b"NX", b"EX", b"10"]),
+            b"+OK\r\n"
+        );
+        assert_eq!(b.cmd(&[b"WATCH", lock.as_bytes()]), b"+OK\r\n");
+        assert_eq!(b.cmd(&[b"GET", lock.as_bytes()]), b"$3\r\ntok\r\n");
+        assert_eq!(b.cmd(&[b"MULTI"]), b"+OK\r\n");
+        assert_eq!(b.cmd(&[b"DEL", lock.as_bytes()]), b"+QUEUED\r\n");
+        assert_eq!(b.cmd(&[b"EXEC"]), b"*1\r\n:1\r\n", "{lock}");
+        assert_eq!(a.cmd(&[b"EXISTS", lock.as_bytes()]), b":0\r\n");
+    }
+}

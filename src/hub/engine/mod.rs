@@ -496,9 +496,21 @@ pub trait RemoteKeyspace: Send + Sync + 'static {
     /// Runs one (non-blocking) command on the shared connection.
     fn command(&self, args: Vec<Bytes>, resp3: bool) -> Pending<'static, Frame>;
 
-    /// A dedicated connection from the bounded pool; `Err` (an error
-    /// frame) when every one is in use or the store is unreachable.
-    fn dedicated(&self, resp3: bool) -> Pending<'static, Result<Box<dyn Dedicated>, Frame>>;
+    /// A dedicated connection from the bounded pool, where `key` lives (a
+    /// sharded store puts it on the key's shard); `Err` (an error frame)
+    /// when every one is in use or the store is unreachable.
+    fn dedicated(
+        &self,
+        resp3: bool,
+        key: Option<Bytes>,
+    ) -> Pending<'static, Result<Box<dyn Dedicated>, Frame>>;
+
+    /// Whether one command may name all of `keys` (a sharded store, such
+    /// as a Redis Cluster, serves a command's keys from one shard only).
+    fn same_shard(&self, keys: &[&[u8]]) -> bool {
+        let _ = keys;
+        true
+    }
 
     /// DBSIZE without the engine's own keys, counting only the keys
     /// `readable` allows where given; an error frame past a bound on the

@@ -82,6 +82,9 @@ fn blocking(args: &[Bytes]) -> bool {
             .any(|a| a.eq_ignore_ascii_case(b"block"))
 }
 
+/// Redis Cluster's answer to a command whose keys are in several slots.
+const CROSSSLOT: &str = "CROSSSLOT Keys in request don't hash to the same slot";
+
 const ENGINE_KEY: &str =
     "ERR this key belongs to Herald's engine (--engine-prefix): not for data commands";
 
@@ -102,6 +105,10 @@ pub(super) fn run(
     }
     if keys.iter().any(|(k, _)| remote.is_engine_key(k)) {
         conn.reply().error(ENGINE_KEY);
+        return true;
+    }
+    if !remote.same_shard(&keys.iter().map(|(k, _)| &k[..]).collect::<Vec<_>>()) {
+        conn.reply().error(CROSSSLOT);
         return true;
     }
     match top.name {
@@ -180,8 +187,9 @@ fn run_one(
     if !block {
         return Box::pin(remote.command(args, resp3));
     }
+    let key = first_key(&args);
     Box::pin(async move {
-        match remote.dedicated(resp3).await {
+        match remote.dedicated(resp3, key).await {
             Err(f) => f,
             Ok(d) => {
                 let f = d.command(args, false).await;
@@ -190,6 +198,14 @@ fn run_one(
             }
         }
     })
+}
+
+/// The first key of a command (where a sharded store serves it).
+fn first_key(args: &[Bytes]) -> Option<Bytes> {
+    let cmd = super::lookup(&args[0])?;
+    super::command_keys(cmd, args)
+        .first()
+        .map(|(k, _)| (*k).clone())
 }
 
 /// A bulk string's encoding.
@@ -344,10 +360,11 @@ pub(super) fn watch(conn: &mut Conn, args: &[Bytes], remote: Arc<dyn RemoteKeysp
             false => k.clone(),
         })
         .collect();
+    let key = args.get(1).cloned();
     conn.await_then(false, async move {
         let d = match held {
             Some(d) => d,
-            None => match remote.dedicated(resp3).await {
+            None => match remote.dedicated(resp3, key).await {
                 Ok(d) => d,
                 Err(f) => return Box::new(move |conn: &mut Conn| conn.reply_frame(&f)) as Then,
             },
@@ -451,6 +468,10 @@ pub(super) fn exec(conn: &mut Conn, queue: Vec<Vec<Bytes>>, remote: Arc<dyn Remo
             items.push(Item::Refused(Bytes::from(format!("-{ENGINE_KEY}\r\n"))));
             continue;
         }
+        if !remote.same_shard(&keys.iter().map(|(k, _)| &k[..]).collect::<Vec<_>>()) {
+            items.push(Item::Refused(Bytes::from(format!("-{CROSSSLOT}\r\n"))));
+            continue;
+        }
         let rewritten = history_keys(conn, top, &args, &keys, &*remote);
         drop(keys);
         cmds.push(rewritten);
@@ -462,10 +483,11 @@ pub(super) fn exec(conn: &mut Conn, queue: Vec<Vec<Bytes>>, remote: Arc<dyn Remo
         return finish_exec(conn, items, Ok(Some(Vec::new())));
     }
     let resp3 = conn.resp3;
+    let key = cmds.iter().find_map(|c| first_key(c));
     conn.await_then(false, async move {
         let d = match held {
             Some(d) => d,
-            None => match remote.dedicated(resp3).await {
+            None => match remote.dedicated(resp3, key).await {
                 Ok(d) => d,
                 Err(f) => return Box::new(move |conn: &mut Conn| conn.reply_frame(&f)) as Then,
             },

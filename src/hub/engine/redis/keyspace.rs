@@ -499,7 +499,7 @@ impl Dedicated for DedicatedConn {
     }
 
     fn release(mut self: Box<Self>) {
-        if self.broken.load(Ordering::Relaxed) {
+        if self.broken.load(Ordering::Relaxed) || self.inner.engine.link.is_cluster() {
             return;
         }
         let Some(permit) = self.permit.take() else {
@@ -555,10 +555,20 @@ impl RemoteKeyspace for RedisKeyspace {
         })
     }
 
-    fn dedicated(&self, resp3: bool) -> Pending<'static, Result<Box<dyn Dedicated>, Frame>> {
+    fn dedicated(
+        &self,
+        resp3: bool,
+        key: Option<Bytes>,
+    ) -> Pending<'static, Result<Box<dyn Dedicated>, Frame>> {
         let inner = self.inner.clone();
         Pending::boxed(async move {
-            let idle = inner.take_idle(resp3);
+            // On Cluster a connection belongs to one master: none is reused.
+            let cluster = inner.engine.link.is_cluster();
+            let idle = if cluster {
+                None
+            } else {
+                inner.take_idle(resp3)
+            };
             let reused = idle.is_some();
             let (conn, permit) = match idle {
                 Some(idle) => idle,
@@ -569,7 +579,7 @@ impl RemoteKeyspace for RedisKeyspace {
                             inner.max
                         )));
                     };
-                    match inner.connect_dedicated(resp3).await {
+                    match inner.engine.link.dedicated_in(key.as_deref(), resp3).await {
                         Ok(c) => (c, permit),
                         Err(e) => {
                             inner.engine.mark_failed();
@@ -625,6 +635,15 @@ impl RemoteKeyspace for RedisKeyspace {
             }
             Bytes::from(format!(":{n}\r\n"))
         })
+    }
+
+    fn same_shard(&self, keys: &[&[u8]]) -> bool {
+        if !self.inner.engine.link.is_cluster() {
+            return true;
+        }
+        let mut slots = keys.iter().map(|k| super::link::slot(k));
+        let first = slots.next();
+        slots.all(|s| Some(s) == first)
     }
 
     fn is_engine_key(&self, key: &[u8]) -> bool {
