@@ -565,16 +565,13 @@ impl Hub {
         let chains = groups.into_iter().map(|(channel, group)| {
             let history = self.history_options(&channel);
             async move {
-                let mut out = Vec::with_capacity(group.len());
-                for (i, payload) in group {
-                    let r = self
-                        .engine
-                        .broker
-                        .publish(channel.clone(), payload, history)
-                        .await;
-                    out.push((i, r));
-                }
-                out
+                let (index, payloads): (Vec<usize>, Vec<Bytes>) = group.into_iter().unzip();
+                let done = self
+                    .engine
+                    .broker
+                    .publish_many(channel, payloads, history)
+                    .await;
+                index.into_iter().zip(done).collect::<Vec<_>>()
             }
         });
         let done = engine::Pending::boxed(futures_util::future::join_all(chains)).wait();

@@ -299,6 +299,25 @@ pub trait Broker: Send + Sync + 'static {
         payloads: Vec<Bytes>,
     ) -> Pending<'_, Result<Vec<usize>, EngineError>>;
 
+    /// Publishes `payloads` on one channel, in order, each as
+    /// [`Broker::publish`] would (with `history` where given), and returns
+    /// each one's outcome. A broker over a network may send them together
+    /// (one round trip); the default publishes one after another.
+    fn publish_many(
+        &self,
+        channel: Bytes,
+        payloads: Vec<Bytes>,
+        history: Option<HistoryOptions>,
+    ) -> Pending<'_, Vec<Result<Published, EngineError>>> {
+        Pending::boxed(async move {
+            let mut out = Vec::with_capacity(payloads.len());
+            for p in payloads {
+                out.push(self.publish(channel.clone(), p, history).await);
+            }
+            out
+        })
+    }
+
     /// True when publishes to distinct channels may be in flight together
     /// (a broker over a network, whose calls are round trips): the hub then
     /// overlaps a client's pipelined publishes to several channels instead

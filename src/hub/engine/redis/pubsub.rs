@@ -461,6 +461,89 @@ impl RedisEngine {
     }
 }
 
+impl RedisEngine {
+    /// Several publishes to one channel with history, in order, in one
+    /// round trip: the history script once per payload, pipelined on the
+    /// shared connection (Redis runs them in the order sent). The script is
+    /// loaded first if Redis lost it (`NOSCRIPT`: nothing of the pipeline
+    /// ran), then the pipeline is sent again.
+    async fn publish_history_many(
+        &self,
+        channel: Bytes,
+        payloads: Vec<Bytes>,
+        opts: HistoryOptions,
+    ) -> Vec<Result<Published, EngineError>> {
+        let n = payloads.len();
+        let fail = |e: EngineError| (0..n).map(|_| Err(e.clone())).collect::<Vec<_>>();
+        if let Err(e) = self.link.fenced() {
+            return fail(e);
+        }
+        if let Err(e) = self.verify_run().await {
+            return fail(e);
+        }
+        let receivers = self.handler.get().map_or(0, |h| h.receivers(&channel));
+        let stream = self.key("history", &channel);
+        let meta = self.key("meta", &channel);
+        let run = self.run_id(&stream);
+        let name = self.channel_name("ch", &channel);
+        let copy = self.pattern_copy(&channel).unwrap_or_default();
+        let mut pipe = redis::pipe();
+        pipe.ignore_errors();
+        for p in &payloads {
+            pipe.cmd("EVALSHA")
+                .arg(self.publish.get_hash())
+                .arg(2)
+                .arg(&stream)
+                .arg(&meta)
+                .arg(&p[..])
+                .arg(opts.size)
+                .arg(opts.ttl_ms)
+                .arg(Self::new_epoch())
+                .arg(&run)
+                .arg(&name)
+                .arg(self.publish_cmd())
+                .arg(&copy);
+        }
+        let mut loaded = false;
+        loop {
+            let r: redis::RedisResult<Vec<redis::RedisResult<(u64, String)>>> =
+                pipe.query_async(&mut self.conn()).await;
+            let results = match r {
+                Ok(v) => v,
+                Err(e) => return fail(self.failed_on(&channel, self.failed_write(e))),
+            };
+            let noscript = |r: &redis::RedisResult<(u64, String)>| matches!(r, Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript));
+            if !loaded && results.first().is_some_and(noscript) {
+                // Redis lost its scripts (a restart, SCRIPT FLUSH): load and
+                // send again (the NOSCRIPT ones did not run).
+                loaded = true;
+                let load: redis::RedisResult<String> = redis::cmd("SCRIPT")
+                    .arg("LOAD")
+                    .arg(PUBLISH_SCRIPT)
+                    .query_async(&mut self.conn())
+                    .await;
+                if let Err(e) = load {
+                    return fail(self.failed_on(&channel, self.failed_write(e)));
+                }
+                continue;
+            }
+            return results
+                .into_iter()
+                .map(|r| match r {
+                    Ok((top, epoch)) => Ok(Published {
+                        receivers,
+                        position: Some(Position {
+                            offset: top,
+                            epoch: epoch.parse().unwrap_or(0),
+                        }),
+                    }),
+                    Err(e) => Err(self.failed_on(&channel, self.failed_write(e))),
+                })
+                .collect();
+        }
+    }
+}
+
 fn parse_history_frame(body: &[u8]) -> Option<(u64, u64, &[u8])> {
     let i = body.iter().position(|b| *b == b':')?;
     let offset = std::str::from_utf8(&body[..i]).ok()?.parse().ok()?;
@@ -499,6 +582,28 @@ impl Broker for RedisEngine {
 
     fn pipelines(&self) -> bool {
         true
+    }
+
+    fn publish_many(
+        &self,
+        channel: Bytes,
+        payloads: Vec<Bytes>,
+        history: Option<HistoryOptions>,
+    ) -> Pending<'_, Vec<Result<Published, EngineError>>> {
+        Pending::boxed(async move {
+            match history {
+                Some(opts) if payloads.len() > 1 => {
+                    self.publish_history_many(channel, payloads, opts).await
+                }
+                _ => {
+                    let mut out = Vec::with_capacity(payloads.len());
+                    for p in payloads {
+                        out.push(self.publish_one(channel.clone(), p, history).await);
+                    }
+                    out
+                }
+            }
+        })
     }
 
     fn publish_batch(
