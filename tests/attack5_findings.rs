@@ -406,3 +406,149 @@ fn narrow_token_pubsub_channels_loop_amplification() {
         "{sent} request bytes made Redis send {out} bytes"
     );
 }
+
+/// Pipelined PUBLISHes over four channels (two with history) while Redis
+/// flushes its scripts (`SCRIPT FLUSH`: the history script's next call
+/// gets NOSCRIPT) and kills the engine's connections (`CLIENT KILL TYPE
+/// normal`) every 100 ms: every reply comes back, in order; what was
+/// acknowledged reached the subscriber on the other node and, on history
+/// channels, is stored; each channel's messages arrive and are stored in
+/// the order sent. Holds (a passing test documenting the attack).
+#[test]
+fn pipelined_publishes_through_script_flush_and_client_kill() {
+    let redis = Redis::start(&[]);
+    let (_dir, cfg) = temp_config("attack5", "[namespaces.chat]\nhistory_size = 100000\n");
+    let url = format!("redis://{}", redis.addr);
+    let nodes: Vec<Herald> = (0..2)
+        .map(|i| {
+            Herald::start(&[
+                "--config",
+                &cfg,
+                "--engine",
+                &url,
+                "--node-name",
+                &format!("node{i}"),
+                "--requirepass",
+                "pw",
+            ])
+        })
+        .collect();
+    let channels: [&str; 4] = ["chat:h1", "plain:a", "chat:h2", "plain:b"];
+    let mut sub = Raw::backend(nodes[1].resp, "pw");
+    for c in channels {
+        sub.cmd(&[b"SUBSCRIBE", c.as_bytes()]);
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let chaos = {
+        let (stop, addr) = (stop.clone(), redis.addr);
+        std::thread::spawn(move || {
+            let mut admin = Raw::connect(addr);
+            let mut kills = 0;
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(50));
+                admin.cmd(&[b"SCRIPT", b"FLUSH"]);
+                std::thread::sleep(Duration::from_millis(50));
+                let f = admin.cmd(&[b"CLIENT", b"KILL", b"TYPE", b"normal"]);
+                kills += String::from_utf8_lossy(&f[1..f.len() - 2])
+                    .parse::<u64>()
+                    .unwrap_or(0);
+            }
+            kills
+        })
+    };
+    let mut p = Raw::backend(nodes[0].resp, "pw");
+    let mut next = [0u64; 4];
+    let mut acked: Vec<Vec<u64>> = vec![Vec::new(); 4];
+    let (mut ok, mut unavailable, mut unknown) = (0, 0, 0);
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(2) {
+        std::thread::sleep(Duration::from_millis(3));
+        let mut batch = Vec::new();
+        let mut sent = Vec::new();
+        for i in 0..64 {
+            let k = (i * 7 + i / 5) % 4;
+            let payload = format!("{}:{}", channels[k], next[k]);
+            batch.extend(encode(&[
+                b"PUBLISH",
+                channels[k].as_bytes(),
+                payload.as_bytes(),
+            ]));
+            sent.push((k, next[k]));
+            next[k] += 1;
+        }
+        p.send_raw(&batch);
+        for (k, seq) in sent {
+            let f = p.frame();
+            if f.starts_with(b":") {
+                ok += 1;
+                acked[k].push(seq);
+            } else if show(&f).contains("outcome unknown") {
+                unknown += 1;
+            } else {
+                assert!(show(&f).contains("engine unavailable"), "{}", show(&f));
+                unavailable += 1;
+            }
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let kills = chaos.join().unwrap();
+    // Delivered: each channel in order, every acknowledged one present.
+    let mut got: Vec<Vec<u64>> = vec![Vec::new(); 4];
+    while let Some(f) = sub.try_frame(Duration::from_millis(1500)) {
+        let b = bulks(&f);
+        let text = String::from_utf8_lossy(b.last().unwrap()).to_string();
+        let (c, seq) = text.rsplit_once(':').unwrap();
+        let k = channels.iter().position(|x| *x == c).unwrap();
+        got[k].push(seq.parse().unwrap());
+    }
+    let mut r = Raw::connect(redis.addr);
+    for k in 0..4 {
+        assert!(
+            got[k].windows(2).all(|w| w[0] < w[1]),
+            "{}: delivered out of order: {:?}",
+            channels[k],
+            got[k]
+        );
+        let lost: Vec<_> = acked[k].iter().filter(|s| !got[k].contains(s)).collect();
+        assert!(
+            lost.is_empty(),
+            "{}: acknowledged, not delivered: {lost:?}",
+            channels[k]
+        );
+        if channels[k].starts_with("chat:") {
+            let key = format!("herald:history:{}", channels[k]);
+            let stored = r.cmd(&[b"XRANGE", key.as_bytes(), b"-", b"+"]);
+            let prefix = format!("{}:", channels[k]);
+            let seqs: Vec<u64> = bulks(&stored)
+                .iter()
+                .filter_map(|b| {
+                    std::str::from_utf8(b)
+                        .ok()?
+                        .strip_prefix(&prefix)?
+                        .parse()
+                        .ok()
+                })
+                .collect();
+            assert!(
+                seqs.windows(2).all(|w| w[0] < w[1]),
+                "{}: stored out of order",
+                channels[k]
+            );
+            let lost: Vec<_> = acked[k].iter().filter(|s| !seqs.contains(s)).collect();
+            assert!(
+                lost.is_empty(),
+                "{}: acknowledged, not stored: {lost:?}",
+                channels[k]
+            );
+        }
+    }
+    eprintln!(
+        "pipelined chaos: {ok} acknowledged, {unavailable} unavailable, {unknown} unknown, \
+         {kills} connections killed; delivered {:?}",
+        got.iter().map(|g| g.len()).collect::<Vec<_>>()
+    );
+    assert!(
+        ok > 100 && kills > 0,
+        "the attack ran: {ok} ok, {kills} kills"
+    );
+}
