@@ -552,3 +552,82 @@ fn pipelined_publishes_through_script_flush_and_client_kill() {
         "the attack ran: {ok} ok, {kills} kills"
     );
 }
+
+fn signal(h: &Herald, sig: &str) {
+    let st = std::process::Command::new("kill")
+        .args([sig, &h.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+}
+
+/// Finding 4 (fixed): a node that stalls longer than `--presence-ttl` (a VM
+/// pause, swapping, `SIGSTOP`; here 3.5 s against a 2 s TTL) while another
+/// node keeps refreshing the same channel: the other node expires the
+/// stalled node's entries and pushes their leaves (right: it looked
+/// dead). But once the stalled node runs again, its clients are still
+/// connected and subscribed, and its refresh (`ZADD XX`: update only)
+/// never put them back: they stayed absent from presence for as long as
+/// they stayed connected (measured: `SMEMBERS __presence__:room:1` gave
+/// only `bob` 3 s, six refresh rounds, after the stall). Fixed: the
+/// refresh uses `ZADD XX CH`, and an entry found gone whose client is still
+/// joined here is put back with the join script (a join is pushed when it
+/// is the user's first connection again).
+#[test]
+fn presence_after_a_stall_longer_than_the_ttl() {
+    let redis = Redis::start(&[]);
+    let (_dir, cfg) = temp_config(
+        "attack5p",
+        "[namespaces.room]\npresence = true\njoin_leave = true\n",
+    );
+    let url = format!("redis://{}", redis.addr);
+    let nodes: Vec<Herald> = (0..2)
+        .map(|i| {
+            Herald::start(&[
+                "--config",
+                &cfg,
+                "--engine",
+                &url,
+                "--node-name",
+                &format!("node{i}"),
+                "--requirepass",
+                "pw",
+                "--jwt-hmac-secret",
+                SECRET,
+                "--presence-ttl",
+                "2s",
+            ])
+        })
+        .collect();
+    let tok = |u: &str| {
+        hs256(
+            serde_json::json!({"sub": u, "exp": unix_now() + 600}),
+            SECRET,
+        )
+    };
+    let mut ann = Raw::connect(nodes[0].resp);
+    assert_eq!(ann.cmd(&[b"AUTH", tok("ann").as_bytes()]), b"+OK\r\n");
+    ann.cmd(&[b"SUBSCRIBE", b"room:1"]);
+    let mut bob = Raw::connect(nodes[1].resp);
+    assert_eq!(bob.cmd(&[b"AUTH", tok("bob").as_bytes()]), b"+OK\r\n");
+    bob.cmd(&[b"SUBSCRIBE", b"room:1"]);
+    let mut admin = Raw::backend(nodes[1].resp, "pw");
+    let users = |admin: &mut Raw| show(&admin.cmd(&[b"SMEMBERS", b"__presence__:room:1"]));
+    until(Duration::from_secs(3), "both present", || {
+        let u = users(&mut admin);
+        u.contains("ann") && u.contains("bob")
+    });
+    signal(&nodes[0], "-STOP");
+    std::thread::sleep(Duration::from_millis(3500));
+    let during = users(&mut admin);
+    signal(&nodes[0], "-CONT");
+    // Several refresh rounds later ann is still connected and subscribed.
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(ann.cmd(&[b"PING"]).starts_with(b"*2\r\n$4\r\npong"));
+    let after = users(&mut admin);
+    eprintln!("presence during the stall: {during}; 3 s after: {after}");
+    assert!(
+        after.contains("ann"),
+        "ann is connected but absent: {after}"
+    );
+}

@@ -91,8 +91,9 @@ pub struct RedisEngine {
     sink: Mutex<Option<PubSubSink>>,
     /// Redis's run id as this node last saw it.
     run_id: Mutex<String>,
-    /// Presence entries this node holds: channel → clients (refreshed).
-    joined: Mutex<HashMap<Bytes, HashSet<ClientId>>>,
+    /// Presence entries this node holds: channel → clients (refreshed,
+    /// and put back when another node expired them meanwhile).
+    joined: Mutex<HashMap<Bytes, HashMap<ClientId, crate::hub::presence::PresenceEntry>>>,
     healthy: AtomicBool,
     /// When this node last saw its own probe come back.
     probe_at: Mutex<std::time::Instant>,
