@@ -631,3 +631,233 @@ fn presence_after_a_stall_longer_than_the_ttl() {
         "ann is connected but absent: {after}"
     );
 }
+
+fn threads_of(h: &Herald) -> u64 {
+    std::fs::read_to_string(format!("/proc/{}/status", h.pid()))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Survey pressure: a made-up node that heartbeats and never answers
+/// (anyone on the Redis can be one) makes every survey wait its full
+/// 500 ms; 64 HTTP clients then ask `/stats` (two surveys each) as fast as
+/// they can on one node for 3 s. Measured here: what the node's other
+/// clients feel (a RESP `PING`, a publish reaching a subscriber,
+/// `/healthz`) and how many threads the parked requests take. Holds:
+/// `/stats`: 176 served in 3.3 s, worst PING 0.4 ms, publish→delivery
+/// 0.9 ms, `/healthz` 1.2 ms, threads 3 → 5. RESP `PUBSUB NUMSUB` from 64
+/// connections: worst 2-22 ms; threads 3 → 75 before the queue bound
+/// (finding 5), 3 → 27 after.
+#[test]
+fn stats_flood_with_a_silent_node() {
+    survey_flood_with_a_silent_node(false, 64);
+}
+
+/// The same over RESP: 64 connections sending `PUBSUB NUMSUB` in a loop
+/// (a RESP survey parks its connection's thread, `block_in_place`).
+#[test]
+fn numsub_flood_with_a_silent_node() {
+    survey_flood_with_a_silent_node(true, 64);
+}
+
+fn survey_flood_with_a_silent_node(resp: bool, clients: usize) {
+    let redis = Redis::start(&[]);
+    let nodes = start_nodes(&redis, 2);
+    let _ghost = {
+        let mut r = Raw::connect(redis.addr);
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let t = std::thread::spawn(move || {
+            while !flag.load(Ordering::Relaxed) {
+                r.cmd(&[b"PUBLISH", b"herald:control", br#"H{"name":"ghost"}"#]);
+                std::thread::sleep(Duration::from_millis(300));
+            }
+        });
+        FakeNode {
+            stop,
+            thread: Some(t),
+        }
+    };
+    until(Duration::from_secs(5), "three nodes", || {
+        node_count(nodes[0].http) == 3
+    });
+    let threads_before = threads_of(&nodes[0]);
+    let stop = Arc::new(AtomicBool::new(false));
+    let flood: Vec<_> = (0..clients)
+        .map(|_| {
+            let (stop, http, resp_addr) = (stop.clone(), nodes[0].http, nodes[0].resp);
+            std::thread::spawn(move || {
+                let mut n = 0;
+                let mut c = resp.then(|| Raw::backend(resp_addr, "pw"));
+                while !stop.load(Ordering::Relaxed) {
+                    match &mut c {
+                        Some(c) => {
+                            let r = c.cmd(&[b"PUBSUB", b"NUMSUB", b"a", b"b"]);
+                            assert!(r.starts_with(b"*4"), "{}", show(&r));
+                        }
+                        None => {
+                            let (status, _) = get(http, "/stats");
+                            assert!(status.contains("200"), "{status}");
+                        }
+                    }
+                    n += 1;
+                }
+                n
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let mut sub = Raw::backend(nodes[0].resp, "pw");
+    sub.cmd(&[b"SUBSCRIBE", b"probe"]);
+    let mut p = Raw::backend(nodes[0].resp, "pw");
+    let (mut worst_ping, mut worst_pub, mut worst_health) =
+        (Duration::ZERO, Duration::ZERO, Duration::ZERO);
+    let mut max_threads = 0;
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(3) {
+        let s = Instant::now();
+        assert_eq!(p.cmd(&[b"PING"]), b"+PONG\r\n");
+        worst_ping = worst_ping.max(s.elapsed());
+        let s = Instant::now();
+        p.cmd(&[b"PUBLISH", b"probe", b"x"]);
+        sub.frame();
+        worst_pub = worst_pub.max(s.elapsed());
+        let s = Instant::now();
+        let mut h = TcpStream::connect(nodes[0].http).unwrap();
+        h.set_read_timeout(Some(TIMEOUT)).unwrap();
+        write!(
+            h,
+            "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut buf = Vec::new();
+        let _ = h.read_to_end(&mut buf);
+        assert!(
+            buf.starts_with(b"HTTP/1.1 200"),
+            "{}",
+            String::from_utf8_lossy(&buf)
+        );
+        worst_health = worst_health.max(s.elapsed());
+        max_threads = max_threads.max(threads_of(&nodes[0]));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    stop.store(true, Ordering::Relaxed);
+    let served: u64 = flood.into_iter().map(|t| t.join().unwrap()).sum();
+    eprintln!(
+        "{clients} clients' {} flood with a silent node: {served} served in ~3.3 s; worst PING {worst_ping:?}, \
+         publish→delivery {worst_pub:?}, /healthz {worst_health:?}; threads {threads_before} → {max_threads}",
+        if resp { "PUBSUB NUMSUB" } else { "/stats" }
+    );
+    assert!(
+        worst_ping < Duration::from_millis(250),
+        "PING took {worst_ping:?}"
+    );
+    assert!(
+        worst_pub < Duration::from_millis(250),
+        "publish took {worst_pub:?}"
+    );
+    assert!(
+        worst_health < Duration::from_millis(250),
+        "/healthz took {worst_health:?}"
+    );
+}
+
+/// Finding 5 (fixed): a node deadlocked for good once more than about
+/// 512 client connections were parked on engine calls at once. A RESP
+/// command that waits for the engine parks its connection's thread
+/// (`Pending::wait`, `block_in_place`); past tokio's default 512 blocking
+/// threads, a parked call strands its worker's core, and with every core
+/// stranded nothing drives the I/O and timers the parked calls wait on.
+/// Measured before the fix (debug build, 2 nodes on one Redis):
+/// - 600 backend connections sending `PUBSUB NUMSUB a` in a loop (no
+///   silent node needed; a token client may send it too): 766 answered in
+///   the first moments, then nothing; a fresh connection's `PING` had no
+///   answer 21 s after the flood stopped. 400 connections: fine.
+/// - 600 connections publishing once each through a `CLIENT PAUSE 3000
+///   WRITE` (a short Redis stall, no attacker at all): 0 of 600
+///   answered within 8 s, and the node never answered again. 400: all
+///   answered.
+///
+/// Fixed: the runtime allows `--max-connections` plus
+/// `--http-max-connections` plus 64 blocking threads (src/main.rs), and at
+/// most 16 surveys wait for a slot (the rest are answered at once from
+/// this node alone). After: 600 of 600 publishes answered; with the
+/// threads alone 3,879 surveys were answered in 3 s, with the queue bound
+/// too 178,772 (most from this node alone: the 4 slots were busy); `PING`
+/// answered within 1 ms after both.
+fn parked_flood(redis: &Redis, node: &Herald, clients: usize, publish: bool) -> u64 {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flood: Vec<_> = (0..clients)
+        .map(|_| {
+            let (stop, addr) = (stop.clone(), node.resp);
+            std::thread::spawn(move || {
+                let mut c = Raw::connect(addr);
+                c.send(&[b"AUTH", b"pw"]);
+                if c.try_frame(Duration::from_secs(5)).is_none() {
+                    return 0;
+                }
+                if publish {
+                    std::thread::sleep(Duration::from_millis(1500));
+                    c.send(&[b"PUBLISH", b"a", b"x"]);
+                    return c
+                        .try_frame(Duration::from_secs(8))
+                        .map_or(0, |f| u64::from(f.starts_with(b":")));
+                }
+                let mut k = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    c.send(&[b"PUBSUB", b"NUMSUB", b"a"]);
+                    if c.try_frame(Duration::from_secs(3)).is_none() {
+                        return k;
+                    }
+                    k += 1;
+                }
+                k
+            })
+        })
+        .collect();
+    if publish {
+        std::thread::sleep(Duration::from_millis(1000));
+        Raw::connect(redis.addr).cmd(&[b"CLIENT", b"PAUSE", b"3000", b"WRITE"]);
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    stop.store(true, Ordering::Relaxed);
+    let served: u64 = flood.into_iter().map(|t| t.join().unwrap()).sum();
+    let t = Instant::now();
+    let mut p = Raw::connect(node.resp);
+    p.send(&[b"PING"]);
+    let r = p.try_frame(Duration::from_secs(5));
+    eprintln!(
+        "{clients} connections {}: {served} answered; PING after: {:?} in {:?}",
+        if publish {
+            "publishing through a 3 s Redis stall"
+        } else {
+            "sending PUBSUB NUMSUB"
+        },
+        r.as_ref().map(|f| show(f)),
+        t.elapsed()
+    );
+    assert!(r.is_some(), "the node no longer answers");
+    served
+}
+
+#[test]
+fn six_hundred_connections_surveying_do_not_deadlock_the_node() {
+    let redis = Redis::start(&[]);
+    let nodes = start_nodes(&redis, 2);
+    until(Duration::from_secs(5), "two nodes", || {
+        node_count(nodes[0].http) == 2
+    });
+    let served = parked_flood(&redis, &nodes[0], 600, false);
+    assert!(served > 1000, "{served} surveys answered in 3 s");
+}
+
+#[test]
+fn six_hundred_connections_publishing_through_a_redis_stall_do_not_deadlock_the_node() {
+    let redis = Redis::start(&[]);
+    let nodes = start_nodes(&redis, 1);
+    let served = parked_flood(&redis, &nodes[0], 600, true);
+    assert_eq!(served, 600, "publishes acknowledged");
+}
