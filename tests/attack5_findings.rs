@@ -416,6 +416,29 @@ fn narrow_token_pubsub_channels_loop_amplification() {
 /// the order sent. Holds (a passing test documenting the attack).
 #[test]
 fn pipelined_publishes_through_script_flush_and_client_kill() {
+    pipelined_chaos();
+}
+
+/// Finding 6 (not fixed; docs/engine.md corrected): "engine unavailable"
+/// is documented as "not applied, retry freely", with one narrow exception
+/// (a publish in flight at the instant the connection broke). In the run
+/// above, connections killed 23 times in 2 s: 8 of 32, 8 of 41 and 4 of 30
+/// publishes answered `-ERR engine unavailable: broken pipe` had been
+/// applied and delivered (13 to 25 %): every publish queued on a
+/// multiplexed connection when it drops is in that case, and the error
+/// (`broken pipe`) is the same for those Redis ran and those it never
+/// saw, so the engine cannot tell them apart; reporting all of them as
+/// "outcome unknown" would also relabel publishes refused because Redis
+/// had already gone (tests/engine_redis.rs expects "unavailable" there).
+#[test]
+#[ignore = "4-8 of 30-41 publishes answered 'engine unavailable: broken pipe' under CLIENT KILL were applied"]
+fn a_refused_publish_was_not_applied() {
+    assert_eq!(pipelined_chaos(), 0, "publishes refused yet delivered");
+}
+
+/// Runs the attack; returns how many publishes refused as "unavailable"
+/// were delivered all the same.
+fn pipelined_chaos() -> usize {
     let redis = Redis::start(&[]);
     let (_dir, cfg) = temp_config("attack5", "[namespaces.chat]\nhistory_size = 100000\n");
     let url = format!("redis://{}", redis.addr);
@@ -459,6 +482,7 @@ fn pipelined_publishes_through_script_flush_and_client_kill() {
     let mut p = Raw::backend(nodes[0].resp, "pw");
     let mut next = [0u64; 4];
     let mut acked: Vec<Vec<u64>> = vec![Vec::new(); 4];
+    let mut refused: Vec<Vec<(u64, String)>> = vec![Vec::new(); 4];
     let (mut ok, mut unavailable, mut unknown) = (0, 0, 0);
     let started = Instant::now();
     while started.elapsed() < Duration::from_secs(2) {
@@ -487,6 +511,7 @@ fn pipelined_publishes_through_script_flush_and_client_kill() {
             } else {
                 assert!(show(&f).contains("engine unavailable"), "{}", show(&f));
                 unavailable += 1;
+                refused[k].push((seq, show(&f)));
             }
         }
     }
@@ -542,6 +567,24 @@ fn pipelined_publishes_through_script_flush_and_client_kill() {
             );
         }
     }
+    // "unavailable" says "not applied, retry freely"; count those that ran.
+    let mut ran = Vec::new();
+    for k in 0..4 {
+        for (seq, e) in &refused[k] {
+            if got[k].contains(seq) {
+                ran.push(format!("{}:{seq} {e}", channels[k]));
+            }
+        }
+    }
+    let mut kinds: std::collections::BTreeMap<&str, usize> = Default::default();
+    for (_, e) in refused.iter().flatten() {
+        *kinds.entry(e.as_str()).or_default() += 1;
+    }
+    eprintln!(
+        "refused {kinds:?}; of them delivered: {} {:?}",
+        ran.len(),
+        ran.iter().take(5).collect::<Vec<_>>()
+    );
     eprintln!(
         "pipelined chaos: {ok} acknowledged, {unavailable} unavailable, {unknown} unknown, \
          {kills} connections killed; delivered {:?}",
@@ -551,6 +594,7 @@ fn pipelined_publishes_through_script_flush_and_client_kill() {
         ok > 100 && kills > 0,
         "the attack ran: {ok} ok, {kills} kills"
     );
+    ran.len()
 }
 
 fn signal(h: &Herald, sig: &str) {
@@ -884,7 +928,9 @@ fn subscribe_churn_through_the_engine_does_not_grow() {
     let nodes = start_nodes(&redis, 1);
     let mut c = Raw::backend(nodes[0].resp, "pw");
     let n = 10_000;
-    let names: Vec<Vec<u8>> = (0..n).map(|i| format!("churn:{i:08}").into_bytes()).collect();
+    let names: Vec<Vec<u8>> = (0..n)
+        .map(|i| format!("churn:{i:08}").into_bytes())
+        .collect();
     let mut sub: Vec<&[u8]> = vec![b"SUBSCRIBE"];
     sub.extend(names.iter().map(|n| &n[..]));
     let mut unsub: Vec<&[u8]> = vec![b"UNSUBSCRIBE"];
