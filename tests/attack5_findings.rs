@@ -120,6 +120,26 @@ struct FakeNode {
 
 impl FakeNode {
     fn start(redis: SocketAddr, name: &str, heartbeat: String, count: u64, claim: &str) -> Self {
+        Self::start_listing(redis, name, heartbeat, count, claim, 1)
+    }
+
+    /// As `start`, answering the channel list with `names` names
+    /// (`claim` then a 100-digit number).
+    fn start_listing(
+        redis: SocketAddr,
+        name: &str,
+        heartbeat: String,
+        count: u64,
+        claim: &str,
+        names: usize,
+    ) -> Self {
+        let listing: Vec<Vec<u8>> = if names == 1 {
+            vec![claim.as_bytes().to_vec()]
+        } else {
+            (0..names)
+                .map(|i| format!("{claim}{i:0100}").into_bytes())
+                .collect()
+        };
         let stop = Arc::new(AtomicBool::new(false));
         let (name, claim, flag) = (name.to_string(), claim.to_string(), stop.clone());
         let mut sub = Raw::connect(redis);
@@ -127,6 +147,7 @@ impl FakeNode {
         let thread = std::thread::spawn(move || {
             let mut publ = Raw::connect(redis);
             let mut beat = Instant::now() - Duration::from_secs(1);
+            let mut big: Option<Vec<u8>> = None;
             while !flag.load(Ordering::Relaxed) {
                 if beat.elapsed() > Duration::from_millis(300) {
                     publ.cmd(&[b"PUBLISH", b"herald:control", heartbeat.as_bytes()]);
@@ -142,6 +163,23 @@ impl FakeNode {
                 }
                 let q = control_fields(&payload[1..]);
                 let n = count.to_string();
+                if q[2] == b"channels" && listing.len() > 1 {
+                    // The big answer, encoded once.
+                    let rest = big.get_or_insert_with(|| {
+                        let mut f: Vec<&[u8]> = vec![b""];
+                        for c in &listing {
+                            f.push(c);
+                            f.push(n.as_bytes());
+                        }
+                        control_frame(b'A', &f)[1..].to_vec()
+                    });
+                    let mut frame = control_frame(b'A', &[name.as_bytes(), &q[1]]);
+                    frame.extend_from_slice(rest);
+                    let mut to = b"herald:control:".to_vec();
+                    to.extend_from_slice(&q[0]);
+                    publ.cmd(&[b"PUBLISH", &to, &frame]);
+                    continue;
+                }
                 let mut fields: Vec<&[u8]> = vec![name.as_bytes(), &q[1], b""];
                 match &q[2][..] {
                     b"numsub" | b"shardnumsub" => {
@@ -151,7 +189,12 @@ impl FakeNode {
                         }
                     }
                     b"patterns" => fields.extend([claim.as_bytes(), b"1"]),
-                    _ => fields.extend([claim.as_bytes(), n.as_bytes()]),
+                    _ => {
+                        for c in &listing {
+                            fields.push(c);
+                            fields.push(n.as_bytes());
+                        }
+                    }
                 }
                 let mut to = b"herald:control:".to_vec();
                 to.extend_from_slice(&q[0]);
@@ -422,9 +465,8 @@ fn pipelined_publishes_through_script_flush_and_client_kill() {
 /// Finding 6 (not fixed; docs/engine.md corrected): "engine unavailable"
 /// is documented as "not applied, retry freely", with one narrow exception
 /// (a publish in flight at the instant the connection broke). In the run
-/// above, connections killed 23 times in 2 s: 8 of 32, 8 of 41, 4 of 30 and
-/// 13 of 47
-/// publishes answered `-ERR engine unavailable: broken pipe` had been
+/// above, connections killed 23 times in 2 s: 8 of 32, 8 of 41, 4 of 30
+/// and 13 of 47 publishes answered `-ERR engine unavailable: broken pipe` had been
 /// applied and delivered (13 to 28 %): every publish queued on a
 /// multiplexed connection when it drops is in that case, and the error
 /// (`broken pipe`) is the same for those Redis ran and those it never
@@ -1015,5 +1057,61 @@ fn cluster_example_never_uses_a_redis_it_did_not_start() {
     assert!(
         status.is_some_and(|s| !s.success()) && err.contains("taken"),
         "{status:?}: {err}"
+    );
+}
+
+/// Finding 8: what a survey may gather. Each other node's answer is
+/// bounded (10,000 names, 1 MiB) and at most 1,024 other nodes are
+/// tracked, but nothing bounded their sum: anyone on the Redis can
+/// heartbeat as 1,024 made-up nodes and answer every survey with 1 MiB
+/// each, so one `PUBSUB CHANNELS` gathered up to 1.3 GiB on the asking
+/// node (4 surveys in flight: 5 GiB) and replied up to 10 million names.
+/// Measured here (debug build) with 40 made-up nodes: one `/api/channels`
+/// took 4.4 s, listed 400,000 channels (42.8 MB of names), and the node's
+/// RSS went from 16 MB to 699 MB (about 16 bytes of memory per byte of
+/// answer; 1,024 such nodes: some 17 GB). Fixed: a survey keeps at most
+/// 8 MiB of answers over all nodes; later ones count as answered with
+/// nothing, truncated (`cluster.truncated`). After: 0.77 s, 70,000
+/// channels (7.5 MB of names), RSS 16 MB to 146 MB (the 40 MB of answers
+/// still pass through the control connection's buffers).
+#[test]
+fn a_survey_gathers_a_bounded_total() {
+    let redis = Redis::start(&[]);
+    let nodes = start_nodes(&redis, 1);
+    let fakes: Vec<FakeNode> = (0..40)
+        .map(|i| {
+            let name = format!("fake{i:02}");
+            let hb = format!("H{{\"name\":\"{name}\"}}");
+            FakeNode::start_listing(redis.addr, &name, hb, 1, &format!("{name}:"), 10_000)
+        })
+        .collect();
+    until(Duration::from_secs(5), "fakes listed", || {
+        node_count(nodes[0].http) == 41
+    });
+    let rss_before = rss_kib(&nodes[0]);
+    let started = Instant::now();
+    let (status, v) = get(nodes[0].http, "/api/channels");
+    let took = started.elapsed();
+    assert!(status.contains("200"), "{status}");
+    let listed = v["channels"].as_array().map_or(0, |a| a.len());
+    let bytes: usize = v["channels"].as_array().map_or(0, |a| {
+        a.iter().map(|c| c["channel"].as_str().unwrap().len()).sum()
+    });
+    eprintln!(
+        "40 made-up nodes answering 1 MB each: /api/channels took {took:?}, listed {listed} \
+         channels ({bytes} bytes of names); cluster {}; RSS {rss_before} KiB → {} KiB",
+        v["cluster"],
+        rss_kib(&nodes[0])
+    );
+    drop(fakes);
+    assert!(
+        bytes <= 8 << 20,
+        "{bytes} bytes of names gathered by one survey"
+    );
+    assert_eq!(
+        v["cluster"]["truncated"],
+        serde_json::json!(true),
+        "{}",
+        v["cluster"]
     );
 }

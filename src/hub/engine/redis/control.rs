@@ -45,6 +45,10 @@ pub const SURVEYS_IN_FLIGHT: usize = 4;
 /// Least time a survey holds its slot: a node sends at most
 /// `SURVEYS_IN_FLIGHT / SURVEY_SPACING` (400) surveys a second.
 pub const SURVEY_SPACING: Duration = Duration::from_millis(10);
+/// Most bytes of answers one survey keeps, over every node (each answer
+/// is bounded, but up to [`MAX_PEERS`] nodes answer): past it, an answer
+/// counts as given, empty and truncated.
+pub const SURVEY_MAX_BYTES: usize = 8 << 20;
 /// Surveys waiting for a slot at most (each parks a RESP connection's
 /// thread); past it, a survey is answered at once with this node's data.
 pub const SURVEYS_QUEUED: usize = 16;
@@ -76,6 +80,8 @@ pub(super) struct Control {
 struct Waiting {
     left: HashSet<String>,
     answers: Vec<(String, Answer)>,
+    /// Bytes of the answers kept (at most [`SURVEY_MAX_BYTES`]).
+    bytes: usize,
     done: Arc<tokio::sync::Notify>,
 }
 
@@ -389,7 +395,15 @@ impl RedisEngine {
         if !w.left.remove(from) {
             return;
         }
-        if let Some(a) = parse_answer(&fields) {
+        if w.bytes + body.len() > SURVEY_MAX_BYTES {
+            // Past the survey's budget: answered, with nothing kept.
+            let cut = Answer {
+                counts: Vec::new(),
+                truncated: true,
+            };
+            w.answers.push((from.to_string(), cut));
+        } else if let Some(a) = parse_answer(&fields) {
+            w.bytes += body.len();
             w.answers.push((from.to_string(), a));
         } else {
             w.left.insert(from.to_string());
@@ -422,6 +436,7 @@ impl RedisEngine {
                 Waiting {
                     left: live.iter().cloned().collect(),
                     answers: Vec::new(),
+                    bytes: 0,
                     done: done.clone(),
                 },
             );
