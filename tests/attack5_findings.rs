@@ -4,233 +4,17 @@
 //! channels. Each finding is a test; those not fixed are `#[ignore]`d with
 //! the numbers measured.
 
+mod attack5;
 mod common;
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use attack5::*;
 use common::*;
-use serde_json::Value;
-
-const KEY: &str = "attack5-api-key";
-/// The heavy tests (hundreds of connections, tens of made-up nodes) run
-/// one at a time: their timings are part of what they check.
-static HEAVY: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn heavy() -> std::sync::MutexGuard<'static, ()> {
-    HEAVY.lock().unwrap_or_else(|e| e.into_inner())
-}
-const SECRET: &str = "attack5-secret";
-
-fn start_nodes(redis: &Redis, n: usize) -> Vec<Herald> {
-    let url = format!("redis://{}", redis.addr);
-    (0..n)
-        .map(|i| {
-            Herald::start(&[
-                "--engine",
-                &url,
-                "--node-name",
-                &format!("node{i}"),
-                "--requirepass",
-                "pw",
-                "--api-key",
-                KEY,
-                "--jwt-hmac-secret",
-                SECRET,
-            ])
-        })
-        .collect()
-}
-
-/// `GET path`: the status line and the JSON body.
-fn get(addr: SocketAddr, path: &str) -> (String, Value) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(TIMEOUT)).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nX-API-Key: {KEY}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut buf = Vec::new();
-    let _ = s.read_to_end(&mut buf);
-    let text = String::from_utf8_lossy(&buf);
-    let Some((head, body)) = text.split_once("\r\n\r\n") else {
-        return (format!("no HTTP answer: {text:?}"), Value::Null);
-    };
-    let status = head.lines().next().unwrap_or("").to_string();
-    (status, serde_json::from_str(body).unwrap_or(Value::Null))
-}
-
-fn node_count(addr: SocketAddr) -> usize {
-    get(addr, "/api/nodes").1["nodes"]
-        .as_array()
-        .map_or(0, |a| a.len())
-}
-
-fn until(limit: Duration, what: &str, mut f: impl FnMut() -> bool) -> Duration {
-    let start = Instant::now();
-    while !f() {
-        assert!(start.elapsed() < limit, "timed out: {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    start.elapsed()
-}
-
-/// The bulk strings of a RESP array frame (a pub/sub message).
-fn bulks(frame: &[u8]) -> Vec<Vec<u8>> {
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < frame.len() {
-        let end = i + frame[i..].windows(2).position(|w| w == b"\r\n").unwrap();
-        let line = &frame[i..end];
-        i = end + 2;
-        if line.first() == Some(&b'$') {
-            let n: usize = std::str::from_utf8(&line[1..]).unwrap().parse().unwrap();
-            out.push(frame[i..i + n].to_vec());
-            i += n + 2;
-        }
-    }
-    out
-}
-
-/// A control frame: tag, then each field as a 4-byte length and bytes.
-fn control_frame(tag: u8, fields: &[&[u8]]) -> Vec<u8> {
-    let mut out = vec![tag];
-    for f in fields {
-        out.extend_from_slice(&(f.len() as u32).to_be_bytes());
-        out.extend_from_slice(f);
-    }
-    out
-}
-
-fn control_fields(mut body: &[u8]) -> Vec<Vec<u8>> {
-    let mut out = Vec::new();
-    while body.len() >= 4 {
-        let n = u32::from_be_bytes(body[..4].try_into().unwrap()) as usize;
-        out.push(body[4..4 + n].to_vec());
-        body = &body[4 + n..];
-    }
-    out
-}
-
-/// A made-up node on the Redis (anyone who can reach Redis can be one):
-/// it heartbeats `heartbeat` and answers every survey claiming `count`
-/// subscribers for each channel asked about (or for `claim` when asked
-/// for the channel list).
-struct FakeNode {
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl FakeNode {
-    fn start(redis: SocketAddr, name: &str, heartbeat: String, count: u64, claim: &str) -> Self {
-        Self::start_listing(redis, name, heartbeat, count, claim, 1)
-    }
-
-    /// As `start`, answering the channel list with `names` names
-    /// (`claim` then a 100-digit number).
-    fn start_listing(
-        redis: SocketAddr,
-        name: &str,
-        heartbeat: String,
-        count: u64,
-        claim: &str,
-        names: usize,
-    ) -> Self {
-        let listing: Vec<Vec<u8>> = if names == 1 {
-            vec![claim.as_bytes().to_vec()]
-        } else {
-            (0..names)
-                .map(|i| format!("{claim}{i:0100}").into_bytes())
-                .collect()
-        };
-        let stop = Arc::new(AtomicBool::new(false));
-        let (name, claim, flag) = (name.to_string(), claim.to_string(), stop.clone());
-        let mut sub = Raw::connect(redis);
-        sub.cmd(&[b"SUBSCRIBE", b"herald:control"]);
-        let thread = std::thread::spawn(move || {
-            let mut publ = Raw::connect(redis);
-            let mut beat = Instant::now() - Duration::from_secs(1);
-            // The big answer, encoded once, before any question.
-            let mut big: Option<Vec<u8>> = (listing.len() > 1).then(|| {
-                let n = count.to_string();
-                let mut f: Vec<&[u8]> = vec![b""];
-                for c in &listing {
-                    f.push(c);
-                    f.push(n.as_bytes());
-                }
-                control_frame(b'A', &f)[1..].to_vec()
-            });
-            while !flag.load(Ordering::Relaxed) {
-                if beat.elapsed() > Duration::from_millis(300) {
-                    publ.cmd(&[b"PUBLISH", b"herald:control", heartbeat.as_bytes()]);
-                    beat = Instant::now();
-                }
-                let Some(f) = sub.try_frame(Duration::from_millis(50)) else {
-                    continue;
-                };
-                let b = bulks(&f);
-                let Some(payload) = b.last() else { continue };
-                if payload.first() != Some(&b'Q') {
-                    continue;
-                }
-                let q = control_fields(&payload[1..]);
-                let n = count.to_string();
-                if q[2] == b"channels" && listing.len() > 1 {
-                    let rest = big.get_or_insert_with(|| {
-                        let mut f: Vec<&[u8]> = vec![b""];
-                        for c in &listing {
-                            f.push(c);
-                            f.push(n.as_bytes());
-                        }
-                        control_frame(b'A', &f)[1..].to_vec()
-                    });
-                    let mut frame = control_frame(b'A', &[name.as_bytes(), &q[1]]);
-                    frame.extend_from_slice(rest);
-                    let mut to = b"herald:control:".to_vec();
-                    to.extend_from_slice(&q[0]);
-                    publ.cmd(&[b"PUBLISH", &to, &frame]);
-                    continue;
-                }
-                let mut fields: Vec<&[u8]> = vec![name.as_bytes(), &q[1], b""];
-                match &q[2][..] {
-                    b"numsub" | b"shardnumsub" => {
-                        for c in &q[3..] {
-                            fields.push(c);
-                            fields.push(n.as_bytes());
-                        }
-                    }
-                    b"patterns" => fields.extend([claim.as_bytes(), b"1"]),
-                    _ => {
-                        for c in &listing {
-                            fields.push(c);
-                            fields.push(n.as_bytes());
-                        }
-                    }
-                }
-                let mut to = b"herald:control:".to_vec();
-                to.extend_from_slice(&q[0]);
-                publ.cmd(&[b"PUBLISH", &to, &control_frame(b'A', &fields)]);
-            }
-        });
-        FakeNode {
-            stop,
-            thread: Some(thread),
-        }
-    }
-}
-
-impl Drop for FakeNode {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
 
 /// Finding 1 (fixed): a heartbeat or a survey answer is summed into
 /// `/stats`, `PUBSUB NUMSUB` and `PUBSUB CHANNELS` with plain `+=`. One
@@ -277,17 +61,6 @@ fn forged_huge_counts_saturate_instead_of_overflowing() {
     );
     // The node is still whole.
     assert_eq!(p.cmd(&[b"PING"]), b"+PONG\r\n");
-}
-
-/// `calls=N` of one command in Redis's `INFO commandstats`.
-fn redis_calls(r: &mut Raw, cmd: &str) -> u64 {
-    let info = r.cmd(&[b"INFO", b"commandstats"]);
-    let text = String::from_utf8_lossy(&info);
-    text.lines()
-        .find_map(|l| l.strip_prefix(&format!("cmdstat_{cmd}:calls=")))
-        .and_then(|rest| rest.split(',').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0)
 }
 
 /// How long a `ZADD` made straight on Redis takes to reach a RESP
@@ -366,32 +139,6 @@ fn leaderboard_subscriptions_by_the_thousand_cost_reads_per_tick() {
         loaded < Duration::from_millis(300),
         "{n} empty boards ({rate:.0} reads/s) held a real board's update {loaded:?}"
     );
-}
-
-/// A figure of Redis's `INFO stats`.
-fn redis_stat(r: &mut Raw, name: &str) -> u64 {
-    let info = r.cmd(&[b"INFO", b"stats"]);
-    String::from_utf8_lossy(&info)
-        .lines()
-        .find_map(|l| l.strip_prefix(&format!("{name}:")))
-        .and_then(|n| n.trim().parse().ok())
-        .unwrap_or(0)
-}
-
-/// Subscribes `n` channels of about 100 bytes each on `node` (one
-/// connection, one SUBSCRIBE); returns the connection.
-fn many_channels(node: SocketAddr, prefix: &str, n: usize) -> Raw {
-    let mut s = Raw::backend(node, "pw");
-    let names: Vec<Vec<u8>> = (0..n)
-        .map(|i| format!("{prefix}{}{i:06}", "x".repeat(90)).into_bytes())
-        .collect();
-    let mut args: Vec<&[u8]> = vec![b"SUBSCRIBE"];
-    args.extend(names.iter().map(|n| &n[..]));
-    s.send(&args);
-    for _ in 0..n {
-        s.frame();
-    }
-    s
 }
 
 /// Finding 3 (not fixed): survey amplification. A client whose token may
@@ -655,14 +402,6 @@ fn pipelined_chaos() -> usize {
     ran.len()
 }
 
-fn signal(h: &Herald, sig: &str) {
-    let st = std::process::Command::new("kill")
-        .args([sig, &h.pid().to_string()])
-        .status()
-        .unwrap();
-    assert!(st.success());
-}
-
 /// Finding 4 (fixed): a node that stalls longer than `--presence-ttl` (a VM
 /// pause, swapping, `SIGSTOP`; here 3.5 s against a 2 s TTL) while another
 /// node keeps refreshing the same channel: the other node expires the
@@ -732,15 +471,6 @@ fn presence_after_a_stall_longer_than_the_ttl() {
         after.contains("ann"),
         "ann is connected but absent: {after}"
     );
-}
-
-fn threads_of(h: &Herald) -> u64 {
-    std::fs::read_to_string(format!("/proc/{}/status", h.pid()))
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("Threads:"))
-        .and_then(|n| n.trim().parse().ok())
-        .unwrap_or(0)
 }
 
 /// Survey pressure: a made-up node that heartbeats and never answers
@@ -965,15 +695,6 @@ fn six_hundred_connections_publishing_through_a_redis_stall_do_not_deadlock_the_
     let nodes = start_nodes(&redis, 1);
     let served = parked_flood(&redis, &nodes[0], 600, true);
     assert_eq!(served, 600, "publishes acknowledged");
-}
-
-fn rss_kib(h: &Herald) -> u64 {
-    std::fs::read_to_string(format!("/proc/{}/status", h.pid()))
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|n| n.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
 }
 
 /// Churn through the engine: one connection subscribes 10,000 channels and
