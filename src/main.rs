@@ -21,8 +21,19 @@ fn main() -> anyhow::Result<()> {
         std::process::exit(code);
     }
     let cfg = invocation.server_config()?;
+    // Every client connection may park a thread on an engine call
+    // (`Pending::wait` uses `block_in_place`). A call parked past tokio's
+    // blocking-thread cap (512 by default) strands its worker's core until
+    // a thread frees, and once every core is stranded nothing drives the
+    // I/O and timers the parked calls wait on: the node deadlocked for good
+    // (600 RESP connections publishing through a 3 s Redis stall, or
+    // sending PUBSUB NUMSUB in a loop; tests/attack5_findings.rs). Room for
+    // one per connection; threads are made only when needed and leave
+    // after 10 s idle.
+    let parked = cfg.max_connections + cfg.http_max_connections + 64;
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .max_blocking_threads(parked)
         .build()
         .context("cannot start the runtime")?
         .block_on(serve(cfg))

@@ -24,7 +24,13 @@ if ! command -v redis-server >/dev/null 2>&1; then
   echo "redis-server is needed (apt-get install redis-server)" >&2
   exit 1
 fi
-# A throwaway Redis: nothing saved, gone with the example.
+# A throwaway Redis: nothing saved, gone with the example. Never another
+# Redis already on the port: the nodes would write into it (the example's
+# own redis-server fails to bind, yet the port answers).
+if (exec 3<>"/dev/tcp/127.0.0.1/$REDIS_PORT") 2>/dev/null; then
+  echo "port $REDIS_PORT is taken (another Redis?): choose another with REDIS_PORT" >&2
+  exit 1
+fi
 start redis redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no \
   --dir "$work" --daemonize no --loglevel warning --logfile "$work/redis.log"
 wait_port "$REDIS_PORT"

@@ -239,7 +239,8 @@ impl Hub {
         let mut sum: HashMap<Bytes, u64> = local.counts.into_iter().collect();
         for (_, a) in &view.value {
             for (c, n) in &a.counts {
-                *sum.entry(c.clone()).or_default() += n;
+                let e = sum.entry(c.clone()).or_default();
+                *e = e.saturating_add(*n);
             }
         }
         view.with(sum.into_iter().collect())
@@ -282,7 +283,7 @@ impl Hub {
             // so a short or reordered answer cannot shift the counts.
             let theirs: HashMap<&Bytes, u64> = a.counts.iter().map(|(c, n)| (c, *n)).collect();
             for (i, c) in channels.iter().enumerate() {
-                counts[i] += theirs.get(c).copied().unwrap_or(0);
+                counts[i] = counts[i].saturating_add(theirs.get(c).copied().unwrap_or(0));
             }
         }
         Ok(view.with(counts))
@@ -338,15 +339,17 @@ impl Hub {
         let mut total = NodeReport::default();
         for n in &nodes.value {
             let r = &n.report;
-            total.connections.resp += r.connections.resp;
-            total.connections.ws += r.connections.ws;
-            total.connections.http += r.connections.http;
-            total.subscriptions += r.subscriptions;
-            total.channels += r.channels;
-            total.patterns += r.patterns;
-            total.published += r.published;
-            total.delivered += r.delivered;
-            total.slow_disconnects += r.slow_disconnects;
+            // Saturating: another node's figures are whatever it sent.
+            let add = |t: &mut u64, n: u64| *t = t.saturating_add(n);
+            add(&mut total.connections.resp, r.connections.resp);
+            add(&mut total.connections.ws, r.connections.ws);
+            add(&mut total.connections.http, r.connections.http);
+            add(&mut total.subscriptions, r.subscriptions);
+            add(&mut total.channels, r.channels);
+            add(&mut total.patterns, r.patterns);
+            add(&mut total.published, r.published);
+            add(&mut total.delivered, r.delivered);
+            add(&mut total.slow_disconnects, r.slow_disconnects);
         }
         if nodes.value.len() == 1 {
             let (channels, patterns) = (total.channels, total.patterns);

@@ -527,7 +527,8 @@ fn count_subs(conn: &mut Conn, args: &[Bytes], space: Space) {
     for (c, s) in args[2..].iter().zip(&shown) {
         out.bulk(c);
         let n = if *s { counts.next().unwrap_or(0) } else { 0 };
-        out.int(n as i64);
+        // Other nodes' counts are summed as they came: cap, never wrap.
+        out.int(n.min(i64::MAX as u64) as i64);
     }
 }
 

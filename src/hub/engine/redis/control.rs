@@ -18,7 +18,7 @@
 //! surveys at once, each holding its slot at least [`SURVEY_SPACING`].
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
@@ -45,6 +45,13 @@ pub const SURVEYS_IN_FLIGHT: usize = 4;
 /// Least time a survey holds its slot: a node sends at most
 /// `SURVEYS_IN_FLIGHT / SURVEY_SPACING` (400) surveys a second.
 pub const SURVEY_SPACING: Duration = Duration::from_millis(10);
+/// Most bytes of answers one survey keeps, over every node (each answer
+/// is bounded, but up to [`MAX_PEERS`] nodes answer): past it, an answer
+/// counts as given, empty and truncated.
+pub const SURVEY_MAX_BYTES: usize = 8 << 20;
+/// Surveys waiting for a slot at most (each parks a RESP connection's
+/// thread); past it, a survey is answered at once with this node's data.
+pub const SURVEYS_QUEUED: usize = 16;
 /// Answers to other nodes being sent at once; past it, questions go
 /// unanswered (the asker counts this node as missing).
 const REPLIES_IN_FLIGHT: usize = 16;
@@ -61,6 +68,8 @@ pub(super) struct Control {
     pending: Mutex<HashMap<u64, Waiting>>,
     next_id: AtomicU64,
     surveys: Arc<tokio::sync::Semaphore>,
+    /// Surveys waiting for a slot.
+    queued: AtomicUsize,
     replies: Arc<tokio::sync::Semaphore>,
     /// The control subscription is up.
     linked: AtomicBool,
@@ -71,6 +80,8 @@ pub(super) struct Control {
 struct Waiting {
     left: HashSet<String>,
     answers: Vec<(String, Answer)>,
+    /// Bytes of the answers kept (at most [`SURVEY_MAX_BYTES`]).
+    bytes: usize,
     done: Arc<tokio::sync::Notify>,
 }
 
@@ -82,6 +93,7 @@ impl Control {
             pending: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             surveys: Arc::new(tokio::sync::Semaphore::new(SURVEYS_IN_FLIGHT)),
+            queued: AtomicUsize::new(0),
             replies: Arc::new(tokio::sync::Semaphore::new(REPLIES_IN_FLIGHT)),
             linked: AtomicBool::new(false),
             me: OnceLock::new(),
@@ -104,6 +116,15 @@ impl Control {
     fn problem(&self) -> Option<String> {
         (!self.linked.load(Ordering::Relaxed))
             .then(|| "engine unavailable: the control channel is down".to_string())
+    }
+}
+
+/// A survey counted in `Control::queued` until dropped.
+struct Queued<'a>(&'a AtomicUsize);
+
+impl Drop for Queued<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -374,7 +395,15 @@ impl RedisEngine {
         if !w.left.remove(from) {
             return;
         }
-        if let Some(a) = parse_answer(&fields) {
+        if w.bytes + body.len() > SURVEY_MAX_BYTES {
+            // Past the survey's budget: answered, with nothing kept.
+            let cut = Answer {
+                counts: Vec::new(),
+                truncated: true,
+            };
+            w.answers.push((from.to_string(), cut));
+        } else if let Some(a) = parse_answer(&fields) {
+            w.bytes += body.len();
             w.answers.push((from.to_string(), a));
         } else {
             w.left.insert(from.to_string());
@@ -384,20 +413,16 @@ impl RedisEngine {
         }
     }
 
-    async fn run_survey(&self, q: Question, live: Vec<String>) -> Survey {
+    async fn run_survey(
+        &self,
+        q: Question,
+        live: Vec<String>,
+        permit: tokio::sync::OwnedSemaphorePermit,
+    ) -> Survey {
         let unasked = |problem: String| Survey {
             answers: Vec::new(),
             missing: live.clone(),
             problem: Some(problem),
-        };
-        let permit = match tokio::time::timeout(
-            SURVEY_TIMEOUT,
-            self.control.surveys.clone().acquire_owned(),
-        )
-        .await
-        {
-            Ok(Ok(p)) => p,
-            _ => return unasked("too many surveys in flight on this node".into()),
         };
         let started = tokio::time::Instant::now();
         let id = self.control.next_id.fetch_add(1, Ordering::Relaxed);
@@ -411,6 +436,7 @@ impl RedisEngine {
                 Waiting {
                     left: live.iter().cloned().collect(),
                     answers: Vec::new(),
+                    bytes: 0,
                     done: done.clone(),
                 },
             );
@@ -481,7 +507,34 @@ impl Cluster for RedisEngine {
         if live.is_empty() {
             return Pending::ready(Survey::default());
         }
-        Pending::boxed(self.run_survey(q, live))
+        let busy = |live| {
+            Pending::ready(Survey {
+                answers: Vec::new(),
+                missing: live,
+                problem: Some("too many surveys in flight on this node".into()),
+            })
+        };
+        if let Ok(permit) = self.control.surveys.clone().try_acquire_owned() {
+            return Pending::boxed(self.run_survey(q, live, permit));
+        }
+        // A RESP survey parks its connection's thread: at most
+        // SURVEYS_QUEUED wait for a slot, the rest are answered at once.
+        let queued = &self.control.queued;
+        if queued.fetch_add(1, Ordering::Relaxed) >= SURVEYS_QUEUED {
+            queued.fetch_sub(1, Ordering::Relaxed);
+            return busy(live);
+        }
+        let waiting = Queued(queued);
+        Pending::boxed(async move {
+            let slot =
+                tokio::time::timeout(SURVEY_TIMEOUT, self.control.surveys.clone().acquire_owned())
+                    .await;
+            drop(waiting);
+            match slot {
+                Ok(Ok(permit)) => self.run_survey(q, live, permit).await,
+                _ => busy(live).await,
+            }
+        })
     }
 }
 

@@ -108,8 +108,9 @@ pub struct RedisEngine {
     /// may have restarted (perhaps from an older snapshot), so the next
     /// history write reads them first ([`RedisEngine::verify_run`]).
     run_unverified: AtomicBool,
-    /// Presence entries this node holds: channel → clients (refreshed).
-    joined: Mutex<HashMap<Bytes, HashSet<ClientId>>>,
+    /// Presence entries this node holds: channel → clients (refreshed,
+    /// and put back when another node expired them meanwhile).
+    joined: Mutex<HashMap<Bytes, HashMap<ClientId, crate::hub::presence::PresenceEntry>>>,
     healthy: AtomicBool,
     /// Cluster: every node's registered patterns, as last read.
     patterns: Mutex<Vec<Vec<u8>>>,

@@ -63,22 +63,26 @@ impl RedisEngine {
     }
 
     /// Keeps this node's presence entries alive and removes entries whose
-    /// node stopped refreshing them, pushing their leaves.
+    /// node stopped refreshing them, pushing their leaves. An entry of this
+    /// node that another node expired meanwhile (this one stalled or was cut
+    /// off from Redis for longer than the TTL) is put back, with a join
+    /// when it is the user's first connection again: its client is still
+    /// connected here.
     pub(super) async fn refresh_presence(&self) -> Result<(), EngineError> {
-        let joined: Vec<(Bytes, Vec<ClientId>)> = self
+        let joined: Vec<(Bytes, Vec<PresenceEntry>)> = self
             .joined
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .iter()
-            .map(|(c, set)| (c.clone(), set.iter().copied().collect()))
+            .map(|(c, set)| (c.clone(), set.values().cloned().collect()))
             .collect();
         let now = crate::hub::now_ms();
         let ttl = self.opts.presence_ttl.as_millis() as u64;
         // A channel whose master is unreachable (a dead Cluster shard) does
         // not keep the others from being refreshed.
         let mut first_err = None;
-        for (channel, clients) in joined {
-            if let Err(e) = self.refresh_channel(&channel, &clients, now, ttl).await {
+        for (channel, entries) in joined {
+            if let Err(e) = self.refresh_channel(&channel, &entries, now, ttl).await {
                 first_err.get_or_insert(e);
             }
         }
@@ -88,26 +92,46 @@ impl RedisEngine {
     async fn refresh_channel(
         &self,
         channel: &Bytes,
-        clients: &[ClientId],
+        entries: &[PresenceEntry],
         now: u64,
         ttl: u64,
     ) -> Result<(), EngineError> {
         let keys = self.presence_keys(channel);
         let mut pipe = redis::pipe();
-        for c in clients {
+        for e in entries {
+            // CH: 0 when the member is gone (XX adds nothing).
             pipe.cmd("ZADD")
                 .arg(&keys[2])
                 .arg("XX")
+                .arg("CH")
                 .arg(now + ttl)
-                .arg(self.member(*c))
-                .ignore();
+                .arg(self.member(e.client));
         }
         for k in &keys {
             pipe.cmd("PEXPIRE").arg(k).arg(ttl).ignore();
         }
-        pipe.query_async::<()>(&mut self.conn())
+        let changed: Vec<i64> = pipe
+            .query_async(&mut self.conn())
             .await
             .map_err(|e| self.failed(e))?;
+        for (e, n) in entries.iter().zip(&changed) {
+            let still = || {
+                self.joined
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .get(channel)
+                    .is_some_and(|m| m.contains_key(&e.client))
+            };
+            if *n == 0 && still() && self.join_entry(channel, e).await? == 1 {
+                let ev = PresenceEvent {
+                    kind: PresenceEventKind::Join,
+                    user: e.user.clone(),
+                    client: e.client,
+                    info: e.info.clone(),
+                };
+                self.send_event(channel.clone(), ev).await?;
+            }
+        }
         let expired: Vec<String> = self
             .expired
             .key(&keys[2])
@@ -130,6 +154,25 @@ impl RedisEngine {
             }
         }
         Ok(())
+    }
+
+    /// Runs the join script for `entry`: 1 when the user's first
+    /// connection, 0 otherwise, -1 when already present.
+    async fn join_entry(&self, channel: &[u8], entry: &PresenceEntry) -> Result<i64, EngineError> {
+        let keys = self.presence_keys(channel);
+        let ttl = self.opts.presence_ttl.as_millis() as u64;
+        self.join
+            .key(&keys[0])
+            .key(&keys[1])
+            .key(&keys[2])
+            .arg(self.member(entry.client))
+            .arg(encode_entry(entry))
+            .arg(&entry.user)
+            .arg(crate::hub::now_ms() + ttl)
+            .arg(ttl)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(|e| self.failed(e))
     }
 
     pub(super) async fn leave_members(
@@ -224,28 +267,13 @@ impl PresenceStore for RedisEngine {
     ) -> Pending<'_, Result<bool, EngineError>> {
         let channel = channel.clone();
         Pending::boxed(async move {
-            let keys = self.presence_keys(&channel);
-            let ttl = self.opts.presence_ttl.as_millis() as u64;
-            let client = entry.client;
-            let r: i64 = self
-                .join
-                .key(&keys[0])
-                .key(&keys[1])
-                .key(&keys[2])
-                .arg(self.member(client))
-                .arg(encode_entry(&entry))
-                .arg(&entry.user)
-                .arg(crate::hub::now_ms() + ttl)
-                .arg(ttl)
-                .invoke_async(&mut self.conn())
-                .await
-                .map_err(|e| self.failed(e))?;
+            let r = self.join_entry(&channel, &entry).await?;
             self.joined
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .entry(channel)
                 .or_default()
-                .insert(client);
+                .insert(entry.client, entry);
             Ok(r == 1)
         })
     }
