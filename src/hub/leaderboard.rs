@@ -35,7 +35,15 @@ struct State {
     watchers: HashMap<Bytes, Vec<Watcher>>,
     /// The top N last published on `__leaderboard__:K`.
     last_published: HashMap<Bytes, Vec<Entry>>,
+    /// Polled sources: boards that had entries at their last read.
+    hot: HashSet<Bytes>,
+    /// Polled sources: where the next tick's share of the other boards
+    /// starts.
+    cold_cursor: usize,
 }
+
+/// Empty (or never read) boards a polled source re-reads per tick.
+pub const COLD_PER_TICK: usize = 256;
 
 /// Every live leaderboard.
 #[derive(Default)]
@@ -60,13 +68,48 @@ impl Leaderboards {
         self.lock().dirty.insert(key.clone());
     }
 
-    /// Marks every watched key as changed (for a source that cannot say
-    /// what changed: its boards are re-read each tick, and `deliver`
-    /// pushes only views that really changed).
-    pub fn mark_watched(&self) {
+    /// The keys watched now.
+    pub fn watched(&self) -> Vec<Bytes> {
+        self.lock().watchers.keys().cloned().collect()
+    }
+
+    /// Picks the boards a polled source re-reads this tick, from those
+    /// `followed`, and marks them: every board that had entries at its
+    /// last read, and at most [`COLD_PER_TICK`] of the empty or never-read
+    /// ones, in turn. So boards made up by the thousand (a client may
+    /// follow any name) cost a bounded number of reads per tick and never
+    /// delay the real ones; a board that gets its first entries is seen
+    /// within `cold / COLD_PER_TICK` ticks.
+    pub fn mark_polled(&self, followed: Vec<Bytes>) {
         let mut st = self.lock();
-        let keys: Vec<Bytes> = st.watchers.keys().cloned().collect();
-        st.dirty.extend(keys);
+        let followed: HashSet<Bytes> = followed.into_iter().collect();
+        st.hot.retain(|k| followed.contains(k));
+        let mut cold: Vec<Bytes> = followed
+            .into_iter()
+            .filter(|k| !st.hot.contains(k))
+            .collect();
+        cold.sort_unstable();
+        let hot: Vec<Bytes> = st.hot.iter().cloned().collect();
+        st.dirty.extend(hot);
+        if !cold.is_empty() {
+            let start = st.cold_cursor % cold.len();
+            let take = cold.len().min(COLD_PER_TICK);
+            for i in 0..take {
+                let k = cold[(start + i) % cold.len()].clone();
+                st.dirty.insert(k);
+            }
+            st.cold_cursor = (start + take) % cold.len();
+        }
+    }
+
+    /// Notes what a polled read of `key` found (entries or none).
+    pub fn note_read(&self, key: &Bytes, has_entries: bool) {
+        let mut st = self.lock();
+        if has_entries {
+            st.hot.insert(key.clone());
+        } else {
+            st.hot.remove(key);
+        }
     }
 
     /// Adds (or replaces) a watcher, remembering `initial` as what it has.

@@ -901,14 +901,15 @@ impl Hub {
         }
         let polled = self.engine.leaderboards.polled();
         if polled {
-            self.watchers.mark_watched();
-            for channel in self
-                .registry
-                .channels(Space::Global, Some(b"__leaderboard__:*"))
-            {
-                self.watchers
-                    .mark(&channel.slice(leaderboard::leaderboard_channel(b"").len()..));
-            }
+            let prefix = leaderboard::leaderboard_channel(b"").len();
+            let mut followed = self.watchers.watched();
+            followed.extend(
+                self.registry
+                    .channels(Space::Global, Some(b"__leaderboard__:*"))
+                    .into_iter()
+                    .map(|c| c.slice(prefix..)),
+            );
+            self.watchers.mark_polled(followed);
         }
         for (key, watch_top) in self.watchers.take_dirty() {
             let channel = leaderboard::leaderboard_channel(&key);
@@ -919,6 +920,9 @@ impl Hub {
                 continue;
             }
             let (entries, _) = self.leaderboard_top(&key, n, None);
+            if polled {
+                self.watchers.note_read(&key, !entries.is_empty());
+            }
             if watch_top > 0 {
                 self.watchers.deliver(&key, &entries, |user| {
                     self.leaderboard_top(&key, 0, Some(user)).1
