@@ -395,7 +395,7 @@ impl RedisEngine {
                 .invoke_async::<i64>(&mut self.conn())
                 .await
                 .map(drop)
-                .map_err(|e| self.failed(e));
+                .map_err(|e| self.failed_write(e));
         }
         redis::cmd(self.publish_cmd())
             .arg(name)
