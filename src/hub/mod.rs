@@ -553,31 +553,18 @@ impl Hub {
         &self,
         items: Vec<(Bytes, Bytes)>,
     ) -> Vec<Result<Published, EngineError>> {
-        // Group by channel, keeping each channel's order.
-        let mut groups: Vec<(Bytes, Vec<(usize, Bytes)>)> = Vec::new();
-        for (i, (channel, payload)) in items.into_iter().enumerate() {
-            match groups.iter_mut().find(|(c, _)| *c == channel) {
-                Some((_, g)) => g.push((i, payload)),
-                None => groups.push((channel, vec![(i, payload)])),
-            }
-        }
-        let n: usize = groups.iter().map(|(_, g)| g.len()).sum();
-        let chains = groups.into_iter().map(|(channel, group)| {
-            let history = self.history_options(&channel);
-            async move {
-                let (index, payloads): (Vec<usize>, Vec<Bytes>) = group.into_iter().unzip();
-                let done = self
-                    .engine
-                    .broker
-                    .publish_many(channel, payloads, history)
-                    .await;
-                index.into_iter().zip(done).collect::<Vec<_>>()
-            }
-        });
-        let done = engine::Pending::boxed(futures_util::future::join_all(chains)).wait();
+        let items: Vec<(Bytes, Bytes, Option<engine::HistoryOptions>)> = items
+            .into_iter()
+            .map(|(c, p)| {
+                let h = self.history_options(&c);
+                (c, p, h)
+            })
+            .collect();
+        let n = items.len();
+        let done = self.engine.broker.publish_mixed(items).wait();
         let mut results: Vec<Option<Result<Published, EngineError>>> =
             (0..n).map(|_| None).collect();
-        for (i, r) in done.into_iter().flatten() {
+        for (i, r) in done.into_iter().enumerate().take(n) {
             if let Ok(p) = &r {
                 self.count(p.receivers);
             }

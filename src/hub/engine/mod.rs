@@ -318,6 +318,45 @@ pub trait Broker: Send + Sync + 'static {
         })
     }
 
+    /// Publishes a client's pipelined `(channel, payload, history)`s and
+    /// returns each one's outcome in the order given: each channel's in
+    /// order ([`Broker::publish_many`]), distinct channels overlapping.
+    fn publish_mixed(
+        &self,
+        items: Vec<(Bytes, Bytes, Option<HistoryOptions>)>,
+    ) -> Pending<'_, Vec<Result<Published, EngineError>>> {
+        Pending::boxed(async move {
+            let n = items.len();
+            // Group by channel, keeping each channel's order.
+            let mut groups: Vec<(Bytes, Option<HistoryOptions>, Vec<(usize, Bytes)>)> = Vec::new();
+            for (i, (channel, payload, history)) in items.into_iter().enumerate() {
+                match groups.iter_mut().find(|(c, _, _)| *c == channel) {
+                    Some((_, _, g)) => g.push((i, payload)),
+                    None => groups.push((channel, history, vec![(i, payload)])),
+                }
+            }
+            let chains = groups
+                .into_iter()
+                .map(|(channel, history, group)| async move {
+                    let (index, payloads): (Vec<usize>, Vec<Bytes>) = group.into_iter().unzip();
+                    let done = self.publish_many(channel, payloads, history).await;
+                    index.into_iter().zip(done).collect::<Vec<_>>()
+                });
+            let mut out: Vec<Option<Result<Published, EngineError>>> =
+                (0..n).map(|_| None).collect();
+            for (i, r) in futures_util::future::join_all(chains)
+                .await
+                .into_iter()
+                .flatten()
+            {
+                out[i] = Some(r);
+            }
+            out.into_iter()
+                .map(|r| r.unwrap_or_else(|| Err(EngineError::Unavailable("publish lost".into()))))
+                .collect()
+        })
+    }
+
     /// True when publishes to distinct channels may be in flight together
     /// (a broker over a network, whose calls are round trips): the hub then
     /// overlaps a client's pipelined publishes to several channels instead

@@ -462,6 +462,157 @@ impl RedisEngine {
 }
 
 impl RedisEngine {
+    /// A client's pipelined publishes, to any channels, as one Redis
+    /// pipeline in the order given (one write, one round trip: Redis runs
+    /// them in that order, so each channel's order holds): the history
+    /// script for channels with history, a publish (and, on Cluster, a
+    /// pattern copy) for the others. Scripts Redis lost (`NOSCRIPT`: those
+    /// did not run) are loaded and those publishes sent again, in order.
+    async fn publish_pipeline(
+        &self,
+        items: Vec<(Bytes, Bytes, Option<HistoryOptions>)>,
+    ) -> Vec<Result<Published, EngineError>> {
+        let n = items.len();
+        let fail = |e: EngineError| (0..n).map(|_| Err(e.clone())).collect::<Vec<_>>();
+        if self.link.is_sentinel() {
+            // Plain publishes go through a script there (a demoted master
+            // refuses it): one by one, as publish_one does.
+            let mut out = Vec::with_capacity(n);
+            for (c, p, h) in items {
+                out.push(self.publish_one(c, p, h).await);
+            }
+            return out;
+        }
+        if let Err(e) = self.link.fenced() {
+            return fail(e);
+        }
+        if items.iter().any(|(_, _, h)| h.is_some()) {
+            if let Err(e) = self.verify_run().await {
+                return fail(e);
+            }
+        }
+        let handler = self.handler.get().cloned();
+        // Per item: its first reply's index, and whether it is a script.
+        let mut at: Vec<(usize, bool)> = Vec::with_capacity(n);
+        let mut receivers = Vec::with_capacity(n);
+        let mut pipe = redis::pipe();
+        pipe.ignore_errors();
+        let mut replies = 0usize;
+        let script_args = |pipe: &mut redis::Pipeline, c: &Bytes, p: &Bytes, o: &HistoryOptions| {
+            let stream = self.key("history", c);
+            let run = self.run_id(&stream);
+            pipe.cmd("EVALSHA")
+                .arg(self.publish.get_hash())
+                .arg(2)
+                .arg(stream)
+                .arg(self.key("meta", c))
+                .arg(&p[..])
+                .arg(o.size)
+                .arg(o.ttl_ms)
+                .arg(Self::new_epoch())
+                .arg(run)
+                .arg(self.channel_name("ch", c))
+                .arg(self.publish_cmd())
+                .arg(self.pattern_copy(c).unwrap_or_default());
+        };
+        for (c, p, h) in &items {
+            receivers.push(handler.as_ref().map_or(0, |h| h.receivers(c)));
+            at.push((replies, h.is_some()));
+            match h {
+                Some(o) => {
+                    script_args(&mut pipe, c, p, o);
+                    replies += 1;
+                }
+                None => {
+                    let mut frame = Vec::with_capacity(p.len() + 1);
+                    frame.push(b'm');
+                    frame.extend_from_slice(p);
+                    if let Some(plain) = self.pattern_copy(c) {
+                        pipe.cmd("PUBLISH").arg(plain).arg(&frame[..]).ignore();
+                    }
+                    pipe.cmd(self.publish_cmd())
+                        .arg(self.channel_name("ch", c))
+                        .arg(frame);
+                    replies += 1;
+                }
+            }
+        }
+        let r: redis::RedisResult<Vec<redis::RedisResult<redis::Value>>> =
+            pipe.query_async(&mut self.conn()).await;
+        let mut results = match r {
+            Ok(v) => v,
+            Err(e) => return fail(self.failed_write(e)),
+        };
+        let noscript = |r: &redis::RedisResult<redis::Value>| matches!(r, Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript));
+        let lost: Vec<usize> = (0..n)
+            .filter(|&i| at[i].1 && results.get(at[i].0).is_some_and(noscript))
+            .collect();
+        if !lost.is_empty() {
+            // Redis lost its scripts (a restart, SCRIPT FLUSH): load, then
+            // send those publishes again, in order.
+            let load: redis::RedisResult<String> = redis::cmd("SCRIPT")
+                .arg("LOAD")
+                .arg(PUBLISH_SCRIPT)
+                .query_async(&mut self.conn())
+                .await;
+            if let Err(e) = load {
+                let e = self.failed_write(e);
+                for &i in &lost {
+                    results[at[i].0] = Err(redis::RedisError::from((
+                        redis::ErrorKind::Io,
+                        "script reload failed",
+                        e.to_string(),
+                    )));
+                }
+            } else {
+                let mut again = redis::pipe();
+                again.ignore_errors();
+                for &i in &lost {
+                    let (c, p, h) = &items[i];
+                    if let Some(o) = h {
+                        script_args(&mut again, c, p, o);
+                    }
+                }
+                let r: redis::RedisResult<Vec<redis::RedisResult<redis::Value>>> =
+                    again.query_async(&mut self.conn()).await;
+                match r {
+                    Ok(v) => {
+                        for (&i, r) in lost.iter().zip(v) {
+                            results[at[i].0] = r;
+                        }
+                    }
+                    Err(e) => return fail(self.failed_write(e)),
+                }
+            }
+        }
+        (0..n)
+            .map(|i| {
+                let (c, _, h) = &items[i];
+                let r = results
+                    .get_mut(at[i].0)
+                    .map(|r| std::mem::replace(r, Ok(redis::Value::Nil)))
+                    .unwrap_or(Ok(redis::Value::Nil));
+                match r {
+                    Err(e) => Err(self.failed_on(c, self.failed_write(e))),
+                    Ok(v) if h.is_some() => match redis::from_redis_value::<(u64, String)>(v) {
+                        Ok((top, epoch)) => Ok(Published {
+                            receivers: receivers[i],
+                            position: Some(Position {
+                                offset: top,
+                                epoch: epoch.parse().unwrap_or(0),
+                            }),
+                        }),
+                        Err(e) => Err(EngineError::Unknown(e.to_string())),
+                    },
+                    Ok(_) => Ok(Published {
+                        receivers: receivers[i],
+                        position: None,
+                    }),
+                }
+            })
+            .collect()
+    }
+
     /// Several publishes to one channel with history, in order, in one
     /// round trip: the history script once per payload, pipelined on the
     /// shared connection (Redis runs them in the order sent). The script is
@@ -582,6 +733,13 @@ impl Broker for RedisEngine {
 
     fn pipelines(&self) -> bool {
         true
+    }
+
+    fn publish_mixed(
+        &self,
+        items: Vec<(Bytes, Bytes, Option<HistoryOptions>)>,
+    ) -> Pending<'_, Vec<Result<Published, EngineError>>> {
+        Pending::boxed(self.publish_pipeline(items))
     }
 
     fn publish_many(
