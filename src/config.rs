@@ -292,7 +292,7 @@ pub struct Options {
     /// once, once authentication is configured; past it the upgrade or
     /// `GET /sse` gets 429 (code 106). Without `--trusted-proxies`, all
     /// clients behind a reverse proxy share its address. 0 = unlimited.
-    /// [default: 0]
+    /// [default: 1000 with `--trusted-proxies`, else 0]
     #[arg(long, env = "HERALD_MAX_CONNECTIONS_PER_CLIENT", value_name = "N")]
     pub max_connections_per_client: Option<u32>,
 
@@ -308,6 +308,40 @@ pub struct Options {
         value_name = "CIDRS"
     )]
     pub trusted_proxies: Option<Vec<String>>,
+
+    /// Failed authentications (a wrong password or API key, a refused
+    /// JWT) one client address may make per second, over RESP, WebSocket,
+    /// SSE and the HTTP API together. Past its burst an attempt is refused
+    /// at once, unchecked (RESP `-ERR`, WebSocket 107 then 3007, HTTP
+    /// 429); a successful one costs nothing. 0 = unlimited. [default: 1]
+    #[arg(long, env = "HERALD_AUTH_FAILURE_RATE", value_name = "N")]
+    pub auth_failure_rate: Option<u32>,
+
+    /// Failed authentications one client address may make at once before
+    /// `--auth-failure-rate` applies. [default: 10]
+    #[arg(long, env = "HERALD_AUTH_FAILURE_BURST", value_name = "N")]
+    pub auth_failure_burst: Option<u32>,
+
+    /// Reads (`history`, `presence`, `presence_stats`, `ping` and
+    /// `refresh` of WebSocket and SSE sessions; `/api/history` and
+    /// `/api/presence` without an API key) one client address may make
+    /// per second; past it WebSocket error 107, HTTP 429. 0 = unlimited.
+    /// [default: 100]
+    #[arg(long, env = "HERALD_READ_RATE", value_name = "N")]
+    pub read_rate: Option<u32>,
+
+    /// Reads one client address may make at once before `--read-rate`
+    /// applies. [default: 200]
+    #[arg(long, env = "HERALD_READ_BURST", value_name = "N")]
+    pub read_burst: Option<u32>,
+
+    /// The share of `--output-buffer-global-limit` one client address's
+    /// connections may hold together (password RESP clients count only in
+    /// the global limit). Past it the address's large WebSocket replies
+    /// get 109, and a delivery or RESP reply that does not fit closes its
+    /// connection. 0 = no share. [default: a quarter of the global limit]
+    #[arg(long, env = "HERALD_OUTPUT_BUFFER_CLIENT_LIMIT", value_name = "SIZE")]
+    pub output_buffer_client_limit: Option<ByteSize>,
 
     /// Global cap on history memory; past it the oldest history entries
     /// across all channels are evicted first. [default: 256mb]
@@ -474,6 +508,13 @@ pub struct Config {
     pub max_connections_per_client: u32,
     /// `--trusted-proxies`.
     pub trusted_proxies: Vec<crate::rate::Cidr>,
+    /// Failed authentications per client address (`--auth-failure-rate`,
+    /// `--auth-failure-burst`).
+    pub auth_failure_limit: crate::rate::RateLimit,
+    /// Reads per client address (`--read-rate`, `--read-burst`).
+    pub read_limit: crate::rate::RateLimit,
+    /// One address's share of the global output budget (0: none).
+    pub output_buffer_client_limit: usize,
     pub history_max_memory: usize,
     pub recovery_max_messages: usize,
     pub leaderboard_interval: Duration,
@@ -546,6 +587,7 @@ impl Config {
         crate::hub::HubConfig {
             history_max_memory: self.history_max_memory,
             output_buffer_global_limit: self.output_buffer_global_limit,
+            output_buffer_client_limit: self.output_buffer_client_limit,
             max_untrusted_patterns: self.max_untrusted_patterns,
             // Room for every connection the server admits, and more.
             client_addresses: self
@@ -702,6 +744,11 @@ impl Options {
             proxy_connect_burst,
             max_connections_per_client,
             trusted_proxies,
+            auth_failure_rate,
+            auth_failure_burst,
+            read_rate,
+            read_burst,
+            output_buffer_client_limit,
             history_max_memory,
             recovery_max_messages,
             leaderboard_interval,
@@ -734,6 +781,15 @@ impl Options {
         };
         let empty = |s: Option<String>| s.filter(|s| !s.is_empty());
         let max_connections = self.max_connections.unwrap_or(10_000);
+        let trusted_proxies: Vec<crate::rate::Cidr> = self
+            .trusted_proxies
+            .unwrap_or_default()
+            .iter()
+            .filter(|s| !s.trim().is_empty())
+            .map(|s| s.parse())
+            .collect::<Result<_, String>>()
+            .map_err(|e| ConfigError::Invalid(format!("trusted_proxies: {e}")))?;
+        let output_buffer_global_limit = size(self.output_buffer_global_limit, 512 << 20)?;
         let mut cfg = Config {
             resp_addr: self
                 .resp_addr
@@ -782,15 +838,25 @@ impl Options {
                 rate: self.proxy_connect_rate.unwrap_or(10),
                 burst: self.proxy_connect_burst.unwrap_or(100),
             },
-            max_connections_per_client: self.max_connections_per_client.unwrap_or(0),
-            trusted_proxies: self
-                .trusted_proxies
-                .unwrap_or_default()
-                .iter()
-                .filter(|s| !s.trim().is_empty())
-                .map(|s| s.parse())
-                .collect::<Result<_, String>>()
-                .map_err(|e| ConfigError::Invalid(format!("trusted_proxies: {e}")))?,
+            // Only where addresses are the clients' own (see
+            // docs/security.md): without `--trusted-proxies`, every client
+            // behind a reverse proxy shares one address.
+            max_connections_per_client: self
+                .max_connections_per_client
+                .unwrap_or(if trusted_proxies.is_empty() { 0 } else { 1000 }),
+            trusted_proxies,
+            auth_failure_limit: crate::rate::RateLimit {
+                rate: self.auth_failure_rate.unwrap_or(1),
+                burst: self.auth_failure_burst.unwrap_or(10),
+            },
+            read_limit: crate::rate::RateLimit {
+                rate: self.read_rate.unwrap_or(100),
+                burst: self.read_burst.unwrap_or(200),
+            },
+            output_buffer_client_limit: match self.output_buffer_client_limit {
+                Some(b) => size(Some(b), 0)?,
+                None => output_buffer_global_limit / 4,
+            },
             history_max_memory: size(self.history_max_memory, 256 << 20)?,
             recovery_max_messages: self.recovery_max_messages.unwrap_or(100_000),
             leaderboard_interval: self
@@ -800,7 +866,7 @@ impl Options {
             log: self.log.unwrap_or_else(|| "info".into()),
             namespaces: self.namespaces.unwrap_or_default(),
             default_namespace: NamespaceOptions::default(),
-            output_buffer_global_limit: size(self.output_buffer_global_limit, 512 << 20)?,
+            output_buffer_global_limit,
             auth_timeout: self.auth_timeout.map_or(Duration::from_secs(10), |d| d.0),
             engine: self.engine.unwrap_or_else(|| "memory".into()),
             node_name: self.node_name.unwrap_or_else(default_node_name),
