@@ -314,3 +314,87 @@ async fn reads_are_rate_limited_per_address_over_websocket_and_the_open_api() {
         assert_ne!(status, 429, "{text}");
     }
 }
+
+/// A RESP connection from `src` with a small receive buffer, so that what
+/// it does not read stays in Herald's outbox rather than in the kernel.
+fn slow_reader(addr: SocketAddr, src: [u8; 4]) -> Raw {
+    let c = Raw::connect_from(addr, src);
+    socket2::SockRef::from(&c.stream)
+        .set_recv_buffer_size(4096)
+        .unwrap();
+    c
+}
+
+/// Six subscribers of 127.0.0.1 that never read and one of 127.0.0.2
+/// that reads everything; a backend publishes 200 messages of 64 KiB.
+/// Returns what the reader got and how many of the six were cut off.
+fn hogs_and_a_reader(share: &str) -> (usize, usize) {
+    const N: usize = 200;
+    let h = Herald::start(&[
+        "--requirepass",
+        "pw",
+        "--jwt-hmac-secret",
+        SECRET,
+        "--output-buffer-global-limit",
+        "8mb",
+        "--output-buffer-client-limit",
+        share,
+    ]);
+    let mut hogs: Vec<Raw> = (0..6).map(|_| slow_reader(h.resp, HERE)).collect();
+    for c in &mut hogs {
+        assert_eq!(c.cmd(&[b"AUTH", token("hog").as_bytes()]), b"+OK\r\n");
+        assert!(show(&c.cmd(&[b"SUBSCRIBE", b"big"])).starts_with("*3"));
+    }
+    let mut reader = Raw::connect_from(h.resp, OTHER);
+    assert_eq!(reader.cmd(&[b"AUTH", token("r").as_bytes()]), b"+OK\r\n");
+    assert!(show(&reader.cmd(&[b"SUBSCRIBE", b"big"])).starts_with("*3"));
+    let payload = vec![b'x'; 64 * 1024];
+    // Every message, read raw as fast as it comes.
+    let frame = 4 + (4 + 7 + 2) + (4 + 3 + 2) + (8 + payload.len() + 2);
+    let got = std::thread::spawn(move || {
+        let mut chunk = vec![0u8; 1 << 20];
+        let mut total = 0;
+        while total < N * frame {
+            match reader.stream.read(&mut chunk) {
+                Ok(0) => break,
+                Ok(n) => total += n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
+                Err(_) => break,
+            }
+        }
+        (total / frame, reader)
+    });
+    let mut b = Raw::backend(h.resp, "pw");
+    for _ in 0..N {
+        assert!(show(&b.cmd(&[b"PUBLISH", b"big", &payload])).starts_with(':'));
+    }
+    let (got, _reader) = got.join().unwrap();
+    // The hogs that were cut off left the channel (their sockets may
+    // still trickle out what the kernel holds).
+    let r = show(&b.cmd(&[b"PUBSUB", b"NUMSUB", b"big"]));
+    let subscribers: usize = r
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .trim_end_matches("\\r\\n")
+        .parse()
+        .unwrap();
+    drop(hogs);
+    let cut = 6 + usize::from(got == N) - subscribers.min(7);
+    (got, cut)
+}
+
+/// One address whose subscribers never read fills at most its share of
+/// `--output-buffer-global-limit`: its connections are cut off there, and
+/// another address's subscriber gets every message. Without the share they
+/// could hold the whole budget, and other clients' deliveries failed.
+#[test]
+fn one_address_fills_only_its_share_of_the_global_output_budget() {
+    let (got, cut) = hogs_and_a_reader("2mb");
+    eprintln!("share 2 MiB of 8: the reader got {got} of 200, {cut} of 6 hogs cut off");
+    assert_eq!(got, 200, "the other address's subscriber");
+    assert_eq!(cut, 6);
+    let (got, cut) = hogs_and_a_reader("0");
+    eprintln!("no share: the reader got {got} of 200, {cut} of 6 hogs cut off");
+}

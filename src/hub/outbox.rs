@@ -805,6 +805,45 @@ mod tests {
     }
 
     #[test]
+    fn an_address_share_holds_its_outboxes_and_password_clients_leave_it() {
+        const S: usize = BUDGET_STEP;
+        let limits = OutputLimits {
+            hard_bytes: 0,
+            soft_bytes: 0,
+            soft_duration: Duration::ZERO,
+        };
+        let global = OutputBudget::new(8 * S);
+        let here = OutputBudget::share_of(&global, 2 * S);
+        let there = OutputBudget::share_of(&global, 2 * S);
+        assert!(Arc::ptr_eq(here.global(), &global));
+        let x = Arc::new(Outbox::with_budget(limits, here.clone()));
+        let y = Arc::new(Outbox::with_budget(limits, here.clone()));
+        assert!(x.push(b(S)) && y.push(b(S)));
+        assert_eq!((here.used(), global.used()), (2 * S, 2 * S));
+        assert!(!x.budget_has_room(S) && global.fits(S));
+        // Past the address's share (the global budget has room): closed
+        // as past the global budget, and its bytes given back.
+        assert!(!y.push(b(S)));
+        assert_eq!(y.overflowed(), Some(Overflow::Global));
+        assert_eq!((here.used(), global.used()), (S, S));
+        // Another address is unaffected.
+        let z = Arc::new(Outbox::with_budget(limits, there.clone()));
+        assert!(z.push(b(2 * S)));
+        assert_eq!((there.used(), global.used()), (2 * S, 3 * S));
+        // A client that authenticates with the password moves its bytes
+        // to the global budget alone, and may then go past the share.
+        z.set_budget(global.clone());
+        assert_eq!((there.used(), global.used()), (0, 3 * S));
+        assert!(z.push(b(3 * S)));
+        assert_eq!((there.used(), global.used()), (0, 6 * S));
+        z.written(5 * S);
+        z.set_budget(there.clone());
+        assert_eq!((there.used(), global.used()), (0, S));
+        drop((x, z));
+        assert_eq!((here.used(), there.used(), global.used()), (0, 0, 0));
+    }
+
+    #[test]
     fn a_reply_past_the_budget_closes_a_stream_outbox() {
         const S: usize = BUDGET_STEP;
         let budget = OutputBudget::new(4 * S);
