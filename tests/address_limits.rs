@@ -171,6 +171,7 @@ async fn websocket_sse_and_api_failures_share_the_budget_of_their_address() {
     let (status, text) = http(h.http, HERE, "/api/channels", "X-API-Key: KEY\r\n");
     assert_eq!(status, 429, "{text}");
     assert!(text.contains("retry-after: "), "{text}");
+    assert!(text.contains("too many failed authentications"), "{text}");
     let (_, text) = http(h.http, HERE, &format!("/sse?token={}", token("u")), "");
     assert!(text.contains("3007"), "{text}");
     // Another address: its own budget.
@@ -297,6 +298,7 @@ async fn reads_are_rate_limited_per_address_over_websocket_and_the_open_api() {
     let (status, text) = http(open.http, HERE, "/api/history/x", "");
     assert_eq!(status, 429, "{text}");
     assert!(text.contains("\"code\":107"), "{text}");
+    assert!(text.contains("too many reads"), "{text}");
     assert_ne!(http(open.http, OTHER, "/api/history/x", "").0, 429);
     // Callers with the API key are backends: not limited.
     let keyed = Herald::start(&[

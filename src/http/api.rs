@@ -60,6 +60,7 @@ fn check_key(
     });
     let r = checked.unwrap_or_else(|wait| {
         Err(ApiError::RateLimited {
+            what: "failed authentications",
             retry_after: crate::rate::retry_secs(wait),
         })
     });
@@ -83,6 +84,7 @@ fn take_read(st: &AppState, peer: &Peer, headers: &HeaderMap, keyed: bool) -> Re
         Ok(())
     } else {
         Err(ApiError::RateLimited {
+            what: "reads",
             retry_after: crate::rate::retry_secs(std::time::Duration::from_secs(1) / limit.rate),
         })
     }
