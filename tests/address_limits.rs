@@ -193,6 +193,24 @@ async fn websocket_sse_and_api_failures_share_the_budget_of_their_address() {
     assert_eq!(r["error"]["code"], 107, "{r}");
     let r = ws_call(&mut ws, 10, json!({"op": "ping"})).await;
     assert_eq!(r["result"], json!({}), "{r}");
+    // So does a forged subscription token.
+    let mut ws = ws_connect_from(h.http, Some(&token("s")), [127, 0, 0, 4]).await;
+    let sub =
+        |id: u64, t: String| json!({"id": id, "op": "subscribe", "channel": "p:1", "token": t});
+    let good = hs256(
+        json!({"sub": "s", "channel": "p:1", "exp": unix_now() + 600}),
+        SECRET,
+    );
+    for i in 0..3 {
+        let forged = hs256(
+            json!({"sub": "s", "channel": "p:1", "exp": unix_now() + 600}),
+            "x",
+        );
+        let r = ws_call(&mut ws, i, sub(i, forged)).await;
+        assert_eq!(r["error"]["code"], 102, "{r}");
+    }
+    let r = ws_call(&mut ws, 5, sub(5, good)).await;
+    assert_eq!(r["error"]["code"], 107, "{r}");
 }
 
 fn publish(c: &mut Raw, ch: &str) -> String {

@@ -209,7 +209,7 @@ impl Session {
 
     /// Answers 107 to a token not checked: the address spent its budget
     /// of failed authentications (`--auth-failure-rate`).
-    fn auth_rate_error(&self, id: &Value, wait: std::time::Duration) {
+    pub(super) fn auth_rate_error(&self, id: &Value, wait: std::time::Duration) {
         Stats::add(&self.st.hub.stats().auth_failures, 1);
         self.error(
             id,
