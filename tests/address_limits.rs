@@ -96,6 +96,13 @@ fn failed_resp_authentications_are_limited_per_address_and_successes_cost_nothin
     // One more attempt a second.
     std::thread::sleep(Duration::from_millis(1100));
     assert_eq!(c2.cmd(&[b"AUTH", b"pw"]), b"+OK\r\n");
+    // An open server has no secret to guess: Redis's answer every time.
+    let open = Herald::start(&[]);
+    let mut c = Raw::connect(open.resp);
+    for _ in 0..20 {
+        let r = show(&c.cmd(&[b"AUTH", b"x"]));
+        assert!(r.starts_with("-ERR AUTH <password> called without"), "{r}");
+    }
 }
 
 /// Wrong passwords checked per second from one address, pipelined 100 at
