@@ -640,6 +640,15 @@ impl Config {
             || self.proxy_connect_url.is_some()
     }
 
+    /// The budget of failed authentications per client address: none on
+    /// an open server, which has no secret to guess.
+    pub fn auth_budget(&self) -> crate::rate::RateLimit {
+        match self.has_auth() {
+            true => self.auth_failure_limit,
+            false => crate::rate::RateLimit { rate: 0, burst: 0 },
+        }
+    }
+
     /// The hooks' URLs are plain http:// URLs with a host, the timeout is
     /// usable, and every namespace that sends its subscribes or publishes
     /// to the app has the hook's URL: a namespace whose hook is missing

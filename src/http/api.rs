@@ -50,7 +50,7 @@ fn check_key(
     key: &str,
 ) -> Result<(), ApiError> {
     let client = crate::ws::client_of(st, peer.as_deref(), headers);
-    let limit = st.cfg.auth_failure_limit;
+    let limit = st.cfg.auth_budget();
     let checked = client.authenticate(limit, || {
         if given.is_some_and(|g| constant_time_eq(g, key.as_bytes())) {
             Ok(())

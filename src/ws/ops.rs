@@ -294,7 +294,7 @@ impl Session {
                     // anonymous would let a forged or expired token through
                     // to whatever anonymous clients may use, and would hide
                     // the failure from clients that do not read the reply.
-                    let limit = self.st.cfg.auth_failure_limit;
+                    let limit = self.st.cfg.auth_budget();
                     let checked = self
                         .client
                         .authenticate(limit, || self.st.auth.verify_token(token));
@@ -342,7 +342,7 @@ impl Session {
                 if !self.take_read(id) {
                     return Step::Read;
                 }
-                let limit = self.st.cfg.auth_failure_limit;
+                let limit = self.st.cfg.auth_budget();
                 let checked = self
                     .client
                     .authenticate(limit, || self.st.auth.verify_token(&a.token));

@@ -396,7 +396,7 @@ impl Session {
                 None
             }
         };
-        let limit = s.st.cfg.auth_failure_limit;
+        let limit = s.st.cfg.auth_budget();
         let checked =
             url_token.map(|t| s.client.authenticate(limit, || s.st.auth.verify_token(&t)));
         let refused = match checked {

@@ -89,7 +89,7 @@ impl Session {
         };
         // Within the address's budget of failed authentications, as a
         // connection token.
-        let limit = self.st.cfg.auth_failure_limit;
+        let limit = self.st.cfg.auth_budget();
         let checked = self.client.authenticate(limit, || {
             self.st.auth.verify_subscription_token(token, channel, user)
         });

@@ -178,10 +178,7 @@ fn limited_authenticate(
 ) -> Option<Result<Identity, crate::auth::AuthError>> {
     // An open server has no secret to guess: a client that sends AUTH to
     // it anyway gets Redis's answer every time.
-    let limit = match conn.server.cfg.has_auth() {
-        true => conn.server.cfg.auth_failure_limit,
-        false => crate::rate::RateLimit { rate: 0, burst: 0 },
-    };
+    let limit = conn.server.cfg.auth_budget();
     let client = conn.client.clone();
     match client.authenticate(limit, || authenticate(conn, user, secret)) {
         Ok(r) => Some(r),
