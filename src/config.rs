@@ -339,7 +339,8 @@ pub struct Options {
     /// connections may hold together (password RESP clients count only in
     /// the global limit). Past it the address's large WebSocket replies
     /// get 109, and a delivery or RESP reply that does not fit closes its
-    /// connection. 0 = no share. [default: a quarter of the global limit]
+    /// connection. 0 = no share. [default: a quarter of the global limit,
+    /// at least --output-buffer-hard-limit]
     #[arg(long, env = "HERALD_OUTPUT_BUFFER_CLIENT_LIMIT", value_name = "SIZE")]
     pub output_buffer_client_limit: Option<ByteSize>,
 
@@ -799,6 +800,7 @@ impl Options {
             .collect::<Result<_, String>>()
             .map_err(|e| ConfigError::Invalid(format!("trusted_proxies: {e}")))?;
         let output_buffer_global_limit = size(self.output_buffer_global_limit, 512 << 20)?;
+        let hard_bytes = size(self.output_buffer_hard_limit, 32 << 20)?;
         let mut cfg = Config {
             resp_addr: self
                 .resp_addr
@@ -825,7 +827,7 @@ impl Options {
                 .max_untrusted_patterns_per_client
                 .unwrap_or(100),
             output_limits: OutputLimits {
-                hard_bytes: size(self.output_buffer_hard_limit, 32 << 20)?,
+                hard_bytes,
                 soft_bytes: size(self.output_buffer_soft_limit, 8 << 20)?,
                 soft_duration: self
                     .output_buffer_soft_seconds
@@ -864,7 +866,12 @@ impl Options {
             },
             output_buffer_client_limit: match self.output_buffer_client_limit {
                 Some(b) => size(Some(b), 0)?,
-                None => output_buffer_global_limit / 4,
+                // A quarter, but room for one connection's own hard limit:
+                // a client alone on an idle server gets its reply.
+                None if output_buffer_global_limit == 0 => 0,
+                None => (output_buffer_global_limit / 4)
+                    .max(hard_bytes)
+                    .min(output_buffer_global_limit),
             },
             history_max_memory: size(self.history_max_memory, 256 << 20)?,
             recovery_max_messages: self.recovery_max_messages.unwrap_or(100_000),
