@@ -256,9 +256,10 @@ pub struct Options {
     #[arg(long, env = "HERALD_WS_MAX_MESSAGE_SIZE", value_name = "SIZE")]
     pub ws_max_message_size: Option<ByteSize>,
 
-    /// Publishes WebSocket and SSE sessions may make per second, per
-    /// client address (all its sessions together; at most as many at
-    /// once; 0 = unlimited). [default: 100]
+    /// Publishes clients without the password (WebSocket and SSE
+    /// sessions, RESP clients with a JWT or anonymous) may make per
+    /// second, per client address (all its connections together; at most
+    /// as many at once; 0 = unlimited). [default: 100]
     #[arg(long, env = "HERALD_WS_PUBLISH_RATE", value_name = "N")]
     pub ws_publish_rate: Option<u32>,
 

@@ -704,6 +704,39 @@ mod client_tests {
     }
 
     #[test]
+    fn only_failed_authentications_spend_the_budget() {
+        let c = Client::default();
+        let lim = RateLimit { rate: 1, burst: 3 };
+        let ok = || Ok::<(), ()>(());
+        let bad = || Err::<(), ()>(());
+        for _ in 0..100 {
+            assert_eq!(c.authenticate(lim, ok), Ok(Ok(())), "a success is free");
+        }
+        for _ in 0..3 {
+            assert_eq!(c.authenticate(lim, bad), Ok(Err(())));
+        }
+        // Spent: not even run, a success neither; the wait is under 1 s.
+        let mut ran = false;
+        let wait = c
+            .authenticate(lim, || {
+                ran = true;
+                ok()
+            })
+            .unwrap_err();
+        assert!(!ran);
+        assert!(
+            wait > Duration::ZERO && wait <= Duration::from_secs(1),
+            "{wait:?}"
+        );
+        let off = RateLimit { rate: 0, burst: 0 };
+        assert_eq!(c.authenticate(off, bad), Ok(Err(())), "0: no limit");
+        // Reads have their own bucket.
+        let r = RateLimit { rate: 1, burst: 2 };
+        assert!(c.take_read(r) && c.take_read(r) && !c.take_read(r));
+        assert!(!c.is_idle_at(now_ns()), "spent buckets are remembered");
+    }
+
+    #[test]
     fn connect_refusal_says_when_to_retry() {
         let c = Client::default();
         let lim = RateLimit { rate: 2, burst: 2 };
