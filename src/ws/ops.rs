@@ -407,6 +407,7 @@ impl Session {
                 let ch = a.channel.as_bytes();
                 let ns = self.st.cfg.namespace(ch);
                 if !self.take_read(id) {
+                    // Answered 107.
                 } else if !self.may_read(&a.channel) {
                     Stats::add(&self.st.hub.stats().auth_failures, 1);
                     self.error(id, ErrorCode::PermissionDenied, "permission denied");
