@@ -9,7 +9,6 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,73 +17,8 @@ use serde::Deserialize;
 
 use crate::hub::OutputLimits;
 
-/// A byte size: `1048576`, `64kb`, `32mb`, `1gib` (binary multiples).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ByteSize(pub u64);
-
-impl FromStr for ByteSize {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        let t = s.trim().to_ascii_lowercase();
-        let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-        let (num, unit) = t.split_at(split);
-        let n: u64 = num.parse().map_err(|_| format!("invalid size '{s}'"))?;
-        let mult: u64 = match unit.trim() {
-            "" | "b" => 1,
-            "k" | "kb" | "kib" => 1 << 10,
-            "m" | "mb" | "mib" => 1 << 20,
-            "g" | "gb" | "gib" => 1 << 30,
-            _ => return Err(format!("invalid size unit in '{s}' (use b, kb, mb, gb)")),
-        };
-        n.checked_mul(mult)
-            .map(ByteSize)
-            .ok_or_else(|| format!("size '{s}' is too large"))
-    }
-}
-
-/// A duration: `500ms`, `30s`, `10m`, `2h`, or a bare number of seconds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Dur(pub Duration);
-
-impl FromStr for Dur {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        let t = s.trim();
-        let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-        let (num, unit) = t.split_at(split);
-        let n: u64 = num.parse().map_err(|_| format!("invalid duration '{s}'"))?;
-        let d = match unit.trim() {
-            "" | "s" => Duration::from_secs(n),
-            "ms" => Duration::from_millis(n),
-            "m" => Duration::from_secs(n.saturating_mul(60)),
-            "h" => Duration::from_secs(n.saturating_mul(3600)),
-            _ => return Err(format!("invalid duration unit in '{s}' (use ms, s, m, h)")),
-        };
-        Ok(Dur(d))
-    }
-}
-
-macro_rules! deserialize_from_str_or_int {
-    ($t:ty) => {
-        impl<'de> Deserialize<'de> for $t {
-            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                #[derive(Deserialize)]
-                #[serde(untagged)]
-                enum Raw {
-                    Int(u64),
-                    Str(String),
-                }
-                match Raw::deserialize(d)? {
-                    Raw::Int(n) => n.to_string().parse(),
-                    Raw::Str(s) => s.parse(),
-                }
-                .map_err(serde::de::Error::custom)
-            }
-        }
-    };
-}
-deserialize_from_str_or_int!(ByteSize);
-deserialize_from_str_or_int!(Dur);
+mod units;
+pub use units::{ByteSize, Dur};
 
 /// Options of one namespace (`[namespaces.NAME]`): the text before the first
 /// `:` of a channel name selects it; other channels use `default`.
@@ -322,9 +256,10 @@ pub struct Options {
     #[arg(long, env = "HERALD_WS_MAX_MESSAGE_SIZE", value_name = "SIZE")]
     pub ws_max_message_size: Option<ByteSize>,
 
-    /// Publishes WebSocket and SSE sessions may make per second, per
-    /// client address (all its sessions together; at most as many at
-    /// once; 0 = unlimited). [default: 100]
+    /// Publishes clients without the password (WebSocket and SSE
+    /// sessions, RESP clients with a JWT or anonymous) may make per
+    /// second, per client address (all its connections together; at most
+    /// as many at once; 0 = unlimited). [default: 100]
     #[arg(long, env = "HERALD_WS_PUBLISH_RATE", value_name = "N")]
     pub ws_publish_rate: Option<u32>,
 
@@ -358,7 +293,7 @@ pub struct Options {
     /// once, once authentication is configured; past it the upgrade or
     /// `GET /sse` gets 429 (code 106). Without `--trusted-proxies`, all
     /// clients behind a reverse proxy share its address. 0 = unlimited.
-    /// [default: 0]
+    /// [default: 1000 with `--trusted-proxies`, else 0]
     #[arg(long, env = "HERALD_MAX_CONNECTIONS_PER_CLIENT", value_name = "N")]
     pub max_connections_per_client: Option<u32>,
 
@@ -374,6 +309,41 @@ pub struct Options {
         value_name = "CIDRS"
     )]
     pub trusted_proxies: Option<Vec<String>>,
+
+    /// Failed authentications (a wrong password or API key, a refused
+    /// JWT) one client address may make per second, over RESP, WebSocket,
+    /// SSE and the HTTP API together. Past its burst an attempt is refused
+    /// at once, unchecked (RESP `-ERR`, WebSocket 107 then 3007, HTTP
+    /// 429); a successful one costs nothing. 0 = unlimited. [default: 1]
+    #[arg(long, env = "HERALD_AUTH_FAILURE_RATE", value_name = "N")]
+    pub auth_failure_rate: Option<u32>,
+
+    /// Failed authentications one client address may make at once before
+    /// `--auth-failure-rate` applies. [default: 10]
+    #[arg(long, env = "HERALD_AUTH_FAILURE_BURST", value_name = "N")]
+    pub auth_failure_burst: Option<u32>,
+
+    /// Reads (`history`, `presence`, `presence_stats`, `ping` and
+    /// `refresh` of WebSocket and SSE sessions; `/api/history` and
+    /// `/api/presence` without an API key) one client address may make
+    /// per second; past it WebSocket error 107, HTTP 429. 0 = unlimited.
+    /// [default: 100]
+    #[arg(long, env = "HERALD_READ_RATE", value_name = "N")]
+    pub read_rate: Option<u32>,
+
+    /// Reads one client address may make at once before `--read-rate`
+    /// applies. [default: 200]
+    #[arg(long, env = "HERALD_READ_BURST", value_name = "N")]
+    pub read_burst: Option<u32>,
+
+    /// The share of `--output-buffer-global-limit` one client address's
+    /// connections may hold together (password RESP clients count only in
+    /// the global limit). Past it the address's large WebSocket replies
+    /// get 109, and a delivery or RESP reply that does not fit closes its
+    /// connection. 0 = no share. [default: a quarter of the global limit,
+    /// at least --output-buffer-hard-limit]
+    #[arg(long, env = "HERALD_OUTPUT_BUFFER_CLIENT_LIMIT", value_name = "SIZE")]
+    pub output_buffer_client_limit: Option<ByteSize>,
 
     /// Global cap on history memory; past it the oldest history entries
     /// across all channels are evicted first. [default: 256mb]
@@ -548,6 +518,13 @@ pub struct Config {
     pub max_connections_per_client: u32,
     /// `--trusted-proxies`.
     pub trusted_proxies: Vec<crate::rate::Cidr>,
+    /// Failed authentications per client address (`--auth-failure-rate`,
+    /// `--auth-failure-burst`).
+    pub auth_failure_limit: crate::rate::RateLimit,
+    /// Reads per client address (`--read-rate`, `--read-burst`).
+    pub read_limit: crate::rate::RateLimit,
+    /// One address's share of the global output budget (0: none).
+    pub output_buffer_client_limit: usize,
     pub history_max_memory: usize,
     pub recovery_max_messages: usize,
     pub leaderboard_interval: Duration,
@@ -622,6 +599,7 @@ impl Config {
         crate::hub::HubConfig {
             history_max_memory: self.history_max_memory,
             output_buffer_global_limit: self.output_buffer_global_limit,
+            output_buffer_client_limit: self.output_buffer_client_limit,
             max_untrusted_patterns: self.max_untrusted_patterns,
             // Room for every connection the server admits, and more.
             client_addresses: self
@@ -672,6 +650,15 @@ impl Config {
             || self.jwt_hmac_secret.is_some()
             || self.jwt_public_key_file.is_some()
             || self.proxy_connect_url.is_some()
+    }
+
+    /// The budget of failed authentications per client address: none on
+    /// an open server, which has no secret to guess.
+    pub fn auth_budget(&self) -> crate::rate::RateLimit {
+        match self.has_auth() {
+            true => self.auth_failure_limit,
+            false => crate::rate::RateLimit { rate: 0, burst: 0 },
+        }
     }
 
     /// The hooks' URLs are plain http:// URLs with a host, the timeout is
@@ -778,6 +765,11 @@ impl Options {
             proxy_connect_burst,
             max_connections_per_client,
             trusted_proxies,
+            auth_failure_rate,
+            auth_failure_burst,
+            read_rate,
+            read_burst,
+            output_buffer_client_limit,
             history_max_memory,
             recovery_max_messages,
             leaderboard_interval,
@@ -811,6 +803,16 @@ impl Options {
         };
         let empty = |s: Option<String>| s.filter(|s| !s.is_empty());
         let max_connections = self.max_connections.unwrap_or(10_000);
+        let trusted_proxies: Vec<crate::rate::Cidr> = self
+            .trusted_proxies
+            .unwrap_or_default()
+            .iter()
+            .filter(|s| !s.trim().is_empty())
+            .map(|s| s.parse())
+            .collect::<Result<_, String>>()
+            .map_err(|e| ConfigError::Invalid(format!("trusted_proxies: {e}")))?;
+        let output_buffer_global_limit = size(self.output_buffer_global_limit, 512 << 20)?;
+        let hard_bytes = size(self.output_buffer_hard_limit, 32 << 20)?;
         let mut cfg = Config {
             resp_addr: self
                 .resp_addr
@@ -837,7 +839,7 @@ impl Options {
                 .max_untrusted_patterns_per_client
                 .unwrap_or(100),
             output_limits: OutputLimits {
-                hard_bytes: size(self.output_buffer_hard_limit, 32 << 20)?,
+                hard_bytes,
                 soft_bytes: size(self.output_buffer_soft_limit, 8 << 20)?,
                 soft_duration: self
                     .output_buffer_soft_seconds
@@ -859,15 +861,30 @@ impl Options {
                 rate: self.proxy_connect_rate.unwrap_or(10),
                 burst: self.proxy_connect_burst.unwrap_or(100),
             },
-            max_connections_per_client: self.max_connections_per_client.unwrap_or(0),
-            trusted_proxies: self
-                .trusted_proxies
-                .unwrap_or_default()
-                .iter()
-                .filter(|s| !s.trim().is_empty())
-                .map(|s| s.parse())
-                .collect::<Result<_, String>>()
-                .map_err(|e| ConfigError::Invalid(format!("trusted_proxies: {e}")))?,
+            // Only where addresses are the clients' own (see
+            // docs/security.md): without `--trusted-proxies`, every client
+            // behind a reverse proxy shares one address.
+            max_connections_per_client: self
+                .max_connections_per_client
+                .unwrap_or(if trusted_proxies.is_empty() { 0 } else { 1000 }),
+            trusted_proxies,
+            auth_failure_limit: crate::rate::RateLimit {
+                rate: self.auth_failure_rate.unwrap_or(1),
+                burst: self.auth_failure_burst.unwrap_or(10),
+            },
+            read_limit: crate::rate::RateLimit {
+                rate: self.read_rate.unwrap_or(100),
+                burst: self.read_burst.unwrap_or(200),
+            },
+            output_buffer_client_limit: match self.output_buffer_client_limit {
+                Some(b) => size(Some(b), 0)?,
+                // A quarter, but room for one connection's own hard limit:
+                // a client alone on an idle server gets its reply.
+                None if output_buffer_global_limit == 0 => 0,
+                None => (output_buffer_global_limit / 4)
+                    .max(hard_bytes)
+                    .min(output_buffer_global_limit),
+            },
             history_max_memory: size(self.history_max_memory, 256 << 20)?,
             recovery_max_messages: self.recovery_max_messages.unwrap_or(100_000),
             leaderboard_interval: self
@@ -877,7 +894,7 @@ impl Options {
             log: self.log.unwrap_or_else(|| "info".into()),
             namespaces: self.namespaces.unwrap_or_default(),
             default_namespace: NamespaceOptions::default(),
-            output_buffer_global_limit: size(self.output_buffer_global_limit, 512 << 20)?,
+            output_buffer_global_limit,
             auth_timeout: self.auth_timeout.map_or(Duration::from_secs(10), |d| d.0),
             engine: self.engine.unwrap_or_else(|| "memory".into()),
             node_name: self.node_name.unwrap_or_else(default_node_name),

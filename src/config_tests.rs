@@ -75,6 +75,54 @@ fn per_client_limits_from_file_flag_and_default() {
 }
 
 #[test]
+fn address_limits_defaults_and_sources() {
+    let d = Config::default();
+    let pair = |l: crate::rate::RateLimit| (l.rate, l.burst);
+    assert_eq!(pair(d.auth_failure_limit), (1, 10));
+    assert_eq!(pair(d.read_limit), (100, 200));
+    assert_eq!(
+        d.output_buffer_client_limit,
+        d.output_buffer_global_limit / 4
+    );
+    // The session cap is on by default only where addresses are the
+    // clients' own: with trusted proxies.
+    let cli = Options::parse_from(["herald", "--trusted-proxies", "10.0.0.0/8"]);
+    assert_eq!(cli.resolve().unwrap().max_connections_per_client, 1000);
+    let cli = Options::parse_from([
+        "herald",
+        "--trusted-proxies",
+        "10.0.0.0/8",
+        "--max-connections-per-client",
+        "0",
+    ]);
+    assert_eq!(cli.resolve().unwrap().max_connections_per_client, 0);
+    let file: Options = toml::from_str(
+        "auth_failure_rate = 2\nauth_failure_burst = 3\nread_rate = 4\n\
+         read_burst = 5\noutput_buffer_global_limit = \"256mb\"\n",
+    )
+    .unwrap();
+    let cli = Options::parse_from(["herald", "--read-burst", "6"]);
+    let cfg = cli.merge_over(file).resolve().unwrap();
+    assert_eq!(pair(cfg.auth_failure_limit), (2, 3));
+    assert_eq!(pair(cfg.read_limit), (4, 6));
+    assert_eq!(cfg.output_buffer_client_limit, 64 << 20);
+    let cli = Options::parse_from(["herald", "--output-buffer-client-limit", "1mb"]);
+    assert_eq!(cli.resolve().unwrap().output_buffer_client_limit, 1 << 20);
+    // At least one connection's hard limit, at most the global limit.
+    let share = |args: &[&str]| {
+        let mut v = vec!["herald"];
+        v.extend_from_slice(args);
+        Options::parse_from(v)
+            .resolve()
+            .unwrap()
+            .output_buffer_client_limit
+    };
+    assert_eq!(share(&["--output-buffer-global-limit", "40mb"]), 32 << 20);
+    assert_eq!(share(&["--output-buffer-global-limit", "16mb"]), 16 << 20);
+    assert_eq!(share(&["--output-buffer-global-limit", "0"]), 0);
+}
+
+#[test]
 fn unknown_keys_are_named() {
     let err = toml::from_str::<Options>("resp_adr = \"x\"").unwrap_err();
     assert!(err.to_string().contains("resp_adr"), "{err}");

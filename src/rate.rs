@@ -19,6 +19,8 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use crate::hub::outbox::OutputBudget;
+
 /// The clock's origin: the first use in this process.
 fn epoch() -> Instant {
     static EPOCH: OnceLock<Instant> = OnceLock::new();
@@ -86,6 +88,17 @@ impl TokenBucket {
         Duration::from_nanos(missing.saturating_sub(room))
     }
 
+    /// Gives back `cost` tokens taken before (never past a full bucket).
+    fn give(&mut self, limit: RateLimit, cost: u32) {
+        if limit.rate == 0 {
+            return;
+        }
+        let per_token = 1_000_000_000 / u64::from(limit.rate);
+        self.full_at = self
+            .full_at
+            .saturating_sub(u64::from(cost).saturating_mul(per_token));
+    }
+
     /// Full again (as a new bucket) at `now`.
     fn is_full_at(&self, now: u64) -> bool {
         self.full_at <= now
@@ -117,6 +130,9 @@ impl ClientKey {
 #[derive(Debug, Default)]
 pub struct Client {
     state: Mutex<ClientState>,
+    /// The address's share of the global output budget, made on first use
+    /// (see [`Client::output_budget`]).
+    output: OnceLock<Arc<OutputBudget>>,
 }
 
 #[derive(Debug, Default)]
@@ -125,8 +141,12 @@ struct ClientState {
     subscribe: TokenBucket,
     /// Calls of the app's connect hook (`--proxy-connect-rate`).
     connect: TokenBucket,
-    /// WebSocket and SSE publishes (`--ws-publish-rate`).
+    /// Publishes of clients without the password (`--ws-publish-rate`).
     publish: TokenBucket,
+    /// Failed authentications (`--auth-failure-rate`).
+    auth: TokenBucket,
+    /// Reads: history, presence, ping, refresh (`--read-rate`).
+    read: TokenBucket,
     /// Patterns held (`--max-untrusted-patterns-per-client`).
     patterns: u32,
     /// WebSocket and SSE sessions open (`--max-connections-per-client`).
@@ -148,6 +168,50 @@ impl Client {
     /// Takes one publish from the address's publish bucket.
     pub fn take_publish(&self, limit: RateLimit) -> bool {
         self.state().publish.take(limit, 1)
+    }
+
+    /// Takes one read (history, presence, ping, refresh) from the
+    /// address's read bucket.
+    pub fn take_read(&self, limit: RateLimit) -> bool {
+        self.state().read.take(limit, 1)
+    }
+
+    /// Runs `check`, an authentication attempt, within the address's
+    /// budget of failures: the attempt takes a token first, and a success
+    /// gives it back, so only failures count and a client with the right
+    /// credentials pays nothing while the budget lasts. With no token left
+    /// `check` is not run at all (so a brute force learns nothing past
+    /// the budget): `Err` says how long until an attempt would be.
+    pub fn authenticate<T, E>(
+        &self,
+        limit: RateLimit,
+        check: impl FnOnce() -> Result<T, E>,
+    ) -> Result<Result<T, E>, Duration> {
+        let now = now_ns();
+        {
+            let mut st = self.state();
+            if !st.auth.take_at(limit, 1, now) {
+                return Err(st.auth.wait_at(limit, now));
+            }
+        }
+        // Not under the lock: a signature check takes a while.
+        let r = check();
+        if r.is_ok() {
+            self.state().auth.give(limit, 1);
+        }
+        Ok(r)
+    }
+
+    /// The address's share of `global`: a budget of `share` bytes whose
+    /// use counts in `global` too (`global` itself when `share` is 0).
+    /// Made on first use and kept with the address's entry.
+    pub fn output_budget(&self, global: &Arc<OutputBudget>, share: usize) -> Arc<OutputBudget> {
+        if share == 0 {
+            return global.clone();
+        }
+        self.output
+            .get_or_init(|| OutputBudget::share_of(global, share))
+            .clone()
     }
 
     /// Takes one connect hook call; else how long until one would pass.
@@ -216,6 +280,9 @@ impl Client {
             && st.subscribe.is_full_at(now)
             && st.connect.is_full_at(now)
             && st.publish.is_full_at(now)
+            && st.auth.is_full_at(now)
+            && st.read.is_full_at(now)
+            && self.output.get().is_none_or(|b| b.used() == 0)
     }
 }
 
@@ -634,6 +701,39 @@ mod client_tests {
         drop(calls);
         assert!(c.start_call(3).is_some());
         assert!(c.is_idle_at(u64::MAX));
+    }
+
+    #[test]
+    fn only_failed_authentications_spend_the_budget() {
+        let c = Client::default();
+        let lim = RateLimit { rate: 1, burst: 3 };
+        let ok = || Ok::<(), ()>(());
+        let bad = || Err::<(), ()>(());
+        for _ in 0..100 {
+            assert_eq!(c.authenticate(lim, ok), Ok(Ok(())), "a success is free");
+        }
+        for _ in 0..3 {
+            assert_eq!(c.authenticate(lim, bad), Ok(Err(())));
+        }
+        // Spent: not even run, a success neither; the wait is under 1 s.
+        let mut ran = false;
+        let wait = c
+            .authenticate(lim, || {
+                ran = true;
+                ok()
+            })
+            .unwrap_err();
+        assert!(!ran);
+        assert!(
+            wait > Duration::ZERO && wait <= Duration::from_secs(1),
+            "{wait:?}"
+        );
+        let off = RateLimit { rate: 0, burst: 0 };
+        assert_eq!(c.authenticate(off, bad), Ok(Err(())), "0: no limit");
+        // Reads have their own bucket.
+        let r = RateLimit { rate: 1, burst: 2 };
+        assert!(c.take_read(r) && c.take_read(r) && !c.take_read(r));
+        assert!(!c.is_idle_at(now_ns()), "spent buckets are remembered");
     }
 
     #[test]

@@ -203,6 +203,7 @@ fn stress_hub() -> Arc<Hub> {
     Arc::new(Hub::with_config(HubConfig {
         history_max_memory: 1 << 20,
         output_buffer_global_limit: 512 << 20,
+        output_buffer_client_limit: 0,
         max_untrusted_patterns: 1000,
         client_addresses: 0,
         rules: Arc::new(move |ch: &[u8]| {
@@ -705,6 +706,7 @@ fn stress_hub_config() -> HubConfig {
     HubConfig {
         history_max_memory: 1 << 20,
         output_buffer_global_limit: 512 << 20,
+        output_buffer_client_limit: 0,
         max_untrusted_patterns: 1000,
         client_addresses: 0,
         rules: Arc::new(|ch: &[u8]| ChannelRules {

@@ -19,23 +19,74 @@ use crate::auth::constant_time_eq;
 use crate::hub::payload::from_json_value;
 use crate::hub::{HistoryError, Space, Stats};
 
+/// The peer of a request, as the listener records it.
+type Peer = Option<axum::Extension<crate::http::listener::PeerAddr>>;
+
 /// Checks `X-API-Key`. Without a configured key the API is open only when
 /// no authentication is configured at all: it publishes anywhere, so
 /// `--allow-anonymous` (which opens namespaces to clients without a token)
-/// must not open it beside a JWT key or a password.
-fn authorize(st: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+/// must not open it beside a JWT key or a password. `Ok(true)` when the
+/// key was given, `Ok(false)` for an open API.
+fn authorize(st: &AppState, peer: &Peer, headers: &HeaderMap) -> Result<bool, ApiError> {
     match &st.cfg.api_key {
         Some(key) => {
             let given = headers.get("x-api-key").map(|v| v.as_bytes());
-            if given.is_some_and(|g| constant_time_eq(g, key.as_bytes())) {
-                Ok(())
-            } else {
-                Stats::add(&st.hub.stats().auth_failures, 1);
-                Err(ApiError::WrongKey)
-            }
+            check_key(st, peer, headers, given, key)?;
+            Ok(true)
         }
-        None if !st.cfg.has_auth() => Ok(()),
+        None if !st.cfg.has_auth() => Ok(false),
         None => Err(ApiError::ApiDisabled),
+    }
+}
+
+/// Compares a given API key with `key`, within the caller's address's
+/// budget of failed authentications (`--auth-failure-rate`): past it the
+/// key is not compared at all and the answer is 429.
+fn check_key(
+    st: &AppState,
+    peer: &Peer,
+    headers: &HeaderMap,
+    given: Option<&[u8]>,
+    key: &str,
+) -> Result<(), ApiError> {
+    let client = crate::ws::client_of(st, peer.as_deref(), headers);
+    let limit = st.cfg.auth_budget();
+    let checked = client.authenticate(limit, || {
+        if given.is_some_and(|g| constant_time_eq(g, key.as_bytes())) {
+            Ok(())
+        } else {
+            Err(ApiError::WrongKey)
+        }
+    });
+    let r = checked.unwrap_or_else(|wait| {
+        Err(ApiError::RateLimited {
+            what: "failed authentications",
+            retry_after: crate::rate::retry_secs(wait),
+        })
+    });
+    if r.is_err() {
+        Stats::add(&st.hub.stats().auth_failures, 1);
+    }
+    r
+}
+
+/// Takes one read from the caller's `--read-rate` bucket, for the open
+/// API (no key configured, no authentication: `--allow-anonymous` may put
+/// it on a public address); callers with the API key are backends, and
+/// not limited.
+fn take_read(st: &AppState, peer: &Peer, headers: &HeaderMap, keyed: bool) -> Result<(), ApiError> {
+    let limit = st.cfg.read_limit;
+    if keyed || limit.rate == 0 {
+        return Ok(());
+    }
+    let client = crate::ws::client_of(st, peer.as_deref(), headers);
+    if client.take_read(limit) {
+        Ok(())
+    } else {
+        Err(ApiError::RateLimited {
+            what: "reads",
+            retry_after: crate::rate::retry_secs(std::time::Duration::from_secs(1) / limit.rate),
+        })
     }
 }
 
@@ -43,7 +94,11 @@ fn authorize(st: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
 /// authentication is configured they need the API key too (as `X-API-Key`
 /// or `Authorization: Bearer`, which Prometheus sends), or they would undo
 /// what DBSIZE and PUBSUB hide from tokens. Open otherwise.
-pub(crate) fn authorize_stats(st: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+pub(crate) fn authorize_stats(
+    st: &AppState,
+    peer: &Peer,
+    headers: &HeaderMap,
+) -> Result<(), ApiError> {
     if !st.cfg.has_auth() {
         return Ok(());
     }
@@ -55,12 +110,7 @@ pub(crate) fn authorize_stats(st: &AppState, headers: &HeaderMap) -> Result<(), 
             .get(axum::http::header::AUTHORIZATION)
             .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
     });
-    if given.is_some_and(|g| constant_time_eq(g, key.as_bytes())) {
-        Ok(())
-    } else {
-        Stats::add(&st.hub.stats().auth_failures, 1);
-        Err(ApiError::WrongKey)
-    }
+    check_key(st, peer, headers, given, key)
 }
 
 fn parse_body<T: for<'de> Deserialize<'de>>(
@@ -73,10 +123,11 @@ fn parse_body<T: for<'de> Deserialize<'de>>(
 /// The request's JSON body, once the API key checked out.
 fn authorized_body<T: for<'de> Deserialize<'de>>(
     st: &AppState,
+    peer: &Peer,
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<T, ApiError> {
-    authorize(st, headers)?;
+    authorize(st, peer, headers)?;
     parse_body(body)
 }
 
@@ -110,11 +161,12 @@ pub struct PublishBody {
 /// `POST /api/publish {"channel", "data"}` → `{"receivers": n}`.
 pub async fn publish(
     State(st): State<AppState>,
+    peer: Peer,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let started = Instant::now();
-    let b: PublishBody = authorized_body(&st, &headers, body)?;
+    let b: PublishBody = authorized_body(&st, &peer, &headers, body)?;
     check_channel(&st, &b.channel)?;
     let n = st
         .hub
@@ -135,11 +187,12 @@ pub struct BroadcastBody {
 /// `{"results": [{"channel", "receivers"}]}`.
 pub async fn broadcast(
     State(st): State<AppState>,
+    peer: Peer,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let started = Instant::now();
-    let b: BroadcastBody = authorized_body(&st, &headers, body)?;
+    let b: BroadcastBody = authorized_body(&st, &peer, &headers, body)?;
     if b.channels.is_empty() {
         return Err(ApiError::NoChannels);
     }
@@ -176,10 +229,11 @@ pub struct ChannelsQuery {
 /// `{"channels": [{"channel", "subscribers"}]}`, sorted by name.
 pub async fn channels(
     State(st): State<AppState>,
+    peer: Peer,
     headers: HeaderMap,
     q: Result<Query<ChannelsQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    authorize(&st, &headers)?;
+    authorize(&st, &peer, &headers)?;
     let Query(q) = q.map_err(ApiError::Query)?;
     // Matching costs pattern length times channel length for every
     // channel: the pattern is bounded as for clients without the password.
@@ -214,8 +268,12 @@ pub async fn channels(
 /// "uptime_seconds", "heartbeat_age_ms", "connections": {"resp", "ws",
 /// "http"}, "subscriptions", "channels", "patterns"}], "cluster"}`: the live
 /// nodes, this one first. In memory mode, this node alone.
-pub async fn nodes(State(st): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
-    authorize(&st, &headers)?;
+pub async fn nodes(
+    State(st): State<AppState>,
+    peer: Peer,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    authorize(&st, &peer, &headers)?;
     let view = st.hub.nodes();
     let list: Vec<Value> = view
         .value
@@ -243,10 +301,12 @@ pub async fn nodes(State(st): State<AppState>, headers: HeaderMap) -> Result<Res
 /// joined}], "users": [...]}`; 501 where the namespace tracks no presence.
 pub async fn presence(
     State(st): State<AppState>,
+    peer: Peer,
     headers: HeaderMap,
     channel: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
-    authorize(&st, &headers)?;
+    let keyed = authorize(&st, &peer, &headers)?;
+    take_read(&st, &peer, &headers, keyed)?;
     let Path(channel) = channel.map_err(ApiError::Path)?;
     if !st.cfg.namespace(channel.as_bytes()).presence {
         return Err(ApiError::PresenceNotEnabled);
@@ -319,11 +379,13 @@ fn history_answer(st: &AppState, entries: &[(u64, Bytes)], top: u64, epoch: u64)
 /// → `{"publications": [{"offset", "data"}], "offset", "epoch"}`.
 pub async fn history(
     State(st): State<AppState>,
+    peer: Peer,
     headers: HeaderMap,
     channel: Result<Path<String>, PathRejection>,
     q: Result<Query<HistoryQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    authorize(&st, &headers)?;
+    let keyed = authorize(&st, &peer, &headers)?;
+    take_read(&st, &peer, &headers, keyed)?;
     let Path(channel) = channel.map_err(ApiError::Path)?;
     let Query(q) = q.map_err(ApiError::Query)?;
     let since = match (q.since_offset, q.since_epoch) {

@@ -72,10 +72,14 @@ pub enum ApiError {
     /// 108 otherwise (no history in the namespace, or another key type).
     #[error(transparent)]
     History(#[from] HistoryError),
-    /// 429, code 107, with `Retry-After`: too many connect hook calls from
-    /// this client address (`--proxy-connect-rate`).
-    #[error("too many connects from this address; retry in {retry_after} s")]
-    RateLimited { retry_after: u64 },
+    /// 429, code 107, with `Retry-After`: too many of `what` from this
+    /// client address: connect hook calls (`--proxy-connect-rate`), failed
+    /// authentications (`--auth-failure-rate`), reads (`--read-rate`).
+    #[error("too many {what} from this address; retry in {retry_after} s")]
+    RateLimited {
+        what: &'static str,
+        retry_after: u64,
+    },
     /// 429, code 106: a WebSocket upgrade or `GET /sse` past
     /// `--max-connections-per-client`.
     #[error("max connections per client address reached ({max})")]
@@ -167,7 +171,7 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = json!({ "error": { "code": self.code(), "message": self.to_string() } });
         let mut r = (self.status(), Json(body)).into_response();
-        if let ApiError::RateLimited { retry_after } = self {
+        if let ApiError::RateLimited { retry_after, .. } = self {
             r.headers_mut()
                 .insert(axum::http::header::RETRY_AFTER, retry_after.into());
         }

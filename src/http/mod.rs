@@ -56,8 +56,10 @@ pub fn router(st: AppState, conns: Arc<listener::ConnTable>) -> Router {
         .route(
             "/stats",
             get(
-                move |State(st): State<AppState>, headers: header::HeaderMap| async move {
-                    if let Err(refused) = api::authorize_stats(&st, &headers) {
+                move |State(st): State<AppState>,
+                      peer: Option<axum::Extension<listener::PeerAddr>>,
+                      headers: header::HeaderMap| async move {
+                    if let Err(refused) = api::authorize_stats(&st, &peer, &headers) {
                         return refused.into_response();
                     }
                     let body = stats_once.get(|| stats(&st, &conns)).await;
@@ -83,8 +85,10 @@ pub fn router(st: AppState, conns: Arc<listener::ConnTable>) -> Router {
         .route(
             "/metrics",
             get(
-                move |State(st): State<AppState>, headers: header::HeaderMap| async move {
-                    if let Err(refused) = api::authorize_stats(&st, &headers) {
+                move |State(st): State<AppState>,
+                      peer: Option<axum::Extension<listener::PeerAddr>>,
+                      headers: header::HeaderMap| async move {
+                    if let Err(refused) = api::authorize_stats(&st, &peer, &headers) {
                         return refused.into_response();
                     }
                     let body = metrics_once.get(|| metrics(&st)).await;

@@ -187,6 +187,8 @@ pub struct HubConfig {
     /// Output pending across all connections past which large replies are
     /// refused (0: no limit).
     pub output_buffer_global_limit: usize,
+    /// One client address's share of it (0: none).
+    pub output_buffer_client_limit: usize,
     /// Patterns clients without the password may hold, all together.
     pub max_untrusted_patterns: usize,
     /// Client addresses whose limits are kept apart (see
@@ -202,6 +204,7 @@ impl Default for HubConfig {
         HubConfig {
             history_max_memory: 256 << 20,
             output_buffer_global_limit: 512 << 20,
+            output_buffer_client_limit: 128 << 20,
             max_untrusted_patterns: 1000,
             client_addresses: crate::rate::MIN_ADDRESSES,
             rules: Arc::new(|_| ChannelRules::default()),
@@ -283,6 +286,12 @@ impl Hub {
     /// The limits' state of the client at `ip` (see `crate::rate::Clients`).
     pub fn client(&self, ip: std::net::IpAddr) -> Arc<crate::rate::Client> {
         self.clients.get(ip)
+    }
+
+    /// The output budget of connections of `client` without the
+    /// password: its address's share of the global one.
+    pub fn client_output(&self, client: &crate::rate::Client) -> Arc<outbox::OutputBudget> {
+        client.output_budget(&self.output, self.cfg.output_buffer_client_limit)
     }
 
     /// Client addresses whose limits are kept now.

@@ -112,11 +112,19 @@ fn shared(limits: OutputLimits) -> Arc<OutputLimits> {
 /// ends decide what to refuse: a WebSocket's large reply is refused (109),
 /// a RESP reply that does not fit closes its connection
 /// ([`Outbox::push_reply`]), an HTTP answer gets 503 ([`OutputBudget::hold`]).
+///
+/// A budget may be a share of another ([`OutputBudget::share_of`]): one
+/// client address's part of the global budget
+/// (`--output-buffer-client-limit`), so that one address cannot fill the
+/// whole budget and make every other client's large replies fail. Its
+/// bytes count in both, and fit only where they fit both.
 #[derive(Debug, Default)]
 pub struct OutputBudget {
     used: AtomicUsize,
     /// 0: no limit.
     limit: usize,
+    /// The budget this one is a share of.
+    parent: Option<Arc<OutputBudget>>,
 }
 
 impl OutputBudget {
@@ -124,7 +132,25 @@ impl OutputBudget {
         Arc::new(OutputBudget {
             used: AtomicUsize::new(0),
             limit,
+            parent: None,
         })
+    }
+
+    /// A budget of `limit` bytes within `parent`.
+    pub fn share_of(parent: &Arc<OutputBudget>, limit: usize) -> Arc<OutputBudget> {
+        Arc::new(OutputBudget {
+            used: AtomicUsize::new(0),
+            limit,
+            parent: Some(parent.clone()),
+        })
+    }
+
+    /// The budget this one is a share of, or itself.
+    pub fn global(self: &Arc<Self>) -> &Arc<OutputBudget> {
+        match &self.parent {
+            Some(p) => p.global(),
+            None => self,
+        }
     }
 
     /// Bytes pending across the outboxes sharing this budget.
@@ -140,15 +166,22 @@ impl OutputBudget {
     /// reservation: requests checked at the same moment on other threads
     /// may each pass, so the total can overshoot by one reply per thread.
     pub fn fits(&self, len: usize) -> bool {
-        self.limit == 0 || self.used().saturating_add(len) <= self.limit
+        (self.limit == 0 || self.used().saturating_add(len) <= self.limit)
+            && self.parent.as_ref().is_none_or(|p| p.fits(len))
     }
 
     fn add(&self, n: usize) {
         self.used.fetch_add(n, Ordering::Relaxed);
+        if let Some(p) = &self.parent {
+            p.add(n);
+        }
     }
 
     fn sub(&self, n: usize) {
         self.used.fetch_sub(n, Ordering::Relaxed);
+        if let Some(p) = &self.parent {
+            p.sub(n);
+        }
     }
 
     /// Counts `len` bytes until the returned hold is dropped, if they fit
@@ -204,6 +237,9 @@ struct State {
     soft_since: Option<Instant>,
     overflow: Option<Overflow>,
     closed: bool,
+    /// The budget this outbox's pending bytes belong to, if any (under
+    /// the lock: [`Outbox::set_budget`] moves them to another).
+    budget: Option<Arc<OutputBudget>>,
 }
 
 /// See the module docs.
@@ -215,8 +251,6 @@ pub struct Outbox {
     /// The owner writes a byte stream (RESP), so small frames may be
     /// copied together; a WebSocket owner needs each frame on its own.
     stream: bool,
-    /// The server-wide count this outbox's pending bytes belong to, if any.
-    budget: Option<Arc<OutputBudget>>,
 }
 
 impl State {
@@ -270,18 +304,41 @@ impl Outbox {
 
     fn build(limits: OutputLimits, stream: bool, budget: Option<Arc<OutputBudget>>) -> Outbox {
         Outbox {
-            state: Mutex::new(State::default()),
+            state: Mutex::new(State {
+                budget,
+                ..State::default()
+            }),
             notify: Notify::new(),
             limits: shared(limits),
             stream,
-            budget,
         }
+    }
+
+    /// Moves this outbox's pending bytes to `budget` (a RESP client that
+    /// authenticates with the password leaves its address's share for
+    /// the global budget, and goes back on RESET).
+    pub fn set_budget(&self, budget: Arc<OutputBudget>) {
+        let mut st = self.lock();
+        if st.budget.as_ref().is_some_and(|b| Arc::ptr_eq(b, &budget)) {
+            return;
+        }
+        if let Some(old) = &st.budget {
+            old.sub(st.budgeted);
+        }
+        budget.add(st.budgeted);
+        st.budget = Some(budget);
+    }
+
+    /// Whether `len` more bytes fit this outbox's budget (and the budgets
+    /// it is a share of); without one, anything fits.
+    pub fn budget_has_room(&self, len: usize) -> bool {
+        self.lock().budget.as_ref().is_none_or(|b| b.fits(len))
     }
 
     /// Brings the budgeted part of `pending` to its step after `pending`
     /// changed. Touches the shared count only when a step was crossed.
     fn rebudget(&self, st: &mut State) {
-        let Some(b) = &self.budget else {
+        let Some(b) = &st.budget else {
             return;
         };
         let target = st.pending - st.pending % BUDGET_STEP;
@@ -296,7 +353,7 @@ impl Outbox {
     /// Whether `len` more pending bytes still fit the budget: the step
     /// they would add to it must (without a budget, anything fits).
     fn budget_fits(&self, st: &State, len: usize) -> bool {
-        let Some(b) = &self.budget else {
+        let Some(b) = &st.budget else {
             return true;
         };
         let pending = st.pending.saturating_add(len);
@@ -501,7 +558,7 @@ impl Outbox {
     /// Closes and empties the queue; the pending bytes leave the budget,
     /// since whatever the owner still holds is dropped with the connection.
     fn shut(&self, st: &mut State) {
-        if let Some(b) = &self.budget {
+        if let Some(b) = &st.budget {
             b.sub(std::mem::take(&mut st.budgeted));
         }
         st.closed = true;
@@ -540,7 +597,7 @@ impl Drop for Outbox {
     fn drop(&mut self) {
         // An outbox dropped without `close` still gives its bytes back.
         let st = self.state.get_mut().unwrap_or_else(|e| e.into_inner());
-        if let Some(b) = &self.budget {
+        if let Some(b) = &st.budget {
             b.sub(st.budgeted);
         }
     }
@@ -745,6 +802,45 @@ mod tests {
         drop(c);
         assert_eq!(budget.used(), 0, "dropping gives back");
         assert!(OutputBudget::new(0).fits(usize::MAX), "0: no limit");
+    }
+
+    #[test]
+    fn an_address_share_holds_its_outboxes_and_password_clients_leave_it() {
+        const S: usize = BUDGET_STEP;
+        let limits = OutputLimits {
+            hard_bytes: 0,
+            soft_bytes: 0,
+            soft_duration: Duration::ZERO,
+        };
+        let global = OutputBudget::new(8 * S);
+        let here = OutputBudget::share_of(&global, 2 * S);
+        let there = OutputBudget::share_of(&global, 2 * S);
+        assert!(Arc::ptr_eq(here.global(), &global));
+        let x = Arc::new(Outbox::with_budget(limits, here.clone()));
+        let y = Arc::new(Outbox::with_budget(limits, here.clone()));
+        assert!(x.push(b(S)) && y.push(b(S)));
+        assert_eq!((here.used(), global.used()), (2 * S, 2 * S));
+        assert!(!x.budget_has_room(S) && global.fits(S));
+        // Past the address's share (the global budget has room): closed
+        // as past the global budget, and its bytes given back.
+        assert!(!y.push(b(S)));
+        assert_eq!(y.overflowed(), Some(Overflow::Global));
+        assert_eq!((here.used(), global.used()), (S, S));
+        // Another address is unaffected.
+        let z = Arc::new(Outbox::with_budget(limits, there.clone()));
+        assert!(z.push(b(2 * S)));
+        assert_eq!((there.used(), global.used()), (2 * S, 3 * S));
+        // A client that authenticates with the password moves its bytes
+        // to the global budget alone, and may then go past the share.
+        z.set_budget(global.clone());
+        assert_eq!((there.used(), global.used()), (0, 3 * S));
+        assert!(z.push(b(3 * S)));
+        assert_eq!((there.used(), global.used()), (0, 6 * S));
+        z.written(5 * S);
+        z.set_budget(there.clone());
+        assert_eq!((there.used(), global.used()), (0, S));
+        drop((x, z));
+        assert_eq!((here.used(), there.used(), global.used()), (0, 0, 0));
     }
 
     #[test]

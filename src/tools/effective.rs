@@ -173,6 +173,11 @@ fn value_of(cfg: &Config, key: &str) -> Option<Option<Value>> {
         "proxy_connect_burst" => int(cfg.proxy_connect_limit.burst),
         "max_connections_per_client" => int(cfg.max_connections_per_client),
         "trusted_proxies" => Value::Array(cfg.trusted_proxies.iter().map(string).collect()),
+        "auth_failure_rate" => int(cfg.auth_failure_limit.rate),
+        "auth_failure_burst" => int(cfg.auth_failure_limit.burst),
+        "read_rate" => int(cfg.read_limit.rate),
+        "read_burst" => int(cfg.read_limit.burst),
+        "output_buffer_client_limit" => size(cfg.output_buffer_client_limit),
         // A Redis URL may carry a password.
         "engine" => return Some(Some(string(mask_url(&cfg.engine)))),
         "node_name" => string(&cfg.node_name),

@@ -52,7 +52,7 @@ impl Session {
         if len > super::max_reply(&self.st.cfg) {
             return Err(Refusal::TooLarge);
         }
-        if !self.st.hub.output().fits(len) {
+        if !self.sink.outbox.budget_has_room(len) {
             return Err(Refusal::Busy);
         }
         Ok(())
@@ -74,11 +74,12 @@ impl Session {
                     len,
                     "large reply refused: output budget spent"
                 );
-                self.error(
-                    id,
-                    ErrorCode::Busy,
-                    "server output budget exhausted; retry later",
-                )
+                let msg = if self.st.hub.output().fits(len) {
+                    "this address's share of the output budget is spent; read what is pending, or retry later"
+                } else {
+                    "server output budget exhausted; retry later"
+                };
+                self.error(id, ErrorCode::Busy, msg)
             }
         }
     }
@@ -186,6 +187,40 @@ impl Session {
         false
     }
 
+    /// Takes one read (`history`, `presence`, `presence_stats`, `ping`,
+    /// `refresh`) from the address's `--read-rate` bucket, or answers 107
+    /// and returns false. Every session counts, an open server's too: the
+    /// default is far above what a client needs.
+    fn take_read(&self, id: &Value) -> bool {
+        let limit = self.st.cfg.read_limit;
+        if self.client.take_read(limit) {
+            return true;
+        }
+        self.error(
+            id,
+            ErrorCode::RateLimited,
+            &format!(
+                "rate limit: {} reads per second from this address ({} at once)",
+                limit.rate, limit.burst
+            ),
+        );
+        false
+    }
+
+    /// Answers 107 to a token not checked: the address spent its budget
+    /// of failed authentications (`--auth-failure-rate`).
+    pub(super) fn auth_rate_error(&self, id: &Value, wait: std::time::Duration) {
+        Stats::add(&self.st.hub.stats().auth_failures, 1);
+        self.error(
+            id,
+            ErrorCode::RateLimited,
+            &format!(
+                "too many failed authentications from this address; retry in {} s",
+                crate::rate::retry_secs(wait)
+            ),
+        );
+    }
+
     pub(super) fn set_identity(&mut self, claims: Option<Arc<crate::auth::Claims>>) {
         match claims {
             Some(c) => {
@@ -259,7 +294,18 @@ impl Session {
                     // anonymous would let a forged or expired token through
                     // to whatever anonymous clients may use, and would hide
                     // the failure from clients that do not read the reply.
-                    match self.st.auth.verify_token(token) {
+                    let limit = self.st.cfg.auth_budget();
+                    let checked = self
+                        .client
+                        .authenticate(limit, || self.st.auth.verify_token(token));
+                    let checked = match checked {
+                        Ok(r) => r,
+                        Err(wait) => {
+                            self.auth_rate_error(id, wait);
+                            return end(DisconnectCode::ConnectRateLimited);
+                        }
+                    };
+                    match checked {
                         Ok(c) if self.identity.user().is_some_and(|u| u != c.sub) => {
                             Stats::add(&self.st.hub.stats().auth_failures, 1);
                             self.error(
@@ -293,7 +339,22 @@ impl Session {
                 ));
             }
             Op::Refresh(a) => {
-                match self.st.auth.verify_token(&a.token) {
+                if !self.take_read(id) {
+                    return Step::Read;
+                }
+                let limit = self.st.cfg.auth_budget();
+                let checked = self
+                    .client
+                    .authenticate(limit, || self.st.auth.verify_token(&a.token));
+                let checked = match checked {
+                    Ok(r) => r,
+                    Err(wait) => {
+                        // The current token stays in force until it expires.
+                        self.auth_rate_error(id, wait);
+                        return Step::Read;
+                    }
+                };
+                match checked {
                     Ok(c) => {
                         if let Some(old) = self.identity.user() {
                             if old != c.sub {
@@ -313,7 +374,11 @@ impl Session {
                     Err(e) => self.token_error(id, &e),
                 }
             }
-            Op::Ping => self.send(proto::reply(id, json!({}))),
+            Op::Ping => {
+                if self.take_read(id) {
+                    self.send(proto::reply(id, json!({})));
+                }
+            }
             Op::SubRefresh(a) => self.sub_refresh(id, a),
             Op::Subscribe(a) => {
                 let (since, data, token) = (a.since, a.data, a.token);
@@ -341,7 +406,9 @@ impl Session {
             Op::Presence(ref a) | Op::PresenceStats(ref a) => {
                 let ch = a.channel.as_bytes();
                 let ns = self.st.cfg.namespace(ch);
-                if !self.may_read(&a.channel) {
+                if !self.take_read(id) {
+                    // Answered 107.
+                } else if !self.may_read(&a.channel) {
                     Stats::add(&self.st.hub.stats().auth_failures, 1);
                     self.error(id, ErrorCode::PermissionDenied, "permission denied");
                 } else if !ns.presence {
@@ -373,7 +440,9 @@ impl Session {
                 }
             }
             Op::History(a) => {
-                self.history(id, a);
+                if self.take_read(id) {
+                    self.history(id, a);
+                }
             }
             Op::LeaderboardSubscribe(a) => {
                 self.leaderboard_subscribe(id, a);

@@ -369,9 +369,10 @@ impl Session {
         let mut s = Session {
             id,
             sink: Arc::new(WsSink {
+                // Every session counts in its address's share.
                 outbox: Arc::new(Outbox::with_budget(
                     st.cfg.output_limits,
-                    st.hub.output().clone(),
+                    st.hub.client_output(&client),
                 )),
                 lag: Mutex::new(LagState::default()),
                 lag_bytes: lag_threshold(&st.cfg.output_limits),
@@ -395,8 +396,16 @@ impl Session {
                 None
             }
         };
-        let refused = match url_token.map(|t| s.st.auth.verify_token(&t)) {
-            Some(Err(e)) => {
+        let limit = s.st.cfg.auth_budget();
+        let checked =
+            url_token.map(|t| s.client.authenticate(limit, || s.st.auth.verify_token(&t)));
+        let refused = match checked {
+            // Past the address's budget of failures: not checked at all.
+            Some(Err(_wait)) => {
+                Stats::add(&s.st.hub.stats().auth_failures, 1);
+                Some(DisconnectCode::ConnectRateLimited)
+            }
+            Some(Ok(Err(e))) => {
                 Stats::add(&s.st.hub.stats().auth_failures, 1);
                 tracing::debug!(client = id, error = %e, "session token refused");
                 Some(match e {
@@ -404,7 +413,7 @@ impl Session {
                     _ => DisconnectCode::Unauthorized,
                 })
             }
-            Some(Ok(claims)) => {
+            Some(Ok(Ok(claims))) => {
                 s.set_identity(Some(claims));
                 None
             }

@@ -131,6 +131,7 @@ fn open_stream(
         h.transport = Some("sse");
         if let Err(wait) = client.take_connect(st.cfg.proxy_connect_limit) {
             return ApiError::RateLimited {
+                what: "connects",
                 retry_after: crate::rate::retry_secs(wait),
             }
             .into_response();

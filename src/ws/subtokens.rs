@@ -71,7 +71,8 @@ pub(super) enum TokenCheck {
 impl Session {
     /// Checks a subscription token for `channel`, answering the refusal:
     /// 102 for a connection without a user (anonymous), a token for another
-    /// channel or user, or an invalid one; 104 for an expired one.
+    /// channel or user, or an invalid one; 104 for an expired one; 107
+    /// unchecked once the address spent its budget of failures.
     pub(super) fn check_sub_token(&self, id: &Value, channel: &str, token: &str) -> TokenCheck {
         let user = match &self.identity {
             Identity::Password => return TokenCheck::Ignored,
@@ -86,7 +87,20 @@ impl Session {
             }
             Identity::User(c) => c.sub.as_str(),
         };
-        match self.st.auth.verify_subscription_token(token, channel, user) {
+        // Within the address's budget of failed authentications, as a
+        // connection token.
+        let limit = self.st.cfg.auth_budget();
+        let checked = self.client.authenticate(limit, || {
+            self.st.auth.verify_subscription_token(token, channel, user)
+        });
+        let checked = match checked {
+            Ok(r) => r,
+            Err(wait) => {
+                self.auth_rate_error(id, wait);
+                return TokenCheck::Refused;
+            }
+        };
+        match checked {
             Ok(c) => TokenCheck::Granted(expiry_instant(c.exp, self.st.cfg.jwt_leeway), c.exp),
             Err(e) => {
                 self.token_error(id, &e);

@@ -156,12 +156,40 @@ fn auth(conn: &mut Conn, args: &[Bytes]) {
     } else {
         (Some(&args[1][..]), &args[2])
     };
-    match authenticate(conn, user, secret) {
-        Ok(id) => {
+    match limited_authenticate(conn, user, secret) {
+        Some(Ok(id)) => {
             set_identity(conn, id, user);
             conn.reply().simple("OK");
         }
-        Err(e) => auth_reply_err(conn, e),
+        Some(Err(e)) => auth_reply_err(conn, e),
+        None => {}
+    }
+}
+
+/// [`authenticate`] within the address's budget of failures
+/// (`--auth-failure-rate`): past it the attempt is refused unchecked, with
+/// its own error (answered here; `None`). Redis checks every AUTH at full
+/// speed, which suits a port only backends reach; Herald's RESP port also
+/// takes JWT clients, so a password or key guessed over it must cost time.
+fn limited_authenticate(
+    conn: &mut Conn,
+    user: Option<&[u8]>,
+    secret: &[u8],
+) -> Option<Result<Identity, crate::auth::AuthError>> {
+    // An open server has no secret to guess: a client that sends AUTH to
+    // it anyway gets Redis's answer every time.
+    let limit = conn.server.cfg.auth_budget();
+    let client = conn.client.clone();
+    match client.authenticate(limit, || authenticate(conn, user, secret)) {
+        Ok(r) => Some(r),
+        Err(wait) => {
+            crate::hub::Stats::add(&conn.server.hub.stats().auth_failures, 1);
+            conn.reply().error(&format!(
+                "ERR too many failed authentications from this address; retry in {} s",
+                crate::rate::retry_secs(wait)
+            ));
+            None
+        }
     }
 }
 
@@ -235,9 +263,10 @@ fn hello(conn: &mut Conn, args: &[Bytes]) {
         }
     }
     if let Some((user, pass)) = creds {
-        match authenticate(conn, Some(&user), &pass) {
-            Ok(id) => set_identity(conn, id, Some(&user)),
-            Err(e) => return auth_reply_err(conn, e),
+        match limited_authenticate(conn, Some(&user), &pass) {
+            Some(Ok(id)) => set_identity(conn, id, Some(&user)),
+            Some(Err(e)) => return auth_reply_err(conn, e),
+            None => return,
         }
     }
     if conn.identity.is_none() {

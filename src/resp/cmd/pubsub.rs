@@ -179,7 +179,10 @@ fn allowed(conn: &mut Conn, names: &[Bytes], kind: Kind, publish: bool) -> bool 
 }
 
 fn publish(conn: &mut Conn, args: &[Bytes]) {
-    if !allowed(conn, &args[1..2], Kind::Channel, true) || !publish_name_ok(conn, &args[1]) {
+    if !allowed(conn, &args[1..2], Kind::Channel, true)
+        || !publish_name_ok(conn, &args[1])
+        || !publish_rate_ok(conn)
+    {
         return;
     }
     if conn.in_exec || conn.total_subscriptions() > 0 {
@@ -206,7 +209,10 @@ pub(super) fn publish_allowed(conn: &mut Conn, args: &[Bytes], shard: bool) -> b
 }
 
 fn spublish(conn: &mut Conn, args: &[Bytes]) {
-    if !allowed(conn, &args[1..2], Kind::Shard, true) || !publish_name_ok(conn, &args[1]) {
+    if !allowed(conn, &args[1..2], Kind::Shard, true)
+        || !publish_name_ok(conn, &args[1])
+        || !publish_rate_ok(conn)
+    {
         return;
     }
     match conn.server.hub.spublish(args[1].clone(), args[2].clone()) {
@@ -324,6 +330,25 @@ fn pattern_quota_ok(conn: &mut Conn) -> bool {
 fn publish_name_ok(conn: &mut Conn, name: &[u8]) -> bool {
     matches!(conn.identity, Some(crate::auth::Identity::Password))
         || check_name(conn, name, Kind::Channel)
+}
+
+/// A client without the password publishes at most `--ws-publish-rate`
+/// times a second per address, as WebSocket and SSE clients do (the same
+/// bucket: an address's publishes over every protocol count together).
+/// Password clients (backends) publish with no rate.
+fn publish_rate_ok(conn: &mut Conn) -> bool {
+    if matches!(conn.identity, Some(crate::auth::Identity::Password)) {
+        return true;
+    }
+    let rate = conn.server.cfg.ws_publish_rate;
+    let limit = crate::rate::RateLimit { rate, burst: rate };
+    if conn.client.take_publish(limit) {
+        return true;
+    }
+    conn.reply().error(&format!(
+        "ERR publish rate limit exceeded ({rate} per second from this address); retry later"
+    ));
+    false
 }
 
 fn check_name(conn: &mut Conn, name: &[u8], kind: Kind) -> bool {

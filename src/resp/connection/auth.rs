@@ -55,6 +55,14 @@ impl Conn {
         self.handle
             .pre_auth
             .store(self.pre_auth(), std::sync::atomic::Ordering::Relaxed);
+        // Password clients (backends) count only in the global output
+        // budget; the rest in their address's share of it.
+        let hub = &self.server.hub;
+        let budget = match self.identity {
+            Some(Identity::Password) => hub.output().clone(),
+            _ => hub.client_output(&self.client),
+        };
+        self.handle.sink.outbox.set_budget(budget);
         // A client still within its time to authenticate keeps that
         // deadline: a RESET must not restart the clock, or a client that
         // never authenticates would hold its slot forever.

@@ -619,6 +619,7 @@ async fn run_loop(stream: &mut TcpStream, conn: &mut Conn) -> std::io::Result<()
                 hard_bytes = limits.hard_bytes,
                 soft_bytes = limits.soft_bytes,
                 global_bytes = conn.server.hub.output().limit(),
+                address_bytes = conn.server.cfg.output_buffer_client_limit,
                 "client closed for overcoming of output buffer limits"
             );
             return Ok(());
