@@ -328,7 +328,8 @@ pub trait Broker: Send + Sync + 'static {
         Pending::boxed(async move {
             let n = items.len();
             // Group by channel, keeping each channel's order.
-            let mut groups: Vec<(Bytes, Option<HistoryOptions>, Vec<(usize, Bytes)>)> = Vec::new();
+            type Group = (Bytes, Option<HistoryOptions>, Vec<(usize, Bytes)>);
+            let mut groups: Vec<Group> = Vec::new();
             for (i, (channel, payload, history)) in items.into_iter().enumerate() {
                 match groups.iter_mut().find(|(c, _, _)| *c == channel) {
                     Some((_, _, g)) => g.push((i, payload)),
