@@ -110,6 +110,10 @@ pub fn retry_secs(wait: Duration) -> u64 {
     (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)
 }
 
+/// Reads a survey of the other nodes costs a client (10: at the default
+/// `--read-rate` of 100/s, 10 surveys a second per address).
+pub const SURVEY_READS: u32 = 10;
+
 /// A client address as the per-client limits group them: an IPv4 address
 /// (IPv4-mapped IPv6 included), or the /64 an IPv6 address is in (one
 /// host, or one home or phone, is usually given a whole /64).
@@ -174,6 +178,13 @@ impl Client {
     /// address's read bucket.
     pub fn take_read(&self, limit: RateLimit) -> bool {
         self.state().read.take(limit, 1)
+    }
+
+    /// Takes a cluster-wide question (`PUBSUB CHANNELS`/`NUMSUB`/`NUMPAT`,
+    /// `/api/channels`: every other node answers with up to a MiB) from the
+    /// read bucket: [`SURVEY_READS`] reads, all or none.
+    pub fn take_survey(&self, limit: RateLimit) -> bool {
+        self.state().read.take(limit, SURVEY_READS)
     }
 
     /// Runs `check`, an authentication attempt, within the address's

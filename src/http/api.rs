@@ -233,7 +233,21 @@ pub async fn channels(
     headers: HeaderMap,
     q: Result<Query<ChannelsQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    authorize(&st, &peer, &headers)?;
+    let keyed = authorize(&st, &peer, &headers)?;
+    // A survey of every node: open callers pay it from their read budget.
+    if !keyed && st.hub.cluster_peers() > 0 {
+        let limit = st.cfg.read_limit;
+        let client = crate::ws::client_of(&st, peer.as_deref(), &headers);
+        if !client.take_survey(limit) {
+            return Err(ApiError::RateLimited {
+                what: "reads",
+                retry_after: crate::rate::retry_secs(
+                    std::time::Duration::from_secs(1) * crate::rate::SURVEY_READS
+                        / limit.rate.max(1),
+                ),
+            });
+        }
+    }
     let Query(q) = q.map_err(ApiError::Query)?;
     // Matching costs pattern length times channel length for every
     // channel: the pattern is bounded as for clients without the password.

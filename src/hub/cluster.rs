@@ -218,6 +218,11 @@ impl Hub {
         (local, view)
     }
 
+    /// How many other nodes are live now (0 in memory mode).
+    pub fn cluster_peers(&self) -> usize {
+        self.engine.broker.cluster().peers().peers.len()
+    }
+
     /// Channels with a subscriber on any node (matching `pattern`), with
     /// their subscribers summed over the nodes. Unordered. Without
     /// `others`, this node's alone (nothing waits on other nodes: a

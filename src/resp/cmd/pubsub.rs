@@ -493,6 +493,9 @@ fn list_channels(conn: &mut Conn, args: &[Bytes], space: Space) {
         conn.reply().error_bytes(&msg);
         return;
     }
+    if !may_survey(conn) {
+        return;
+    }
     // Every node's channels: in engine mode a survey of the other nodes,
     // waited for here (at most `SURVEY_TIMEOUT`); what did not arrive in
     // time is left out (docs/engine.md). Inside EXEC, which holds the
@@ -508,6 +511,31 @@ fn list_channels(conn: &mut Conn, args: &[Bytes], space: Space) {
         .collect();
     list.retain(|c| visible(conn, c));
     conn.reply().bulks(list.iter());
+}
+
+/// Whether this client may ask the other nodes (a survey) now: clients
+/// without the password pay [`crate::rate::SURVEY_READS`] of their
+/// address's `--read-rate` bucket, since every other node answers with up
+/// to a MiB. Inside EXEC, or with no other node, nothing is asked and
+/// nothing paid. False (an error answered) when the bucket is empty.
+fn may_survey(conn: &mut Conn) -> bool {
+    if conn.in_exec
+        || matches!(conn.identity, Some(crate::auth::Identity::Password))
+        || conn.server.hub.cluster_peers() == 0
+    {
+        return true;
+    }
+    let limit = conn.server.cfg.read_limit;
+    if conn.client.take_survey(limit) {
+        return true;
+    }
+    conn.reply().error(&format!(
+        "ERR rate limit: PUBSUB asks every node; {} a second from this address (--read-rate {} / {})",
+        (limit.rate / crate::rate::SURVEY_READS).max(1),
+        limit.rate,
+        crate::rate::SURVEY_READS
+    ));
+    false
 }
 
 /// Introspection shows a client only the channels it may subscribe to:
@@ -529,6 +557,9 @@ fn shardchannels(conn: &mut Conn, args: &[Bytes]) {
 }
 
 fn count_subs(conn: &mut Conn, args: &[Bytes], space: Space) {
+    if !may_survey(conn) {
+        return;
+    }
     // Only the channels this client may see are asked about (in engine
     // mode, of every node: a survey): the others count 0.
     let shown: Vec<bool> = args[2..].iter().map(|c| visible(conn, c)).collect();
@@ -565,6 +596,9 @@ fn shardnumsub(conn: &mut Conn, args: &[Bytes]) {
 }
 
 fn numpat(conn: &mut Conn, _args: &[Bytes]) {
+    if !may_survey(conn) {
+        return;
+    }
     let hub = &conn.server.hub;
     let others = !conn.in_exec;
     let n = match &conn.identity {
