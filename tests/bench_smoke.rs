@@ -423,3 +423,64 @@ fn kv_memory_reports_per_entry_costs() {
         "{v}"
     );
 }
+
+/// `herald-bench engine` runs end to end: three nodes on one Redis beside
+/// one node, every measurement reported, nothing lost (short runs: the
+/// figures themselves are for docs/benchmarks.md).
+#[test]
+fn engine_scenario_runs_three_nodes_on_redis() {
+    let out = run(&[
+        "engine",
+        "--duration",
+        "0.5",
+        "--subscribers",
+        "20",
+        "--channels",
+        "4",
+        "--publishers",
+        "2",
+        "--rate",
+        "500",
+        "--herald",
+        env!("CARGO_BIN_EXE_herald"),
+        "--redis-server",
+        "/usr/bin/redis-server",
+    ]);
+    let reports: Vec<Value> = out
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("invalid JSON ({e}): {l}")))
+        .collect();
+    let names: Vec<&str> = reports
+        .iter()
+        .map(|r| r["scenario"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "engine-fanout",
+            "engine-latency",
+            "engine-history-herald",
+            "engine-history-redis-script",
+            "single-fanout",
+            "single-latency",
+            "engine-summary"
+        ],
+        "{out}"
+    );
+    for r in &reports[..6] {
+        check_fields(r, r["scenario"].as_str().unwrap_or(""));
+        assert_eq!(lost(r), 0, "{r}");
+        assert_eq!(r["publish_errors"], 0, "{r}");
+    }
+    let s = &reports[6];
+    for f in [
+        "cross_node_deliveries_per_sec",
+        "single_node_deliveries_per_sec",
+        "herald_history_publishes_per_sec",
+        "redis_script_publishes_per_sec",
+        "history_ratio_herald_to_redis",
+    ] {
+        assert!(s[f].as_f64().is_some_and(|v| v > 0.0), "{f} in {s}");
+    }
+}
