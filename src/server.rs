@@ -197,6 +197,7 @@ async fn build_hub(cfg: &Arc<Config>) -> Result<Hub, StartError> {
             prefix: cfg.engine_prefix.clone(),
             node: cfg.node_name.clone(),
             presence_ttl: cfg.presence_ttl,
+            history_max_memory: cfg.history_max_memory,
         })
         .await
         .map_err(|e| StartError::Engine(e.to_string()))?;

@@ -362,6 +362,7 @@ async fn redis_engine_keeps_the_contract_on_a_cluster() {
             prefix: "contract".into(),
             node: node.into(),
             presence_ttl: Duration::from_secs(60),
+            history_max_memory: 0,
         })
         .await
         .expect("redis cluster");
@@ -401,6 +402,7 @@ async fn redis_engine_keeps_the_contract_across_two_nodes() {
             prefix: "contract".into(),
             node: node.into(),
             presence_ttl: Duration::from_secs(60),
+            history_max_memory: 0,
         })
         .await
         .expect("redis");

@@ -103,9 +103,14 @@ test('falls back to SSE, with the token on the URL, and resumes on a new stream 
   // The stream ends (as a proxy would cut it): a new stream, a new session.
   const first = result.session;
   streams.at(-1)._abort.abort();
-  await until(() => herald.state === 'connected' && herald.connection.session !== first, 3000, 'a new session');
+  // Generous waits: the reconnect backs off, and CI runs test files in
+  // parallel on two cores. The publish waits until the subscription is
+  // confirmed on the new session (connected comes first).
+  await until(() => herald.state === 'connected' && herald.connection.session !== first, 10000, 'a new session');
+  await until(() => sub.state === 'subscribed', 10000, 'news subscribed again');
+  await sub.ready();
   respPublish(server.resp, 'news', '5', 'pw');
-  await until(() => got.length >= 5, 3000, 'messages on the new stream');
+  await until(() => got.length >= 5, 10000, 'messages on the new stream');
   assert.deepEqual(got, [1, 2, 3, 4, 5]);
 });
 

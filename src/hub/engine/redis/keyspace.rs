@@ -760,6 +760,7 @@ impl RemoteKeyspace for RedisKeyspace {
             };
             match inv.invoke_async::<(u64, String)>(&mut conn).await {
                 Ok((top, _epoch)) => {
+                    e.note_history(&channel, top, opts.size, payload.len());
                     let mut out = BytesMut::new();
                     put_bulk(&mut out, format!("{top}-0").as_bytes());
                     out.freeze()

@@ -37,6 +37,7 @@
 //!   (`leaderboards.rs`): each node re-reads the boards its clients follow
 //!   on every tick.
 
+mod budget;
 mod cluster;
 mod control;
 mod history;
@@ -71,6 +72,9 @@ pub struct RedisOptions {
     pub node: String,
     /// How long a node's presence entries live without a refresh.
     pub presence_ttl: Duration,
+    /// `--history-max-memory`: the budget of every node's histories in
+    /// Redis together (0: none). See `budget.rs`.
+    pub history_max_memory: usize,
 }
 
 /// How long a node's own probes may stay unanswered before its pub/sub
@@ -108,6 +112,9 @@ pub struct RedisEngine {
     /// may have restarted (perhaps from an older snapshot), so the next
     /// history write reads them first ([`RedisEngine::verify_run`]).
     run_unverified: AtomicBool,
+    /// This node's estimates of the histories it publishes to
+    /// (`--history-max-memory`).
+    budget: budget::Budget,
     /// Presence entries this node holds: channel → clients (refreshed,
     /// and put back when another node expired them meanwhile).
     joined: Mutex<HashMap<Bytes, HashMap<ClientId, crate::hub::presence::PresenceEntry>>>,
@@ -148,6 +155,7 @@ impl RedisEngine {
             sink: Mutex::new(None),
             run_ids: Mutex::new(HashMap::new()),
             run_unverified: AtomicBool::new(false),
+            budget: budget::Budget::default(),
             joined: Mutex::new(HashMap::new()),
             healthy: AtomicBool::new(true),
             probes: Mutex::new(HashMap::new()),
@@ -331,6 +339,7 @@ impl RedisEngine {
                 continue;
             }
             self.probe().await;
+            self.enforce_history_budget().await;
         }
     }
 }

@@ -448,6 +448,7 @@ impl RedisEngine {
                     .invoke_async(&mut self.conn())
                     .await
                     .map_err(|e| self.failed_on(&channel, self.failed_write(e)))?;
+                self.note_history(&channel, top, opts.size, payload.len());
                 Some(Position {
                     offset: top,
                     epoch: epoch.parse().unwrap_or(0),
@@ -587,7 +588,7 @@ impl RedisEngine {
         }
         (0..n)
             .map(|i| {
-                let (c, _, h) = &items[i];
+                let (c, p, h) = &items[i];
                 let r = results
                     .get_mut(at[i].0)
                     .map(|r| std::mem::replace(r, Ok(redis::Value::Nil)))
@@ -595,13 +596,18 @@ impl RedisEngine {
                 match r {
                     Err(e) => Err(self.failed_on(c, self.failed_write(e))),
                     Ok(v) if h.is_some() => match redis::from_redis_value::<(u64, String)>(v) {
-                        Ok((top, epoch)) => Ok(Published {
-                            receivers: receivers[i],
-                            position: Some(Position {
-                                offset: top,
-                                epoch: epoch.parse().unwrap_or(0),
-                            }),
-                        }),
+                        Ok((top, epoch)) => {
+                            if let Some(o) = h {
+                                self.note_history(c, top, o.size, p.len());
+                            }
+                            Ok(Published {
+                                receivers: receivers[i],
+                                position: Some(Position {
+                                    offset: top,
+                                    epoch: epoch.parse().unwrap_or(0),
+                                }),
+                            })
+                        }
                         Err(e) => Err(EngineError::Unknown(e.to_string())),
                     },
                     Ok(_) => Ok(Published {
@@ -611,87 +617,6 @@ impl RedisEngine {
                 }
             })
             .collect()
-    }
-
-    /// Several publishes to one channel with history, in order, in one
-    /// round trip: the history script once per payload, pipelined on the
-    /// shared connection (Redis runs them in the order sent). The script is
-    /// loaded first if Redis lost it (`NOSCRIPT`: nothing of the pipeline
-    /// ran), then the pipeline is sent again.
-    async fn publish_history_many(
-        &self,
-        channel: Bytes,
-        payloads: Vec<Bytes>,
-        opts: HistoryOptions,
-    ) -> Vec<Result<Published, EngineError>> {
-        let n = payloads.len();
-        let fail = |e: EngineError| (0..n).map(|_| Err(e.clone())).collect::<Vec<_>>();
-        if let Err(e) = self.link.fenced() {
-            return fail(e);
-        }
-        if let Err(e) = self.verify_run().await {
-            return fail(e);
-        }
-        let receivers = self.handler.get().map_or(0, |h| h.receivers(&channel));
-        let stream = self.key("history", &channel);
-        let meta = self.key("meta", &channel);
-        let run = self.run_id(&stream);
-        let name = self.channel_name("ch", &channel);
-        let copy = self.pattern_copy(&channel).unwrap_or_default();
-        let mut pipe = redis::pipe();
-        pipe.ignore_errors();
-        for p in &payloads {
-            pipe.cmd("EVALSHA")
-                .arg(self.publish.get_hash())
-                .arg(2)
-                .arg(&stream)
-                .arg(&meta)
-                .arg(&p[..])
-                .arg(opts.size)
-                .arg(opts.ttl_ms)
-                .arg(Self::new_epoch())
-                .arg(&run)
-                .arg(&name)
-                .arg(self.publish_cmd())
-                .arg(&copy);
-        }
-        let mut loaded = false;
-        loop {
-            let r: redis::RedisResult<Vec<redis::RedisResult<(u64, String)>>> =
-                pipe.query_async(&mut self.conn()).await;
-            let results = match r {
-                Ok(v) => v,
-                Err(e) => return fail(self.failed_on(&channel, self.failed_write(e))),
-            };
-            let noscript = |r: &redis::RedisResult<(u64, String)>| matches!(r, Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript));
-            if !loaded && results.first().is_some_and(noscript) {
-                // Redis lost its scripts (a restart, SCRIPT FLUSH): load and
-                // send again (the NOSCRIPT ones did not run).
-                loaded = true;
-                let load: redis::RedisResult<String> = redis::cmd("SCRIPT")
-                    .arg("LOAD")
-                    .arg(PUBLISH_SCRIPT)
-                    .query_async(&mut self.conn())
-                    .await;
-                if let Err(e) = load {
-                    return fail(self.failed_on(&channel, self.failed_write(e)));
-                }
-                continue;
-            }
-            return results
-                .into_iter()
-                .map(|r| match r {
-                    Ok((top, epoch)) => Ok(Published {
-                        receivers,
-                        position: Some(Position {
-                            offset: top,
-                            epoch: epoch.parse().unwrap_or(0),
-                        }),
-                    }),
-                    Err(e) => Err(self.failed_on(&channel, self.failed_write(e))),
-                })
-                .collect();
-        }
     }
 }
 
@@ -740,28 +665,6 @@ impl Broker for RedisEngine {
         items: Vec<(Bytes, Bytes, Option<HistoryOptions>)>,
     ) -> Pending<'_, Vec<Result<Published, EngineError>>> {
         Pending::boxed(self.publish_pipeline(items))
-    }
-
-    fn publish_many(
-        &self,
-        channel: Bytes,
-        payloads: Vec<Bytes>,
-        history: Option<HistoryOptions>,
-    ) -> Pending<'_, Vec<Result<Published, EngineError>>> {
-        Pending::boxed(async move {
-            match history {
-                Some(opts) if payloads.len() > 1 => {
-                    self.publish_history_many(channel, payloads, opts).await
-                }
-                _ => {
-                    let mut out = Vec::with_capacity(payloads.len());
-                    for p in payloads {
-                        out.push(self.publish_one(channel.clone(), p, history).await);
-                    }
-                    out
-                }
-            }
-        })
     }
 
     fn publish_batch(
