@@ -401,6 +401,18 @@ impl FanoutArgs {
     }
 }
 
+/// The herald binary to start: the one given, or the one beside
+/// herald-bench.
+fn herald_binary(given: Option<std::path::PathBuf>) -> Result<std::path::PathBuf> {
+    match given {
+        Some(p) => Ok(p),
+        None => Ok(std::env::current_exe()?
+            .parent()
+            .context("herald-bench has no directory")?
+            .join("herald")),
+    }
+}
+
 async fn run(cmd: Cmd) -> Result<()> {
     let rep = match cmd {
         Cmd::Fanout(a) => fanout::run(&a.opts(), "fanout").await?,
@@ -463,13 +475,7 @@ async fn run(cmd: Cmd) -> Result<()> {
             .await?
         }
         Cmd::RespIdle(a) => {
-            let herald = match a.herald {
-                Some(p) => p,
-                None => std::env::current_exe()?
-                    .parent()
-                    .map(|d| d.join("herald"))
-                    .ok_or_else(|| anyhow::anyhow!("no directory for herald-bench"))?,
-            };
+            let herald = herald_binary(a.herald)?;
             resp_idle::run(&resp_idle::RespIdleOpts {
                 herald,
                 redis_server: a.redis_server,
@@ -504,13 +510,7 @@ async fn run(cmd: Cmd) -> Result<()> {
             .await?
         }
         Cmd::KvMemory(a) => {
-            let herald = match a.herald {
-                Some(p) => p,
-                None => std::env::current_exe()?
-                    .parent()
-                    .map(|d| d.join("herald"))
-                    .ok_or_else(|| anyhow::anyhow!("no directory for herald-bench"))?,
-            };
+            let herald = herald_binary(a.herald)?;
             kv_memory::run(&kv_memory::KvMemoryOpts {
                 herald,
                 redis_server: a.redis_server,
@@ -523,13 +523,7 @@ async fn run(cmd: Cmd) -> Result<()> {
             .await?
         }
         Cmd::Engine(a) => {
-            let herald = match a.herald {
-                Some(p) => p,
-                None => std::env::current_exe()?
-                    .parent()
-                    .context("herald-bench has no directory")?
-                    .join("herald"),
-            };
+            let herald = herald_binary(a.herald)?;
             let reps = engine::run(&engine::EngineOpts {
                 herald,
                 redis_server: a.redis_server,
