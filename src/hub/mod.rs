@@ -570,19 +570,13 @@ impl Hub {
             })
             .collect();
         let n = items.len();
-        let done = self.engine.broker.publish_mixed(items).wait();
-        let mut results: Vec<Option<Result<Published, EngineError>>> =
-            (0..n).map(|_| None).collect();
-        for (i, r) in done.into_iter().enumerate().take(n) {
-            if let Ok(p) = &r {
-                self.count(p.receivers);
-            }
-            results[i] = Some(r);
+        let mut done = self.engine.broker.publish_mixed(items).wait();
+        // One outcome per publish, whatever the broker answered.
+        done.resize_with(n, || Err(EngineError::Unavailable("publish lost".into())));
+        for p in done.iter().flatten() {
+            self.count(p.receivers);
         }
-        results
-            .into_iter()
-            .map(|r| r.unwrap_or_else(|| Err(EngineError::Unavailable("publish lost".into()))))
-            .collect()
+        done
     }
 
     /// Publishes `payloads` on `channel` in order, as one step (a client's

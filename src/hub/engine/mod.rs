@@ -299,28 +299,10 @@ pub trait Broker: Send + Sync + 'static {
         payloads: Vec<Bytes>,
     ) -> Pending<'_, Result<Vec<usize>, EngineError>>;
 
-    /// Publishes `payloads` on one channel, in order, each as
-    /// [`Broker::publish`] would (with `history` where given), and returns
-    /// each one's outcome. A broker over a network may send them together
-    /// (one round trip); the default publishes one after another.
-    fn publish_many(
-        &self,
-        channel: Bytes,
-        payloads: Vec<Bytes>,
-        history: Option<HistoryOptions>,
-    ) -> Pending<'_, Vec<Result<Published, EngineError>>> {
-        Pending::boxed(async move {
-            let mut out = Vec::with_capacity(payloads.len());
-            for p in payloads {
-                out.push(self.publish(channel.clone(), p, history).await);
-            }
-            out
-        })
-    }
-
     /// Publishes a client's pipelined `(channel, payload, history)`s and
     /// returns each one's outcome in the order given: each channel's in
-    /// order ([`Broker::publish_many`]), distinct channels overlapping.
+    /// order, one after another, distinct channels overlapping. A broker
+    /// over a network may send them all together (one round trip).
     fn publish_mixed(
         &self,
         items: Vec<(Bytes, Bytes, Option<HistoryOptions>)>,
@@ -339,9 +321,11 @@ pub trait Broker: Send + Sync + 'static {
             let chains = groups
                 .into_iter()
                 .map(|(channel, history, group)| async move {
-                    let (index, payloads): (Vec<usize>, Vec<Bytes>) = group.into_iter().unzip();
-                    let done = self.publish_many(channel, payloads, history).await;
-                    index.into_iter().zip(done).collect::<Vec<_>>()
+                    let mut done = Vec::with_capacity(group.len());
+                    for (i, payload) in group {
+                        done.push((i, self.publish(channel.clone(), payload, history).await));
+                    }
+                    done
                 });
             let mut out: Vec<Option<Result<Published, EngineError>>> =
                 (0..n).map(|_| None).collect();

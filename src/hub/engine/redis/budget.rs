@@ -13,7 +13,7 @@
 //! Redis about the payload plus 60–100 bytes each.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{LazyLock, Mutex};
 
 use bytes::Bytes;
 
@@ -52,6 +52,9 @@ end
 if total < 0 then redis.call('SET', KEYS[2], 0) end
 return out
 "#;
+
+static ACCOUNT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(ACCOUNT_SCRIPT));
+static EVICT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(EVICT_SCRIPT));
 
 /// This node's estimates not yet written to Redis.
 #[derive(Default)]
@@ -113,11 +116,10 @@ impl RedisEngine {
             self.acct_key("history-total"),
             self.acct_key("history-index"),
         ];
-        let account = redis::Script::new(ACCOUNT_SCRIPT);
         let mut total: i64 = 0;
         for (channel, (entries, avg, at)) in &pending {
             let bytes = (*entries as f64 * avg) as u64;
-            match account
+            match ACCOUNT
                 .key(&keys[0])
                 .key(&keys[1])
                 .key(&keys[2])
@@ -137,9 +139,8 @@ impl RedisEngine {
         if pending.is_empty() || total <= cap as i64 {
             return;
         }
-        let evict = redis::Script::new(EVICT_SCRIPT);
         loop {
-            let gone: Vec<Vec<u8>> = match evict
+            let gone: Vec<Vec<u8>> = match EVICT
                 .key(&keys[0])
                 .key(&keys[1])
                 .key(&keys[2])

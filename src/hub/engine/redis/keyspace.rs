@@ -680,21 +680,15 @@ impl RemoteKeyspace for RedisKeyspace {
                 }
                 cmds
             }
-            (false, Some(opts)) => vec![vec![
-                Bytes::from_static(b"EVAL"),
-                Bytes::from_static(super::pubsub::PUBLISH_SCRIPT.as_bytes()),
-                Bytes::from_static(b"2"),
-                b(e.key("history", channel)),
-                b(e.key("meta", channel)),
-                Bytes::copy_from_slice(payload),
-                b(opts.size.to_string().into_bytes()),
-                b(opts.ttl_ms.to_string().into_bytes()),
-                b(RedisEngine::new_epoch().to_string().into_bytes()),
-                b(e.run_id(&e.key("history", channel)).into_bytes()),
-                b(e.channel_name("ch", channel)),
-                Bytes::from_static(e.publish_cmd().as_bytes()),
-                b(copy.unwrap_or_default()),
-            ]],
+            (false, Some(opts)) => {
+                let mut cmd = vec![
+                    Bytes::from_static(b"EVAL"),
+                    Bytes::from_static(super::pubsub::PUBLISH_SCRIPT.as_bytes()),
+                    Bytes::from_static(b"2"),
+                ];
+                cmd.extend(e.history_script_args(channel, payload, opts).map(b));
+                vec![cmd]
+            }
         }
     }
 

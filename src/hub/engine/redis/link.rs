@@ -132,6 +132,19 @@ pub struct Link {
     shared3: tokio::sync::Mutex<Option<(u64, Shared)>>,
 }
 
+/// `redis://[:password@]addr`, for one Cluster node (`host:port`).
+fn node_url(addr: &str, password: Option<&str>) -> String {
+    let auth = password
+        .map(|p| format!(":{}@", urlencode(p)))
+        .unwrap_or_default();
+    format!("redis://{auth}{addr}")
+}
+
+/// A client of one Cluster master at `addr` (`host:port`).
+fn cluster_client(addr: &str, password: Option<&str>) -> RedisResult<redis::Client> {
+    redis::Client::open(node_url(addr, password))
+}
+
 /// `client` speaking RESP3.
 fn resp3_client(client: &redis::Client) -> RedisResult<redis::Client> {
     let info = client.get_connection_info().clone();
@@ -176,14 +189,10 @@ fn parse_cluster(url: &str) -> Result<(Vec<String>, Option<String>), EngineError
         Some((p, h)) => (Some(p.to_string()).filter(|p| !p.is_empty()), h),
         None => (None, rest),
     };
-    let auth = password
-        .as_deref()
-        .map(|p| format!(":{}@", urlencode(p)))
-        .unwrap_or_default();
     let nodes: Vec<String> = hosts
         .split(',')
         .filter(|h| !h.is_empty())
-        .map(|h| format!("redis://{auth}{h}"))
+        .map(|h| node_url(h, password.as_deref()))
         .collect();
     if nodes.is_empty() || hosts.contains(['/', '?', '#']) {
         return Err(EngineError::Unavailable(
@@ -354,11 +363,7 @@ impl Link {
                         "no master serves this key's slot",
                     ))
                 })?;
-                let auth = password
-                    .as_deref()
-                    .map(|p| format!(":{}@", urlencode(p)))
-                    .unwrap_or_default();
-                redis::Client::open(format!("redis://{auth}{addr}"))?
+                cluster_client(&addr, password.as_deref())?
             }
             _ => self.client().ok_or_else(|| {
                 redis::RedisError::from((redis::ErrorKind::Io, "no master known"))
@@ -407,11 +412,7 @@ impl Link {
             self.masters().into_iter().next().ok_or_else(|| {
                 redis::RedisError::from((redis::ErrorKind::Io, "no master known"))
             })?;
-        let auth = password
-            .as_deref()
-            .map(|p| format!(":{}@", urlencode(p)))
-            .unwrap_or_default();
-        let client = redis::Client::open(format!("redis://{auth}{addr}"))?;
+        let client = cluster_client(&addr, password.as_deref())?;
         tokio::time::timeout(TIMEOUT, client.get_async_pubsub())
             .await
             .map_err(|_| {

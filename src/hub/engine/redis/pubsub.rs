@@ -406,6 +406,32 @@ impl RedisEngine {
             .map_err(|e| self.failed_write(e))
     }
 
+    /// The history script's keys and arguments for one publish (after
+    /// the key count): stream, meta; payload, max length, ttl ms, a new
+    /// epoch, the run id, the pub/sub channel, the publish command, the
+    /// pattern copy's channel or "" (see [`PUBLISH_SCRIPT`]).
+    pub(super) fn history_script_args(
+        &self,
+        channel: &[u8],
+        payload: &[u8],
+        opts: HistoryOptions,
+    ) -> [Vec<u8>; 10] {
+        let stream = self.key("history", channel);
+        let run = self.run_id(&stream);
+        [
+            stream,
+            self.key("meta", channel),
+            payload.to_vec(),
+            opts.size.to_string().into_bytes(),
+            opts.ttl_ms.to_string().into_bytes(),
+            Self::new_epoch().to_string().into_bytes(),
+            run.into_bytes(),
+            self.channel_name("ch", channel),
+            self.publish_cmd().as_bytes().to_vec(),
+            self.pattern_copy(channel).unwrap_or_default(),
+        ]
+    }
+
     pub(super) async fn publish_one(
         &self,
         channel: Bytes,
@@ -431,20 +457,13 @@ impl RedisEngine {
             }
             Some(opts) => {
                 self.verify_run().await?;
-                let stream = self.key("history", &channel);
-                let run = self.run_id(&stream);
-                let (top, epoch): (u64, String) = self
-                    .publish
-                    .key(stream)
-                    .key(self.key("meta", &channel))
-                    .arg(&payload[..])
-                    .arg(opts.size)
-                    .arg(opts.ttl_ms)
-                    .arg(Self::new_epoch())
-                    .arg(run)
-                    .arg(name)
-                    .arg(self.publish_cmd())
-                    .arg(self.pattern_copy(&channel).unwrap_or_default())
+                let [stream, meta, args @ ..] = self.history_script_args(&channel, &payload, opts);
+                let mut inv = self.publish.key(stream);
+                inv.key(meta);
+                for a in args {
+                    inv.arg(a);
+                }
+                let (top, epoch): (u64, String) = inv
                     .invoke_async(&mut self.conn())
                     .await
                     .map_err(|e| self.failed_on(&channel, self.failed_write(e)))?;
@@ -500,21 +519,10 @@ impl RedisEngine {
         pipe.ignore_errors();
         let mut replies = 0usize;
         let script_args = |pipe: &mut redis::Pipeline, c: &Bytes, p: &Bytes, o: &HistoryOptions| {
-            let stream = self.key("history", c);
-            let run = self.run_id(&stream);
             pipe.cmd("EVALSHA")
                 .arg(self.publish.get_hash())
                 .arg(2)
-                .arg(stream)
-                .arg(self.key("meta", c))
-                .arg(&p[..])
-                .arg(o.size)
-                .arg(o.ttl_ms)
-                .arg(Self::new_epoch())
-                .arg(run)
-                .arg(self.channel_name("ch", c))
-                .arg(self.publish_cmd())
-                .arg(self.pattern_copy(c).unwrap_or_default());
+                .arg(&self.history_script_args(c, p, *o)[..]);
         };
         for (c, p, h) in &items {
             receivers.push(handler.as_ref().map_or(0, |h| h.receivers(c)));
