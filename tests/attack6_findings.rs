@@ -1,0 +1,152 @@
+//! Attack pass 6: per-client-address limits (`src/rate.rs`) against a
+//! hostile client: forged, garbage and oversized `X-Forwarded-For`, with
+//! and without `--trusted-proxies`.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+
+use common::*;
+
+const HERE: [u8; 4] = [127, 0, 0, 1];
+
+/// An HTTP/1.0 request from `src` with raw header bytes: the status.
+fn get(addr: SocketAddr, src: [u8; 4], headers: &[u8]) -> u16 {
+    let mut s = tcp_from(addr, src);
+    s.set_read_timeout(Some(TIMEOUT)).unwrap();
+    let mut req = format!("GET /api/channels HTTP/1.0\r\nHost: {addr}\r\n").into_bytes();
+    req.extend_from_slice(headers);
+    req.extend_from_slice(b"\r\n");
+    s.write_all(&req).unwrap();
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf);
+    let text = String::from_utf8_lossy(&buf);
+    text.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0)
+}
+
+fn wrong_key(xff: &[&[u8]]) -> Vec<u8> {
+    let mut h = b"X-API-Key: nope\r\n".to_vec();
+    for line in xff {
+        h.extend_from_slice(b"X-Forwarded-For: ");
+        h.extend_from_slice(line);
+        h.extend_from_slice(b"\r\n");
+    }
+    h
+}
+
+fn limited(extra: &[&str]) -> Herald {
+    let mut args = vec![
+        "--api-key",
+        "KEY",
+        "--jwt-hmac-secret",
+        "attack6-secret",
+        "--auth-failure-rate",
+        "1",
+        "--auth-failure-burst",
+        "2",
+    ];
+    args.extend_from_slice(extra);
+    Herald::start(&args)
+}
+
+/// Behind a proxy that appends its hop to the last `X-Forwarded-For`
+/// line, a client sent a first line of its choosing and a last line with
+/// one byte that is not visible ASCII (`\xff`). The bad line was skipped
+/// whole, real address included, and the walk went on into the client's
+/// own line: any address it liked, fresh budgets every time (found: 10
+/// wrong keys checked out of 10 past a spent budget of 2). Now the line is
+/// read lossily: the hop the proxy vouched for still counts.
+#[test]
+fn a_non_ascii_forwarded_line_does_not_hand_the_walk_to_the_clients_own_line() {
+    let h = limited(&["--trusted-proxies", "127.0.0.1"]);
+    let real: &[u8] = b"203.0.113.7";
+    assert_eq!(get(h.http, HERE, &wrong_key(&[real])), 401);
+    assert_eq!(get(h.http, HERE, &wrong_key(&[real])), 401);
+    assert_eq!(get(h.http, HERE, &wrong_key(&[real])), 429, "spent");
+    let mut checked = 0;
+    for i in 0..10 {
+        let own = format!("198.51.100.{i}");
+        let bad: &[u8] = b"\xff, 203.0.113.7";
+        if get(h.http, HERE, &wrong_key(&[own.as_bytes(), bad])) == 401 {
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 0, "wrong keys checked past a spent budget");
+    // Another real client behind the proxy keeps its own budget.
+    assert_eq!(get(h.http, HERE, &wrong_key(&[b"203.0.113.8"])), 401);
+}
+
+/// Held: without `--trusted-proxies` the header is ignored, forged or
+/// not, so rotating it gets no fresh budget.
+#[test]
+fn forged_forwarded_for_is_ignored_without_trusted_proxies() {
+    let h = limited(&[]);
+    assert_eq!(get(h.http, HERE, &wrong_key(&[])), 401);
+    assert_eq!(get(h.http, HERE, &wrong_key(&[])), 401);
+    for i in 0..10 {
+        let own = format!("198.51.100.{i}");
+        assert_eq!(get(h.http, HERE, &wrong_key(&[own.as_bytes()])), 429);
+    }
+}
+
+/// Held: garbage and oversized `X-Forwarded-For` from a trusted proxy
+/// neither panic the server nor pick a forged address: a hop that does
+/// not parse ends the walk at the proxy; 20,000 trusted hops are walked
+/// (or refused by the header limit) and the server still answers.
+#[test]
+fn garbage_and_oversized_forwarded_for_from_a_trusted_proxy() {
+    let h = limited(&["--trusted-proxies", "127.0.0.0/8"]);
+    let garbage: [&[u8]; 8] = [
+        b"",
+        b",,,,",
+        b"unknown",
+        b"1.2.3.4:99999",
+        b"[::1]:80, 300.1.1.1",
+        b"::ffff:1.2.3.4%eth0",
+        b"\x80\x81\xfe",
+        b"1.2.3.4 5.6.7.8",
+    ];
+    // Each ends at the proxy (127.0.0.1): one shared budget of 2.
+    let statuses: Vec<u16> = garbage
+        .iter()
+        .map(|g| get(h.http, HERE, &wrong_key(&[g])))
+        .collect();
+    assert_eq!(
+        statuses.iter().filter(|&&s| s == 401).count(),
+        2,
+        "{statuses:?}"
+    );
+    assert!(
+        statuses.iter().all(|&s| s == 401 || s == 429),
+        "{statuses:?}"
+    );
+    // Trusted hops all the way: the walk ends at the first one.
+    let many = "127.0.0.9, ".repeat(20_000);
+    let s = get(h.http, HERE, &wrong_key(&[many.as_bytes()]));
+    assert!([401, 429, 431, 400].contains(&s), "{s}");
+    // Still alive, and an honest client of its own is checked.
+    assert_eq!(get(h.http, HERE, &wrong_key(&[b"203.0.113.9"])), 401);
+}
+
+/// With `--api-key` and no other authentication (an open WebSocket
+/// server whose backends use the HTTP API), the key was a secret with no
+/// failure budget: 50 wrong keys of 50 checked at `--auth-failure-burst`
+/// 2. Now the budget applies whenever a key is set.
+#[test]
+fn the_api_key_alone_has_a_failure_budget() {
+    let h = Herald::start(&[
+        "--api-key",
+        "KEY",
+        "--auth-failure-rate",
+        "1",
+        "--auth-failure-burst",
+        "2",
+    ]);
+    let checked = (0..50)
+        .filter(|_| get(h.http, HERE, &wrong_key(&[])) == 401)
+        .count();
+    assert_eq!(checked, 2, "wrong keys checked");
+    // Another address: its own budget, and the right key works there.
+    assert_eq!(get(h.http, [127, 0, 0, 2], b"X-API-Key: KEY\r\n"), 200);
+}
