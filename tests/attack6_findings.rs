@@ -150,3 +150,38 @@ fn the_api_key_alone_has_a_failure_budget() {
     // Another address: its own budget, and the right key works there.
     assert_eq!(get(h.http, [127, 0, 0, 2], b"X-API-Key: KEY\r\n"), 200);
 }
+
+/// A RESP `SUBSCRIBE` naming one channel 5,000 times was charged 5,000
+/// subscriptions: on a full bucket (burst 1,000) it passed into 40 s of
+/// debt at 100/s, so one command held the address's entry in
+/// `rate::Clients` (not idle) for 40 s after its connection closed, and
+/// 1,000,000 repeats would hold it for 10,000 s: 65,536 addresses doing
+/// it once each fill the map, and every new address then shares the
+/// overflow entry's budgets. Now names count once each.
+#[test]
+fn a_subscribe_repeating_one_name_is_charged_once() {
+    let secret = "attack6-secret";
+    let h = Herald::start(&[
+        "--jwt-hmac-secret",
+        secret,
+        "--subscribe-rate",
+        "100",
+        "--subscribe-burst",
+        "1000",
+    ]);
+    let tok = hs256(
+        serde_json::json!({"sub": "u", "exp": unix_now() + 600, "subscribe": ["*"]}),
+        secret,
+    );
+    let src = [127, 0, 0, 5];
+    let mut a = Raw::connect_from(h.resp, src);
+    assert_eq!(a.cmd(&[b"AUTH", tok.as_bytes()]), b"+OK\r\n");
+    let mut args: Vec<&[u8]> = vec![b"SUBSCRIBE"];
+    args.extend(std::iter::repeat_n(&b"dup"[..], 5000));
+    let first = show(&a.cmd(&args));
+    assert!(first.contains("subscribe"), "{first}");
+    let mut b = Raw::connect_from(h.resp, src);
+    assert_eq!(b.cmd(&[b"AUTH", tok.as_bytes()]), b"+OK\r\n");
+    let r = show(&b.cmd(&[b"SUBSCRIBE", b"other"]));
+    assert!(!r.contains("rate limit"), "{r}");
+}
