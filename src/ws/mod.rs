@@ -252,11 +252,19 @@ pub fn client_of(
     headers: &HeaderMap,
 ) -> Arc<crate::rate::Client> {
     let peer = peer.map_or(std::net::Ipv6Addr::UNSPECIFIED.into(), |p| p.0.ip());
-    let forwarded = headers
+    // Read lossily, not skipped: a line with a byte that is not visible
+    // ASCII still holds the hop a proxy appended to it, and skipping it
+    // would hand the walk to the lines before, which the client wrote.
+    let forwarded: Vec<std::borrow::Cow<'_, str>> = headers
         .get_all("x-forwarded-for")
         .iter()
-        .filter_map(|v| v.to_str().ok());
-    let ip = crate::rate::client_ip(peer, forwarded, &st.cfg.trusted_proxies);
+        .map(|v| String::from_utf8_lossy(v.as_bytes()))
+        .collect();
+    let ip = crate::rate::client_ip(
+        peer,
+        forwarded.iter().map(|l| l.as_ref()),
+        &st.cfg.trusted_proxies,
+    );
     st.hub.client(ip)
 }
 

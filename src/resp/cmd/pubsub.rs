@@ -367,14 +367,21 @@ fn check_name(conn: &mut Conn, name: &[u8], kind: Kind) -> bool {
 /// push a join (and, when it leaves, a leave) to every subscriber of the
 /// channel, so a client toggling one would otherwise make the hub push
 /// 2 × N events per toggle. The names the command adds count, one each
-/// (those already held cost nothing); a refused command subscribes to none
-/// of them. Leaving is never refused.
+/// (repeats and those already held cost nothing); a refused command
+/// subscribes to none of them. Leaving is never refused.
 fn subscribe_rate_ok(conn: &mut Conn, names: &[Bytes], kind: Kind) -> bool {
     if matches!(conn.identity, Some(crate::auth::Identity::Password)) {
         return true;
     }
     let held = kind.held(conn);
-    let new = names.iter().filter(|n| !held.contains(n)).count();
+    // Each name once: a command repeating one name would otherwise pass
+    // on a full bucket into debt as deep as it is long, and keep the
+    // address's entry in `rate::Clients` busy for hours.
+    let mut seen = std::collections::HashSet::new();
+    let new = names
+        .iter()
+        .filter(|n| !held.contains(n) && seen.insert(*n))
+        .count();
     let limit = conn.server.cfg.subscribe_limit;
     let cost = u32::try_from(new).unwrap_or(u32::MAX);
     if conn.client.take_subscribes(limit, cost) {
