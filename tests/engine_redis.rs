@@ -482,3 +482,158 @@ fn pipelined_publishes_to_many_channels_keep_each_channels_order() {
         assert!(ids.contains(&format!("{o}-0")), "offset {o} missing");
     }
 }
+
+/// Publishes await the engine on the connection (no thread parks), and a
+/// client's pipeline still answers in order: PUBLISHes between forwarded
+/// data commands, local commands and a protocol error at the end.
+#[test]
+fn publishes_between_other_commands_answer_in_order() {
+    let redis = Redis::start(&[]);
+    let (_d, nodes) = nodes(&redis, 2);
+    let mut sub = backend(&nodes[1]);
+    sub.cmd(&[b"SUBSCRIBE", b"plain:a"]);
+    sub.cmd(&[b"SUBSCRIBE", b"chat:h"]);
+    let mut p = backend(&nodes[0]);
+    let mut batch = Vec::new();
+    for args in [
+        &[&b"PUBLISH"[..], b"plain:a", b"1"][..],
+        &[b"SET", b"k", b"v"],
+        &[b"PUBLISH", b"chat:h", b"2"],
+        &[b"PUBLISH", b"plain:a", b"3"],
+        &[b"PING"],
+        &[b"GET", b"k"],
+        &[b"SPUBLISH", b"plain:a", b"4"],
+        &[b"PUBLISH", b"plain:a", b"5"],
+        &[b"ECHO", b"e"],
+        &[b"PUBLISH", b"plain:a", b"6"],
+    ] {
+        batch.extend(encode(args));
+    }
+    // A protocol error after a staged PUBLISH: answered after it, then the
+    // connection closes.
+    batch.extend_from_slice(b"*1\r\n$x\r\n");
+    p.send_raw(&batch);
+    let want: [&[u8]; 11] = [
+        b":0\r\n",
+        b"+OK\r\n",
+        b":0\r\n",
+        b":0\r\n",
+        b"+PONG\r\n",
+        b"$1\r\nv\r\n",
+        b":0\r\n",
+        b":0\r\n",
+        b"$1\r\ne\r\n",
+        b":0\r\n",
+        b"-ERR Protocol error: invalid bulk length\r\n",
+    ];
+    for (i, w) in want.iter().enumerate() {
+        let f = p.frame();
+        assert_eq!(show(&f), show(w), "reply {i}");
+    }
+    let mut seen = Vec::new();
+    for _ in 0..5 {
+        let f = show(&sub.frame());
+        seen.push(f.rsplit("\\r\\n").nth(1).unwrap_or_default().to_string());
+    }
+    assert_eq!(seen, ["1", "2", "3", "5", "6"], "in the publisher's order");
+    let mut r = Raw::connect(redis.addr);
+    let ids = show(&r.cmd(&[b"XRANGE", b"herald:history:{chat:h}", b"-", b"+"]));
+    assert!(ids.contains("1-0"), "{ids}");
+}
+
+/// WebSocket and HTTP publishes await the engine too: they reach another
+/// node's subscribers in order, with history offsets, and are refused
+/// (not acknowledged) while Redis is down.
+#[test]
+fn websocket_and_http_publishes_go_through_the_engine() {
+    let mut redis = Redis::start(&[]);
+    let (_dir, cfg) = temp_config("engine", CONFIG);
+    let url = format!("redis://{}", redis.addr);
+    let nodes: Vec<Herald> = (0..2)
+        .map(|i| {
+            Herald::start(&[
+                "--config",
+                &cfg,
+                "--engine",
+                &url,
+                "--node-name",
+                &format!("node{i}"),
+                "--jwt-hmac-secret",
+                SECRET,
+                "--requirepass",
+                "pw",
+                "--api-key",
+                "key",
+            ])
+        })
+        .collect();
+    let mut sub = backend(&nodes[1]);
+    sub.cmd(&[b"SUBSCRIBE", b"chat:w"]);
+    let tok = hs256(
+        json!({"sub": "u", "exp": unix_now() + 600, "publish": ["*"], "subscribe": ["*"]}),
+        SECRET,
+    );
+    let http = nodes[0].http;
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let mut ws = ws_connect(http, Some(&tok)).await;
+        let r = ws_call(
+            &mut ws,
+            1,
+            json!({"op": "publish", "channel": "chat:w", "data": "w1"}),
+        )
+        .await;
+        assert_eq!(r["result"], json!({}), "{r}");
+        let (st, body) = http_post(
+            http,
+            "/api/publish",
+            r#"{"channel":"chat:w","data":"h2"}"#,
+            Some("key"),
+        )
+        .await;
+        assert_eq!(st, 200, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["offset"], 2, "{body}");
+        let (st, body) = http_post(
+            http,
+            "/api/broadcast",
+            r#"{"channels":["chat:w","plain:w","chat:w"],"data":"b"}"#,
+            Some("key"),
+        )
+        .await;
+        assert_eq!(st, 200, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let offsets: Vec<_> = v["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["offset"].clone())
+            .collect();
+        assert_eq!(offsets, [json!(3), json!(null), json!(4)], "{body}");
+    });
+    for want in ["\"w1\"", "\"h2\"", "\"b\"", "\"b\""] {
+        let f = show(&sub.frame());
+        assert!(f.ends_with(&format!("{want}\\r\\n")), "{want} in {f}");
+    }
+    // Redis gone: refused, not acknowledged.
+    let _ = redis.child.kill();
+    let _ = redis.child.wait();
+    rt.block_on(async {
+        let mut ws = ws_connect(http, Some(&tok)).await;
+        let r = ws_call(
+            &mut ws,
+            1,
+            json!({"op": "publish", "channel": "chat:w", "data": "x"}),
+        )
+        .await;
+        assert!(r["error"]["code"].is_number(), "{r}");
+        let (st, body) = http_post(
+            http,
+            "/api/publish",
+            r#"{"channel":"plain:w","data":"x"}"#,
+            Some("key"),
+        )
+        .await;
+        assert_eq!(st, 503, "{body}");
+    });
+}

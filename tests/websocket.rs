@@ -152,44 +152,6 @@ async fn cross_front_end_payload_mapping() {
     );
 }
 
-/// A minimal HTTP/1.1 client: returns (status, body).
-async fn http_request(addr: std::net::SocketAddr, req: String) -> (u16, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut buf = Vec::new();
-    tokio::time::timeout(TIMEOUT, s.read_to_end(&mut buf))
-        .await
-        .unwrap()
-        .unwrap();
-    let text = String::from_utf8_lossy(&buf).into_owned();
-    let status = text[9..12].parse().unwrap();
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|x| x.1.to_string())
-        .unwrap_or_default();
-    (status, body)
-}
-
-async fn http_post(
-    addr: std::net::SocketAddr,
-    path: &str,
-    body: &str,
-    key: Option<&str>,
-) -> (u16, String) {
-    let key = key
-        .map(|k| format!("X-API-Key: {k}\r\n"))
-        .unwrap_or_default();
-    http_request(
-        addr,
-        format!(
-            "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n{key}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        ),
-    )
-    .await
-}
-
 async fn http_get(
     addr: std::net::SocketAddr,
     path: &str,

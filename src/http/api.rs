@@ -172,7 +172,8 @@ pub async fn publish(
     check_channel(&st, &b.channel)?;
     let n = st
         .hub
-        .publish(b.channel.into_bytes().into(), from_json_value(&b.data));
+        .publish_pending(b.channel.into_bytes().into(), from_json_value(&b.data))
+        .await;
     st.metrics
         .observe_command("http", "publish", started.elapsed());
     Ok(Json(position_json(n?)).into_response())
@@ -202,13 +203,18 @@ pub async fn broadcast(
         check_channel(&st, c)?;
     }
     let payload = from_json_value(&b.data);
+    // One step for all of them: a remote engine gets them in one round trip.
+    let items = b
+        .channels
+        .iter()
+        .map(|c| (Bytes::copy_from_slice(c.as_bytes()), payload.clone()))
+        .collect();
+    let done = st.hub.publish_pipelined_pending(items).await;
     let results: Vec<Value> = b
         .channels
         .into_iter()
-        .map(|c| {
-            let n = st
-                .hub
-                .publish(c.clone().into_bytes().into(), payload.clone());
+        .zip(done)
+        .map(|(c, n)| {
             let mut v = match n {
                 Ok(n) => position_json(n),
                 Err(e) => json!({ "error": { "code": 500, "message": e.to_string() } }),

@@ -22,7 +22,9 @@ pub(super) const CALLS_PER_CLIENT: u32 = (crate::proxy::MAX_IN_FLIGHT / 8) as u3
 /// An op waiting for the app's answer.
 pub(super) struct Pending {
     id: Value,
-    hook: Hook,
+    /// `None`: nothing to ask, the engine's publish to await (an engine
+    /// whose publishes are round trips parks no thread on them).
+    hook: Option<Hook>,
     /// The request's JSON.
     body: Vec<u8>,
     then: Then,
@@ -63,7 +65,7 @@ impl Session {
         let headers = self.handshake.take().unwrap_or_default();
         Box::new(Pending {
             id: id.clone(),
-            hook: Hook::Connect,
+            hook: Some(Hook::Connect),
             body: proxy::connect_request(
                 &self.id.to_string(),
                 headers.transport.unwrap_or("websocket"),
@@ -90,7 +92,7 @@ impl Session {
         );
         Box::new(Pending {
             id: id.clone(),
-            hook: Hook::Subscribe,
+            hook: Some(Hook::Subscribe),
             body,
             then: Then::Subscribe { channel, since },
         })
@@ -106,8 +108,19 @@ impl Session {
         );
         Box::new(Pending {
             id: id.clone(),
-            hook: Hook::Publish,
+            hook: Some(Hook::Publish),
             body,
+            then: Then::Publish { channel, data },
+        })
+    }
+
+    /// A `publish` (every check passed) through an engine whose publishes
+    /// are round trips: the session awaits it as it awaits the app.
+    pub(super) fn engine_publish(&self, id: &Value, channel: String, data: Value) -> Box<Pending> {
+        Box::new(Pending {
+            id: id.clone(),
+            hook: None,
+            body: Vec::new(),
             then: Then::Publish { channel, data },
         })
     }
@@ -125,6 +138,12 @@ impl Session {
             body,
             then,
         } = *pending;
+        let Some(hook) = hook else {
+            if let Then::Publish { channel, data } = then {
+                self.publish_awaited(&id, &channel, &data).await;
+            }
+            return None;
+        };
         // One address may hold only a share of the calls in flight (all
         // sessions together hold at most proxy::MAX_IN_FLIGHT, 256):
         // its many connections, each waiting on a slow app, would
@@ -147,10 +166,15 @@ impl Session {
             _ = shutdown.cancelled() => return Some(End::Disconnect(DisconnectCode::Shutdown)),
             answer = proxy.call(hook, body) => answer,
         };
-        self.resume(&id, then, answer)
+        self.resume(&id, then, answer).await
     }
 
-    fn resume(&mut self, id: &Value, then: Then, answer: Result<Answer, Failure>) -> Option<End> {
+    async fn resume(
+        &mut self,
+        id: &Value,
+        then: Then,
+        answer: Result<Answer, Failure>,
+    ) -> Option<End> {
         let connect = matches!(then, Then::Connect);
         let accepted = match answer {
             Err(failure) => {
@@ -197,7 +221,8 @@ impl Session {
                 self.enter(Some(id), channel, false, since);
             }
             (Then::Publish { channel, data }, Accepted::Publish(replaced)) => {
-                self.publish_now(id, &channel, replaced.as_ref().unwrap_or(&data));
+                self.publish_awaited(id, &channel, replaced.as_ref().unwrap_or(&data))
+                    .await;
             }
             // The answer is read for the hook that was called.
             _ => self.error(id, ErrorCode::Internal, "answer for another hook"),

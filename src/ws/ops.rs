@@ -887,18 +887,40 @@ impl Session {
         if rule == Rule::App {
             return Step::Ask(self.publish_pending(id, a.channel, a.data));
         }
+        if self.st.hub.publishes_pipeline() {
+            return Step::Ask(self.engine_publish(id, a.channel, a.data));
+        }
         self.publish_now(id, &a.channel, &a.data);
         Step::Read
     }
 
     /// Publishes `data` to `channel` (every check passed) and replies.
-    pub(super) fn publish_now(&self, id: &Value, channel: &str, data: &Value) {
+    fn publish_now(&self, id: &Value, channel: &str, data: &Value) {
         let payload = crate::hub::payload::from_json_value(data);
-        match self
+        let r = self
             .st
             .hub
-            .publish(Bytes::copy_from_slice(channel.as_bytes()), payload)
-        {
+            .publish(Bytes::copy_from_slice(channel.as_bytes()), payload);
+        self.published(id, r);
+    }
+
+    /// [`Session::publish_now`], awaiting the engine.
+    pub(super) async fn publish_awaited(&self, id: &Value, channel: &str, data: &Value) {
+        let payload = crate::hub::payload::from_json_value(data);
+        let r = self
+            .st
+            .hub
+            .publish_pending(Bytes::copy_from_slice(channel.as_bytes()), payload)
+            .await;
+        self.published(id, r);
+    }
+
+    fn published(
+        &self,
+        id: &Value,
+        r: Result<crate::hub::Published, crate::hub::engine::EngineError>,
+    ) {
+        match r {
             Ok(_) => self.send(proto::reply(id, json!({}))),
             Err(e) => self.error(id, ErrorCode::Internal, &e.to_string()),
         }

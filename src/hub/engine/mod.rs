@@ -137,6 +137,18 @@ impl<'a, T> Pending<'a, T> {
         }
     }
 
+    /// Applies `f` to the value: at once when it is ready, else once the
+    /// future is done.
+    pub fn map<U>(self, f: impl FnOnce(T) -> U + Send + 'a) -> Pending<'a, U>
+    where
+        T: Send + 'a,
+    {
+        match self.now() {
+            Ok(v) => Pending::ready(f(v)),
+            Err(fut) => Pending::boxed(async move { f(fut.await) }),
+        }
+    }
+
     /// The value, from synchronous code (a RESP command): at once when it
     /// is ready; otherwise this thread polls the future until it is done,
     /// parking in between, after handing its runtime worker's other tasks

@@ -4,8 +4,9 @@
 use bytes::Bytes;
 
 use super::{help_reply, Command};
-use crate::hub::Space;
-use crate::resp::connection::Conn;
+use crate::hub::engine::{EngineError, Pending};
+use crate::hub::{Hub, Space};
+use crate::resp::connection::{Conn, Then};
 use crate::resp::names::NameSet;
 
 const PS: &[&str] = &["pubsub", "loading", "stale", "fast"];
@@ -191,11 +192,16 @@ fn publish(conn: &mut Conn, args: &[Bytes]) {
         // Redis's order. So no staging, and no flushing inside EXEC's reply.
         if !conn.in_exec {
             conn.flush_replies();
+            if conn.server.hub.publishes_pipeline() {
+                let (c, p) = (args[1].clone(), args[2].clone());
+                await_publish(conn, move |hub| {
+                    hub.publish_pending(c, p).map(|r| r.map(|p| p.receivers))
+                });
+                return;
+            }
         }
-        match conn.server.hub.publish(args[1].clone(), args[2].clone()) {
-            Ok(p) => conn.reply().int(p.receivers as i64),
-            Err(e) => conn.reply().error(&format!("ERR {e}")),
-        }
+        let r = conn.server.hub.publish(args[1].clone(), args[2].clone());
+        conn.publish_reply(r.map(|p| p.receivers));
         return;
     }
     conn.stage_publish(args[1].clone(), args[2].clone());
@@ -215,10 +221,27 @@ fn spublish(conn: &mut Conn, args: &[Bytes]) {
     {
         return;
     }
-    match conn.server.hub.spublish(args[1].clone(), args[2].clone()) {
-        Ok(n) => conn.reply().int(n as i64),
-        Err(e) => conn.reply().error(&format!("ERR {e}")),
+    let (c, p) = (args[1].clone(), args[2].clone());
+    if conn.server.hub.publishes_pipeline() && !conn.in_exec {
+        await_publish(conn, move |hub| hub.spublish_pending(c, p));
+        return;
     }
+    let r = conn.server.hub.spublish(c, p);
+    conn.publish_reply(r);
+}
+
+/// Publishes through an engine whose publishes are round trips: the
+/// connection awaits the answer (no thread parks on it) and runs its next
+/// request once it is there.
+fn await_publish(
+    conn: &mut Conn,
+    publish: impl for<'h> FnOnce(&'h Hub) -> Pending<'h, Result<usize, EngineError>> + Send + 'static,
+) {
+    let hub = conn.server.hub.clone();
+    conn.await_serial(async move {
+        let r = publish(&hub).await;
+        Box::new(move |conn: &mut Conn| conn.publish_reply(r)) as Then
+    });
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]

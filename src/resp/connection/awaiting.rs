@@ -1,5 +1,5 @@
 //! A command waiting for the engine (a data command forwarded to Redis in
-//! engine mode). The connection task holds the command's future, boxed,
+//! engine mode, or a batch of publishes). The connection task holds the command's future, boxed,
 //! in the connection's lazily allocated `Extra` (an idle connection
 //! carries nothing for it): no runtime worker is parked. While it waits the connection parses no further request, so
 //! replies stay in order, but keeps writing queued output (pushes, earlier
@@ -33,6 +33,10 @@ pub struct Awaiting {
     /// (dropping the future drops its dedicated connection, and Redis
     /// unblocks it).
     blocking: bool,
+    /// A command nothing may pipeline behind (a batch of PUBLISHes: what
+    /// follows it starts once Redis has it, so a client's own order holds
+    /// across its commands).
+    serial: bool,
     /// The client closed its side: answer, then close.
     eof: bool,
 }
@@ -43,14 +47,26 @@ impl Conn {
     /// Behind any command already under way (pipelined), answered after
     /// it.
     pub fn await_then(&mut self, blocking: bool, fut: impl Future<Output = Then> + Send + 'static) {
+        self.await_step(blocking, false, Box::pin(fut));
+    }
+
+    /// Parks the connection on `fut`, behind what is under way, and lets
+    /// nothing pipeline behind it: the next request runs once it is done.
+    pub fn await_serial(&mut self, fut: impl Future<Output = Then> + Send + 'static) {
+        self.await_step(false, true, Box::pin(fut));
+    }
+
+    fn await_step(&mut self, blocking: bool, serial: bool, fut: Step) {
         let x = self.extra();
         let aw = x.awaiting.get_or_insert_with(|| Awaiting {
             queue: FuturesOrdered::new(),
             blocking: false,
+            serial: false,
             eof: false,
         });
         aw.blocking |= blocking;
-        aw.queue.push_back(Box::pin(fut));
+        aw.serial |= serial;
+        aw.queue.push_back(fut);
     }
 
     /// Queues a reply made at once, behind the commands under way.
@@ -60,12 +76,20 @@ impl Conn {
         });
     }
 
+    /// Closes the connection once the commands under way are answered
+    /// (reading nothing more meanwhile).
+    pub fn close_when_answered(&mut self) {
+        if let Some(aw) = self.extra.as_mut().and_then(|x| x.awaiting.as_mut()) {
+            aw.eof = true;
+        }
+    }
+
     /// Whether another forwarded command may join those under way.
     pub fn may_pipeline(&self) -> bool {
         self.extra
             .as_ref()
             .and_then(|x| x.awaiting.as_ref())
-            .is_some_and(|a| !a.blocking && a.queue.len() < PIPELINE_MAX)
+            .is_some_and(|a| !a.blocking && !a.serial && a.queue.len() < PIPELINE_MAX)
     }
 
     /// Parks the connection until `frame` (an engine reply, already

@@ -234,21 +234,33 @@ impl Conn {
         })
     }
 
-    /// Delivers the staged PUBLISHes and writes their replies.
+    /// Delivers the staged PUBLISHes and writes their replies. With an
+    /// engine whose publishes are round trips, the connection awaits them
+    /// (no thread parks) and runs its next request once they are done.
     pub fn publish_staged(&mut self) {
         let Some(s) = self.staged.take() else {
             return;
         };
         let s = *s;
         let n = s.payloads.len();
-        if !s.channels.is_empty() {
-            let items = s.channels.into_iter().zip(s.payloads).collect();
-            for r in self.server.hub.publish_pipelined(items) {
-                match r {
-                    Ok(p) => self.reply().int(p.receivers as i64),
-                    Err(e) => self.reply().error(&format!("ERR {e}")),
-                }
-            }
+        if self.server.hub.publishes_pipeline() {
+            let items: Vec<(Bytes, Bytes)> = if s.channels.is_empty() {
+                s.payloads
+                    .into_iter()
+                    .map(|p| (s.channel.clone(), p))
+                    .collect()
+            } else {
+                s.channels.into_iter().zip(s.payloads).collect()
+            };
+            let hub = self.server.hub.clone();
+            self.await_serial(async move {
+                let done = hub.publish_pipelined_pending(items).await;
+                Box::new(move |conn: &mut Conn| {
+                    for r in done {
+                        conn.publish_reply(r.map(|p| p.receivers));
+                    }
+                }) as Then
+            });
             return;
         }
         match self.server.hub.publish_batch(s.channel, s.payloads) {
@@ -263,6 +275,14 @@ impl Conn {
                     self.reply().error(&msg);
                 }
             }
+        }
+    }
+
+    /// A publish's reply: its receivers, or why the engine refused it.
+    pub fn publish_reply(&mut self, r: Result<usize, crate::hub::engine::EngineError>) {
+        match r {
+            Ok(n) => self.reply().int(n as i64),
+            Err(e) => self.reply().error(&format!("ERR {e}")),
         }
     }
 
@@ -866,8 +886,17 @@ fn run_requests(conn: &mut Conn, rbuf: &mut BytesMut) {
                 // more of them join (pipelined to Redis, answered in
                 // order); anything else waits in the buffer until they are
                 // done, so no command's effect comes before an earlier one's.
+                // Staged PUBLISHes go before any other command (in engine
+                // mode, as a step the connection awaits).
+                if !conn.continues_staged(&args) {
+                    conn.publish_staged();
+                }
                 let pending = conn.is_awaiting();
-                if pending && (conn.token_expired() || !cmd::pipelinable(conn, &args)) {
+                if pending
+                    && (conn.token_expired()
+                        || !conn.may_pipeline()
+                        || !cmd::pipelinable(conn, &args))
+                {
                     return;
                 }
                 let _ = rbuf.split_to(consumed);
@@ -901,9 +930,18 @@ fn run_requests(conn: &mut Conn, rbuf: &mut BytesMut) {
                 }
             }
             Err(e) => {
+                conn.publish_staged();
+                let mark = conn.out.len();
                 conn.reply().error(&format!("ERR {e}"));
                 tracing::debug!(client = conn.handle.id, error = %e, "protocol error");
-                conn.close_after_reply();
+                if conn.is_awaiting() {
+                    // After the answers under way, then the close.
+                    let now = conn.out.split_off(mark).freeze();
+                    conn.await_ready(now);
+                    conn.close_when_answered();
+                } else {
+                    conn.close_after_reply();
+                }
                 rbuf.clear();
                 conn.parser.reset();
                 return;

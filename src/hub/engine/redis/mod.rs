@@ -243,6 +243,27 @@ impl RedisEngine {
     /// on Sentinel, another one took over).
     async fn check_run_id(&self) -> Result<(), EngineError> {
         let ids = self.link.run_ids().await.map_err(|e| self.failed(e))?;
+        let known = self
+            .run_ids
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if known != ids {
+            // A Redis this node has not seen (or one restarted) holds no
+            // scripts: load the history script before any publish needs
+            // it. A pipelined batch whose script Redis lacks is sent again
+            // after its other publishes, so a publisher's order across
+            // channels would hold only per channel. (A `SCRIPT FLUSH`
+            // still costs that reordering once.)
+            let load: redis::RedisResult<String> = redis::cmd("SCRIPT")
+                .arg("LOAD")
+                .arg(pubsub::PUBLISH_SCRIPT)
+                .query_async(&mut self.conn())
+                .await;
+            if let Err(e) = load {
+                tracing::debug!(error = %e, "engine: loading the history script failed");
+            }
+        }
         *self.run_ids.lock().unwrap_or_else(|e| e.into_inner()) = ids;
         self.healthy.store(true, Ordering::Relaxed);
         Ok(())
