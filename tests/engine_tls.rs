@@ -12,7 +12,7 @@ mod common;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::tls::TestCerts;
+use common::tls::{start_tls_cluster, tls_cli, TestCerts, TlsSentinel};
 use common::*;
 use serde_json::json;
 
@@ -65,19 +65,36 @@ fn refused(args: &[&str], env: &[(&str, &str)]) -> String {
 
 /// `redis-cli` over TLS to `redis` (trusting the test CA).
 fn redis_cli(certs: &TestCerts, redis: &Redis, args: &[&str]) -> String {
-    let out = Command::new("redis-cli")
-        .args([
-            "--tls",
-            "--cacert",
-            &certs.path("ca.pem"),
-            "-h",
-            "127.0.0.1",
-        ])
-        .args(["-p", &redis.addr.port().to_string()])
-        .args(args)
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
+    tls_cli(certs, redis.addr.port(), args)
+}
+
+/// A publish on `a` reaches a subscriber on `b`, on channels of several
+/// slots; a key written through `a` is read through `b`; a blocking read
+/// (a dedicated connection) on `a` is woken by a push through `b`.
+fn share(a: &Herald, b: &Herald) {
+    let chans: [&[u8]; 4] = [b"news", b"sport", b"weather", b"x"];
+    let mut sub = Raw::backend(b.resp, "pw");
+    for c in chans {
+        sub.cmd(&[b"SUBSCRIBE", c]);
+    }
+    let mut p = Raw::backend(a.resp, "pw");
+    for c in chans {
+        let r = p.cmd(&[b"PUBLISH", c, b"hello"]);
+        assert_eq!(r, b":0\r\n", "{}", show(&r));
+        let f = sub.frame();
+        assert!(f.ends_with(b"hello\r\n"), "{}", show(&f));
+    }
+    let mut d = Raw::backend(b.resp, "pw");
+    for c in chans {
+        assert_eq!(p.cmd(&[b"SET", c, c]), b"+OK\r\n");
+        let r = d.cmd(&[b"GET", c]);
+        assert!(r.ends_with(&[c, b"\r\n"].concat()), "{}", show(&r));
+    }
+    p.send(&[b"BLPOP", b"list", b"5"]);
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(d.cmd(&[b"RPUSH", b"list", b"x"]), b":1\r\n");
+    let r = p.frame();
+    assert_eq!(r, b"*2\r\n$4\r\nlist\r\n$1\r\nx\r\n", "{}", show(&r));
 }
 
 #[test]
@@ -283,4 +300,83 @@ fn tls_settings_that_cannot_be_honoured_are_refused_at_start() {
         let out = refused(&args, &[]);
         assert!(out.contains(want), "{args:?}: {out}");
     }
+}
+
+#[test]
+fn rediss_cluster_reaches_every_master_over_tls() {
+    let certs = TestCerts::make("cluster");
+    let cluster = start_tls_cluster(&certs);
+    let hosts: Vec<String> = cluster.masters.iter().map(|m| m.addr.to_string()).collect();
+    let url = format!("rediss+cluster://{}", hosts.join(","));
+    let (_d, cfg) = temp_config("tls-cluster", CONFIG);
+    let ca = certs.path("ca.pem");
+    let a = node(&url, &cfg, &["--engine-tls-ca", &ca], &[]);
+    let b = node(&url, &cfg, &["--engine-tls-ca", &ca], &[]);
+    share(&a, &b);
+    let mut p = Raw::backend(a.resp, "pw");
+    for i in 0..3 {
+        p.cmd(&[b"PUBLISH", b"chat:1", format!("{i}").as_bytes()]);
+    }
+    let port = cluster.masters[0].addr.port();
+    let len = tls_cli(&certs, port, &["-c", "XLEN", "herald:history:{chat:1}"]);
+    assert_eq!(len, "3");
+    // Plain TCP to the TLS ports gets nowhere.
+    let out = refused(&["--engine", &format!("redis+cluster://{}", hosts[0])], &[]);
+    assert!(out.contains("engine"), "{out}");
+}
+
+#[test]
+fn rediss_sentinel_asks_the_sentinel_and_reaches_the_master_over_tls() {
+    let certs = TestCerts::make("sentinel");
+    let master = Redis::start_tls(&certs, "server", "no");
+    let sentinel = TlsSentinel::start(&certs, master.addr.port());
+    let url = format!("rediss+sentinel://{}/mymaster", sentinel.redis.addr);
+    let (_d, cfg) = temp_config("tls-sentinel", CONFIG);
+    let ca = certs.path("ca.pem");
+    let a = node(&url, &cfg, &["--engine-tls-ca", &ca], &[]);
+    let b = node(&url, &cfg, &["--engine-tls-ca", &ca], &[]);
+    share(&a, &b);
+    assert_eq!(redis_cli(&certs, &master, &["GET", "news"]), "news");
+}
+
+/// `GET /healthz` on a node: its status code.
+fn healthz(h: &Herald) -> u16 {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(h.http).unwrap();
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out.split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+fn wait_healthz(h: &Herald, want: u16) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while healthz(h) != want {
+        assert!(Instant::now() < deadline, "healthz never became {want}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn after_a_tls_redis_restart_the_node_reconnects_over_tls() {
+    let certs = TestCerts::make("restart");
+    let mut redis = Redis::start_tls(&certs, "server", "no");
+    let port = redis.addr.port();
+    let url = format!("rediss://{}", redis.addr);
+    let (_d, cfg) = temp_config("tls-restart", CONFIG);
+    let ca = certs.path("ca.pem");
+    let a = node(&url, &cfg, &["--engine-tls-ca", &ca], &[]);
+    let b = node(&url, &cfg, &["--engine-tls-ca", &ca], &[]);
+    wait_healthz(&a, 200);
+    redis.child.kill().unwrap();
+    redis.child.wait().unwrap();
+    wait_healthz(&a, 503);
+    let _back = Redis::start_tls_on(port, &certs, "server", "no");
+    wait_healthz(&a, 200);
+    wait_healthz(&b, 200);
+    share(&a, &b);
 }
