@@ -380,3 +380,36 @@ fn after_a_tls_redis_restart_the_node_reconnects_over_tls() {
     wait_healthz(&b, 200);
     share(&a, &b);
 }
+
+/// What a new engine connection costs over TLS (redis-rs also re-reads the
+/// system's roots for each one): 200 connects and a PING each, TLS with
+/// the CA against plain TCP. Prints the numbers; run with `--ignored`.
+#[test]
+#[ignore]
+fn measure_connect_cost() {
+    let certs = TestCerts::make("measure");
+    let tls = Redis::start_tls(&certs, "server", "no");
+    let plain = Redis::start(&[]);
+    let ca = std::fs::read(certs.path("ca.pem")).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let tls_client = redis::Client::build_with_tls(
+            format!("rediss://{}", tls.addr),
+            redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(ca),
+            },
+        )
+        .unwrap();
+        let plain_client = redis::Client::open(format!("redis://{}", plain.addr)).unwrap();
+        for (name, client) in [("plain", &plain_client), ("tls", &tls_client)] {
+            let t = Instant::now();
+            for _ in 0..200 {
+                let mut c = client.get_multiplexed_async_connection().await.unwrap();
+                let _: String = redis::cmd("PING").query_async(&mut c).await.unwrap();
+            }
+            println!("{name}: {:?} per connect + PING", t.elapsed() / 200);
+        }
+    });
+}
