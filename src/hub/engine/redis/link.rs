@@ -822,5 +822,13 @@ mod tests {
             )
         );
         assert!(parse_cluster("redis+cluster://", None).is_err());
+        let tls = TlsCertificates {
+            client_tls: None,
+            root_cert: None,
+        };
+        assert_eq!(
+            parse_cluster("redis+cluster://a:1", Some(&tls)).unwrap().0,
+            vec!["rediss://a:1".to_string()]
+        );
     }
 }
