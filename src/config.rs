@@ -17,6 +17,7 @@ use serde::Deserialize;
 
 use crate::hub::OutputLimits;
 
+mod proxy;
 mod units;
 pub use units::{ByteSize, Dur};
 
@@ -383,10 +384,21 @@ pub struct Options {
     /// process), or Redis to run several nodes as one hub:
     /// `redis://[user:password@]host:port[/db]`,
     /// `redis+sentinel://[password@]host:port[,host:port…]/MASTER_NAME` or
-    /// `redis+cluster://[password@]host:port[,host:port…]` (`rediss://` is refused:
-    /// this build has no TLS client). [default: memory]
+    /// `redis+cluster://[password@]host:port[,host:port…]`; `rediss://`,
+    /// `rediss+sentinel://`, `rediss+cluster://` speak TLS. [default: memory]
     #[arg(long, env = "HERALD_ENGINE", value_name = "URL")]
     pub engine: Option<String>,
+    /// PEM CA certificate(s) the engine's Redis must present a certificate
+    /// of (TLS URLs only). [default: the system's roots]
+    #[arg(long, env = "HERALD_ENGINE_TLS_CA", value_name = "FILE")]
+    pub engine_tls_ca: Option<PathBuf>,
+    /// PEM client certificate for TLS to Redis (`tls-auth-clients`), with
+    /// --engine-tls-key.
+    #[arg(long, env = "HERALD_ENGINE_TLS_CERT", value_name = "FILE")]
+    pub engine_tls_cert: Option<PathBuf>,
+    /// PEM private key of --engine-tls-cert.
+    #[arg(long, env = "HERALD_ENGINE_TLS_KEY", value_name = "FILE")]
+    pub engine_tls_key: Option<PathBuf>,
     /// This node's name in the engine (presence entries are keyed by it).
     /// [default: host name plus a random suffix]
     #[arg(long, env = "HERALD_NODE_NAME", value_name = "NAME")]
@@ -541,6 +553,9 @@ pub struct Config {
     pub auth_timeout: Duration,
     /// `memory`, or a Redis URL.
     pub engine: String,
+    pub engine_tls_ca: Option<PathBuf>,
+    pub engine_tls_cert: Option<PathBuf>,
+    pub engine_tls_key: Option<PathBuf>,
     pub node_name: String,
     pub engine_prefix: String,
     pub presence_ttl: Duration,
@@ -660,63 +675,6 @@ impl Config {
             false => crate::rate::RateLimit { rate: 0, burst: 0 },
         }
     }
-
-    /// The hooks' URLs are plain http:// URLs with a host, the timeout is
-    /// usable, and every namespace that sends its subscribes or publishes
-    /// to the app has the hook's URL: a namespace whose hook is missing
-    /// would otherwise refuse everything in silence.
-    fn check_proxies(&self) -> Result<(), ConfigError> {
-        for (key, url) in [
-            ("proxy_connect_url", &self.proxy_connect_url),
-            ("proxy_subscribe_url", &self.proxy_subscribe_url),
-            ("proxy_publish_url", &self.proxy_publish_url),
-        ] {
-            if let Some(url) = url {
-                check_hook_url(key, url)?;
-            }
-        }
-        if self.proxy_timeout.is_zero() || self.proxy_timeout > Duration::from_secs(60) {
-            return Err(ConfigError::Invalid(
-                "proxy_timeout must be above zero and at most 60s".into(),
-            ));
-        }
-        let namespaces = self
-            .namespaces
-            .iter()
-            .map(|(n, o)| (n.as_str(), o))
-            .chain(std::iter::once(("default", &self.default_namespace)));
-        for (name, ns) in namespaces {
-            if ns.subscribe_proxy && self.proxy_subscribe_url.is_none() {
-                return Err(ConfigError::Invalid(format!(
-                    "namespace {name} sets subscribe_proxy but proxy_subscribe_url is not set"
-                )));
-            }
-            if ns.publish_proxy && self.proxy_publish_url.is_none() {
-                return Err(ConfigError::Invalid(format!(
-                    "namespace {name} sets publish_proxy but proxy_publish_url is not set"
-                )));
-            }
-        }
-        Ok(())
-    }
-}
-
-/// An app hook's URL: `http://host[:port]/path` (Herald speaks plain
-/// HTTP/1.1 to the app, which is expected on a private network).
-fn check_hook_url(key: &str, url: &str) -> Result<(), ConfigError> {
-    let bad = |why: &str| Err(ConfigError::Invalid(format!("{key} {url:?}: {why}")));
-    let Ok(uri) = url.parse::<hyper::Uri>() else {
-        return bad("not a URL");
-    };
-    if uri.scheme_str() != Some("http") {
-        return bad(
-            "must be an http:// URL (https is not supported: keep the hook on a private network)",
-        );
-    }
-    if uri.host().is_none_or(str::is_empty) {
-        return bad("has no host");
-    }
-    Ok(())
 }
 
 macro_rules! merge_fields {
@@ -788,6 +746,9 @@ impl Options {
             proxy_publish_url,
             proxy_timeout,
             engine,
+            engine_tls_ca,
+            engine_tls_cert,
+            engine_tls_key,
             node_name,
             engine_prefix,
             presence_ttl,
@@ -897,6 +858,9 @@ impl Options {
             output_buffer_global_limit,
             auth_timeout: self.auth_timeout.map_or(Duration::from_secs(10), |d| d.0),
             engine: self.engine.unwrap_or_else(|| "memory".into()),
+            engine_tls_ca: self.engine_tls_ca,
+            engine_tls_cert: self.engine_tls_cert,
+            engine_tls_key: self.engine_tls_key,
             node_name: self.node_name.unwrap_or_else(default_node_name),
             engine_prefix: self.engine_prefix.unwrap_or_else(|| "herald".into()),
             presence_ttl: self.presence_ttl.map_or(Duration::from_secs(60), |d| d.0),

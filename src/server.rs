@@ -176,7 +176,17 @@ async fn reclaim_expired(hub: Arc<Hub>, shutdown: CancellationToken) -> std::io:
 /// engine's pub/sub and housekeeping tasks start with it).
 async fn build_hub(cfg: &Arc<Config>) -> Result<Hub, StartError> {
     let engine = cfg.engine.as_str();
+    let tls = crate::hub::engine::redis::TlsFiles {
+        ca: cfg.engine_tls_ca.clone(),
+        cert: cfg.engine_tls_cert.clone(),
+        key: cfg.engine_tls_key.clone(),
+    };
     if engine == "memory" {
+        if tls.ca.is_some() || tls.cert.is_some() || tls.key.is_some() {
+            return Err(StartError::Engine(
+                "--engine-tls-* need a TLS engine URL (rediss://…)".into(),
+            ));
+        }
         return Ok(Hub::with_config(cfg.hub_config()));
     }
     let schemes = [
@@ -184,16 +194,20 @@ async fn build_hub(cfg: &Arc<Config>) -> Result<Hub, StartError> {
         "rediss://",
         "redis+sentinel://",
         "redis+cluster://",
+        "rediss+sentinel://",
+        "rediss+cluster://",
     ];
     if !schemes.iter().any(|s| engine.starts_with(s)) {
         return Err(StartError::Engine(format!(
             "unsupported --engine {engine:?}: use memory, redis://host:port, \
-             redis+sentinel://host:port[,…]/MASTER or redis+cluster://host:port[,…]"
+             redis+sentinel://host:port[,…]/MASTER or redis+cluster://host:port[,…] \
+             (rediss… for TLS)"
         )));
     }
     let redis =
         crate::hub::engine::redis::RedisEngine::connect(crate::hub::engine::redis::RedisOptions {
             url: engine.to_string(),
+            tls,
             prefix: cfg.engine_prefix.clone(),
             node: cfg.node_name.clone(),
             presence_ttl: cfg.presence_ttl,

@@ -363,6 +363,7 @@ async fn redis_engine_keeps_the_contract_on_a_cluster() {
             node: node.into(),
             presence_ttl: Duration::from_secs(60),
             history_max_memory: 0,
+            tls: Default::default(),
         })
         .await
         .expect("redis cluster");
@@ -403,6 +404,7 @@ async fn redis_engine_keeps_the_contract_across_two_nodes() {
             node: node.into(),
             presence_ttl: Duration::from_secs(60),
             history_max_memory: 0,
+            tls: Default::default(),
         })
         .await
         .expect("redis");

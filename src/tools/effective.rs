@@ -180,6 +180,9 @@ fn value_of(cfg: &Config, key: &str) -> Option<Option<Value>> {
         "output_buffer_client_limit" => size(cfg.output_buffer_client_limit),
         // A Redis URL may carry a password.
         "engine" => return Some(Some(string(mask_url(&cfg.engine)))),
+        "engine_tls_ca" => return Some(path(&cfg.engine_tls_ca)),
+        "engine_tls_cert" => return Some(path(&cfg.engine_tls_cert)),
+        "engine_tls_key" => return Some(path(&cfg.engine_tls_key)),
         "node_name" => string(&cfg.node_name),
         "engine_prefix" => string(&cfg.engine_prefix),
         "presence_ttl" => duration(cfg.presence_ttl),

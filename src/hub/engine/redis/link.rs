@@ -23,6 +23,11 @@
 //! `link.dedicated(Some(first_key))`. A dedicated connection stays on the
 //! master it was opened to: after a slot move it answers `-MOVED`, after a
 //! Sentinel failover `-READONLY` or a closed connection; open another.
+//!
+//! With TLS (`rediss://`, `rediss+sentinel://`, `rediss+cluster://`;
+//! `tls.rs`) every connection the link opens speaks it, to the sentinels
+//! and every cluster node too: clients are made by [`tls::open`] and
+//! [`Link::cluster_builder`] only.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -31,8 +36,9 @@ use std::time::Duration;
 
 use redis::aio::{ConnectionLike, ConnectionManager, MultiplexedConnection};
 use redis::cluster_async::ClusterConnection;
-use redis::{Cmd, Pipeline, RedisFuture, RedisResult, Value};
+use redis::{Cmd, Pipeline, RedisFuture, RedisResult, TlsCertificates, Value};
 
+use super::tls::{self, TlsFiles};
 use super::unavailable;
 use crate::hub::engine::EngineError;
 
@@ -130,19 +136,26 @@ pub struct Link {
     /// The shared command connection speaking RESP3 (data commands of
     /// RESP3 clients), with the master generation it was made for.
     shared3: tokio::sync::Mutex<Option<(u64, Shared)>>,
+    /// TLS certificates: every connection speaks TLS; `None`: plain TCP.
+    tls: Option<TlsCertificates>,
 }
 
-/// `redis://[:password@]addr`, for one Cluster node (`host:port`).
-fn node_url(addr: &str, password: Option<&str>) -> String {
+/// `redis[s]://[:password@]addr`, for one server at `addr` (`host:port`):
+/// a Cluster node, a sentinel, Sentinel's master.
+fn node_url(addr: &str, password: Option<&str>, tls: Option<&TlsCertificates>) -> String {
     let auth = password
         .map(|p| format!(":{}@", urlencode(p)))
         .unwrap_or_default();
-    format!("redis://{auth}{addr}")
+    format!("{}://{auth}{addr}", tls::scheme(tls))
 }
 
-/// A client of one Cluster master at `addr` (`host:port`).
-fn cluster_client(addr: &str, password: Option<&str>) -> RedisResult<redis::Client> {
-    redis::Client::open(node_url(addr, password))
+/// A client of one server at `addr` (`host:port`).
+fn node_client(
+    addr: &str,
+    password: Option<&str>,
+    tls: Option<&TlsCertificates>,
+) -> RedisResult<redis::Client> {
+    tls::open(&node_url(addr, password, tls), tls)
 }
 
 /// `client` speaking RESP3.
@@ -180,9 +193,12 @@ fn parse_sentinel(url: &str) -> Result<(Vec<String>, String, Option<String>), En
     Ok((sentinels, name.to_string(), password))
 }
 
-/// The node URLs of `redis+cluster://[password@]host:port[,host:port…]`,
-/// and the password.
-fn parse_cluster(url: &str) -> Result<(Vec<String>, Option<String>), EngineError> {
+/// The node URLs of `redis+cluster://[password@]host:port[,host:port…]`
+/// (`rediss://` ones when `tls`), and the password.
+fn parse_cluster(
+    url: &str,
+    tls: Option<&TlsCertificates>,
+) -> Result<(Vec<String>, Option<String>), EngineError> {
     let rest = url.strip_prefix("redis+cluster://").unwrap_or_default();
     let rest = rest.trim_end_matches('/');
     let (password, hosts) = match rest.rsplit_once('@') {
@@ -192,7 +208,7 @@ fn parse_cluster(url: &str) -> Result<(Vec<String>, Option<String>), EngineError
     let nodes: Vec<String> = hosts
         .split(',')
         .filter(|h| !h.is_empty())
-        .map(|h| node_url(h, password.as_deref()))
+        .map(|h| node_url(h, password.as_deref(), tls))
         .collect();
     if nodes.is_empty() || hosts.contains(['/', '?', '#']) {
         return Err(EngineError::Unavailable(
@@ -215,31 +231,29 @@ fn addr_of(client: &redis::Client) -> String {
 }
 
 impl Link {
-    /// Connects to the URL's topology (failing fast when unreachable).
-    pub async fn connect(url: &str) -> Result<Link, EngineError> {
-        if url.starts_with("rediss://") {
-            return Err(EngineError::Unavailable(
-                "rediss:// (TLS) is not supported by this build: reach Redis over a TLS \
-                 tunnel (stunnel, spiped) or a private network with redis://"
-                    .into(),
-            ));
-        }
-        if url.starts_with("redis+sentinel://") {
-            let (sentinels, master, password) = parse_sentinel(url)?;
+    /// Connects to the URL's topology (failing fast when unreachable),
+    /// over TLS when the URL's scheme says so (`tls.rs`).
+    pub async fn connect(url: &str, files: &TlsFiles) -> Result<Link, EngineError> {
+        let tls = tls::certificates(url, files)?;
+        let plain = tls::plain(url);
+        if plain.starts_with("redis+sentinel://") {
+            let (sentinels, master, password) = parse_sentinel(&plain)?;
             let topology = Topology::Sentinel {
                 sentinels,
                 master,
                 password,
             };
-            let client = Self::discover(&topology, "")
+            let client = Self::discover(&topology, tls.as_ref(), "")
                 .await?
                 .ok_or_else(|| unavailable("no master"))?;
             let conn = manager(&client).await.map_err(unavailable)?;
-            return Ok(Link::new(topology, Shared::Single(conn), Some(client)));
+            return Ok(Link::new(topology, Shared::Single(conn), Some(client), tls));
         }
-        if url.starts_with("redis+cluster://") {
-            let (nodes, password) = parse_cluster(url)?;
-            let client = Self::cluster_builder(&nodes).build().map_err(unavailable)?;
+        if plain.starts_with("redis+cluster://") {
+            let (nodes, password) = parse_cluster(&plain, tls.as_ref())?;
+            let client = Self::cluster_builder(&nodes, tls.as_ref())
+                .build()
+                .map_err(unavailable)?;
             let conn = tokio::time::timeout(TIMEOUT * 2, client.get_async_connection())
                 .await
                 .map_err(|_| unavailable("timed out connecting to the cluster"))?
@@ -248,20 +262,27 @@ impl Link {
                 Topology::Cluster { nodes, password },
                 Shared::Cluster(conn),
                 None,
+                tls,
             );
             link.refresh_slots().await?;
             return Ok(link);
         }
-        let client = redis::Client::open(url).map_err(unavailable)?;
+        let client = tls::open(url, tls.as_ref()).map_err(unavailable)?;
         let conn = manager(&client).await.map_err(unavailable)?;
         Ok(Link::new(
             Topology::Standalone,
             Shared::Single(conn),
             Some(client),
+            tls,
         ))
     }
 
-    fn new(topology: Topology, shared: Shared, client: Option<redis::Client>) -> Link {
+    fn new(
+        topology: Topology,
+        shared: Shared,
+        client: Option<redis::Client>,
+        tls: Option<TlsCertificates>,
+    ) -> Link {
         Link {
             topology,
             shared: Mutex::new(shared),
@@ -273,17 +294,27 @@ impl Link {
             nudge: tokio::sync::Notify::new(),
             watching: tokio::sync::Mutex::new(()),
             shared3: tokio::sync::Mutex::new(None),
+            tls,
         }
     }
 
-    fn cluster_builder(nodes: &[String]) -> redis::cluster::ClusterClientBuilder {
-        redis::cluster::ClusterClientBuilder::new(nodes.to_vec())
+    /// A Cluster client of `nodes` (`rediss://` ones with `tls`'s
+    /// certificates: the nodes found in the slot map get TLS too).
+    fn cluster_builder(
+        nodes: &[String],
+        tls: Option<&TlsCertificates>,
+    ) -> redis::cluster::ClusterClientBuilder {
+        let b = redis::cluster::ClusterClientBuilder::new(nodes.to_vec())
             .connection_timeout(TIMEOUT)
             .response_timeout(RESPONSE_TIMEOUT)
             .overall_response_timeout(Some(RESPONSE_TIMEOUT + TIMEOUT))
             .retries(2)
             .min_retry_wait(50)
-            .max_retry_wait(400)
+            .max_retry_wait(400);
+        match tls {
+            Some(certs) => b.certs(certs.clone()),
+            None => b,
+        }
     }
 
     /// Whether this is a Redis Cluster (sharded pub/sub, per-master run ids).
@@ -317,7 +348,7 @@ impl Link {
         }
         let conn = match &self.topology {
             Topology::Cluster { nodes, .. } => {
-                let client = Self::cluster_builder(nodes)
+                let client = Self::cluster_builder(nodes, self.tls.as_ref())
                     .use_protocol(redis::ProtocolVersion::RESP3)
                     .build()?;
                 let c = tokio::time::timeout(TIMEOUT * 2, client.get_async_connection())
@@ -363,7 +394,7 @@ impl Link {
                         "no master serves this key's slot",
                     ))
                 })?;
-                cluster_client(&addr, password.as_deref())?
+                node_client(&addr, password.as_deref(), self.tls.as_ref())?
             }
             _ => self.client().ok_or_else(|| {
                 redis::RedisError::from((redis::ErrorKind::Io, "no master known"))
@@ -412,7 +443,7 @@ impl Link {
             self.masters().into_iter().next().ok_or_else(|| {
                 redis::RedisError::from((redis::ErrorKind::Io, "no master known"))
             })?;
-        let client = cluster_client(&addr, password.as_deref())?;
+        let client = node_client(&addr, password.as_deref(), self.tls.as_ref())?;
         tokio::time::timeout(TIMEOUT, client.get_async_pubsub())
             .await
             .map_err(|_| {
@@ -429,7 +460,7 @@ impl Link {
         let Topology::Cluster { nodes, .. } = &self.topology else {
             return Err((redis::ErrorKind::Client, "not a cluster").into());
         };
-        let client = Self::cluster_builder(nodes)
+        let client = Self::cluster_builder(nodes, self.tls.as_ref())
             .use_protocol(redis::ProtocolVersion::RESP3)
             .push_sender(pushes)
             .build()?;
@@ -482,7 +513,9 @@ impl Link {
             Topology::Sentinel { .. } => {
                 let _guard = self.watching.lock().await;
                 let known = self.master();
-                let Ok(Some(client)) = Self::discover(&self.topology, &known).await else {
+                let Ok(Some(client)) =
+                    Self::discover(&self.topology, self.tls.as_ref(), &known).await
+                else {
                     return false;
                 };
                 let addr = addr_of(&client);
@@ -511,7 +544,7 @@ impl Link {
             return std::future::pending().await;
         };
         for s in sentinels {
-            let Ok(client) = redis::Client::open(format!("redis://{s}")) else {
+            let Ok(client) = node_client(s, None, self.tls.as_ref()) else {
                 continue;
             };
             let Ok(Ok(mut ps)) = tokio::time::timeout(TIMEOUT, client.get_async_pubsub()).await
@@ -538,6 +571,7 @@ impl Link {
     /// `None` when the sentinel names the `known` master again.
     async fn discover(
         topology: &Topology,
+        tls: Option<&TlsCertificates>,
         known: &str,
     ) -> Result<Option<redis::Client>, EngineError> {
         let Topology::Sentinel {
@@ -550,7 +584,7 @@ impl Link {
         };
         let mut last = String::from("no sentinel answered");
         for s in sentinels {
-            match Self::ask_sentinel(s, master, password.as_deref(), known).await {
+            match Self::ask_sentinel(s, master, password.as_deref(), tls, known).await {
                 Ok(c) => return Ok(c),
                 Err(e) => last = format!("sentinel {s}: {e}"),
             }
@@ -562,12 +596,13 @@ impl Link {
         sentinel: &str,
         master: &str,
         password: Option<&str>,
+        tls: Option<&TlsCertificates>,
         known: &str,
     ) -> RedisResult<Option<redis::Client>> {
         let cfg = redis::AsyncConnectionConfig::new()
             .set_connection_timeout(Some(TIMEOUT / 2))
             .set_response_timeout(Some(TIMEOUT / 2));
-        let s = redis::Client::open(format!("redis://{sentinel}"))?;
+        let s = node_client(sentinel, None, tls)?;
         let mut c = s.get_multiplexed_async_connection_with_config(&cfg).await?;
         let addr: Option<(String, u16)> = redis::cmd("SENTINEL")
             .arg("get-master-addr-by-name")
@@ -577,11 +612,7 @@ impl Link {
         let (host, port) = addr.ok_or_else(|| {
             redis::RedisError::from((redis::ErrorKind::Client, "master name unknown"))
         })?;
-        let url = match password {
-            Some(p) => format!("redis://:{}@{host}:{port}", urlencode(p)),
-            None => format!("redis://{host}:{port}"),
-        };
-        let client = redis::Client::open(url)?;
+        let client = node_client(&format!("{host}:{port}"), password, tls)?;
         if addr_of(&client) == known {
             // Unchanged: no need to ask the master again.
             return Ok(None);
@@ -777,19 +808,27 @@ mod tests {
         assert!(parse_sentinel("redis+sentinel://a:1").is_err());
         assert!(parse_sentinel("redis+sentinel:///m").is_err());
         assert_eq!(
-            parse_cluster("redis+cluster://a:1,b:2").unwrap(),
+            parse_cluster("redis+cluster://a:1,b:2", None).unwrap(),
             (
                 vec!["redis://a:1".to_string(), "redis://b:2".to_string()],
                 None
             )
         );
         assert_eq!(
-            parse_cluster("redis+cluster://p@ss@a:1").unwrap(),
+            parse_cluster("redis+cluster://p@ss@a:1", None).unwrap(),
             (
                 vec!["redis://:p%40ss@a:1".to_string()],
                 Some("p@ss".to_string())
             )
         );
-        assert!(parse_cluster("redis+cluster://").is_err());
+        assert!(parse_cluster("redis+cluster://", None).is_err());
+        let tls = TlsCertificates {
+            client_tls: None,
+            root_cert: None,
+        };
+        assert_eq!(
+            parse_cluster("redis+cluster://a:1", Some(&tls)).unwrap().0,
+            vec!["rediss://a:1".to_string()]
+        );
     }
 }

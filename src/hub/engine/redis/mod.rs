@@ -46,6 +46,7 @@ mod leaderboards;
 pub mod link;
 mod presence;
 mod pubsub;
+mod tls;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -57,14 +58,18 @@ use bytes::Bytes;
 use super::{BrokerHandler, EngineError};
 use crate::hub::ClientId;
 pub use keyspace::RedisKeyspace;
+pub use tls::TlsFiles;
 
 /// How a node reaches Redis.
 #[derive(Debug, Clone)]
 pub struct RedisOptions {
     /// `redis://[user:password@]host:port[/db]`,
     /// `redis+sentinel://[password@]host:port[,host:port…]/MASTER_NAME` or
-    /// `redis+cluster://[password@]host:port[,host:port…]`.
+    /// `redis+cluster://[password@]host:port[,host:port…]`; `rediss…` for
+    /// TLS.
     pub url: String,
+    /// `--engine-tls-*` (only with a TLS URL).
+    pub tls: TlsFiles,
     /// Namespaces Herald's keys and channels in Redis (no glob characters,
     /// no braces).
     pub prefix: String,
@@ -146,7 +151,7 @@ impl RedisEngine {
                 "--engine-prefix must not contain glob characters or braces".into(),
             ));
         }
-        let link = link::Link::connect(&opts.url).await?;
+        let link = link::Link::connect(&opts.url, &opts.tls).await?;
         let engine = Arc::new(RedisEngine {
             opts,
             link,
