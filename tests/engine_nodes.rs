@@ -626,3 +626,73 @@ fn scoped_surveys_are_answered_at_the_source() {
     assert_eq!(q[0], b'Q', "{}", show(&q));
     assert_eq!(control_fields(&q[1..]).len(), 3, "no scope: {}", show(&q));
 }
+
+/// A node stopped cleanly (SIGTERM) announces its leave (`L` on the
+/// control channel): the others drop it from `/api/nodes` at once, not
+/// when its heartbeats age out (3.5 s; `kill -9` still takes that long,
+/// `api_nodes_lists_the_live_nodes_and_drops_a_killed_one`). Its clients'
+/// presence entries leave with their connections, with the leave pushed.
+/// Started again under the same name, it is listed again.
+#[test]
+fn a_node_stopped_cleanly_leaves_at_once() {
+    let redis = Redis::start(&[]);
+    let (_dir, cfg) = temp_config(
+        "nodes-leave",
+        "[namespaces.room]\npresence = true\njoin_leave = true\n",
+    );
+    let url = format!("redis://{}", redis.addr);
+    let start = |name: &str| {
+        Herald::start(&[
+            "--config",
+            &cfg,
+            "--engine",
+            &url,
+            "--node-name",
+            name,
+            "--jwt-hmac-secret",
+            SECRET,
+            "--requirepass",
+            "pw",
+            "--api-key",
+            KEY,
+        ])
+    };
+    let node0 = start("node0");
+    let mut node1 = start("node1");
+    until(Duration::from_secs(5), "both nodes live", || {
+        names(&get(node0.http, "/api/nodes")).len() == 2
+    });
+    let mut watcher = Raw::backend(node0.resp, "pw");
+    watcher.cmd(&[b"SUBSCRIBE", b"__presence__:room:1"]);
+    let tok = hs256(json!({"sub": "ann", "exp": unix_now() + 600}), SECRET);
+    let mut ann = Raw::connect(node1.resp);
+    assert_eq!(ann.cmd(&[b"AUTH", tok.as_bytes()]), b"+OK\r\n");
+    ann.cmd(&[b"SUBSCRIBE", b"room:1"]);
+    let join = show(&watcher.frame());
+    assert!(join.contains("join") && join.contains("ann"), "{join}");
+    let mut admin = Raw::backend(node0.resp, "pw");
+    let members = admin.cmd(&[b"SMEMBERS", b"__presence__:room:1"]);
+    assert!(show(&members).contains("ann"), "{}", show(&members));
+
+    let sent = Instant::now();
+    let st = std::process::Command::new("kill")
+        .args(["-TERM", &node1.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let took = until(Duration::from_secs(3), "node1 dropped", || {
+        names(&get(node0.http, "/api/nodes")) == ["node0"]
+    });
+    eprintln!("a node stopped cleanly left /api/nodes after {took:?}");
+    assert!(took < Duration::from_secs(1), "{took:?}");
+    let leave = show(&watcher.try_frame(Duration::from_secs(2)).expect("leave"));
+    assert!(leave.contains("leave") && leave.contains("ann"), "{leave}");
+    assert_eq!(admin.cmd(&[b"SMEMBERS", b"__presence__:room:1"]), b"*0\r\n");
+    eprintln!("its client's presence left after {:?}", sent.elapsed());
+    assert!(node1.terminate().success());
+    // Not dropped for good: the same name comes back with its heartbeats.
+    let _node1 = start("node1");
+    until(Duration::from_secs(3), "node1 back", || {
+        names(&get(node0.http, "/api/nodes")).len() == 2
+    });
+}
