@@ -414,6 +414,22 @@ fn any_glob(globs: &[Glob], channel: &[u8]) -> bool {
     globs.iter().any(|g| g.matches(channel))
 }
 
+/// Whether a token whose `subscribe` globs are `globs` (compiled) may see
+/// `channel` in introspection (`PUBSUB CHANNELS`): a glob matches it, or,
+/// for `__presence__:C` and `__leaderboard__:K`, what it reports on. The
+/// rule [`Identity::may_subscribe`] applies to such a token, so another
+/// node can filter its answer with the globs alone.
+pub fn scope_sees_channel(globs: &[Glob], channel: &[u8]) -> bool {
+    any_glob(globs, governing(channel).unwrap_or(channel))
+}
+
+/// Whether a token whose `subscribe` globs are `globs` may see `pattern`
+/// (`PUBSUB NUMPAT`): the globs contain it, or, for a reserved prefix,
+/// what it reports on ([`Identity::may_psubscribe`] for such a token).
+pub fn scope_sees_pattern(globs: &[String], pattern: &[u8]) -> bool {
+    pattern_within(governing_pattern(pattern).unwrap_or(pattern), globs)
+}
+
 /// Herald's own channels: presence events of channel C on
 /// `__presence__:C`, top-N changes of leaderboard K on `__leaderboard__:K`.
 /// Only Herald (and password clients) publish there, and who may read one
@@ -463,6 +479,18 @@ impl Identity {
         self.can_publish(channel, cfg.namespace(channel))
     }
 
+    /// What this identity may see of other nodes' channels and patterns,
+    /// when its token's `subscribe` globs alone decide it (see
+    /// [`scope_sees_channel`]): carried in a survey, so that other nodes
+    /// answer only with that. `None` for the password (everything) and for
+    /// identities the namespaces decide for (the asking node filters).
+    pub fn survey_scope(&self) -> Option<&[String]> {
+        match self {
+            Identity::User(c) => c.subscribe.as_deref(),
+            _ => None,
+        }
+    }
+
     /// The user id, for identified clients.
     pub fn user(&self) -> Option<&str> {
         match self {
@@ -501,12 +529,7 @@ impl Identity {
             Identity::Password => return Rule::Allow,
             Identity::Anonymous => ns.allow_anonymous,
             Identity::User(c) => match &c.subscribe {
-                Some(_) => {
-                    return rule(any_glob(
-                        &c.globs().0,
-                        governing(channel).unwrap_or(channel),
-                    ))
-                }
+                Some(_) => return rule(scope_sees_channel(&c.globs().0, channel)),
                 None => true,
             },
         };
@@ -770,6 +793,56 @@ mod tests {
         assert!(user.can_subscribe(b"__presence__:chat:x", &open));
         assert!(!user.can_subscribe(b"__presence__:secret:x", &open));
         assert!(!user.can_subscribe(b"__leaderboard__:secret", &open));
+    }
+
+    /// A token's globs alone decide what it sees, whatever the namespaces:
+    /// the rule another node applies to a survey's answer is the asker's.
+    #[test]
+    fn a_scope_sees_what_its_token_may_subscribe() {
+        let cfg = crate::config::Options::default().resolve().unwrap();
+        let claims = Claims::new("u", 0, Some(vec!["chat:*".into(), "news".into()]), None);
+        let globs: Vec<Glob> = ["chat:*", "news"].map(|g| Glob::new(g.as_bytes())).into();
+        let scope = claims.subscribe.clone().unwrap();
+        let user = Identity::User(Arc::new(claims));
+        assert_eq!(user.survey_scope(), Some(&scope[..]));
+        assert_eq!(Identity::Password.survey_scope(), None);
+        let plain = Identity::User(Arc::new(Claims::new("u", 0, None, None)));
+        assert_eq!(plain.survey_scope(), None);
+        for c in [
+            &b"chat:a"[..],
+            b"news",
+            b"newsx",
+            b"secret",
+            b"__presence__:chat:a",
+            b"__presence__:secret",
+            b"__leaderboard__:news",
+            b"__leaderboard__:x",
+            b"",
+        ] {
+            assert_eq!(
+                scope_sees_channel(&globs, c),
+                user.may_subscribe(c, &cfg),
+                "{c:?}"
+            );
+        }
+        for p in [
+            &b"chat:*"[..],
+            b"chat:a*",
+            b"*",
+            b"news",
+            b"new?",
+            b"__presence__:chat:*",
+            b"__presence__:*",
+            b"__leaderboard__:news",
+        ] {
+            assert_eq!(
+                scope_sees_pattern(&scope, p),
+                user.may_psubscribe(p, &cfg),
+                "{p:?}"
+            );
+        }
+        assert!(scope_sees_channel(&globs, b"__presence__:chat:a"));
+        assert!(!scope_sees_pattern(&scope, b"*"));
     }
 
     #[test]

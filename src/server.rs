@@ -45,8 +45,19 @@ impl Running {
         self.shutdown.clone()
     }
 
-    /// Stops accepting, closes every connection and waits for the front ends.
+    /// Tells the other nodes this one leaves (engine mode; at most 1 s),
+    /// stops accepting, closes every connection (their presence entries
+    /// leave with them) and waits for the front ends.
     pub async fn shutdown(mut self) {
+        let leave = self.hub.leave_cluster();
+        if tokio::time::timeout(std::time::Duration::from_secs(1), leave)
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "could not announce this node's leave; the others drop it when its heartbeats stop"
+            );
+        }
         self.shutdown.cancel();
         while let Some(r) = self.tasks.join_next().await {
             if let Ok(Err(e)) = r {

@@ -144,39 +144,64 @@ fn leaderboard_subscriptions_by_the_thousand_cost_reads_per_tick() {
     );
 }
 
-/// Finding 3 (not fixed): survey amplification. A client whose token may
+/// Finding 3 (fixed): survey amplification. A client whose token may
 /// see only `chat:*` sends `PUBSUB CHANNELS` (no pattern; `PUBSUB CHANNELS
-/// *` does the same) in a loop; every other node answers with all its
-/// channels (up to 10,000 names, 1 MiB), which cross Redis to the asking
+/// *` does the same) in a loop; every other node answered with all its
+/// channels (up to 10,000 names, 1 MiB), which crossed Redis to the asking
 /// node, only to be filtered out there: the client is shown nothing.
 /// Measured (debug build, loopback; node1 holding 10,000 channels of
 /// about 100 bytes; 4 such clients on node0 for 2 s): 118 requests, 3,540
 /// bytes sent, made Redis send 132.2 MB (64.8 MB/s), 37,343 bytes per byte
-/// of request, besides node1 building each 1 MiB answer. The designed
-/// bound (400 surveys/s per node) allows about 400 MiB/s per answering
-/// node. Fixing it means carrying the asker's rights in the question (a
-/// token's globs, with the `__presence__:`/`__leaderboard__:` forms they
-/// govern) so that other nodes filter at the source: a change to the
-/// control protocol, left to its owner.
+/// of request, besides node1 building each 1 MiB answer.
 ///
-/// Bounded since (not fixed per survey): a survey costs a client without
-/// the password 10 reads of its address's `--read-rate` bucket, so one
-/// address asks at most 10 surveys a second after a burst of 20
-/// (`surveys_from_one_address_are_rate_limited`); what each survey costs
-/// is unchanged, so this test still fails.
+/// Fixed: the question carries the token's subscribe globs (a scoped
+/// question, `S`), and the other nodes answer with only what they let the
+/// client see. Measured the same way (with `--read-rate` raised so that
+/// the per-address survey budget, `surveys_from_one_address_are_rate_limited`,
+/// does not stop the loop): 708 requests in 2 s, 21 KB sent, Redis sent
+/// 0.2 MB: 8 bytes per request byte, 265 per survey (the question
+/// delivered to both nodes, an empty answer, heartbeats).
 #[test]
-#[ignore = "4 narrow-token clients' PUBSUB CHANNELS loop: 3.5 KB of requests made Redis send 132 MB in 2 s (37,000x), all filtered out; now rate-limited per address, still amplified per survey"]
 fn narrow_token_pubsub_channels_loop_amplification() {
     let redis = Redis::start(&[]);
-    let nodes = start_nodes(&redis, 2);
+    let url = format!("redis://{}", redis.addr);
+    let nodes: Vec<Herald> = (0..2)
+        .map(|i| {
+            Herald::start(&[
+                "--engine",
+                &url,
+                "--node-name",
+                &format!("node{i}"),
+                "--requirepass",
+                "pw",
+                "--jwt-hmac-secret",
+                SECRET,
+                "--read-rate",
+                "100000",
+                "--read-burst",
+                "100000",
+            ])
+        })
+        .collect();
     let _held = many_channels(nodes[1].resp, "secret:", 10_000);
+    let mut chat = Raw::backend(nodes[1].resp, "pw");
+    chat.cmd(&[b"SUBSCRIBE", b"chat:1"]);
     until(Duration::from_secs(5), "both nodes live", || {
-        node_count(nodes[0].http) == 2
+        let mut a = Raw::backend(nodes[0].resp, "pw");
+        a.cmd(&[b"PUBSUB", b"NUMSUB", b"chat:1"]) == b"*2\r\n$6\r\nchat:1\r\n:1\r\n"
     });
     let tok = hs256(
         serde_json::json!({"sub": "u", "exp": unix_now() + 600, "subscribe": ["chat:*"]}),
         SECRET,
     );
+    // The scoped answer still holds what the token may see.
+    let mut c = Raw::connect(nodes[0].resp);
+    assert_eq!(c.cmd(&[b"AUTH", tok.as_bytes()]), b"+OK\r\n");
+    assert_eq!(c.cmd(&[b"PUBSUB", b"CHANNELS"]), b"*1\r\n$6\r\nchat:1\r\n");
+    drop(chat);
+    until(Duration::from_secs(5), "chat:1 gone", || {
+        c.cmd(&[b"PUBSUB", b"CHANNELS"]) == b"*0\r\n"
+    });
     let mut r = Raw::connect(redis.addr);
     let clients = 4;
     let before = redis_stat(&mut r, "total_net_output_bytes");
@@ -210,14 +235,18 @@ fn narrow_token_pubsub_channels_loop_amplification() {
     let out = redis_stat(&mut r, "total_net_output_bytes") - before;
     eprintln!(
         "survey amplification: {clients} narrow-token clients, {surveys} PUBSUB CHANNELS in {secs:.1} s \
-         ({sent} bytes sent, nothing shown): Redis sent {:.1} MB ({:.1} MB/s), {} bytes per request byte",
+         ({sent} bytes sent, nothing shown): Redis sent {:.1} MB ({:.1} MB/s), {} bytes per request byte, \
+         {} per survey",
         out as f64 / 1e6,
         out as f64 / 1e6 / secs,
-        out / sent.max(1)
+        out / sent.max(1),
+        out / surveys.max(1)
     );
+    assert!(surveys >= 20, "only {surveys} surveys in 2 s");
+    // Before the fix: 37,000 bytes per request byte (1 MiB per survey).
     assert!(
-        out / sent.max(1) < 1000,
-        "{sent} request bytes made Redis send {out} bytes"
+        out / sent.max(1) < 100 && out / surveys.max(1) < 4096,
+        "{sent} request bytes ({surveys} surveys) made Redis send {out} bytes"
     );
 }
 

@@ -442,3 +442,257 @@ fn hostile_control_frames_are_bounded() {
     let v = get(nodes[0].http, "/api/channels");
     assert_eq!(v["cluster"], json!({"nodes": 2, "partial": false}), "{v}");
 }
+
+/// A control frame: `tag`, then each field as a 4-byte big-endian length
+/// and its bytes.
+fn control_frame(tag: u8, fields: &[&[u8]]) -> Vec<u8> {
+    let mut out = vec![tag];
+    for f in fields {
+        out.extend_from_slice(&(f.len() as u32).to_be_bytes());
+        out.extend_from_slice(f);
+    }
+    out
+}
+
+/// The bulk strings of a RESP array frame.
+fn bulks(frame: &[u8]) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < frame.len() {
+        let end = i + frame[i..].windows(2).position(|w| w == b"\r\n").unwrap();
+        let line = &frame[i..end];
+        i = end + 2;
+        if line.first() == Some(&b'$') {
+            let n: usize = std::str::from_utf8(&line[1..]).unwrap().parse().unwrap();
+            out.push(frame[i..i + n].to_vec());
+            i += n + 2;
+        }
+    }
+    out
+}
+
+/// The fields of a control frame's body (after its tag).
+fn control_fields(mut body: &[u8]) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    while !body.is_empty() {
+        let len = u32::from_be_bytes(body[..4].try_into().unwrap()) as usize;
+        out.push(body[4..4 + len].to_vec());
+        body = &body[4 + len..];
+    }
+    out
+}
+
+/// The answers `spy` (subscribed to `herald:control:spy`) gets within
+/// `wait`: each node's name and its names, sorted.
+fn answers(spy: &mut Raw, wait: Duration) -> Vec<(String, Vec<String>)> {
+    let mut out = Vec::new();
+    while let Some(f) = spy.try_frame(wait) {
+        let payload = bulks(&f).pop().unwrap();
+        assert_eq!(payload[0], b'A', "{}", show(&payload));
+        let fields = control_fields(&payload[1..]);
+        let mut names: Vec<String> = fields[3..]
+            .chunks(2)
+            .map(|p| String::from_utf8_lossy(&p[0]).into_owned())
+            .collect();
+        names.sort();
+        out.push((String::from_utf8_lossy(&fields[0]).into_owned(), names));
+    }
+    out.sort();
+    out
+}
+
+/// A narrow token's survey carries its subscribe globs (`S`): every node
+/// answers with only what they let it see (presence channels by what they
+/// report on), intersected with the question's pattern; questions whose
+/// scope is past the bounds (64 globs, 4 KiB), or malformed, go
+/// unanswered. While a live node does not say it reads `S` (an older
+/// version), the survey is a plain `Q`, answered in full and filtered by
+/// the asker, as before.
+#[test]
+fn scoped_surveys_are_answered_at_the_source() {
+    let redis = Redis::start(&[]);
+    let nodes = start_nodes(&redis, 2);
+    let mut s1 = Raw::backend(nodes[1].resp, "pw");
+    s1.cmd(&[
+        b"SUBSCRIBE",
+        b"chat:a",
+        b"secret:b",
+        b"__presence__:chat:a",
+        b"__presence__:secret:b",
+    ]);
+    for _ in 0..3 {
+        s1.frame();
+    }
+    s1.cmd(&[
+        b"PSUBSCRIBE",
+        b"chat:*",
+        b"secret:*",
+        b"__presence__:chat:*",
+    ]);
+    s1.frame();
+    s1.frame();
+    until(Duration::from_secs(5), "both nodes live", || {
+        names(&get(nodes[0].http, "/api/nodes")).len() == 2
+    });
+    let mut spy = Raw::connect(redis.addr);
+    spy.cmd(&[b"SUBSCRIBE", b"herald:control:spy"]);
+    let mut r = Raw::connect(redis.addr);
+    let ask = |r: &mut Raw, tag: u8, fields: &[&[u8]]| {
+        let mut all: Vec<&[u8]> = vec![b"spy", b"1"];
+        all.extend_from_slice(fields);
+        r.cmd(&[b"PUBLISH", b"herald:control", &control_frame(tag, &all)]);
+    };
+    let wait = Duration::from_millis(500);
+    ask(&mut r, b'S', &[b"channels", b"1", b"chat:*"]);
+    assert_eq!(
+        answers(&mut spy, wait),
+        [
+            ("node0".to_string(), vec![]),
+            (
+                "node1".to_string(),
+                vec!["__presence__:chat:a".into(), "chat:a".into()]
+            )
+        ]
+    );
+    // The question's own pattern too.
+    ask(&mut r, b'S', &[b"channels", b"1", b"chat:*", b"chat:*"]);
+    let a = answers(&mut spy, wait);
+    assert_eq!(a[1], ("node1".to_string(), vec!["chat:a".to_string()]));
+    ask(&mut r, b'S', &[b"patterns", b"2", b"chat:*", b"nothing"]);
+    let a = answers(&mut spy, wait);
+    assert_eq!(
+        a[1].1,
+        ["__presence__:chat:*", "chat:*"],
+        "secret:* is not within the globs"
+    );
+    // No globs: nothing.
+    ask(&mut r, b'S', &[b"channels", b"0"]);
+    assert_eq!(answers(&mut spy, wait)[1].1, Vec::<String>::new());
+    // A plain question is answered in full.
+    ask(&mut r, b'Q', &[b"channels"]);
+    assert_eq!(answers(&mut spy, wait)[1].1.len(), 4);
+    // Hostile scopes: past the bounds, lying counts, no scope for NUMSUB.
+    let many: Vec<Vec<u8>> = (0..65).map(|i| format!("g{i}").into_bytes()).collect();
+    let mut f: Vec<&[u8]> = vec![b"channels", b"65"];
+    f.extend(many.iter().map(|g| &g[..]));
+    ask(&mut r, b'S', &f);
+    let big = vec![b'*'; 4097];
+    ask(&mut r, b'S', &[b"channels", b"1", &big]);
+    ask(&mut r, b'S', &[b"channels", b"3", b"a"]);
+    ask(&mut r, b'S', &[b"channels", b"99999999999999999999999"]);
+    ask(&mut r, b'S', &[b"numsub", b"1", b"chat:*", b"chat:a"]);
+    assert_eq!(answers(&mut spy, wait), []);
+    // At the bounds: answered.
+    let mut f: Vec<&[u8]> = vec![b"channels", b"64"];
+    f.extend(many[..63].iter().map(|g| &g[..]));
+    let last = vec![b'*'; 4096 - many[..63].iter().map(Vec::len).sum::<usize>()];
+    f.push(&last);
+    ask(&mut r, b'S', &f);
+    assert_eq!(answers(&mut spy, wait)[1].1.len(), 4);
+
+    // What node0 sends for a narrow token: `S` while every node reads it.
+    let tok = hs256(
+        json!({"sub": "u", "exp": unix_now() + 600, "subscribe": ["chat:*"]}),
+        SECRET,
+    );
+    let mut c = Raw::connect(nodes[0].resp);
+    assert_eq!(c.cmd(&[b"AUTH", tok.as_bytes()]), b"+OK\r\n");
+    let mut watch = Raw::connect(redis.addr);
+    watch.cmd(&[b"SUBSCRIBE", b"herald:control"]);
+    let question = |watch: &mut Raw| loop {
+        let p = bulks(&watch.frame()).pop().unwrap();
+        if p[0] != b'H' {
+            return p;
+        }
+    };
+    let want = b"*2\r\n$19\r\n__presence__:chat:a\r\n$6\r\nchat:a\r\n";
+    assert_eq!(sorted_frame(&c.cmd(&[b"PUBSUB", b"CHANNELS"])), want);
+    let q = question(&mut watch);
+    assert_eq!(q[0], b'S', "{}", show(&q));
+    assert_eq!(
+        control_fields(&q[1..])[2..],
+        [b"channels".to_vec(), b"1".to_vec(), b"chat:*".to_vec()]
+    );
+    assert_eq!(c.cmd(&[b"PUBSUB", b"NUMPAT"]), b":2\r\n");
+    assert_eq!(question(&mut watch)[0], b'S');
+    // A node of an older version (its heartbeat says nothing of `control`):
+    // plain questions, answered in full and filtered here.
+    r.cmd(&[b"PUBLISH", b"herald:control", br#"H{"name":"old"}"#]);
+    until(Duration::from_secs(2), "old node listed", || {
+        names(&get(nodes[0].http, "/api/nodes")).len() == 3
+    });
+    assert_eq!(sorted_frame(&c.cmd(&[b"PUBSUB", b"CHANNELS"])), want);
+    let q = question(&mut watch);
+    assert_eq!(q[0], b'Q', "{}", show(&q));
+    assert_eq!(control_fields(&q[1..]).len(), 3, "no scope: {}", show(&q));
+}
+
+/// A node stopped cleanly (SIGTERM) announces its leave (`L` on the
+/// control channel): the others drop it from `/api/nodes` at once, not
+/// when its heartbeats age out (3.5 s; `kill -9` still takes that long,
+/// `api_nodes_lists_the_live_nodes_and_drops_a_killed_one`). Its clients'
+/// presence entries leave with their connections, with the leave pushed.
+/// Started again under the same name, it is listed again.
+#[test]
+fn a_node_stopped_cleanly_leaves_at_once() {
+    let redis = Redis::start(&[]);
+    let (_dir, cfg) = temp_config(
+        "nodes-leave",
+        "[namespaces.room]\npresence = true\njoin_leave = true\n",
+    );
+    let url = format!("redis://{}", redis.addr);
+    let start = |name: &str| {
+        Herald::start(&[
+            "--config",
+            &cfg,
+            "--engine",
+            &url,
+            "--node-name",
+            name,
+            "--jwt-hmac-secret",
+            SECRET,
+            "--requirepass",
+            "pw",
+            "--api-key",
+            KEY,
+        ])
+    };
+    let node0 = start("node0");
+    let mut node1 = start("node1");
+    until(Duration::from_secs(5), "both nodes live", || {
+        names(&get(node0.http, "/api/nodes")).len() == 2
+    });
+    let mut watcher = Raw::backend(node0.resp, "pw");
+    watcher.cmd(&[b"SUBSCRIBE", b"__presence__:room:1"]);
+    let tok = hs256(json!({"sub": "ann", "exp": unix_now() + 600}), SECRET);
+    let mut ann = Raw::connect(node1.resp);
+    assert_eq!(ann.cmd(&[b"AUTH", tok.as_bytes()]), b"+OK\r\n");
+    ann.cmd(&[b"SUBSCRIBE", b"room:1"]);
+    let join = show(&watcher.frame());
+    assert!(join.contains("join") && join.contains("ann"), "{join}");
+    let mut admin = Raw::backend(node0.resp, "pw");
+    let members = admin.cmd(&[b"SMEMBERS", b"__presence__:room:1"]);
+    assert!(show(&members).contains("ann"), "{}", show(&members));
+
+    let sent = Instant::now();
+    let st = std::process::Command::new("kill")
+        .args(["-TERM", &node1.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let took = until(Duration::from_secs(3), "node1 dropped", || {
+        names(&get(node0.http, "/api/nodes")) == ["node0"]
+    });
+    eprintln!("a node stopped cleanly left /api/nodes after {took:?}");
+    assert!(took < Duration::from_secs(1), "{took:?}");
+    let leave = show(&watcher.try_frame(Duration::from_secs(2)).expect("leave"));
+    assert!(leave.contains("leave") && leave.contains("ann"), "{leave}");
+    assert_eq!(admin.cmd(&[b"SMEMBERS", b"__presence__:room:1"]), b"*0\r\n");
+    eprintln!("its client's presence left after {:?}", sent.elapsed());
+    assert!(node1.terminate().success());
+    // Not dropped for good: the same name comes back with its heartbeats.
+    let _node1 = start("node1");
+    until(Duration::from_secs(3), "node1 back", || {
+        names(&get(node0.http, "/api/nodes")).len() == 2
+    });
+}

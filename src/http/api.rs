@@ -269,9 +269,12 @@ pub async fn channels(
     }
     // Every node's channels (a survey, see docs/engine.md), with their
     // subscribers summed; `cluster` says whether some node did not answer.
-    let view =
-        st.hub
-            .cluster_channels(Space::Global, q.pattern.as_deref().map(str::as_bytes), true);
+    let view = st.hub.cluster_channels(
+        Space::Global,
+        q.pattern.as_deref().map(str::as_bytes),
+        None,
+        true,
+    );
     let mut counts = view.value.clone();
     counts.sort();
     let list: Vec<Value> = counts

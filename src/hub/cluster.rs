@@ -12,7 +12,9 @@ use bytes::Bytes;
 use super::engine::cluster::{ANSWER_MAX_BYTES, ANSWER_MAX_NAMES};
 use super::engine::cluster::{QUESTION_MAX_BYTES, QUESTION_MAX_NAMES};
 use super::engine::{Answer, NodeLoad, NodeReport, NodeSource, Question, Survey};
+use super::glob::Glob;
 use super::{Hub, Space, Stats};
+use crate::auth::{scope_sees_channel, scope_sees_pattern};
 
 /// A cluster-wide answer and how complete it is.
 #[derive(Debug, Clone, Default)]
@@ -170,9 +172,19 @@ impl Hub {
             out.counts.push((name, n));
             true
         };
+        // The asker's rights (a token's globs, at most SCOPE_MAX_GLOBS of
+        // SCOPE_MAX_BYTES): what they hide is left out before the caps, so
+        // a narrow token's answer is small and not cut by names it could
+        // never see. Each name costs a match per glob.
+        let scope = q.scope();
+        let globs: Option<Vec<Glob>> =
+            scope.map(|s| s.iter().map(|g| Glob::new(g.as_bytes())).collect());
         match q {
-            Question::Channels { space, pattern } => {
+            Question::Channels { space, pattern, .. } => {
                 for c in self.registry.channels(*space, pattern.as_deref()) {
+                    if globs.as_ref().is_some_and(|g| !scope_sees_channel(g, &c)) {
+                        continue;
+                    }
                     let n = self.registry.numsub(*space, &c) as u64;
                     if n > 0 && !push(&mut out, c, n) {
                         break;
@@ -187,8 +199,11 @@ impl Hub {
                     }
                 }
             }
-            Question::Patterns => {
+            Question::Patterns { .. } => {
                 for p in self.registry.patterns() {
+                    if scope.is_some_and(|s| !scope_sees_pattern(s, &p)) {
+                        continue;
+                    }
                     if !push(&mut out, p, 1) {
                         break;
                     }
@@ -218,25 +233,37 @@ impl Hub {
         (local, view)
     }
 
+    /// Tells the other nodes this one is leaving (a clean stop), so they
+    /// drop it at once; no heartbeat follows. Nothing in memory mode.
+    pub async fn leave_cluster(&self) {
+        self.engine.broker.cluster().leave().await
+    }
+
     /// How many other nodes are live now (0 in memory mode).
     pub fn cluster_peers(&self) -> usize {
         self.engine.broker.cluster().peers().peers.len()
     }
 
-    /// Channels with a subscriber on any node (matching `pattern`), with
+    /// Channels with a subscriber on any node (matching `pattern`; those
+    /// `scope`, a token's subscribe globs, lets its holder see), with
     /// their subscribers summed over the nodes. Unordered. Without
     /// `others`, this node's alone (nothing waits on other nodes: a
-    /// transaction holding the keyspace).
+    /// transaction holding the keyspace). Other nodes filter with `scope`
+    /// where the engine can carry it: the caller filters again.
     pub fn cluster_channels(
         &self,
         space: Space,
         pattern: Option<&[u8]>,
+        scope: Option<&[String]>,
         others: bool,
     ) -> ClusterView<Vec<(Bytes, u64)>> {
         let q = Question::Channels {
             space,
             pattern: pattern.map(Bytes::copy_from_slice),
+            scope: scope.map(<[String]>::to_vec),
         };
+        // Globs that match nothing: nobody else to ask.
+        let others = others && scope.is_none_or(|s| !s.is_empty());
         let (local, view) = self.ask(q, others);
         if view.value.is_empty() {
             return view.with(local.counts);
@@ -294,10 +321,19 @@ impl Hub {
         Ok(view.with(counts))
     }
 
-    /// The distinct patterns subscribed on any node. Unordered. Without
+    /// The distinct patterns subscribed on any node (those `scope` lets
+    /// its holder see, as [`Hub::cluster_channels`]). Unordered. Without
     /// `others`, this node's alone.
-    pub fn cluster_patterns(&self, others: bool) -> ClusterView<Vec<Bytes>> {
-        let (local, view) = self.ask(Question::Patterns, others);
+    pub fn cluster_patterns(
+        &self,
+        scope: Option<&[String]>,
+        others: bool,
+    ) -> ClusterView<Vec<Bytes>> {
+        let q = Question::Patterns {
+            scope: scope.map(<[String]>::to_vec),
+        };
+        let others = others && scope.is_none_or(|s| !s.is_empty());
+        let (local, view) = self.ask(q, others);
         if view.value.is_empty() {
             return view.with(local.counts.into_iter().map(|(p, _)| p).collect());
         }
@@ -364,8 +400,8 @@ impl Hub {
                 patterns,
             });
         }
-        let channels = self.cluster_channels(Space::Global, None, true);
-        let patterns = self.cluster_patterns(true);
+        let channels = self.cluster_channels(Space::Global, None, None, true);
+        let patterns = self.cluster_patterns(None, true);
         let mut missing = channels.missing.clone();
         for m in &patterns.missing {
             if !missing.contains(m) {

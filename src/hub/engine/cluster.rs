@@ -21,6 +21,10 @@ pub const ANSWER_MAX_BYTES: usize = 1 << 20;
 pub const QUESTION_MAX_NAMES: usize = 1000;
 /// Most channel-name bytes one survey asks about.
 pub const QUESTION_MAX_BYTES: usize = 64 << 10;
+/// Most globs a question's [`Scope`] carries.
+pub const SCOPE_MAX_GLOBS: usize = 64;
+/// Most glob bytes a question's [`Scope`] carries.
+pub const SCOPE_MAX_BYTES: usize = 4 << 10;
 
 /// A node's client connections, as `/stats` counts them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -75,18 +79,48 @@ pub struct Peers {
     pub problem: Option<String>,
 }
 
+/// The asking client's rights: the `subscribe` globs of its token. An
+/// answer to a question that carries one holds only the names they let
+/// the client see (a channel, or what a `__presence__:`/`__leaderboard__:`
+/// channel reports on, that a glob matches; a pattern the globs contain):
+/// [`crate::auth::scope_sees_channel`], [`crate::auth::scope_sees_pattern`].
+/// `None`: every name (the asker filters, if it must).
+///
+/// Within [`SCOPE_MAX_GLOBS`] and [`SCOPE_MAX_BYTES`] an engine carries
+/// it to the other nodes; a larger one it may drop, so an answer may hold
+/// more than the scope allows: the asker filters again either way.
+pub type Scope = Option<Vec<String>>;
+
 /// A question every node answers about its own subscribers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Question {
-    /// The channels with a subscriber (matching `pattern`), with counts.
+    /// The channels with a subscriber (matching `pattern`, within
+    /// `scope`), with counts.
     Channels {
         space: Space,
         pattern: Option<Bytes>,
+        scope: Scope,
     },
     /// The subscribers of each channel.
     NumSub { space: Space, channels: Vec<Bytes> },
-    /// The patterns subscribed.
-    Patterns,
+    /// The patterns subscribed (within `scope`).
+    Patterns { scope: Scope },
+}
+
+impl Question {
+    /// The asker's rights the question carries.
+    pub fn scope(&self) -> Option<&[String]> {
+        match self {
+            Question::Channels { scope, .. } | Question::Patterns { scope } => scope.as_deref(),
+            Question::NumSub { .. } => None,
+        }
+    }
+}
+
+/// Whether `scope` is within what one question carries.
+pub fn scope_fits(scope: &[String]) -> bool {
+    scope.len() <= SCOPE_MAX_GLOBS
+        && scope.iter().map(String::len).sum::<usize>() <= SCOPE_MAX_BYTES
 }
 
 /// One node's answer: names with counts.
@@ -139,6 +173,13 @@ pub trait Cluster: Send + Sync {
     fn survey(&self, question: Question) -> Pending<'_, Survey> {
         let _ = question;
         Pending::ready(Survey::default())
+    }
+
+    /// Tells the other nodes this one is leaving (a clean stop): they drop
+    /// it from their live nodes at once rather than when its heartbeats
+    /// stop arriving. No heartbeat is sent after it.
+    fn leave(&self) -> Pending<'_, ()> {
+        Pending::ready(())
     }
 }
 

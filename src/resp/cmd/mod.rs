@@ -519,6 +519,12 @@ pub fn dispatch(conn: &mut Conn, args: &[Bytes]) {
             "exec" | "discard" | "multi" | "watch" | "quit" | "reset"
         )
     {
+        // Engine on Redis Cluster: keys in several slots are refused now.
+        if let Some(remote) = conn.server.hub.remote_keyspace() {
+            if remote::spans_slots(top, cmd, &keys, &**remote) {
+                return reject(conn, top, remote::CROSSSLOT);
+            }
+        }
         // Each queued command holds its arguments until EXEC: bounded like
         // unparsed input, so MULTI cannot grow a connection without limit.
         let cost = args.iter().map(|a| a.len() + 32).sum::<usize>() + 24;

@@ -530,11 +530,14 @@ fn list_channels(conn: &mut Conn, args: &[Bytes], space: Space) {
     // waited for here (at most `SURVEY_TIMEOUT`); what did not arrive in
     // time is left out (docs/engine.md). Inside EXEC, which holds the
     // keyspace, this node's alone: a transaction never waits on others.
+    // A token's globs go with the question: other nodes answer with only
+    // what it may see (docs/engine.md); the list is filtered here still.
     let others = !conn.in_exec;
+    let scope = conn.identity.as_ref().and_then(|i| i.survey_scope());
     let mut list: Vec<Bytes> = conn
         .server
         .hub
-        .cluster_channels(space, args.get(2).map(|p| &p[..]), others)
+        .cluster_channels(space, args.get(2).map(|p| &p[..]), scope, others)
         .value
         .into_iter()
         .map(|(c, _)| c)
@@ -632,10 +635,10 @@ fn numpat(conn: &mut Conn, _args: &[Bytes]) {
     let hub = &conn.server.hub;
     let others = !conn.in_exec;
     let n = match &conn.identity {
-        Some(crate::auth::Identity::Password) => hub.cluster_patterns(others).value.len(),
+        Some(crate::auth::Identity::Password) => hub.cluster_patterns(None, others).value.len(),
         Some(id) => {
             let cfg = &conn.server.cfg;
-            hub.cluster_patterns(others)
+            hub.cluster_patterns(id.survey_scope(), others)
                 .value
                 .iter()
                 .filter(|p| id.may_psubscribe(p, cfg))

@@ -83,7 +83,23 @@ fn blocking(args: &[Bytes]) -> bool {
 }
 
 /// Redis Cluster's answer to a command whose keys are in several slots.
-const CROSSSLOT: &str = "CROSSSLOT Keys in request don't hash to the same slot";
+pub(super) const CROSSSLOT: &str = "CROSSSLOT Keys in request don't hash to the same slot";
+
+/// Whether a data command being queued in MULTI names keys in several
+/// slots of a sharded store: refused as it is queued (EXEC then answers
+/// EXECABORT), as a Redis Cluster master refuses it.
+pub(super) fn spans_slots(
+    top: &Command,
+    cmd: &Command,
+    keys: &[(&Bytes, Access)],
+    remote: &dyn RemoteKeyspace,
+) -> bool {
+    forwarded(top, cmd)
+        && !keys
+            .iter()
+            .any(|(k, _)| crate::hub::presence::presence_channel(k).is_some())
+        && !remote.same_shard(&keys.iter().map(|(k, _)| &k[..]).collect::<Vec<_>>())
+}
 
 const ENGINE_KEY: &str =
     "ERR this key belongs to Herald's engine (--engine-prefix): not for data commands";
@@ -406,10 +422,18 @@ fn resolve(args: &[Bytes]) -> Option<(&'static Command, &'static Command)> {
 
 /// EXEC on the engine: the data commands and publishes as one Redis
 /// transaction (on the connection holding the client's WATCHes, or a
-/// dedicated one), the rest on this node, each reply in its place.
+/// dedicated one), the rest on this node, each reply in its place. On a
+/// sharded store (Redis Cluster) everything the transaction touches there
+/// (the queued commands' keys, the slots of the channels it publishes or
+/// appends to) must be in one slot: otherwise EXEC answers CROSSSLOT and
+/// nothing runs, as a Cluster master answers a transaction whose keys span
+/// slots.
 pub(super) fn exec(conn: &mut Conn, queue: Vec<Vec<Bytes>>, remote: Arc<dyn RemoteKeyspace>) {
     let mut items = Vec::with_capacity(queue.len());
     let mut cmds: Vec<Vec<Bytes>> = Vec::new();
+    // A key in the slot of each store command (a channel's history key
+    // for its publishes and appends: the channel's keys share its slot).
+    let mut slot_keys: Vec<Bytes> = Vec::new();
     for args in queue {
         let Some((top, cmd)) = resolve(&args) else {
             items.push(Item::Local(args));
@@ -430,6 +454,7 @@ pub(super) fn exec(conn: &mut Conn, queue: Vec<Vec<Bytes>>, remote: Arc<dyn Remo
                 conn.server.hub.rules(&args[1]).history
             };
             let publish = remote.publish_commands(&args[1], &args[2], history, shard);
+            slot_keys.push(Bytes::from(remote.history_key(&args[1])));
             items.push(Item::Publish {
                 n: publish.len(),
                 channel: args[1].clone(),
@@ -443,6 +468,7 @@ pub(super) fn exec(conn: &mut Conn, queue: Vec<Vec<Bytes>>, remote: Arc<dyn Remo
             match xadd_parts(conn, &args, &channel) {
                 Ok((fields, payload, opts)) => {
                     cmds.extend(remote.append_commands(&channel, &fields, &payload, opts));
+                    slot_keys.push(Bytes::from(remote.history_key(&channel)));
                     items.push(Item::HistoryAdd);
                 }
                 Err(msg) => items.push(Item::Refused(Bytes::from(format!("-{msg}\r\n")))),
@@ -474,11 +500,20 @@ pub(super) fn exec(conn: &mut Conn, queue: Vec<Vec<Bytes>>, remote: Arc<dyn Remo
         }
         let rewritten = history_keys(conn, top, &args, &keys, &*remote);
         drop(keys);
+        slot_keys.extend(
+            super::command_keys(cmd, &rewritten)
+                .into_iter()
+                .map(|(k, _)| k.clone()),
+        );
         cmds.push(rewritten);
         items.push(Item::Remote);
     }
     let held = conn.extra.as_mut().and_then(|x| x.remote_tx.take());
     super::transactions::unwatch_all(conn);
+    if !remote.same_shard(&slot_keys.iter().map(|k| &k[..]).collect::<Vec<_>>()) {
+        // Discarded, WATCHes dropped (with `held`), as Redis does.
+        return conn.reply().error(CROSSSLOT);
+    }
     if cmds.is_empty() && held.is_none() {
         return finish_exec(conn, items, Ok(Some(Vec::new())));
     }

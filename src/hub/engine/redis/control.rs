@@ -6,16 +6,27 @@
 //! of a Redis Cluster too):
 //!
 //! - `{prefix}:control`: every node's heartbeat (`H` + JSON
-//!   [`NodeReport`], every [`HEARTBEAT`]) and survey questions (`Q`);
+//!   [`NodeReport`] and `control`, every [`HEARTBEAT`]), survey questions
+//!   (`Q`, `S`) and leaves (`L` + the leaving node's name);
 //! - `{prefix}:control:{node}`: the answers to that node's questions (`A`).
 //!
 //! Questions and answers are fields of bytes, each a 4-byte big-endian
-//! length and the bytes: `Q` from, id, kind, arguments; `A` from, id,
-//! `t` when truncated, then name and count pairs. Everything read is
-//! bounded: frames past their kind's size are dropped unread, at most
-//! [`MAX_PEERS`] nodes are tracked, answers are taken only for surveys in
-//! flight from the nodes asked. A node sends at most [`SURVEYS_IN_FLIGHT`]
-//! surveys at once, each holding its slot at least [`SURVEY_SPACING`].
+//! length and the bytes: `Q` from, id, kind, arguments; `S` from, id,
+//! kind, the number of globs, the globs (the asker's [`Scope`]), then the
+//! arguments; `A` from, id, `t` when truncated, then name and count pairs.
+//! Everything read is bounded: frames past their kind's size are dropped
+//! unread, at most [`MAX_PEERS`] nodes are tracked, answers are taken only
+//! for surveys in flight from the nodes asked, a scope holds at most
+//! [`SCOPE_MAX_GLOBS`] globs of [`SCOPE_MAX_BYTES`]. A node sends at most
+//! [`SURVEYS_IN_FLIGHT`] surveys at once, each holding its slot at least
+//! [`SURVEY_SPACING`].
+//!
+//! Versions: a heartbeat's `control` is the newest [`CONTROL_VERSION`] the
+//! node speaks (absent, 0, before `S` and `L`). Older nodes ignore the
+//! field, and frames of a tag they do not know; so a node sends `S` only
+//! while every live node says it reads it, and `Q` (answered in full,
+//! filtered by the asker) otherwise. A node that does not read `L` keeps
+//! a leaver listed until its heartbeats age out, as before.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -24,15 +35,20 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::StreamExt;
+use serde::Deserialize;
 
 use super::RedisEngine;
 use crate::hub::engine::cluster::{
-    Answer, Cluster, NodeReport, NodeSource, Peer, Peers, Question, Survey, ANSWER_MAX_BYTES,
-    ANSWER_MAX_NAMES, QUESTION_MAX_BYTES, QUESTION_MAX_NAMES, SURVEY_TIMEOUT,
+    scope_fits, Answer, Cluster, NodeReport, NodeSource, Peer, Peers, Question, Scope, Survey,
+    ANSWER_MAX_BYTES, ANSWER_MAX_NAMES, QUESTION_MAX_BYTES, QUESTION_MAX_NAMES, SCOPE_MAX_BYTES,
+    SCOPE_MAX_GLOBS, SURVEY_TIMEOUT,
 };
 use crate::hub::engine::Pending;
 use crate::hub::Space;
 
+/// The control protocol this node speaks, in its heartbeats: 1 reads
+/// scoped questions (`S`) and leaves (`L`).
+pub const CONTROL_VERSION: u32 = 1;
 /// How often a node sends its heartbeat.
 pub const HEARTBEAT: Duration = Duration::from_secs(1);
 /// A node is live while its last heartbeat is younger than this (three
@@ -57,14 +73,15 @@ pub const SURVEYS_QUEUED: usize = 16;
 const REPLIES_IN_FLIGHT: usize = 16;
 const MAX_NAME: usize = 256;
 const MAX_HEARTBEAT: usize = 8 << 10;
-const MAX_QUESTION: usize = QUESTION_MAX_BYTES + 4 * QUESTION_MAX_NAMES + 1024;
+const MAX_QUESTION: usize =
+    QUESTION_MAX_BYTES + 4 * QUESTION_MAX_NAMES + SCOPE_MAX_BYTES + 4 * SCOPE_MAX_GLOBS + 1024;
 const MAX_ANSWER: usize =
     ANSWER_MAX_BYTES + 2 * 4 * ANSWER_MAX_NAMES + 20 * ANSWER_MAX_NAMES + 1024;
 
 /// The control channel's state, one per engine.
 pub(super) struct Control {
     source: OnceLock<Arc<dyn NodeSource>>,
-    peers: Mutex<HashMap<String, (NodeReport, Instant)>>,
+    peers: Mutex<HashMap<String, Known>>,
     pending: Mutex<HashMap<u64, Waiting>>,
     next_id: AtomicU64,
     surveys: Arc<tokio::sync::Semaphore>,
@@ -73,8 +90,28 @@ pub(super) struct Control {
     replies: Arc<tokio::sync::Semaphore>,
     /// The control subscription is up.
     linked: AtomicBool,
+    /// Held by the heartbeat under way: one at a time, and a leave waits
+    /// for it, so no heartbeat of this node arrives after its leave.
+    beat: Arc<tokio::sync::Semaphore>,
+    /// This node announced (or is announcing) its leave: no more heartbeats.
+    leaving: AtomicBool,
     /// The engine itself, for the tasks `start` spawns.
     pub(super) me: OnceLock<Weak<RedisEngine>>,
+}
+
+/// Another node, as its last heartbeat showed it.
+struct Known {
+    report: NodeReport,
+    at: Instant,
+    /// The control protocol it speaks ([`CONTROL_VERSION`]; 0: older).
+    control: u32,
+}
+
+/// What a heartbeat says besides its [`NodeReport`].
+#[derive(Deserialize, Default)]
+struct Caps {
+    #[serde(default)]
+    control: u32,
 }
 
 struct Waiting {
@@ -96,6 +133,8 @@ impl Control {
             queued: AtomicUsize::new(0),
             replies: Arc::new(tokio::sync::Semaphore::new(REPLIES_IN_FLIGHT)),
             linked: AtomicBool::new(false),
+            beat: Arc::new(tokio::sync::Semaphore::new(1)),
+            leaving: AtomicBool::new(false),
             me: OnceLock::new(),
         }
     }
@@ -105,12 +144,24 @@ impl Control {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .values()
-            .filter(|(_, at)| at.elapsed() < LIVE_FOR)
-            .map(|(r, at)| Peer {
-                report: r.clone(),
-                age: at.elapsed(),
+            .filter(|k| k.at.elapsed() < LIVE_FOR)
+            .map(|k| Peer {
+                report: k.report.clone(),
+                age: k.at.elapsed(),
             })
             .collect()
+    }
+
+    /// The live nodes' names, and whether every one of them reads scoped
+    /// questions.
+    fn live_names(&self) -> (Vec<String>, bool) {
+        let peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
+        let live: Vec<&Known> = peers
+            .values()
+            .filter(|k| k.at.elapsed() < LIVE_FOR)
+            .collect();
+        let scoped = live.iter().all(|k| k.control >= 1);
+        (live.iter().map(|k| k.report.name.clone()).collect(), scoped)
     }
 
     fn problem(&self) -> Option<String> {
@@ -173,13 +224,22 @@ fn kind_of(q: &Question) -> &'static [u8] {
             space: Space::Shard,
             ..
         } => b"shardnumsub",
-        Question::Patterns => b"patterns",
+        Question::Patterns { .. } => b"patterns",
     }
 }
 
-fn question_frame(from: &str, id: u64, q: &Question) -> Vec<u8> {
+/// `Q`, or `S` carrying the question's scope when `scoped` (every node
+/// asked reads it) and the scope is within bounds.
+fn question_frame(from: &str, id: u64, q: &Question, scoped: bool) -> Vec<u8> {
     let id = id.to_string();
     let mut fields: Vec<&[u8]> = vec![from.as_bytes(), id.as_bytes(), kind_of(q)];
+    let scope = q.scope().filter(|s| scoped && scope_fits(s));
+    let count;
+    if let Some(globs) = scope {
+        count = globs.len().to_string();
+        fields.push(count.as_bytes());
+        fields.extend(globs.iter().map(|g| g.as_bytes()));
+    }
     match q {
         Question::Channels {
             pattern: Some(p), ..
@@ -187,7 +247,7 @@ fn question_frame(from: &str, id: u64, q: &Question) -> Vec<u8> {
         Question::NumSub { channels, .. } => fields.extend(channels.iter().map(|c| &c[..])),
         _ => {}
     }
-    encode(b'Q', &fields)
+    encode(if scope.is_some() { b'S' } else { b'Q' }, &fields)
 }
 
 fn parse_question(fields: &[&[u8]]) -> Option<Question> {
@@ -203,6 +263,7 @@ fn parse_question(fields: &[&[u8]]) -> Option<Question> {
         k @ (b"channels" | b"shardchannels") if args.len() <= 1 => Some(Question::Channels {
             space: space(k),
             pattern: args.first().map(|p| Bytes::copy_from_slice(p)),
+            scope: None,
         }),
         k @ (b"numsub" | b"shardnumsub") if args.len() <= QUESTION_MAX_NAMES => {
             Some(Question::NumSub {
@@ -210,8 +271,40 @@ fn parse_question(fields: &[&[u8]]) -> Option<Question> {
                 channels: args.iter().map(|c| Bytes::copy_from_slice(c)).collect(),
             })
         }
-        b"patterns" if args.is_empty() => Some(Question::Patterns),
+        b"patterns" if args.is_empty() => Some(Question::Patterns { scope: None }),
         _ => None,
+    }
+}
+
+/// An `S` question: the fields of a `Q` with the scope after the kind
+/// (the number of globs, then the globs). `None` past
+/// [`SCOPE_MAX_GLOBS`]/[`SCOPE_MAX_BYTES`], for globs that are not UTF-8
+/// (a token's are), or for a kind that takes no scope.
+fn parse_scoped(fields: &[&[u8]]) -> Option<Question> {
+    let n: usize = std::str::from_utf8(fields.get(3)?).ok()?.parse().ok()?;
+    if n > SCOPE_MAX_GLOBS || fields.len() < 4 + n {
+        return None;
+    }
+    let globs = &fields[4..4 + n];
+    if globs.iter().map(|g| g.len()).sum::<usize>() > SCOPE_MAX_BYTES {
+        return None;
+    }
+    let scope: Scope = Some(
+        globs
+            .iter()
+            .map(|g| String::from_utf8(g.to_vec()).ok())
+            .collect::<Option<Vec<String>>>()?,
+    );
+    let mut rest = fields[..3].to_vec();
+    rest.extend_from_slice(&fields[4 + n..]);
+    match parse_question(&rest)? {
+        Question::Channels { space, pattern, .. } => Some(Question::Channels {
+            space,
+            pattern,
+            scope,
+        }),
+        Question::Patterns { .. } => Some(Question::Patterns { scope }),
+        Question::NumSub { .. } => None,
     }
 }
 
@@ -292,17 +385,25 @@ impl RedisEngine {
             .peers
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .retain(|_, (_, at)| at.elapsed() < LIVE_FOR);
+            .retain(|_, k| k.at.elapsed() < LIVE_FOR);
         let Some(source) = self.control.source.get() else {
             return;
         };
+        // One heartbeat under way at a time (a slow Redis skips beats
+        // rather than piling them up), and none once leaving.
+        let Ok(slot) = self.control.beat.clone().try_acquire_owned() else {
+            return;
+        };
+        if self.control.leaving.load(Ordering::SeqCst) {
+            return;
+        }
+        let mut beat = serde_json::to_value(source.report()).unwrap_or_default();
+        if let Some(o) = beat.as_object_mut() {
+            o.insert("control".into(), CONTROL_VERSION.into());
+        }
         let mut frame = vec![b'H'];
-        frame.extend_from_slice(
-            serde_json::to_string(&source.report())
-                .unwrap_or_default()
-                .as_bytes(),
-        );
-        self.send(self.control_channel(), frame, None);
+        frame.extend_from_slice(beat.to_string().as_bytes());
+        self.send(self.control_channel(), frame, Some(slot));
     }
 
     /// Publishes in the background (the control loop never waits on Redis).
@@ -336,21 +437,57 @@ impl RedisEngine {
                 if r.name == self.opts.node || r.name.is_empty() || r.name.len() > MAX_NAME {
                     return;
                 }
+                let control = serde_json::from_slice::<Caps>(body)
+                    .unwrap_or_default()
+                    .control;
                 let mut peers = self.control.peers.lock().unwrap_or_else(|e| e.into_inner());
                 if peers.len() >= MAX_PEERS && !peers.contains_key(&r.name) {
-                    peers.retain(|_, (_, at)| at.elapsed() < LIVE_FOR);
+                    peers.retain(|_, k| k.at.elapsed() < LIVE_FOR);
                 }
                 if peers.len() < MAX_PEERS || peers.contains_key(&r.name) {
-                    peers.insert(r.name.clone(), (r, Instant::now()));
+                    let known = Known {
+                        report: r.clone(),
+                        at: Instant::now(),
+                        control,
+                    };
+                    peers.insert(r.name, known);
                 }
             }
-            b'Q' if body.len() <= MAX_QUESTION => self.on_question(body),
+            b'Q' if body.len() <= MAX_QUESTION => self.on_question(body, false),
+            b'S' if body.len() <= MAX_QUESTION => self.on_question(body, true),
             b'A' if body.len() <= MAX_ANSWER => self.on_answer(body),
+            b'L' if body.len() <= MAX_NAME => self.on_leave(body),
             _ => {}
         }
     }
 
-    fn on_question(self: &Arc<Self>, body: &[u8]) {
+    /// Another node stopped cleanly: it is no longer live, and surveys in
+    /// flight stop waiting for its answer.
+    fn on_leave(&self, name: &[u8]) {
+        let Ok(name) = std::str::from_utf8(name) else {
+            return;
+        };
+        if name == self.opts.node {
+            return;
+        }
+        self.control
+            .peers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(name);
+        let mut pending = self
+            .control
+            .pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        for w in pending.values_mut() {
+            if w.left.remove(name) && w.left.is_empty() {
+                w.done.notify_one();
+            }
+        }
+    }
+
+    fn on_question(self: &Arc<Self>, body: &[u8], scoped: bool) {
         let Some(fields) = decode(body) else {
             return;
         };
@@ -358,7 +495,12 @@ impl RedisEngine {
         {
             return;
         }
-        let (Some(q), Some(source)) = (parse_question(&fields), self.control.source.get()) else {
+        let q = if scoped {
+            parse_scoped(&fields)
+        } else {
+            parse_question(&fields)
+        };
+        let (Some(q), Some(source)) = (q, self.control.source.get()) else {
             return;
         };
         let Ok(permit) = self.control.replies.clone().try_acquire_owned() else {
@@ -416,7 +558,7 @@ impl RedisEngine {
     async fn run_survey(
         &self,
         q: Question,
-        live: Vec<String>,
+        (live, scoped): (Vec<String>, bool),
         permit: tokio::sync::OwnedSemaphorePermit,
     ) -> Survey {
         let unasked = |problem: String| Survey {
@@ -442,7 +584,7 @@ impl RedisEngine {
             );
         let sent = redis::cmd("PUBLISH")
             .arg(self.control_channel())
-            .arg(question_frame(&self.opts.node, id, &q))
+            .arg(question_frame(&self.opts.node, id, &q, scoped))
             .query_async::<i64>(&mut self.conn())
             .await;
         if sent.is_ok() {
@@ -491,12 +633,7 @@ impl Cluster for RedisEngine {
     }
 
     fn survey(&self, q: Question) -> Pending<'_, Survey> {
-        let live: Vec<String> = self
-            .control
-            .live()
-            .into_iter()
-            .map(|p| p.report.name)
-            .collect();
+        let (live, scoped) = self.control.live_names();
         if let Some(problem) = self.control.problem() {
             return Pending::ready(Survey {
                 answers: Vec::new(),
@@ -515,7 +652,7 @@ impl Cluster for RedisEngine {
             })
         };
         if let Ok(permit) = self.control.surveys.clone().try_acquire_owned() {
-            return Pending::boxed(self.run_survey(q, live, permit));
+            return Pending::boxed(self.run_survey(q, (live, scoped), permit));
         }
         // A RESP survey parks its connection's thread: at most
         // SURVEYS_QUEUED wait for a slot, the rest are answered at once.
@@ -531,9 +668,25 @@ impl Cluster for RedisEngine {
                     .await;
             drop(waiting);
             match slot {
-                Ok(Ok(permit)) => self.run_survey(q, live, permit).await,
+                Ok(Ok(permit)) => self.run_survey(q, (live, scoped), permit).await,
                 _ => busy(live).await,
             }
+        })
+    }
+
+    fn leave(&self) -> Pending<'_, ()> {
+        self.control.leaving.store(true, Ordering::SeqCst);
+        Pending::boxed(async move {
+            // The heartbeat under way reaches Redis before the leave (one
+            // channel keeps its order), and none follows it.
+            let _beat = self.control.beat.acquire().await;
+            let mut frame = vec![b'L'];
+            frame.extend_from_slice(self.opts.node.as_bytes());
+            let _ = redis::cmd("PUBLISH")
+                .arg(self.control_channel())
+                .arg(frame)
+                .query_async::<i64>(&mut self.conn())
+                .await;
         })
     }
 }
@@ -548,7 +701,7 @@ mod tests {
             space: Space::Shard,
             channels: vec![Bytes::from_static(b"a\r\nb"), Bytes::new()],
         };
-        let f = question_frame("n1", 7, &q);
+        let f = question_frame("n1", 7, &q, true);
         let fields = decode(&f[1..]).unwrap();
         assert_eq!(fields[0], b"n1");
         assert_eq!(fields[1], b"7");
@@ -559,6 +712,64 @@ mod tests {
         };
         let f = answer_frame("n2", b"7", &a);
         assert_eq!(parse_answer(&decode(&f[1..]).unwrap()), Some(a));
+    }
+
+    #[test]
+    fn scoped_questions_round_trip_within_bounds() {
+        let scope = Some(vec!["chat:*".to_string(), "news".to_string()]);
+        let q = Question::Channels {
+            space: Space::Global,
+            pattern: Some(Bytes::from_static(b"c*")),
+            scope: scope.clone(),
+        };
+        let f = question_frame("n1", 7, &q, true);
+        assert_eq!(f[0], b'S');
+        assert_eq!(parse_scoped(&decode(&f[1..]).unwrap()), Some(q.clone()));
+        // Not every node reads it: a plain question, answered in full.
+        let f = question_frame("n1", 7, &q, false);
+        assert_eq!(f[0], b'Q');
+        let plain = Question::Channels {
+            space: Space::Global,
+            pattern: Some(Bytes::from_static(b"c*")),
+            scope: None,
+        };
+        assert_eq!(parse_question(&decode(&f[1..]).unwrap()), Some(plain));
+        let q = Question::Patterns {
+            scope: Some(Vec::new()),
+        };
+        let f = question_frame("n1", 8, &q, true);
+        assert_eq!(parse_scoped(&decode(&f[1..]).unwrap()), Some(q));
+        // A scope past the bounds is not carried.
+        let wide = Question::Patterns {
+            scope: Some(vec!["g".to_string(); SCOPE_MAX_GLOBS + 1]),
+        };
+        assert_eq!(question_frame("n1", 9, &wide, true)[0], b'Q');
+        let long = Question::Patterns {
+            scope: Some(vec!["g".repeat(SCOPE_MAX_BYTES + 1)]),
+        };
+        assert_eq!(question_frame("n1", 9, &long, true)[0], b'Q');
+    }
+
+    #[test]
+    fn hostile_scoped_questions_are_refused() {
+        let parse = |fields: &[&[u8]]| parse_scoped(&decode(&encode(b'S', fields)[1..]).unwrap());
+        let ok: &[&[u8]] = &[b"n", b"1", b"channels", b"1", b"a*"];
+        assert!(parse(ok).is_some());
+        // Counts that lie, are too many, or are not numbers.
+        assert_eq!(parse(&[b"n", b"1", b"channels", b"2", b"a*"]), None);
+        assert_eq!(parse(&[b"n", b"1", b"channels", b"-1"]), None);
+        assert_eq!(parse(&[b"n", b"1", b"channels", b"x"]), None);
+        assert_eq!(parse(&[b"n", b"1", b"channels"]), None);
+        let many = vec![&b"g"[..]; SCOPE_MAX_GLOBS + 1];
+        let mut f: Vec<&[u8]> = vec![b"n", b"1", b"patterns", b"65"];
+        f.extend(&many);
+        assert_eq!(parse(&f), None);
+        let big = vec![b'g'; SCOPE_MAX_BYTES + 1];
+        assert_eq!(parse(&[b"n", b"1", b"patterns", b"1", &big]), None);
+        // Not UTF-8; a kind that takes no scope; extra arguments.
+        assert_eq!(parse(&[b"n", b"1", b"patterns", b"1", &[0xff]]), None);
+        assert_eq!(parse(&[b"n", b"1", b"numsub", b"0", b"c"]), None);
+        assert_eq!(parse(&[b"n", b"1", b"channels", b"0", b"p", b"q"]), None);
     }
 
     #[test]
