@@ -6,9 +6,14 @@
 //! The bucket holds `burst` tokens and refills at `rate` a second. The state
 //! is the "theoretical arrival time": the moment the bucket would be full
 //! again. A request of `cost` tokens passes when the bucket holds at least
-//! `min(cost, burst)`: a request larger than the whole burst still passes on
-//! a full bucket and leaves it in debt, so the client then waits as long as
-//! that many tokens take to refill, and no request is impossible.
+//! `min(cost, burst)`, and takes that many: a request larger than the whole
+//! burst still passes on a full bucket (no request is impossible) and
+//! empties it, so the client then waits a whole burst's refill. It leaves
+//! no debt past an empty bucket: a bucket is full again within
+//! `burst / rate` of its last use whatever was asked of it, which bounds
+//! how long [`Clients`] must remember an address (one `SUBSCRIBE` of
+//! 20,000 channels left 190 s of debt at 100/s, and kept its address's
+//! entry that long; now 10 s).
 //!
 //! [`Clients`] keeps such buckets per client address (see its docs), so a
 //! client that reconnects, or opens many connections, keeps one set of
@@ -50,7 +55,7 @@ pub struct TokenBucket {
 }
 
 impl TokenBucket {
-    /// Takes `cost` tokens if the bucket holds `min(cost, burst)` of them;
+    /// Takes `min(cost, burst)` tokens if the bucket holds that many;
     /// false (and nothing taken) otherwise.
     pub fn take(&mut self, limit: RateLimit, cost: u32) -> bool {
         self.take_at(limit, cost, now_ns())
@@ -72,7 +77,7 @@ impl TokenBucket {
         self.full_at = self
             .full_at
             .max(now)
-            .saturating_add(u64::from(cost).saturating_mul(per_token));
+            .saturating_add(need.saturating_mul(per_token));
         true
     }
 
@@ -538,15 +543,18 @@ mod tests {
     }
 
     #[test]
-    fn a_request_larger_than_the_burst_passes_on_a_full_bucket_into_debt() {
+    fn a_request_larger_than_the_burst_passes_on_a_full_bucket_and_empties_it() {
         let lim = RateLimit { rate: 10, burst: 5 };
         let mut b = TokenBucket::default();
         let t0 = 100 * SEC;
         assert!(b.take_at(lim, 20, t0));
-        // 20 tokens taken from 5: 15 owed, 1.5 s, then the bucket fills
-        // up from empty.
-        assert!(!b.take_at(lim, 1, t0 + SEC));
-        assert!(b.take_at(lim, 1, t0 + 16 * SEC / 10));
+        // Empty, not in debt: one token after 100 ms, full after 500 ms.
+        assert!(!b.take_at(lim, 1, t0 + SEC / 20));
+        assert!(b.take_at(lim, 1, t0 + SEC / 10));
+        assert!(b.is_full_at(t0 + SEC / 2 + SEC / 10));
+        let mut b = TokenBucket::default();
+        assert!(b.take_at(lim, u32::MAX, t0));
+        assert!(b.is_full_at(t0 + SEC / 2), "whatever the size");
         // Not on a bucket that is not full.
         let mut b = TokenBucket::default();
         assert!(b.take_at(lim, 1, t0));
@@ -676,6 +684,19 @@ mod client_tests {
         let other = clients.get_at(v4(5_000), t2);
         assert!(!Arc::ptr_eq(&other, &clients.overflow), "swept once idle");
         assert!(clients.len() <= 100);
+    }
+
+    #[test]
+    fn a_huge_request_keeps_its_entry_no_longer_than_a_refill() {
+        let lim = RateLimit {
+            rate: 100,
+            burst: 1000,
+        };
+        let c = Client::default();
+        let t0 = 10 * SEC;
+        assert!(c.state().subscribe.take_at(lim, 20_000, t0));
+        assert!(!c.is_idle_at(t0 + 9 * SEC));
+        assert!(c.is_idle_at(t0 + 10 * SEC), "190 s of debt before");
     }
 
     #[test]

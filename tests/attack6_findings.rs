@@ -241,19 +241,16 @@ fn one_address_cannot_hold_every_resp_slot_with_a_jwt() {
     );
 }
 
-/// Open: a command larger than the whole burst passes on a full bucket
-/// into debt (by design: no request is impossible), so one `SUBSCRIBE` of
-/// 20,000 distinct channels (burst 1,000, 100/s) leaves 190 s of debt:
-/// the address's entry in `rate::Clients` is not idle, and kept, for
-/// 190 s after its connection closes. 65,536 addresses doing it once
-/// each (an IPv6 /48 has that many /64s) fill the map for minutes, and
-/// every new address then shares the overflow entry's budgets (one
-/// address spends its failed-authentication budget for all). Capping
-/// the debt at one burst would let one command a burst past the rate;
-/// the likelier fix bounds the names one command (or connection) may
-/// add, so the debt, and the pin, stay near `burst / rate` (10 s).
+/// A command larger than the whole burst passed on a full bucket into
+/// debt, so one `SUBSCRIBE` of 20,000 distinct channels (burst 1,000,
+/// 100/s) left 190 s of debt: the address's entry in `rate::Clients` was
+/// not idle, and kept, for 190 s after its connection closed. 65,536
+/// addresses doing it once each (an IPv6 /48 has that many /64s) filled
+/// the map for minutes, and every new address then shared the overflow
+/// entry's budgets. Now such a command passes on a full bucket and
+/// empties it, owing nothing more: the address is as good as new
+/// `burst / rate` (10 s) later.
 #[test]
-#[ignore = "one SUBSCRIBE of 20,000 channels pins its address's entry for 190 s (debt past the burst is unbounded)"]
 fn one_command_cannot_pin_an_address_entry_for_minutes() {
     let secret = "attack6-secret";
     let h = Herald::start(&[
