@@ -158,7 +158,8 @@ struct ClientState {
     read: TokenBucket,
     /// Patterns held (`--max-untrusted-patterns-per-client`).
     patterns: u32,
-    /// WebSocket and SSE sessions open (`--max-connections-per-client`).
+    /// Connections open: RESP connections without the password, WebSocket
+    /// and SSE sessions, together (`--max-connections-per-client`).
     sessions: u32,
     /// Calls to the app's hooks in flight.
     calls: u32,
@@ -258,11 +259,25 @@ impl Client {
         st.patterns = st.patterns.saturating_sub(n);
     }
 
-    /// Counts one more open session, unless the address has `max` open
-    /// already (0: no limit); the session is counted until the guard
-    /// drops.
+    /// Counts one more open connection (a WebSocket or SSE session, a RESP
+    /// connection: one count), unless the address has `max` open already
+    /// (0: no limit); the connection is counted until the guard drops, or
+    /// [`Slot::keep`] hands the count to its holder.
     pub fn open_session(self: &Arc<Self>, max: u32) -> Option<Slot> {
         self.slot(Held::Session, max)
+    }
+
+    /// A guard that counts nothing: a connection not counted among its
+    /// address's (see [`Client::open_session`]).
+    pub fn uncounted(self: &Arc<Self>) -> Slot {
+        Slot(self.clone(), None)
+    }
+
+    /// Gives back a connection counted by a guard that [`Slot::keep`]
+    /// ended (never more than were counted).
+    pub fn close_session(&self) {
+        let mut st = self.state();
+        st.sessions = st.sessions.saturating_sub(1);
     }
 
     /// Counts one more call to the app's hooks in flight, unless the
@@ -278,7 +293,7 @@ impl Client {
             return None;
         }
         *n = n.saturating_add(1);
-        Some(Slot(self.clone(), what))
+        Some(Slot(self.clone(), Some(what)))
     }
 
     /// Patterns the address holds now.
@@ -317,15 +332,33 @@ enum Held {
     Call,
 }
 
-/// One open session, or one hook call in flight, of a client address
-/// (see [`Client::open_session`], [`Client::start_call`]).
-pub struct Slot(Arc<Client>, Held);
+/// One open connection, or one hook call in flight, of a client address
+/// (see [`Client::open_session`], [`Client::start_call`]), or nothing
+/// ([`Client::uncounted`]).
+pub struct Slot(Arc<Client>, Option<Held>);
+
+impl Slot {
+    /// Whether the guard counts something.
+    pub fn is_counted(&self) -> bool {
+        self.1.is_some()
+    }
+
+    /// Ends the guard but not its count, which the caller then keeps and
+    /// gives back with [`Client::close_session`]: a RESP connection keeps
+    /// a flag beside the client it holds anyway, not a second pointer.
+    pub fn keep(mut self) -> Arc<Client> {
+        self.1 = None;
+        self.0.clone()
+    }
+}
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        let mut st = self.0.state();
-        let n = st.held(self.1);
-        *n = n.saturating_sub(1);
+        if let Some(what) = self.1 {
+            let mut st = self.0.state();
+            let n = st.held(what);
+            *n = n.saturating_sub(1);
+        }
     }
 }
 
@@ -733,6 +766,22 @@ mod client_tests {
         drop(calls);
         assert!(c.start_call(3).is_some());
         assert!(c.is_idle_at(u64::MAX));
+        // A count its holder keeps (RESP) until it gives it back.
+        let kept = c.open_session(1).unwrap();
+        assert!(kept.is_counted());
+        let c2 = kept.keep();
+        assert!(Arc::ptr_eq(&c, &c2));
+        assert!(c.open_session(1).is_none(), "still counted");
+        assert!(!c.uncounted().is_counted());
+        assert!(
+            c.open_session(1).is_none(),
+            "an uncounted guard gives nothing back"
+        );
+        c.close_session();
+        assert!(c.open_session(1).is_some());
+        c.close_session();
+        c.close_session();
+        assert!(c.is_idle_at(u64::MAX), "never below zero");
     }
 
     #[test]

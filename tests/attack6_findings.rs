@@ -186,16 +186,26 @@ fn a_subscribe_repeating_one_name_is_charged_once() {
     assert!(!r.contains("rate limit"), "{r}");
 }
 
-fn resp_slots(auth: bool) -> Option<Vec<u8>> {
+/// What a RESP connection past `--max-connections-per-client` gets, then
+/// closed: Redis's words for `maxclients`.
+const REFUSED: &[u8] = b"-ERR max number of clients reached\r\n";
+
+/// 20 RESP connections from 127.0.0.6 (JWT `AUTH` with `auth`, else a
+/// `PING`) under `--max-connections` 20 and the given
+/// `--max-connections-per-client` (and any `extra` flags): how many were
+/// let in, then what a client of another address gets for `PING`.
+fn resp_slots(auth: bool, per_client: &str, extra: &[&str]) -> (usize, Option<Vec<u8>>) {
     let secret = "attack6-secret";
-    let h = Herald::start(&[
+    let mut args = vec![
         "--jwt-hmac-secret",
         secret,
         "--max-connections",
         "20",
         "--max-connections-per-client",
-        "5",
-    ]);
+        per_client,
+    ];
+    args.extend_from_slice(extra);
+    let h = Herald::start(&args);
     let tok = hs256(
         serde_json::json!({"sub": "m", "exp": unix_now() + 600}),
         secret,
@@ -203,16 +213,28 @@ fn resp_slots(auth: bool) -> Option<Vec<u8>> {
     let mut held = Vec::new();
     for _ in 0..20 {
         let mut c = Raw::connect_from(h.resp, [127, 0, 0, 6]);
-        if auth {
-            assert_eq!(c.cmd(&[b"AUTH", tok.as_bytes()]), b"+OK\r\n");
+        let (cmd, ok): (&[&[u8]], &[u8]) = if auth {
+            (&[b"AUTH", tok.as_bytes()], b"+OK\r\n")
         } else {
-            assert_eq!(c.cmd(&[b"PING"]), b"+PONG\r\n");
+            (&[b"PING"], b"+PONG\r\n")
+        };
+        // A refused connection may be closed before the command is
+        // written: its refusal is read all the same.
+        let _ = c.stream.write_all(&encode(cmd));
+        let r = c.try_frame(TIMEOUT).expect("an answer");
+        if r == ok {
+            held.push(c);
+        } else {
+            assert_eq!(show(&r), show(REFUSED));
+            assert!(c.closed(), "refused and closed");
         }
-        held.push(c);
     }
     let mut other = Raw::connect_from(h.resp, [127, 0, 0, 7]);
     other.send(&[b"PING"]);
-    other.try_frame(std::time::Duration::from_secs(2))
+    (
+        held.len(),
+        other.try_frame(std::time::Duration::from_secs(2)),
+    )
 }
 
 /// Held: 20 idle RESP connections of one address that never
@@ -220,25 +242,87 @@ fn resp_slots(auth: bool) -> Option<Vec<u8>> {
 /// oldest is closed for a newcomer of another address.
 #[test]
 fn idle_unauthenticated_resp_connections_do_not_hold_every_slot() {
-    assert_eq!(resp_slots(false).as_deref(), Some(&b"+PONG\r\n"[..]));
+    let (held, other) = resp_slots(false, "0", &[]);
+    assert_eq!(held, 20);
+    assert_eq!(other.as_deref(), Some(&b"+PONG\r\n"[..]));
 }
 
-/// Open: `--max-connections-per-client` counts WebSocket and SSE
-/// sessions only. One address holding 20 idle RESP connections, each
-/// authenticated with a user's JWT (not the password), takes every slot
-/// of `--max-connections` 20 (per-address limit 5), and a client of
-/// another address is turned away. Counting RESP connections of JWT and
-/// anonymous clients per address (as `rate::Slot` does for sessions)
-/// would close it.
+/// `--max-connections-per-client` counted WebSocket and SSE sessions
+/// only: one address holding 20 idle RESP connections, each
+/// authenticated with a user's JWT (not the password), took every slot of
+/// `--max-connections` 20 (per-address limit 5), and a client of another
+/// address was turned away. Now RESP connections count too (one count
+/// with the address's sessions), from accept: past the limit a connection
+/// gets Redis's `-ERR max number of clients reached` and is closed.
 #[test]
-#[ignore = "one address holds 20/20 RESP slots with JWTs under --max-connections-per-client 5"]
 fn one_address_cannot_hold_every_resp_slot_with_a_jwt() {
-    let r = resp_slots(true);
+    let (held, other) = resp_slots(true, "5", &[]);
+    assert_eq!(held, 5, "connections let in");
     assert_eq!(
-        r.as_deref(),
+        other.as_deref(),
         Some(&b"+PONG\r\n"[..]),
         "another address refused"
     );
+    // Unauthenticated and anonymous ones count from accept too.
+    let (held, other) = resp_slots(false, "5", &[]);
+    assert_eq!(held, 5, "connections let in");
+    assert_eq!(other.as_deref(), Some(&b"+PONG\r\n"[..]));
+    // A trusted proxy's connections are many clients': not counted.
+    let (held, _) = resp_slots(true, "5", &["--trusted-proxies", "127.0.0.6"]);
+    assert_eq!(held, 20, "connections let in");
+}
+
+/// Password clients (the operator's backends, which open pools from one
+/// host) stop counting once they authenticate; JWT clients of the same
+/// address are held to the rest, and a closed connection gives its place
+/// back.
+#[test]
+fn password_connections_do_not_count_per_address() {
+    let secret = "attack6-secret";
+    let h = Herald::start(&[
+        "--requirepass",
+        "pw",
+        "--jwt-hmac-secret",
+        secret,
+        "--max-connections-per-client",
+        "2",
+    ]);
+    let src = [127, 0, 0, 9];
+    let backends: Vec<Raw> = (0..10)
+        .map(|_| {
+            let mut c = Raw::connect_from(h.resp, src);
+            assert_eq!(c.cmd(&[b"AUTH", b"pw"]), b"+OK\r\n");
+            c
+        })
+        .collect();
+    let tok = hs256(
+        serde_json::json!({"sub": "u", "exp": unix_now() + 600}),
+        secret,
+    );
+    let mut users: Vec<Raw> = (0..2)
+        .map(|_| {
+            let mut c = Raw::connect_from(h.resp, src);
+            assert_eq!(c.cmd(&[b"AUTH", tok.as_bytes()]), b"+OK\r\n");
+            c
+        })
+        .collect();
+    let mut third = Raw::connect_from(h.resp, src);
+    assert_eq!(third.try_frame(TIMEOUT).as_deref(), Some(REFUSED));
+    drop(users.pop());
+    // The closed one's place comes back as its task ends.
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    loop {
+        let mut c = Raw::connect_from(h.resp, src);
+        let _ = c.stream.write_all(&encode(&[b"AUTH", tok.as_bytes()]));
+        let r = c.try_frame(TIMEOUT).expect("an answer");
+        if r == b"+OK\r\n" {
+            break;
+        }
+        assert_eq!(r, REFUSED);
+        assert!(std::time::Instant::now() < deadline, "place not given back");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    drop(backends);
 }
 
 /// A command larger than the whole burst passed on a full bucket into
