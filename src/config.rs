@@ -290,11 +290,11 @@ pub struct Options {
     #[arg(long, env = "HERALD_PROXY_CONNECT_BURST", value_name = "N")]
     pub proxy_connect_burst: Option<u32>,
 
-    /// WebSocket and SSE sessions one client address may have open at
-    /// once, once authentication is configured; past it the upgrade or
-    /// `GET /sse` gets 429 (code 106). Without `--trusted-proxies`, all
-    /// clients behind a reverse proxy share its address. 0 = unlimited.
-    /// [default: 1000 with `--trusted-proxies`, else 0]
+    /// Connections one client address may have open at once (WebSocket,
+    /// SSE, RESP without the password), once authentication is configured;
+    /// past it 429 (code 106), RESP `-ERR max number of clients reached`.
+    /// Password clients and trusted proxies' RESP peers are not counted.
+    /// 0 = unlimited. [default: 1000 with `--trusted-proxies`, else 0]
     #[arg(long, env = "HERALD_MAX_CONNECTIONS_PER_CLIENT", value_name = "N")]
     pub max_connections_per_client: Option<u32>,
 

@@ -140,6 +140,11 @@ pub struct ClientHandle {
     /// Not authenticated yet (see [`connection::Conn::pre_auth`]): the
     /// first to be closed when the server is full.
     pub pre_auth: AtomicBool,
+    /// Counted among its address's open connections
+    /// (`--max-connections-per-client`) until the connection ends or
+    /// authenticates with the password. Only its connection task uses it:
+    /// here, not in `Conn`, whose bytes are all taken.
+    pub counted: AtomicBool,
     pub meta: Mutex<ClientMeta>,
 }
 
@@ -265,6 +270,25 @@ fn evict_pre_auth(server: &RespServer) -> bool {
     }
 }
 
+/// A new connection's place among its address's
+/// `--max-connections-per-client` (RESP connections, WebSocket and SSE
+/// sessions together), or `None`: refused, the address has as many open.
+/// Counted only once authentication is configured (an open server's
+/// clients all have full access), and not for a peer in
+/// `--trusted-proxies` (a proxy's connections are many clients'). A
+/// connection that authenticates with the password stops counting (see
+/// `Conn::set_identity`): backends open pools of connections from one
+/// host, and the password is the operator's.
+fn address_slot(server: &RespServer, ip: std::net::IpAddr) -> Option<crate::rate::Slot> {
+    let cfg = &server.cfg;
+    let client = server.hub.client(ip);
+    let max = cfg.max_connections_per_client;
+    if max == 0 || !cfg.has_auth() || cfg.trusted_proxies.iter().any(|c| c.contains(ip)) {
+        return Some(client.uncounted());
+    }
+    client.open_session(max)
+}
+
 /// Accepts RESP connections on an already-bound listener until `shutdown`,
 /// then waits for every connection task to finish.
 pub async fn run(
@@ -296,6 +320,14 @@ pub async fn run(
                 continue;
             }
         };
+        // The address's own limit first: an address at it must not close
+        // another's connection to make room below.
+        let Some(slot) = address_slot(&server, addr.ip()) else {
+            Stats::add(&server.hub.stats().rejected_connections, 1);
+            tracing::debug!(%addr, "address at --max-connections-per-client: refused");
+            tracker.spawn(connection::refuse(stream));
+            continue;
+        };
         let admission = match limit.clone().try_acquire_owned() {
             Ok(p) => connection::Admission::Permit(p),
             // Full: room for a client that may authenticate is made by
@@ -326,6 +358,7 @@ pub async fn run(
             server.clone(),
             shutdown.clone(),
             admission,
+            slot,
         ));
     }
     // Connections wait on their outboxes, not on `shutdown`: wake each.

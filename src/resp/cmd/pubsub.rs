@@ -391,15 +391,18 @@ fn check_name(conn: &mut Conn, name: &[u8], kind: Kind) -> bool {
 /// channel, so a client toggling one would otherwise make the hub push
 /// 2 × N events per toggle. The names the command adds count, one each
 /// (repeats and those already held cost nothing); a refused command
-/// subscribes to none of them. Leaving is never refused.
+/// subscribes to none of them. A command adding more than the burst passes
+/// on a full bucket and empties it (see `rate`): a client library's
+/// resubscribe after a reconnect names every channel it held in one
+/// command, and Redis never refuses one for its size. Leaving is never
+/// refused.
 fn subscribe_rate_ok(conn: &mut Conn, names: &[Bytes], kind: Kind) -> bool {
     if matches!(conn.identity, Some(crate::auth::Identity::Password)) {
         return true;
     }
     let held = kind.held(conn);
-    // Each name once: a command repeating one name would otherwise pass
-    // on a full bucket into debt as deep as it is long, and keep the
-    // address's entry in `rate::Clients` busy for hours.
+    // Each name once: a command repeating one name adds it once, and
+    // must not cost (and empty the bucket) as if it added many.
     let mut seen = std::collections::HashSet::new();
     let new = names
         .iter()

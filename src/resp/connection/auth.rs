@@ -52,6 +52,11 @@ impl Conn {
             _ => None,
         };
         self.identity = identity;
+        if matches!(self.identity, Some(Identity::Password)) {
+            // The operator's backends: not counted per address (see
+            // `resp::address_slot`), and not again after a RESET.
+            self.uncount();
+        }
         self.handle
             .pre_auth
             .store(self.pre_auth(), std::sync::atomic::Ordering::Relaxed);
@@ -89,6 +94,18 @@ impl Conn {
                 Some(sleep) if self.pre_auth() => self.set_deadline(Deadline::Auth, sleep),
                 _ => self.arm_auth_deadline(),
             },
+        }
+    }
+
+    /// Gives back the connection's place among its address's, if it holds
+    /// one.
+    pub(super) fn uncount(&mut self) {
+        if self
+            .handle
+            .counted
+            .swap(false, std::sync::atomic::Ordering::Relaxed)
+        {
+            self.client.close_session();
         }
     }
 

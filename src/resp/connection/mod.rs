@@ -511,6 +511,7 @@ pub fn serve(
     server: Arc<RespServer>,
     shutdown: CancellationToken,
     mut admission: Admission,
+    slot: crate::rate::Slot,
 ) -> impl std::future::Future<Output = ()> + Send {
     async move {
         // The permit is held until the connection ends, in `admission`
@@ -539,6 +540,7 @@ pub fn serve(
             sink: server.new_sink(),
             killed: std::sync::atomic::AtomicBool::new(false),
             pre_auth: std::sync::atomic::AtomicBool::new(false),
+            counted: std::sync::atomic::AtomicBool::new(slot.is_counted()),
             meta: std::sync::Mutex::new(ClientMeta {
                 resp: 2,
                 ..ClientMeta::default()
@@ -569,7 +571,7 @@ pub fn serve(
             blocked: None,
             staged: None,
             extra: None,
-            client: server.hub.client(addr.ip()),
+            client: slot.keep(),
             counted_patterns: 0,
             parser: parse::Parser::default(),
             deadline: None,
@@ -607,6 +609,7 @@ impl Drop for Conn {
         }
         cmd::release_watches(self);
         self.server.clients.remove(&self.handle.id);
+        self.uncount();
     }
 }
 
@@ -964,6 +967,7 @@ mod tests {
         let auth = crate::auth::Authenticator::new(&cfg);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
+        let server_client = hub.client(addr.ip());
         let server = RespServer::new(hub, cfg, auth, metrics, addr);
         let client = TcpStream::connect(addr).await.unwrap();
         let (stream, peer) = listener.accept().await.unwrap();
@@ -976,6 +980,7 @@ mod tests {
             server,
             CancellationToken::new(),
             Admission::Permit(permit),
+            server_client.uncounted(),
         );
         let size = std::mem::size_of_val(&fut);
         eprintln!(
@@ -987,7 +992,9 @@ mod tests {
         // 1,584 bytes before the idle-memory work; 1,128 after it; 848
         // once the kill came through the outbox and MULTI/WATCH/blocking
         // state moved behind a box; 760 with the stream and the permit kept
-        // once in this future, not copied into locals (debug build). The
+        // once in this future, not copied into locals (debug build); 776
+        // with the address's connection count handed in by the accept
+        // loop (`--max-connections-per-client`). The
         // outbox's `Notify` waiter is 64 of them; a single waker slot
         // instead measured 50 bytes less per idle RESP connection but about
         // 150 more per idle WebSocket, so it stays.
