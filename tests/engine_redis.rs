@@ -15,24 +15,30 @@ const CONFIG: &str = "[namespaces.chat]\nhistory_size = 1000\n\n[namespaces.room
 const SECRET: &str = "engine-test-secret";
 
 fn nodes(redis: &Redis, n: usize) -> (std::path::PathBuf, Vec<Herald>) {
+    nodes_with(redis, n, &["--presence-ttl", "2s"])
+}
+
+/// `n` nodes on `redis`, with `extra` flags.
+fn nodes_with(redis: &Redis, n: usize, extra: &[&str]) -> (std::path::PathBuf, Vec<Herald>) {
     let (dir, cfg) = temp_config("engine", CONFIG);
     let url = format!("redis://{}", redis.addr);
     let nodes = (0..n)
         .map(|i| {
-            Herald::start(&[
+            let name = format!("node{i}");
+            let mut args = vec![
                 "--config",
                 &cfg,
                 "--engine",
                 &url,
                 "--node-name",
-                &format!("node{i}"),
+                &name,
                 "--jwt-hmac-secret",
                 SECRET,
                 "--requirepass",
                 "pw",
-                "--presence-ttl",
-                "2s",
-            ])
+            ];
+            args.extend_from_slice(extra);
+            Herald::start(&args)
         })
         .collect();
     (dir, nodes)
@@ -547,26 +553,7 @@ fn publishes_between_other_commands_answer_in_order() {
 #[test]
 fn websocket_and_http_publishes_go_through_the_engine() {
     let mut redis = Redis::start(&[]);
-    let (_dir, cfg) = temp_config("engine", CONFIG);
-    let url = format!("redis://{}", redis.addr);
-    let nodes: Vec<Herald> = (0..2)
-        .map(|i| {
-            Herald::start(&[
-                "--config",
-                &cfg,
-                "--engine",
-                &url,
-                "--node-name",
-                &format!("node{i}"),
-                "--jwt-hmac-secret",
-                SECRET,
-                "--requirepass",
-                "pw",
-                "--api-key",
-                "key",
-            ])
-        })
-        .collect();
+    let (_dir, nodes) = nodes_with(&redis, 2, &["--api-key", "key"]);
     let mut sub = backend(&nodes[1]);
     sub.cmd(&[b"SUBSCRIBE", b"chat:w"]);
     let tok = hs256(
