@@ -798,6 +798,13 @@ fn subscribe_churn_through_the_engine_does_not_grow() {
         for _ in 0..n {
             c.frame();
         }
+        // Unsubscribes do not wait for Redis (a task tells it): the round
+        // ends when Redis has let go.
+        until(
+            Duration::from_secs(10),
+            "churn channels left in Redis",
+            || bulks(&r.cmd(&[b"PUBSUB", b"CHANNELS", b"herald:ch:*"])).is_empty(),
+        );
         rss.push(rss_kib(&nodes[0]));
     }
     let left = r.cmd(&[b"PUBSUB", b"NUMSUB", b"herald:ch:churn:00000000"]);

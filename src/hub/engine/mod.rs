@@ -382,6 +382,13 @@ pub trait Broker: Send + Sync + 'static {
         event: PresenceEvent,
     ) -> Pending<'_, Result<(), EngineError>>;
 
+    /// Whether [`Broker::subscribed`] is a round trip (a networked
+    /// broker): the hub then lets front ends await it, and tells the
+    /// broker of departures on a task of their own.
+    fn subscribes_await(&self) -> bool {
+        false
+    }
+
     /// This node's first local subscriber of `interest` arrived.
     fn subscribed(&self, interest: Interest<'_>) -> Pending<'_, Result<(), EngineError>>;
 

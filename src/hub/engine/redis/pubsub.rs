@@ -760,6 +760,10 @@ impl Broker for RedisEngine {
         Pending::boxed(self.send_event(channel, event))
     }
 
+    fn subscribes_await(&self) -> bool {
+        true
+    }
+
     fn subscribed(&self, interest: Interest<'_>) -> Pending<'_, Result<(), EngineError>> {
         let w = match interest {
             Interest::Channel(c) => Wanted::Channel(c.clone()),
