@@ -294,3 +294,85 @@ fn a_many_channel_subscribe_confirms_in_order_and_keeps_the_pipeline() {
     p.cmd(&[b"PUBLISH", b"pat:z", b"z"]);
     assert!(show(&c.frame()).contains("pat:z"));
 }
+
+fn ws_node(redis: &Redis) -> Herald {
+    Herald::start(&[
+        "--engine",
+        &format!("redis://{}", redis.addr),
+        "--requirepass",
+        "pw",
+        "--jwt-hmac-secret",
+        WS_SECRET,
+        "--max-connections",
+        "2000",
+    ])
+}
+
+const WS_SECRET: &str = "engine-subscribe-secret";
+
+fn ws_token() -> String {
+    hs256(
+        serde_json::json!({"sub": "u", "exp": unix_now() + 600, "subscribe": ["*"], "psubscribe": true}),
+        WS_SECRET,
+    )
+}
+
+/// WebSocket `subscribe` and `psubscribe` through a 2 s Redis pause: each
+/// session awaits the engine (no thread parks), replies after the pause,
+/// then receives; a session closed while it waited leaves nothing in
+/// Redis.
+#[test]
+fn websocket_subscribes_through_a_redis_stall_park_no_threads() {
+    let _one = HEAVY.lock().unwrap_or_else(|e| e.into_inner());
+    let redis = Redis::start(&[]);
+    let h = ws_node(&redis);
+    let (http, pid, tok) = (h.http, h.pid(), ws_token());
+    let n = 150;
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let mut wss = Vec::new();
+        for i in 0..n {
+            let src = [127, 0, 1 + (i / 200) as u8, 1 + (i % 200) as u8];
+            wss.push(ws_connect_from(http, Some(&tok), src).await);
+        }
+        let mut ghost = ws_connect_from(http, Some(&tok), [127, 0, 9, 9]).await;
+        Raw::connect(redis.addr).cmd(&[b"CLIENT", b"PAUSE", b"2000", b"ALL"]);
+        let paused = Instant::now();
+        for (i, ws) in wss.iter_mut().enumerate() {
+            let op = match i % 10 {
+                0 => serde_json::json!({"id": 1, "op": "psubscribe", "pattern": format!("wsp:{i}:*")}),
+                _ => serde_json::json!({"id": 1, "op": "subscribe", "channel": format!("ws:{i}")}),
+            };
+            ws_send(ws, op).await;
+        }
+        ws_send(&mut ghost, serde_json::json!({"id": 1, "op": "subscribe", "channel": "wsghost"})).await;
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        let threads = thread_count(pid);
+        drop(ghost);
+        for ws in wss.iter_mut() {
+            let r = ws_recv(ws).await;
+            assert_eq!(r["result"], serde_json::json!({}), "{r}");
+        }
+        let after = paused.elapsed();
+        eprintln!("{n} WebSocket subscribes through a 2 s Redis pause: {threads} threads during it, all confirmed after {after:?}");
+        assert!(after >= Duration::from_millis(1900), "confirmed in {after:?}");
+        assert!(threads < 40, "{threads} threads while subscribes waited");
+        let mut p = Raw::backend(h.resp, "pw");
+        for i in 0..n {
+            let ch = match i % 10 {
+                0 => format!("wsp:{i}:x"),
+                _ => format!("ws:{i}"),
+            };
+            assert_eq!(p.cmd(&[b"PUBLISH", ch.as_bytes(), b"1"]), b":1\r\n", "{ch}");
+        }
+        for ws in wss.iter_mut() {
+            let m = ws_recv(ws).await;
+            assert!(m.to_string().contains("ws"), "{m}");
+        }
+    });
+    until(
+        Duration::from_secs(5),
+        "the closed session's channel left Redis",
+        || redis_numsub(&redis, "wsghost") == 0,
+    );
+}
