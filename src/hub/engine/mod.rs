@@ -15,7 +15,8 @@
 //! The hub's own methods are synchronous, for every front end: they take
 //! the value with [`Pending::wait`], which parks the calling thread (after
 //! `block_in_place` hands its runtime worker's tasks on) while a future
-//! runs. None of them is awaited yet.
+//! runs. Publishes and subscribes have forms front ends await instead
+//! (`hub/publish.rs`, `hub/subscribe.rs`).
 //!
 //! # Contracts
 //!
