@@ -78,8 +78,9 @@ fn subscribed(frame: &[u8], channel: &str) -> bool {
 /// paused (`CLIENT PAUSE 2000 ALL` holds the node's SUBSCRIBEs too; 2 s
 /// stays under the pub/sub probes' 3 s of silence): each confirmation
 /// comes after the pause, and meanwhile the node runs a handful of
-/// threads, not one per waiting subscribe. Then a publish on each channel
-/// reaches its subscriber.
+/// threads, not one per waiting subscribe (measured: 3; 303 when each
+/// subscribe parked its thread). Then a publish on each channel reaches
+/// its subscriber.
 #[test]
 fn three_hundred_subscribes_through_a_redis_stall_park_no_threads() {
     let _one = HEAVY.lock().unwrap_or_else(|e| e.into_inner());
@@ -375,4 +376,73 @@ fn websocket_subscribes_through_a_redis_stall_park_no_threads() {
         "the closed session's channel left Redis",
         || redis_numsub(&redis, "wsghost") == 0,
     );
+}
+
+/// SUBSCRIBE inside MULTI/EXEC in engine mode: the transaction awaits the
+/// engine subscribes (no thread parks: 60 transactions through a 2 s
+/// pause), EXEC's reply holds the confirmations, the subscriptions are
+/// registered after it and receive; one dropped and taken again inside
+/// the same EXEC stays.
+#[test]
+fn subscribes_inside_exec_await_the_engine() {
+    let _one = HEAVY.lock().unwrap_or_else(|e| e.into_inner());
+    let redis = Redis::start(&[]);
+    let h = node(&redis);
+    let n = 60;
+    let mut clients: Vec<Raw> = (0..n).map(|_| Raw::backend(h.resp, "pw")).collect();
+    for c in clients.iter_mut() {
+        assert_eq!(c.cmd(&[b"MULTI"]), b"+OK\r\n");
+    }
+    for (i, c) in clients.iter_mut().enumerate() {
+        let (a, b) = (format!("tx:{i}:a"), format!("tx:{i}:b"));
+        for cmd in [
+            vec![&b"SUBSCRIBE"[..], a.as_bytes(), b.as_bytes()],
+            vec![b"SET", a.as_bytes(), b"v"],
+            vec![b"UNSUBSCRIBE", a.as_bytes()],
+            vec![b"SUBSCRIBE", a.as_bytes()],
+        ] {
+            assert_eq!(c.cmd(&cmd), b"+QUEUED\r\n");
+        }
+    }
+    Raw::connect(redis.addr).cmd(&[b"CLIENT", b"PAUSE", b"2000", b"ALL"]);
+    let paused = Instant::now();
+    for c in clients.iter_mut() {
+        c.send(&[b"EXEC"]);
+    }
+    std::thread::sleep(Duration::from_millis(700));
+    let threads = thread_count(h.pid());
+    for (i, c) in clients.iter_mut().enumerate() {
+        // As from Redis, a SUBSCRIBE of two channels answers two arrays
+        // inside EXEC's four: the last confirmation follows it.
+        let f = show(&c.try_frame(Duration::from_secs(8)).expect("EXEC reply"));
+        assert!(f.starts_with("*4"), "{f}");
+        assert!(f.contains(&format!("tx:{i}:b")) && f.contains("+OK"), "{f}");
+        assert!(!f.contains("-ERR"), "{f}");
+        let last = show(&c.frame());
+        assert!(
+            last.contains("subscribe") && last.contains(&format!("tx:{i}:a")),
+            "{last}"
+        );
+    }
+    let after = paused.elapsed();
+    eprintln!("{n} EXECs with SUBSCRIBE through a 2 s Redis pause: {threads} threads during it, answered after {after:?}");
+    assert!(
+        after >= Duration::from_millis(1900),
+        "answered in {after:?}"
+    );
+    assert!(threads < 40, "{threads} threads while EXECs waited");
+    let mut p = Raw::backend(h.resp, "pw");
+    for i in 0..n {
+        for s in ["a", "b"] {
+            let ch = format!("tx:{i}:{s}");
+            assert_eq!(p.cmd(&[b"PUBLISH", ch.as_bytes(), b"1"]), b":1\r\n", "{ch}");
+        }
+    }
+    for (i, c) in clients.iter_mut().enumerate() {
+        for s in ["a", "b"] {
+            let m = show(&c.frame());
+            assert!(m.contains(&format!("tx:{i}:{s}")), "{m}");
+        }
+    }
+    assert_eq!(redis_numsub(&redis, "tx:3:a"), 1);
 }

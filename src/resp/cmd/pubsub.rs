@@ -245,7 +245,7 @@ fn await_publish(
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Kind {
+pub(super) enum Kind {
     Channel,
     Pattern,
     Shard,
@@ -498,6 +498,125 @@ fn new_names(conn: &Conn, names: &[Bytes], kind: Kind) -> Vec<Bytes> {
         .collect()
 }
 
+/// A queued (P|S)SUBSCRIBE inside EXEC in engine mode, checked (ACL, the
+/// subscribe rate) and with its engine subscribes started when EXEC runs,
+/// so the connection awaits them with the transaction (no thread parks)
+/// and confirms them in EXEC's reply. `Err`: not a subscribe, or the
+/// memory engine (run as any local command).
+pub(super) struct ExecSubscribe {
+    args: Vec<Bytes>,
+    kind: Kind,
+    /// Refused: the error reply, already made.
+    refused: Option<Bytes>,
+    pending: Vec<(Bytes, Pending<'static, Result<Ticket, EngineError>>)>,
+}
+
+/// See [`ExecSubscribe`]. The names the client holds already are prepared
+/// too (at once): an UNSUBSCRIBE earlier in the same EXEC may drop them.
+pub(super) fn exec_subscribe(
+    conn: &mut Conn,
+    name: &str,
+    args: Vec<Bytes>,
+) -> Result<ExecSubscribe, Vec<Bytes>> {
+    let kind = match name {
+        "subscribe" => Kind::Channel,
+        "psubscribe" => Kind::Pattern,
+        "ssubscribe" => Kind::Shard,
+        _ => return Err(args),
+    };
+    if !conn.server.hub.subscribes_await() {
+        return Err(args);
+    }
+    let saved = std::mem::take(&mut conn.out);
+    let ok = allowed(conn, &args[1..], kind, false) && subscribe_rate_ok(conn, &args[1..], kind);
+    let err = std::mem::replace(&mut conn.out, saved).freeze();
+    if !ok {
+        return Ok(ExecSubscribe {
+            args,
+            kind,
+            refused: Some(err),
+            pending: Vec::new(),
+        });
+    }
+    let mut names = new_names(conn, &args[1..], kind);
+    names.extend(
+        args[1..]
+            .iter()
+            .filter(|n| kind.held(conn).contains(n))
+            .cloned(),
+    );
+    let (hub, space) = (&conn.server.hub, kind.space());
+    let pending = names
+        .into_iter()
+        .map(|n| {
+            let p = hub.prepare_subscribe_pending(space, &n);
+            (n, p)
+        })
+        .collect();
+    Ok(ExecSubscribe {
+        args,
+        kind,
+        refused: None,
+        pending,
+    })
+}
+
+impl ExecSubscribe {
+    /// Whether the engine answered every name already.
+    pub(super) fn ready(&self) -> bool {
+        self.pending
+            .iter()
+            .all(|(_, p)| matches!(p, Pending::Ready(_)))
+    }
+
+    /// The engine's answers, [`ExecSubscribe::ready`] already.
+    pub(super) fn prepared_now(self) -> ExecSubscribed {
+        let prepared = self
+            .pending
+            .into_iter()
+            .filter_map(|(n, p)| Some((n, p.now().ok()?)))
+            .collect();
+        ExecSubscribed {
+            args: self.args,
+            kind: self.kind,
+            refused: self.refused,
+            prepared,
+        }
+    }
+
+    /// Awaits the engine's answers.
+    pub(super) async fn prepared(self) -> ExecSubscribed {
+        let mut prepared = Prepared::with_capacity(self.pending.len());
+        for (name, p) in self.pending {
+            prepared.insert(name, p.await);
+        }
+        ExecSubscribed {
+            args: self.args,
+            kind: self.kind,
+            refused: self.refused,
+            prepared,
+        }
+    }
+}
+
+/// An [`ExecSubscribe`] the engine answered: run in EXEC's reply.
+pub(super) struct ExecSubscribed {
+    args: Vec<Bytes>,
+    kind: Kind,
+    refused: Option<Bytes>,
+    prepared: Prepared,
+}
+
+impl ExecSubscribed {
+    /// Its replies, inside EXEC's (registrations deferred to its end).
+    pub(super) fn run(self, conn: &mut Conn) {
+        if let Some(err) = self.refused {
+            return conn.reply_frame(&err);
+        }
+        subscribe_names(conn, &self.args[1..], self.kind, Some(self.prepared));
+    }
+}
+
 /// Confirms and registers `names` in order. `prepared`: the engine's
 /// outcomes, awaited already (engine mode); `None`, this thread asks the
 /// engine (which the memory engine answers at once).
@@ -533,6 +652,9 @@ fn subscribe_names(conn: &mut Conn, names: &[Bytes], kind: Kind, mut prepared: O
                     prepared.insert(name.clone(), Err(e.clone()));
                     Err(e)
                 }
+                // Inside EXEC, a name its UNSUBSCRIBE dropped and took
+                // again: this thread asks (rare).
+                None if conn.in_exec => conn.server.hub.prepare_subscribe(space, name),
                 // Room was counted before the engine refused others of
                 // this command: not asked, and not waited for here.
                 None => Err(EngineError::Unavailable(
