@@ -772,7 +772,10 @@ fn six_hundred_connections_publishing_through_a_redis_stall_do_not_deadlock_the_
 /// round, and Redis must hold none of them at the end. Holds. Measured
 /// with 20,000 channels: 5 rounds in 11.4 s (debug), RSS after each round
 /// 28.6, 35.5, 37.2, 37.3, 37.3 MB (the allocator's pools, then flat);
-/// no channel left in Redis.
+/// no channel left in Redis. Since subscribes await Redis (a command's
+/// new channels in rounds of 128) and unsubscribes are told to Redis on
+/// tasks (a round ends when Redis holds none): 10,000 channels, 5 rounds
+/// in 2.2 s, RSS 31.1, 40.8, 40.6, 42.6, 42.7 MB.
 #[test]
 fn subscribe_churn_through_the_engine_does_not_grow() {
     let redis = Redis::start(&[]);
