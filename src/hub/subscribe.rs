@@ -63,6 +63,17 @@ impl Key {
         }
     }
 
+    /// The key on a copy of its name: a name is often a slice of a whole
+    /// request, which a kept key would keep alive.
+    fn owned(&self) -> Key {
+        let copy = |n: &Bytes| Bytes::copy_from_slice(n);
+        match self {
+            Key::Channel(n) => Key::Channel(copy(n)),
+            Key::Shard(n) => Key::Shard(copy(n)),
+            Key::Pattern(n) => Key::Pattern(copy(n)),
+        }
+    }
+
     fn interest(&self) -> engine::Interest<'_> {
         match self {
             Key::Channel(n) => engine::Interest::Channel(n),
@@ -89,6 +100,10 @@ struct State {
     reserved: HashMap<Key, usize>,
     /// Names the engine carries to this node (engine mode).
     carried: HashSet<Key>,
+    /// Names whose want may have ended, for the stripe's settling task.
+    unsettled: HashSet<Key>,
+    /// The stripe's settling task is running.
+    settling: bool,
 }
 
 /// What decides, per name, whether the engine carries it to this node.
@@ -120,8 +135,11 @@ impl Interests {
     }
 
     fn stripe(&self, name: &[u8]) -> &Stripe {
-        let h = self.hasher.hash_one(name);
-        &self.stripes[h as usize % STRIPES]
+        &self.stripes[self.stripe_of(name)]
+    }
+
+    fn stripe_of(&self, name: &[u8]) -> usize {
+        self.hasher.hash_one(name) as usize % STRIPES
     }
 
     /// Serializes the registry changes of one name (striped) with the
@@ -191,18 +209,45 @@ impl Interests {
         }
     }
 
-    /// Runs [`Interests::reconcile`] on its own task (nobody waits for
-    /// it): a departure, or a reservation let go.
-    fn settle(self: &Arc<Self>, key: Key) {
-        let fut = self.clone().reconcile(key);
+    /// Has [`Interests::reconcile`] run for `key` (a departure, or a
+    /// reservation let go; under its stripe's lock) by the stripe's
+    /// settling task, started if it is not running: one task per stripe,
+    /// however many names leave at once, and nobody waits for it.
+    fn settle(self: &Arc<Self>, state: &mut State, key: Key) {
+        state.unsettled.insert(key.owned());
+        if state.settling {
+            return;
+        }
+        let stripe = self.stripe_of(key.name());
         match tokio::runtime::Handle::try_current() {
             Ok(rt) => {
-                rt.spawn(fut);
+                state.settling = true;
+                rt.spawn(self.clone().settle_stripe(stripe));
             }
-            // Outside a runtime (a test): here and now.
-            Err(_) => {
-                let _ = engine::Pending::boxed(fut).wait();
-            }
+            // Outside a runtime (never in engine mode): the next settle
+            // in one takes it along.
+            Err(_) => tracing::warn!("engine unsubscribe deferred: no runtime"),
+        }
+    }
+
+    /// The settling task of stripe `i`: reconciles its unsettled names
+    /// one by one until none is left.
+    async fn settle_stripe(self: Arc<Self>, i: usize) {
+        loop {
+            let key = {
+                let m = &self.stripes[i].state;
+                let mut s = acquire(|| m.try_lock(), || m.lock());
+                let Some(key) = s.unsettled.iter().next().cloned() else {
+                    s.settling = false;
+                    s.unsettled.shrink_to(64);
+                    return;
+                };
+                s.unsettled.remove(&key);
+                key
+            };
+            // A subscribe it makes (a reservation arrived meanwhile) is
+            // that reservation's to report; its own task asks again.
+            let _ = self.clone().reconcile(key).await;
         }
     }
 }
@@ -227,9 +272,9 @@ impl Drop for Reservation {
             return;
         }
         let i = &self.interests;
-        let settle = i.unreserve(&mut i.lock(self.key.name()), &self.key);
-        if settle {
-            i.settle(self.key.clone());
+        let mut state = i.lock(self.key.name());
+        if i.unreserve(&mut state, &self.key) {
+            i.settle(&mut state, self.key.clone());
         }
     }
 }
@@ -344,7 +389,12 @@ impl Hub {
         }
         let carried = {
             let mut s = i.lock(name);
-            *s.reserved.entry(key.clone()).or_insert(0) += 1;
+            match s.reserved.get_mut(&key) {
+                Some(n) => *n += 1,
+                None => {
+                    s.reserved.insert(key.owned(), 1);
+                }
+            }
             s.carried.contains(&key)
         };
         let ticket = Ticket(Some(Reservation {
@@ -356,7 +406,7 @@ impl Hub {
             // Nothing stops carrying it while the ticket wants it.
             return engine::Pending::ready(Ok(ticket));
         }
-        let fut = i.clone().reconcile(key);
+        let fut = i.clone().reconcile(key.owned());
         let task = match tokio::runtime::Handle::try_current() {
             Ok(rt) => rt.spawn(fut),
             Err(_) => {
@@ -456,7 +506,7 @@ impl Hub {
             return;
         }
         if !i.wanted(state, &key) {
-            i.settle(key);
+            i.settle(state, key);
         }
     }
 
