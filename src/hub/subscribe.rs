@@ -10,14 +10,17 @@
 //! connection's task (no thread parks), confirms, and registers with the
 //! reservation ([`Hub::subscribe_with`]), which hands the want on to the
 //! registered subscriber. Whether the engine should carry a name is
-//! level-triggered: after any change that may end the want (a last
+//! level-triggered: a reservation of a name the engine does not carry
+//! starts a task, and any change that may end the want (a last
 //! unsubscribe, a reservation dropped unused, a client gone while it
-//! waited) a task compares what the node wants (a registered subscriber or
-//! a reservation) with what the engine carries and subscribes or
-//! unsubscribes accordingly. These tasks hold an async per-stripe lock
-//! across their round trip, so the engine hears of one name's arrivals and
-//! departures one at a time, in order; the registry and the reservation
-//! counts change together under a std lock never held across an await.
+//! waited) hands the name to its stripe's settling task (one per stripe,
+//! started when needed); each compares what the node wants (a registered
+//! subscriber or a reservation) with what the engine carries and
+//! subscribes or unsubscribes accordingly. They hold an async per-stripe
+//! lock across their round trip, so the engine hears of one name's
+//! arrivals and departures one at a time, in order; the registry and the
+//! reservation counts change together under a std lock never held across
+//! an await.
 //! Two clients reserving one new name make one engine subscribe; a
 //! subscribe racing a last unsubscribe ends subscribed; a client leaving
 //! while its subscribe waits leaves nothing behind (its reservation goes
