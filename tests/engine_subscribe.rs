@@ -446,3 +446,104 @@ fn subscribes_inside_exec_await_the_engine() {
     }
     assert_eq!(redis_numsub(&redis, "tx:3:a"), 1);
 }
+
+/// The last unsubscribe and another client's subscribe of the same
+/// channels while Redis is paused (the node's UNSUBSCRIBEs stuck in it):
+/// whichever way each race goes, the subscriber ends subscribed in Redis
+/// and receives; then, everyone gone, Redis holds none of them.
+#[test]
+fn subscribe_against_the_last_unsubscribe_through_a_pause() {
+    let redis = Redis::start(&[]);
+    let h = node(&redis);
+    let (mut a, mut b) = (Raw::backend(h.resp, "pw"), Raw::backend(h.resp, "pw"));
+    let names: Vec<String> = (0..20).map(|i| format!("hand:{i}")).collect();
+    let mut sub: Vec<&[u8]> = vec![b"SUBSCRIBE"];
+    sub.extend(names.iter().map(|n| n.as_bytes()));
+    let mut unsub: Vec<&[u8]> = vec![b"UNSUBSCRIBE"];
+    unsub.extend(names.iter().map(|n| n.as_bytes()));
+    a.send(&sub);
+    for _ in &names {
+        a.frame();
+    }
+    Raw::connect(redis.addr).cmd(&[b"CLIENT", b"PAUSE", b"700", b"ALL"]);
+    a.send(&unsub);
+    b.send(&sub);
+    for _ in &names {
+        a.frame();
+    }
+    for n in &names {
+        assert!(subscribed(&b.try_frame(Duration::from_secs(5)).unwrap(), n));
+    }
+    let mut p = Raw::backend(h.resp, "pw");
+    for n in &names {
+        assert_eq!(p.cmd(&[b"PUBLISH", n.as_bytes(), b"x"]), b":1\r\n");
+        assert!(show(&b.frame()).contains(n.as_str()));
+        assert_eq!(redis_numsub(&redis, n), 1, "{n}");
+    }
+    drop(b);
+    until(Duration::from_secs(5), "channels left in Redis", || {
+        names.iter().all(|n| redis_numsub(&redis, n) == 0)
+    });
+}
+
+/// Redis gone: a subscribe of a new name is refused with the engine's
+/// error and nothing is registered (RESP, inside EXEC, WebSocket); a name
+/// the node carries already is still confirmed (its subscription is held
+/// for Redis's return). Once Redis is back, the same subscribes succeed.
+#[test]
+fn a_subscribe_the_engine_refuses_is_only_an_error() {
+    let mut redis = Redis::start(&[]);
+    let port = redis.addr.port();
+    let h = ws_node(&redis);
+    let mut held = Raw::backend(h.resp, "pw");
+    assert!(subscribed(&held.cmd(&[b"SUBSCRIBE", b"kept"]), "kept"));
+    redis.child.kill().unwrap();
+    redis.child.wait().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let mut c = Raw::backend(h.resp, "pw");
+    c.send(&[b"SUBSCRIBE", b"kept", b"fresh", b"kept"]);
+    let kept = show(&c.frame());
+    assert!(
+        kept.contains("kept") && kept.ends_with(":1\\r\\n"),
+        "{kept}"
+    );
+    let refused = show(&c.frame());
+    assert!(refused.starts_with("-ERR engine"), "{refused}");
+    let again = show(&c.frame());
+    assert!(
+        again.contains("kept") && again.ends_with(":1\\r\\n"),
+        "{again}"
+    );
+    let mut m = Raw::backend(h.resp, "pw");
+    let n = show(&m.cmd(&[b"PUBSUB", b"NUMSUB", b"fresh"]));
+    assert!(n.ends_with(":0\\r\\n"), "{n}");
+    assert_eq!(m.cmd(&[b"MULTI"]), b"+OK\r\n");
+    assert_eq!(m.cmd(&[b"PSUBSCRIBE", b"fresh:*"]), b"+QUEUED\r\n");
+    let r = show(&m.cmd(&[b"EXEC"]));
+    assert!(r.starts_with("*1\\r\\n-ERR engine"), "{r}");
+    assert_eq!(m.cmd(&[b"PUBSUB", b"NUMPAT"]), b":0\r\n");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let mut ws = ws_connect(h.http, Some(&ws_token())).await;
+        let r = ws_call(
+            &mut ws,
+            1,
+            serde_json::json!({"op": "subscribe", "channel": "fresh"}),
+        )
+        .await;
+        assert!(r["error"].is_object(), "{r}");
+    });
+    let _back = Redis::start_on(port);
+    let t = Instant::now();
+    loop {
+        let r = c.cmd(&[b"SUBSCRIBE", b"fresh"]);
+        if subscribed(&r, "fresh") {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(10), "{}", show(&r));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let mut p = Raw::backend(h.resp, "pw");
+    assert_eq!(p.cmd(&[b"PUBLISH", b"fresh", b"x"]), b":1\r\n");
+    assert!(show(&c.frame()).contains("fresh"));
+}
