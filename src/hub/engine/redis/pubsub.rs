@@ -771,10 +771,11 @@ impl Broker for RedisEngine {
             Interest::Pattern(p) => Wanted::Pattern(p.clone()),
         };
         Pending::boxed(async move {
-            // Already wanted (a front end's `prepare_subscribe`, then the
-            // hub's own call on registering): held in Redis, or resubscribed
-            // by the reconnect. Asking again would only let a link that just
-            // went down undo a subscription already confirmed to a client.
+            // Already wanted (the hub asks once per name it does not carry,
+            // `hub/subscribe.rs`; this guards any second ask): held in
+            // Redis, or resubscribed by the reconnect. Asking again would
+            // only let a link that just went down undo a subscription
+            // already confirmed to a client.
             if !self
                 .wanted
                 .lock()
