@@ -18,6 +18,7 @@ pub mod publication;
 mod publish;
 pub mod registry;
 pub mod stream;
+mod subscribe;
 pub mod tx;
 pub mod zset;
 
@@ -35,6 +36,7 @@ pub use outbox::{Outbox, OutputLimits, Overflow};
 pub use publication::{Delivery, DeliveryKind, Publication, Subscriber, WireFormat};
 pub use registry::{ClientId, PatternQuota, Registry, Space};
 pub use stream::{NewId, Stream, StreamId, Trim};
+pub use subscribe::Ticket;
 
 /// Counters every front end updates; read by INFO and exported by
 /// `/metrics` (the counters are shared with the Prometheus registry).
@@ -148,9 +150,8 @@ pub struct Hub {
     /// What each client address has used of its limits, all front ends
     /// together (`crate::rate::Clients`).
     clients: crate::rate::Clients,
-    /// See [`Hub::interest_lock`].
-    interest_stripes: [std::sync::Mutex<()>; INTEREST_STRIPES],
-    stripe_hasher: std::collections::hash_map::RandomState,
+    /// Which names the engine carries to this node (`subscribe.rs`).
+    interests: Arc<subscribe::Interests>,
     stats: Stats,
     cfg: HubConfig,
     next_client_id: AtomicU64,
@@ -213,9 +214,6 @@ impl Default for HubConfig {
     }
 }
 
-/// Stripes of [`Hub::interest_lock`].
-const INTEREST_STRIPES: usize = 64;
-
 /// A subscription to enter: who, where, and (for an identified client on a
 /// channel) its presence entry.
 pub struct Subscription {
@@ -243,6 +241,7 @@ impl Hub {
         let registry = Arc::new(Registry::new());
         let engine = build(keyspace.clone());
         engine.broker.start(registry.clone());
+        let interests = subscribe::Interests::new(registry.clone(), engine.broker.clone());
         Hub {
             registry,
             engine,
@@ -252,8 +251,7 @@ impl Hub {
             output: outbox::OutputBudget::new(cfg.output_buffer_global_limit),
             untrusted_patterns: PatternQuota::new(cfg.max_untrusted_patterns),
             clients: crate::rate::Clients::new(cfg.client_addresses),
-            interest_stripes: std::array::from_fn(|_| std::sync::Mutex::new(())),
-            stripe_hasher: Default::default(),
+            interests,
             stats: Stats::default(),
             cfg,
             next_client_id: AtomicU64::new(1),
@@ -361,176 +359,6 @@ impl Hub {
     /// The history bounds of `channel`'s namespace; `None` without history.
     fn history_options(&self, channel: &[u8]) -> Option<engine::HistoryOptions> {
         self.rules(channel).history
-    }
-
-    // ---- subscriptions ---------------------------------------------------
-
-    /// Enters a subscription: the registry first (the caller has queued its
-    /// confirmation already, so it precedes the first message), then the
-    /// engine when it is this node's first subscriber of the channel, then
-    /// presence. False when the client was subscribed already. On an engine
-    /// error nothing stays registered.
-    pub fn subscribe(&self, sub: Subscription) -> Result<bool, EngineError> {
-        let stripe = self.interest_lock(&sub.channel);
-        let change =
-            self.registry
-                .subscribe_edge(sub.space, sub.channel.clone(), sub.client, sub.sink);
-        self.entered(sub.space, &sub.channel, sub.client, change)?;
-        drop(stripe);
-        if let (true, Some(entry)) = (change.changed(), sub.presence) {
-            self.presence_join(&sub.channel, entry);
-        }
-        Ok(change.changed())
-    }
-
-    /// Serializes the subscribes and unsubscribes of one name (striped), so
-    /// the engine hears of a first arrival and a last departure in the
-    /// order they happened: without it, a departure's `unsubscribed` could
-    /// overtake the next arrival's `subscribed`, and the node would stop
-    /// receiving a channel it has a subscriber of.
-    fn interest_lock(&self, name: &[u8]) -> std::sync::MutexGuard<'_, ()> {
-        use std::hash::BuildHasher;
-        let h = self.stripe_hasher.hash_one(name);
-        let m = &self.interest_stripes[h as usize % INTEREST_STRIPES];
-        acquire(|| m.try_lock(), || m.lock())
-    }
-
-    /// Tells the engine about a first subscriber; undoes the registration
-    /// when it refuses.
-    fn entered(
-        &self,
-        space: Space,
-        channel: &Bytes,
-        client: ClientId,
-        change: registry::Change,
-    ) -> Result<(), EngineError> {
-        if change != registry::Change::Edge {
-            return Ok(());
-        }
-        let interest = match space {
-            Space::Global => engine::Interest::Channel(channel),
-            Space::Shard => engine::Interest::Shard(channel),
-        };
-        if let Err(e) = self.engine.broker.subscribed(interest).wait() {
-            self.registry.unsubscribe(space, channel, client);
-            return Err(e);
-        }
-        Ok(())
-    }
-
-    /// Makes sure the engine carries `name` (a channel of `space`, or a
-    /// pattern when `space` is `None`) to this node before a front end
-    /// confirms a subscription to it: an engine that cannot is refused
-    /// here, before anything is confirmed or registered. A no-op where
-    /// this node already has a subscriber of it.
-    pub fn prepare_subscribe(&self, space: Option<Space>, name: &Bytes) -> Result<(), EngineError> {
-        let _stripe = self.interest_lock(name);
-        let (present, interest) = match space {
-            Some(space) => (
-                self.registry.numsub(space, name) > 0,
-                match space {
-                    Space::Global => engine::Interest::Channel(name),
-                    Space::Shard => engine::Interest::Shard(name),
-                },
-            ),
-            None => (
-                self.registry.has_pattern(name),
-                engine::Interest::Pattern(name),
-            ),
-        };
-        if present {
-            return Ok(());
-        }
-        self.engine.broker.subscribed(interest).wait()
-    }
-
-    /// Enters a pattern subscription; false when it was there already.
-    pub fn psubscribe(
-        &self,
-        pattern: Bytes,
-        client: ClientId,
-        sink: Arc<dyn Subscriber>,
-    ) -> Result<bool, EngineError> {
-        let _stripe = self.interest_lock(&pattern);
-        let change = self.registry.psubscribe_edge(pattern.clone(), client, sink);
-        if change == registry::Change::Edge {
-            let r = self
-                .engine
-                .broker
-                .subscribed(engine::Interest::Pattern(&pattern))
-                .wait();
-            if let Err(e) = r {
-                self.registry.punsubscribe(&pattern, client);
-                return Err(e);
-            }
-        }
-        Ok(change.changed())
-    }
-
-    /// Leaves a channel (and its presence); false when not subscribed.
-    pub fn unsubscribe(&self, space: Space, channel: &[u8], client: ClientId) -> bool {
-        let stripe = self.interest_lock(channel);
-        let change = self.registry.unsubscribe_edge(space, channel, client);
-        if change == registry::Change::Edge {
-            let channel = Bytes::copy_from_slice(channel);
-            let interest = match space {
-                Space::Global => engine::Interest::Channel(&channel),
-                Space::Shard => engine::Interest::Shard(&channel),
-            };
-            self.forget(interest);
-        }
-        drop(stripe);
-        // Presence is entered only with a registered subscription: a client
-        // that was not subscribed has no entry to remove (and an engine
-        // doing I/O is not asked).
-        if space == Space::Global && change.changed() {
-            self.presence_leave(channel, client);
-        }
-        change.changed()
-    }
-
-    /// Leaves a pattern; false when not subscribed.
-    pub fn punsubscribe(&self, pattern: &[u8], client: ClientId) -> bool {
-        let _stripe = self.interest_lock(pattern);
-        let change = self.registry.punsubscribe_edge(pattern, client);
-        if change == registry::Change::Edge {
-            let pattern = Bytes::copy_from_slice(pattern);
-            self.forget(engine::Interest::Pattern(&pattern));
-        }
-        change.changed()
-    }
-
-    /// Tells the engine this node's last subscriber of `interest` left. A
-    /// failure only means the node may still receive what nobody here
-    /// wants: logged, not the client's concern.
-    fn forget(&self, interest: engine::Interest<'_>) {
-        if let Err(e) = self.engine.broker.unsubscribed(interest).wait() {
-            tracing::warn!(error = %e, "engine unsubscribe failed");
-        }
-    }
-
-    /// Leaves everything a client holds (disconnect, RESET): channels with
-    /// their presence, shard channels, patterns, leaderboard watches.
-    pub fn leave_all<'a>(
-        &self,
-        client: ClientId,
-        channels: impl IntoIterator<Item = &'a [u8]>,
-        shard_channels: impl IntoIterator<Item = &'a [u8]>,
-        patterns: impl IntoIterator<Item = &'a [u8]>,
-        leaderboards: impl IntoIterator<Item = &'a [u8]>,
-    ) {
-        for c in channels {
-            self.unsubscribe(Space::Global, c, client);
-        }
-        for c in shard_channels {
-            self.unsubscribe(Space::Shard, c, client);
-        }
-        for p in patterns {
-            self.punsubscribe(p, client);
-        }
-        for k in leaderboards {
-            self.watchers.unwatch(k, client);
-        }
     }
 
     // ---- presence ----------------------------------------------------------

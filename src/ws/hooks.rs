@@ -3,17 +3,21 @@
 //! where the namespace sends them to the app. The op's own checks run
 //! first (`ops`) and end in a [`Pending`]; the session awaits the call
 //! (only this session waits: the others run on) and resumes the op here
-//! with the answer. A failed call refuses, with error 112.
+//! with the answer. A failed call refuses, with error 112. In engine mode
+//! the session awaits the same way (a hookless [`Pending`]) a publish, and
+//! a subscribe of a name the node does not carry yet.
 
 use std::sync::Arc;
 
+use bytes::Bytes;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
 use super::protocol::{self as proto, DisconnectCode, ErrorCode, StreamPosition};
 use super::session::{End, Session};
 use crate::auth::Claims;
-use crate::hub::Stats;
+use crate::hub::engine::{EngineError, Pending as EnginePending};
+use crate::hub::{Space, Stats, Ticket};
 use crate::proxy::{self, Accepted, Answer, ConnectResult, Failure, Hook};
 
 /// Hook calls one client address may have in flight: an eighth of all.
@@ -40,6 +44,15 @@ enum Then {
     Publish {
         channel: String,
         data: Value,
+    },
+    /// A subscribe (every check before the pattern bounds passed) waiting
+    /// for the engine to carry its name to this node.
+    Enter {
+        channel: String,
+        pattern: bool,
+        since: Option<StreamPosition>,
+        grant: Option<tokio::time::Instant>,
+        prepared: EnginePending<'static, Result<Ticket, EngineError>>,
     },
 }
 
@@ -125,6 +138,49 @@ impl Session {
         })
     }
 
+    /// [`Session::enter`], awaiting the engine first where the node does
+    /// not carry the name yet (engine mode).
+    pub(super) async fn enter_awaited(
+        &mut self,
+        id: Option<&Value>,
+        name: String,
+        pattern: bool,
+        since: Option<StreamPosition>,
+    ) {
+        let mut prepared = None;
+        if self.st.hub.subscribes_await() {
+            let key = Bytes::copy_from_slice(name.as_bytes());
+            let space = (!pattern).then_some(Space::Global);
+            prepared = Some(self.st.hub.prepare_subscribe_pending(space, &key).await);
+        }
+        self.enter(id, name, pattern, since, prepared);
+    }
+
+    /// A `subscribe`/`psubscribe` whose name the engine must subscribe
+    /// first: the session awaits it as it awaits the app.
+    pub(super) fn engine_subscribe(
+        &self,
+        id: &Value,
+        channel: String,
+        pattern: bool,
+        since: Option<StreamPosition>,
+        grant: Option<tokio::time::Instant>,
+        prepared: EnginePending<'static, Result<Ticket, EngineError>>,
+    ) -> Box<Pending> {
+        Box::new(Pending {
+            id: id.clone(),
+            hook: None,
+            body: Vec::new(),
+            then: Then::Enter {
+                channel,
+                pattern,
+                since,
+                grant,
+                prepared,
+            },
+        })
+    }
+
     /// Asks the app and resumes the op with its answer. Shutdown does not
     /// wait for the app. `Some(end)` ends the session.
     pub(super) async fn ask(
@@ -139,8 +195,21 @@ impl Session {
             then,
         } = *pending;
         let Some(hook) = hook else {
-            if let Then::Publish { channel, data } = then {
-                self.publish_awaited(&id, &channel, &data).await;
+            match then {
+                Then::Publish { channel, data } => {
+                    self.publish_awaited(&id, &channel, &data).await;
+                }
+                Then::Enter {
+                    channel,
+                    pattern,
+                    since,
+                    grant,
+                    prepared,
+                } => {
+                    let t = prepared.await;
+                    self.subscribe_prepared(&id, channel, pattern, since, grant, Some(t));
+                }
+                _ => {}
             }
             return None;
         };
@@ -216,9 +285,9 @@ impl Session {
             Ok(Answer::Accept(a)) => a,
         };
         match (then, accepted) {
-            (Then::Connect, Accepted::Connect(r)) => return self.accept_connect(id, r),
+            (Then::Connect, Accepted::Connect(r)) => return self.accept_connect(id, r).await,
             (Then::Subscribe { channel, since }, Accepted::Subscribe) => {
-                self.enter(Some(id), channel, false, since);
+                self.enter_awaited(Some(id), channel, false, since).await;
             }
             (Then::Publish { channel, data }, Accepted::Publish(replaced)) => {
                 self.publish_awaited(id, &channel, replaced.as_ref().unwrap_or(&data))
@@ -233,7 +302,7 @@ impl Session {
     /// The connect hook accepted: the session becomes its user (as a token
     /// without `subscribe`/`publish` claims would make it), replies, then
     /// enters the channels the app named, with presence, before reading on.
-    fn accept_connect(&mut self, id: &Value, r: ConnectResult) -> Option<End> {
+    async fn accept_connect(&mut self, id: &Value, r: ConnectResult) -> Option<End> {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default();
@@ -273,7 +342,7 @@ impl Session {
                 tracing::warn!(client = self.id, max, "connect hook named more channels than the subscription limit; the rest are skipped");
                 break;
             }
-            self.enter(None, channel, false, None);
+            self.enter_awaited(None, channel, false, None).await;
         }
         None
     }

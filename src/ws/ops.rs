@@ -17,8 +17,9 @@ use super::protocol::{self as proto, Command, DisconnectCode, ErrorCode, Op};
 use super::session::{expiry_instant, End, Session, Step};
 use super::subtokens::TokenCheck;
 use crate::auth::{Identity, Rule, TokenError};
+use crate::hub::engine::EngineError;
 use crate::hub::presence::PresenceEntry;
-use crate::hub::{HistoryError, Space, Stats, Subscription};
+use crate::hub::{HistoryError, Space, Stats, Subscription, Ticket};
 
 /// Smallest reply held to the global output budget: acknowledgements and
 /// errors cost less than refusing them would.
@@ -580,6 +581,44 @@ impl Session {
         if rule == Rule::App {
             return Step::Ask(self.subscribe_pending(id, name, since, data));
         }
+        // Engine mode: a name this node does not carry yet is subscribed in
+        // the engine first; the session awaits it (no thread parks), then
+        // goes on below (before any pattern quota is taken: a session gone
+        // meanwhile holds none).
+        let prepared = match self.st.hub.subscribes_await() {
+            false => None,
+            true => {
+                let key = Bytes::copy_from_slice(name.as_bytes());
+                let p = self
+                    .st
+                    .hub
+                    .prepare_subscribe_pending((!pattern).then_some(Space::Global), &key);
+                match p.now() {
+                    Ok(t) => Some(t),
+                    Err(p) => {
+                        return Step::Ask(self.engine_subscribe(id, name, pattern, since, grant, p))
+                    }
+                }
+            }
+        };
+        self.subscribe_prepared(id, name, pattern, since, grant, prepared);
+        Step::Read
+    }
+
+    /// The rest of a `subscribe`/`psubscribe` op: the pattern bounds,
+    /// then the subscription, with the engine's answer when it was
+    /// awaited (`prepared`).
+    pub(super) fn subscribe_prepared(
+        &mut self,
+        id: &Value,
+        name: String,
+        pattern: bool,
+        since: Option<proto::StreamPosition>,
+        grant: Option<tokio::time::Instant>,
+        prepared: Option<Result<Ticket, EngineError>>,
+    ) {
+        let cfg = self.st.cfg.clone();
+        let cfg = &*cfg;
         if pattern {
             // The patterns a connection holds bound the matching work it
             // adds to every publish (as on RESP for clients without the
@@ -592,36 +631,38 @@ impl Session {
                     ErrorCode::LimitExceeded,
                     &format!("patterns of this connection would exceed {budget} bytes"),
                 );
-                return Step::Read;
+                return;
             }
             // And all connections without the password together hold at
             // most --max-untrusted-patterns, each client address at most
             // its share of them (given back as they leave).
             if self.identity != Identity::Password && !self.take_pattern(id) {
-                return Step::Read;
+                return;
             }
         }
         match grant {
             Some(at) => {
-                self.enter(Some(id), name.clone(), pattern, since);
+                self.enter(Some(id), name.clone(), pattern, since, prepared);
                 if self.channels.contains(&name) {
                     self.grant(name, at);
                 }
             }
-            None => self.enter(Some(id), name, pattern, since),
+            None => self.enter(Some(id), name, pattern, since, prepared),
         }
-        Step::Read
     }
 
     /// Registers a subscription that passed every check, and queues its
     /// reply (before its first message). Without an `id` (a channel the
     /// connect hook named) nothing is replied: a failure is logged.
+    /// `prepared`: the engine's answer, when it was awaited already (else
+    /// this thread asks it, which the memory engine answers at once).
     pub(super) fn enter(
         &mut self,
         id: Option<&Value>,
         name: String,
         pattern: bool,
         since: Option<proto::StreamPosition>,
+        mut prepared: Option<Result<Ticket, EngineError>>,
     ) {
         let cfg = self.st.cfg.clone();
         let cfg = &*cfg;
@@ -649,9 +690,16 @@ impl Session {
                     Some(Ok(())) | None => {}
                 }
             }
-            if let Err(e) = self.st.hub.prepare_subscribe(Some(Space::Global), &key) {
-                return self.error_or_log(id, ErrorCode::Internal, &e.to_string());
-            }
+            let ticket = match prepared.take() {
+                Some(t) => t,
+                None => self.st.hub.prepare_subscribe(Some(Space::Global), &key),
+            };
+            // Taken by the registration; still here if the history could
+            // not be read (the plain path below uses it then).
+            let mut ticket = match ticket {
+                Ok(t) => Some(t),
+                Err(e) => return self.error_or_log(id, ErrorCode::Internal, &e.to_string()),
+            };
             let hub = self.st.hub.clone();
             let cap = cfg.recovery_max_messages;
             let registered = hub.with_history_position(&key, pos, cap, |at| {
@@ -677,7 +725,11 @@ impl Session {
                 self.sink
                     .lag()
                     .track(key.clone(), at.epoch, last, last < at.top);
-                hub.subscribe(self.subscription(&key, false))
+                let sub = self.subscription(&key, false);
+                match ticket.take() {
+                    Some(t) => hub.subscribe_with(sub, t),
+                    None => hub.subscribe(sub),
+                }
             });
             if let Ok(entered) = &registered {
                 if let Err(e) = entered {
@@ -691,6 +743,7 @@ impl Session {
                 self.st.ws.subscriptions.fetch_add(1, Ordering::Relaxed);
                 return;
             }
+            prepared = ticket.map(Ok);
             if let Err(HistoryError::Unavailable) = registered {
                 return self.error_or_log(
                     id,
@@ -701,21 +754,28 @@ impl Session {
         }
         // The engine before the reply: a refusal is the only answer.
         let space = (!pattern).then_some(Space::Global);
-        if let Err(e) = self.st.hub.prepare_subscribe(space, &key) {
-            if pattern {
-                self.give_patterns(1);
+        let ticket = match prepared {
+            Some(t) => t,
+            None => self.st.hub.prepare_subscribe(space, &key),
+        };
+        let ticket = match ticket {
+            Ok(t) => t,
+            Err(e) => {
+                if pattern {
+                    self.give_patterns(1);
+                }
+                return self.error_or_log(id, ErrorCode::Internal, &e.to_string());
             }
-            return self.error_or_log(id, ErrorCode::Internal, &e.to_string());
-        }
+        };
         // Reply first: it must precede the first message.
         if let Some(id) = id {
             self.send(proto::reply(id, json!({})));
         }
         let hub = &self.st.hub;
         let entered = if pattern {
-            hub.psubscribe(key, self.id, self.sink.clone())
+            hub.psubscribe_with(key, self.id, self.sink.clone(), ticket)
         } else {
-            hub.subscribe(self.subscription(&key, true))
+            hub.subscribe_with(self.subscription(&key, true), ticket)
         };
         if let Err(e) = entered {
             if pattern {

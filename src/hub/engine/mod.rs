@@ -15,7 +15,8 @@
 //! The hub's own methods are synchronous, for every front end: they take
 //! the value with [`Pending::wait`], which parks the calling thread (after
 //! `block_in_place` hands its runtime worker's tasks on) while a future
-//! runs. None of them is awaited yet.
+//! runs. Publishes and subscribes have forms front ends await instead
+//! (`hub/publish.rs`, `hub/subscribe.rs`).
 //!
 //! # Contracts
 //!
@@ -381,6 +382,13 @@ pub trait Broker: Send + Sync + 'static {
         channel: Bytes,
         event: PresenceEvent,
     ) -> Pending<'_, Result<(), EngineError>>;
+
+    /// Whether [`Broker::subscribed`] is a round trip (a networked
+    /// broker): the hub then lets front ends await it, and tells the
+    /// broker of departures on a task of their own.
+    fn subscribes_await(&self) -> bool {
+        false
+    }
 
     /// This node's first local subscriber of `interest` arrived.
     fn subscribed(&self, interest: Interest<'_>) -> Pending<'_, Result<(), EngineError>>;

@@ -5,7 +5,7 @@ use bytes::Bytes;
 
 use super::{help_reply, Command};
 use crate::hub::engine::{EngineError, Pending};
-use crate::hub::{Hub, Space};
+use crate::hub::{Hub, Space, Ticket};
 use crate::resp::connection::{Conn, Then};
 use crate::resp::names::NameSet;
 
@@ -245,7 +245,7 @@ fn await_publish(
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Kind {
+pub(super) enum Kind {
     Channel,
     Pattern,
     Shard,
@@ -273,6 +273,15 @@ impl Kind {
             Kind::Channel => &mut conn.channels,
             Kind::Pattern => &mut conn.patterns,
             Kind::Shard => &mut conn.shard_channels,
+        }
+    }
+
+    /// Where the hub keeps it: `None` for a pattern.
+    fn space(self) -> Option<Space> {
+        match self {
+            Kind::Channel => Some(Space::Global),
+            Kind::Shard => Some(Space::Shard),
+            Kind::Pattern => None,
         }
     }
 
@@ -420,12 +429,200 @@ fn subscribe_rate_ok(conn: &mut Conn, names: &[Bytes], kind: Kind) -> bool {
     false
 }
 
+/// Engine subscribes prepared for one command: each new name's outcome,
+/// until a confirmation takes its ticket.
+type Prepared = std::collections::HashMap<Bytes, Result<Ticket, EngineError>>;
+
+/// Engine subscribes of one command under way at once: a resubscribe of
+/// thousands of channels goes out in rounds of this many (each round one
+/// wait for Redis), not as thousands of tasks at once.
+const PREPARE_ROUND: usize = 128;
+
 fn subscribe_kind(conn: &mut Conn, args: &[Bytes], kind: Kind) {
     if !allowed(conn, &args[1..], kind, false) || !subscribe_rate_ok(conn, &args[1..], kind) {
         return;
     }
+    if !conn.server.hub.subscribes_await() || conn.in_exec {
+        // The memory engine answers at once. (Inside EXEC, which cannot
+        // await, this thread waits for a remote engine.)
+        return subscribe_names(conn, &args[1..], kind, None);
+    }
+    // Engine mode: the names this node does not carry yet are subscribed
+    // in the engine first, this command's together; the connection awaits
+    // them (no thread parks), running nothing else meanwhile, then
+    // confirms and registers in order.
+    let names = args[1..].to_vec();
+    let todo = new_names(conn, &names, kind);
+    let (hub, space) = (conn.server.hub.clone(), kind.space());
+    let start = |n: &Bytes| (n.clone(), hub.prepare_subscribe_pending(space, n));
+    let mut round: Vec<_> = todo.iter().take(PREPARE_ROUND).map(start).collect();
+    if todo.len() <= PREPARE_ROUND && round.iter().all(|(_, p)| matches!(p, Pending::Ready(_))) {
+        // The node carries them all already: nothing to wait for.
+        let prepared = round
+            .into_iter()
+            .filter_map(|(n, p)| Some((n, p.now().ok()?)))
+            .collect();
+        return subscribe_names(conn, &names, kind, Some(prepared));
+    }
+    conn.await_serial(async move {
+        let mut prepared = Prepared::with_capacity(todo.len());
+        let mut rest = todo.iter().skip(round.len());
+        while !round.is_empty() {
+            for (name, p) in round.drain(..) {
+                prepared.insert(name, p.await);
+            }
+            round.extend(
+                rest.by_ref()
+                    .take(PREPARE_ROUND)
+                    .map(|n| (n.clone(), hub.prepare_subscribe_pending(space, n))),
+            );
+        }
+        Box::new(move |conn: &mut Conn| subscribe_names(conn, &names, kind, Some(prepared))) as Then
+    });
+}
+
+/// The names of a command the engine must be asked about: each once, at
+/// most as many as the connection has room for, none the checks below
+/// refuse for its length (the rest are refused there as always).
+fn new_names(conn: &Conn, names: &[Bytes], kind: Kind) -> Vec<Bytes> {
+    let room = conn
+        .max_subscriptions()
+        .saturating_sub(conn.total_subscriptions());
+    let max_len = conn.max_name_len(kind == Kind::Pattern);
+    let mut seen = std::collections::HashSet::new();
+    names
+        .iter()
+        .filter(|n| n.len() <= max_len && !kind.held(conn).contains(n) && seen.insert(*n))
+        .take(room)
+        .cloned()
+        .collect()
+}
+
+/// A queued (P|S)SUBSCRIBE inside EXEC in engine mode, checked (ACL, the
+/// subscribe rate) and with its engine subscribes started when EXEC runs,
+/// so the connection awaits them with the transaction (no thread parks)
+/// and confirms them in EXEC's reply. `Err`: not a subscribe, or the
+/// memory engine (run as any local command).
+pub(super) struct ExecSubscribe {
+    args: Vec<Bytes>,
+    kind: Kind,
+    /// Refused: the error reply, already made.
+    refused: Option<Bytes>,
+    pending: Vec<(Bytes, Pending<'static, Result<Ticket, EngineError>>)>,
+}
+
+/// See [`ExecSubscribe`]. The names the client holds already are prepared
+/// too (at once): an UNSUBSCRIBE earlier in the same EXEC may drop them.
+pub(super) fn exec_subscribe(
+    conn: &mut Conn,
+    name: &str,
+    args: Vec<Bytes>,
+) -> Result<ExecSubscribe, Vec<Bytes>> {
+    let kind = match name {
+        "subscribe" => Kind::Channel,
+        "psubscribe" => Kind::Pattern,
+        "ssubscribe" => Kind::Shard,
+        _ => return Err(args),
+    };
+    if !conn.server.hub.subscribes_await() {
+        return Err(args);
+    }
+    let saved = std::mem::take(&mut conn.out);
+    let ok = allowed(conn, &args[1..], kind, false) && subscribe_rate_ok(conn, &args[1..], kind);
+    let err = std::mem::replace(&mut conn.out, saved).freeze();
+    if !ok {
+        return Ok(ExecSubscribe {
+            args,
+            kind,
+            refused: Some(err),
+            pending: Vec::new(),
+        });
+    }
+    let mut names = new_names(conn, &args[1..], kind);
+    names.extend(
+        args[1..]
+            .iter()
+            .filter(|n| kind.held(conn).contains(n))
+            .cloned(),
+    );
+    let (hub, space) = (&conn.server.hub, kind.space());
+    let pending = names
+        .into_iter()
+        .map(|n| {
+            let p = hub.prepare_subscribe_pending(space, &n);
+            (n, p)
+        })
+        .collect();
+    Ok(ExecSubscribe {
+        args,
+        kind,
+        refused: None,
+        pending,
+    })
+}
+
+impl ExecSubscribe {
+    /// Whether the engine answered every name already.
+    pub(super) fn ready(&self) -> bool {
+        self.pending
+            .iter()
+            .all(|(_, p)| matches!(p, Pending::Ready(_)))
+    }
+
+    /// The engine's answers, [`ExecSubscribe::ready`] already.
+    pub(super) fn prepared_now(self) -> ExecSubscribed {
+        let prepared = self
+            .pending
+            .into_iter()
+            .filter_map(|(n, p)| Some((n, p.now().ok()?)))
+            .collect();
+        ExecSubscribed {
+            args: self.args,
+            kind: self.kind,
+            refused: self.refused,
+            prepared,
+        }
+    }
+
+    /// Awaits the engine's answers.
+    pub(super) async fn prepared(self) -> ExecSubscribed {
+        let mut prepared = Prepared::with_capacity(self.pending.len());
+        for (name, p) in self.pending {
+            prepared.insert(name, p.await);
+        }
+        ExecSubscribed {
+            args: self.args,
+            kind: self.kind,
+            refused: self.refused,
+            prepared,
+        }
+    }
+}
+
+/// An [`ExecSubscribe`] the engine answered: run in EXEC's reply.
+pub(super) struct ExecSubscribed {
+    args: Vec<Bytes>,
+    kind: Kind,
+    refused: Option<Bytes>,
+    prepared: Prepared,
+}
+
+impl ExecSubscribed {
+    /// Its replies, inside EXEC's (registrations deferred to its end).
+    pub(super) fn run(self, conn: &mut Conn) {
+        if let Some(err) = self.refused {
+            return conn.reply_frame(&err);
+        }
+        subscribe_names(conn, &self.args[1..], self.kind, Some(self.prepared));
+    }
+}
+
+/// Confirms and registers `names` in order. `prepared`: the engine's
+/// outcomes, awaited already (engine mode); `None`, this thread asks the
+/// engine (which the memory engine answers at once).
+fn subscribe_names(conn: &mut Conn, names: &[Bytes], kind: Kind, mut prepared: Option<Prepared>) {
     let (word, _) = kind.words();
-    for name in &args[1..] {
+    for name in names {
         if kind.set(conn).contains(name) {
             let count = kind.count(conn);
             confirm(conn, word, Some(name), count);
@@ -444,17 +641,35 @@ fn subscribe_kind(conn: &mut Conn, args: &[Bytes], kind: Kind) {
         if kind == Kind::Pattern && !(patterns_fit(conn, name) && pattern_quota_ok(conn)) {
             continue;
         }
-        let space = match kind {
-            Kind::Channel => Some(Space::Global),
-            Kind::Shard => Some(Space::Shard),
-            Kind::Pattern => None,
-        };
+        let space = kind.space();
         // The engine before the confirmation: a refusal is the only answer.
-        if let Err(e) = conn.server.hub.prepare_subscribe(space, name) {
-            conn.reply().error(&format!("ERR {e}"));
-            conn.settle_pattern_quota();
-            continue;
-        }
+        let ticket = match prepared.as_mut() {
+            None => conn.server.hub.prepare_subscribe(space, name),
+            Some(prepared) => match prepared.remove(name) {
+                Some(Ok(t)) => Ok(t),
+                Some(Err(e)) => {
+                    // A repeat of the name meets the same refusal.
+                    prepared.insert(name.clone(), Err(e.clone()));
+                    Err(e)
+                }
+                // Inside EXEC, a name its UNSUBSCRIBE dropped and took
+                // again: this thread asks (rare).
+                None if conn.in_exec => conn.server.hub.prepare_subscribe(space, name),
+                // Room was counted before the engine refused others of
+                // this command: not asked, and not waited for here.
+                None => Err(EngineError::Unavailable(
+                    "subscribe not attempted; retry".into(),
+                )),
+            },
+        };
+        let ticket = match ticket {
+            Ok(t) => t,
+            Err(e) => {
+                conn.reply().error(&format!("ERR {e}"));
+                conn.settle_pattern_quota();
+                continue;
+            }
+        };
         // A copy of its own: the argument is a slice of the whole request,
         // which it would keep alive for as long as the subscription lasts.
         kind.set(conn).insert(Bytes::copy_from_slice(name));
@@ -463,7 +678,7 @@ fn subscribe_kind(conn: &mut Conn, args: &[Bytes], kind: Kind) {
         // The confirmation must reach the outbox before the registry can
         // deliver the first message on this channel.
         conn.flush_replies();
-        conn.register(space, name.clone());
+        conn.register(space, name.clone(), ticket);
     }
     conn.sync_counts();
 }

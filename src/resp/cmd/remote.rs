@@ -410,6 +410,9 @@ enum Item {
     /// An XADD to a history channel: the engine's append step, answered
     /// with the entry's id (`{offset}-0`).
     HistoryAdd,
+    /// A (P|S)SUBSCRIBE whose engine subscribes the transaction awaits:
+    /// the next of the subscribes done.
+    Subscribe,
 }
 
 fn resolve(args: &[Bytes]) -> Option<(&'static Command, &'static Command)> {
@@ -434,10 +437,19 @@ pub(super) fn exec(conn: &mut Conn, queue: Vec<Vec<Bytes>>, remote: Arc<dyn Remo
     // A key in the slot of each store command (a channel's history key
     // for its publishes and appends: the channel's keys share its slot).
     let mut slot_keys: Vec<Bytes> = Vec::new();
+    let mut subscribes = Vec::new();
     for args in queue {
         let Some((top, cmd)) = resolve(&args) else {
             items.push(Item::Local(args));
             continue;
+        };
+        let args = match super::pubsub::exec_subscribe(conn, top.name, args) {
+            Ok(s) => {
+                subscribes.push(s);
+                items.push(Item::Subscribe);
+                continue;
+            }
+            Err(args) => args,
         };
         if matches!(top.name, "publish" | "spublish") {
             let shard = top.name == "spublish";
@@ -514,12 +526,25 @@ pub(super) fn exec(conn: &mut Conn, queue: Vec<Vec<Bytes>>, remote: Arc<dyn Remo
         // Discarded, WATCHes dropped (with `held`), as Redis does.
         return conn.reply().error(CROSSSLOT);
     }
-    if cmds.is_empty() && held.is_none() {
-        return finish_exec(conn, items, Ok(Some(Vec::new())));
+    let ready = subscribes.iter().all(|s| s.ready());
+    if cmds.is_empty() && held.is_none() && ready {
+        let subscribed = subscribes.into_iter().map(|s| s.prepared_now()).collect();
+        return finish_exec(conn, items, Ok(Some(Vec::new())), subscribed);
     }
     let resp3 = conn.resp3;
     let key = cmds.iter().find_map(|c| first_key(c));
     conn.await_then(false, async move {
+        // The engine subscribes first: a subscribe it refuses is an error
+        // in EXEC's reply, as outside.
+        let mut subscribed = Vec::with_capacity(subscribes.len());
+        for s in subscribes {
+            subscribed.push(s.prepared().await);
+        }
+        if cmds.is_empty() && held.is_none() {
+            return Box::new(move |conn: &mut Conn| {
+                finish_exec(conn, items, Ok(Some(Vec::new())), subscribed)
+            }) as Then;
+        }
         let d = match held {
             Some(d) => d,
             None => match remote.dedicated(resp3, key).await {
@@ -529,11 +554,17 @@ pub(super) fn exec(conn: &mut Conn, queue: Vec<Vec<Bytes>>, remote: Arc<dyn Remo
         };
         let out = d.transaction(cmds).await;
         d.release();
-        Box::new(move |conn: &mut Conn| finish_exec(conn, items, out)) as Then
+        Box::new(move |conn: &mut Conn| finish_exec(conn, items, out, subscribed)) as Then
     });
 }
 
-fn finish_exec(conn: &mut Conn, items: Vec<Item>, out: crate::hub::engine::TxOutcome) {
+fn finish_exec(
+    conn: &mut Conn,
+    items: Vec<Item>,
+    out: crate::hub::engine::TxOutcome,
+    subscribed: Vec<super::pubsub::ExecSubscribed>,
+) {
+    let mut subscribed = subscribed.into_iter();
     let replies = match out {
         Err(f) => return conn.reply_frame(&f),
         Ok(None) => return conn.reply().null_array(),
@@ -567,6 +598,14 @@ fn finish_exec(conn: &mut Conn, items: Vec<Item>, out: crate::hub::engine::TxOut
                 conn.in_exec = false;
             }
             Item::Refused(f) => conn.reply_frame(&f),
+            Item::Subscribe => match subscribed.next() {
+                Some(s) => {
+                    conn.in_exec = true;
+                    s.run(conn);
+                    conn.in_exec = false;
+                }
+                None => conn.reply().error("ERR engine: missing subscribe in EXEC"),
+            },
             Item::HistoryAdd => match replies.next() {
                 Some(f) if f.first() == Some(&b'-') => conn.reply_frame(&f),
                 // The script's reply: `[offset, epoch]`.

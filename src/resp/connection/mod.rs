@@ -160,6 +160,8 @@ enum Deadline {
 pub struct Deferred {
     pub space: Option<Space>,
     pub name: Bytes,
+    /// What keeps the engine carrying the name until then.
+    pub ticket: crate::hub::Ticket,
 }
 
 impl Conn {
@@ -248,9 +250,14 @@ impl Conn {
 
     /// Registers a subscription with the hub (or, inside EXEC, later).
     /// `space` is `None` for a pattern.
-    pub fn register(&mut self, space: Option<Space>, name: Bytes) {
+    /// `ticket`: the hub's, for the prepared subscribe.
+    pub fn register(&mut self, space: Option<Space>, name: Bytes, ticket: crate::hub::Ticket) {
         if self.in_exec {
-            self.extra().deferred.push(Deferred { space, name });
+            self.extra().deferred.push(Deferred {
+                space,
+                name,
+                ticket,
+            });
             return;
         }
         let hub = &self.server.hub;
@@ -271,15 +278,16 @@ impl Conn {
                     }
                     _ => None,
                 };
-                hub.subscribe(crate::hub::Subscription {
+                let sub = crate::hub::Subscription {
                     space,
                     channel: name.clone(),
                     client,
                     sink,
                     presence,
-                })
+                };
+                hub.subscribe_with(sub, ticket)
             }
-            None => hub.psubscribe(name.clone(), client, sink),
+            None => hub.psubscribe_with(name.clone(), client, sink, ticket),
         };
         if let Err(e) = entered {
             // The confirmation went out already; the client learns it is
@@ -316,7 +324,7 @@ impl Conn {
                 None => self.patterns.contains(&d.name),
             };
             if held {
-                self.register(d.space, d.name);
+                self.register(d.space, d.name, d.ticket);
             }
         }
     }

@@ -760,6 +760,10 @@ impl Broker for RedisEngine {
         Pending::boxed(self.send_event(channel, event))
     }
 
+    fn subscribes_await(&self) -> bool {
+        true
+    }
+
     fn subscribed(&self, interest: Interest<'_>) -> Pending<'_, Result<(), EngineError>> {
         let w = match interest {
             Interest::Channel(c) => Wanted::Channel(c.clone()),
@@ -767,10 +771,11 @@ impl Broker for RedisEngine {
             Interest::Pattern(p) => Wanted::Pattern(p.clone()),
         };
         Pending::boxed(async move {
-            // Already wanted (a front end's `prepare_subscribe`, then the
-            // hub's own call on registering): held in Redis, or resubscribed
-            // by the reconnect. Asking again would only let a link that just
-            // went down undo a subscription already confirmed to a client.
+            // Already wanted (the hub asks once per name it does not carry,
+            // `hub/subscribe.rs`; this guards any second ask): held in
+            // Redis, or resubscribed by the reconnect. Asking again would
+            // only let a link that just went down undo a subscription
+            // already confirmed to a client.
             if !self
                 .wanted
                 .lock()
