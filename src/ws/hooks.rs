@@ -139,8 +139,15 @@ impl Session {
             then,
         } = *pending;
         let Some(hook) = hook else {
+            // Shutdown does not wait for the engine either (a paused or
+            // unreachable Redis held the node's exit up to its timeout):
+            // the publish's outcome is then unknown, as for a RESP client.
             if let Then::Publish { channel, data } = then {
-                self.publish_awaited(&id, &channel, &data).await;
+                tokio::select! {
+                    biased;
+                    _ = shutdown.cancelled() => return Some(End::Disconnect(DisconnectCode::Shutdown)),
+                    () = self.publish_awaited(&id, &channel, &data) => {}
+                }
             }
             return None;
         };
