@@ -397,7 +397,7 @@ pub fn serve(
     server: Arc<RespServer>,
     shutdown: CancellationToken,
     mut admission: Admission,
-    slot: crate::rate::Slot,
+    counted: bool,
 ) -> impl std::future::Future<Output = ()> + Send {
     async move {
         // The permit is held until the connection ends, in `admission`
@@ -426,7 +426,7 @@ pub fn serve(
             sink: server.new_sink(),
             killed: std::sync::atomic::AtomicBool::new(false),
             pre_auth: std::sync::atomic::AtomicBool::new(false),
-            counted: std::sync::atomic::AtomicBool::new(slot.is_counted()),
+            counted: std::sync::atomic::AtomicBool::new(counted),
             meta: std::sync::Mutex::new(ClientMeta {
                 resp: 2,
                 ..ClientMeta::default()
@@ -457,7 +457,7 @@ pub fn serve(
             blocked: None,
             staged: None,
             extra: None,
-            client: slot.keep(),
+            client: server.hub.client(addr.ip()),
             counted_patterns: 0,
             parser: parse::Parser::default(),
             deadline: None,
@@ -853,7 +853,6 @@ mod tests {
         let auth = crate::auth::Authenticator::new(&cfg);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let server_client = hub.client(addr.ip());
         let server = RespServer::new(hub, cfg, auth, metrics, addr);
         let client = TcpStream::connect(addr).await.unwrap();
         let (stream, peer) = listener.accept().await.unwrap();
@@ -866,7 +865,7 @@ mod tests {
             server,
             CancellationToken::new(),
             Admission::Permit(permit),
-            server_client.uncounted(),
+            false,
         );
         let size = std::mem::size_of_val(&fut);
         eprintln!(
