@@ -662,3 +662,88 @@ async fn broadcast_of_a_large_payload_to_many_channels_is_bounded() {
     );
     assert!(grown < 64 * 1024, "peak +{grown} KiB");
 }
+
+/// Held: PUBLISHes then a protocol error in one write, while Redis is
+/// paused: every PUBLISH is answered, in order, then the protocol error,
+/// then the close; nothing is answered twice.
+#[test]
+fn engine_publishes_then_a_protocol_error_while_redis_is_paused() {
+    let redis = Redis::start(&[]);
+    let h = node(&redis, "n0", &[]);
+    let (mut c, mut sub) = pub_sub(&h, b"x");
+    pause(&redis, 1000);
+    let mut pipe = publishes("x", 70);
+    pipe.extend(encode(&[b"SET", b"k", b"v"]));
+    pipe.extend(publishes("x", 3));
+    pipe.extend_from_slice(b"*1\r\n$-7\r\n");
+    c.send_raw(&pipe);
+    let got: Vec<String> = frames(&mut c, 80, Duration::from_secs(6))
+        .iter()
+        .map(|f| show(f))
+        .collect();
+    assert_eq!(got.len(), 75, "{:?}", &got[got.len().saturating_sub(3)..]);
+    assert!(got[..70].iter().all(|r| r == ":1\\r\\n"));
+    assert_eq!(got[70], "+OK\\r\\n");
+    assert!(got[71..74].iter().all(|r| r == ":1\\r\\n"));
+    assert!(got[74].starts_with("-ERR Protocol error"), "{}", got[74]);
+    assert!(c.closed());
+    assert_eq!(payloads(&frames(&mut sub, 73, TIMEOUT), "x").len(), 73);
+}
+
+/// Finding: while a RESP connection awaited the engine it read on to
+/// `--max-query-buffer` (128 MiB): 4 JWT clients of 4 addresses, each
+/// writing 24 MB of pipelined PUBLISHes behind one awaiting a paused
+/// Redis, grew the node by 95 MiB (before publishes were awaited on the
+/// connection, its thread parked and the kernel held the rest). Fixed:
+/// at most 1 MiB read ahead while awaiting (a blocking command still
+/// reads on, to notice its client leaving): +5 MiB, and every PUBLISH is
+/// answered once Redis is back.
+#[test]
+fn input_buffered_behind_an_awaited_publish_is_bounded() {
+    let redis = Redis::start(&[]);
+    let h = node(&redis, "n0", &[]);
+    let tok = token(json!({"sub": "u", "publish": ["q"]}));
+    let mut conns: Vec<Raw> = (0..4u8)
+        .map(|i| {
+            let mut c = Raw::connect_from(h.resp, [127, 0, 3, 1 + i]);
+            assert_eq!(c.cmd(&[b"AUTH", tok.as_bytes()]), b"+OK\r\n");
+            c
+        })
+        .collect();
+    let rss0 = rss_kib(h.pid());
+    pause(&redis, 4000);
+    let chunk = publishes("q", 1);
+    let big = {
+        let payload = vec![b'z'; 16 * 1024];
+        encode(&[b"PUBLISH", b"q", &payload]).repeat(64)
+    };
+    let writers: Vec<_> = conns
+        .iter_mut()
+        .map(|c| {
+            c.send_raw(&chunk);
+            let mut s = c.stream.try_clone().unwrap();
+            let big = big.clone();
+            std::thread::spawn(move || {
+                for _ in 0..24 {
+                    std::io::Write::write_all(&mut s, &big).unwrap();
+                }
+                24 * big.len()
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(1500));
+    let rss1 = rss_kib(h.pid());
+    eprintln!("24 MB written to each while paused; node RSS {rss0} -> {rss1} KiB");
+    assert!(rss1 < rss0 + 16 * 1024, "{rss0} -> {rss1} KiB");
+    let sent: Vec<usize> = writers.into_iter().map(|w| w.join().unwrap()).collect();
+    // Once Redis is back every PUBLISH is answered (most refused by the
+    // publish rate), then a PING.
+    let per = big.len() / 64;
+    for (c, sent) in conns.iter_mut().zip(sent) {
+        c.send(&[b"PING"]);
+        let n = 1 + sent / per + 1;
+        let got = frames(c, n, Duration::from_secs(10));
+        assert_eq!(got.len(), n);
+        assert_eq!(got[n - 1], b"+PONG\r\n");
+    }
+}
