@@ -747,3 +747,48 @@ fn input_buffered_behind_an_awaited_publish_is_bounded() {
         assert_eq!(got[n - 1], b"+PONG\r\n");
     }
 }
+
+/// Held: what a narrow token sees of another node's channels and
+/// patterns through PUBSUB, scoped (`S`, 1 glob), past the scope's bounds
+/// (65 globs: `Q`, filtered by the asker) and empty (nobody asked): only
+/// what its globs let it subscribe to.
+#[test]
+fn scoped_surveys_show_a_token_only_its_own() {
+    let redis = Redis::start(&[]);
+    let a = node(&redis, "a", &[]);
+    let b = node(&redis, "b", &[]);
+    let mut holder = Raw::backend(b.resp, "pw");
+    for c in [
+        "chat:x",
+        "secret",
+        "__presence__:secret",
+        "__presence__:chat:y",
+    ] {
+        holder.cmd(&[b"SUBSCRIBE", c.as_bytes()]);
+    }
+    for p in ["chat:*", "*", "chat:x*", "sec*"] {
+        holder.cmd(&[b"PSUBSCRIBE", p.as_bytes()]);
+    }
+    std::thread::sleep(Duration::from_millis(2500));
+    let many: Vec<String> = std::iter::once("chat:*".to_string())
+        .chain((0..64).map(|i| format!("room:{i}")))
+        .collect();
+    for globs in [json!(["chat:*"]), json!(many), json!([])] {
+        let tok = token(json!({"sub": "u", "subscribe": globs}));
+        let mut u = Raw::connect(a.resp);
+        assert_eq!(u.cmd(&[b"AUTH", tok.as_bytes()]), b"+OK\r\n");
+        let mut list = show(&u.cmd(&[b"PUBSUB", b"CHANNELS"]));
+        std::thread::sleep(Duration::from_millis(120));
+        let numpat = show(&u.cmd(&[b"PUBSUB", b"NUMPAT"]));
+        if globs == json!([]) {
+            assert_eq!(list, "*0\\r\\n");
+            assert_eq!(numpat, ":0\\r\\n");
+            continue;
+        }
+        assert!(!list.contains("secret"), "{list}");
+        list = list.replace("__presence__:chat:y", "");
+        assert!(list.contains("chat:x"), "{list}");
+        // chat:* and chat:x* lie within chat:*; * and sec* do not.
+        assert_eq!(numpat, ":2\\r\\n", "{globs}");
+    }
+}
