@@ -792,3 +792,42 @@ fn scoped_surveys_show_a_token_only_its_own() {
         assert_eq!(numpat, ":2\\r\\n", "{globs}");
     }
 }
+
+/// Finding (documented, not fixed): docs/protocol.md said a WebSocket
+/// publisher subscribed to the channel gets its own message before the
+/// publish's reply; in engine mode the message comes through Redis's
+/// pub/sub on another connection than the publish's reply, and 30 of 50
+/// replies came first (a RESP3 client likewise). A fix needs a barrier
+/// (say, a PING on the node's subscription connection once the publish is
+/// answered: its PONG comes after every message Redis queued before it),
+/// a round trip more per publish of a subscribed publisher; the docs now
+/// say so instead (docs/engine.md, consistency contract).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "engine mode: 30 of 50 WebSocket publish replies come before the publisher's own message"]
+async fn ws_own_message_comes_before_the_reply_in_engine_mode() {
+    let redis = Redis::start(&[]);
+    let h = node(&redis, "n0", &[]);
+    let tok = token(json!({"sub": "u", "publish": ["own"], "subscribe": ["own"]}));
+    let mut ws = ws_connect(h.http, Some(&tok)).await;
+    let r = ws_call(&mut ws, 1, json!({"op": "subscribe", "channel": "own"})).await;
+    assert!(r.get("error").is_none(), "{r}");
+    let mut reply_first = 0;
+    for i in 0..50u64 {
+        ws_send(
+            &mut ws,
+            json!({"id": 100 + i, "op": "publish", "channel": "own", "data": i}),
+        )
+        .await;
+        let first = ws_recv(&mut ws).await;
+        let second = ws_recv(&mut ws).await;
+        if first["id"] == json!(100 + i) {
+            reply_first += 1;
+            assert_eq!(second["data"], json!(i), "{second}");
+        } else {
+            assert_eq!(first["data"], json!(i), "{first}");
+            assert_eq!(second["id"], json!(100 + i), "{second}");
+        }
+    }
+    eprintln!("reply before the own message: {reply_first} of 50");
+    assert_eq!(reply_first, 0);
+}
