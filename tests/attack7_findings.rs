@@ -843,3 +843,46 @@ async fn ws_own_message_comes_before_the_reply_in_engine_mode() {
     );
     assert_eq!(reply_first + resp_first, 0);
 }
+
+/// Held: RESP connections refused by the global `--max-connections`
+/// (full of another address's authenticated connections, none to evict)
+/// give their address's count back: with 2 a front end and 2 an address,
+/// 3 refused from one address, and once the other's close it gets in.
+#[test]
+fn connections_refused_by_the_global_cap_give_their_count_back() {
+    let h = Herald::start(&[
+        "--jwt-hmac-secret",
+        SECRET,
+        "--max-connections",
+        "2",
+        "--max-connections-per-client",
+        "2",
+    ]);
+    let tok = token(json!({"sub": "u"}));
+    let auth: &[&[u8]] = &[b"AUTH", tok.as_bytes()];
+    let held: Vec<Raw> = (0..2)
+        .map(|_| {
+            let (c, r) = resp_try(&h, [127, 0, 4, 1], auth);
+            assert_eq!(r, b"+OK\r\n");
+            c
+        })
+        .collect();
+    let other = [127, 0, 4, 2];
+    for _ in 0..3 {
+        let (_c, r) = resp_try(&h, other, auth);
+        assert_eq!(r, REFUSED);
+    }
+    drop(held);
+    let deadline = Instant::now() + TIMEOUT;
+    let mut admitted = Vec::new();
+    while admitted.len() < 2 {
+        let (c, r) = resp_try(&h, other, auth);
+        if r == b"+OK\r\n" {
+            admitted.push(c);
+            continue;
+        }
+        assert_eq!(r, REFUSED);
+        assert!(Instant::now() < deadline, "the address's count leaked");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

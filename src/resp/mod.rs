@@ -272,25 +272,21 @@ fn evict_pre_auth(server: &RespServer) -> bool {
 
 /// A new connection's place among its address's
 /// `--max-connections-per-client` (RESP connections, WebSocket and SSE
-/// sessions together): whether it is counted (then given back with
-/// `Hub::close_session`), or `None`: refused, the address has as many
-/// open.
+/// sessions together): its count (`None`: not counted), or `None`:
+/// refused, the address has as many open.
 /// Counted only once authentication is configured (an open server's
 /// clients all have full access), and not for a peer in
 /// `--trusted-proxies` (a proxy's connections are many clients'). A
 /// connection that authenticates with the password stops counting (see
 /// `Conn::set_identity`): backends open pools of connections from one
 /// host, and the password is the operator's.
-fn address_slot(server: &RespServer, ip: std::net::IpAddr) -> Option<bool> {
+fn address_slot(server: &RespServer, ip: std::net::IpAddr) -> Option<Option<crate::rate::Session>> {
     let cfg = &server.cfg;
     let max = cfg.max_connections_per_client;
     if max == 0 || !cfg.has_auth() || cfg.trusted_proxies.iter().any(|c| c.contains(ip)) {
-        return Some(false);
+        return Some(None);
     }
-    server.hub.open_session(ip, max).map(|s| {
-        s.keep();
-        true
-    })
+    server.hub.open_session(ip, max).map(Some)
 }
 
 /// Accepts RESP connections on an already-bound listener until `shutdown`,
@@ -326,7 +322,7 @@ pub async fn run(
         };
         // The address's own limit first: an address at it must not close
         // another's connection to make room below.
-        let Some(counted) = address_slot(&server, addr.ip()) else {
+        let Some(slot) = address_slot(&server, addr.ip()) else {
             Stats::add(&server.hub.stats().rejected_connections, 1);
             tracing::debug!(%addr, "address at --max-connections-per-client: refused");
             tracker.spawn(connection::refuse(stream));
@@ -362,7 +358,7 @@ pub async fn run(
             server.clone(),
             shutdown.clone(),
             admission,
-            counted,
+            slot,
         ));
     }
     // Connections wait on their outboxes, not on `shutdown`: wake each.

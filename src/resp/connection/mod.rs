@@ -397,7 +397,7 @@ pub fn serve(
     server: Arc<RespServer>,
     shutdown: CancellationToken,
     mut admission: Admission,
-    counted: bool,
+    slot: Option<crate::rate::Session>,
 ) -> impl std::future::Future<Output = ()> + Send {
     async move {
         // The permit is held until the connection ends, in `admission`
@@ -426,7 +426,7 @@ pub fn serve(
             sink: server.new_sink(),
             killed: std::sync::atomic::AtomicBool::new(false),
             pre_auth: std::sync::atomic::AtomicBool::new(false),
-            counted: std::sync::atomic::AtomicBool::new(counted),
+            counted: std::sync::atomic::AtomicBool::new(slot.is_some()),
             meta: std::sync::Mutex::new(ClientMeta {
                 resp: 2,
                 ..ClientMeta::default()
@@ -443,6 +443,10 @@ pub fn serve(
         } else {
             Some(server.auth.unauthenticated())
         };
+        // From here `Conn` gives the count back (its drop, or the password).
+        if let Some(slot) = slot {
+            slot.keep();
+        }
         let mut conn = Conn {
             server: server.clone(),
             handle: handle.clone(),
@@ -865,7 +869,7 @@ mod tests {
             server,
             CancellationToken::new(),
             Admission::Permit(permit),
-            false,
+            None,
         );
         let size = std::mem::size_of_val(&fut);
         eprintln!(
