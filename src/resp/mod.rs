@@ -343,6 +343,9 @@ pub async fn run(
                 continue;
             }
         };
+        // Admitted: the connection keeps the count from here (as a flag:
+        // its task's bytes are all taken) and gives it back as it ends.
+        let counted = slot.map(crate::rate::Session::keep).is_some();
         let _ = stream.set_nodelay(true);
         // Dead peers (cable pulled, host gone) must leave presence and free
         // their subscriptions: probe idle connections, as Redis's
@@ -358,7 +361,7 @@ pub async fn run(
             server.clone(),
             shutdown.clone(),
             admission,
-            slot,
+            counted,
         ));
     }
     // Connections wait on their outboxes, not on `shutdown`: wake each.

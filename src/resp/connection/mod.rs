@@ -397,7 +397,7 @@ pub fn serve(
     server: Arc<RespServer>,
     shutdown: CancellationToken,
     mut admission: Admission,
-    slot: Option<crate::rate::Session>,
+    counted: bool,
 ) -> impl std::future::Future<Output = ()> + Send {
     async move {
         // The permit is held until the connection ends, in `admission`
@@ -410,6 +410,9 @@ pub fn serve(
                 Ok(Ok(p)) => admission = Admission::Permit(p),
                 _ => {
                     Stats::add(&server.hub.stats().rejected_connections, 1);
+                    if counted {
+                        server.hub.close_session(addr.ip());
+                    }
                     return refuse(stream).await;
                 }
             }
@@ -426,7 +429,7 @@ pub fn serve(
             sink: server.new_sink(),
             killed: std::sync::atomic::AtomicBool::new(false),
             pre_auth: std::sync::atomic::AtomicBool::new(false),
-            counted: std::sync::atomic::AtomicBool::new(slot.is_some()),
+            counted: std::sync::atomic::AtomicBool::new(counted),
             meta: std::sync::Mutex::new(ClientMeta {
                 resp: 2,
                 ..ClientMeta::default()
@@ -443,10 +446,6 @@ pub fn serve(
         } else {
             Some(server.auth.unauthenticated())
         };
-        // From here `Conn` gives the count back (its drop, or the password).
-        if let Some(slot) = slot {
-            slot.keep();
-        }
         let mut conn = Conn {
             server: server.clone(),
             handle: handle.clone(),
@@ -869,7 +868,7 @@ mod tests {
             server,
             CancellationToken::new(),
             Admission::Permit(permit),
-            None,
+            false,
         );
         let size = std::mem::size_of_val(&fut);
         eprintln!(
