@@ -886,3 +886,42 @@ fn connections_refused_by_the_global_cap_give_their_count_back() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// Finding: a JWT client pipelining PUBLISHes in engine mode, one of them
+/// to a channel its token may not publish to (or past its publish rate),
+/// got that one's `-NOPERM` before the replies of the PUBLISHes staged
+/// ahead of it (the refusal sent them on as an awaited step, then wrote
+/// its error at once): a client reading replies in order took the error
+/// for its first PUBLISH. Fixed in `resp/connection` (`run_requests`):
+/// the error goes behind the step.
+#[test]
+fn engine_refused_publish_inside_a_staged_batch_answers_in_place() {
+    let redis = Redis::start(&[]);
+    let h = node(&redis, "n0", &[]);
+    let tok = token(json!({"sub": "u", "publish": ["ok"]}));
+    let mut c = Raw::connect(h.resp);
+    assert_eq!(c.cmd(&[b"AUTH", tok.as_bytes()]), b"+OK\r\n");
+    let mut pipe = Vec::new();
+    for ch in ["ok", "ok", "no", "ok"] {
+        pipe.extend(encode(&[b"PUBLISH", ch.as_bytes(), b"m"]));
+    }
+    c.send_raw(&pipe);
+    let got: Vec<String> = frames(&mut c, 4, TIMEOUT).iter().map(|f| show(f)).collect();
+    assert_eq!(got.len(), 4);
+    assert_eq!(&got[..2], [":0\\r\\n", ":0\\r\\n"], "{got:?}");
+    assert!(got[2].starts_with('-'), "{got:?}");
+    assert_eq!(got[3], ":0\\r\\n", "{got:?}");
+    // Past the publish rate (100 at once): 96 more pass, then refusals.
+    c.send_raw(&publishes("ok", 105));
+    let got: Vec<String> = frames(&mut c, 105, TIMEOUT)
+        .iter()
+        .map(|f| show(f))
+        .collect();
+    let ok = got.iter().take_while(|r| *r == ":0\\r\\n").count();
+    assert!((96..=97).contains(&ok), "{ok}: {:?}", &got[90..]);
+    assert!(
+        got[ok..].iter().all(|r| r.contains("rate limit")),
+        "{:?}",
+        &got[ok..]
+    );
+}

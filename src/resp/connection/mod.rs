@@ -801,8 +801,16 @@ fn run_requests(conn: &mut Conn, rbuf: &mut BytesMut) {
                     return;
                 }
                 let mark = conn.out.len();
+                let staged = conn.staged.is_some();
                 cmd::dispatch(conn, &args);
-                if pending && conn.out.len() > mark {
+                // A PUBLISH joining staged ones that is refused (its
+                // channel, its rate) sends the staged ones on first: with an
+                // engine, as a step awaited, so its error is written after
+                // that step started but must go out after its replies
+                // (it went first: a client reading replies in order took
+                // the NOPERM for its first PUBLISH's).
+                let started = staged && conn.is_awaiting();
+                if (pending || started) && conn.out.len() > mark {
                     // Answered at once (an error of the checks): in its
                     // place behind the pending answers.
                     let now = conn.out.split_off(mark).freeze();
