@@ -381,8 +381,11 @@ pub fn header_alg(token: &str) -> Option<String> {
 /// matches. Decided conservatively: equal to a glob, or inside a glob of the
 /// form `literal*` (its literal prefix extends the glob's).
 pub fn pattern_within(pattern: &[u8], globs: &[String]) -> bool {
-    let prefix = Glob::new(pattern);
-    let prefix = prefix.literal_prefix();
+    // Nothing compiled, the pattern's prefix read once and only for a glob
+    // of the form `literal*`: a survey's answer tests every pattern of a
+    // node against up to 64 globs (compiling each glob per pattern cost 28
+    // times the unscoped answer).
+    let mut prefix: Option<Vec<u8>> = None;
     globs.iter().any(|g| {
         let g = g.as_bytes();
         if g == pattern {
@@ -390,16 +393,39 @@ pub fn pattern_within(pattern: &[u8], globs: &[String]) -> bool {
         }
         match g.split_last() {
             // The empty pattern matches only the empty channel, which no `*` matches.
+            // `head` must be plain literal text for the test to be exact:
+            // no byte a glob reads specially.
             Some((b'*', head)) if !pattern.is_empty() => {
-                let lit = Glob::new(head);
-                // `head` must be plain literal text for the test to be exact.
-                lit.literal_prefix().len() == head.len()
-                    && !head.contains(&b'\\')
-                    && prefix.starts_with(head)
+                !head.iter().any(|b| matches!(b, b'*' | b'?' | b'[' | b'\\'))
+                    && prefix
+                        .get_or_insert_with(|| literal_prefix(pattern))
+                        .starts_with(head)
             }
             _ => false,
         }
     })
+}
+
+/// [`Glob::literal_prefix`] of `pattern`, without compiling it: the bytes
+/// before its first `*`, `?` or `[`, a `\\` taking the next byte as it is
+/// (a final `\\` is itself).
+fn literal_prefix(pattern: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while let Some(&b) = pattern.get(i) {
+        match b {
+            b'*' | b'?' | b'[' => break,
+            b'\\' if i + 1 < pattern.len() => {
+                out.push(pattern[i + 1]);
+                i += 2;
+            }
+            _ => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    out
 }
 
 fn rule(allowed: bool) -> Rule {
@@ -843,6 +869,48 @@ mod tests {
         }
         assert!(scope_sees_channel(&globs, b"__presence__:chat:a"));
         assert!(!scope_sees_pattern(&scope, b"*"));
+    }
+
+    /// `pattern_within` as it was (compiling each glob's head), for
+    /// comparison over every short pattern and glob of a small alphabet.
+    #[test]
+    fn pattern_within_answers_as_when_it_compiled_each_head() {
+        fn before(pattern: &[u8], globs: &[String]) -> bool {
+            let prefix = Glob::new(pattern);
+            let prefix = prefix.literal_prefix();
+            globs.iter().any(|g| {
+                let g = g.as_bytes();
+                g == pattern
+                    || match g.split_last() {
+                        Some((b'*', head)) if !pattern.is_empty() => {
+                            Glob::new(head).literal_prefix().len() == head.len()
+                                && !head.contains(&b'\\')
+                                && prefix.starts_with(head)
+                        }
+                        _ => false,
+                    }
+            })
+        }
+        let alphabet = [b'a', b'*', b'?', b'[', b']', b'\\', b'^'];
+        let mut all: Vec<Vec<u8>> = vec![Vec::new()];
+        for len in 1..=3 {
+            let mut next = Vec::new();
+            for w in all.iter().filter(|w| w.len() == len - 1) {
+                for b in alphabet {
+                    let mut x = w.clone();
+                    x.push(b);
+                    next.push(x);
+                }
+            }
+            all.extend(next);
+        }
+        for g in &all {
+            let globs = vec![String::from_utf8(g.clone()).unwrap()];
+            assert_eq!(literal_prefix(g), Glob::new(g).literal_prefix(), "{g:?}");
+            for p in &all {
+                assert_eq!(pattern_within(p, &globs), before(p, &globs), "{p:?} {g:?}");
+            }
+        }
     }
 
     #[test]

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use crate::hub::outbox::OutputBudget;
 
 mod clients;
-pub use clients::{ClientKey, Clients, MIN_ADDRESSES};
+pub use clients::{ClientKey, Clients, Session, MIN_ADDRESSES};
 
 /// The clock's origin: the first use in this process.
 fn epoch() -> Instant {
@@ -145,9 +145,6 @@ struct ClientState {
     read: TokenBucket,
     /// Patterns held (`--max-untrusted-patterns-per-client`).
     patterns: u32,
-    /// Connections open: RESP connections without the password, WebSocket
-    /// and SSE sessions, together (`--max-connections-per-client`).
-    sessions: u32,
     /// Calls to the app's hooks in flight.
     calls: u32,
 }
@@ -246,27 +243,6 @@ impl Client {
         st.patterns = st.patterns.saturating_sub(n);
     }
 
-    /// Counts one more open connection (a WebSocket or SSE session, a RESP
-    /// connection: one count), unless the address has `max` open already
-    /// (0: no limit); the connection is counted until the guard drops, or
-    /// [`Slot::keep`] hands the count to its holder.
-    pub fn open_session(self: &Arc<Self>, max: u32) -> Option<Slot> {
-        self.slot(Held::Session, max)
-    }
-
-    /// A guard that counts nothing: a connection not counted among its
-    /// address's (see [`Client::open_session`]).
-    pub fn uncounted(self: &Arc<Self>) -> Slot {
-        Slot(self.clone(), None)
-    }
-
-    /// Gives back a connection counted by a guard that [`Slot::keep`]
-    /// ended (never more than were counted).
-    pub fn close_session(&self) {
-        let mut st = self.state();
-        st.sessions = st.sessions.saturating_sub(1);
-    }
-
     /// Counts one more call to the app's hooks in flight, unless the
     /// address has `max` in flight already; counted until the guard drops.
     pub fn start_call(self: &Arc<Self>, max: u32) -> Option<Slot> {
@@ -293,7 +269,6 @@ impl Client {
     fn is_idle_at(&self, now: u64) -> bool {
         let st = self.state();
         st.patterns == 0
-            && st.sessions == 0
             && st.calls == 0
             && st.subscribe.is_full_at(now)
             && st.connect.is_full_at(now)
@@ -307,7 +282,6 @@ impl Client {
 impl ClientState {
     fn held(&mut self, what: Held) -> &mut u32 {
         match what {
-            Held::Session => &mut self.sessions,
             Held::Call => &mut self.calls,
         }
     }
@@ -315,29 +289,12 @@ impl ClientState {
 
 #[derive(Debug, Clone, Copy)]
 enum Held {
-    Session,
     Call,
 }
 
-/// One open connection, or one hook call in flight, of a client address
-/// (see [`Client::open_session`], [`Client::start_call`]), or nothing
-/// ([`Client::uncounted`]).
+/// One hook call in flight of a client address (see
+/// [`Client::start_call`]).
 pub struct Slot(Arc<Client>, Option<Held>);
-
-impl Slot {
-    /// Whether the guard counts something.
-    pub fn is_counted(&self) -> bool {
-        self.1.is_some()
-    }
-
-    /// Ends the guard but not its count, which the caller then keeps and
-    /// gives back with [`Client::close_session`]: a RESP connection keeps
-    /// a flag beside the client it holds anyway, not a second pointer.
-    pub fn keep(mut self) -> Arc<Client> {
-        self.1 = None;
-        self.0.clone()
-    }
-}
 
 impl Drop for Slot {
     fn drop(&mut self) {
@@ -512,40 +469,14 @@ mod client_tests {
     use std::net::Ipv6Addr;
 
     #[test]
-    fn sessions_are_counted_until_their_slot_drops() {
+    fn calls_are_counted_until_their_slot_drops() {
         let c = Arc::new(Client::default());
-        let a = c.open_session(2).unwrap();
-        let b = c.open_session(2).unwrap();
-        assert!(c.open_session(2).is_none());
-        assert!(c.open_session(0).is_some(), "0: no limit");
-        drop(a);
-        let _c = c.open_session(2).unwrap();
-        drop(b);
-        assert!(!c.is_idle_at(u64::MAX), "a slot is held");
-        drop(_c);
-        // Calls are counted apart.
         let calls: Vec<_> = (0..3).map(|_| c.start_call(3).unwrap()).collect();
         assert!(c.start_call(3).is_none());
-        assert!(c.open_session(1).is_some());
+        assert!(!c.is_idle_at(u64::MAX), "a slot is held");
         drop(calls);
         assert!(c.start_call(3).is_some());
         assert!(c.is_idle_at(u64::MAX));
-        // A count its holder keeps (RESP) until it gives it back.
-        let kept = c.open_session(1).unwrap();
-        assert!(kept.is_counted());
-        let c2 = kept.keep();
-        assert!(Arc::ptr_eq(&c, &c2));
-        assert!(c.open_session(1).is_none(), "still counted");
-        assert!(!c.uncounted().is_counted());
-        assert!(
-            c.open_session(1).is_none(),
-            "an uncounted guard gives nothing back"
-        );
-        c.close_session();
-        assert!(c.open_session(1).is_some());
-        c.close_session();
-        c.close_session();
-        assert!(c.is_idle_at(u64::MAX), "never below zero");
     }
 
     #[test]

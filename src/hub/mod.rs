@@ -287,6 +287,17 @@ impl Hub {
         self.clients.get(ip)
     }
 
+    /// Counts one more open connection of `ip`, unless it has `max` open
+    /// (see `crate::rate::Clients::open_session`).
+    pub fn open_session(&self, ip: std::net::IpAddr, max: u32) -> Option<crate::rate::Session> {
+        self.clients.open_session(ip, max)
+    }
+
+    /// Gives back a connection of `ip` whose count its holder kept.
+    pub fn close_session(&self, ip: std::net::IpAddr) {
+        self.clients.close_session(ip)
+    }
+
     /// The output budget of connections of `client` without the
     /// password: its address's share of the global one.
     pub fn client_output(&self, client: &crate::rate::Client) -> Arc<outbox::OutputBudget> {

@@ -69,8 +69,11 @@ const SWEEP_EVERY: Duration = Duration::from_secs(1);
 /// the first network map (16,384 by default: a botnet, or an IPv6 /32 of
 /// the attacker's own); only a flood from more /16s (/32s) than the
 /// second holds reaches the single overflow entry, and every new address
-/// with it.
+/// with it. Open connections are counted apart, by address, in a map
+/// that never falls back (see [`Clients::open_session`]).
 pub struct Clients {
+    /// Connections open per address (see [`Clients::open_session`]).
+    open: OpenCounts,
     cap: usize,
     /// Most entries of each network map.
     net_cap: usize,
@@ -144,6 +147,7 @@ impl Clients {
 
     fn with_caps(cap: usize, net_cap: usize) -> Clients {
         Clients {
+            open: OpenCounts::default(),
             cap: cap.max(1),
             net_cap: net_cap.max(1),
             inner: Mutex::new(Inner::default()),
@@ -170,6 +174,40 @@ impl Clients {
         self.overflow.clone()
     }
 
+    /// Counts one more open connection of `ip` (a WebSocket or SSE
+    /// session, a RESP connection: one count), unless it has `max` open
+    /// already (0: no limit); counted until the guard drops, or
+    /// [`Session::keep`] hands the count to its holder, which gives it
+    /// back with [`Clients::close_session`].
+    ///
+    /// Kept by address (IPv4, IPv6 /64) in a map of its own, never by
+    /// network: while a flood fills the map of addresses, fresh addresses
+    /// of a /24 shared one count there (at limit 2, the third fresh
+    /// address of a /24 was refused, and one address of the /24 holding
+    /// its 2 locked the rest out). A count is exact and held only while
+    /// its connections are open, so this map holds at most one entry per
+    /// open connection, and cycling addresses gains nothing.
+    pub fn open_session(&self, ip: IpAddr, max: u32) -> Option<Session> {
+        let key = ClientKey::of(ip);
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let n = open.entry(key).or_insert(0);
+        if max > 0 && *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(Session {
+            open: self.open.clone(),
+            key,
+            counted: true,
+        })
+    }
+
+    /// Gives back a connection of `ip` counted by a [`Session`] that
+    /// [`Session::keep`] ended (never more than were counted).
+    pub fn close_session(&self, ip: IpAddr) {
+        close(&self.open, ClientKey::of(ip));
+    }
+
     /// Entries kept now: addresses and networks.
     pub fn len(&self) -> usize {
         self.inner
@@ -180,6 +218,44 @@ impl Clients {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+/// Connections open, by address; only addresses with some.
+type OpenCounts = Arc<Mutex<HashMap<ClientKey, u32>>>;
+
+fn close(open: &OpenCounts, key: ClientKey) {
+    let mut open = open.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(n) = open.get_mut(&key) {
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            open.remove(&key);
+        }
+    }
+}
+
+/// One open connection counted among its address's (see
+/// [`Clients::open_session`]).
+pub struct Session {
+    open: OpenCounts,
+    key: ClientKey,
+    counted: bool,
+}
+
+impl Session {
+    /// Ends the guard but not its count, which the caller then keeps and
+    /// gives back with [`Clients::close_session`]: a RESP connection keeps
+    /// a flag, not the guard.
+    pub fn keep(mut self) {
+        self.counted = false;
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        if self.counted {
+            close(&self.open, self.key);
+        }
     }
 }
 
@@ -379,6 +455,40 @@ mod tests {
         assert!(c.state().subscribe.take_at(lim, 20_000, t0));
         assert!(!c.is_idle_at(t0 + 9 * SEC));
         assert!(c.is_idle_at(t0 + 10 * SEC), "190 s of debt before");
+    }
+
+    #[test]
+    fn connections_are_counted_by_address_while_the_map_is_full() {
+        let clients = Clients::with_caps(2, 1);
+        let t0 = 10 * SEC;
+        // Every map full of entries in use: new addresses share entries.
+        let _held: Vec<_> = ["10.0.0.1", "10.0.0.2", "10.0.1.1", "10.1.0.1"]
+            .iter()
+            .map(|a| clients.get_at(ip(a), t0))
+            .collect();
+        let open = |a: &str| clients.open_session(a.parse().unwrap(), 2);
+        let a: Vec<_> = (0..2).map(|_| open("12.0.0.1").unwrap()).collect();
+        assert!(open("12.0.0.1").is_none(), "its own limit");
+        let b = open("12.0.0.2").unwrap();
+        let _c = open("12.0.0.3").unwrap();
+        drop(a);
+        assert!(open("12.0.0.1").is_some(), "given back");
+        // A kept count is given back by address; the map forgets zeros.
+        b.keep();
+        let _b2 = open("12.0.0.2").unwrap();
+        assert!(open("12.0.0.2").is_none());
+        clients.close_session("12.0.0.2".parse().unwrap());
+        clients.close_session("12.0.0.2".parse().unwrap());
+        clients.close_session("12.0.0.2".parse().unwrap());
+        assert!(clients.open.lock().unwrap().get(&ip("12.0.0.2")).is_none());
+        assert!(
+            clients.open_session(ip_addr("12.0.0.9"), 0).is_some(),
+            "0: no limit"
+        );
+    }
+
+    fn ip_addr(s: &str) -> IpAddr {
+        s.parse().unwrap()
     }
 
     #[test]

@@ -272,21 +272,21 @@ fn evict_pre_auth(server: &RespServer) -> bool {
 
 /// A new connection's place among its address's
 /// `--max-connections-per-client` (RESP connections, WebSocket and SSE
-/// sessions together), or `None`: refused, the address has as many open.
+/// sessions together): its count (`None`: not counted), or `None`:
+/// refused, the address has as many open.
 /// Counted only once authentication is configured (an open server's
 /// clients all have full access), and not for a peer in
 /// `--trusted-proxies` (a proxy's connections are many clients'). A
 /// connection that authenticates with the password stops counting (see
 /// `Conn::set_identity`): backends open pools of connections from one
 /// host, and the password is the operator's.
-fn address_slot(server: &RespServer, ip: std::net::IpAddr) -> Option<crate::rate::Slot> {
+fn address_slot(server: &RespServer, ip: std::net::IpAddr) -> Option<Option<crate::rate::Session>> {
     let cfg = &server.cfg;
-    let client = server.hub.client(ip);
     let max = cfg.max_connections_per_client;
     if max == 0 || !cfg.has_auth() || cfg.trusted_proxies.iter().any(|c| c.contains(ip)) {
-        return Some(client.uncounted());
+        return Some(None);
     }
-    client.open_session(max)
+    server.hub.open_session(ip, max).map(Some)
 }
 
 /// Accepts RESP connections on an already-bound listener until `shutdown`,
@@ -343,6 +343,9 @@ pub async fn run(
                 continue;
             }
         };
+        // Admitted: the connection keeps the count from here (as a flag:
+        // its task's bytes are all taken) and gives it back as it ends.
+        let counted = slot.map(crate::rate::Session::keep).is_some();
         let _ = stream.set_nodelay(true);
         // Dead peers (cable pulled, host gone) must leave presence and free
         // their subscriptions: probe idle connections, as Redis's
@@ -358,7 +361,7 @@ pub async fn run(
             server.clone(),
             shutdown.clone(),
             admission,
-            slot,
+            counted,
         ));
     }
     // Connections wait on their outboxes, not on `shutdown`: wake each.

@@ -195,9 +195,16 @@ impl Session {
             then,
         } = *pending;
         let Some(hook) = hook else {
+            // Shutdown does not wait for the engine either (a paused or
+            // unreachable Redis held the node's exit up to its timeout):
+            // the publish's outcome is then unknown, as for a RESP client.
             match then {
                 Then::Publish { channel, data } => {
-                    self.publish_awaited(&id, &channel, &data).await;
+                    tokio::select! {
+                        biased;
+                        _ = shutdown.cancelled() => return Some(End::Disconnect(DisconnectCode::Shutdown)),
+                        () = self.publish_awaited(&id, &channel, &data) => {}
+                    }
                 }
                 Then::Enter {
                     channel,
@@ -206,7 +213,11 @@ impl Session {
                     grant,
                     prepared,
                 } => {
-                    let t = prepared.await;
+                    let t = tokio::select! {
+                        biased;
+                        _ = shutdown.cancelled() => return Some(End::Disconnect(DisconnectCode::Shutdown)),
+                        t = prepared => t,
+                    };
                     self.subscribe_prepared(&id, channel, pattern, since, grant, Some(t));
                 }
                 _ => {}

@@ -251,6 +251,15 @@ pub fn client_of(
     peer: Option<&crate::http::listener::PeerAddr>,
     headers: &HeaderMap,
 ) -> Arc<crate::rate::Client> {
+    st.hub.client(client_ip(st, peer, headers))
+}
+
+/// The address [`client_of`] keeps a request's client by.
+pub fn client_ip(
+    st: &AppState,
+    peer: Option<&crate::http::listener::PeerAddr>,
+    headers: &HeaderMap,
+) -> std::net::IpAddr {
     let peer = peer.map_or(std::net::Ipv6Addr::UNSPECIFIED.into(), |p| p.0.ip());
     // Read lossily, not skipped: a line with a byte that is not visible
     // ASCII still holds the hop a proxy appended to it, and skipping it
@@ -260,12 +269,11 @@ pub fn client_of(
         .iter()
         .map(|v| String::from_utf8_lossy(v.as_bytes()))
         .collect();
-    let ip = crate::rate::client_ip(
+    crate::rate::client_ip(
         peer,
         forwarded.iter().map(|l| l.as_ref()),
         &st.cfg.trusted_proxies,
-    );
-    st.hub.client(ip)
+    )
 }
 
 /// A session's place among its address's `--max-connections-per-client`
@@ -274,13 +282,13 @@ pub fn client_of(
 #[allow(clippy::result_large_err)] // axum's Response, as its extractors return
 pub fn session_slot(
     st: &AppState,
-    client: &Arc<crate::rate::Client>,
-) -> Result<Option<crate::rate::Slot>, Response> {
+    ip: std::net::IpAddr,
+) -> Result<Option<crate::rate::Session>, Response> {
     let max = st.cfg.max_connections_per_client;
     if max == 0 || !st.cfg.has_auth() {
         return Ok(None);
     }
-    match client.open_session(max) {
+    match st.hub.open_session(ip, max) {
         Some(slot) => Ok(Some(slot)),
         None => {
             Stats::add(&st.hub.stats().rejected_connections, 1);
@@ -310,8 +318,9 @@ pub async fn upgrade(
         }
         .into_response();
     };
-    let client = client_of(&st, req.extensions().get(), req.headers());
-    let slot = match session_slot(&st, &client) {
+    let ip = client_ip(&st, req.extensions().get(), req.headers());
+    let client = st.hub.client(ip);
+    let slot = match session_slot(&st, ip) {
         Ok(slot) => slot,
         Err(refused) => return refused,
     };

@@ -103,19 +103,15 @@ pub async fn open(
         tracing::info!(origin = ?headers.get(header::ORIGIN), "sse origin refused");
         return ApiError::OriginNotAllowed.into_response();
     }
-    let client = super::client_of(&st, peer.as_deref(), &headers);
-    let mut resp = open_stream(st, q, &headers, client);
+    let ip = super::client_ip(&st, peer.as_deref(), &headers);
+    let mut resp = open_stream(st, q, &headers, ip);
     cors(&headers, &mut resp);
     resp
 }
 
-fn open_stream(
-    st: AppState,
-    q: WsQuery,
-    headers: &HeaderMap,
-    client: Arc<crate::rate::Client>,
-) -> Response {
-    let slot = match super::session_slot(&st, &client) {
+fn open_stream(st: AppState, q: WsQuery, headers: &HeaderMap, ip: std::net::IpAddr) -> Response {
+    let client = st.hub.client(ip);
+    let slot = match super::session_slot(&st, ip) {
         Ok(slot) => slot,
         Err(refused) => return refused,
     };

@@ -105,7 +105,7 @@ impl Conn {
             .counted
             .swap(false, std::sync::atomic::Ordering::Relaxed)
         {
-            self.client.close_session();
+            self.server.hub.close_session(self.handle.addr.ip());
         }
     }
 

@@ -3,7 +3,8 @@
 //! in the connection's lazily allocated `Extra` (an idle connection
 //! carries nothing for it): no runtime worker is parked. While it waits the connection parses no further request, so
 //! replies stay in order, but keeps writing queued output (pushes, earlier
-//! replies), reads what arrives (bounded by the query buffer limit), and
+//! replies), reads what arrives (at most 1 MiB, or the query buffer limit
+//! for a blocking command), and
 //! notices a kill, a closed socket and the token's `exp`. When the future
 //! is done its continuation runs on the connection (the reply, a WATCH's
 //! dedicated connection kept), then the requests that piled up behind it.
@@ -22,6 +23,16 @@ pub type Then = Box<dyn FnOnce(&mut Conn) + Send>;
 
 /// Most forwarded commands of one connection under way at once.
 const PIPELINE_MAX: usize = 64;
+
+/// Most unparsed input read while waiting for the engine (unless
+/// `--max-query-buffer` is less): a step handles at most 64 commands, so
+/// this is hundreds of round trips ahead, and what a client pipelines past
+/// it waits in the kernel's buffers, as before publishes were awaited here
+/// (4 clients pipelining 24 MB of PUBLISHes each behind one awaiting a
+/// paused Redis grew the node by 95 MiB; each may hold `--max-query-buffer`,
+/// 128 MiB). A blocking command (alone) reads on to
+/// `--max-query-buffer`, to notice the client leaving.
+const AWAIT_READ_MAX: usize = 1 << 20;
 
 type Step = Pin<Box<dyn Future<Output = Then> + Send>>;
 
@@ -131,7 +142,10 @@ pub(super) async fn serve_awaiting(
     if batch.is_empty() {
         handle.sink.outbox.take(batch);
     }
-    let max_query = conn.server.cfg.max_query_buffer;
+    let mut max_query = conn.server.cfg.max_query_buffer;
+    if !aw.blocking {
+        max_query = max_query.min(AWAIT_READ_MAX);
+    }
     tokio::select! {
         biased;
         then = aw.queue.next(), if !aw.queue.is_empty() => {

@@ -405,7 +405,7 @@ pub fn serve(
     server: Arc<RespServer>,
     shutdown: CancellationToken,
     mut admission: Admission,
-    slot: crate::rate::Slot,
+    counted: bool,
 ) -> impl std::future::Future<Output = ()> + Send {
     async move {
         // The permit is held until the connection ends, in `admission`
@@ -418,6 +418,9 @@ pub fn serve(
                 Ok(Ok(p)) => admission = Admission::Permit(p),
                 _ => {
                     Stats::add(&server.hub.stats().rejected_connections, 1);
+                    if counted {
+                        server.hub.close_session(addr.ip());
+                    }
                     return refuse(stream).await;
                 }
             }
@@ -434,7 +437,7 @@ pub fn serve(
             sink: server.new_sink(),
             killed: std::sync::atomic::AtomicBool::new(false),
             pre_auth: std::sync::atomic::AtomicBool::new(false),
-            counted: std::sync::atomic::AtomicBool::new(slot.is_counted()),
+            counted: std::sync::atomic::AtomicBool::new(counted),
             meta: std::sync::Mutex::new(ClientMeta {
                 resp: 2,
                 ..ClientMeta::default()
@@ -465,7 +468,7 @@ pub fn serve(
             blocked: None,
             staged: None,
             extra: None,
-            client: slot.keep(),
+            client: server.hub.client(addr.ip()),
             counted_patterns: 0,
             parser: parse::Parser::default(),
             deadline: None,
@@ -806,8 +809,16 @@ fn run_requests(conn: &mut Conn, rbuf: &mut BytesMut) {
                     return;
                 }
                 let mark = conn.out.len();
+                let staged = conn.staged.is_some();
                 cmd::dispatch(conn, &args);
-                if pending && conn.out.len() > mark {
+                // A PUBLISH joining staged ones that is refused (its
+                // channel, its rate) sends the staged ones on first: with an
+                // engine, as a step awaited, so its error is written after
+                // that step started but must go out after its replies
+                // (it went first: a client reading replies in order took
+                // the NOPERM for its first PUBLISH's).
+                let started = staged && conn.is_awaiting();
+                if (pending || started) && conn.out.len() > mark {
                     // Answered at once (an error of the checks): in its
                     // place behind the pending answers.
                     let now = conn.out.split_off(mark).freeze();
@@ -861,7 +872,6 @@ mod tests {
         let auth = crate::auth::Authenticator::new(&cfg);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let server_client = hub.client(addr.ip());
         let server = RespServer::new(hub, cfg, auth, metrics, addr);
         let client = TcpStream::connect(addr).await.unwrap();
         let (stream, peer) = listener.accept().await.unwrap();
@@ -874,7 +884,7 @@ mod tests {
             server,
             CancellationToken::new(),
             Admission::Permit(permit),
-            server_client.uncounted(),
+            false,
         );
         let size = std::mem::size_of_val(&fut);
         eprintln!(
