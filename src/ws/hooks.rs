@@ -246,7 +246,14 @@ impl Session {
             _ = shutdown.cancelled() => return Some(End::Disconnect(DisconnectCode::Shutdown)),
             answer = proxy.call(hook, body) => answer,
         };
-        self.resume(&id, then, answer).await
+        // What the answer leads to may await the engine (a publish, a
+        // subscribe of a name the node does not carry yet): shutdown does
+        // not wait for it.
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => Some(End::Disconnect(DisconnectCode::Shutdown)),
+            end = self.resume(&id, then, answer) => end,
+        }
     }
 
     async fn resume(
