@@ -547,3 +547,85 @@ fn a_subscribe_the_engine_refuses_is_only_an_error() {
     assert_eq!(p.cmd(&[b"PUBLISH", b"fresh", b"x"]), b":1\r\n");
     assert!(show(&c.frame()).contains("fresh"));
 }
+
+/// WebSocket `history`, `presence` and `presence_stats`, and HTTP
+/// `/api/history` and `/api/presence`, through a 2 s Redis pause: each
+/// awaits the engine on its own task (no thread parks) and is answered
+/// after the pause.
+#[test]
+fn reads_through_a_redis_stall_park_no_threads() {
+    let _one = HEAVY.lock().unwrap_or_else(|e| e.into_inner());
+    let redis = Redis::start(&[]);
+    let (_dir, cfg) = temp_config(
+        "reads",
+        "[namespaces.chat]\nhistory_size = 100\npresence = true\n",
+    );
+    let h = Herald::start(&[
+        "--config",
+        &cfg,
+        "--engine",
+        &format!("redis://{}", redis.addr),
+        "--requirepass",
+        "pw",
+        "--jwt-hmac-secret",
+        WS_SECRET,
+        "--api-key",
+        "key",
+    ]);
+    let mut p = Raw::backend(h.resp, "pw");
+    for i in 0..3 {
+        p.cmd(&[b"PUBLISH", b"chat:1", format!("m{i}").as_bytes()]);
+    }
+    let (http, pid, tok) = (h.http, h.pid(), ws_token());
+    let n = 120;
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let mut wss = Vec::new();
+        for i in 0..n {
+            let src = [127, 0, 1 + (i / 200) as u8, 1 + (i % 200) as u8];
+            wss.push(ws_connect_from(http, Some(&tok), src).await);
+        }
+        // A presence entry to read.
+        let mut member = ws_connect_from(http, Some(&tok), [127, 0, 9, 1]).await;
+        let r = ws_call(&mut member, 1, serde_json::json!({"op": "subscribe", "channel": "chat:1"})).await;
+        assert_eq!(r["result"]["offset"], 3, "{r}");
+        Raw::connect(redis.addr).cmd(&[b"CLIENT", b"PAUSE", b"2000", b"ALL"]);
+        let paused = Instant::now();
+        for (i, ws) in wss.iter_mut().enumerate() {
+            let op = match i % 3 {
+                0 => serde_json::json!({"id": 1, "op": "history", "channel": "chat:1"}),
+                1 => serde_json::json!({"id": 1, "op": "presence", "channel": "chat:1"}),
+                _ => serde_json::json!({"id": 1, "op": "presence_stats", "channel": "chat:1"}),
+            };
+            ws_send(ws, op).await;
+        }
+        let gets: Vec<_> = (0..20)
+            .map(|i| {
+                let path = if i % 2 == 0 { "/api/history/chat:1" } else { "/api/presence/chat:1" };
+                tokio::spawn(http_request(
+                    http,
+                    format!("GET {path} HTTP/1.1\r\nHost: x\r\nX-API-Key: key\r\nConnection: close\r\n\r\n"),
+                ))
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        let threads = thread_count(pid);
+        for (i, ws) in wss.iter_mut().enumerate() {
+            let r = ws_recv(ws).await;
+            let want = match i % 3 {
+                0 => "publications",
+                1 => "clients",
+                _ => "users",
+            };
+            assert!(r["result"].get(want).is_some(), "{r}");
+        }
+        for g in gets {
+            let (st, body) = g.await.unwrap();
+            assert_eq!(st, 200, "{body}");
+        }
+        let after = paused.elapsed();
+        eprintln!("{n} WebSocket and 20 HTTP reads through a 2 s Redis pause: {threads} threads during it, all answered after {after:?}");
+        assert!(after >= Duration::from_millis(1900), "answered in {after:?}");
+        assert!(threads < 40, "{threads} threads while reads waited");
+    });
+}

@@ -346,7 +346,7 @@ pub async fn presence(
     if !st.cfg.namespace(channel.as_bytes()).presence {
         return Err(ApiError::PresenceNotEnabled);
     }
-    let v = crate::ws::protocol::presence_json(&st.hub, channel.as_bytes())?;
+    let v = crate::ws::protocol::presence_json_awaited(&st.hub, channel.as_bytes()).await?;
     Ok(Json(v).into_response())
 }
 
@@ -432,11 +432,14 @@ pub async fn history(
         },
         _ => return Err(ApiError::HalfPosition),
     };
-    let page = st.hub.history(
-        channel.as_bytes(),
-        since,
-        q.limit.unwrap_or(usize::MAX),
-        q.reverse,
-    )?;
+    let page = st
+        .hub
+        .history_pending(
+            channel.as_bytes(),
+            since,
+            q.limit.unwrap_or(usize::MAX),
+            q.reverse,
+        )
+        .await?;
     Ok(history_answer(&st, &page.entries, page.top, page.epoch))
 }

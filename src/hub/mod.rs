@@ -443,17 +443,42 @@ impl Hub {
         &self,
         channel: &[u8],
     ) -> Result<Vec<presence::PresenceEntry>, EngineError> {
-        self.engine.presence.clients(channel).wait()
+        self.presence_clients_pending(channel).wait()
+    }
+
+    /// [`Hub::presence_clients`], for a caller that awaits (nothing parks
+    /// a thread while a remote engine answers).
+    pub fn presence_clients_pending(
+        &self,
+        channel: &[u8],
+    ) -> engine::Pending<'_, Result<Vec<presence::PresenceEntry>, EngineError>> {
+        self.engine.presence.clients(channel)
     }
 
     /// A channel's distinct users, sorted.
     pub fn presence_users(&self, channel: &[u8]) -> Result<Vec<String>, EngineError> {
-        self.engine.presence.users(channel).wait()
+        self.presence_users_pending(channel).wait()
+    }
+
+    /// [`Hub::presence_users`], for a caller that awaits.
+    pub fn presence_users_pending(
+        &self,
+        channel: &[u8],
+    ) -> engine::Pending<'_, Result<Vec<String>, EngineError>> {
+        self.engine.presence.users(channel)
     }
 
     /// A channel's (clients, distinct users).
     pub fn presence_stats(&self, channel: &[u8]) -> Result<(usize, usize), EngineError> {
-        self.engine.presence.stats(channel).wait()
+        self.presence_stats_pending(channel).wait()
+    }
+
+    /// [`Hub::presence_stats`], for a caller that awaits.
+    pub fn presence_stats_pending(
+        &self,
+        channel: &[u8],
+    ) -> engine::Pending<'_, Result<(usize, usize), EngineError>> {
+        self.engine.presence.stats(channel)
     }
 
     /// Keeps this node's presence entries alive, at the store's own cadence
@@ -567,14 +592,24 @@ impl Hub {
         limit: usize,
         reverse: bool,
     ) -> Result<HistoryPage, HistoryError> {
-        let opts = self
-            .history_options(channel)
-            .ok_or(HistoryError::NotEnabled)?;
+        self.history_pending(channel, since, limit, reverse).wait()
+    }
+
+    /// [`Hub::history`], for a caller that awaits.
+    pub fn history_pending(
+        &self,
+        channel: &[u8],
+        since: Option<(u64, u64)>,
+        limit: usize,
+        reverse: bool,
+    ) -> engine::Pending<'_, Result<HistoryPage, HistoryError>> {
+        let Some(opts) = self.history_options(channel) else {
+            return engine::Pending::ready(Err(HistoryError::NotEnabled));
+        };
         let since = since.map(|(offset, epoch)| Position { offset, epoch });
         self.engine
             .history
             .read(channel, opts, since, limit, reverse)
-            .wait()
     }
 
     // ---- leaderboards ------------------------------------------------------

@@ -14,6 +14,7 @@ use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
 use super::protocol::{self as proto, DisconnectCode, ErrorCode, StreamPosition};
+use super::reads::Read;
 use super::session::{End, Session};
 use crate::auth::Claims;
 use crate::hub::engine::{EngineError, Pending as EnginePending};
@@ -45,6 +46,8 @@ enum Then {
         channel: String,
         data: Value,
     },
+    /// A read op (its checks passed) waiting for the engine.
+    Read(Read),
     /// A subscribe (every check before the pattern bounds passed) waiting
     /// for the engine to carry its name to this node.
     Enter {
@@ -181,6 +184,17 @@ impl Session {
         })
     }
 
+    /// A read op (its checks passed) through an engine whose reads are
+    /// round trips: the session awaits it as it awaits the app.
+    pub(super) fn engine_read(&self, id: &Value, read: Read) -> Box<Pending> {
+        Box::new(Pending {
+            id: id.clone(),
+            hook: None,
+            body: Vec::new(),
+            then: Then::Read(read),
+        })
+    }
+
     /// Asks the app and resumes the op with its answer. Shutdown does not
     /// wait for the app. `Some(end)` ends the session.
     pub(super) async fn ask(
@@ -219,6 +233,13 @@ impl Session {
                         t = prepared => t,
                     };
                     self.subscribe_prepared(&id, channel, pattern, since, grant, Some(t));
+                }
+                Then::Read(read) => {
+                    tokio::select! {
+                        biased;
+                        _ = shutdown.cancelled() => return Some(End::Disconnect(DisconnectCode::Shutdown)),
+                        () = self.read_awaited(&id, read) => {}
+                    }
                 }
                 _ => {}
             }

@@ -20,6 +20,7 @@
 mod hooks;
 mod ops;
 pub mod protocol;
+mod reads;
 mod recovery;
 pub mod session;
 pub mod sse;

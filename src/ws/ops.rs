@@ -87,7 +87,7 @@ impl Session {
 
     /// Queues a large reply built by `build` after checking its estimated
     /// size, then its real size.
-    fn send_large(&self, id: &Value, estimate: usize, build: impl FnOnce() -> Bytes) {
+    pub(super) fn send_large(&self, id: &Value, estimate: usize, build: impl FnOnce() -> Bytes) {
         if let Err(why) = self.admit(estimate) {
             return self.refuse(id, why, estimate);
         }
@@ -418,31 +418,20 @@ impl Session {
                         ErrorCode::NotEnabled,
                         "presence is not enabled for this channel's namespace",
                     );
-                } else if matches!(cmd.op, Op::Presence(_)) {
-                    // A crowded channel's presence is a large reply: about
-                    // 64 bytes a client before the user ids and infos.
-                    match self.st.hub.presence_stats(ch) {
-                        Ok((clients, _)) => self.send_large(id, clients.saturating_mul(64), || {
-                            match proto::presence_json(&self.st.hub, ch) {
-                                Ok(v) => proto::reply(id, v),
-                                Err(e) => proto::error(id, ErrorCode::Internal, &e.to_string()),
-                            }
-                        }),
-                        Err(e) => self.error(id, ErrorCode::Internal, &e.to_string()),
-                    }
                 } else {
-                    match self.st.hub.presence_stats(ch) {
-                        Ok((clients, users)) => self.send(proto::reply(
-                            id,
-                            json!({ "clients": clients, "users": users }),
-                        )),
-                        Err(e) => self.error(id, ErrorCode::Internal, &e.to_string()),
+                    let read = super::reads::Read::Presence {
+                        channel: a.channel.clone(),
+                        full: matches!(cmd.op, Op::Presence(_)),
+                    };
+                    if self.reads_await() {
+                        return Step::Ask(self.engine_read(id, read));
                     }
+                    self.read_now(id, read);
                 }
             }
             Op::History(a) => {
                 if self.take_read(id) {
-                    self.history(id, a);
+                    return self.history(id, a);
                 }
             }
             Op::LeaderboardSubscribe(a) => {
@@ -873,15 +862,14 @@ impl Session {
         }
     }
 
-    fn history(&mut self, id: &Value, a: proto::HistoryArgs) {
+    fn history(&mut self, id: &Value, a: proto::HistoryArgs) -> Step {
         if !self.check_name(id, &a.channel) {
-            return;
+            return Step::Read;
         }
-        let ch = a.channel.as_bytes();
         if !self.may_read(&a.channel) {
             Stats::add(&self.st.hub.stats().auth_failures, 1);
             self.error(id, ErrorCode::PermissionDenied, "permission denied");
-            return;
+            return Step::Read;
         }
         let since = match a.since {
             Some(p) => match p.epoch.parse::<u64>() {
@@ -892,33 +880,24 @@ impl Session {
                         ErrorCode::UnrecoverablePosition,
                         &HistoryError::Unrecoverable.to_string(),
                     );
-                    return;
+                    return Step::Read;
                 }
             },
             None => None,
         };
         // No cap on `limit` of its own: the reply's size is what is
         // bounded (the connection's hard limit, the global budget).
-        let limit = a.limit.unwrap_or(usize::MAX);
-        match self.st.hub.history(ch, since, limit, a.reverse) {
-            Ok(page) => {
-                let estimate = proto::history_estimate(&page.entries);
-                self.send_large(id, estimate, || {
-                    proto::history_reply(id, &page.entries, page.top, page.epoch)
-                });
-            }
-            Err(HistoryError::Unavailable) => self.error(
-                id,
-                ErrorCode::Internal,
-                &HistoryError::Unavailable.to_string(),
-            ),
-            Err(HistoryError::Unrecoverable) => self.error(
-                id,
-                ErrorCode::UnrecoverablePosition,
-                &HistoryError::Unrecoverable.to_string(),
-            ),
-            Err(e) => self.error(id, ErrorCode::NotEnabled, &e.to_string()),
+        let read = super::reads::Read::History {
+            channel: a.channel,
+            since,
+            limit: a.limit.unwrap_or(usize::MAX),
+            reverse: a.reverse,
+        };
+        if self.reads_await() {
+            return Step::Ask(self.engine_read(id, read));
         }
+        self.read_now(id, read);
+        Step::Read
     }
 
     fn publish(&mut self, id: &Value, a: proto::PublishArgs) -> Step {

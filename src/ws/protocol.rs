@@ -415,12 +415,28 @@ pub fn presence_json(
     hub: &crate::hub::Hub,
     channel: &[u8],
 ) -> Result<Value, crate::hub::EngineError> {
-    let clients: Vec<Value> = hub
-        .presence_clients(channel)?
+    Ok(presence_value(
+        hub.presence_clients(channel)?,
+        hub.presence_users(channel)?,
+    ))
+}
+
+/// [`presence_json`], awaiting the engine (nothing parks a thread).
+pub async fn presence_json_awaited(
+    hub: &crate::hub::Hub,
+    channel: &[u8],
+) -> Result<Value, crate::hub::EngineError> {
+    let clients = hub.presence_clients_pending(channel).await?;
+    let users = hub.presence_users_pending(channel).await?;
+    Ok(presence_value(clients, users))
+}
+
+fn presence_value(clients: Vec<crate::hub::presence::PresenceEntry>, users: Vec<String>) -> Value {
+    let clients: Vec<Value> = clients
         .into_iter()
         .map(|e| json!({ "client": e.client.to_string(), "user": e.user, "info": e.info, "joined": e.joined }))
         .collect();
-    Ok(json!({ "clients": clients, "users": hub.presence_users(channel)? }))
+    json!({ "clients": clients, "users": users })
 }
 
 /// Leaderboard entries as JSON: `[{member, score}]` best first.
