@@ -279,12 +279,15 @@ pub async fn channels(
     }
     // Every node's channels (a survey, see docs/engine.md), with their
     // subscribers summed; `cluster` says whether some node did not answer.
-    let view = st.hub.cluster_channels(
-        Space::Global,
-        q.pattern.as_deref().map(str::as_bytes),
-        None,
-        true,
-    );
+    let view = st
+        .hub
+        .cluster_channels_pending(
+            Space::Global,
+            q.pattern.as_deref().map(str::as_bytes),
+            None,
+            true,
+        )
+        .await;
     let mut counts = view.value.clone();
     counts.sort();
     let list: Vec<Value> = counts

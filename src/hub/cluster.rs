@@ -11,7 +11,7 @@ use bytes::Bytes;
 
 use super::engine::cluster::{ANSWER_MAX_BYTES, ANSWER_MAX_NAMES};
 use super::engine::cluster::{QUESTION_MAX_BYTES, QUESTION_MAX_NAMES};
-use super::engine::{Answer, NodeLoad, NodeReport, NodeSource, Question, Survey};
+use super::engine::{Answer, NodeLoad, NodeReport, NodeSource, Pending, Question, Survey};
 use super::glob::Glob;
 use super::{Hub, Space, Stats};
 use crate::auth::{scope_sees_channel, scope_sees_pattern};
@@ -112,6 +112,9 @@ impl NodeSource for HubNode {
         }
     }
 }
+
+/// The other nodes' answers to a survey, by node name.
+type Surveyed = ClusterView<Vec<(String, Answer)>>;
 
 impl Hub {
     /// Names this node and tells the engine how to report its load: the
@@ -214,23 +217,25 @@ impl Hub {
     }
 
     /// This node's answer and, when `others`, the other nodes', as they
-    /// came.
-    fn ask(&self, q: Question, others: bool) -> (Answer, ClusterView<Vec<(String, Answer)>>) {
+    /// came (awaited by the caller, or waited for).
+    fn ask(&self, q: Question, others: bool) -> Pending<'_, (Answer, Surveyed)> {
         let local = self.local_answer(&q, false);
-        let survey: Survey = if others {
-            self.engine.broker.cluster().survey(q).wait()
+        let survey = if others {
+            self.engine.broker.cluster().survey(q)
         } else {
-            Survey::default()
+            Pending::ready(Survey::default())
         };
-        let truncated = survey.answers.iter().any(|(_, a)| a.truncated);
-        let view = ClusterView {
-            nodes: 1 + survey.answers.len(),
-            value: survey.answers,
-            missing: survey.missing,
-            truncated,
-            problem: survey.problem,
-        };
-        (local, view)
+        survey.map(move |survey| {
+            let truncated = survey.answers.iter().any(|(_, a)| a.truncated);
+            let view = ClusterView {
+                nodes: 1 + survey.answers.len(),
+                value: survey.answers,
+                missing: survey.missing,
+                truncated,
+                problem: survey.problem,
+            };
+            (local, view)
+        })
     }
 
     /// Tells the other nodes this one is leaving (a clean stop), so they
@@ -257,6 +262,19 @@ impl Hub {
         scope: Option<&[String]>,
         others: bool,
     ) -> ClusterView<Vec<(Bytes, u64)>> {
+        self.cluster_channels_pending(space, pattern, scope, others)
+            .wait()
+    }
+
+    /// [`Hub::cluster_channels`], for a caller that awaits (nothing parks
+    /// a thread while the other nodes answer).
+    pub fn cluster_channels_pending(
+        &self,
+        space: Space,
+        pattern: Option<&[u8]>,
+        scope: Option<&[String]>,
+        others: bool,
+    ) -> Pending<'_, ClusterView<Vec<(Bytes, u64)>>> {
         let q = Question::Channels {
             space,
             pattern: pattern.map(Bytes::copy_from_slice),
@@ -264,18 +282,19 @@ impl Hub {
         };
         // Globs that match nothing: nobody else to ask.
         let others = others && scope.is_none_or(|s| !s.is_empty());
-        let (local, view) = self.ask(q, others);
-        if view.value.is_empty() {
-            return view.with(local.counts);
-        }
-        let mut sum: HashMap<Bytes, u64> = local.counts.into_iter().collect();
-        for (_, a) in &view.value {
-            for (c, n) in &a.counts {
-                let e = sum.entry(c.clone()).or_default();
-                *e = e.saturating_add(*n);
+        self.ask(q, others).map(|(local, view)| {
+            if view.value.is_empty() {
+                return view.with(local.counts);
             }
-        }
-        view.with(sum.into_iter().collect())
+            let mut sum: HashMap<Bytes, u64> = local.counts.into_iter().collect();
+            for (_, a) in &view.value {
+                for (c, n) in &a.counts {
+                    let e = sum.entry(c.clone()).or_default();
+                    *e = e.saturating_add(*n);
+                }
+            }
+            view.with(sum.into_iter().collect())
+        })
     }
 
     /// The subscribers of each of `channels` summed over the nodes. The
@@ -288,37 +307,50 @@ impl Hub {
         channels: &[Bytes],
         others: bool,
     ) -> Result<ClusterView<Vec<u64>>, TooManyNames> {
+        self.cluster_numsub_pending(space, channels, others).wait()
+    }
+
+    /// [`Hub::cluster_numsub`], for a caller that awaits.
+    pub fn cluster_numsub_pending(
+        &self,
+        space: Space,
+        channels: &[Bytes],
+        others: bool,
+    ) -> Pending<'_, Result<ClusterView<Vec<u64>>, TooManyNames>> {
         let bytes: usize = channels.iter().map(|c| c.len()).sum();
         let too_many = channels.len() > QUESTION_MAX_NAMES || bytes > QUESTION_MAX_BYTES;
         if too_many && others && !self.engine.broker.cluster().peers().peers.is_empty() {
-            return Err(TooManyNames);
+            return Pending::ready(Err(TooManyNames));
         }
         if too_many || channels.is_empty() || !others {
             let counts = channels
                 .iter()
                 .map(|c| self.registry.numsub(space, c) as u64)
                 .collect();
-            return Ok(ClusterView {
+            return Pending::ready(Ok(ClusterView {
                 value: counts,
                 nodes: 1,
                 ..Default::default()
-            });
+            }));
         }
+        let channels = channels.to_vec();
         let q = Question::NumSub {
             space,
-            channels: channels.to_vec(),
+            channels: channels.clone(),
         };
-        let (local, view) = self.ask(q, true);
-        let mut counts: Vec<u64> = local.counts.iter().map(|(_, n)| *n).collect();
-        for (_, a) in &view.value {
-            // An answer names the channels it counts: match them by name,
-            // so a short or reordered answer cannot shift the counts.
-            let theirs: HashMap<&Bytes, u64> = a.counts.iter().map(|(c, n)| (c, *n)).collect();
-            for (i, c) in channels.iter().enumerate() {
-                counts[i] = counts[i].saturating_add(theirs.get(c).copied().unwrap_or(0));
+        self.ask(q, true).map(move |(local, view)| {
+            let mut counts: Vec<u64> = local.counts.iter().map(|(_, n)| *n).collect();
+            for (_, a) in &view.value {
+                // An answer names the channels it counts: match them by
+                // name, so a short or reordered answer cannot shift the
+                // counts.
+                let theirs: HashMap<&Bytes, u64> = a.counts.iter().map(|(c, n)| (c, *n)).collect();
+                for (i, c) in channels.iter().enumerate() {
+                    counts[i] = counts[i].saturating_add(theirs.get(c).copied().unwrap_or(0));
+                }
             }
-        }
-        Ok(view.with(counts))
+            Ok(view.with(counts))
+        })
     }
 
     /// The distinct patterns subscribed on any node (those `scope` lets
@@ -329,20 +361,30 @@ impl Hub {
         scope: Option<&[String]>,
         others: bool,
     ) -> ClusterView<Vec<Bytes>> {
+        self.cluster_patterns_pending(scope, others).wait()
+    }
+
+    /// [`Hub::cluster_patterns`], for a caller that awaits.
+    pub fn cluster_patterns_pending(
+        &self,
+        scope: Option<&[String]>,
+        others: bool,
+    ) -> Pending<'_, ClusterView<Vec<Bytes>>> {
         let q = Question::Patterns {
             scope: scope.map(<[String]>::to_vec),
         };
         let others = others && scope.is_none_or(|s| !s.is_empty());
-        let (local, view) = self.ask(q, others);
-        if view.value.is_empty() {
-            return view.with(local.counts.into_iter().map(|(p, _)| p).collect());
-        }
-        let mut all: std::collections::HashSet<Bytes> =
-            local.counts.into_iter().map(|(p, _)| p).collect();
-        for (_, a) in &view.value {
-            all.extend(a.counts.iter().map(|(p, _)| p.clone()));
-        }
-        view.with(all.into_iter().collect())
+        self.ask(q, others).map(|(local, view)| {
+            if view.value.is_empty() {
+                return view.with(local.counts.into_iter().map(|(p, _)| p).collect());
+            }
+            let mut all: std::collections::HashSet<Bytes> =
+                local.counts.into_iter().map(|(p, _)| p).collect();
+            for (_, a) in &view.value {
+                all.extend(a.counts.iter().map(|(p, _)| p.clone()));
+            }
+            view.with(all.into_iter().collect())
+        })
     }
 
     /// The live nodes: this one first, then the others by name.

@@ -237,10 +237,21 @@ fn await_publish(
     conn: &mut Conn,
     publish: impl for<'h> FnOnce(&'h Hub) -> Pending<'h, Result<usize, EngineError>> + Send + 'static,
 ) {
+    await_hub(conn, publish, |conn, r| conn.publish_reply(r));
+}
+
+/// Asks the hub something a remote engine answers with a round trip (a
+/// publish, a survey of the other nodes): the connection awaits it (no
+/// thread parks) as one serial step, then `then` replies.
+fn await_hub<T: Send + 'static>(
+    conn: &mut Conn,
+    ask: impl for<'h> FnOnce(&'h Hub) -> Pending<'h, T> + Send + 'static,
+    then: impl FnOnce(&mut Conn, T) + Send + 'static,
+) {
     let hub = conn.server.hub.clone();
     conn.await_serial(async move {
-        let r = publish(&hub).await;
-        Box::new(move |conn: &mut Conn| conn.publish_reply(r)) as Then
+        let v = ask(&hub).await;
+        Box::new(move |conn: &mut Conn| then(conn, v)) as Then
     });
 }
 
@@ -750,16 +761,31 @@ fn list_channels(conn: &mut Conn, args: &[Bytes], space: Space) {
     // keyspace, this node's alone: a transaction never waits on others.
     // A token's globs go with the question: other nodes answer with only
     // what it may see (docs/engine.md); the list is filtered here still.
+    // In engine mode the connection awaits the survey (no thread parks).
     let others = !conn.in_exec;
     let scope = conn.identity.as_ref().and_then(|i| i.survey_scope());
-    let mut list: Vec<Bytes> = conn
+    let pattern = args.get(2).cloned();
+    if others && conn.server.hub.subscribes_await() {
+        let scope = scope.map(<[String]>::to_vec);
+        await_hub(
+            conn,
+            move |hub| {
+                hub.cluster_channels_pending(space, pattern.as_deref(), scope.as_deref(), true)
+            },
+            reply_channels,
+        );
+        return;
+    }
+    let view = conn
         .server
         .hub
-        .cluster_channels(space, args.get(2).map(|p| &p[..]), scope, others)
-        .value
-        .into_iter()
-        .map(|(c, _)| c)
-        .collect();
+        .cluster_channels(space, pattern.as_deref(), scope, others);
+    reply_channels(conn, view);
+}
+
+/// The channels of a survey this client may see.
+fn reply_channels(conn: &mut Conn, view: crate::hub::ClusterView<Vec<(Bytes, u64)>>) {
+    let mut list: Vec<Bytes> = view.value.into_iter().map(|(c, _)| c).collect();
     list.retain(|c| visible(conn, c));
     conn.reply().bulks(list.iter());
 }
@@ -821,7 +847,28 @@ fn count_subs(conn: &mut Conn, args: &[Bytes], space: Space) {
         .map(|(c, _)| c.clone())
         .collect();
     let others = !conn.in_exec;
-    let counts = match conn.server.hub.cluster_numsub(space, &asked, others) {
+    let args = args.to_vec();
+    if others && conn.server.hub.subscribes_await() {
+        await_hub(
+            conn,
+            move |hub| hub.cluster_numsub_pending(space, &asked, true),
+            move |conn, r| reply_counts(conn, &args, &shown, r),
+        );
+        return;
+    }
+    let r = conn.server.hub.cluster_numsub(space, &asked, others);
+    reply_counts(conn, &args, &shown, r);
+}
+
+/// NUMSUB's reply: the counts of the channels this client may see, 0 for
+/// the others.
+fn reply_counts(
+    conn: &mut Conn,
+    args: &[Bytes],
+    shown: &[bool],
+    r: Result<crate::hub::ClusterView<Vec<u64>>, crate::hub::TooManyNames>,
+) {
+    let counts = match r {
         Ok(view) => view.value,
         Err(e) => {
             conn.reply().error(&format!("ERR {e}"));
@@ -831,7 +878,7 @@ fn count_subs(conn: &mut Conn, args: &[Bytes], space: Space) {
     let mut counts = counts.into_iter();
     let mut out = conn.reply();
     out.array((args.len() - 2) * 2);
-    for (c, s) in args[2..].iter().zip(&shown) {
+    for (c, s) in args[2..].iter().zip(shown) {
         out.bulk(c);
         let n = if *s { counts.next().unwrap_or(0) } else { 0 };
         // Other nodes' counts are summed as they came: cap, never wrap.
@@ -850,14 +897,31 @@ fn numpat(conn: &mut Conn, _args: &[Bytes]) {
     if !may_survey(conn) {
         return;
     }
-    let hub = &conn.server.hub;
+    let scope = match &conn.identity {
+        Some(crate::auth::Identity::Password) => None,
+        Some(id) => id.survey_scope().map(<[String]>::to_vec),
+        None => return conn.reply().int(0),
+    };
     let others = !conn.in_exec;
+    if others && conn.server.hub.subscribes_await() {
+        await_hub(
+            conn,
+            move |hub| hub.cluster_patterns_pending(scope.as_deref(), true),
+            reply_numpat,
+        );
+        return;
+    }
+    let view = conn.server.hub.cluster_patterns(scope.as_deref(), others);
+    reply_numpat(conn, view);
+}
+
+/// NUMPAT's reply: the patterns of a survey this client may see.
+fn reply_numpat(conn: &mut Conn, view: crate::hub::ClusterView<Vec<Bytes>>) {
     let n = match &conn.identity {
-        Some(crate::auth::Identity::Password) => hub.cluster_patterns(None, others).value.len(),
+        Some(crate::auth::Identity::Password) => view.value.len(),
         Some(id) => {
             let cfg = &conn.server.cfg;
-            hub.cluster_patterns(id.survey_scope(), others)
-                .value
+            view.value
                 .iter()
                 .filter(|p| id.may_psubscribe(p, cfg))
                 .count()
