@@ -334,3 +334,103 @@ fn read_rate_applies_before_the_wait() {
         }
     });
 }
+
+fn vm_rss_kb(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|n| n.trim().trim_end_matches(" kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// A history larger than the output hard limit: engine mode refuses it
+/// as memory mode does (same code), on WebSocket and HTTP.
+#[test]
+fn huge_history_refused_as_in_memory_mode() {
+    let redis = Redis::start(&[]);
+    let (_dir, cfg) = temp_config("a8-huge", CONF);
+    let limits = [
+        "--output-buffer-hard-limit",
+        "256kb",
+        "--output-buffer-soft-limit",
+        "0",
+    ];
+    let mem = node(None, &cfg, &limits);
+    let eng = node(Some(&redis), &cfg, &limits);
+    let big = "x".repeat(20_000);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mut answers = Vec::new();
+    for h in [&mem, &eng] {
+        let mut p = Raw::backend(h.resp, "pw");
+        for _ in 0..40 {
+            p.cmd(&[b"PUBLISH", b"chat:big", big.as_bytes()]);
+        }
+        let http = h.http;
+        answers.push(rt.block_on(async {
+            let mut ws = ws_connect(http, Some(&token())).await;
+            let all = ws_call(&mut ws, 1, json!({"op": "history", "channel": "chat:big"})).await;
+            let few = ws_call(
+                &mut ws,
+                2,
+                json!({"op": "history", "channel": "chat:big", "limit": 2}),
+            )
+            .await;
+            let (st, _) = http_request(http, get("/api/history/chat:big?limit=2")).await;
+            (
+                all["error"]["code"].clone(),
+                few["result"]["publications"].as_array().map(Vec::len),
+                st,
+            )
+        }));
+    }
+    eprintln!("memory {:?} engine {:?}", answers[0], answers[1]);
+    assert_eq!(answers[0], answers[1]);
+    assert!(answers[1].0.is_number(), "{:?}", answers[1]);
+}
+
+/// 300 sessions each send two history reads while Redis is paused: the
+/// node's threads stay few and its memory bounded; all are answered, in
+/// order, after the pause.
+#[test]
+fn read_flood_through_a_pause() {
+    let redis = Redis::start(&[]);
+    let (_dir, cfg) = temp_config("a8-flood", CONF);
+    let h = node(
+        Some(&redis),
+        &cfg,
+        &["--max-connections", "2000", "--read-burst", "10000"],
+    );
+    let (http, pid) = (h.http, h.pid());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let mut wss = Vec::new();
+        for i in 0..300u32 {
+            let src = [127, 0, 2 + (i / 200) as u8, 1 + (i % 200) as u8];
+            wss.push(ws_connect_from(http, Some(&token()), src).await);
+        }
+        let before = vm_rss_kb(pid);
+        pause(&redis, 2000);
+        for ws in wss.iter_mut() {
+            ws_send(ws, json!({"id": 1, "op": "history", "channel": "chat:1"})).await;
+            ws_send(ws, json!({"id": 2, "op": "presence", "channel": "chat:1"})).await;
+        }
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        let (rss, threads) = (vm_rss_kb(pid), {
+            let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+            s.lines()
+                .find_map(|l| l.strip_prefix("Threads:"))
+                .and_then(|n| n.trim().parse::<u32>().ok())
+                .unwrap()
+        });
+        for ws in wss.iter_mut() {
+            let a = ws_recv(ws).await;
+            let b = ws_recv(ws).await;
+            assert_eq!((a["id"].clone(), b["id"].clone()), (json!(1), json!(2)), "{a} {b}");
+            assert!(b["result"]["clients"].is_array(), "{b}");
+        }
+        eprintln!("600 reads of 300 sessions through a 2 s pause: {threads} threads, RSS {before} -> {rss} kB");
+        assert!(threads < 40, "{threads} threads");
+        assert!(rss < before + 64 * 1024, "RSS {before} -> {rss} kB");
+    });
+}
