@@ -434,3 +434,110 @@ fn read_flood_through_a_pause() {
         assert!(rss < before + 64 * 1024, "RSS {before} -> {rss} kB");
     });
 }
+
+/// Sessions (40, at --max-connections 40) that hang up while a read
+/// waits on a Redis paused for 4 s, each with `ops` reads sent: how long
+/// until 40 new sessions find room.
+fn slots_back_after_close(ops: usize) -> Duration {
+    let redis = Redis::start(&[]);
+    let (_dir, cfg) = temp_config("a8-close", CONF);
+    let h = node(Some(&redis), &cfg, &["--max-connections", "40"]);
+    let http = h.http;
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let mut wss = Vec::new();
+        for i in 0..40u8 {
+            wss.push(ws_connect_from(http, Some(&token()), [127, 0, 3, 1 + i]).await);
+        }
+        pause(&redis, 4000);
+        let t = Instant::now();
+        for ws in wss.iter_mut() {
+            for id in 0..ops {
+                ws_send(ws, json!({"id": id, "op": "history", "channel": "chat:1"})).await;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        for mut ws in wss {
+            let _ = ws.close(None).await;
+        }
+        let url = format!("ws://{http}/ws?token={}", token());
+        let mut fresh = Vec::new();
+        while fresh.len() < 40 {
+            match tokio_tungstenite::connect_async(&url).await {
+                Ok((ws, _)) => fresh.push(ws),
+                Err(e) => {
+                    assert!(t.elapsed() < Duration::from_secs(8), "{e}");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        }
+        let took = t.elapsed();
+        eprintln!("{ops} reads a session: 40 slots back {took:?} after they were sent");
+        took
+    })
+}
+
+/// One read waiting: the hang-up is seen at once (214 ms measured, of
+/// which 200 ms is the test's own sleep).
+#[test]
+fn a_session_closed_while_its_read_waits_frees_its_slot() {
+    let took = slots_back_after_close(1);
+    assert!(took < Duration::from_millis(2500), "{took:?}");
+}
+
+/// Two reads: the second is parked (the read-ahead of one op), so the
+/// socket is not read again and the close is not seen until the first
+/// read's answer: the slot is held for the whole pause (4.08 s measured
+/// for a 4 s pause), up to the engine's 5 s response timeout per read
+/// queued behind it. No worse than before 1ef1996 (the read parked a
+/// thread then), and a live client holds its slot as long, but a
+/// hung-up one should not.
+#[test]
+#[ignore = "a second read parked behind one awaiting Redis hides the close: slot held 4.08 s through a 4 s pause (1 read: 0.21 s); fix is in ws/session.rs read-ahead, not small"]
+fn a_session_closed_with_a_read_parked_frees_its_slot() {
+    let took = slots_back_after_close(2);
+    assert!(took < Duration::from_millis(2500), "{took:?}");
+}
+
+/// A subscribe then presence reads on the same session, and an
+/// unsubscribe then presence_stats: each read sees the op before it, as
+/// in memory mode.
+#[test]
+fn presence_reads_see_the_sessions_own_subscribe() {
+    let redis = Redis::start(&[]);
+    let (_dir, cfg) = temp_config("a8-own", CONF);
+    let mem = node(None, &cfg, &[]);
+    let eng = node(Some(&redis), &cfg, &[]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mut out = Vec::new();
+    for h in [&mem, &eng] {
+        let http = h.http;
+        out.push(rt.block_on(async {
+            let mut ws = ws_connect(http, Some(&token())).await;
+            let ops = [
+                json!({"op": "subscribe", "channel": "chat:9"}),
+                json!({"op": "presence_stats", "channel": "chat:9"}),
+                json!({"op": "presence", "channel": "chat:9"}),
+                json!({"op": "unsubscribe", "channel": "chat:9"}),
+                json!({"op": "presence_stats", "channel": "chat:9"}),
+                json!({"op": "subscribe", "channel": "chat:9"}),
+                json!({"op": "presence_stats", "channel": "chat:9"}),
+            ];
+            for (i, mut op) in ops.into_iter().enumerate() {
+                op["id"] = json!(i + 1);
+                ws_send(&mut ws, op).await;
+            }
+            let mut rs = Vec::new();
+            for i in 0..7 {
+                let mut r = ws_recv(&mut ws).await;
+                assert_eq!(r["id"], i + 1, "{r}");
+                norm(&mut r);
+                rs.push(r);
+            }
+            rs
+        }));
+    }
+    for (a, b) in out[0].iter().zip(&out[1]) {
+        assert_eq!(a, b, "memory vs engine");
+    }
+}
