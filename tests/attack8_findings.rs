@@ -541,3 +541,37 @@ fn presence_reads_see_the_sessions_own_subscribe() {
         assert_eq!(a, b, "memory vs engine");
     }
 }
+
+/// Reads through a Redis paused past the engine's 5 s response timeout:
+/// each is answered with an error before the pause ends.
+#[test]
+fn reads_time_out_through_a_long_pause() {
+    let redis = Redis::start(&[]);
+    let (_dir, cfg) = temp_config("a8-long", CONF);
+    let h = node(Some(&redis), &cfg, &[]);
+    let http = h.http;
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let mut wss = Vec::new();
+        for _ in 0..3 {
+            wss.push(ws_connect(http, Some(&token())).await);
+        }
+        pause(&redis, 9000);
+        let t = Instant::now();
+        for (ws, op) in wss
+            .iter_mut()
+            .zip(["history", "presence", "presence_stats"])
+        {
+            ws_send(ws, json!({"id": 1, "op": op, "channel": "chat:1"})).await;
+        }
+        let get = tokio::spawn(http_request(http, get("/api/history/chat:1")));
+        for ws in wss.iter_mut() {
+            let r = ws_recv(ws).await;
+            eprintln!("{:?}: {r}", t.elapsed());
+            assert!(r.get("error").is_some(), "{r}");
+        }
+        let (st, body) = get.await.unwrap();
+        eprintln!("{:?}: HTTP {st} {body}", t.elapsed());
+        assert!(t.elapsed() < Duration::from_secs(8), "{:?}", t.elapsed());
+    });
+}
