@@ -335,6 +335,23 @@ pub async fn nodes(
     Ok(Json(json!({ "nodes": list, "cluster": view.status_json() })).into_response())
 }
 
+/// A read awaiting the engine, given up at shutdown (503, code 500): a
+/// paused Redis must not hold the node's exit for the listener's whole
+/// grace (5 s), as WebSocket and SSE reads do not.
+async fn until_shutdown<T>(
+    st: &AppState,
+    read: impl std::future::Future<Output = Result<T, ApiError>>,
+) -> Result<T, ApiError> {
+    tokio::select! {
+        biased;
+        () = st.ws.shutdown.cancelled() => Err(crate::hub::EngineError::Unavailable(
+            "server shutting down".to_string(),
+        )
+        .into()),
+        r = read => r,
+    }
+}
+
 /// `GET /api/presence/{channel}` → `{"clients": [{client, user, info,
 /// joined}], "users": [...]}`; 501 where the namespace tracks no presence.
 pub async fn presence(
@@ -349,7 +366,10 @@ pub async fn presence(
     if !st.cfg.namespace(channel.as_bytes()).presence {
         return Err(ApiError::PresenceNotEnabled);
     }
-    let v = crate::ws::protocol::presence_json_awaited(&st.hub, channel.as_bytes()).await?;
+    let v = until_shutdown(&st, async {
+        Ok(crate::ws::protocol::presence_json_awaited(&st.hub, channel.as_bytes()).await?)
+    })
+    .await?;
     Ok(Json(v).into_response())
 }
 
@@ -435,14 +455,17 @@ pub async fn history(
         },
         _ => return Err(ApiError::HalfPosition),
     };
-    let page = st
-        .hub
-        .history_pending(
-            channel.as_bytes(),
-            since,
-            q.limit.unwrap_or(usize::MAX),
-            q.reverse,
-        )
-        .await?;
+    let page = until_shutdown(&st, async {
+        Ok(st
+            .hub
+            .history_pending(
+                channel.as_bytes(),
+                since,
+                q.limit.unwrap_or(usize::MAX),
+                q.reverse,
+            )
+            .await?)
+    })
+    .await?;
     Ok(history_answer(&st, &page.entries, page.top, page.epoch))
 }
