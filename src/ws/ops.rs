@@ -887,12 +887,12 @@ impl Session {
         };
         // No cap on `limit` of its own: the reply's size is what is
         // bounded (the connection's hard limit, the global budget).
-        let read = super::reads::Read::History {
+        let read = super::reads::Read::History(super::reads::HistoryRead {
             channel: a.channel,
             since,
             limit: a.limit.unwrap_or(usize::MAX),
             reverse: a.reverse,
-        };
+        });
         if self.reads_await() {
             return Step::Ask(self.engine_read(id, read));
         }

@@ -7,18 +7,36 @@ use serde_json::{json, Value};
 
 use super::protocol::{self as proto, ErrorCode};
 use super::session::Session;
+use crate::hub::engine::Pending;
 use crate::hub::{EngineError, HistoryError, HistoryPage};
 
 /// A read op past its checks.
 pub(super) enum Read {
-    History {
-        channel: String,
-        since: Option<(u64, u64)>,
-        limit: usize,
-        reverse: bool,
-    },
+    History(HistoryRead),
     /// Every client and user (`full`), or only their counts.
-    Presence { channel: String, full: bool },
+    Presence {
+        channel: String,
+        full: bool,
+    },
+}
+
+/// A `history` op's arguments.
+pub(super) struct HistoryRead {
+    pub channel: String,
+    pub since: Option<(u64, u64)>,
+    pub limit: usize,
+    pub reverse: bool,
+}
+
+impl HistoryRead {
+    fn page<'h>(&self, hub: &'h crate::hub::Hub) -> Pending<'h, Result<HistoryPage, HistoryError>> {
+        hub.history_pending(
+            self.channel.as_bytes(),
+            self.since,
+            self.limit,
+            self.reverse,
+        )
+    }
 }
 
 impl Session {
@@ -31,15 +49,7 @@ impl Session {
     pub(super) fn read_now(&self, id: &Value, read: Read) {
         let hub = &self.st.hub;
         match read {
-            Read::History {
-                channel,
-                since,
-                limit,
-                reverse,
-            } => {
-                let r = hub.history(channel.as_bytes(), since, limit, reverse);
-                self.history_answer(id, r);
-            }
+            Read::History(h) => self.history_answer(id, h.page(hub).wait()),
             Read::Presence { channel, full } => {
                 let ch = channel.as_bytes();
                 match hub.presence_stats(ch) {
@@ -56,15 +66,8 @@ impl Session {
     pub(super) async fn read_awaited(&self, id: &Value, read: Read) {
         let hub = &self.st.hub;
         match read {
-            Read::History {
-                channel,
-                since,
-                limit,
-                reverse,
-            } => {
-                let r = hub
-                    .history_pending(channel.as_bytes(), since, limit, reverse)
-                    .await;
+            Read::History(h) => {
+                let r = h.page(hub).await;
                 self.history_answer(id, r);
             }
             Read::Presence { channel, full } => {
