@@ -159,6 +159,14 @@ pub struct Redis {
 
 impl Redis {
     pub fn start(extra: &[&str]) -> Redis {
+        // A free port may be handed to two tests at once: the server that
+        // loses the bind exits, and the one that won answers for both
+        // (until its test stops it). So the server must be ours.
+        for _ in 0..4 {
+            if let Some(r) = Self::try_start(free_port(), extra) {
+                return r;
+            }
+        }
         Self::start_with(free_port(), extra)
     }
 
@@ -168,6 +176,13 @@ impl Redis {
     }
 
     pub fn start_with(port: u16, extra: &[&str]) -> Redis {
+        Self::try_start(port, extra)
+            .unwrap_or_else(|| panic!("port {port}: another redis-server answers there"))
+    }
+
+    /// A `redis-server` on `port`; `None` when the server answering there
+    /// is not the one started here (it lost the bind to another).
+    fn try_start(port: u16, extra: &[&str]) -> Option<Redis> {
         let mut child = Command::new("redis-server")
             .args([
                 "--port",
@@ -195,7 +210,43 @@ impl Redis {
             assert!(Instant::now() < deadline, "redis-server did not start");
             std::thread::sleep(Duration::from_millis(20));
         }
-        Redis { child, addr }
+        let mut r = Redis { child, addr };
+        r.answers_itself().then_some(r)
+    }
+
+    /// Whether the server at `addr` is this child: its `INFO` names the
+    /// child's pid (without access to `INFO`, the child still running a
+    /// moment later).
+    fn answers_itself(&mut self) -> bool {
+        let pid = self.child.id();
+        let info = (|| {
+            let mut s = TcpStream::connect(self.addr).ok()?;
+            s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+            s.write_all(b"INFO server\r\n").ok()?;
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            while !buf.windows(2).any(|w| w == b"\r\n")
+                || !String::from_utf8_lossy(&buf).contains("run_id:")
+            {
+                let n = s.read(&mut chunk).ok()?;
+                if n == 0 {
+                    break;
+                }
+                buf.extend_from_slice(&chunk[..n]);
+                if buf.starts_with(b"-") {
+                    break;
+                }
+            }
+            Some(String::from_utf8_lossy(&buf).into_owned())
+        })()
+        .unwrap_or_default();
+        match info.lines().find_map(|l| l.strip_prefix("process_id:")) {
+            Some(p) => p.trim() == pid.to_string(),
+            None => {
+                std::thread::sleep(Duration::from_millis(200));
+                matches!(self.child.try_wait(), Ok(None))
+            }
+        }
     }
 }
 
