@@ -47,35 +47,14 @@ const DEDICATED_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Appends a stream entry (the user's fields, as given) to a channel's
 /// history, takes the offset and publishes, as one step: PUBLISH_SCRIPT's
-/// XADD form. KEYS: stream, meta. ARGV: payload, max length, ttl ms, new
-/// epoch, run id, pub/sub channel, then the fields and values. Returns
-/// {offset, epoch}.
-const XADD_SCRIPT: &str = r#"
-local epoch = redis.call('HGET', KEYS[2], 'epoch')
-local run = redis.call('HGET', KEYS[2], 'run')
-if (not epoch) or (run ~= ARGV[5]) then
-  redis.call('DEL', KEYS[1])
-  epoch = ARGV[4]
-  redis.call('HSET', KEYS[2], 'epoch', epoch, 'run', ARGV[5], 'top', 0)
-end
-local top = redis.call('HINCRBY', KEYS[2], 'top', 1)
-local fields = {}
+/// XADD form. KEYS: stream, meta. ARGV: as PUBLISH_SCRIPT's, then the
+/// fields and values (from `ARGV[9]`). Returns {offset, epoch}.
+const XADD_SCRIPT: &str = super::pubsub::history_script!(
+    r#"local fields = {}
 for i = 9, #ARGV do fields[#fields + 1] = ARGV[i] end
 redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[2], tostring(top) .. '-0', unpack(fields))
-local ttl = tonumber(ARGV[3])
-if ttl > 0 then
-  redis.call('PEXPIRE', KEYS[1], ttl)
-  redis.call('PEXPIRE', KEYS[2], ttl)
-else
-  redis.call('PERSIST', KEYS[2])
-end
-local frame = 'h' .. top .. ':' .. epoch .. ':' .. ARGV[1]
-redis.call(ARGV[7], ARGV[6], frame)
-if ARGV[8] ~= '' then
-  redis.call('PUBLISH', ARGV[8], frame)
-end
-return {top, epoch}
-"#;
+"#
+);
 
 type Idle = (MultiplexedConnection, OwnedSemaphorePermit, String);
 

@@ -19,13 +19,15 @@ use crate::hub::engine::{
 use crate::hub::presence::PresenceEvent;
 use crate::hub::publication::Publication;
 
-/// Appends to a channel's history, takes the offset and publishes, as one
-/// step. KEYS: stream, meta. ARGV: payload, max length, ttl ms, epoch if a
-/// new one is needed, this node's view of the Redis run id, the pub/sub
-/// channel, the publish command (`PUBLISH`, or `SPUBLISH` on Cluster), and
-/// a classic channel to `PUBLISH` to as well, or "" (on Cluster, for the
-/// nodes holding a pattern that matches). Returns {offset, epoch}.
-pub(super) const PUBLISH_SCRIPT: &str = r#"
+/// A history script around its `XADD` step: the epoch check (a new
+/// history, or one found under another Redis run id, starts over under
+/// `ARGV[4]`), the next offset, then after the append the TTLs and the
+/// publish of the entry's frame. `PUBLISH_SCRIPT` appends the payload as
+/// `data`; the keyspace's `XADD_SCRIPT` appends the user's fields.
+macro_rules! history_script {
+    ($xadd:literal) => {
+        concat!(
+            r#"
 local epoch = redis.call('HGET', KEYS[2], 'epoch')
 local run = redis.call('HGET', KEYS[2], 'run')
 if (not epoch) or (run ~= ARGV[5]) then
@@ -34,8 +36,9 @@ if (not epoch) or (run ~= ARGV[5]) then
   redis.call('HSET', KEYS[2], 'epoch', epoch, 'run', ARGV[5], 'top', 0)
 end
 local top = redis.call('HINCRBY', KEYS[2], 'top', 1)
-redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[2], tostring(top) .. '-0', 'data', ARGV[1])
-local ttl = tonumber(ARGV[3])
+"#,
+            $xadd,
+            r#"local ttl = tonumber(ARGV[3])
 if ttl > 0 then
   redis.call('PEXPIRE', KEYS[1], ttl)
   redis.call('PEXPIRE', KEYS[2], ttl)
@@ -48,7 +51,22 @@ if ARGV[8] ~= '' then
   redis.call('PUBLISH', ARGV[8], frame)
 end
 return {top, epoch}
-"#;
+"#
+        )
+    };
+}
+pub(super) use history_script;
+
+/// Appends to a channel's history, takes the offset and publishes, as one
+/// step. KEYS: stream, meta. ARGV: payload, max length, ttl ms, epoch if a
+/// new one is needed, this node's view of the Redis run id, the pub/sub
+/// channel, the publish command (`PUBLISH`, or `SPUBLISH` on Cluster), and
+/// a classic channel to `PUBLISH` to as well, or "" (on Cluster, for the
+/// nodes holding a pattern that matches). Returns {offset, epoch}.
+pub(super) const PUBLISH_SCRIPT: &str = history_script!(
+    r#"redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[2], tostring(top) .. '-0', 'data', ARGV[1])
+"#
+);
 
 /// The subscribing side of the live pub/sub connection.
 #[derive(Clone)]
