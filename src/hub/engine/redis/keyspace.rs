@@ -713,17 +713,13 @@ impl RemoteKeyspace for RedisKeyspace {
             if let Err(err) = e.verify_run().await {
                 return unavailable_frame(&err.to_string());
             }
-            let mut inv = inner.xadd.prepare_invoke();
-            inv.key(e.key("history", &channel))
-                .key(e.key("meta", &channel))
-                .arg(&payload[..])
-                .arg(opts.size)
-                .arg(opts.ttl_ms)
-                .arg(RedisEngine::new_epoch())
-                .arg(e.run_id(&e.key("history", &channel)))
-                .arg(e.channel_name("ch", &channel))
-                .arg(e.publish_cmd())
-                .arg(e.pattern_copy(&channel).unwrap_or_default());
+            // The publish script's keys and arguments, then the fields.
+            let [stream, meta, args @ ..] = e.history_script_args(&channel, &payload, opts);
+            let mut inv = inner.xadd.key(stream);
+            inv.key(meta);
+            for a in args {
+                inv.arg(a);
+            }
             for f in &fields {
                 inv.arg(&f[..]);
             }
