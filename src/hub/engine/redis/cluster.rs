@@ -145,13 +145,7 @@ impl RedisEngine {
                     let mut sink = Sink::Cluster(conn);
                     let _ = self.link.watch().await;
                     let probes = self.probe_channels();
-                    let wanted: Vec<Wanted> = self
-                        .wanted
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .iter()
-                        .cloned()
-                        .collect();
+                    let wanted = self.wanted_now();
                     for p in &probes {
                         if let Err(e) = self.redis_subscribe_raw(&mut sink, p).await {
                             tracing::warn!(error = %e, "engine probe subscribe failed");
@@ -169,13 +163,7 @@ impl RedisEngine {
                     self.probes_reset(&probes);
                     backoff = Duration::from_millis(50);
                     if !first {
-                        if let Some(h) = self.handler.get() {
-                            for w in &wanted {
-                                if let Wanted::Channel(c) = w {
-                                    h.on_gap(c);
-                                }
-                            }
-                        }
+                        self.replay_gaps(&wanted);
                         tracing::info!(
                             channels = wanted.len(),
                             "engine shard pub/sub resubscribed"

@@ -96,6 +96,29 @@ impl RedisEngine {
         }
     }
 
+    /// What this node wants carried now (a resubscribe's list).
+    pub(super) fn wanted_now(&self) -> Vec<Wanted> {
+        self.wanted
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .cloned()
+            .collect()
+    }
+
+    /// After a resubscribe: what was published while the link was down is
+    /// in the histories, so subscribers of `wanted`'s channels that can
+    /// replay it.
+    pub(super) fn replay_gaps(&self, wanted: &[Wanted]) {
+        if let Some(h) = self.handler.get() {
+            for w in wanted {
+                if let Wanted::Channel(c) = w {
+                    h.on_gap(c);
+                }
+            }
+        }
+    }
+
     /// The pub/sub loop: connect, resubscribe everything wanted, deliver,
     /// and start again after a disconnection.
     pub(super) async fn pubsub_loop(self: Arc<Self>) {
@@ -108,13 +131,7 @@ impl RedisEngine {
                     let (sink, mut stream) = ps.split();
                     let mut sink = Sink::Single(sink);
                     let probes = self.probe_channels();
-                    let wanted: Vec<Wanted> = self
-                        .wanted
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .iter()
-                        .cloned()
-                        .collect();
+                    let wanted = self.wanted_now();
                     let mut ok = true;
                     for p in &probes {
                         ok = ok && self.redis_subscribe_raw(&mut sink, p).await.is_ok();
@@ -135,16 +152,7 @@ impl RedisEngine {
                         self.probes_reset(&probes);
                         backoff = Duration::from_millis(50);
                         if !first {
-                            // What was published while the link was down
-                            // is in the histories: subscribers that can,
-                            // replay it.
-                            if let Some(h) = self.handler.get() {
-                                for w in &wanted {
-                                    if let Wanted::Channel(c) = w {
-                                        h.on_gap(c);
-                                    }
-                                }
-                            }
+                            self.replay_gaps(&wanted);
                             tracing::info!(channels = wanted.len(), "engine pub/sub resubscribed");
                         }
                         first = false;
