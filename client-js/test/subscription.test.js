@@ -207,9 +207,11 @@ test('recovery: after recovered: true the replayed messages advance the position
   server.socket.push({ push: 'message', channel: 'chat:1', data: 'a', offset: 6 });
   await until(() => offsets.length === 1);
 
+  // The states are recorded, not polled: on a loaded machine the
+  // resubscribe can finish before a poll sees 'subscribing'.
+  const states = record(sub, 'state');
   server.socket.drop();
-  await until(() => sub.state === 'subscribing');
-  await until(() => sub.state === 'subscribed');
+  await until(() => states.map((s) => s.state).join() === 'subscribing,subscribed');
   assert.deepEqual(server.received('subscribe', server.socket)[0].since, { offset: 6, epoch: 'E' });
   assert.deepEqual(subscribed[1], { recovered: true });
   assert.deepEqual(sub.position, { offset: 6, epoch: 'E' }); // not jumped to 15: the replay follows
